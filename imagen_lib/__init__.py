@@ -1,0 +1,24 @@
+"""imagen_lib: Google's Imagen (Saharia et al. 2022, arXiv 2205.11487), small enough to learn from.
+
+Read the modules in this order; each is one lesson's concept:
+    data.py            MNIST digits and their text prompts
+    diffusion.py       noise schedules, loss, samplers, guidance, thresholding
+    layers.py          residual blocks, attention, text pooling
+    unet.py            the base U-Net (Improved DDPM)
+    text.py            the frozen pretrained text encoder
+    efficient_unet.py  the super-resolution Efficient U-Net
+    cascade.py         the Imagen pipeline: base + super-resolution stages
+    checkpoint.py      saving and loading safely
+
+Importing this package loads no model and touches no network.
+"""
+
+from imagen_lib.cascade import Imagen, ImagenConfig, StageConfig, default_device
+from imagen_lib.efficient_unet import EfficientUNet, EfficientUNetConfig
+from imagen_lib.unet import UNet, UNetConfig
+
+__version__ = "0.1.0"
+__all__ = [
+    "EfficientUNet", "EfficientUNetConfig", "Imagen", "ImagenConfig", "StageConfig", "UNet", "UNetConfig",
+    "default_device",
+]

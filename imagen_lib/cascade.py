@@ -1,0 +1,249 @@
+"""The Imagen pipeline: a text encoder and a cascade of diffusion models.
+
+Lessons 7 and 8. Imagen (Saharia et al. 2022, Section 2.5 and Figure A.4) generates a
+64x64 image with a base model, then upsamples it twice with super-resolution (SR) models,
+each a diffusion model conditioned on the text and on the previous stage's image. Ours
+works the same way at MNIST sizes (for example 16x16 -> 32x32), with any number of stages.
+
+Gaussian conditioning augmentation (Section 2.5; Ho et al. 2022, "Cascaded Diffusion
+Models"): an SR model trained on clean low-resolution images breaks when, at sampling,
+it is handed the base model's imperfect ones. So in training the upsampled low-resolution
+image is noised by the forward process at a random level, and the network is told that
+level. At sampling a fixed level (0.25 of the schedule by default) is applied once, with
+noise drawn once, not redrawn at every step.
+
+Every stage has its own noise schedule, network, and recommended guidance weight.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from imagen_lib import diffusion
+from imagen_lib.diffusion import NoiseSchedule, check_guidance_weight, classifier_free_guidance, q_sample
+from imagen_lib.efficient_unet import EfficientUNet, EfficientUNetConfig
+from imagen_lib.text import TextEncoder, validate_prompts
+from imagen_lib.unet import UNet, UNetConfig, check_image
+
+
+@dataclass
+class StageConfig:
+    """One diffusion model of the cascade. Stage 0 is the base U-Net; later stages are SR."""
+
+    image_size: int
+    network: UNetConfig | EfficientUNetConfig
+    schedule: str = "cosine"
+    timesteps: int = 1000
+    prediction: str = "eps"  # what the network predicts: "eps" or "v"
+    guidance_weight: float = 3.0  # recommended classifier-free guidance weight for sampling
+    sampling_augmentation: float = 0.25  # SR only: conditioning-noise level at sampling, in [0, 1)
+    max_training_augmentation: float = 1.0  # SR only: training levels are drawn from [0, this)
+
+
+@dataclass
+class ImagenConfig:
+    stages: list[StageConfig]
+    channels: int = 1
+    text_encoder: str = "google-t5/t5-small"
+    max_text_tokens: int = 16
+    text_drop_prob: float = 0.1  # share of training prompts replaced by the null text (for guidance)
+
+    def __post_init__(self):
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels}")
+        if not self.stages:
+            raise ValueError("a cascade needs at least one stage (the base model)")
+        sizes = [stage.image_size for stage in self.stages]
+        if any(later <= earlier for earlier, later in zip(sizes, sizes[1:])):
+            raise ValueError(f"stage image sizes must strictly increase through the cascade, got {sizes}")
+        for index, stage in enumerate(self.stages):
+            expected = UNetConfig if index == 0 else EfficientUNetConfig
+            if not isinstance(stage.network, expected):
+                raise TypeError(f"stage {index} needs a {expected.__name__} (stage 0 is the base U-Net, the rest are SR)")
+            if stage.prediction not in diffusion.PREDICTIONS:
+                raise ValueError(f"stage {index}: prediction must be one of {diffusion.PREDICTIONS}, got {stage.prediction!r}")
+            check_guidance_weight(stage.guidance_weight)
+            for name in ("sampling_augmentation", "max_training_augmentation"):
+                if not 0 <= getattr(stage, name) <= 1:
+                    raise ValueError(f"stage {index}: {name} is a fraction of the schedule in [0, 1], got {getattr(stage, name)}")
+        if not 0 <= self.text_drop_prob < 1:
+            raise ValueError(f"text_drop_prob must be in [0, 1), got {self.text_drop_prob}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ImagenConfig":
+        stages = []
+        for index, stage in enumerate(values["stages"]):
+            network_class = UNetConfig if index == 0 else EfficientUNetConfig
+            network = {k: tuple(v) if isinstance(v, list) else v for k, v in stage["network"].items()}
+            stages.append(StageConfig(**{**stage, "network": network_class(**network)}))
+        return cls(**{**values, "stages": stages})
+
+
+def default_device() -> torch.device:
+    """The best device here: CUDA, then Apple's MPS, then the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize (B, C, H, W) images to size x size: area averaging down, bilinear up."""
+    if images.shape[-1] == size:
+        return images
+    if images.shape[-1] > size:
+        return F.interpolate(images, size=(size, size), mode="area")
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+
+
+class Imagen(nn.Module):
+    """A cascade of text-conditioned diffusion models behind one frozen text encoder.
+
+    The text encoder is held, not registered as a submodule: it is frozen and pretrained,
+    so checkpoints store only its name.
+    """
+
+    def __init__(self, config: ImagenConfig, text_encoder: TextEncoder):
+        super().__init__()
+        self.config = config
+        self.text_encoder = text_encoder
+        networks = []
+        for index, stage in enumerate(config.stages):
+            network_class = UNet if index == 0 else EfficientUNet
+            networks.append(network_class(stage.network, stage.image_size, config.channels, text_encoder.dim))
+        self.networks = nn.ModuleList(networks)
+        self.schedules = [NoiseSchedule(stage.schedule, stage.timesteps) for stage in config.stages]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def image_size(self) -> int:
+        return self.config.stages[-1].image_size
+
+    def check_stage(self, stage: int) -> int:
+        if not isinstance(stage, int) or not 0 <= stage < len(self.networks):
+            raise ValueError(f"stage must be an index from 0 to {len(self.networks) - 1} (this cascade has {len(self.networks)} stages), got {stage}")
+        return stage
+
+    def encode_text(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token embeddings (B, L, D) and mask (B, L) on this model's device."""
+        tokens, mask = self.text_encoder.encode(prompts)
+        return tokens.to(self.device), mask.to(self.device)
+
+    def stage_network(self, stage: int, text: torch.Tensor, text_mask: torch.Tensor, low_res: torch.Tensor | None, augmentation_level: torch.Tensor | None):
+        """`network(x_t, t, text_dropped)` for one stage, with its text and image conditioning bound."""
+        net = self.networks[stage]
+
+        def network(x_t: torch.Tensor, t: torch.Tensor, text_dropped: torch.Tensor) -> torch.Tensor:
+            repeats = x_t.shape[0] // text.shape[0]  # 2 inside classifier-free guidance
+            tokens, mask = text.repeat(repeats, 1, 1), text_mask.repeat(repeats, 1)
+            if stage == 0:
+                return net(x_t, t, tokens, mask, text_dropped=text_dropped)
+            return net(x_t, t, tokens, mask, low_res.repeat(repeats, 1, 1, 1), augmentation_level.repeat(repeats), text_dropped=text_dropped)
+
+        return network
+
+    def augment_low_res(self, stage: int, low_res: torch.Tensor, level: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Upsample the previous stage's image to this stage's size and noise it to `level` (B,)."""
+        upsampled = resize(low_res, self.config.stages[stage].image_size)
+        return q_sample(self.schedules[stage], upsampled, level, noise)
+
+    def loss(self, stage: int, images: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """The training loss of one stage on a batch of full-resolution images in [-1, 1].
+
+        The stage's target is the images resized to its size; an SR stage's conditioning is
+        the images resized to the previous stage's size, upsampled and noise-augmented at a
+        random level. Prompts are replaced by the null text with probability text_drop_prob.
+        """
+        stage = self.check_stage(stage)
+        check_image(images, self.config.channels, self.image_size, "training images")
+        config = self.config.stages[stage]
+        batch, device = images.shape[0], images.device
+        x0 = resize(images, config.image_size)
+        text_dropped = torch.rand(batch, device=device) < self.config.text_drop_prob
+        low_res = level = None
+        if stage > 0:
+            top = max(1, int(config.max_training_augmentation * config.timesteps))
+            level = torch.randint(0, top, (batch,), device=device)
+            previous = resize(images, self.config.stages[stage - 1].image_size)
+            low_res = self.augment_low_res(stage, previous, level, torch.randn_like(x0))
+        network = self.stage_network(stage, text, text_mask, low_res, level)
+        return diffusion.diffusion_loss(
+            lambda x_t, t: network(x_t, t, text_dropped), self.schedules[stage], x0, config.prediction
+        )
+
+    def guidance_weights(self, guidance_weight: float | Sequence[float] | None) -> list[float]:
+        """One guidance weight per stage: the stages' own by default, or one for all, or a list."""
+        if guidance_weight is None:
+            return [stage.guidance_weight for stage in self.config.stages]
+        if isinstance(guidance_weight, (int, float)):
+            guidance_weight = [guidance_weight] * len(self.networks)
+        guidance_weight = list(guidance_weight)
+        if len(guidance_weight) != len(self.networks):
+            raise ValueError(f"give one guidance weight, or one per stage ({len(self.networks)}), got {guidance_weight}")
+        return [check_guidance_weight(weight) for weight in guidance_weight]
+
+    @torch.no_grad()
+    def sample(
+        self,
+        prompts: Sequence[str],
+        guidance_weight: float | Sequence[float] | None = None,
+        thresholding: str = "dynamic",
+        percentile: float = 0.95,
+        sampler: str = "ddim",
+        steps: int | None = None,
+        seed: int = 0,
+        augmentation_level: float | None = None,
+        eta: float = 0.0,
+        progress: bool = False,
+    ) -> list[torch.Tensor]:
+        """Generate one image per prompt; return every stage's images, (B, C, S_k, S_k) in [-1, 1].
+
+        guidance_weight: one for all stages, one per stage, or None for each stage's own.
+        augmentation_level: the SR stages' conditioning-noise level (fraction of their
+        schedule), or None for each stage's own `sampling_augmentation`.
+        """
+        prompts = validate_prompts(prompts)
+        weights = self.guidance_weights(guidance_weight)
+        if thresholding not in diffusion.THRESHOLDINGS:
+            raise ValueError(f"thresholding must be one of {diffusion.THRESHOLDINGS}, got {thresholding!r}")
+        diffusion.check_percentile(percentile)
+        if augmentation_level is not None and not 0 <= augmentation_level <= 1:
+            raise ValueError(f"augmentation level is a fraction of the schedule in [0, 1], got {augmentation_level}")
+        was_training = self.training
+        self.eval()
+        device = self.device
+        generator = torch.Generator().manual_seed(seed)
+        text, text_mask = self.encode_text(prompts)
+        batch = len(prompts)
+        outputs: list[torch.Tensor] = []
+        for stage, config in enumerate(self.config.stages):
+            low_res = level = None
+            if stage > 0:
+                fraction = config.sampling_augmentation if augmentation_level is None else augmentation_level
+                level = torch.full((batch,), round(fraction * (config.timesteps - 1)), device=device, dtype=torch.long)
+                shape = (batch, self.config.channels, config.image_size, config.image_size)
+                noise = torch.randn(shape, generator=generator).to(device)  # drawn once for the whole stage
+                low_res = self.augment_low_res(stage, outputs[-1], level, noise)
+            denoise = classifier_free_guidance(self.stage_network(stage, text, text_mask, low_res, level), weights[stage])
+            images = diffusion.sample(
+                denoise, self.schedules[stage], (batch, self.config.channels, config.image_size, config.image_size),
+                prediction=config.prediction, sampler=sampler, steps=steps, eta=eta, thresholding=thresholding,
+                percentile=percentile, generator=generator, device=device,
+                progress=f"stage {stage} ({config.image_size}x{config.image_size})" if progress else False,
+            )
+            outputs.append(images.clamp(-1, 1))
+        self.train(was_training)
+        return outputs

@@ -1,0 +1,87 @@
+"""Saving and loading an Imagen cascade, safely.
+
+A checkpoint is one file made by `torch.save` holding a dictionary: a format tag, the
+cascade's config, the text encoder's name and width, and the networks' weights (training
+adds its own entries, such as the EMA weights and optimiser states). It is written to a
+temporary file and renamed into place, so an interrupted save never leaves a corrupt
+checkpoint behind, and loading checks what it reads and says clearly what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from imagen_lib.cascade import Imagen, ImagenConfig
+from imagen_lib.text import TextEncoder
+
+FORMAT = "imagen_lib-checkpoint-v1"
+
+
+def atomic_save(payload: dict, path: str | Path) -> Path:
+    """torch.save to a temporary file beside `path`, then rename it over `path` (atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(payload, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def model_payload(model: Imagen) -> dict:
+    """What any checkpoint holds: enough to rebuild the cascade and its weights."""
+    return {
+        "format": FORMAT,
+        "config": model.config.to_dict(),
+        "text_encoder": model.text_encoder.name,
+        "text_dim": model.text_encoder.dim,
+        "model": model.state_dict(),
+    }
+
+
+def save_imagen(model: Imagen, path: str | Path) -> Path:
+    return atomic_save(model_payload(model), path)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint file's dictionary, with a clear error for a missing, truncated or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist: check the path, or train one with `python -m imagen_lib train`")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise ValueError(f"{path} could not be read as a checkpoint (truncated or not a torch file?): {error}") from error
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an imagen_lib checkpoint (no '{FORMAT}' tag): was it written by another program?")
+    return payload
+
+
+def load_imagen(
+    path: str | Path, text_encoder: TextEncoder | None = None, weights: str = "model", device: str | torch.device | None = None,
+) -> Imagen:
+    """Rebuild a cascade from a checkpoint. weights: "model", or "ema" for training's EMA weights."""
+    payload = read_checkpoint(path)
+    config = ImagenConfig.from_dict(payload["config"])
+    if text_encoder is None:
+        text_encoder = TextEncoder(payload["text_encoder"], config.max_text_tokens)
+    if text_encoder.dim != payload["text_dim"]:
+        raise ValueError(
+            f"{path} was trained with text encoder {payload['text_encoder']!r} ({payload['text_dim']}-dim embeddings), "
+            f"but {text_encoder.name!r} gives {text_encoder.dim}-dim ones: load it with the encoder it was trained with"
+        )
+    if weights not in payload:
+        raise ValueError(f"{path} holds no {weights!r} weights; it has: {[k for k in ('model', 'ema') if k in payload]}")
+    model = Imagen(config, text_encoder)
+    model.load_state_dict(payload[weights])
+    return model.to(device) if device is not None else model

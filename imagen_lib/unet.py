@@ -1,0 +1,118 @@
+"""The base model of the cascade: a text-conditioned U-Net after Improved DDPM.
+
+Lesson 3 (the U-Net) and lesson 4 (its text conditioning). Imagen's base 64x64 model
+(Saharia et al. 2022, Section 2.4) "adapts the U-Net architecture from Improved DDPM"
+(Nichol & Dhariwal 2021): residual blocks with scale-shift normalisation from the timestep
+embedding, multi-head self-attention at the lower resolutions, a sinusoidal timestep
+embedding. Imagen adds text in two ways, both here:
+- a pooled text vector added to the timestep embedding (so every residual block sees it);
+- cross-attention from the image to the text tokens at the attention resolutions.
+
+Shapes: x (B, C, S, S) noisy image, t (B,) timesteps, text (B, L, D_text) token
+embeddings with mask (B, L); output (B, C, S, S), the predicted noise (or v).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from imagen_lib.layers import (
+    AttentionBlock, ConditionedBlock, Downsample, ResidualBlock, TextConditioning, TimestepMLP, Upsample, group_norm,
+)
+
+
+@dataclass
+class UNetConfig:
+    """Architecture of the base U-Net (sizes are for MNIST, not Imagen's 2B parameters)."""
+
+    channels: int = 64  # width at full resolution
+    channel_mults: tuple[int, ...] = (1, 2, 2)  # width multiplier per resolution level
+    num_res_blocks: int = 2  # residual blocks per level
+    attention_resolutions: tuple[int, ...] = (8, 4)  # self- and cross-attention at these sizes
+    heads: int = 4
+    dropout: float = 0.0
+
+
+def check_image(x: torch.Tensor, channels: int, size: int, what: str = "image") -> None:
+    """Raise a clear error unless x is a (B, channels, size, size) batch."""
+    if x.dim() != 4 or x.shape[1] != channels or x.shape[2] != size or x.shape[3] != size:
+        raise ValueError(
+            f"{what} must be a (batch, {channels}, {size}, {size}) tensor for this stage, got {tuple(x.shape)}: "
+            f"check the channel count ({channels}) and resize to {size}x{size}"
+        )
+
+
+class UNet(nn.Module):
+    """Improved-DDPM U-Net with pooled-text and cross-attention conditioning."""
+
+    def __init__(self, config: UNetConfig, image_size: int, image_channels: int, text_dim: int):
+        super().__init__()
+        levels = len(config.channel_mults)
+        if image_size % 2 ** (levels - 1):
+            raise ValueError(f"image size {image_size} must be divisible by 2^{levels - 1} for {levels} resolution levels")
+        self.config = config
+        self.image_size = image_size
+        self.image_channels = image_channels
+        width = config.channels
+        embedding_dim = 4 * width
+        self.time_embedding = TimestepMLP(width, embedding_dim)
+        self.text = TextConditioning(text_dim, context_dim=embedding_dim, embedding_dim=embedding_dim, heads=config.heads)
+
+        def block(cin: int, cout: int, size: int) -> ConditionedBlock:
+            attention = AttentionBlock(cout, embedding_dim, config.heads) if size in config.attention_resolutions else None
+            return ConditionedBlock(ResidualBlock(cin, cout, embedding_dim, config.dropout), attention)
+
+        self.conv_in = nn.Conv2d(image_channels, width, 3, padding=1)
+        # Down path: each level's blocks, then a downsample; every output is kept as a skip.
+        self.down = nn.ModuleList()
+        skip_channels = [width]
+        ch, size = width, image_size
+        for level, mult in enumerate(config.channel_mults):
+            for _ in range(config.num_res_blocks):
+                self.down.append(block(ch, width * mult, size))
+                ch = width * mult
+                skip_channels.append(ch)
+            if level < levels - 1:
+                self.down.append(Downsample(ch, ch))
+                size //= 2
+                skip_channels.append(ch)
+        self.middle = nn.ModuleList([
+            ConditionedBlock(ResidualBlock(ch, ch, embedding_dim, config.dropout), AttentionBlock(ch, embedding_dim, config.heads)),
+            ConditionedBlock(ResidualBlock(ch, ch, embedding_dim, config.dropout)),
+        ])
+        # Up path: one more block per level than the down path, each eating one skip.
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(config.channel_mults))):
+            for _ in range(config.num_res_blocks + 1):
+                self.up.append(block(ch + skip_channels.pop(), width * mult, size))
+                ch = width * mult
+            if level > 0:
+                self.up.append(Upsample(ch, ch))
+                size *= 2
+        self.out = nn.Sequential(group_norm(ch), nn.SiLU(), nn.Conv2d(ch, image_channels, 3, padding=1))
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
+
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
+        text_dropped: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        check_image(x, self.image_channels, self.image_size, "the noisy image")
+        context, mask, pooled = self.text(text, text_mask, text_dropped)  # (B, L, E), (B, L), (B, E)
+        embedding = self.time_embedding(t) + pooled  # (B, E): timestep plus pooled text
+        h = self.conv_in(x)  # (B, width, S, S)
+        skips = [h]
+        for layer in self.down:
+            h = layer(h) if isinstance(layer, Downsample) else layer(h, embedding, context, mask)
+            skips.append(h)
+        for layer in self.middle:
+            h = layer(h, embedding, context, mask)
+        for layer in self.up:
+            if isinstance(layer, Upsample):
+                h = layer(h)
+            else:
+                h = layer(torch.cat([h, skips.pop()], dim=1), embedding, context, mask)
+        return self.out(h)  # (B, C, S, S)
