@@ -42,7 +42,7 @@ class StageConfig:
     timesteps: int = 1000
     prediction: str = "eps"  # what the network predicts: "eps" or "v"
     guidance_weight: float = 3.0  # recommended classifier-free guidance weight for sampling
-    sampling_augmentation: float = 0.25  # SR only: conditioning-noise level at sampling, in [0, 1)
+    sampling_augmentation: float = 0.25  # SR only: conditioning-noise level at sampling, in [0, 1]
     max_training_augmentation: float = 1.0  # SR only: training levels are drawn from [0, this)
 
 
@@ -133,7 +133,7 @@ class Imagen(nn.Module):
         return self.config.stages[-1].image_size
 
     def check_stage(self, stage: int) -> int:
-        if not isinstance(stage, int) or not 0 <= stage < len(self.networks):
+        if not isinstance(stage, int) or isinstance(stage, bool) or not 0 <= stage < len(self.networks):
             raise ValueError(f"stage must be an index from 0 to {len(self.networks) - 1} (this cascade has {len(self.networks)} stages), got {stage}")
         return stage
 
@@ -222,28 +222,32 @@ class Imagen(nn.Module):
         diffusion.check_percentile(percentile)
         if augmentation_level is not None and not 0 <= augmentation_level <= 1:
             raise ValueError(f"augmentation level is a fraction of the schedule in [0, 1], got {augmentation_level}")
+        shortest = min(schedule.timesteps for schedule in self.schedules)
+        if steps is not None and not 1 <= steps <= shortest:
+            raise ValueError(f"steps must be between 1 and {shortest} (the shortest stage schedule), got {steps}")
         was_training = self.training
-        self.eval()
+        self.eval()  # no dropout while sampling; the caller's mode is restored below
         device = self.device
         generator = torch.Generator().manual_seed(seed)
         text, text_mask = self.encode_text(prompts)
         batch = len(prompts)
         outputs: list[torch.Tensor] = []
-        for stage, config in enumerate(self.config.stages):
-            low_res = level = None
-            if stage > 0:
-                fraction = config.sampling_augmentation if augmentation_level is None else augmentation_level
-                level = torch.full((batch,), round(fraction * (config.timesteps - 1)), device=device, dtype=torch.long)
+        try:
+            for stage, config in enumerate(self.config.stages):
                 shape = (batch, self.config.channels, config.image_size, config.image_size)
-                noise = torch.randn(shape, generator=generator).to(device)  # drawn once for the whole stage
-                low_res = self.augment_low_res(stage, outputs[-1], level, noise)
-            denoise = classifier_free_guidance(self.stage_network(stage, text, text_mask, low_res, level), weights[stage])
-            images = diffusion.sample(
-                denoise, self.schedules[stage], (batch, self.config.channels, config.image_size, config.image_size),
-                prediction=config.prediction, sampler=sampler, steps=steps, eta=eta, thresholding=thresholding,
-                percentile=percentile, generator=generator, device=device,
-                progress=f"stage {stage} ({config.image_size}x{config.image_size})" if progress else False,
-            )
-            outputs.append(images.clamp(-1, 1))
-        self.train(was_training)
+                low_res = level = None
+                if stage > 0:
+                    fraction = config.sampling_augmentation if augmentation_level is None else augmentation_level
+                    level = torch.full((batch,), round(fraction * (config.timesteps - 1)), device=device, dtype=torch.long)
+                    noise = torch.randn(shape, generator=generator).to(device)  # drawn once for the whole stage
+                    low_res = self.augment_low_res(stage, outputs[-1], level, noise)
+                denoise = classifier_free_guidance(self.stage_network(stage, text, text_mask, low_res, level), weights[stage])
+                images = diffusion.sample(
+                    denoise, self.schedules[stage], shape, prediction=config.prediction, sampler=sampler, steps=steps,
+                    eta=eta, thresholding=thresholding, percentile=percentile, generator=generator, device=device,
+                    progress=f"stage {stage} ({config.image_size}x{config.image_size})" if progress else False,
+                )
+                outputs.append(images.clamp(-1, 1))
+        finally:
+            self.train(was_training)
         return outputs

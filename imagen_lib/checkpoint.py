@@ -16,9 +16,11 @@ from pathlib import Path
 import torch
 
 from imagen_lib.cascade import Imagen, ImagenConfig
+from imagen_lib.data import DATA_DIR
 from imagen_lib.text import TextEncoder
 
 FORMAT = "imagen_lib-checkpoint-v1"
+SHIPPED_CHECKPOINT = DATA_DIR / "imagen_mnist_cpu.pt"  # trained by `python -m imagen_lib train --preset cpu`
 
 
 def atomic_save(payload: dict, path: str | Path) -> Path:
@@ -31,6 +33,9 @@ def atomic_save(payload: dict, path: str | Path) -> Path:
             torch.save(payload, file)
             file.flush()
             os.fsync(file.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes owner-only files; use the usual mode
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

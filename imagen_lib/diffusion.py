@@ -59,9 +59,13 @@ class NoiseSchedule:
 
 
 def linear_betas(timesteps: int) -> torch.Tensor:
-    """Ho et al.'s linear schedule, from 1e-4 to 0.02 for 1000 steps (rescaled for others)."""
+    """Ho et al.'s linear schedule, from 1e-4 to 0.02 for 1000 steps (rescaled for others).
+
+    Short schedules would push the rescaled betas to 1 and beyond; like the cosine
+    schedule, they are capped at 0.999.
+    """
     scale = 1000 / timesteps
-    return torch.linspace(scale * 1e-4, scale * 0.02, timesteps, dtype=torch.float64)
+    return torch.linspace(scale * 1e-4, scale * 0.02, timesteps, dtype=torch.float64).clamp(max=0.999)
 
 
 def cosine_betas(timesteps: int, offset: float = 0.008) -> torch.Tensor:

@@ -146,7 +146,6 @@ class TextEncoder:
 
     @torch.no_grad()
     def _encode_uncached(self, prompts: list[str]) -> None:
-        self.model.eval()  # frozen: dropout stays off even if someone called .train()
         batch = self.tokenizer(
             prompts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
         )
@@ -159,6 +158,7 @@ class TextEncoder:
     def encode(self, prompts) -> tuple[torch.Tensor, torch.Tensor]:
         """Token embeddings (B, L, D) and mask (B, L) for a list of prompts."""
         prompts = validate_prompts(prompts)
+        self.model.eval()  # frozen: dropout stays off even if someone called .train()
         missing = list(dict.fromkeys(p for p in prompts if p not in self.cache))
         if missing:
             self._encode_uncached(missing)

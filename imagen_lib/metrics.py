@@ -1,0 +1,154 @@
+"""Measuring samples: prompt accuracy and MNIST-FID, from a small digit classifier.
+
+Lessons 6 and 8. The paper scores text-image alignment with CLIP score and image quality
+with FID (Saharia et al. 2022, Section 4.1; Heusel et al. 2017). Their MNIST stand-ins:
+- prompt accuracy: the share of samples that a digit classifier labels as the digit the
+  prompt names (alignment, like CLIP score);
+- MNIST-FID: the Frechet distance between Gaussians fitted to the classifier's
+  penultimate features of samples and of held-out real digits (quality and diversity,
+  like FID with Inception features), reported beside the real-vs-real floor: the same
+  distance between two sets of real digits of the same size.
+
+The classifier is trained by `python -m imagen_lib classifier` on the training digits; its
+weights (under 1 MB) ship in `data/`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from imagen_lib.data import DATA_DIR, NUMBER_WORDS, DigitSet, prompt_to_label
+
+CLASSIFIER_PATH = DATA_DIR / "mnist_classifier.pt"
+
+
+class DigitClassifier(nn.Module):
+    """A small CNN for (B, 1, 32, 32) digits in [-1, 1]; `features` is its 128-d penultimate layer."""
+
+    def __init__(self, feature_dim: int = 128):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Linear(64, feature_dim), nn.ReLU(),
+        )
+        self.head = nn.Linear(feature_dim, 10)
+
+    @staticmethod
+    def to_grey(images: torch.Tensor) -> torch.Tensor:
+        return images.mean(dim=1, keepdim=True) if images.shape[1] == 3 else images  # (B, 1, H, W)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.body(self.to_grey(images))  # (B, 128)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))  # (B, 10) logits
+
+
+def random_shift(images: torch.Tensor, generator: torch.Generator, pixels: int = 2) -> torch.Tensor:
+    """Translate each image by up to `pixels` in x and y (background -1): cheap augmentation."""
+    padded = F.pad(images, (pixels,) * 4, value=-1.0)
+    size = images.shape[-1]
+    out = torch.empty_like(images)
+    offsets = torch.randint(0, 2 * pixels + 1, (len(images), 2), generator=generator)
+    for i, (dy, dx) in enumerate(offsets.tolist()):
+        out[i] = padded[i, :, dy : dy + size, dx : dx + size]
+    return out
+
+
+def train_classifier(train: DigitSet, test: DigitSet, epochs: int = 20, batch_size: int = 64, seed: int = 0,
+                     progress: bool = True) -> tuple[DigitClassifier, float]:
+    """Train the classifier with shift augmentation; return it and its held-out accuracy."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    model = DigitClassifier()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 2e-3, total_steps=epochs * (len(train) // batch_size))
+    images = DigitClassifier.to_grey(train.images)
+    for _ in tqdm(range(epochs), desc="classifier epochs", disable=not progress):
+        model.train()
+        order = torch.randperm(len(train), generator=generator)
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            index = order[start : start + batch_size]
+            loss = F.cross_entropy(model(random_shift(images[index], generator)), train.labels[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    return model.eval(), accuracy(model, test.images, test.labels)
+
+
+@torch.no_grad()
+def classify(model: DigitClassifier, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(images[i : i + batch_size].cpu()).argmax(dim=1) for i in range(0, len(images), batch_size)])
+
+
+@torch.no_grad()
+def features(model: DigitClassifier, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model.features(images[i : i + batch_size].cpu()) for i in range(0, len(images), batch_size)])
+
+
+def accuracy(model: DigitClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
+    return (classify(model, images) == labels).float().mean().item()
+
+
+def save_classifier(model: DigitClassifier, test_accuracy: float, path: str | Path = CLASSIFIER_PATH) -> Path:
+    from imagen_lib.checkpoint import atomic_save
+
+    state = {key: value.half() for key, value in model.state_dict().items()}  # half precision: under 1 MB
+    return atomic_save({"format": "imagen_lib-classifier-v1", "state": state, "test_accuracy": test_accuracy}, path)
+
+
+def load_classifier(path: str | Path = CLASSIFIER_PATH) -> DigitClassifier:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"classifier weights {path} do not exist: train them with `python -m imagen_lib classifier`")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != "imagen_lib-classifier-v1":
+        raise ValueError(f"{path} is not an imagen_lib classifier file")
+    model = DigitClassifier()
+    model.load_state_dict({key: value.float() for key, value in payload["state"].items()})
+    return model.eval()
+
+
+def prompt_accuracy(model: DigitClassifier, images: torch.Tensor, prompts: list[str]) -> float:
+    """Share of images the classifier labels as the digit their prompt names."""
+    labels = [prompt_to_label(prompt) for prompt in prompts]
+    unnamed = [prompt for prompt, label in zip(prompts, labels) if label is None]
+    if unnamed:
+        raise ValueError(f"prompt accuracy needs prompts that name a digit; these do not: {unnamed[:5]}")
+    wanted = torch.tensor(labels)
+    return (classify(model, images) == wanted).float().mean().item()
+
+
+def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between Gaussians fitted to two feature sets.
+
+    Tr((S_a S_b)^(1/2)) is computed as the sum of square roots of the eigenvalues of the
+    symmetric matrix S_a^(1/2) S_b S_a^(1/2), which has the same eigenvalues and stays
+    numerically real.
+    """
+    a, b = features_a.double(), features_b.double()
+    mean_a, mean_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+    values, vectors = torch.linalg.eigh(cov_a)
+    sqrt_a = vectors @ torch.diag(values.clamp(min=0).sqrt()) @ vectors.T
+    cross = torch.linalg.eigvalsh(sqrt_a @ cov_b @ sqrt_a).clamp(min=0).sqrt().sum()
+    return ((mean_a - mean_b).pow(2).sum() + cov_a.trace() + cov_b.trace() - 2 * cross).item()
+
+
+def evaluation_prompts(count: int = 1000) -> list[str]:
+    """`count` prompts cycling through the digits 0-9, numerals and words alternating per digit."""
+    prompts = []
+    for i in range(count):
+        digit, round_ = i % 10, i // 10
+        prompts.append(str(digit) if round_ % 2 == 0 else NUMBER_WORDS[digit])
+    return prompts

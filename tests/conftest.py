@@ -1,0 +1,99 @@
+"""Shared fixtures for the imagen_lib test suite.
+
+Everything here is tiny and offline:
+- the text encoder is a randomly initialised two-layer T5 with a word-level tokenizer,
+  written to a temporary folder by `imagen_lib.text.build_tiny_t5` (no download);
+- the cascades have 8x8 -> 16x16 (-> 32x32) stages 16 channels wide and 50 timesteps,
+  so a forward pass takes milliseconds on a CPU.
+
+The expensive objects (the tiny T5 on disk, one encoder) are session-scoped: built once,
+shared by every test. Tests that change an encoder's state (its cache, its train/eval
+mode) use `fresh_encoder` instead, so they cannot disturb the others.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from imagen_lib import EfficientUNetConfig, Imagen, ImagenConfig, StageConfig, UNetConfig
+from imagen_lib.text import TextEncoder, build_tiny_t5
+
+# The tensors here are tiny, so threads cost more than they save: one thread is fastest
+# (on a 2-core machine two threads made a U-Net step hundreds of times slower).
+torch.set_num_threads(1)
+
+TIMESTEPS = 50
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_path(tmp_path_factory):
+    """A folder holding a tiny random T5 encoder and its tokenizer (32-dim embeddings)."""
+    return build_tiny_t5(tmp_path_factory.mktemp("tiny_t5"))
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_t5_path):
+    """The tiny T5 loaded the way a real one is: through `from_pretrained`. Shared: do not mutate."""
+    return TextEncoder(str(tiny_t5_path))
+
+
+@pytest.fixture
+def fresh_encoder(tiny_t5_path):
+    """A new encoder with an empty cache, for tests that change the encoder's state."""
+    return TextEncoder(str(tiny_t5_path))
+
+
+def base_network_config() -> UNetConfig:
+    """The 8x8 base U-Net: two resolution levels, attention at 4x4."""
+    return UNetConfig(channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(4,))
+
+
+def sr_network_config(attention_size: int) -> EfficientUNetConfig:
+    """A super-resolution Efficient U-Net with attention at one (half-resolution) size."""
+    return EfficientUNetConfig(channels=16, channel_mults=(1, 2), num_res_blocks=(1, 1), attention_resolutions=(attention_size,))
+
+
+def tiny_cascade_config(num_stages: int = 2, channels: int = 1, **stage_overrides) -> ImagenConfig:
+    """An ImagenConfig with stages 8 -> 16 (-> 32), 50 timesteps each.
+
+    `stage_overrides` are applied to every StageConfig (e.g. prediction="v", timesteps=100).
+    """
+    if num_stages not in (1, 2, 3):
+        raise ValueError("the tiny cascade has 1, 2 or 3 stages")
+    stage_overrides = {"timesteps": TIMESTEPS, **stage_overrides}
+    stages = [
+        StageConfig(image_size=8, network=base_network_config(), **stage_overrides),
+        StageConfig(image_size=16, network=sr_network_config(8), **stage_overrides),
+        StageConfig(image_size=32, network=sr_network_config(16), **stage_overrides),
+    ][:num_stages]
+    return ImagenConfig(stages=stages, channels=channels, text_encoder="tiny-t5")
+
+
+@pytest.fixture
+def make_cascade(tiny_encoder):
+    """A factory: `make_cascade(num_stages=2, channels=1, seed=0)` builds a tiny Imagen.
+
+    The weights are seeded, so two calls with the same arguments give the same model.
+    """
+
+    def build(num_stages: int = 2, channels: int = 1, seed: int = 0, **stage_overrides) -> Imagen:
+        torch.manual_seed(seed)
+        return Imagen(tiny_cascade_config(num_stages, channels, **stage_overrides), tiny_encoder)
+
+    return build
+
+
+def randomize_parameters(module: torch.nn.Module, std: float = 0.2, seed: int = 0) -> torch.nn.Module:
+    """Overwrite every parameter with N(0, std^2) noise.
+
+    The networks zero-initialise their output convolution (and every block's last
+    convolution), so a fresh network outputs exactly 0 whatever its input: useless for
+    testing what the output depends on. Random weights make every input matter; with
+    std 0.2 the text changes the tiny networks' outputs by about 0.1, far above float error.
+    """
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            torch.nn.init.normal_(parameter, std=std)
+    return module

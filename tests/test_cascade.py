@@ -1,0 +1,256 @@
+"""Tests of the Imagen cascade (imagen_lib.cascade) and its checkpoints (imagen_lib.checkpoint).
+
+The cascades are tiny (8 -> 16 -> 32 pixels, 16 channels, 50 timesteps) and untrained:
+these tests check the plumbing, not image quality. Where the output must depend on the
+weights (seeding, save/load), the weights are randomised first, because a fresh network
+predicts exactly zero noise whatever it is given.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import base_network_config, randomize_parameters, sr_network_config, tiny_cascade_config
+from imagen_lib import ImagenConfig, StageConfig
+from imagen_lib.checkpoint import load_imagen, read_checkpoint, save_imagen
+from imagen_lib.text import TextEncoder, build_tiny_t5
+
+PROMPTS = ["7", "a handwritten seven"]
+SIZES = {2: [8, 16], 3: [8, 16, 32]}
+
+
+def sample_fast(model, prompts=PROMPTS, **options):
+    """Sampling with 5 DDIM steps: enough to run every code path, quick on a CPU."""
+    options = {"sampler": "ddim", "steps": 5, **options}
+    return model.sample(prompts, **options)
+
+
+# ---------------------------------------------------------------------------------------
+# Sampling
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("num_stages", [2, 3])
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_sample_returns_every_stage_in_range(num_stages, channels, sampler, make_cascade):
+    """One (B, C, S_k, S_k) tensor per stage, all in [-1, 1], with either sampler."""
+    model = randomize_parameters(make_cascade(num_stages, channels))
+    outputs = sample_fast(model, sampler=sampler)
+    assert len(outputs) == num_stages
+    for images, size in zip(outputs, SIZES[num_stages]):
+        assert images.shape == (len(PROMPTS), channels, size, size)
+        assert torch.isfinite(images).all()
+        assert images.min() >= -1 and images.max() <= 1
+
+
+def test_sample_restores_training_mode(make_cascade):
+    """Sampling switches to eval mode and back, so a training loop can sample mid-run."""
+    model = make_cascade(2)
+    model.train()
+    sample_fast(model, prompts=["1"])
+    assert model.training
+    model.eval()
+    sample_fast(model, prompts=["1"])
+    assert not model.training
+
+
+def test_same_seed_same_samples_other_seed_other_samples(make_cascade):
+    model = randomize_parameters(make_cascade(3))
+    first = sample_fast(model, seed=0)
+    again = sample_fast(model, seed=0)
+    other = sample_fast(model, seed=1)
+    for a, b, c in zip(first, again, other):
+        assert torch.equal(a, b)
+        assert not torch.allclose(a, c)
+
+
+def test_low_res_conditioning_is_noised_once_per_stage(make_cascade, monkeypatch):
+    """Conditioning augmentation at sampling: noise the upsampled image once per SR stage, then
+    hand the very same conditioning image (and level) to the network at every denoising step."""
+    model = randomize_parameters(make_cascade(3))
+    steps = 5
+
+    augment_calls = []
+    original_augment = model.augment_low_res
+
+    def counting_augment(stage, low_res, level, noise):
+        result = original_augment(stage, low_res, level, noise)
+        augment_calls.append((stage, result.clone()))
+        return result
+
+    monkeypatch.setattr(model, "augment_low_res", counting_augment)
+
+    seen = {1: [], 2: []}  # stage -> [(low_res, augmentation_level)] for each network call
+    for stage in (1, 2):
+        network = model.networks[stage]
+        original_forward = network.forward
+
+        def recording_forward(x, t, text, text_mask, low_res, augmentation_level, text_dropped=None,
+                              _forward=original_forward, _stage=stage):
+            seen[_stage].append((low_res.clone(), augmentation_level.clone()))
+            return _forward(x, t, text, text_mask, low_res, augmentation_level, text_dropped=text_dropped)
+
+        monkeypatch.setattr(network, "forward", recording_forward)
+
+    sample_fast(model, steps=steps)
+
+    assert [stage for stage, _ in augment_calls] == [1, 2]  # once per SR stage, not per step
+    expected_level = round(model.config.stages[1].sampling_augmentation * (model.config.stages[1].timesteps - 1))
+    for stage, augmented in augment_calls:
+        calls = seen[stage]
+        assert len(calls) == steps  # one (guidance-doubled) network call per step
+        for low_res, level in calls:
+            # Inside guidance the batch is doubled: [conditional rows, unconditional rows].
+            assert torch.equal(low_res, augmented.repeat(2, 1, 1, 1))
+            assert level.tolist() == [expected_level] * 2 * len(PROMPTS)
+
+
+def test_augmentation_level_zero_conditions_on_the_clean_upsampled_image(make_cascade, monkeypatch):
+    """At level 0 the conditioning image is (almost) the previous stage's output, upsampled."""
+    model = randomize_parameters(make_cascade(2))
+    captured = []
+    original = model.augment_low_res
+    monkeypatch.setattr(model, "augment_low_res", lambda *args: captured.append(args) or original(*args))
+    outputs = sample_fast(model, augmentation_level=0.0)
+    stage, low_res, level, noise = captured[0]
+    assert level.tolist() == [0, 0]
+    assert torch.equal(low_res, outputs[0])  # the base stage's images are what gets upsampled
+
+
+# ---------------------------------------------------------------------------------------
+# Training loss
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_loss_of_every_stage_is_finite_and_trains_only_that_stage(channels, prediction, make_cascade):
+    model = make_cascade(3, channels, prediction=prediction)
+    torch.manual_seed(0)
+    images = torch.rand(2, channels, 32, 32) * 2 - 1
+    text, mask = model.encode_text(PROMPTS)
+    for stage in range(3):
+        model.zero_grad(set_to_none=True)
+        loss = model.loss(stage, images, text, mask)
+        assert loss.dim() == 0 and torch.isfinite(loss)
+        loss.backward()
+        for index, network in enumerate(model.networks):
+            grads = [p.grad for p in network.parameters()]
+            if index == stage:
+                assert any(g is not None and g.abs().sum() > 0 for g in grads)
+                assert all(torch.isfinite(g).all() for g in grads if g is not None)
+            else:
+                assert all(g is None for g in grads), f"stage {stage}'s loss reached network {index}"
+
+
+# ---------------------------------------------------------------------------------------
+# Bad input
+# ---------------------------------------------------------------------------------------
+
+
+def test_bad_prompts_raise(make_cascade):
+    model = make_cascade(2)
+    with pytest.raises(ValueError, match="prompt list is empty"):
+        model.sample([])
+    with pytest.raises(TypeError, match="not a string"):
+        model.sample(["7", 7])
+    with pytest.raises(TypeError, match="wrap it as"):
+        model.sample("7")
+
+
+def test_bad_sampling_options_raise(make_cascade):
+    model = make_cascade(2)
+    with pytest.raises(ValueError, match="finite number >= 0"):
+        model.sample(PROMPTS, guidance_weight=-1.0)
+    with pytest.raises(ValueError, match="finite number >= 0"):
+        model.sample(PROMPTS, guidance_weight=[3.0, -0.5])
+    with pytest.raises(ValueError, match=r"one per stage \(2\)"):
+        model.sample(PROMPTS, guidance_weight=[1.0, 2.0, 3.0])
+    for percentile in (0.0, 1.5):
+        with pytest.raises(ValueError, match=r"percentile must be in \(0, 1\]"):
+            model.sample(PROMPTS, percentile=percentile)
+    with pytest.raises(ValueError, match="thresholding must be one of"):
+        model.sample(PROMPTS, thresholding="clip")
+    with pytest.raises(ValueError, match="augmentation level"):
+        model.sample(PROMPTS, augmentation_level=1.5)
+
+
+def test_bad_training_batches_raise(make_cascade):
+    model = make_cascade(2, channels=1)
+    text, mask = model.encode_text(PROMPTS)
+    with pytest.raises(ValueError, match=r"\(batch, 1, 16, 16\)"):
+        model.loss(0, torch.zeros(2, 1, 32, 32), text, mask)  # wrong size
+    with pytest.raises(ValueError, match=r"\(batch, 1, 16, 16\)"):
+        model.loss(0, torch.zeros(2, 3, 16, 16), text, mask)  # wrong channel count
+    for stage in (2, -1):
+        with pytest.raises(ValueError, match="stage must be an index from 0 to 1"):
+            model.loss(stage, torch.zeros(2, 1, 16, 16), text, mask)
+
+
+def test_bad_configs_raise():
+    base = StageConfig(image_size=16, network=base_network_config(), timesteps=50)
+    sr = StageConfig(image_size=16, network=sr_network_config(8), timesteps=50)
+    with pytest.raises(ValueError, match="strictly increase"):
+        ImagenConfig(stages=[base, sr])  # 16 -> 16
+    with pytest.raises(ValueError, match="strictly increase"):
+        ImagenConfig(stages=[StageConfig(image_size=32, network=base_network_config()), sr])  # 32 -> 16
+    with pytest.raises(ValueError, match="at least one stage"):
+        ImagenConfig(stages=[])
+    with pytest.raises(ValueError, match="channels must be 1"):
+        ImagenConfig(stages=[base], channels=2)
+    with pytest.raises(TypeError, match="stage 0 needs a UNetConfig"):
+        ImagenConfig(stages=[StageConfig(image_size=8, network=sr_network_config(8))])
+    with pytest.raises(ValueError, match="text_drop_prob"):
+        ImagenConfig(stages=[base], text_drop_prob=1.0)
+
+
+# ---------------------------------------------------------------------------------------
+# Config and checkpoints
+# ---------------------------------------------------------------------------------------
+
+
+def test_config_round_trips_through_dict_and_json():
+    config = tiny_cascade_config(3, channels=3, prediction="v")
+    assert ImagenConfig.from_dict(config.to_dict()) == config
+    # JSON turns tuples into lists; from_dict turns them back.
+    assert ImagenConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_save_then_load_gives_identical_samples(make_cascade, tiny_encoder, tmp_path):
+    model = randomize_parameters(make_cascade(3), seed=5)
+    path = save_imagen(model, tmp_path / "model.pt")
+    loaded = load_imagen(path, text_encoder=tiny_encoder)
+    assert loaded.config == model.config
+    for before, after in zip(sample_fast(model, seed=3), sample_fast(loaded, seed=3)):
+        assert torch.equal(before, after)
+    # The check can fail: a model with other weights samples something else.
+    other = randomize_parameters(make_cascade(3), seed=6)
+    assert not torch.allclose(sample_fast(other, seed=3)[-1], sample_fast(loaded, seed=3)[-1])
+    assert not list(tmp_path.glob(".*.tmp"))  # the atomic save left no temporary file behind
+
+
+def test_reading_bad_checkpoint_files_raises_clearly(make_cascade, tmp_path):
+    path = save_imagen(make_cascade(2), tmp_path / "model.pt")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match="could not be read as a checkpoint"):
+        read_checkpoint(truncated)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_checkpoint(tmp_path / "missing.pt")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"a": 1}, foreign)
+    with pytest.raises(ValueError, match="not an imagen_lib checkpoint"):
+        read_checkpoint(foreign)
+    with pytest.raises(ValueError, match="holds no 'ema' weights"):
+        load_imagen(path, text_encoder=make_cascade(2).text_encoder, weights="ema")
+
+
+def test_loading_with_an_encoder_of_another_width_raises(make_cascade, tmp_path):
+    path = save_imagen(make_cascade(2), tmp_path / "model.pt")
+    wider = TextEncoder(str(build_tiny_t5(tmp_path / "t5_48", d_model=48)))
+    with pytest.raises(ValueError, match="32-dim embeddings.*48-dim"):
+        load_imagen(path, text_encoder=wider)
