@@ -1,11 +1,11 @@
 """The Imagen pipeline: a text encoder and a cascade of diffusion models.
 
-Lessons 7 and 8. Imagen (Saharia et al. 2022, Section 2.5 and Figure A.4) generates a
+Lessons 7 and 8. Imagen (Saharia et al. 2022, Section 2.4) generates a
 64x64 image with a base model, then upsamples it twice with super-resolution (SR) models,
 each a diffusion model conditioned on the text and on the previous stage's image. Ours
 works the same way at MNIST sizes (for example 16x16 -> 32x32), with any number of stages.
 
-Gaussian conditioning augmentation (Section 2.5; Ho et al. 2022, "Cascaded Diffusion
+Gaussian conditioning augmentation (Section 2.4; Ho et al. 2022, "Cascaded Diffusion
 Models"): an SR model trained on clean low-resolution images breaks when, at sampling,
 it is handed the base model's imperfect ones. So in training the upsampled low-resolution
 image is noised by the forward process at a random level, and the network is told that
@@ -18,7 +18,7 @@ Every stage has its own noise schedule, network, and recommended guidance weight
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -53,6 +53,7 @@ class ImagenConfig:
     text_encoder: str = "google-t5/t5-small"
     max_text_tokens: int = 16
     text_drop_prob: float = 0.1  # share of training prompts replaced by the null text (for guidance)
+    sampler: str = "ddim"  # the recommended sampler, used when `sample` is not told one
 
     def __post_init__(self):
         if self.channels not in (1, 3):
@@ -72,6 +73,8 @@ class ImagenConfig:
             for name in ("sampling_augmentation", "max_training_augmentation"):
                 if not 0 <= getattr(stage, name) <= 1:
                     raise ValueError(f"stage {index}: {name} is a fraction of the schedule in [0, 1], got {getattr(stage, name)}")
+        if self.sampler not in diffusion.SAMPLERS:
+            raise ValueError(f"sampler must be one of {diffusion.SAMPLERS}, got {self.sampler!r}")
         if not 0 <= self.text_drop_prob < 1:
             raise ValueError(f"text_drop_prob must be in [0, 1), got {self.text_drop_prob}")
 
@@ -202,7 +205,7 @@ class Imagen(nn.Module):
         guidance_weight: float | Sequence[float] | None = None,
         thresholding: str = "dynamic",
         percentile: float = 0.95,
-        sampler: str = "ddim",
+        sampler: str | None = None,
         steps: int | None = None,
         seed: int = 0,
         augmentation_level: float | None = None,
@@ -212,11 +215,14 @@ class Imagen(nn.Module):
         """Generate one image per prompt; return every stage's images, (B, C, S_k, S_k) in [-1, 1].
 
         guidance_weight: one for all stages, one per stage, or None for each stage's own.
+        sampler: "ddim" or "ddpm", or None for the config's recommended one; steps: per
+        stage (None: 50 for DDIM, the whole schedule for DDPM).
         augmentation_level: the SR stages' conditioning-noise level (fraction of their
         schedule), or None for each stage's own `sampling_augmentation`.
         """
         prompts = validate_prompts(prompts)
         weights = self.guidance_weights(guidance_weight)
+        sampler = sampler or self.config.sampler
         if thresholding not in diffusion.THRESHOLDINGS:
             raise ValueError(f"thresholding must be one of {diffusion.THRESHOLDINGS}, got {thresholding!r}")
         diffusion.check_percentile(percentile)

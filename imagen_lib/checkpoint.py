@@ -37,6 +37,11 @@ def atomic_save(payload: dict, path: str | Path) -> Path:
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes owner-only files; use the usual mode
         os.replace(temporary, path)
+        directory = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
@@ -64,7 +69,7 @@ def read_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist: check the path, or train one with `python -m imagen_lib train`")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        payload = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only: no code runs
     except Exception as error:
         raise ValueError(f"{path} could not be read as a checkpoint (truncated or not a torch file?): {error}") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

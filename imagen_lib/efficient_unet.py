@@ -1,8 +1,8 @@
 """The super-resolution network: Imagen's Efficient U-Net.
 
 Lesson 7. Imagen's super-resolution stages use a U-Net variant (Saharia et al. 2022,
-Section 2.6 and Appendix B.1) that is "simpler, converges faster, and is more memory
-efficient" than the base U-Net. Its three changes, all here:
+Section 2.5 and Appendix B.1) that is simpler, faster to converge and lighter on memory
+than the base U-Net. Its three changes, all here:
 1. More residual blocks at the low resolutions and fewer at the high ones, where every
    block is expensive (`num_res_blocks` is a per-level tuple, growing downwards).
 2. Skip connections scaled by 1/sqrt(2) (following Song et al. 2021's NCSN++, where it
@@ -27,7 +27,7 @@ from torch import nn
 from imagen_lib.layers import (
     AttentionBlock, ConditionedBlock, Downsample, ResidualBlock, TextConditioning, TimestepMLP, Upsample, group_norm,
 )
-from imagen_lib.unet import check_image
+from imagen_lib.unet import check_image, check_levels
 
 
 @dataclass
@@ -50,8 +50,7 @@ class EfficientUNet(nn.Module):
         levels = len(config.channel_mults)
         if len(config.num_res_blocks) != levels:
             raise ValueError(f"num_res_blocks needs one entry per level ({levels}), got {config.num_res_blocks}")
-        if image_size % 2 ** (levels - 1):
-            raise ValueError(f"image size {image_size} must be divisible by 2^{levels - 1} for {levels} resolution levels")
+        check_levels(image_size, levels)
         self.config = config
         self.image_size = image_size
         self.image_channels = image_channels

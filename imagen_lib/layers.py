@@ -9,9 +9,9 @@ Lessons 3 and 4.
   second GroupNorm ("scale-shift norm").
 - `SelfAttention`: multi-head attention among the pixels of a feature map.
 - `CrossAttention`: pixels attend to the text tokens, with LayerNorm on the text and the
-  padding tokens masked out (Imagen Section 2.1 and Appendix; Rombach et al. 2022).
+  padding tokens masked out (Imagen Section 2.5; Rombach et al. 2022).
 - `AttentionPooling`: one pooled text vector from the tokens, with LayerNorm (Imagen
-  Appendix: "LayerNorm at the attention and pooling layers helped").
+  Section 2.5 reports that LayerNorm at the attention and pooling layers helped).
 - `TextConditioning`: swaps in the learned null text for classifier-free guidance, and
   produces the token context and the pooled vector that both networks use.
 """

@@ -27,8 +27,11 @@ def show_source(obj) -> None:
     """Display the source of a library function or class, with syntax highlighting."""
     from IPython.display import Code, display
 
-    path = Path(inspect.getsourcefile(obj)).relative_to(Path(__file__).resolve().parent.parent)
-    display(Code(f"# {path}\n" + inspect.getsource(obj), language="python"))
+    obj = inspect.unwrap(obj)  # see through decorators such as @torch.no_grad()
+    path = Path(inspect.getsourcefile(obj)).resolve()
+    package = Path(__file__).resolve().parent
+    name = f"imagen_lib/{path.relative_to(package)}" if path.is_relative_to(package) else path.name
+    display(Code(f"# {name}\n" + inspect.getsource(obj), language="python"))
 
 
 def check(passed: bool, success: str = "Correct!", hint: str = "Not yet.") -> bool:

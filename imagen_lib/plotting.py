@@ -10,15 +10,17 @@ import io
 from pathlib import Path
 
 import torch
-from torchvision.utils import make_grid, save_image
 
 
 def to_grid(images: torch.Tensor, columns: int = 8, padding: int = 1) -> torch.Tensor:
     """(B, C, H, W) images in [-1, 1] -> one (C, H', W') grid image in [0, 1]."""
+    from torchvision.utils import make_grid  # imported here: torchvision takes a second to import
     return make_grid(images.detach().float().cpu().clamp(-1, 1) * 0.5 + 0.5, nrow=columns, padding=padding, pad_value=1.0)
 
 
 def save_grid(images: torch.Tensor, path: str | Path, columns: int = 8) -> Path:
+    from torchvision.utils import save_image
+
     path = Path(path)
     save_image(to_grid(images, columns), path)
     return path
@@ -28,6 +30,8 @@ def grid_png(images: torch.Tensor, columns: int = 8, scale: int = 2) -> bytes:
     """PNG bytes of a grid, enlarged `scale` times (nearest neighbour) so small digits stay crisp."""
     grid = to_grid(images, columns)
     grid = grid.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
+    from torchvision.utils import save_image
+
     buffer = io.BytesIO()
     save_image(grid, buffer, format="png")
     return buffer.getvalue()

