@@ -238,6 +238,15 @@ def command_bench(args: argparse.Namespace) -> None:
     print(f"peak memory: {peak_memory_mib():.0f} MiB")
 
 
+def command_export(args: argparse.Namespace) -> None:
+    from imagen_lib.checkpoint import export_for_sampling
+
+    source = existing_checkpoint(args.checkpoint)
+    writable_folder(str(Path(args.out).parent))
+    path = export_for_sampling(source, args.out)
+    print(f"exported the EMA weights of {source} -> {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m imagen_lib", description="Train, sample, evaluate and benchmark the MNIST Imagen cascade.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -282,6 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--num-samples", type=int, default=64)
     bench.add_argument("--skip-ddpm", action="store_true", help="skip the slow 1000-step DDPM timing")
     bench.set_defaults(run=command_bench)
+
+    export = commands.add_parser("export", help="write a small sampling-only copy of a training checkpoint (EMA weights)")
+    export.add_argument("--checkpoint", required=True, help="a training checkpoint, e.g. runs/cpu/checkpoint.pt")
+    export.add_argument("--out", required=True, help="where to write it, e.g. data/imagen_mnist_cpu.pt")
+    export.set_defaults(run=command_export)
 
     classifier = commands.add_parser("classifier", help="train the digit classifier used by the metrics")
     classifier.add_argument("--epochs", type=int, default=20)

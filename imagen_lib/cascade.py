@@ -211,6 +211,8 @@ class Imagen(nn.Module):
         augmentation_level: float | None = None,
         eta: float = 0.0,
         progress: bool = False,
+        first_stage: int = 0,
+        low_res: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """Generate one image per prompt; return every stage's images, (B, C, S_k, S_k) in [-1, 1].
 
@@ -219,8 +221,21 @@ class Imagen(nn.Module):
         stage (None: 50 for DDIM, the whole schedule for DDPM).
         augmentation_level: the SR stages' conditioning-noise level (fraction of their
         schedule), or None for each stage's own `sampling_augmentation`.
+        first_stage, low_res: to run only the later stages, for example super-resolution of
+        given 16x16 digits: low_res holds the images of stage first_stage - 1, and the
+        result lists stages first_stage onwards.
         """
         prompts = validate_prompts(prompts)
+        first_stage = self.check_stage(first_stage)
+        if first_stage > 0:
+            if low_res is None:
+                raise ValueError(f"starting at stage {first_stage} needs low_res: the images stage {first_stage - 1} would have made")
+            size = self.config.stages[first_stage - 1].image_size
+            check_image(low_res, self.config.channels, size, f"low_res for stage {first_stage}")
+            if len(low_res) != len(prompts):
+                raise ValueError(f"give one low-resolution image per prompt: {len(low_res)} images for {len(prompts)} prompts")
+        elif low_res is not None:
+            raise ValueError("low_res is only for starting at a later stage: also pass first_stage=1 (or later)")
         weights = self.guidance_weights(guidance_weight)
         sampler = sampler or self.config.sampler
         if thresholding not in diffusion.THRESHOLDINGS:
@@ -237,23 +252,26 @@ class Imagen(nn.Module):
         generator = torch.Generator().manual_seed(seed)
         text, text_mask = self.encode_text(prompts)
         batch = len(prompts)
+        previous = None if low_res is None else low_res.to(device)
         outputs: list[torch.Tensor] = []
         try:
-            for stage, config in enumerate(self.config.stages):
+            for stage in range(first_stage, len(self.config.stages)):
+                config = self.config.stages[stage]
                 shape = (batch, self.config.channels, config.image_size, config.image_size)
-                low_res = level = None
+                conditioning = level = None
                 if stage > 0:
                     fraction = config.sampling_augmentation if augmentation_level is None else augmentation_level
                     level = torch.full((batch,), round(fraction * (config.timesteps - 1)), device=device, dtype=torch.long)
                     noise = torch.randn(shape, generator=generator).to(device)  # drawn once for the whole stage
-                    low_res = self.augment_low_res(stage, outputs[-1], level, noise)
-                denoise = classifier_free_guidance(self.stage_network(stage, text, text_mask, low_res, level), weights[stage])
+                    conditioning = self.augment_low_res(stage, previous, level, noise)
+                denoise = classifier_free_guidance(self.stage_network(stage, text, text_mask, conditioning, level), weights[stage])
                 images = diffusion.sample(
                     denoise, self.schedules[stage], shape, prediction=config.prediction, sampler=sampler, steps=steps,
                     eta=eta, thresholding=thresholding, percentile=percentile, generator=generator, device=device,
                     progress=f"stage {stage} ({config.image_size}x{config.image_size})" if progress else False,
                 )
-                outputs.append(images.clamp(-1, 1))
+                previous = images.clamp(-1, 1)
+                outputs.append(previous)
         finally:
             self.train(was_training)
         return outputs

@@ -77,10 +77,27 @@ def read_checkpoint(path: str | Path) -> dict:
     return payload
 
 
+def export_for_sampling(training_checkpoint: str | Path, path: str | Path) -> Path:
+    """Write a small file with only what sampling needs: config, encoder name, EMA weights.
+
+    A training checkpoint also holds the raw weights and the optimiser states (about three
+    times more); the shipped cascade in data/ is such an export.
+    """
+    payload = read_checkpoint(training_checkpoint)
+    if "ema" not in payload:
+        raise ValueError(f"{training_checkpoint} has no EMA weights: export a checkpoint written by training")
+    keep = ("format", "config", "text_encoder", "text_dim", "ema", "preset", "steps")
+    return atomic_save({key: payload[key] for key in keep if key in payload}, path)
+
+
 def load_imagen(
-    path: str | Path, text_encoder: TextEncoder | None = None, weights: str = "model", device: str | torch.device | None = None,
+    path: str | Path, text_encoder: TextEncoder | None = None, weights: str | None = None, device: str | torch.device | None = None,
 ) -> Imagen:
-    """Rebuild a cascade from a checkpoint. weights: "model", or "ema" for training's EMA weights."""
+    """Rebuild a cascade from a checkpoint.
+
+    weights: "ema" (the averaged weights training keeps for sampling), "model" (the raw
+    trained weights), or None for the EMA weights when the file has them, else the raw ones.
+    """
     payload = read_checkpoint(path)
     config = ImagenConfig.from_dict(payload["config"])
     if text_encoder is None:
@@ -90,6 +107,8 @@ def load_imagen(
             f"{path} was trained with text encoder {payload['text_encoder']!r} ({payload['text_dim']}-dim embeddings), "
             f"but {text_encoder.name!r} gives {text_encoder.dim}-dim ones: load it with the encoder it was trained with"
         )
+    if weights is None:
+        weights = "ema" if "ema" in payload else "model"
     if weights not in payload:
         raise ValueError(f"{path} holds no {weights!r} weights; it has: {[k for k in ('model', 'ema') if k in payload]}")
     model = Imagen(config, text_encoder)

@@ -15,6 +15,7 @@ weights (under 1 MB) ship in `data/`.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -51,20 +52,29 @@ class DigitClassifier(nn.Module):
         return self.head(self.features(images))  # (B, 10) logits
 
 
-def random_shift(images: torch.Tensor, generator: torch.Generator, pixels: int = 2) -> torch.Tensor:
-    """Translate each image by up to `pixels` in x and y (background -1): cheap augmentation."""
-    padded = F.pad(images, (pixels,) * 4, value=-1.0)
+def affine_warp(images: torch.Tensor, angles: torch.Tensor, factors: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """Rotate by `angles` (radians), scale by `factors` and move by `shifts` (pixels, (N, 2) as x, y).
+
+    Works by resampling (F.affine_grid and F.grid_sample); what moves in from outside the
+    image is background (-1).
+    """
     size = images.shape[-1]
-    out = torch.empty_like(images)
-    offsets = torch.randint(0, 2 * pixels + 1, (len(images), 2), generator=generator)
-    for i, (dy, dx) in enumerate(offsets.tolist()):
-        out[i] = padded[i, :, dy : dy + size, dx : dx + size]
-    return out
+    cos, sin = torch.cos(angles) / factors, torch.sin(angles) / factors  # (N,)
+    offset = -shifts * 2 / size  # the output samples the input here; the image spans [-1, 1]
+    theta = torch.stack([torch.stack([cos, -sin, offset[:, 0]], 1), torch.stack([sin, cos, offset[:, 1]], 1)], 1)  # (N, 2, 3)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images + 1, grid, align_corners=False, padding_mode="zeros") - 1
+
+
+def random_affine(images: torch.Tensor, generator: torch.Generator, degrees: float = 12.0, scale: float = 0.1, pixels: float = 2.0) -> torch.Tensor:
+    """Augmentation: a random rotation (up to `degrees`), scaling (1 +- `scale`) and shift (up to `pixels`)."""
+    draws = torch.rand(len(images), 4, generator=generator) * 2 - 1  # uniform in [-1, 1]
+    return affine_warp(images, draws[:, 0] * math.radians(degrees), 1 + draws[:, 1] * scale, draws[:, 2:] * pixels)
 
 
 def train_classifier(train: DigitSet, test: DigitSet, epochs: int = 20, batch_size: int = 64, seed: int = 0,
                      progress: bool = True) -> tuple[DigitClassifier, float]:
-    """Train the classifier with shift augmentation; return it and its held-out accuracy."""
+    """Train the classifier with random rotations, scalings and shifts; return it and its held-out accuracy."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = DigitClassifier()
@@ -76,7 +86,7 @@ def train_classifier(train: DigitSet, test: DigitSet, epochs: int = 20, batch_si
         order = torch.randperm(len(train), generator=generator)
         for start in range(0, len(order) - batch_size + 1, batch_size):
             index = order[start : start + batch_size]
-            loss = F.cross_entropy(model(random_shift(images[index], generator)), train.labels[index])
+            loss = F.cross_entropy(model(random_affine(images[index], generator)), train.labels[index])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

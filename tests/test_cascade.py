@@ -254,3 +254,29 @@ def test_loading_with_an_encoder_of_another_width_raises(make_cascade, tmp_path)
     wider = TextEncoder(str(build_tiny_t5(tmp_path / "t5_48", d_model=48)))
     with pytest.raises(ValueError, match="32-dim embeddings.*48-dim"):
         load_imagen(path, text_encoder=wider)
+
+
+def test_sampling_from_a_later_stage_super_resolves_given_images(make_cascade):
+    """first_stage=1 with low_res runs only the SR stages, on the images it is given."""
+    model = randomize_parameters(make_cascade(2))
+    full = sample_fast(model, seed=4)
+    base_images = full[0]
+    sr_only = sample_fast(model, seed=4, first_stage=1, low_res=base_images)
+    assert len(sr_only) == 1 and sr_only[0].shape == full[1].shape
+    other = sample_fast(model, seed=4, first_stage=1, low_res=-base_images)
+    assert not torch.allclose(sr_only[0], other[0])
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"first_stage": 1}, "needs low_res"),
+        ({"low_res": torch.zeros(2, 1, 8, 8)}, "first_stage=1"),
+        ({"first_stage": 1, "low_res": torch.zeros(2, 1, 16, 16)}, r"\(batch, 1, 8, 8\)"),
+        ({"first_stage": 1, "low_res": torch.zeros(3, 1, 8, 8)}, "one low-resolution image per prompt"),
+        ({"first_stage": 2, "low_res": torch.zeros(2, 1, 8, 8)}, "stage must be an index"),
+    ],
+)
+def test_bad_first_stage_or_low_res_is_a_clear_error(make_cascade, options, message):
+    with pytest.raises(ValueError, match=message):
+        sample_fast(make_cascade(2), **options)

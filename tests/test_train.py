@@ -23,7 +23,7 @@ from torch import nn
 
 from conftest import tiny_cascade_config
 from imagen_lib import Imagen, ImagenConfig
-from imagen_lib.checkpoint import load_imagen, read_checkpoint, save_imagen
+from imagen_lib.checkpoint import export_for_sampling, load_imagen, read_checkpoint, save_imagen
 from imagen_lib.data import DigitSet, load_mnist
 from imagen_lib.presets import PRESETS, Preset, TrainConfig, get_preset, override
 from imagen_lib.text import TextEncoder, build_tiny_t5
@@ -297,6 +297,20 @@ def test_load_imagen_of_ema_weights_from_a_weights_only_file_raises(reference, e
     path = save_imagen(reference.model, tmp_path / "weights.pt")
     with pytest.raises(ValueError, match="no 'ema' weights"):
         load_imagen(path, text_encoder=encoder, weights="ema")
+
+
+def test_export_keeps_only_the_ema_weights_and_samples_the_same(make_trainer, encoder, tmp_path):
+    """The shipped file is an export: a third of the size, and the same samples as the EMA weights."""
+    trainer = make_trainer(tmp_path / "run", steps=2, ema_decay=0.5)
+    path = trainer.train()
+    exported = export_for_sampling(path, tmp_path / "export.pt")
+    assert exported.stat().st_size < path.stat().st_size / 2
+    assert "optimizers" not in read_checkpoint(exported)
+    from_export = load_imagen(exported, text_encoder=encoder)
+    from_training = load_imagen(path, text_encoder=encoder, weights="ema")
+    assert_identical(from_export.state_dict(), from_training.state_dict(), "exported ema")
+    with pytest.raises(ValueError, match="no 'model' weights"):
+        load_imagen(exported, text_encoder=encoder, weights="model")
 
 
 def test_training_checkpoints_load_without_unpickling_code(reference):
