@@ -152,7 +152,9 @@ def command_evaluate(args: argparse.Namespace) -> None:
     from imagen_lib.checkpoint import load_imagen
     from imagen_lib.cascade import default_device
     from imagen_lib.data import load_mnist
-    from imagen_lib.metrics import evaluation_prompts, features, frechet_distance, load_classifier, prompt_accuracy
+    from imagen_lib.metrics import (
+        balanced_subset, evaluation_prompts, features, frechet_distance, load_classifier, prompt_accuracy,
+    )
 
     checkpoint = existing_checkpoint(args.checkpoint)
     weights = [check_guidance(weight) for weight in args.guidance]
@@ -161,10 +163,8 @@ def command_evaluate(args: argparse.Namespace) -> None:
     classifier = load_classifier(args.classifier) if args.classifier else load_classifier()
     model = load_imagen(checkpoint, weights="ema", device=default_device())
     channels = model.config.channels
-    real_test = load_mnist("test", channels, source=args.source).images[: args.num_samples]
-    real_train = load_mnist("train", channels, source=args.source).images[: args.num_samples]
-    reference = features(classifier, real_test)
-    floor = frechet_distance(features(classifier, real_train), reference)
+    reference = features(classifier, balanced_subset(load_mnist("test", channels, source=args.source), args.num_samples))
+    floor = frechet_distance(features(classifier, balanced_subset(load_mnist("train", channels, source=args.source), args.num_samples)), reference)
     prompts = evaluation_prompts(args.num_samples)
     print(f"{checkpoint}: {args.num_samples} samples per row, {args.sampler or model.config.sampler} sampler, {args.steps or 'default'} steps, seed {args.seed}")
     print(f"MNIST-FID floor (real train vs real held-out, same size): {floor:.2f}")
@@ -243,7 +243,9 @@ def command_export(args: argparse.Namespace) -> None:
 
     source = existing_checkpoint(args.checkpoint)
     writable_folder(str(Path(args.out).parent))
-    path = export_for_sampling(source, args.out)
+    if args.guidance is not None:
+        [check_guidance(weight) for weight in args.guidance]
+    path = export_for_sampling(source, args.out, args.guidance, args.sampler, args.sampling_steps)
     print(f"exported the EMA weights of {source} -> {path} ({path.stat().st_size / 2**20:.1f} MiB)")
 
 
@@ -295,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="write a small sampling-only copy of a training checkpoint (EMA weights)")
     export.add_argument("--checkpoint", required=True, help="a training checkpoint, e.g. runs/cpu/checkpoint.pt")
     export.add_argument("--out", required=True, help="where to write it, e.g. data/imagen_mnist_cpu.pt")
+    export.add_argument("--guidance", type=float, nargs="+", help="recommended guidance weight for each stage")
+    export.add_argument("--sampler", choices=["ddim", "ddpm"], help="recommended sampler")
+    export.add_argument("--sampling-steps", type=int, help="recommended sampling steps per stage")
     export.set_defaults(run=command_export)
 
     classifier = commands.add_parser("classifier", help="train the digit classifier used by the metrics")

@@ -54,6 +54,7 @@ class ImagenConfig:
     max_text_tokens: int = 16
     text_drop_prob: float = 0.1  # share of training prompts replaced by the null text (for guidance)
     sampler: str = "ddim"  # the recommended sampler, used when `sample` is not told one
+    sampling_steps: int | None = None  # recommended steps per stage (None: 50 for DDIM, all for DDPM)
 
     def __post_init__(self):
         if self.channels not in (1, 3):
@@ -75,6 +76,8 @@ class ImagenConfig:
                     raise ValueError(f"stage {index}: {name} is a fraction of the schedule in [0, 1], got {getattr(stage, name)}")
         if self.sampler not in diffusion.SAMPLERS:
             raise ValueError(f"sampler must be one of {diffusion.SAMPLERS}, got {self.sampler!r}")
+        if self.sampling_steps is not None and not 1 <= self.sampling_steps <= min(s.timesteps for s in self.stages):
+            raise ValueError(f"sampling_steps must be between 1 and the shortest schedule, got {self.sampling_steps}")
         if not 0 <= self.text_drop_prob < 1:
             raise ValueError(f"text_drop_prob must be in [0, 1), got {self.text_drop_prob}")
 
@@ -217,8 +220,8 @@ class Imagen(nn.Module):
         """Generate one image per prompt; return every stage's images, (B, C, S_k, S_k) in [-1, 1].
 
         guidance_weight: one for all stages, one per stage, or None for each stage's own.
-        sampler: "ddim" or "ddpm", or None for the config's recommended one; steps: per
-        stage (None: 50 for DDIM, the whole schedule for DDPM).
+        sampler: "ddim" or "ddpm", and steps per stage; None for the config's recommended
+        ones (for steps, failing that: 50 for DDIM, the whole schedule for DDPM).
         augmentation_level: the SR stages' conditioning-noise level (fraction of their
         schedule), or None for each stage's own `sampling_augmentation`.
         first_stage, low_res: to run only the later stages, for example super-resolution of
@@ -238,6 +241,7 @@ class Imagen(nn.Module):
             raise ValueError("low_res is only for starting at a later stage: also pass first_stage=1 (or later)")
         weights = self.guidance_weights(guidance_weight)
         sampler = sampler or self.config.sampler
+        steps = steps or self.config.sampling_steps
         if thresholding not in diffusion.THRESHOLDINGS:
             raise ValueError(f"thresholding must be one of {diffusion.THRESHOLDINGS}, got {thresholding!r}")
         diffusion.check_percentile(percentile)

@@ -25,13 +25,14 @@ def smoke_or(normal, smoke):
 
 def show_source(obj) -> None:
     """Display the source of a library function or class, with syntax highlighting."""
-    from IPython.display import Code, display
+    from IPython.display import Markdown, display
 
     obj = inspect.unwrap(obj)  # see through decorators such as @torch.no_grad()
     path = Path(inspect.getsourcefile(obj)).resolve()
     package = Path(__file__).resolve().parent
     name = f"imagen_lib/{path.relative_to(package)}" if path.is_relative_to(package) else path.name
-    display(Code(f"# {name}\n" + inspect.getsource(obj), language="python"))
+    # A fenced Markdown block: highlighted in Jupyter, Colab and on GitHub, and small on disk.
+    display(Markdown(f"```python\n# {name}\n{inspect.getsource(obj)}```"))
 
 
 def check(passed: bool, success: str = "Correct!", hint: str = "Not yet.") -> bool:

