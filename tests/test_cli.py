@@ -204,3 +204,49 @@ def test_evaluate_prints_a_row_per_setting(checkpoint, capsys):
     for _, _, accuracy, fid, seconds in rows:
         assert 0 <= float(accuracy) <= 1
         assert np.isfinite(float(fid)) and float(seconds) >= 0
+
+
+# ---------------------------------------------------------------------------------------
+# export, bench, classifier
+# ---------------------------------------------------------------------------------------
+
+
+def test_export_writes_a_small_file_with_the_recommended_settings(checkpoint, tmp_path, capsys):
+    out = tmp_path / "shipped.pt"
+    argv = ["export", "--checkpoint", str(checkpoint), "--out", str(out), "--guidance", "4", "1", "--sampler", "ddpm", "--sampling-steps", "3"]
+    assert main(argv) == 0
+    payload = read_checkpoint(out)
+    assert "optimizers" not in payload and "model" not in payload and "ema" in payload
+    assert [stage["guidance_weight"] for stage in payload["config"]["stages"]] == [4.0, 1.0]
+    assert payload["config"]["sampler"] == "ddpm" and payload["config"]["sampling_steps"] == 3
+    assert out.stat().st_size < checkpoint.stat().st_size / 2
+    assert "exported" in capsys.readouterr().out
+
+
+def test_export_with_a_negative_guidance_weight_is_refused(checkpoint, tmp_path, capsys):
+    out = tmp_path / "shipped.pt"
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(out), "--guidance", "-1", "1"]) == 2
+    assert "--guidance" in one_line_error(capsys)
+    assert not out.exists()
+
+
+def test_bench_prints_every_figure(checkpoint, capsys):
+    argv = ["bench", "--checkpoint", str(checkpoint), "--preset", "smoke", "--train-steps", "1", "--num-samples", "2", "--skip-ddpm"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("machine: ")
+    assert "stage 0" in out and "stage 1" in out and "images/s" in out and "M parameters" in out
+    assert "DDIM 50 steps per stage" in out and "DDPM 100 steps" not in out  # DDPM over every step was skipped
+    assert "peak memory" in out
+
+
+def test_bench_with_an_unknown_preset_is_a_one_line_error(checkpoint, capsys):
+    assert main(["bench", "--checkpoint", str(checkpoint), "--preset", "nope"]) == 2
+    assert "unknown preset" in one_line_error(capsys)
+
+
+def test_classifier_command_trains_and_saves(tmp_path, capsys):
+    out = tmp_path / "classifier.pt"
+    assert main(["classifier", "--epochs", "1", "--out", str(out)]) == 0
+    assert out.is_file() and out.stat().st_size < 2**20
+    assert "held-out accuracy" in capsys.readouterr().out
