@@ -247,8 +247,8 @@ def command_export(args: argparse.Namespace) -> None:
 
     source = existing_checkpoint(args.checkpoint)
     writable_folder(str(Path(args.out).parent))
-    if args.guidance is not None:
-        [check_guidance(weight) for weight in args.guidance]
+    for weight in args.guidance or []:
+        check_guidance(weight)
     path = export_for_sampling(source, args.out, args.guidance, args.sampler, args.sampling_steps)
     print(f"exported the EMA weights of {source} -> {path} ({path.stat().st_size / 2**20:.1f} MiB)")
 
