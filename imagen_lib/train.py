@@ -248,7 +248,11 @@ class Trainer:
 
 
 def images_per_second(trainer: Trainer, stage: int, steps: int = 5) -> float:
-    """Measured training throughput of one stage (after one warm-up step), without saving."""
+    """Measured training throughput of one stage (after one warm-up step), without saving.
+
+    It really trains: the trainer's weights, EMA and step count move on, so measure on a
+    trainer made for the purpose (as `python -m imagen_lib bench` does).
+    """
     trainer.train_step(stage)
     started = time.perf_counter()
     for _ in range(steps):
