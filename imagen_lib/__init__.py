@@ -9,6 +9,12 @@ Read the modules in this order; each is one lesson's concept:
     efficient_unet.py  the super-resolution Efficient U-Net
     cascade.py         the Imagen pipeline: base + super-resolution stages
     checkpoint.py      saving and loading safely
+    presets.py         named architectures and training settings
+    train.py           training every stage, resumable exactly
+    metrics.py         prompt accuracy and MNIST-FID
+    experiments.py     the paper's findings, measured on MNIST
+Helpers: plotting.py (image grids), widgets.py (the guidance slider), lessons.py (for
+the notebooks) and __main__.py (the command line, `python -m imagen_lib`).
 
 Importing this package loads no model and touches no network.
 """

@@ -1,4 +1,4 @@
-"""Command line: `python -m imagen_lib {train,sample,evaluate,bench,classifier} ...`.
+"""Command line: `python -m imagen_lib {train,sample,evaluate,bench,export,classifier,experiment} ...`.
 
 A thin layer over functions a notebook can call too. Every bad input ends in a one-line
 error naming the problem and exit status 2; nothing already written is lost.
@@ -139,19 +139,11 @@ def command_classifier(args: argparse.Namespace) -> None:
     print(f"held-out accuracy {test_accuracy:.4f} on {len(test)} {test.source} digits -> {out} ({out.stat().st_size / 1024:.0f} KiB)")
 
 
-def sample_in_chunks(model, prompts: list[str], chunk: int = 250, **options):
-    """Final-stage samples for many prompts, a chunk at a time (bounded memory)."""
-    import torch
-
-    seed = options.pop("seed", 0)
-    parts = [model.sample(prompts[i : i + chunk], seed=seed + i, **options)[-1].cpu() for i in range(0, len(prompts), chunk)]
-    return torch.cat(parts)
-
-
 def command_evaluate(args: argparse.Namespace) -> None:
     from imagen_lib.checkpoint import load_imagen
     from imagen_lib.cascade import default_device
     from imagen_lib.data import load_mnist
+    from imagen_lib.experiments import final_images
     from imagen_lib.metrics import (
         balanced_subset, evaluation_prompts, features, frechet_distance, load_classifier, prompt_accuracy,
     )
@@ -172,10 +164,108 @@ def command_evaluate(args: argparse.Namespace) -> None:
     for weight in weights:
         for mode in args.thresholding:
             started = time.perf_counter()
-            images = sample_in_chunks(model, prompts, guidance_weight=weight, thresholding=mode, sampler=args.sampler, steps=args.steps, seed=args.seed)
+            images = final_images(model, prompts, args.seed, chunk=250, guidance_weight=weight, thresholding=mode, sampler=args.sampler, steps=args.steps)
             seconds = time.perf_counter() - started
             fid = frechet_distance(features(classifier, images), reference)
             print(f"{weight:>8g} {mode:>12} {prompt_accuracy(classifier, images, prompts):>10.3f} {fid:>9.2f} {seconds:>7.0f}", flush=True)
+
+
+def parse_sampler_setting(text: str) -> tuple[str, int]:
+    sampler, _, steps = text.partition(":")
+    if sampler not in ("ddim", "ddpm") or not steps.isdigit() or int(steps) < 1:
+        raise CommandError(f"--settings takes SAMPLER:STEPS such as ddim:50 or ddpm:1000, got {text!r}")
+    return sampler, int(steps)
+
+
+def encoder_models(args: argparse.Namespace, model, preset, runs: Path, device) -> dict:
+    """One sampling model per --encoders name: the checkpoint's own, or a base stage trained for the experiment."""
+    from imagen_lib.checkpoint import load_imagen
+    from imagen_lib.experiments import adopt_sampling_settings, base_only_preset, tiny_t5_base_preset, train_or_resume
+
+    models = {}
+    for name in args.encoders:
+        if name == model.text_encoder.name:
+            models[name] = model
+            continue
+        folder = runs / ("base_" + name.replace("/", "_"))
+        if name == "tiny-t5":
+            variant = tiny_t5_base_preset(preset, runs / "tiny_t5", args.train_steps)
+        else:
+            variant = base_only_preset(preset, name, args.train_steps)
+        print(f"training the base stage with text encoder {name!r} into {folder} (resumes if interrupted)")
+        models[name] = adopt_sampling_settings(load_imagen(train_or_resume(variant, folder, [0]), weights="ema", device=device), model)
+    return models
+
+
+def command_experiment(args: argparse.Namespace) -> None:
+    from imagen_lib import experiments
+    from imagen_lib.cascade import default_device
+    from imagen_lib.checkpoint import load_imagen, read_checkpoint
+    from imagen_lib.metrics import load_classifier
+    from imagen_lib.presets import Preset
+
+    checkpoint = existing_checkpoint(args.checkpoint)
+    if args.seeds < 1:
+        raise CommandError(f"--seeds must be at least 1, got {args.seeds}")
+    num_samples = args.num_samples or (64 if args.name == "sampler" else 200)
+    if num_samples < 10:
+        raise CommandError(f"--num-samples must be at least 10 (one per digit), got {num_samples}")
+    if args.train_steps is not None and args.train_steps < 1:
+        raise CommandError(f"--train-steps must be a positive number of steps, got {args.train_steps}")
+    out = writable_folder(args.out)
+    runs = writable_folder(args.runs)
+    device = default_device()
+    payload = read_checkpoint(checkpoint)
+    model = load_imagen(checkpoint, weights="ema", device=device)
+    seeds = list(range(args.seeds))
+    classifier = load_classifier(args.classifier) if args.classifier else load_classifier()
+    scorer = experiments.Scorer.build(num_samples, classifier, model.config.channels)
+    examples: dict = {}  # the first seed's digits 0-9 per setting, drawn into NAME_examples.png
+    started = time.perf_counter()
+    if args.name in ("augmentation", "language"):
+        if "preset" not in payload:
+            raise CommandError(f"{checkpoint} does not say how it was trained (no preset): this experiment retrains a stage with that recipe")
+        preset = Preset.from_dict(payload["preset"])
+    if args.name == "guidance":
+        for weight in args.guidance:
+            check_guidance(weight)
+        rows = experiments.guidance_sweep(model, scorer, args.guidance, args.thresholding, seeds, examples=examples)
+    elif args.name == "augmentation":
+        if len(model.networks) < 2:
+            raise CommandError(f"{checkpoint} has no super-resolution stage to experiment on")
+        for level in args.levels:
+            if not 0 <= level <= 1:
+                raise CommandError(f"--levels are fractions of the schedule in [0, 1], got {level}")
+        folder = runs / "sr_without_augmentation"
+        print(f"training the SR stage without augmentation into {folder} (resumes if interrupted)")
+        variant = experiments.unaugmented_sr_preset(preset, args.train_steps)
+        unaugmented = load_imagen(experiments.train_or_resume(variant, folder, list(range(1, len(model.networks)))), weights="ema", device=device)
+        unaugmented.networks[0].load_state_dict(model.networks[0].state_dict())  # the same base model for both
+        experiments.adopt_sampling_settings(unaugmented, model)
+        models = {"trained with augmentation": model, "trained without": unaugmented}
+        rows = experiments.augmentation_sweep(models, scorer, args.levels, seeds, examples=examples)
+    elif args.name == "language":
+        models = encoder_models(args, model, preset, runs, device)
+        weight = model.config.stages[0].guidance_weight
+        rows = experiments.language_comparison(models, scorer, seeds, guidance_weight=weight, examples=examples)
+    else:
+        settings = [parse_sampler_setting(text) for text in args.settings]
+        shortest = min(schedule.timesteps for schedule in model.schedules)
+        if any(steps > shortest for _, steps in settings):
+            raise CommandError(f"--settings asks for more steps than {checkpoint.name}'s {shortest}-step schedules: use at most {shortest}")
+        rows = experiments.sampler_sweep(model, scorer, settings, seeds, examples=examples)
+    seconds = time.perf_counter() - started
+    settings = {key: value for key, value in vars(args).items() if key not in ("run", "out", "runs")}  # not this machine's paths
+    settings.update(checkpoint=checkpoint.name, num_samples=num_samples, fid_floor=scorer.floor, machine=machine_description())
+    if args.name == "language":
+        settings["lowres_ceiling"] = experiments.lowres_ceiling(scorer)
+    path = experiments.save_results(out / f"{args.name}.json", args.name, rows, settings, seconds)
+    results = experiments.load_results(path)
+    experiments.plot_results(results).savefig(out / f"{args.name}.png", dpi=110)
+    experiments.plot_examples(examples, f"Samples of the first seed ({args.name})").savefig(out / f"{args.name}_examples.png", dpi=110, bbox_inches="tight")
+    print(experiments.results_table(results))
+    print(f"MNIST-FID floor at {num_samples} samples: {scorer.floor:.1f}; {len(seeds)} seeds; {seconds / 60:.1f} min "
+          f"-> {path}, {out / (args.name + '.png')}")
 
 
 def machine_description() -> str:
@@ -305,6 +395,24 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--sampler", choices=["ddim", "ddpm"], help="recommended sampler")
     export.add_argument("--sampling-steps", type=int, help="recommended sampling steps per stage")
     export.set_defaults(run=command_export)
+
+    experiment = commands.add_parser("experiment", help="reproduce one of the paper's findings on MNIST (lesson 9)")
+    experiment.add_argument("name", choices=["guidance", "augmentation", "language", "sampler"])
+    experiment.add_argument("--checkpoint", help=f"default: the shipped {SHIPPED_CHECKPOINT.name}")
+    experiment.add_argument("--seeds", type=int, default=3, help="sampling seeds per setting (the tables give mean ± std)")
+    experiment.add_argument("--num-samples", type=int, help="samples per setting and seed (default 200; for sampler 64, one grid)")
+    experiment.add_argument("--guidance", type=float, nargs="+", default=[0, 1, 2, 3, 5, 8, 12, 20], help="guidance: weights to sweep")
+    experiment.add_argument("--thresholding", nargs="+", choices=["dynamic", "static", "none"], default=["dynamic", "static", "none"])
+    experiment.add_argument("--levels", type=float, nargs="+", default=[0, 0.1, 0.2, 0.25, 0.4, 0.6], help="augmentation: SR noise levels")
+    experiment.add_argument("--encoders", nargs="+", default=["tiny-t5", "minilm"],
+                            help="language: text encoders (tiny-t5 = random tiny T5; a hub name such as google-t5/t5-small on a GPU)")
+    experiment.add_argument("--settings", nargs="+", default=["ddpm:1000", "ddim:10", "ddim:25", "ddim:50", "ddim:100", "ddpm:50"],
+                            help="sampler: SAMPLER:STEPS settings to compare")
+    experiment.add_argument("--train-steps", type=int, help="steps for the stages these experiments train (default: the checkpoint's recipe)")
+    experiment.add_argument("--runs", default="runs/experiments", help="where trained stages are kept (and resumed from)")
+    experiment.add_argument("--out", default=str(DATA_DIR / "results"), help="where the JSON results and the plot go")
+    experiment.add_argument("--classifier", help="classifier weights (default: the shipped data/mnist_classifier.pt)")
+    experiment.set_defaults(run=command_experiment)
 
     classifier = commands.add_parser("classifier", help="train the digit classifier used by the metrics")
     classifier.add_argument("--epochs", type=int, default=60)

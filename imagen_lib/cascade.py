@@ -216,6 +216,7 @@ class Imagen(nn.Module):
         progress: bool = False,
         first_stage: int = 0,
         low_res: torch.Tensor | None = None,
+        last_stage: int | None = None,
     ) -> list[torch.Tensor]:
         """Generate one image per prompt; return every stage's images, (B, C, S_k, S_k) in [-1, 1].
 
@@ -227,9 +228,14 @@ class Imagen(nn.Module):
         first_stage, low_res: to run only the later stages, for example super-resolution of
         given 16x16 digits: low_res holds the images of stage first_stage - 1, and the
         result lists stages first_stage onwards.
+        last_stage: stop after this stage (default: the last), for example 0 for the base
+        model's images alone.
         """
         prompts = validate_prompts(prompts)
         first_stage = self.check_stage(first_stage)
+        last_stage = len(self.networks) - 1 if last_stage is None else self.check_stage(last_stage)
+        if last_stage < first_stage:
+            raise ValueError(f"last_stage ({last_stage}) comes before first_stage ({first_stage}): no stage would run")
         if first_stage > 0:
             if low_res is None:
                 raise ValueError(f"starting at stage {first_stage} needs low_res: the images stage {first_stage - 1} would have made")
@@ -259,7 +265,7 @@ class Imagen(nn.Module):
         previous = None if low_res is None else low_res.to(device)
         outputs: list[torch.Tensor] = []
         try:
-            for stage in range(first_stage, len(self.config.stages)):
+            for stage in range(first_stage, last_stage + 1):
                 config = self.config.stages[stage]
                 shape = (batch, self.config.channels, config.image_size, config.image_size)
                 conditioning = level = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 import torch
 
@@ -23,14 +24,17 @@ FORMAT = "imagen_lib-checkpoint-v1"
 SHIPPED_CHECKPOINT = DATA_DIR / "imagen_mnist_cpu.pt"  # trained by `python -m imagen_lib train --preset cpu`
 
 
-def atomic_save(payload: dict, path: str | Path) -> Path:
-    """torch.save to a temporary file beside `path`, then rename it over `path` (atomic)."""
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Call `write(file)` on a temporary file beside `path`, then rename it over `path` (atomic).
+
+    A crash or kill midway leaves the old file untouched, never a truncated one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as file:
-            torch.save(payload, file)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         umask = os.umask(0)
@@ -46,6 +50,16 @@ def atomic_save(payload: dict, path: str | Path) -> Path:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_save(payload: dict, path: str | Path) -> Path:
+    """torch.save `payload` to `path` atomically."""
+    return atomic_write(path, lambda file: torch.save(payload, file))
+
+
+def atomic_write_text(text: str, path: str | Path) -> Path:
+    """Write UTF-8 text to `path` atomically."""
+    return atomic_write(path, lambda file: file.write(text.encode("utf-8")))
 
 
 def model_payload(model: Imagen) -> dict:

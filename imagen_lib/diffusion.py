@@ -144,12 +144,16 @@ def classifier_free_guidance(
     Each call runs the conditional and the unconditional branch in one forward pass of a
     doubled batch (text_dropped False for the first half, True for the second) and returns
     eps = eps_u + w (eps_c - eps_u), written as (1 - w) eps_u + w eps_c so that w = 1
-    gives exactly the conditional and w = 0 exactly the unconditional prediction.
+    gives exactly the conditional and w = 0 exactly the unconditional prediction. At those
+    two weights only the branch that counts is run, which halves the cost.
     """
     guidance_weight = check_guidance_weight(guidance_weight)
 
     def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         batch = x_t.shape[0]
+        if guidance_weight in (0, 1):
+            text_dropped = torch.full((batch,), guidance_weight == 0, device=x_t.device)  # (B,)
+            return network(x_t, t, text_dropped)
         text_dropped = torch.arange(2 * batch, device=x_t.device) >= batch  # (2B,)
         both = network(torch.cat([x_t, x_t]), torch.cat([t, t]), text_dropped)  # (2B, C, H, W)
         conditional, unconditional = both.chunk(2)

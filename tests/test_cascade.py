@@ -267,9 +267,20 @@ def test_sampling_from_a_later_stage_super_resolves_given_images(make_cascade):
     assert not torch.allclose(sr_only[0], other[0])
 
 
+def test_last_stage_stops_the_cascade_early_with_the_same_images(make_cascade):
+    """last_stage=0 returns the base images alone, the very ones the full cascade starts from."""
+    model = randomize_parameters(make_cascade(3))
+    full = sample_fast(model, seed=5)
+    base_only = sample_fast(model, seed=5, last_stage=0)
+    assert len(base_only) == 1 and torch.equal(base_only[0], full[0])
+    assert torch.equal(sample_fast(model, seed=5, last_stage=1)[1], full[1])
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
+        ({"last_stage": 2}, "stage must be an index"),
+        ({"first_stage": 1, "low_res": torch.zeros(2, 1, 8, 8), "last_stage": 0}, "comes before first_stage"),
         ({"first_stage": 1}, "needs low_res"),
         ({"low_res": torch.zeros(2, 1, 8, 8)}, "first_stage=1"),
         ({"first_stage": 1, "low_res": torch.zeros(2, 1, 16, 16)}, r"\(batch, 1, 8, 8\)"),

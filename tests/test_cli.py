@@ -7,6 +7,7 @@ input must end with exit status 2 and a single-line message on stderr starting "
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import numpy as np
@@ -250,3 +251,64 @@ def test_classifier_command_trains_and_saves(tmp_path, capsys):
     assert main(["classifier", "--epochs", "1", "--out", str(out)]) == 0
     assert out.is_file() and out.stat().st_size < 2**20
     assert "held-out accuracy" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------
+# experiment
+# ---------------------------------------------------------------------------------------
+
+needs_classifier = pytest.mark.skipif(not CLASSIFIER_PATH.is_file(), reason="the shipped digit classifier is absent")
+
+
+def experiment_args(name, checkpoint, tmp_path, *extra: str) -> list[str]:
+    return ["experiment", name, "--checkpoint", str(checkpoint), "--seeds", "2", "--num-samples", "10",
+            "--out", str(tmp_path / "results"), "--runs", str(tmp_path / "runs"), *extra]
+
+
+@needs_classifier
+def test_experiment_guidance_writes_results_plot_and_table(checkpoint, tmp_path, capsys):
+    from imagen_lib.experiments import load_results
+
+    argv = experiment_args("guidance", checkpoint, tmp_path, "--guidance", "0", "4", "--thresholding", "static")
+    assert main(argv) == 0
+    results = load_results(tmp_path / "results" / "guidance.json")
+    assert [(r["guidance"], r["seed"]) for r in results["rows"]] == [(0, 0), (0, 1), (4, 0), (4, 1)]
+    assert results["settings"]["num_samples"] == 10 and results["settings"]["fid_floor"] > 0
+    assert (tmp_path / "results" / "guidance.png").stat().st_size > 10_000
+    assert (tmp_path / "results" / "guidance_examples.png").stat().st_size > 10_000
+    out = capsys.readouterr().out
+    assert "| guidance | thresholding | prompt accuracy (%) | MNIST-FID | seconds |" in out
+    assert "| 4.0 | static |" in out and "MNIST-FID floor at 10 samples" in out
+
+
+@needs_classifier
+def test_experiment_augmentation_trains_an_unaugmented_sr_stage(checkpoint, tmp_path, capsys):
+    from imagen_lib.experiments import load_results
+
+    argv = experiment_args("augmentation", checkpoint, tmp_path, "--levels", "0", "0.5", "--train-steps", "1", "--seeds", "1")
+    assert main(argv) == 0
+    trained = read_checkpoint(tmp_path / "runs" / "sr_without_augmentation" / "checkpoint.pt")
+    assert trained["steps"] == [0, 1]
+    assert trained["preset"]["model"]["stages"][1]["max_training_augmentation"] == 0
+    rows = load_results(tmp_path / "results" / "augmentation.json")["rows"]
+    assert [(r["sr_stage"], r["level"]) for r in rows] == [
+        ("trained with augmentation", 0.0), ("trained with augmentation", 0.5), ("trained without", 0.0), ("trained without", 0.5)]
+
+
+@needs_classifier
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["sampler", "--seeds", "0"], "--seeds must be at least 1"),
+        (["sampler", "--num-samples", "5"], "--num-samples must be at least 10"),
+        (["sampler", "--settings", "ddim50"], "SAMPLER:STEPS"),
+        (["sampler", "--settings", "ddpm:1000"], "at most 100"),
+        (["augmentation", "--levels", "1.5"], r"--levels are fractions of the schedule in \[0, 1\]"),
+        (["guidance", "--guidance", "-1"], "--guidance must be >= 0"),
+    ],
+)
+def test_bad_experiment_input_exits_2_with_one_line(extra, message, checkpoint, tmp_path, capsys):
+    name, *rest = extra
+    argv = ["experiment", name, "--checkpoint", str(checkpoint), "--out", str(tmp_path / "r"), "--runs", str(tmp_path / "runs"), *rest]
+    assert main(argv) == 2
+    assert re.search(message, one_line_error(capsys))

