@@ -215,14 +215,14 @@ def command_experiment(args: argparse.Namespace) -> None:
     out = writable_folder(args.out)
     runs = writable_folder(args.runs)
     device = default_device()
-    payload = read_checkpoint(checkpoint)
     model = load_imagen(checkpoint, weights="ema", device=device)
     seeds = list(range(args.seeds))
     classifier = load_classifier(args.classifier) if args.classifier else load_classifier()
     scorer = experiments.Scorer.build(num_samples, classifier, model.config.channels)
     examples: dict = {}  # the first seed's digits 0-9 per setting, drawn into NAME_examples.png
     started = time.perf_counter()
-    if args.name in ("augmentation", "language"):
+    if args.name in ("augmentation", "language"):  # these retrain a stage with the checkpoint's own recipe
+        payload = read_checkpoint(checkpoint)
         if "preset" not in payload:
             raise CommandError(f"{checkpoint} does not say how it was trained (no preset): this experiment retrains a stage with that recipe")
         preset = Preset.from_dict(payload["preset"])

@@ -466,21 +466,25 @@ def plot_guidance(results: dict):
     return figure
 
 
-def plot_against(results: dict, curve_key: str, x_key: str, x_label: str, title: str, log_x: bool = False, log_fid: bool = False):
-    """Two panels, MNIST-FID and prompt accuracy against `x_key`, one curve per value of `curve_key`."""
+def plot_against(results: dict, curve_key: str, setting_key: str, x_key: str, x_label: str, title: str,
+                 log_x: bool = False, log_fid: bool = False):
+    """Two panels, MNIST-FID and prompt accuracy against `x_key`, one curve per value of `curve_key`.
+
+    Rows are averaged per `setting_key`; when that is not the x axis itself (steps plotted
+    at their seconds), each point is labelled with its setting.
+    """
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for name in dict.fromkeys(r[curve_key] for r in results["rows"]):
-        group_key = "steps" if x_key == "seconds_per_grid" else x_key
-        summary = summarize([r for r in results["rows"] if r[curve_key] == name], [group_key])
+        summary = summarize([r for r in results["rows"] if r[curve_key] == name], [setting_key])
         x = [e[x_key] for e in summary]
         label = str(name).upper() if curve_key == "sampler" else str(name)
         _errorbar(axes[0], x, summary, "fid", label)
         _errorbar(axes[1], x, summary, "accuracy", label, scale=100)
-        if x_key == "seconds_per_grid":
+        if setting_key != x_key:
             for entry in summary:
-                axes[0].annotate(f"{entry['steps']} steps", (entry[x_key], entry["fid"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+                axes[0].annotate(f"{entry[setting_key]} {setting_key}", (entry[x_key], entry["fid"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
     axes[0].axhline(results["settings"]["fid_floor"], color="grey", linestyle="--", linewidth=0.8, label="real-vs-real floor")
     axes[0].set_ylabel("MNIST-FID (lower is better)" + (", log scale" if log_fid else ""))
     axes[1].set_ylabel("prompt accuracy (%)")
@@ -544,6 +548,6 @@ def plot_results(results: dict):
     if experiment == "language":
         return plot_language(results)
     if experiment == "augmentation":
-        return plot_against(results, "sr_stage", "level", "SR conditioning-noise level at sampling", "Noise conditioning augmentation",
+        return plot_against(results, "sr_stage", "level", "level", "SR conditioning-noise level at sampling", "Noise conditioning augmentation",
                             log_fid=True)
-    return plot_against(results, "sampler", "seconds_per_grid", "seconds per 64 images (log scale)", "Sampling steps: quality against time", log_x=True)
+    return plot_against(results, "sampler", "steps", "seconds_per_grid", "seconds per 64 images (log scale)", "Sampling steps: quality against time", log_x=True)
