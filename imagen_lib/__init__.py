@@ -16,8 +16,20 @@ Read the modules in this order; each is one lesson's concept:
 Helpers: plotting.py (image grids), widgets.py (the guidance slider), lessons.py (for
 the notebooks) and __main__.py (the command line, `python -m imagen_lib`).
 
-Importing this package loads no model and touches no network.
+Importing this package loads no model and touches no network. It does set one
+environment variable, before torch is imported, unless you set it yourself:
+GOMP_SPINCOUNT=1000. OpenMP's worker threads otherwise spin for a long time while they
+wait for work; on a 2-core machine that is fine alone but, as soon as a second torch
+process runs beside it, each process's spinning threads steal the other's cores and
+both become 5-40x slower. Spinning briefly keeps the single-process speed and avoids the
+collapse (measured figures in the README). Set OMP_WAIT_POLICY or GOMP_SPINCOUNT to
+choose otherwise, or OMP_NUM_THREADS=1 for background jobs.
 """
+
+import os
+
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 from imagen_lib.cascade import Imagen, ImagenConfig, StageConfig, default_device
 from imagen_lib.efficient_unet import EfficientUNet, EfficientUNetConfig

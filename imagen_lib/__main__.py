@@ -80,6 +80,8 @@ def command_train(args: argparse.Namespace) -> None:
         if args.steps < 1:
             raise CommandError(f"--steps must be a positive number of steps per stage, got {args.steps}")
         preset.training.steps = args.steps
+    if args.encoder:
+        preset.model.text_encoder = args.encoder  # saved in every checkpoint with the rest of the preset
     stages = len(preset.model.stages)
     if args.stage is not None and not 0 <= args.stage < stages:
         raise CommandError(f"--stage must be between 0 and {stages - 1} for preset {preset.name!r}, got {args.stage}")
@@ -142,39 +144,41 @@ def command_classifier(args: argparse.Namespace) -> None:
 def command_evaluate(args: argparse.Namespace) -> None:
     from imagen_lib.checkpoint import load_imagen
     from imagen_lib.cascade import default_device
-    from imagen_lib.data import load_mnist
-    from imagen_lib.experiments import final_images
-    from imagen_lib.metrics import (
-        balanced_subset, evaluation_prompts, features, frechet_distance, load_classifier, prompt_accuracy,
-    )
+    from imagen_lib.experiments import Scorer, evaluate
+    from imagen_lib.metrics import load_classifier
 
     checkpoint = existing_checkpoint(args.checkpoint)
-    weights = [check_guidance(weight) for weight in args.guidance]
+    weights = [check_guidance(weight) for weight in args.guidance] if args.guidance else [None]
     if args.num_samples < 10:
         raise CommandError(f"--num-samples must be at least 10 (one per digit), got {args.num_samples}")
     classifier = load_classifier(args.classifier) if args.classifier else load_classifier()
     model = load_imagen(checkpoint, weights="ema", device=default_device())
-    channels = model.config.channels
-    reference = features(classifier, balanced_subset(load_mnist("test", channels, source=args.source), args.num_samples))
-    floor = frechet_distance(features(classifier, balanced_subset(load_mnist("train", channels, source=args.source), args.num_samples)), reference)
-    prompts = evaluation_prompts(args.num_samples)
-    print(f"{checkpoint}: {args.num_samples} samples per row, {args.sampler or model.config.sampler} sampler, {args.steps or 'default'} steps, seed {args.seed}")
-    print(f"MNIST-FID floor (real train vs real held-out, same size): {floor:.2f}")
-    print(f"{'guidance':>8} {'thresholding':>12} {'prompt acc':>10} {'MNIST-FID':>9} {'seconds':>7}")
-    for weight in weights:
-        for mode in args.thresholding:
-            started = time.perf_counter()
-            images = final_images(model, prompts, args.seed, chunk=250, guidance_weight=weight, thresholding=mode, sampler=args.sampler, steps=args.steps)
-            seconds = time.perf_counter() - started
-            fid = frechet_distance(features(classifier, images), reference)
-            print(f"{weight:>8g} {mode:>12} {prompt_accuracy(classifier, images, prompts):>10.3f} {fid:>9.2f} {seconds:>7.0f}", flush=True)
+    scorer = Scorer.build(args.num_samples, classifier, model.config.channels, args.source)
+    own = "/".join(f"{stage.guidance_weight:g}" for stage in model.config.stages)
+    print(f"{checkpoint}: {args.num_samples} samples per row, {args.sampler or model.config.sampler} sampler, "
+          f"{args.steps or model.config.sampling_steps or 'default'} steps, seed {args.seed}; own guidance weights {own}")
+    print(f"MNIST-FID floor (real train vs real held-out, same size): {scorer.floor:.2f}")
+    print(f"{'guidance':>8} {'thresholding':>12} {'prompt acc':>10} {'MNIST-FID':>9} {'speckle':>7} {'held-out acc':>12} {'seconds':>7}")
+    for row in evaluate(model, scorer, weights, args.thresholding, args.seed, args.sampler, args.steps):
+        guidance = row["guidance"] if row["guidance"] == "own" else f"{row['guidance']:g}"
+        print(f"{guidance:>8} {row['thresholding']:>12} {row['accuracy']:>10.3f} {row['fid']:>9.2f} {row['speckle']:>7.2%} "
+              f"{row['held_out_accuracy']:>12.3f} {row['seconds']:>7.0f}", flush=True)
 
 
-def parse_sampler_setting(text: str) -> tuple[str, int]:
-    sampler, _, steps = text.partition(":")
-    if sampler not in ("ddim", "ddpm") or not steps.isdigit() or int(steps) < 1:
-        raise CommandError(f"--settings takes SAMPLER:STEPS such as ddim:50 or ddpm:1000, got {text!r}")
-    return sampler, int(steps)
+def parse_sampler_setting(text: str) -> tuple[str, int, str]:
+    """SAMPLER:STEPS[:THRESHOLDING], such as ddim:25 or ddim:25:none (thresholding defaults to dynamic)."""
+    sampler, _, rest = text.partition(":")
+    steps, _, thresholding = rest.partition(":")
+    thresholding = thresholding or "dynamic"
+    if sampler not in ("ddim", "ddpm") or not steps.isdigit() or int(steps) < 1 or thresholding not in ("dynamic", "static", "none"):
+        raise CommandError(f"--settings takes SAMPLER:STEPS[:THRESHOLDING] such as ddim:50, ddpm:1000 or ddim:25:none, got {text!r}")
+    return sampler, int(steps), thresholding
+
+
+SETTINGS = {  # the default --settings of the experiments that compare sampling settings
+    "sampler": ["ddpm:1000", "ddim:10", "ddim:25", "ddim:50", "ddim:100", "ddpm:50"],
+    "prediction": ["ddpm:50", "ddim:10", "ddim:25", "ddim:50", "ddim:25:none", "ddpm:50:none"],
+}
 
 
 def encoder_models(args: argparse.Namespace, model, preset, runs: Path, device) -> dict:
@@ -221,7 +225,7 @@ def command_experiment(args: argparse.Namespace) -> None:
     scorer = experiments.Scorer.build(num_samples, classifier, model.config.channels)
     examples: dict = {}  # the first seed's digits 0-9 per setting, drawn into NAME_examples.png
     started = time.perf_counter()
-    if args.name in ("augmentation", "language"):  # these retrain a stage with the checkpoint's own recipe
+    if args.name in ("augmentation", "language", "prediction"):  # these retrain stages with the checkpoint's own recipe
         payload = read_checkpoint(checkpoint)
         if "preset" not in payload:
             raise CommandError(f"{checkpoint} does not say how it was trained (no preset): this experiment retrains a stage with that recipe")
@@ -249,11 +253,23 @@ def command_experiment(args: argparse.Namespace) -> None:
         weight = model.config.stages[0].guidance_weight
         rows = experiments.language_comparison(models, scorer, seeds, guidance_weight=weight, examples=examples)
     else:
-        settings = [parse_sampler_setting(text) for text in args.settings]
+        settings = [parse_sampler_setting(text) for text in args.settings or SETTINGS[args.name]]
         shortest = min(schedule.timesteps for schedule in model.schedules)
-        if any(steps > shortest for _, steps in settings):
+        if any(steps > shortest for _, steps, _ in settings):
             raise CommandError(f"--settings asks for more steps than {checkpoint.name}'s {shortest}-step schedules: use at most {shortest}")
-        rows = experiments.sampler_sweep(model, scorer, settings, seeds, examples=examples)
+        if args.name == "sampler":
+            rows = experiments.sampler_sweep(model, scorer, settings, seeds, examples=examples)
+        else:
+            models = {}
+            for prediction in ("eps", "v"):
+                folder = runs / f"prediction_{prediction}"
+                print(f"training the cascade with {prediction}-prediction into {folder} (resumes if interrupted; skipped if done)")
+                variant = experiments.prediction_preset(preset, prediction)
+                if args.train_steps is not None:
+                    variant.training.steps = args.train_steps
+                trained = experiments.train_or_resume(variant, folder, list(range(len(model.networks))))
+                models[prediction] = experiments.adopt_sampling_settings(load_imagen(trained, weights="ema", device=device), model)
+            rows = experiments.prediction_comparison(models, scorer, settings, seeds, examples=examples)
     seconds = time.perf_counter() - started
     settings = {key: value for key, value in vars(args).items() if key not in ("run", "out", "runs")}  # not this machine's paths
     settings.update(checkpoint=checkpoint.name, num_samples=num_samples, fid_floor=scorer.floor, machine=machine_description())
@@ -353,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, help="optimiser steps per stage (overrides the preset)")
     train.add_argument("--out", help="output folder (default runs/PRESET)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    train.add_argument("--encoder", help="text encoder instead of the preset's: a hub name such as google-t5/t5-small, "
+                                         "minilm (offline), or a local folder that from_pretrained loads")
     train.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a training field, e.g. --set batch_size=32")
     train.set_defaults(run=command_train)
 
@@ -368,10 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", default="samples")
     sample.set_defaults(run=command_sample)
 
-    evaluate = commands.add_parser("evaluate", help="prompt accuracy and MNIST-FID per guidance weight and thresholding")
+    evaluate = commands.add_parser("evaluate", help="prompt accuracy (also on held-out phrasings), MNIST-FID and speckle per setting")
     evaluate.add_argument("--checkpoint", help=f"default: the shipped {SHIPPED_CHECKPOINT.name}")
-    evaluate.add_argument("--guidance", type=float, nargs="+", default=[0, 1, 2, 3, 5, 8])
-    evaluate.add_argument("--thresholding", nargs="+", choices=["dynamic", "static", "none"], default=["dynamic", "static", "none"])
+    evaluate.add_argument("--guidance", type=float, nargs="+", help="guidance weights to score (default: each stage's own recommended weight)")
+    evaluate.add_argument("--thresholding", nargs="+", choices=["dynamic", "static", "none"], default=["dynamic"])
     evaluate.add_argument("--num-samples", type=int, default=200, help="samples per setting (1000 for the reported figures)")
     evaluate.add_argument("--sampler", choices=["ddim", "ddpm"], help="default: the checkpoint's recommended sampler")
     evaluate.add_argument("--steps", type=int)
@@ -397,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=command_export)
 
     experiment = commands.add_parser("experiment", help="reproduce one of the paper's findings on MNIST (lesson 9)")
-    experiment.add_argument("name", choices=["guidance", "augmentation", "language", "sampler"])
+    experiment.add_argument("name", choices=["guidance", "augmentation", "language", "sampler", "prediction"])
     experiment.add_argument("--checkpoint", help=f"default: the shipped {SHIPPED_CHECKPOINT.name}")
     experiment.add_argument("--seeds", type=int, default=3, help="sampling seeds per setting (the tables give mean ± std)")
     experiment.add_argument("--num-samples", type=int, help="samples per setting and seed (default 200; for sampler 64, one grid)")
@@ -406,8 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--levels", type=float, nargs="+", default=[0, 0.1, 0.2, 0.25, 0.4, 0.6], help="augmentation: SR noise levels")
     experiment.add_argument("--encoders", nargs="+", default=["tiny-t5", "minilm"],
                             help="language: text encoders (tiny-t5 = random tiny T5; a hub name such as google-t5/t5-small on a GPU)")
-    experiment.add_argument("--settings", nargs="+", default=["ddpm:1000", "ddim:10", "ddim:25", "ddim:50", "ddim:100", "ddpm:50"],
-                            help="sampler: SAMPLER:STEPS settings to compare")
+    experiment.add_argument("--settings", nargs="+",
+                            help="sampler, prediction: SAMPLER:STEPS[:THRESHOLDING] settings to compare "
+                                 f"(default for sampler: {' '.join(SETTINGS['sampler'])}; for prediction: {' '.join(SETTINGS['prediction'])})")
     experiment.add_argument("--train-steps", type=int, help="steps for the stages these experiments train (default: the checkpoint's recipe)")
     experiment.add_argument("--runs", default="runs/experiments", help="where trained stages are kept (and resumed from)")
     experiment.add_argument("--out", default=str(DATA_DIR / "results"), help="where the JSON results and the plot go")

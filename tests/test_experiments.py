@@ -158,10 +158,30 @@ def test_language_comparison_marks_seen_phrasings(make_cascade):
 
 def test_sampler_sweep_times_each_setting(make_cascade):
     model = randomize_parameters(make_cascade(2))
-    rows = experiments.sampler_sweep(model, FixedScorer(), [("ddim", 2), ("ddpm", 4)], [0, 1], progress=False)
-    assert [(r["sampler"], r["steps"], r["seed"]) for r in rows] == [("ddim", 2, 0), ("ddim", 2, 1), ("ddpm", 4, 0), ("ddpm", 4, 1)]
+    rows = experiments.sampler_sweep(model, FixedScorer(), [("ddim", 2, "dynamic"), ("ddpm", 4, "none")], [0, 1], progress=False)
+    assert [(r["sampler"], r["steps"], r["thresholding"], r["seed"]) for r in rows] == [
+        ("ddim", 2, "dynamic", 0), ("ddim", 2, "dynamic", 1), ("ddpm", 4, "none", 0), ("ddpm", 4, "none", 1)]
     for row in rows:
         assert row["seconds_per_grid"] == pytest.approx(row["seconds"] * 64 / 10)
+
+
+def test_prediction_comparison_labels_each_cascade(make_cascade):
+    models = {"eps": randomize_parameters(make_cascade(2)), "v": randomize_parameters(make_cascade(2))}
+    examples = {}
+    rows = experiments.prediction_comparison(models, FixedScorer(), [("ddim", 2, "none")], [0], progress=False, examples=examples)
+    assert [(r["prediction"], r["sampler"], r["thresholding"]) for r in rows] == [("eps", "ddim", "none"), ("v", "ddim", "none")]
+    assert list(examples) == ["eps DDIM 2 steps, none thresholding", "v DDIM 2 steps, none thresholding"]
+    assert "speckle (%)" in experiments.results_table({"experiment": "prediction", "rows": [{**r, "speckle": 0.01} for r in rows]})
+
+
+def test_prediction_preset_changes_every_stage_and_nothing_else():
+    cpu = get_preset("cpu")
+    eps = experiments.prediction_preset(cpu, "eps")
+    assert [stage.prediction for stage in eps.model.stages] == ["eps", "eps"] and eps.name == "cpu-eps"
+    assert [stage.prediction for stage in cpu.model.stages] == ["v", "v"]  # the original is untouched
+    assert eps.training == cpu.training
+    same = experiments.prediction_preset(cpu, "v")
+    assert same == cpu and same is not cpu  # already v: the preset itself (a copy), so it trains what `train --preset cpu` trains
 
 
 # ---------------------------------------------------------------------------------------
@@ -287,7 +307,18 @@ def test_sweeps_keep_the_first_seeds_digits_as_examples(make_cascade):
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", experiments.EXPERIMENTS)
+# Experiments whose results are not committed yet: `prediction` compares the eps- and
+# v-prediction cascades, whose training is in progress (issue 9). Remove a name once its
+# results are committed; the test below then holds it to the same standard as the rest.
+PENDING = ("prediction",)
+
+
+@pytest.mark.parametrize("name", PENDING)
+def test_pending_experiments_have_no_half_committed_results(name):
+    assert not (experiments.RESULTS_DIR / f"{name}.json").exists(), f"{name}'s results are committed: remove it from PENDING"
+
+
+@pytest.mark.parametrize("name", [name for name in experiments.EXPERIMENTS if name not in PENDING])
 def test_committed_results_are_complete_and_quoted_in_the_readme(name):
     """Each experiment's results ship with their plots, cover 3 seeds, and the README shows exactly their table."""
     results = experiments.load_results(experiments.RESULTS_DIR / f"{name}.json")

