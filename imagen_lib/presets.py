@@ -14,6 +14,7 @@ how it was made. Change any training field from the command line with
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from imagen_lib.cascade import ImagenConfig, StageConfig
@@ -41,6 +42,14 @@ class TrainConfig:
     mixed_precision: bool = True  # bf16 (or fp16) autocast on CUDA; ignored on the CPU
 
     def __post_init__(self):
+        for item in dataclasses.fields(self):  # values can come from --set or a checkpoint: numbers must be numbers
+            value = getattr(self, item.name)
+            if item.type in ("int", "float"):
+                kind = "an integer" if item.type == "int" else "a number"
+                if isinstance(value, bool) or not isinstance(value, int if item.type == "int" else (int, float)):
+                    raise ValueError(f"training field {item.name} must be {kind}, got {value!r}")
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise ValueError(f"training field {item.name} must be a finite number, got {value}")
         for name in ("steps", "batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"training field {name} must be at least 1, got {getattr(self, name)}")
@@ -50,6 +59,8 @@ class TrainConfig:
         for name in ("learning_rate", "grad_clip"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"training field {name} must be > 0, got {getattr(self, name)}")
+        if not 0 <= self.seed * 100 < 2**63:  # each stage's generator is seeded with seed * 100 + stage
+            raise ValueError(f"training field seed must be in [0, 2**63 / 100), got {self.seed}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"training field ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.captions not in CAPTIONS:

@@ -9,6 +9,7 @@ predicts exactly zero noise whatever it is given.
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -177,6 +178,11 @@ def test_bad_sampling_options_raise(make_cascade):
         model.sample(PROMPTS, thresholding="clip")
     with pytest.raises(ValueError, match="augmentation level"):
         model.sample(PROMPTS, augmentation_level=1.5)
+    with pytest.raises(ValueError, match="steps must be between 1 and 50"):
+        model.sample(PROMPTS, steps=0)  # not "the default number of steps"
+    for weight in (100.5, 1e39):  # far beyond any useful weight: saturated, then NaN samples
+        with pytest.raises(ValueError, match="guidance weights above 100"):
+            model.sample(PROMPTS, guidance_weight=weight)
 
 
 def test_bad_training_batches_raise(make_cascade):
@@ -247,6 +253,53 @@ def test_reading_bad_checkpoint_files_raises_clearly(make_cascade, tmp_path):
         read_checkpoint(foreign)
     with pytest.raises(ValueError, match="holds no 'ema' weights"):
         load_imagen(path, text_encoder=make_cascade(2).text_encoder, weights="ema")
+
+
+def test_reading_a_checkpoint_with_missing_entries_names_them(make_cascade, tmp_path):
+    payload = read_checkpoint(save_imagen(make_cascade(2), tmp_path / "model.pt"))
+    del payload["config"], payload["text_dim"]
+    torch.save(payload, tmp_path / "damaged.pt")
+    with pytest.raises(ValueError, match="lacks the entries config, text_dim"):
+        read_checkpoint(tmp_path / "damaged.pt")
+
+
+def test_a_file_holding_code_is_refused_in_one_line(tmp_path):
+    """torch.load(weights_only=True) refuses a pickle that names a function; its advice runs to several lines."""
+    torch.save({"format": "imagen_lib-checkpoint-v1", "payload": os.system}, tmp_path / "code.pt")
+    with pytest.raises(ValueError) as raised:
+        read_checkpoint(tmp_path / "code.pt")
+    message = str(raised.value)
+    assert "contains code or objects that are not plain tensors" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("where, value", [(("stages", 0, "timesteps"), "ten"), (("stages", 1, "network", "channels"), "16"),
+                                          (("max_text_tokens",), 1.5), (("stages", 0, "guidance_weight"), "high")])
+def test_a_config_with_a_value_that_is_not_a_number_is_one_line(where, value, make_cascade, tiny_encoder, tmp_path):
+    payload = read_checkpoint(save_imagen(make_cascade(2), tmp_path / "model.pt"))
+    values = payload["config"]
+    for key in where[:-1]:
+        values = values[key]
+    values[where[-1]] = value
+    torch.save(payload, tmp_path / "damaged.pt")
+    with pytest.raises(ValueError, match="holds an invalid cascade config") as raised:
+        load_imagen(tmp_path / "damaged.pt", text_encoder=tiny_encoder)
+    assert "\n" not in str(raised.value)
+
+
+def test_loading_weights_that_do_not_fit_names_a_few_in_one_line(make_cascade, tiny_encoder, tmp_path):
+    """torch's own error lists every mismatched tensor; ours names three of each kind and counts them."""
+    payload = read_checkpoint(save_imagen(make_cascade(2), tmp_path / "model.pt"))
+    weights = payload["model"]
+    keys = list(weights)
+    for key in keys[:5]:
+        del weights[key]
+    weights[keys[5]] = torch.zeros(3, 3)
+    torch.save(payload, tmp_path / "damaged.pt")
+    with pytest.raises(ValueError) as raised:
+        load_imagen(tmp_path / "damaged.pt", text_encoder=tiny_encoder)
+    message = str(raised.value)
+    assert "\n" not in message and "do not fit" in message
+    assert f"5 missing ({keys[0]}, {keys[1]}, {keys[2]}, ...)" in message and f"1 of another shape ({keys[5]})" in message
 
 
 def test_loading_with_an_encoder_of_another_width_raises(make_cascade, tmp_path):

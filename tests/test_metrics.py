@@ -7,6 +7,8 @@ classifier against the held-out digits.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -229,6 +231,30 @@ def test_load_classifier_of_a_foreign_file_raises(tmp_path):
     torch.save({"a": 1}, tmp_path / "foreign.pt")
     with pytest.raises(ValueError, match="not an imagen_lib classifier"):
         load_classifier(tmp_path / "foreign.pt")
+
+
+def bad_classifier_file(kind: str, path):
+    """A file passed as --classifier by mistake: empty, text, code (a pickle naming a function), or weights for another network."""
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("these are not weights\n")
+    elif kind == "code":
+        torch.save({"format": "imagen_lib-classifier-v1", "state": os.system}, path)
+    else:
+        torch.save({"format": "imagen_lib-classifier-v1", "state": {"weight": torch.zeros(2)}}, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind, expected",
+    [("empty", "could not be read as a classifier file"), ("text", "could not be read as a classifier file"),
+     ("code", "contains code or objects that are not plain tensors"), ("other network", "do not fit")],
+)
+def test_load_classifier_of_a_bad_file_is_a_one_line_value_error(kind, expected, tmp_path):
+    with pytest.raises(ValueError) as raised:
+        load_classifier(bad_classifier_file(kind, tmp_path / "classifier.pt"))
+    assert expected in str(raised.value) and "\n" not in str(raised.value)
 
 
 def test_balanced_subset_has_equal_classes_and_is_seeded():

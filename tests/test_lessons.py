@@ -1,0 +1,150 @@
+"""`imagen_lib.lessons.set_repository`: pointing every lesson at a published copy of the project.
+
+Each test works on a copy of pyproject.toml and the notebooks in a temporary folder (the
+`root` parameter), never on the repository itself, and checks that what
+tests/test_notebooks.py requires still holds for the new address: the Colab badge in each
+lesson's first cell and the `REPOSITORY = "..."` line of its install cell match pyproject.toml,
+and nothing else in the notebooks changed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from imagen_lib import lessons
+
+ROOT = Path(__file__).resolve().parent.parent
+OLD = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+NEW = "https://github.com/you/imagen-from-scratch"
+
+
+@pytest.fixture
+def copy(tmp_path) -> Path:
+    """pyproject.toml and the lesson notebooks, copied into a temporary project root."""
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    (tmp_path / "notebooks").mkdir()
+    for path in ROOT.glob("notebooks/[0-9][0-9]_*.ipynb"):
+        shutil.copy(path, tmp_path / "notebooks" / path.name)
+    return tmp_path
+
+
+def notebooks(root: Path) -> list[Path]:
+    return sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(root)): path.read_bytes() for path in [root / "pyproject.toml", *notebooks(root)]}
+
+
+def first_code_index(notebook: dict) -> int:
+    return next(i for i, cell in enumerate(notebook["cells"]) if cell["cell_type"] == "code")
+
+
+def test_every_lesson_and_pyproject_point_at_the_new_address(copy):
+    before = snapshot(copy)
+    assert len(before) >= 2, "no notebooks were copied"
+
+    changed = lessons.set_repository(NEW, root=copy)
+
+    assert sorted(changed) == sorted([copy / "pyproject.toml", *notebooks(copy)])
+    pyproject = (copy / "pyproject.toml").read_text()
+    assert tomllib.loads(pyproject)["project"]["urls"]["Repository"] == NEW
+    assert pyproject == before["pyproject.toml"].decode().replace(f'Repository = "{OLD}"', f'Repository = "{NEW}"')
+
+    old_path, new_path = OLD.removeprefix("https://github.com/"), NEW.removeprefix("https://github.com/")
+    for path in notebooks(copy):
+        text = path.read_text(encoding="utf-8")
+        assert OLD not in text and old_path not in text, f"{path.name} still names the old address"
+        new = json.loads(text)
+        old = json.loads(before[f"notebooks/{path.name}"])
+        # What tests/test_notebooks.py checks, for the new address.
+        badge = f"https://colab.research.google.com/github/{new_path}/blob/main/notebooks/{path.name}"
+        assert badge in "".join(new["cells"][0]["source"])
+        install = "".join(new["cells"][first_code_index(new)]["source"])
+        assert f'REPOSITORY = "{NEW}"' in install and '"google.colab" in sys.modules' in install
+        # Only those two sources changed, and only by the address.
+        edited = {0, first_code_index(new)}
+        for i in edited:
+            assert "".join(new["cells"][i]["source"]) == "".join(old["cells"][i]["source"]).replace(old_path, new_path)
+            new["cells"][i]["source"] = old["cells"][i]["source"]
+        assert new == old, f"{path.name}: something besides the badge and the REPOSITORY line changed"
+        # Written in the notebooks' own format, so a diff shows only the changed lines.
+        assert text == json.dumps(json.loads(text), indent=1, ensure_ascii=False) + "\n"
+
+
+def test_setting_the_same_address_again_changes_nothing(copy):
+    lessons.set_repository(NEW, root=copy)
+    after_first = snapshot(copy)
+    assert lessons.set_repository(NEW + ".git", root=copy) == []  # same address, written as git clone takes it
+    assert lessons.set_repository(NEW + "/", root=copy) == []
+    assert snapshot(copy) == after_first
+
+
+def test_the_current_address_is_already_set(copy):
+    before = snapshot(copy)
+    assert lessons.set_repository(OLD, root=copy) == []
+    assert snapshot(copy) == before
+
+
+@pytest.mark.parametrize("url", [
+    "",
+    "imagen-from-scratch",
+    "github.com/you/imagen-from-scratch",
+    "http://github.com/you/imagen-from-scratch",
+    "https://gitlab.com/you/imagen-from-scratch",
+    "https://github.com/you",
+    "https://github.com/you/imagen-from-scratch/tree/main",
+    'https://github.com/you/name"; rm -rf /',
+])
+def test_a_bad_address_is_refused_in_one_line_and_nothing_is_written(copy, url):
+    before = snapshot(copy)
+    with pytest.raises(ValueError, match="https://github.com/OWNER/NAME") as error:
+        lessons.set_repository(url, root=copy)
+    assert "\n" not in str(error.value)
+    assert snapshot(copy) == before
+
+
+def test_a_notebook_without_an_install_cell_stops_everything_before_writing(copy):
+    path = notebooks(copy)[-1]
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    notebook["cells"] = [cell for cell in notebook["cells"] if cell["cell_type"] == "markdown"]
+    path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    before = snapshot(copy)
+    with pytest.raises(ValueError, match="REPOSITORY"):
+        lessons.set_repository(NEW, root=copy)
+    assert snapshot(copy) == before, "pyproject.toml and the other notebooks must not be half-updated"
+
+
+def test_command_line(copy, monkeypatch, capsys):
+    monkeypatch.setattr(lessons, "ROOT", copy)
+    monkeypatch.setattr(lessons, "set_repository", functools.partial(lessons.set_repository, root=copy))
+    assert lessons.main(["set-repository", NEW]) == 0
+    out = capsys.readouterr().out
+    assert "updated pyproject.toml" in out and f"updated notebooks/{notebooks(copy)[0].name}" in out
+    assert tomllib.loads((copy / "pyproject.toml").read_text())["project"]["urls"]["Repository"] == NEW
+
+    with pytest.raises(SystemExit) as exit_:
+        lessons.main(["set-repository", "https://example.com/you/name"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "https://github.com/OWNER/NAME" in err
+
+
+def test_module_entry_point_refuses_a_bad_address():
+    # A bad address fails before any file is read, so this runs on the real repository safely.
+    result = subprocess.run(
+        [sys.executable, "-m", "imagen_lib.lessons", "set-repository", "not-a-url"],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "expected https://github.com/OWNER/NAME" in result.stderr
+    assert result.stdout == ""
