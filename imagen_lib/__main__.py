@@ -253,7 +253,7 @@ def parse_sampler_setting(text: str) -> tuple[str, int, str]:
 
 SETTINGS = {  # the default --settings of the experiments that compare sampling settings
     "sampler": ["ddpm:1000", "ddim:10", "ddim:25", "ddim:50", "ddim:100", "ddpm:50"],
-    "prediction": ["ddpm:50", "ddim:10", "ddim:25", "ddim:50", "ddim:25:none", "ddpm:50:none"],
+    "prediction": ["ddpm:50", "ddim:10", "ddim:25", "ddim:50", "ddim:25:none"],
 }
 
 
