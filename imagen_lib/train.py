@@ -117,12 +117,6 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
             ema_buffer.copy_(buffer)
 
 
-def all_finite(module: nn.Module) -> torch.Tensor:
-    """A 0-d bool tensor: whether every parameter of `module` is finite (no host sync)."""
-    norms = torch._foreach_norm([param.detach() for param in module.parameters()])
-    return torch.isfinite(torch.stack(norms)).all()
-
-
 def weight_norm(module: nn.Module) -> torch.Tensor:
     """The norm of all parameters of `module` as one vector, a 0-d tensor (no host sync); NaN or inf if any is."""
     return torch.stack(torch._foreach_norm([param.detach() for param in module.parameters()])).norm()
@@ -277,7 +271,7 @@ class Trainer:
         would diverge at once.
         """
         norm = weight_norm(self.model.networks[stage])
-        finite = torch.isfinite(losses).all() & torch.isfinite(norm) & all_finite(self.ema[stage])
+        finite = torch.isfinite(losses).all() & torch.isfinite(norm) & torch.isfinite(weight_norm(self.ema[stage]))
         healthy = finite if last_norm is None else finite & (norm <= GROWTH_LIMIT * last_norm)
         if bool(healthy):
             return norm
