@@ -20,19 +20,10 @@ from typing import Iterator
 from imagen_lib import diffusion
 from imagen_lib.cascade import MAX_GUIDANCE_WEIGHT
 from imagen_lib.checkpoint import SHIPPED_CHECKPOINT
-from imagen_lib.data import DATA_DIR, SOURCES
-from imagen_lib.presets import PRESETS
+from imagen_lib.data import DATA_DIR, LESSON_PROMPTS, SOURCES
+from imagen_lib.presets import COMPILE_SETTINGS, PRESETS
 from imagen_lib.train import LOCK_NAME
 
-LESSON_PROMPTS = """\
-7 one five seven 1 4 nine two
-8 2 nine 8 two one nine three
-0 nine eight 5 6 zero 2 five
-eight three 2 8 2 two 7 one
-7 seven 7 0 nine zero seven 3
-nine nine one 2 six 8 eight three
-eight 2 5 nine 8 five five nine
-nine 0 five 3 7 four 8 eight""".split()
 SHIPPED_CLASSIFIER = DATA_DIR / "mnist_classifier.pt"  # imagen_lib.metrics.CLASSIFIER_PATH, without importing metrics for --help
 SAMPLE_CHUNK = 256  # images `sample` makes at once: memory stays bounded for any --num-samples
 MAX_SEED = 2**63  # torch's generators take 64-bit seeds
@@ -252,33 +243,13 @@ def parse_sampler_setting(text: str) -> tuple[str, int, str]:
 
 
 SETTINGS = {  # the default --settings of the experiments that compare sampling settings
-    "sampler": ["ddpm:1000", "ddim:10", "ddim:25", "ddim:50", "ddim:100", "ddpm:50"],
+    "sampler": ["ddpm:1000", "ddpm:50", "ddim:10", "ddim:15", "ddim:25", "ddim:50"],
     "prediction": ["ddpm:50", "ddim:10", "ddim:25", "ddim:50", "ddim:25:none"],
 }
 
 
-def encoder_models(args: argparse.Namespace, model, preset, runs: Path, device) -> dict:
-    """One sampling model per --encoders name: the checkpoint's own, or a base stage trained for the experiment."""
-    from imagen_lib.checkpoint import load_imagen
-    from imagen_lib.experiments import adopt_sampling_settings, base_only_preset, tiny_t5_base_preset, train_or_resume
-
-    models = {}
-    for name in args.encoders:
-        if name == model.text_encoder.name:
-            models[name] = model
-            continue
-        folder = runs / ("base_" + name.replace("/", "_"))
-        if name == "tiny-t5":
-            variant = tiny_t5_base_preset(preset, runs / "tiny_t5", args.train_steps)
-        else:
-            variant = base_only_preset(preset, name, args.train_steps)
-        print(f"training the base stage with text encoder {name!r} into {folder} (resumes if interrupted)")
-        models[name] = adopt_sampling_settings(load_imagen(train_or_resume(variant, folder, [0]), weights="ema", device=device), model)
-    return models
-
-
 def command_experiment(args: argparse.Namespace) -> None:
-    from imagen_lib import experiments
+    from imagen_lib import experiments, results
     from imagen_lib.cascade import default_device
     from imagen_lib.checkpoint import load_imagen, read_checkpoint
     from imagen_lib.metrics import load_classifier
@@ -286,7 +257,7 @@ def command_experiment(args: argparse.Namespace) -> None:
 
     checkpoint = existing_checkpoint(args.checkpoint)
     at_least(args.seeds, 1, "--seeds")
-    num_samples = args.num_samples or (64 if args.name == "sampler" else 200)
+    num_samples = args.num_samples
     at_least(num_samples, 10, "--num-samples", " (one per digit)")
     at_least(args.train_steps, 1, "--train-steps")
     for weight in args.guidance:
@@ -317,16 +288,10 @@ def command_experiment(args: argparse.Namespace) -> None:
     elif args.name == "augmentation":
         if len(model.networks) < 2:
             raise CommandError(f"{checkpoint} has no super-resolution stage to experiment on")
-        folder = runs / "sr_without_augmentation"
-        print(f"training the SR stage without augmentation into {folder} (resumes if interrupted)")
-        variant = experiments.unaugmented_sr_preset(preset, args.train_steps)
-        unaugmented = load_imagen(experiments.train_or_resume(variant, folder, list(range(1, len(model.networks)))), weights="ema", device=device)
-        unaugmented.networks[0].load_state_dict(model.networks[0].state_dict())  # the same base model for both
-        experiments.adopt_sampling_settings(unaugmented, model)
-        models = {"trained with augmentation": model, "trained without": unaugmented}
+        models = experiments.augmentation_models(model, preset, runs, args.train_steps)
         rows = experiments.augmentation_sweep(models, scorer, args.levels, seeds, examples=examples)
     elif args.name == "language":
-        models = encoder_models(args, model, preset, runs, device)
+        models = experiments.encoder_models(model, preset, args.encoders, runs, args.train_steps)
         weight = model.config.stages[0].guidance_weight
         rows = experiments.language_comparison(models, scorer, seeds, guidance_weight=weight, examples=examples)
     else:
@@ -336,26 +301,18 @@ def command_experiment(args: argparse.Namespace) -> None:
         if args.name == "sampler":
             rows = experiments.sampler_sweep(model, scorer, sampling_settings, seeds, examples=examples)
         else:
-            models = {}
-            for prediction in ("eps", "v"):
-                folder = runs / f"prediction_{prediction}"
-                print(f"training the cascade with {prediction}-prediction into {folder} (resumes if interrupted; skipped if done)")
-                variant = experiments.prediction_preset(preset, prediction)
-                if args.train_steps is not None:
-                    variant.training.steps = args.train_steps
-                trained = experiments.train_or_resume(variant, folder, list(range(len(model.networks))))
-                models[prediction] = experiments.adopt_sampling_settings(load_imagen(trained, weights="ema", device=device), model)
+            models = experiments.prediction_models(model, preset, runs, args.train_steps)
             rows = experiments.prediction_comparison(models, scorer, sampling_settings, seeds, examples=examples)
     seconds = time.perf_counter() - started
     settings = {key: value for key, value in vars(args).items() if key not in ("run", "out", "runs")}  # not this machine's paths
     settings.update(checkpoint=checkpoint.name, num_samples=num_samples, fid_floor=scorer.floor, machine=machine_description())
     if args.name == "language":
         settings["lowres_ceiling"] = experiments.lowres_ceiling(scorer)
-    path = experiments.save_results(out / f"{args.name}.json", args.name, rows, settings, seconds)
-    results = experiments.load_results(path)
-    experiments.plot_results(results).savefig(out / f"{args.name}.png", dpi=110)
-    experiments.plot_examples(examples, f"Samples of the first seed ({args.name})").savefig(out / f"{args.name}_examples.png", dpi=110, bbox_inches="tight")
-    print(experiments.results_table(results))
+    path = results.save_results(out / f"{args.name}.json", args.name, rows, settings, seconds)
+    measured = results.load_results(path)
+    results.plot_results(measured).savefig(out / f"{args.name}.png", dpi=110)
+    results.plot_examples(examples, f"Samples of the first seed ({args.name})").savefig(out / f"{args.name}_examples.png", dpi=110, bbox_inches="tight")
+    print(results.results_table(measured))
     print(f"MNIST-FID floor at {num_samples} samples: {scorer.floor:.1f}; {len(seeds)} seeds; {seconds / 60:.1f} min "
           f"-> {path}, {out / (args.name + '.png')}")
 
@@ -391,23 +348,36 @@ def command_bench(args: argparse.Namespace) -> None:
 
     from imagen_lib.checkpoint import load_imagen
     from imagen_lib.cascade import default_device
-    from imagen_lib.presets import get_preset
-    from imagen_lib.train import Trainer, images_per_second
+    from imagen_lib.data import DigitSet
+    from imagen_lib.presets import Preset, get_preset
+    from imagen_lib.train import Trainer, images_per_second, step_cost
 
     checkpoint = existing_checkpoint(args.checkpoint)
     preset = get_preset(args.preset)
+    preset.training.compile = args.compile
+    if args.encoder:
+        preset.model.text_encoder = args.encoder
     at_least(args.train_steps, 1, "--train-steps")
     if not 1 <= args.num_samples <= SAMPLE_CHUNK:  # sampled in one batch, to time it
         raise CommandError(f"--num-samples must be between 1 and {SAMPLE_CHUNK}, got {args.num_samples}")
     print(f"machine: {machine_description()}")
     with tempfile.TemporaryDirectory() as scratch:
         trainer = Trainer(preset, scratch, quiet=True)
+        larger = Preset.from_dict(preset.to_dict())
+        larger.training.batch_size *= 4  # the same images/s at 4x the batch would mean the GPU, not the host, sets the pace
+        large = Trainer(larger, scratch, text_encoder=trainer.model.text_encoder, data=DigitSet(trainer.images, trainer.labels, "the same digits"), quiet=True)
+        compiled = "compiled" if trainer.training_networks[0] is not trainer.model.networks[0] else "not compiled"
+        print(f"training preset {preset.name} ({compiled}; --compile {args.compile}), {args.train_steps} timed steps per measurement:")
         for stage, network in enumerate(trainer.model.networks):
             size = preset.model.stages[stage].image_size
             parameters = sum(p.numel() for p in network.parameters())
-            rate = images_per_second(trainer, stage, steps=args.train_steps)
-            print(f"preset {preset.name} stage {stage} ({size}x{size}, {type(network).__name__}): {parameters / 1e6:.2f} M parameters, "
-                  f"training {rate:.0f} images/s at batch {preset.training.batch_size}")
+            rates = [images_per_second(each, stage, steps=args.train_steps) for each in (trainer, large)]
+            cost = step_cost(trainer, stage, steps=args.train_steps)
+            busy = "" if cost.device_busy is None else f", GPU busy {cost.device_busy:.0%} of the time"
+            print(f"  stage {stage} ({size}x{size}, {type(network).__name__}, {parameters / 1e6:.2f} M parameters): "
+                  f"{rates[0]:.0f} images/s at batch {preset.training.batch_size}, {rates[1]:.0f} at batch {larger.training.batch_size}; "
+                  f"per step at batch {preset.training.batch_size}: {cost.operations} torch operations, "
+                  f"{cost.host_ms:.1f} ms on the host, {cost.wall_ms:.1f} ms in all{busy}")
     model = load_imagen(checkpoint, weights="ema", device=default_device())
     prompts = [LESSON_PROMPTS[i % len(LESSON_PROMPTS)] for i in range(args.num_samples)]
     every_step = min(schedule.timesteps for schedule in model.schedules)
@@ -497,6 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--preset", default="cpu", help=f"preset whose training speed is measured, one of {presets} (default: %(default)s)")
     bench.add_argument("--train-steps", type=int, default=10, help="training steps timed per stage, at least 1 (default: %(default)s)")
     bench.add_argument("--num-samples", type=int, default=64, help=f"images sampled in one batch, 1 to {SAMPLE_CHUNK} (default: %(default)s)")
+    bench.add_argument("--encoder", help="text encoder instead of the preset's, as for train (default: the preset's)")
+    bench.add_argument("--compile", choices=COMPILE_SETTINGS, default="auto",
+                       help="torch.compile the networks for training: on, off, or auto (on a CUDA GPU only) (default: %(default)s)")
     bench.add_argument("--skip-ddpm", action="store_true", help="skip the slow DDPM timing over every step (default: time it)")
     bench.set_defaults(run=command_bench)
 
@@ -513,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("name", choices=["guidance", "augmentation", "language", "sampler", "prediction"], help="which finding")
     experiment.add_argument("--checkpoint", help=f"default: {shipped}")
     experiment.add_argument("--seeds", type=int, default=3, help="sampling seeds per setting; the tables give mean ± std (default: %(default)s)")
-    experiment.add_argument("--num-samples", type=int, help="samples per setting and seed, at least 10 (default: 200; for sampler 64, one grid)")
+    experiment.add_argument("--num-samples", type=int, default=200, help="samples per setting and seed, at least 10 (default: %(default)s)")
     experiment.add_argument("--guidance", type=float, nargs="+", default=[0, 1, 2, 3, 5, 8, 12, 20],
                             help=f"guidance: weights to sweep, each {guidance_range} (default: %(default)s)")
     experiment.add_argument("--thresholding", nargs="+", choices=thresholdings, default=["dynamic", "static", "none"],

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from imagen_lib import diffusion
 from imagen_lib.diffusion import NoiseSchedule, check_guidance_weight, classifier_free_guidance, q_sample
+from imagen_lib.data import resize
 from imagen_lib.efficient_unet import EfficientUNet, EfficientUNetConfig
 from imagen_lib.text import TextEncoder, validate_prompts
 from imagen_lib.unet import UNet, UNetConfig, check_image
@@ -105,15 +105,6 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
-def resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize (B, C, H, W) images to size x size: area averaging down, bilinear up."""
-    if images.shape[-1] == size:
-        return images
-    if images.shape[-1] > size:
-        return F.interpolate(images, size=(size, size), mode="area")
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-
-
 class Imagen(nn.Module):
     """A cascade of text-conditioned diffusion models behind one frozen text encoder.
 
@@ -150,9 +141,13 @@ class Imagen(nn.Module):
         tokens, mask = self.text_encoder.encode(prompts)
         return tokens.to(self.device), mask.to(self.device)
 
-    def stage_network(self, stage: int, text: torch.Tensor, text_mask: torch.Tensor, low_res: torch.Tensor | None, augmentation_level: torch.Tensor | None):
-        """`network(x_t, t, text_dropped)` for one stage, with its text and image conditioning bound."""
-        net = self.networks[stage]
+    def stage_network(self, stage: int, text: torch.Tensor, text_mask: torch.Tensor, low_res: torch.Tensor | None,
+                      augmentation_level: torch.Tensor | None, net: nn.Module | None = None):
+        """`network(x_t, t, text_dropped)` for one stage, with its text and image conditioning bound.
+
+        `net` runs in place of the stage's own network (the trainer passes a compiled one).
+        """
+        net = net if net is not None else self.networks[stage]
 
         def network(x_t: torch.Tensor, t: torch.Tensor, text_dropped: torch.Tensor) -> torch.Tensor:
             repeats = x_t.shape[0] // text.shape[0]  # 2 inside classifier-free guidance
@@ -169,14 +164,15 @@ class Imagen(nn.Module):
         return q_sample(self.schedules[stage], upsampled, level, noise)
 
     def loss(self, stage: int, images: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, net: nn.Module | None = None) -> torch.Tensor:
         """The training loss of one stage on a batch of full-resolution images in [-1, 1].
 
         The stage's target is the images resized to its size; an SR stage's conditioning is
         the images resized to the previous stage's size, upsampled and noise-augmented at a
         random level. Prompts are replaced by the null text with probability text_drop_prob.
         Every random draw (text dropout, timesteps, noise, augmentation level and noise)
-        comes from `generator` (torch's global one if None), on the images' device.
+        comes from `generator` (torch's global one if None), on the images' device. `net`
+        replaces the stage's network, as in `stage_network`.
         """
         stage = self.check_stage(stage)
         check_image(images, self.config.channels, self.image_size, "training images")
@@ -193,7 +189,7 @@ class Imagen(nn.Module):
             previous = resize(images, self.config.stages[stage - 1].image_size)
             augmentation_noise = torch.randn(x0.shape, generator=generator, device=device)
             low_res = self.augment_low_res(stage, previous, level, augmentation_noise)
-        network = self.stage_network(stage, text, text_mask, low_res, level)
+        network = self.stage_network(stage, text, text_mask, low_res, level, net)
         return diffusion.diffusion_loss(
             lambda x_t, t: network(x_t, t, text_dropped), self.schedules[stage], x0, config.prediction, t=t, noise=noise
         )

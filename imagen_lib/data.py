@@ -217,6 +217,27 @@ def check_captions(captions: str) -> Captions:
     return CAPTIONS[captions]
 
 
+# The 64 prompts of the lessons' 8x8 grids and the README's picture: numerals and words mixed.
+LESSON_PROMPTS = """\
+7 one five seven 1 4 nine two
+8 2 nine 8 two one nine three
+0 nine eight 5 6 zero 2 five
+eight three 2 8 2 two 7 one
+7 seven 7 0 nine zero seven 3
+nine nine one 2 six 8 eight three
+eight 2 5 nine 8 five five nine
+nine 0 five 3 7 four 8 eight""".split()
+
+
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize (B, C, H, W) images to size x size: area averaging down, bilinear up."""
+    if images.shape[-1] == size:
+        return images
+    if images.shape[-1] > size:
+        return F.interpolate(images, size=(size, size), mode="area")
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+
+
 def prompts_for_labels(labels, seed: int = 0, captions: str = "plain") -> list[str]:
     """A random caption for each label, reproducible for a given seed."""
     family = check_captions(captions)

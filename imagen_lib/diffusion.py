@@ -254,12 +254,13 @@ def sample(
     for i, step in enumerate(tqdm(timesteps, desc=description, disable=not progress, leave=False)):
         t = torch.full((shape[0],), step, device=device, dtype=torch.long)
         x0, eps = predict_x0_and_eps(schedule, x, t, denoise(x, t), prediction)
-        x0 = threshold(x0, thresholding, percentile)
         abar_t = schedule.at(schedule.alphas_cumprod, t, x)
+        if thresholding != "none":
+            x0 = threshold(x0, thresholding, percentile)
+            # Re-derive eps from the thresholded x_0, so that both samplers step with one estimate.
+            eps = (x - abar_t.sqrt() * x0) / (1 - abar_t).sqrt()
         if i == len(timesteps) - 1:
-            return x0  # the last step lands on x_0 itself
-        # Re-derive eps from the (thresholded) x_0 so both samplers use the same estimate.
-        eps = (x - abar_t.sqrt() * x0) / (1 - abar_t).sqrt()
+            break  # the last step lands on x_0 itself
         t_prev = torch.full_like(t, timesteps[i + 1])
         abar_prev = schedule.at(schedule.alphas_cumprod, t_prev, x)
         noise = gaussian() if sampler == "ddpm" or eta > 0 else torch.zeros_like(x)
@@ -267,4 +268,4 @@ def sample(
             x = ddpm_step(x0, x, abar_t, abar_prev, noise)
         else:
             x = ddim_step(x0, eps, abar_t, abar_prev, noise, eta)
-    return x
+    return x0

@@ -23,6 +23,9 @@ from imagen_lib.efficient_unet import EfficientUNetConfig
 from imagen_lib.unet import UNetConfig
 
 
+COMPILE_SETTINGS = ("auto", "on", "off")
+
+
 @dataclass
 class TrainConfig:
     """How to train every stage of a cascade (each stage gets its own optimiser and EMA)."""
@@ -40,6 +43,7 @@ class TrainConfig:
     captions: str = "varied"  # "plain" ("7", "seven") or "varied" ("a handwritten Seven", ...)
     seed: int = 0
     mixed_precision: bool = True  # bf16 (or fp16) autocast on CUDA; ignored on the CPU
+    compile: str = "auto"  # torch.compile the networks for training: "on", "off", or "auto" (on a CUDA GPU only)
 
     def __post_init__(self):
         for item in dataclasses.fields(self):  # values can come from --set or a checkpoint: numbers must be numbers
@@ -65,6 +69,8 @@ class TrainConfig:
             raise ValueError(f"training field ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.captions not in CAPTIONS:
             raise ValueError(f"training field captions must be one of {tuple(CAPTIONS)}, got {self.captions!r}")
+        if self.compile not in COMPILE_SETTINGS:
+            raise ValueError(f"training field compile must be one of {COMPILE_SETTINGS}, got {self.compile!r}")
         if self.data_source not in SOURCES:
             raise ValueError(f"training field data_source must be one of {SOURCES}, got {self.data_source!r}")
 

@@ -11,6 +11,12 @@ so that early checkpoints are already useful), and mixed precision on CUDA (bf16
 that compute it natively, fp16 with loss scaling on older ones). Every training caption
 is encoded once, into a table on the device.
 
+A step is lean, because on a GPU each operation costs a kernel launch from Python: the
+optimiser, the gradient clipping and the EMA each update all parameters in one fused
+call, nothing waits for the device except every SYNC_EVERY steps, and on CUDA the
+networks are compiled with torch.compile (TrainConfig.compile), falling back to plain
+PyTorch where compiling fails.
+
 A checkpoint holds the preset, the weights, the EMA weights, the optimiser states, the
 step of every stage and every stage's random generator, and is written atomically: a
 kill never corrupts it, and resuming gives exactly the weights an uninterrupted run
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import dataclass
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -32,9 +39,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from imagen_lib.cascade import Imagen, default_device, resize
+from imagen_lib.cascade import Imagen, default_device
 from imagen_lib.checkpoint import atomic_save, load_weights, model_payload, parse_config, read_checkpoint, require_entries
-from imagen_lib.data import NUMBER_WORDS, DigitSet, check_captions, load_mnist
+from imagen_lib.data import NUMBER_WORDS, DigitSet, check_captions, load_mnist, resize
 from imagen_lib.plotting import save_grid
 from imagen_lib.presets import Preset
 from imagen_lib.text import TextEncoder
@@ -117,9 +124,39 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
             ema_buffer.copy_(buffer)
 
 
+def global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The norm of all `tensors` taken as one vector: a 0-d tensor on their device (no host sync), NaN or inf if any is."""
+    return torch.stack(torch._foreach_norm(tensors)).norm()
+
+
 def weight_norm(module: nn.Module) -> torch.Tensor:
-    """The norm of all parameters of `module` as one vector, a 0-d tensor (no host sync); NaN or inf if any is."""
-    return torch.stack(torch._foreach_norm([param.detach() for param in module.parameters()])).norm()
+    """The norm of all parameters of `module` as one vector."""
+    return global_norm([param.detach() for param in module.parameters()])
+
+
+def clip_gradients(module: nn.Module, max_norm: float) -> torch.Tensor:
+    """Scale the gradients of `module` so that their joint norm is at most `max_norm`; return the norm before.
+
+    The formula of torch.nn.utils.clip_grad_norm_ (scale by max_norm / (norm + 1e-6) when
+    below 1), in three fused calls: torch's version moves each parameter's norm separately,
+    one operation per parameter, which on a GPU is one kernel launch each.
+    """
+    gradients = [param.grad for param in module.parameters() if param.grad is not None]
+    if not gradients:  # the loss did not depend on the weights
+        return torch.zeros(())
+    norm = global_norm(gradients)
+    torch._foreach_mul_(gradients, (max_norm / (norm + 1e-6)).clamp(max=1.0))
+    return norm
+
+
+def compiles(setting: str, device: torch.device) -> bool:
+    """Whether training compiles the networks with torch.compile, for a TrainConfig.compile setting.
+
+    "auto" compiles on CUDA, where a step otherwise waits on Python to launch hundreds of
+    small kernels; not on the CPU, where compiling takes minutes (2 cores) and saves
+    little, since there the arithmetic, not the launching, takes the time.
+    """
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
 
 
 def learning_rate_at(step: int, base_rate: float, warmup_steps: int) -> float:
@@ -160,9 +197,15 @@ class Trainer:
         self.model = Imagen(preset.model, encoder).to(self.device)
         self.ema = copy.deepcopy(self.model.networks).requires_grad_(False)
         self.optimizers = [
-            torch.optim.AdamW(net.parameters(), lr=self.config.learning_rate, weight_decay=self.config.weight_decay)
+            # fused: one kernel for all parameters instead of several per parameter
+            torch.optim.AdamW(net.parameters(), lr=self.config.learning_rate, weight_decay=self.config.weight_decay,
+                              fused=self.device.type in ("cpu", "cuda"))
             for net in self.model.networks
         ]
+        compiling = compiles(self.config.compile, self.device)
+        # What a training step runs: the networks themselves, or compiled views sharing their weights.
+        self.training_networks = [torch.compile(net) if compiling else net for net in self.model.networks]
+        self.compile_tried = [not compiling] * len(self.model.networks)
         self.steps = [0] * len(self.model.networks)
         self.saved_steps: list[int] | None = None  # the steps of the checkpoint on disk, once this trainer saved or resumed one
         data = data if data is not None else load_mnist("train", preset.model.channels, self.config.data_source)
@@ -242,19 +285,36 @@ class Trainer:
         captions = self.captions.draw(self.labels[index], generator)  # (B,) ids into the caption table
         return self.images[index], self.caption_tokens[captions], self.caption_mask[captions]
 
+    def forward_backward(self, stage: int, images: torch.Tensor, text: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The stage's loss on a batch, with its gradients (scaled for fp16) left in the network."""
+        self.optimizers[stage].zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=self.precision, enabled=self.precision is not None):
+            loss = self.model.loss(stage, images, text, mask, generator=self.generators[stage], net=self.training_networks[stage])
+        self.scaler.scale(loss).backward()
+        return loss
+
     def train_step(self, stage: int) -> torch.Tensor:
         """One optimiser step of one stage; returns the loss as a 0-d tensor (reading it waits for the device)."""
-        network, optimizer = self.model.networks[stage], self.optimizers[stage]
+        network, optimizer, generator = self.model.networks[stage], self.optimizers[stage], self.generators[stage]
         network.train()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(self.steps[stage], self.config.learning_rate, self.config.warmup_steps)
         images, text, mask = self.batch(stage)
-        with torch.autocast(self.device.type, dtype=self.precision, enabled=self.precision is not None):
-            loss = self.model.loss(stage, images, text, mask, generator=self.generators[stage])
-        optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        if self.compile_tried[stage]:
+            loss = self.forward_backward(stage, images, text, mask)
+        else:  # torch.compile compiles at the first call; where it cannot (no compiler, say), train without it
+            before = generator.get_state()
+            try:
+                loss = self.forward_backward(stage, images, text, mask)
+            except Exception as error:
+                generator.set_state(before)  # the same random draws again, without compiling
+                self.training_networks[stage] = network
+                print(f"torch.compile failed for stage {stage} ({type(error).__name__}: {' '.join(str(error).split())[:200]}); "
+                      "training continues without it (--set compile=off skips the attempt)", flush=True)
+                loss = self.forward_backward(stage, images, text, mask)
+            self.compile_tried[stage] = True
         self.scaler.unscale_(optimizer)
-        nn.utils.clip_grad_norm_(network.parameters(), self.config.grad_clip)
+        clip_gradients(network, self.config.grad_clip)
         self.scaler.step(optimizer)
         self.scaler.update()
         ema_update(self.ema[stage], network, ema_decay_at(self.steps[stage], self.config.ema_decay))
@@ -358,9 +418,55 @@ def images_per_second(trainer: Trainer, stage: int, steps: int = 5) -> float:
     It really trains: the trainer's weights, EMA and step count move on, so measure on a
     trainer made for the purpose (as `python -m imagen_lib bench` does).
     """
-    trainer.train_step(stage)
+    trainer.train_step(stage)  # warm-up (and, where it compiles, the compilation)
+    synchronize(trainer.device)
     started = time.perf_counter()
     for _ in range(steps):
-        loss = trainer.train_step(stage)
-    loss.item()  # wait for the device to finish
+        trainer.train_step(stage)
+    synchronize(trainer.device)
     return steps * trainer.config.batch_size / (time.perf_counter() - started)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait until the device has finished the work queued so far (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class StepCost:
+    """Where the time of one training step goes (`python -m imagen_lib bench`)."""
+
+    operations: int  # top-level torch operations (each one a kernel launch or more on a GPU)
+    host_ms: float  # time Python takes to issue the step; on the CPU it also does the arithmetic
+    wall_ms: float  # time per step with the device finished
+    device_busy: float | None  # share of wall time the GPU spends in kernels (None on the CPU)
+
+
+def step_cost(trainer: Trainer, stage: int, steps: int = 5) -> StepCost:
+    """Profile and time `steps` training steps of one stage (after a warm-up step); trains, like images_per_second.
+
+    A step is host-bound when the host takes about as long as the whole step and the GPU
+    is mostly idle: then fewer operations per step, not a faster GPU, make it faster.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    trainer.train_step(stage)
+    synchronize(trainer.device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        trainer.train_step(stage)
+    issued = time.perf_counter() - started
+    synchronize(trainer.device)
+    wall = time.perf_counter() - started
+    cuda = trainer.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as profiler:
+        trainer.train_step(stage)
+        synchronize(trainer.device)
+    top_level = [event for event in profiler.events() if event.cpu_parent is None]  # operations called by our code
+    busy = None
+    if cuda:  # the GPU time of every kernel, per step, against the unprofiled wall time per step
+        kernel_us = sum(getattr(event, "device_time_total", getattr(event, "cuda_time_total", 0)) for event in top_level)
+        busy = min(1.0, kernel_us / 1e6 / (wall / steps))
+    return StepCost(len(top_level), issued / steps * 1000, wall / steps * 1000, busy)

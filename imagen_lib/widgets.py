@@ -1,16 +1,24 @@
-"""The guidance-weight slider: see how classifier-free guidance changes samples.
+"""Widgets to look at sampling: sliders over precomputed pictures, and a prompt box.
 
-Lessons 5 and 8. Samples for every weight are computed once, up front, with one fixed
-seed, so moving the slider only swaps pictures and feels instant; the same seed also
-means every weight starts from the same noise, so the differences are guidance alone.
-Only core ipywidgets (SelectionSlider, Image, Label, VBox) are used, so it works in
-Jupyter and on Colab.
+Lessons 5 to 8. A slider's pictures are all sampled once, up front, with one fixed seed,
+so moving it only swaps pictures and feels instant; the same seed also means every
+setting starts from the same noise, so the differences are that setting alone:
+
+- `guidance_slider`: the classifier-free guidance weight (lessons 5 and 8);
+- `percentile_slider`: dynamic thresholding's percentile p (lesson 6);
+- `augmentation_slider`: the SR stage's conditioning-noise level at sampling (lesson 7).
+
+`prompt_box` is the one that samples live: type any prompt and the cascade draws it (a
+few seconds on a CPU). Only core ipywidgets (SelectionSlider, Text, Button, Image, Label,
+VBox, HBox) are used, so they work in Jupyter and on Colab; every part is an attribute, so
+tests can drive them headless.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -19,49 +27,127 @@ from imagen_lib.plotting import grid_png
 
 
 @dataclass
-class GuidanceSlider:
-    """The widget (`.widget`, display it) and its parts, which tests can drive headless."""
+class PictureSlider:
+    """The widget (`.widget`, display it) and its parts."""
 
-    weights: list[float]
-    samples: dict[float, torch.Tensor]  # weight -> final-stage images (B, C, H, W)
-    pictures: dict[float, bytes]  # weight -> PNG of the grid
+    values: list[float]
+    samples: dict[float, torch.Tensor]  # value -> final-stage images (B, C, H, W)
+    pictures: dict[float, bytes]  # value -> PNG of the grid
     slider: object
     image: object
     caption: object
     widget: object
 
 
-def guidance_slider(
-    model: Imagen,
-    prompts: Sequence[str],
-    weights: Sequence[float] = (0, 1, 2, 3, 5, 8),
-    seed: int = 0,
-    columns: int = 8,
+def picture_slider(
+    values: Sequence[float], make_images: Callable[[float], torch.Tensor], name: str, columns: int = 8,
     captions: dict[float, str] | None = None,
-    **sample_options,
-) -> GuidanceSlider:
-    """Sample `prompts` once per guidance weight and return a slider that flips between them.
+) -> PictureSlider:
+    """Call `make_images(value)` once per value and return a slider that flips between the grids."""
+    import ipywidgets as widgets
+
+    values = [float(value) for value in values]
+    if not values:
+        raise ValueError(f"give at least one {name}")
+    samples = {value: make_images(value) for value in values}
+    pictures = {value: grid_png(images, columns) for value, images in samples.items()}
+    captions = captions or {}
+
+    def caption_of(value: float) -> str:
+        return captions.get(value, f"{name} {value:g}")
+
+    slider = widgets.SelectionSlider(options=values, value=values[0], description=name.split()[-1], continuous_update=True)
+    image = widgets.Image(value=pictures[values[0]], format="png")
+    caption = widgets.Label(value=caption_of(values[0]))
+
+    def show(change) -> None:
+        image.value = pictures[change["new"]]
+        caption.value = caption_of(change["new"])
+
+    slider.observe(show, names="value")
+    return PictureSlider(values, samples, pictures, slider, image, caption, widgets.VBox([slider, caption, image]))
+
+
+def guidance_slider(
+    model: Imagen, prompts: Sequence[str], weights: Sequence[float] = (0, 1, 2, 3, 5, 8), seed: int = 0, columns: int = 8,
+    captions: dict[float, str] | None = None, **sample_options,
+) -> PictureSlider:
+    """The cascade's samples of `prompts` at each guidance weight (Ho & Salimans 2022; Imagen Section 2.2).
 
     sample_options go to `Imagen.sample` (sampler, steps, thresholding, ...). `captions`
     can add a line per weight, such as the prompt accuracy measured there.
     """
+    return picture_slider(weights, lambda weight: model.sample(prompts, guidance_weight=weight, seed=seed, **sample_options)[-1],
+                          "guidance weight", columns, captions)
+
+
+def percentile_slider(
+    model: Imagen, prompts: Sequence[str], percentiles: Sequence[float] = (0.9, 0.95, 0.99, 0.995, 1.0), seed: int = 0,
+    columns: int = 8, captions: dict[float, str] | None = None, **sample_options,
+) -> PictureSlider:
+    """Samples with dynamic thresholding at each percentile p (Imagen Section 2.3): p = 1 never clips, only rescales.
+
+    Use it with a large guidance weight (sample_options: guidance_weight=...), where
+    thresholding matters.
+    """
+    return picture_slider(percentiles, lambda p: model.sample(prompts, thresholding="dynamic", percentile=p, seed=seed, **sample_options)[-1],
+                          "dynamic thresholding percentile", columns, captions)
+
+
+def augmentation_slider(
+    model: Imagen, prompts: Sequence[str], levels: Sequence[float] = (0, 0.1, 0.25, 0.4, 0.6, 0.8), seed: int = 0,
+    columns: int = 8, captions: dict[float, str] | None = None, **sample_options,
+) -> PictureSlider:
+    """The SR stage's output when its low-resolution input is noised to each level (Imagen Section 2.4).
+
+    The base stage samples once; every level super-resolves those same base images, so
+    what changes is the conditioning noise alone.
+    """
+    base = model.sample(prompts, seed=seed, last_stage=0, **sample_options)[0]
+    return picture_slider(
+        levels,
+        lambda level: model.sample(prompts, seed=seed, first_stage=1, low_res=base, augmentation_level=level, **sample_options)[-1],
+        "SR noise level", columns, captions,
+    )
+
+
+@dataclass
+class PromptBox:
+    """A text box and a Draw button over the cascade's samples of the typed prompt."""
+
+    text: object
+    button: object
+    image: object
+    caption: object
+    widget: object
+    samples: torch.Tensor | None = None  # the last drawing's final-stage images
+
+
+def prompt_box(model: Imagen, prompt: str = "a handwritten 7", count: int = 8, seed: int = 0, **sample_options) -> PromptBox:
+    """Type a prompt, press Enter or Draw: `count` samples of it from the cascade (one seed, so a prompt always gives the same digits).
+
+    A prompt the text encoder refuses (empty, say) shows its message in place of a picture.
+    """
     import ipywidgets as widgets
 
-    weights = [float(weight) for weight in weights]
-    if not weights:
-        raise ValueError("give at least one guidance weight, e.g. weights=(0, 1, 3, 5)")
-    samples = {weight: model.sample(prompts, guidance_weight=weight, seed=seed, **sample_options)[-1] for weight in weights}
-    pictures = {weight: grid_png(images, columns) for weight, images in samples.items()}
-    captions = captions or {}
+    text = widgets.Text(value=prompt, description="prompt", continuous_update=False)
+    button = widgets.Button(description="Draw")
+    image = widgets.Image(format="png")
+    caption = widgets.Label()
+    box = PromptBox(text, button, image, caption, widgets.VBox([widgets.HBox([text, button]), caption, image]))
 
-    slider = widgets.SelectionSlider(options=weights, value=weights[0], description="guidance w", continuous_update=True)
-    image = widgets.Image(value=pictures[weights[0]], format="png")
-    caption = widgets.Label(value=captions.get(weights[0], f"guidance weight {weights[0]:g}"))
+    def draw(*_) -> None:
+        caption.value = f"drawing {text.value!r} ..."
+        started = time.perf_counter()
+        try:
+            box.samples = model.sample([text.value] * count, seed=seed, **sample_options)[-1]
+        except ValueError as error:  # a prompt the library refuses: say why, keep the last picture
+            caption.value = f"cannot draw {text.value!r}: {error}"
+            return
+        image.value = grid_png(box.samples, count)
+        caption.value = f"{text.value!r}: {count} samples in {time.perf_counter() - started:.1f} s"
 
-    def show(change) -> None:
-        weight = change["new"]
-        image.value = pictures[weight]
-        caption.value = captions.get(weight, f"guidance weight {weight:g}")
-
-    slider.observe(show, names="value")
-    return GuidanceSlider(weights, samples, pictures, slider, image, caption, widgets.VBox([slider, caption, image]))
+    button.on_click(draw)
+    text.observe(draw, names="value")  # Enter (or leaving the box) draws too
+    draw()
+    return box

@@ -527,7 +527,8 @@ def test_bench_prints_every_figure(checkpoint, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.startswith("machine: ")
-    assert "stage 0" in out and "stage 1" in out and "images/s" in out and "M parameters" in out
+    assert "stage 0" in out and "stage 1" in out and "images/s at batch 8" in out and "at batch 32" in out and "M parameters" in out
+    assert "torch operations" in out and "ms on the host" in out and "not compiled; --compile auto" in out
     assert "DDIM 50 steps per stage" in out and "DDPM 100 steps" not in out  # DDPM over every step was skipped
     assert "peak memory" in out
 
@@ -558,7 +559,7 @@ def experiment_args(name, checkpoint, tmp_path, *extra: str) -> list[str]:
 
 @needs_classifier
 def test_experiment_guidance_writes_results_plot_and_table(checkpoint, tmp_path, capsys):
-    from imagen_lib.experiments import load_results
+    from imagen_lib.results import load_results
 
     argv = experiment_args("guidance", checkpoint, tmp_path, "--guidance", "0", "4", "--thresholding", "static")
     assert main(argv) == 0
@@ -574,7 +575,7 @@ def test_experiment_guidance_writes_results_plot_and_table(checkpoint, tmp_path,
 
 @needs_classifier
 def test_experiment_augmentation_trains_an_unaugmented_sr_stage(checkpoint, tmp_path, capsys):
-    from imagen_lib.experiments import load_results
+    from imagen_lib.results import load_results
 
     argv = experiment_args("augmentation", checkpoint, tmp_path, "--levels", "0", "0.5", "--train-steps", "1", "--seeds", "1")
     assert main(argv) == 0

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import randomize_parameters
-from imagen_lib import experiments
+from imagen_lib import experiments, results
 from imagen_lib.data import NUMBER_WORDS, load_mnist
 from imagen_lib.experiments import Scorer
 from imagen_lib.metrics import CLASSIFIER_PATH, balanced_subset, evaluation_prompts
@@ -171,7 +171,7 @@ def test_prediction_comparison_labels_each_cascade(make_cascade):
     rows = experiments.prediction_comparison(models, FixedScorer(), [("ddim", 2, "none")], [0], progress=False, examples=examples)
     assert [(r["prediction"], r["sampler"], r["thresholding"]) for r in rows] == [("eps", "ddim", "none"), ("v", "ddim", "none")]
     assert list(examples) == ["eps DDIM 2 steps, none thresholding", "v DDIM 2 steps, none thresholding"]
-    assert "speckle (%)" in experiments.results_table({"experiment": "prediction", "rows": [{**r, "speckle": 0.01} for r in rows]})
+    assert "speckle (%)" in results.results_table({"experiment": "prediction", "rows": [{**r, "speckle": 0.01} for r in rows]})
 
 
 def test_prediction_preset_changes_every_stage_and_nothing_else():
@@ -236,7 +236,7 @@ ROWS = [
 
 
 def test_summarize_gives_mean_and_sample_std_per_group():
-    summary = experiments.summarize(ROWS, ["guidance", "thresholding"])
+    summary = results.summarize(ROWS, ["guidance", "thresholding"])
     assert [(e["guidance"], e["seeds"]) for e in summary] == [(1.0, 2), (5.0, 1)]
     assert summary[0]["accuracy"] == pytest.approx(0.85)
     assert summary[0]["fid_std"] == pytest.approx(statistics.stdev([30.0, 34.0]))
@@ -245,8 +245,8 @@ def test_summarize_gives_mean_and_sample_std_per_group():
 
 
 def test_markdown_table_shows_mean_and_spread():
-    summary = experiments.summarize(ROWS, ["guidance", "thresholding"])
-    table = experiments.markdown_table(summary, ["guidance", "thresholding"], {"accuracy": "accuracy (%)", "fid": "FID"})
+    summary = results.summarize(ROWS, ["guidance", "thresholding"])
+    table = results.markdown_table(summary, ["guidance", "thresholding"], {"accuracy": "accuracy (%)", "fid": "FID"})
     lines = table.splitlines()
     assert lines[0] == "| guidance | thresholding | accuracy (%) | FID |"
     assert lines[2] == "| 1.0 | dynamic | 85.0 ± 7.1 | 32.0 ± 2.8 |"
@@ -259,21 +259,21 @@ def test_seen_and_unseen_averages_over_phrasings_per_seed():
         {"encoder": "e", "phrasing": "seven", "seen": True, "seed": 0, "accuracy": 0.8},
         {"encoder": "e", "phrasing": "the digit seven", "seen": False, "seed": 0, "accuracy": 0.3},
     ]
-    assert experiments.seen_and_unseen(rows) == [
+    assert results.seen_and_unseen(rows) == [
         {"encoder": "e", "phrasings": "seen", "seed": 0, "accuracy": pytest.approx(0.9)},
         {"encoder": "e", "phrasings": "unseen", "seed": 0, "accuracy": 0.3},
     ]
 
 
 def test_results_round_trip_and_foreign_files_are_refused(tmp_path):
-    path = experiments.save_results(tmp_path / "guidance.json", "guidance", ROWS, {"fid_floor": 29.0}, 12.34)
-    results = experiments.load_results(path)
-    assert results["rows"] == ROWS and results["wall_seconds"] == 12.3 and "torch" in results["machine"]
+    path = results.save_results(tmp_path / "guidance.json", "guidance", ROWS, {"fid_floor": 29.0}, 12.34)
+    loaded = results.load_results(path)
+    assert loaded["rows"] == ROWS and loaded["wall_seconds"] == 12.3 and "torch" in loaded["machine"]
     (tmp_path / "other.json").write_text(json.dumps({"rows": []}))
     with pytest.raises(ValueError, match="not an experiment results file"):
-        experiments.load_results(tmp_path / "other.json")
+        results.load_results(tmp_path / "other.json")
     with pytest.raises(FileNotFoundError, match="python -m imagen_lib experiment"):
-        experiments.load_results(tmp_path / "missing.json")
+        results.load_results(tmp_path / "missing.json")
 
 
 @pytest.mark.parametrize(
@@ -286,7 +286,7 @@ def test_results_round_trip_and_foreign_files_are_refused(tmp_path):
     ],
 )
 def test_every_experiment_has_a_plot(experiment, rows):
-    figure = experiments.plot_results({"experiment": experiment, "rows": rows, "settings": {"fid_floor": 29.0}})
+    figure = results.plot_results({"experiment": experiment, "rows": rows, "settings": {"fid_floor": 29.0}})
     assert figure.axes and all(axis.has_data() for axis in figure.axes)
     matplotlib.pyplot.close(figure)
 
@@ -297,7 +297,7 @@ def test_sweeps_keep_the_first_seeds_digits_as_examples(make_cascade):
     experiments.guidance_sweep(model, FixedScorer(), [0, 3], ["static"], [0, 1], progress=False, examples=examples)
     assert list(examples) == ["w=0, static", "w=3, static"]
     assert all(images.shape == (10, 1, 16, 16) for images in examples.values())
-    figure = experiments.plot_examples(examples, "title")
+    figure = results.plot_examples(examples, "title")
     assert len(figure.axes) == 2 and [axis.texts[0].get_text() for axis in figure.axes] == list(examples)
     matplotlib.pyplot.close(figure)
 
@@ -307,26 +307,15 @@ def test_sweeps_keep_the_first_seeds_digits_as_examples(make_cascade):
 # ---------------------------------------------------------------------------------------
 
 
-# Experiments whose results are not committed yet: `prediction` compares the eps- and
-# v-prediction cascades, whose training is in progress (issue 9). Remove a name once its
-# results are committed; the test below then holds it to the same standard as the rest.
-PENDING = ("prediction",)
-
-
-@pytest.mark.parametrize("name", PENDING)
-def test_pending_experiments_have_no_half_committed_results(name):
-    assert not (experiments.RESULTS_DIR / f"{name}.json").exists(), f"{name}'s results are committed: remove it from PENDING"
-
-
-@pytest.mark.parametrize("name", [name for name in experiments.EXPERIMENTS if name not in PENDING])
+@pytest.mark.parametrize("name", experiments.EXPERIMENTS)
 def test_committed_results_are_complete_and_quoted_in_the_readme(name):
     """Each experiment's results ship with their plots, cover 3 seeds, and the README shows exactly their table."""
-    results = experiments.load_results(experiments.RESULTS_DIR / f"{name}.json")
-    settings = results["settings"]
-    assert settings["seeds"] >= 3 and results["wall_seconds"] > 0
-    seeds = {row["seed"] for row in results["rows"]}
+    committed = results.load_results(results.RESULTS_DIR / f"{name}.json")
+    settings = committed["settings"]
+    assert settings["seeds"] >= 3 and committed["wall_seconds"] > 0
+    seeds = {row["seed"] for row in committed["rows"]}
     assert seeds == set(range(settings["seeds"]))
     for picture in (f"{name}.png", f"{name}_examples.png"):
-        assert (experiments.RESULTS_DIR / picture).stat().st_size > 10_000
-    readme = (experiments.RESULTS_DIR.parent.parent / "README.md").read_text()
-    assert experiments.results_table(results) in readme, f"README's {name} table differs from data/results/{name}.json"
+        assert (results.RESULTS_DIR / picture).stat().st_size > 10_000
+    readme = (results.RESULTS_DIR.parent.parent / "README.md").read_text()
+    assert results.results_table(committed) in readme, f"README's {name} table differs from data/results/{name}.json"

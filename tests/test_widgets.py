@@ -7,7 +7,7 @@ import torch
 
 from conftest import randomize_parameters
 from imagen_lib.plotting import grid_png
-from imagen_lib.widgets import guidance_slider
+from imagen_lib.widgets import augmentation_slider, guidance_slider, percentile_slider, prompt_box
 
 pytest.importorskip("ipywidgets")
 
@@ -35,3 +35,38 @@ def test_samples_for_each_weight_start_from_the_same_noise(make_cascade):
 def test_no_weights_is_a_clear_error(make_cascade):
     with pytest.raises(ValueError, match="at least one guidance weight"):
         guidance_slider(make_cascade(2), ["7"], weights=())
+
+
+def test_percentile_slider_shows_each_percentiles_samples(make_cascade):
+    model = randomize_parameters(make_cascade(2))
+    slider = percentile_slider(model, ["7", "8"], percentiles=(0.5, 1.0), guidance_weight=8, sampler="ddim", steps=3)
+    direct = model.sample(["7", "8"], guidance_weight=8, thresholding="dynamic", percentile=0.5, sampler="ddim", steps=3)[-1]
+    assert torch.equal(slider.samples[0.5], direct)
+    assert not torch.equal(slider.samples[0.5], slider.samples[1.0])
+    slider.slider.value = 1.0
+    assert slider.image.value == slider.pictures[1.0] and "percentile 1" in slider.caption.value
+
+
+def test_augmentation_slider_super_resolves_the_same_base_images_at_each_level(make_cascade):
+    model = randomize_parameters(make_cascade(2))
+    slider = augmentation_slider(model, ["3", "four"], levels=(0, 0.5), columns=2, sampler="ddim", steps=3)
+    base = model.sample(["3", "four"], last_stage=0, sampler="ddim", steps=3)[0]
+    direct = model.sample(["3", "four"], first_stage=1, low_res=base, augmentation_level=0.5, sampler="ddim", steps=3)[-1]
+    assert torch.equal(slider.samples[0.5], direct)
+    assert not torch.equal(slider.samples[0.0], slider.samples[0.5])
+    slider.slider.value = 0.5
+    assert slider.image.value == grid_png(direct, 2) and "level 0.5" in slider.caption.value
+
+
+def test_prompt_box_draws_the_typed_prompt_and_explains_a_refused_one(make_cascade):
+    model = randomize_parameters(make_cascade(2))
+    box = prompt_box(model, "seven", count=3, sampler="ddim", steps=2)
+    assert torch.equal(box.samples, model.sample(["seven"] * 3, sampler="ddim", steps=2)[-1])
+    assert box.image.value == grid_png(box.samples, 3) and "'seven': 3 samples" in box.caption.value
+    box.text.value = "a handwritten 2"  # Enter in the box draws
+    assert torch.equal(box.samples, model.sample(["a handwritten 2"] * 3, sampler="ddim", steps=2)[-1])
+    assert "'a handwritten 2'" in box.caption.value
+    drawn = box.image.value
+    box.text.value = "   "
+    box.button.click()
+    assert box.caption.value.startswith("cannot draw '   ': ") and box.image.value == drawn  # the last picture stays

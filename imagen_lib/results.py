@@ -1,0 +1,269 @@
+"""An experiment's results: summary tables, JSON files and plots (lesson 9, the README).
+
+`experiments` measures and returns one row per (setting, seed); this module turns rows
+into the Markdown tables quoted in the README (mean ± standard deviation over seeds),
+saves and loads them as `NAME.json` with the settings and machine that produced them, and
+draws each experiment's figure and its grid of example samples.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from imagen_lib.data import DATA_DIR
+from imagen_lib.experiments import EXPERIMENTS, SEEN_PHRASINGS
+
+RESULTS_DIR = DATA_DIR / "results"  # the committed results; commands write to runs/results unless told otherwise
+
+
+def summarize(rows: list[dict], keys: Sequence[str]) -> list[dict]:
+    """Group rows by `keys` (in first-seen order); every numeric column becomes its mean and sample std over seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[key] for key in keys), []).append(row)
+    summary = []
+    for group_key, members in groups.items():
+        entry = dict(zip(keys, group_key), seeds=len(members))
+        for column, value in members[0].items():
+            if column in keys or column == "seed" or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            values = [member[column] for member in members]
+            entry[column] = statistics.fmean(values)
+            entry[f"{column}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        summary.append(entry)
+    return summary
+
+
+def markdown_table(summary: list[dict], keys: Sequence[str], columns: dict[str, str]) -> str:
+    """A Markdown table: the `keys`, then each column (name -> header) as mean ± std."""
+    headers = list(keys) + list(columns.values())
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for entry in summary:
+        cells = [str(entry[key]) for key in keys]
+        for column in columns:
+            mean, std = entry[column], entry[f"{column}_std"]
+            scale = 100 if column in PERCENT else 1
+            digits = 1 if column == "accuracy" else 2 if abs(mean * scale) < 10 else 1
+            cells.append(f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}" if entry["seeds"] > 1 else f"{mean * scale:.{digits}f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+ACCURACY, FID = {"accuracy": "prompt accuracy (%)"}, {"fid": "MNIST-FID"}
+PERCENT = ("accuracy", "speckle")  # shares, shown in percent
+TABLES = {  # experiment -> (the columns that name a setting, the measured columns shown as mean ± std)
+    "guidance": (["guidance", "thresholding"], {**ACCURACY, **FID, "seconds": "seconds"}),
+    "augmentation": (["sr_stage", "level"], {**ACCURACY, **FID}),
+    "language": (["encoder", "phrasing"], ACCURACY),
+    "sampler": (["sampler", "steps"], {**ACCURACY, **FID, "seconds_per_grid": "seconds per 64 images"}),
+    "prediction": (["prediction", "sampler", "steps", "thresholding"],
+                   {**ACCURACY, **FID, "speckle": "speckle (%)", "seconds_per_grid": "seconds per 64 images"}),
+}
+
+
+def seen_and_unseen(rows: list[dict]) -> list[dict]:
+    """Language rows averaged over the phrasings of each kind: one row per (encoder, seen, seed)."""
+    groups: dict[tuple, list[float]] = {}
+    for row in rows:
+        groups.setdefault((row["encoder"], row["seen"], row["seed"]), []).append(row["accuracy"])
+    return [{"encoder": encoder, "phrasings": "seen" if seen else "unseen", "seed": seed, "accuracy": statistics.fmean(values)}
+            for (encoder, seen, seed), values in groups.items()]
+
+
+def results_table(results: dict) -> str:
+    """The Markdown table of an experiment's results (for language, also seen vs unseen on average)."""
+    keys, columns = TABLES[results["experiment"]]
+    table = markdown_table(summarize(results["rows"], keys), keys, columns)
+    if results["experiment"] == "language":
+        by_kind = summarize(seen_and_unseen(results["rows"]), ["encoder", "phrasings"])
+        table += "\n\n" + markdown_table(by_kind, ["encoder", "phrasings"], columns)
+    return table
+
+
+def save_results(path: str | Path, experiment: str, rows: list[dict], settings: dict, seconds: float) -> Path:
+    """Write an experiment's rows with what produced them: settings, machine, torch, wall time."""
+    from imagen_lib.checkpoint import atomic_write_text
+
+    payload = {
+        "experiment": experiment,
+        "settings": settings,
+        "machine": f"{platform.system()} {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        "wall_seconds": round(seconds, 1),
+        "rows": rows,
+    }
+    return atomic_write_text(json.dumps(payload, indent=1), path)
+
+
+def load_results(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no results at {path}: run `python -m imagen_lib experiment NAME` to make them")
+    results = json.loads(path.read_text())
+    if results.get("experiment") not in EXPERIMENTS or "rows" not in results:
+        raise ValueError(f"{path} is not an experiment results file (no known 'experiment' and 'rows')")
+    return results
+
+
+def _errorbar(axis, x, summary: list[dict], column: str, label: str, scale: float = 1.0, marker: str = "o"):
+    """Plot the mean of `column` against x, with the spread over seeds as error bars."""
+    axis.errorbar(x, [scale * e[column] for e in summary], yerr=[scale * e[f"{column}_std"] for e in summary],
+                  marker=marker, capsize=2, label=label)
+
+
+def plot_guidance(results: dict):
+    """Prompt accuracy against MNIST-FID, one curve per thresholding, one point per guidance weight.
+
+    Left: every setting. Right: static against dynamic thresholding close up, where the
+    large weights separate them.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    styles = {"dynamic": ("o", (5, -11)), "static": ("s", (5, 5)), "none": ("^", (5, 5))}
+    for panel, axis in enumerate(axes):
+        for thresholding, (marker, offset) in styles.items():
+            rows = [r for r in results["rows"] if r["thresholding"] == thresholding and (panel == 0 or r["guidance"] >= 1)]
+            if not rows or (panel == 1 and thresholding == "none"):
+                continue
+            summary = summarize(rows, ["guidance"])
+            fids = [e["fid"] for e in summary]
+            axis.errorbar(fids, [100 * e["accuracy"] for e in summary], xerr=[e["fid_std"] for e in summary],
+                          yerr=[100 * e["accuracy_std"] for e in summary], marker=marker, capsize=2, label=f"{thresholding} thresholding")
+            if panel == 1 or thresholding == "none":
+                for entry, fid in zip(summary, fids):
+                    axis.annotate(f"w={entry['guidance']:g}", (fid, 100 * entry["accuracy"]), textcoords="offset points", xytext=offset, fontsize=7)
+        axis.axvline(results["settings"]["fid_floor"], color="grey", linestyle="--", linewidth=0.8, label="real-vs-real floor")
+        axis.set_xscale("log")
+        axis.xaxis.set_major_formatter(ScalarFormatter())
+        axis.xaxis.set_minor_formatter(NullFormatter())
+        axis.set_xlabel("MNIST-FID (lower is better), log scale")
+        axis.set_ylabel("prompt accuracy (%)")
+        axis.legend(fontsize=8, loc="lower left" if panel == 1 else "center left")
+    axes[0].set_title("Every guidance weight (w = 0 to 20)")
+    axes[1].set_title("Static against dynamic, w >= 1 (close up)")
+    figure.suptitle("Guidance trade-off: alignment against fidelity")
+    figure.tight_layout()
+    return figure
+
+
+def plot_against(results: dict, curve_key: str, setting_key: str, x_key: str, x_label: str, title: str,
+                 log_x: bool = False, log_fid: bool = False):
+    """Two panels, MNIST-FID and prompt accuracy against `x_key`, one curve per value of `curve_key`.
+
+    Rows are averaged per `setting_key`; when that is not the x axis itself (steps plotted
+    at their seconds), each point is labelled with its setting.
+    """
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for name in dict.fromkeys(r[curve_key] for r in results["rows"]):
+        summary = summarize([r for r in results["rows"] if r[curve_key] == name], [setting_key])
+        x = [e[x_key] for e in summary]
+        label = str(name).upper() if curve_key == "sampler" else str(name)
+        _errorbar(axes[0], x, summary, "fid", label)
+        _errorbar(axes[1], x, summary, "accuracy", label, scale=100)
+        if setting_key != x_key:
+            for entry in summary:
+                axes[0].annotate(f"{entry[setting_key]} {setting_key}", (entry[x_key], entry["fid"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    axes[0].axhline(results["settings"]["fid_floor"], color="grey", linestyle="--", linewidth=0.8, label="real-vs-real floor")
+    axes[0].set_ylabel("MNIST-FID (lower is better)" + (", log scale" if log_fid else ""))
+    axes[1].set_ylabel("prompt accuracy (%)")
+    if log_fid:
+        axes[0].set_yscale("log")
+    for axis in axes:
+        axis.set_xlabel(x_label)
+        if log_x:
+            axis.set_xscale("log")
+    axes[0].legend(fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def plot_language(results: dict):
+    """Prompt accuracy per phrasing, one bar per text encoder; seen phrasings left of the dotted line."""
+    import matplotlib.pyplot as plt
+
+    rows = results["rows"]
+    figure, axis = plt.subplots(figsize=(8, 3.8))
+    encoders = list(dict.fromkeys(r["encoder"] for r in rows))
+    width = 0.8 / len(encoders)
+    for index, encoder in enumerate(encoders):
+        summary = summarize([r for r in rows if r["encoder"] == encoder], ["phrasing"])
+        positions = [p + (index - (len(encoders) - 1) / 2) * width for p in range(len(summary))]
+        axis.bar(positions, [100 * e["accuracy"] for e in summary], width, yerr=[100 * e["accuracy_std"] for e in summary],
+                 capsize=2, label=Path(encoder).name)
+    phrasings = list(dict.fromkeys(r["phrasing"] for r in rows))
+    axis.set_xticks(range(len(phrasings)), phrasings, rotation=30, ha="right", fontsize=8)
+    axis.axvline(len(SEEN_PHRASINGS) - 0.5, color="grey", linestyle=":")
+    axis.axhline(10, color="grey", linewidth=0.8, label="chance (10%)")
+    axis.set_ylim(0, 105)
+    axis.set_ylabel("prompt accuracy (%)")
+    axis.set_title("Phrasings seen in training (left of the dotted line) and never seen")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def plot_prediction(results: dict):
+    """Prompt accuracy, MNIST-FID and speckle per sampling setting, one bar per prediction target."""
+    import matplotlib.pyplot as plt
+
+    rows = results["rows"]
+    figure, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    names = list(dict.fromkeys(r["prediction"] for r in rows))
+    width = 0.8 / len(names)
+    panels = (("accuracy", 100, "prompt accuracy (%)"), ("fid", 1, "MNIST-FID (lower is better)"), ("speckle", 100, "speckle (% bright border pixels)"))
+    for index, name in enumerate(names):
+        summary = summarize([r for r in rows if r["prediction"] == name], ["sampler", "steps", "thresholding"])
+        positions = [p + (index - (len(names) - 1) / 2) * width for p in range(len(summary))]
+        for axis, (column, scale, _) in zip(axes, panels):
+            axis.bar(positions, [scale * e[column] for e in summary], width, yerr=[scale * e[f"{column}_std"] for e in summary],
+                     capsize=2, label=f"{name}-prediction")
+    labels = [f"{e['sampler'].upper()} {e['steps']}" + ("" if e["thresholding"] == "dynamic" else f"\n{e['thresholding']} thr.")
+              for e in summarize(rows, ["sampler", "steps", "thresholding"])]
+    for axis, (_, _, title) in zip(axes, panels):
+        axis.set_xticks(range(len(labels)), labels, fontsize=7)
+        axis.set_title(title, fontsize=10)
+    axes[1].axhline(results["settings"]["fid_floor"], color="grey", linestyle="--", linewidth=0.8, label="real-vs-real floor")
+    axes[1].legend(fontsize=8)
+    figure.suptitle("eps- against v-prediction: the same cascade, trained the same way")
+    figure.tight_layout()
+    return figure
+
+
+def plot_examples(examples: dict[str, torch.Tensor], title: str):
+    """One row of samples per setting, labelled: what the numbers in the tables look like."""
+    import matplotlib.pyplot as plt
+
+    from imagen_lib.plotting import show_grid
+
+    figure, axes = plt.subplots(len(examples), 1, figsize=(5, 0.55 * len(examples) + 0.4), squeeze=False)
+    for axis, (label, images) in zip(axes[:, 0], examples.items()):
+        show_grid(images, columns=len(images), ax=axis)
+        axis.text(-0.02, 0.5, label, transform=axis.transAxes, ha="right", va="center", fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    figure.subplots_adjust(left=0.33, right=0.99, top=1 - 0.35 / (0.55 * len(examples) + 0.4), bottom=0.01, hspace=0.08)
+    return figure
+
+
+def plot_results(results: dict):
+    """The figure for one experiment's results (a matplotlib Figure)."""
+    experiment = results["experiment"]
+    if experiment == "guidance":
+        return plot_guidance(results)
+    if experiment == "language":
+        return plot_language(results)
+    if experiment == "prediction":
+        return plot_prediction(results)
+    if experiment == "augmentation":
+        return plot_against(results, "sr_stage", "level", "level", "SR conditioning-noise level at sampling", "Noise conditioning augmentation",
+                            log_fid=True)
+    return plot_against(results, "sampler", "steps", "seconds_per_grid", "seconds per 64 images (log scale)", "Sampling steps: quality against time", log_x=True)
