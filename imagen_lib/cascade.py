@@ -18,8 +18,9 @@ Every stage has its own noise schedule, network, and recommended guidance weight
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -221,6 +222,7 @@ class Imagen(nn.Module):
         first_stage: int = 0,
         low_res: torch.Tensor | None = None,
         last_stage: int | None = None,
+        on_step: Callable[[int, int, torch.Tensor, torch.Tensor], None] | None = None,
     ) -> list[torch.Tensor]:
         """Generate one image per prompt; return every stage's images, (B, C, S_k, S_k) in [-1, 1].
 
@@ -234,6 +236,8 @@ class Imagen(nn.Module):
         result lists stages first_stage onwards.
         last_stage: stop after this stage (default: the last), for example 0 for the base
         model's images alone.
+        on_step(stage, t, x_t, x0): called at every sampling step with the stage's current
+        images and its estimate of the final ones (lesson 6's timestep scrubber).
         """
         prompts = validate_prompts(prompts)
         first_stage = self.check_stage(first_stage)
@@ -285,6 +289,7 @@ class Imagen(nn.Module):
                     denoise, self.schedules[stage], shape, prediction=config.prediction, sampler=sampler, steps=steps,
                     eta=eta, thresholding=thresholding, percentile=percentile, generator=generator, device=device,
                     progress=f"stage {stage} ({config.image_size}x{config.image_size})" if progress else False,
+                    on_step=None if on_step is None else functools.partial(on_step, stage),
                 )
                 previous = images.clamp(-1, 1)
                 outputs.append(previous)

@@ -230,12 +230,14 @@ def sample(
     generator: torch.Generator | None = None,
     device: str | torch.device = "cpu",
     progress: bool | str = False,
+    on_step: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Run the reverse process from pure noise and return x_0 of the given shape.
 
     sampler: "ddpm" (ancestral) or "ddim". steps: how many denoising steps (default: every
     timestep for DDPM, 50 for DDIM). All noise is drawn on the CPU from `generator`, so a
-    seed gives the same samples on every device.
+    seed gives the same samples on every device. `on_step(t, x_t, x0)`, if given, sees
+    every step's input and its (thresholded) estimate of x_0, to watch sampling unfold.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
@@ -259,6 +261,8 @@ def sample(
             x0 = threshold(x0, thresholding, percentile)
             # Re-derive eps from the thresholded x_0, so that both samplers step with one estimate.
             eps = (x - abar_t.sqrt() * x0) / (1 - abar_t).sqrt()
+        if on_step is not None:
+            on_step(step, x, x0)
         if i == len(timesteps) - 1:
             break  # the last step lands on x_0 itself
         t_prev = torch.full_like(t, timesteps[i + 1])

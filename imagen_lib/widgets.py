@@ -6,7 +6,9 @@ setting starts from the same noise, so the differences are that setting alone:
 
 - `guidance_slider`: the classifier-free guidance weight (lessons 5 and 8);
 - `percentile_slider`: dynamic thresholding's percentile p (lesson 6);
-- `augmentation_slider`: the SR stage's conditioning-noise level at sampling (lesson 7).
+- `augmentation_slider`: the SR stage's conditioning-noise level at sampling (lesson 7);
+- `timestep_scrubber`: one sampling run, step by step: the noisy image x_t above the
+  model's estimate of the final image at that step (lesson 6).
 
 `prompt_box` is the one that samples live: type any prompt and the cascade draws it (a
 few seconds on a CPU). Only core ipywidgets (SelectionSlider, Text, Button, Image, Label,
@@ -109,6 +111,23 @@ def augmentation_slider(
         lambda level: model.sample(prompts, seed=seed, first_stage=1, low_res=base, augmentation_level=level, **sample_options)[-1],
         "SR noise level", columns, captions,
     )
+
+
+def timestep_scrubber(model: Imagen, prompts: Sequence[str], stage: int = 0, seed: int = 0, **sample_options) -> PictureSlider:
+    """Scrub through one sampling run of a stage: per step, x_t (top row) and the predicted x_0 (bottom row).
+
+    The slider's values are the timesteps, from pure noise (the largest t) to the image;
+    `samples[t]` holds x_t stacked above x_0. For an SR stage the earlier stages run first.
+    """
+    states: dict[float, torch.Tensor] = {}
+
+    def record(at_stage: int, t: int, x_t: torch.Tensor, x0: torch.Tensor) -> None:
+        if at_stage == stage:
+            states[float(t)] = torch.cat([x_t.clamp(-1, 1), x0]).cpu()  # (2B, C, H, W): x_t row, then x0 row
+
+    model.sample(prompts, seed=seed, last_stage=stage, on_step=record, **sample_options)
+    captions = {t: f"timestep {t:g}: x_t (top), the model's estimate of x_0 (bottom)" for t in states}
+    return picture_slider(list(states), states.__getitem__, "timestep", len(prompts), captions)
 
 
 @dataclass

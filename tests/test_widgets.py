@@ -7,7 +7,7 @@ import torch
 
 from conftest import randomize_parameters
 from imagen_lib.plotting import grid_png
-from imagen_lib.widgets import augmentation_slider, guidance_slider, percentile_slider, prompt_box
+from imagen_lib.widgets import augmentation_slider, guidance_slider, percentile_slider, prompt_box, timestep_scrubber
 
 pytest.importorskip("ipywidgets")
 
@@ -70,3 +70,20 @@ def test_prompt_box_draws_the_typed_prompt_and_explains_a_refused_one(make_casca
     box.text.value = "   "
     box.button.click()
     assert box.caption.value.startswith("cannot draw '   ': ") and box.image.value == drawn  # the last picture stays
+
+
+def test_timestep_scrubber_shows_every_step_of_one_sampling_run(make_cascade):
+    model = randomize_parameters(make_cascade(2))
+    scrubber = timestep_scrubber(model, ["7", "eight"], sampler="ddim", steps=4)
+    assert scrubber.values == sorted(scrubber.values, reverse=True) and len(scrubber.values) == 4  # from noise to image
+    last = scrubber.samples[scrubber.values[-1]]
+    final = model.sample(["7", "eight"], sampler="ddim", steps=4, last_stage=0)[0]
+    torch.testing.assert_close(last[2:], final)  # the last step's estimate of x_0 is the sample
+    first = scrubber.samples[scrubber.values[0]]
+    size = model.config.stages[0].image_size
+    assert first.shape == (4, 1, size, size) and not torch.equal(first[:2], last[:2])
+    scrubber.slider.value = scrubber.values[1]
+    assert scrubber.image.value == grid_png(scrubber.samples[scrubber.values[1]], 2)
+    assert f"timestep {scrubber.values[1]:g}" in scrubber.caption.value
+    sr = timestep_scrubber(model, ["7"], stage=1, sampler="ddim", steps=2)
+    assert sr.samples[sr.values[0]].shape[-1] == model.config.stages[1].image_size
