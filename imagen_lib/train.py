@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
