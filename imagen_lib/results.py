@@ -61,7 +61,7 @@ TABLES = {  # experiment -> (the columns that name a setting, the measured colum
     "guidance": (["guidance", "thresholding"], {**ACCURACY, **FID, "seconds": "seconds"}),
     "augmentation": (["sr_stage", "level"], {**ACCURACY, **FID}),
     "language": (["encoder", "phrasing"], ACCURACY),
-    "sampler": (["sampler", "steps"], {**ACCURACY, **FID, "seconds_per_grid": "seconds per 64 images"}),
+    "sampler": (["sampler", "steps"], {**ACCURACY, **FID, "speckle": "speckle (%)", "seconds_per_grid": "seconds per 64 images"}),
     "prediction": (["prediction", "sampler", "steps", "thresholding"],
                    {**ACCURACY, **FID, "speckle": "speckle (%)", "seconds_per_grid": "seconds per 64 images"}),
 }
