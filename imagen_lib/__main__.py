@@ -371,8 +371,8 @@ def command_bench(args: argparse.Namespace) -> None:
         for stage, network in enumerate(trainer.model.networks):
             size = preset.model.stages[stage].image_size
             parameters = sum(p.numel() for p in network.parameters())
-            rates = [images_per_second(each, stage, steps=args.train_steps) for each in (trainer, large)]
-            cost = step_cost(trainer, stage, steps=args.train_steps)
+            cost = step_cost(trainer, stage, steps=args.train_steps)  # its timed steps give the rate at the preset's batch
+            rates = [preset.training.batch_size * 1000 / cost.wall_ms, images_per_second(large, stage, steps=args.train_steps)]
             busy = "" if cost.device_busy is None else f", GPU busy {cost.device_busy:.0%} of the time"
             print(f"  stage {stage} ({size}x{size}, {type(network).__name__}, {parameters / 1e6:.2f} M parameters): "
                   f"{rates[0]:.0f} images/s at batch {preset.training.batch_size}, {rates[1]:.0f} at batch {larger.training.batch_size}; "
