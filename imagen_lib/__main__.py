@@ -267,7 +267,7 @@ def command_experiment(args: argparse.Namespace) -> None:
             raise CommandError(f"--levels are fractions of the schedule in [0, 1], got {level}")
     sampling_settings = [parse_sampler_setting(text) for text in args.settings or SETTINGS.get(args.name, [])]
     out, runs = output_folder(args.out), output_folder(args.runs)
-    if args.name in ("augmentation", "language", "prediction"):  # these retrain stages with the checkpoint's own recipe
+    if args.name in ("augmentation", "language", "prediction", "conditioning"):  # these retrain stages with the checkpoint's own recipe
         payload = read_checkpoint(checkpoint)
         if "preset" not in payload:
             raise CommandError(f"{checkpoint} does not say how it was trained (no preset): this experiment retrains a stage with that recipe")
@@ -290,10 +290,13 @@ def command_experiment(args: argparse.Namespace) -> None:
             raise CommandError(f"{checkpoint} has no super-resolution stage to experiment on")
         models = experiments.augmentation_models(model, preset, runs, args.train_steps)
         rows = experiments.augmentation_sweep(models, scorer, args.levels, seeds, examples=examples)
-    elif args.name == "language":
-        models = experiments.encoder_models(model, preset, args.encoders, runs, args.train_steps)
+    elif args.name in ("language", "conditioning"):
+        if args.name == "language":
+            models, key = experiments.encoder_models(model, preset, args.encoders, runs, args.train_steps), "encoder"
+        else:
+            models, key = experiments.conditioning_models(model, preset, runs, args.train_steps), "conditioning"
         weight = model.config.stages[0].guidance_weight
-        rows = experiments.language_comparison(models, scorer, seeds, guidance_weight=weight, examples=examples)
+        rows = experiments.phrasing_comparison(models, scorer, seeds, key, guidance_weight=weight, examples=examples)
     else:
         shortest = min(schedule.timesteps for schedule in model.schedules)
         if any(steps > shortest for _, steps, _ in sampling_settings):
@@ -306,7 +309,7 @@ def command_experiment(args: argparse.Namespace) -> None:
     seconds = time.perf_counter() - started
     settings = {key: value for key, value in vars(args).items() if key not in ("run", "out", "runs")}  # not this machine's paths
     settings.update(checkpoint=checkpoint.name, num_samples=num_samples, fid_floor=scorer.floor, machine=machine_description())
-    if args.name == "language":
+    if args.name in ("language", "conditioning"):
         settings["lowres_ceiling"] = experiments.lowres_ceiling(scorer)
     path = results.save_results(out / f"{args.name}.json", args.name, rows, settings, seconds)
     measured = results.load_results(path)
@@ -358,6 +361,8 @@ def command_bench(args: argparse.Namespace) -> None:
     if args.encoder:
         preset.model.text_encoder = args.encoder
     at_least(args.train_steps, 1, "--train-steps")
+    for steps in args.ddim_steps:
+        at_least(steps, 1, "--ddim-steps")
     if not 1 <= args.num_samples <= SAMPLE_CHUNK:  # sampled in one batch, to time it
         raise CommandError(f"--num-samples must be between 1 and {SAMPLE_CHUNK}, got {args.num_samples}")
     print(f"machine: {machine_description()}")
@@ -381,7 +386,7 @@ def command_bench(args: argparse.Namespace) -> None:
     model = load_imagen(checkpoint, weights="ema", device=default_device())
     prompts = [LESSON_PROMPTS[i % len(LESSON_PROMPTS)] for i in range(args.num_samples)]
     every_step = min(schedule.timesteps for schedule in model.schedules)
-    timings = [("ddim", 50), ("ddpm", every_step)]
+    timings = [("ddim", steps) for steps in sorted(set(args.ddim_steps))] + [("ddpm", every_step)]
     if model.config.sampling_steps is not None and (model.config.sampler, model.config.sampling_steps) not in timings:
         timings.append((model.config.sampler, model.config.sampling_steps))  # the checkpoint's recommendation
     for sampler, steps in timings:
@@ -468,6 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--train-steps", type=int, default=10, help="training steps timed per stage, at least 1 (default: %(default)s)")
     bench.add_argument("--num-samples", type=int, default=64, help=f"images sampled in one batch, 1 to {SAMPLE_CHUNK} (default: %(default)s)")
     bench.add_argument("--encoder", help="text encoder instead of the preset's, as for train (default: the preset's)")
+    bench.add_argument("--ddim-steps", type=int, nargs="+", default=[10, 25, 50],
+                       help="DDIM step counts to time sampling at, besides DDPM over every step (default: %(default)s)")
     bench.add_argument("--compile", choices=COMPILE_SETTINGS, default="auto",
                        help="torch.compile the networks for training: on, off, or auto (on a CUDA GPU only) (default: %(default)s)")
     bench.add_argument("--skip-ddpm", action="store_true", help="skip the slow DDPM timing over every step (default: time it)")
@@ -483,7 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=command_export)
 
     experiment = command("experiment", "reproduce one of the paper's findings on MNIST (lesson 9)")
-    experiment.add_argument("name", choices=["guidance", "augmentation", "language", "sampler", "prediction"], help="which finding")
+    experiment.add_argument("name", choices=["guidance", "augmentation", "language", "sampler", "prediction", "conditioning"],
+                            help="which finding (conditioning: with and without cross-attention, lesson 4)")
     experiment.add_argument("--checkpoint", help=f"default: {shipped}")
     experiment.add_argument("--seeds", type=int, default=3, help="sampling seeds per setting; the tables give mean ± std (default: %(default)s)")
     experiment.add_argument("--num-samples", type=int, default=200, help="samples per setting and seed, at least 10 (default: %(default)s)")

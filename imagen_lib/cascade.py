@@ -164,6 +164,20 @@ class Imagen(nn.Module):
         upsampled = resize(low_res, self.config.stages[stage].image_size)
         return q_sample(self.schedules[stage], upsampled, level, noise)
 
+    def sampling_conditioning(self, stage: int, low_res: torch.Tensor, fraction: float,
+                              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """An SR stage's conditioning for sampling: the previous stage's images, noised once (Section 2.4).
+
+        One level for every image, `fraction` of the stage's schedule; the noise is drawn once,
+        so every step of the sampler sees the same conditioning image. Returns that image
+        (B, C, S, S) and the level (B,), which the network is told.
+        """
+        config = self.config.stages[stage]
+        batch = len(low_res)
+        level = torch.full((batch,), round(fraction * (config.timesteps - 1)), device=self.device, dtype=torch.long)  # (B,)
+        noise = torch.randn(batch, self.config.channels, config.image_size, config.image_size, generator=generator).to(self.device)
+        return self.augment_low_res(stage, low_res, level, noise), level
+
     def loss(self, stage: int, images: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
              generator: torch.Generator | None = None, net: nn.Module | None = None) -> torch.Tensor:
         """The training loss of one stage on a batch of full-resolution images in [-1, 1].
@@ -281,9 +295,7 @@ class Imagen(nn.Module):
                 conditioning = level = None
                 if stage > 0:
                     fraction = config.sampling_augmentation if augmentation_level is None else augmentation_level
-                    level = torch.full((batch,), round(fraction * (config.timesteps - 1)), device=device, dtype=torch.long)
-                    noise = torch.randn(shape, generator=generator).to(device)  # drawn once for the whole stage
-                    conditioning = self.augment_low_res(stage, previous, level, noise)
+                    conditioning, level = self.sampling_conditioning(stage, previous, fraction, generator)
                 denoise = classifier_free_guidance(self.stage_network(stage, text, text_mask, conditioning, level), weights[stage])
                 images = diffusion.sample(
                     denoise, self.schedules[stage], shape, prediction=config.prediction, sampler=sampler, steps=steps,

@@ -9,7 +9,8 @@ Lessons 3 and 4.
   second GroupNorm ("scale-shift norm").
 - `SelfAttention`: multi-head attention among the pixels of a feature map.
 - `CrossAttention`: pixels attend to the text tokens, with LayerNorm on the text and the
-  padding tokens masked out (Imagen Section 2.5; Rombach et al. 2022).
+  padding tokens masked out (Imagen Section 2.5; Rombach et al. 2022);
+  `recorded_attention` keeps its attention weights, to draw which pixels read which word.
 - `AttentionPooling`: one pooled text vector from the tokens, with LayerNorm (Imagen
   Section 2.5 reports that LayerNorm at the attention and pooling layers helped).
 - `TextConditioning`: swaps in the learned null text for classifier-free guidance, and
@@ -19,6 +20,8 @@ Lessons 3 and 4.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -135,17 +138,51 @@ class CrossAttention(nn.Module):
         h = self.out(_multi_head_attention(q, k, v, self.heads, mask))
         return x + rearrange(h, "b (x y) c -> b c x y", x=height, y=width)
 
+    def attention_map(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """How much each pixel reads from each token: (B, heads, H*W, L), summing to 1 over the real tokens.
+
+        softmax(q k^T / sqrt(d)) written out (Vaswani et al. 2017, Equation 1); `forward`
+        computes the same weights inside `scaled_dot_product_attention`, which never returns them.
+        """
+        q = self.to_q(rearrange(self.norm(x), "b c x y -> b (x y) c"))  # (B, HW, C)
+        k, _ = self.to_kv(self.context_norm(context)).chunk(2, dim=-1)  # (B, L, C)
+        q, k = (rearrange(t, "b n (h d) -> b h n d", h=self.heads) for t in (q, k))
+        logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, heads, HW, L)
+        return logits.masked_fill(~mask.bool()[:, None, None, :], float("-inf")).softmax(dim=-1)
+
+
+@contextmanager
+def recorded_attention(network: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Inside the block, every call of a `CrossAttention` in `network` appends its weights (B, heads, H, W, L) to the list."""
+    maps: list[torch.Tensor] = []
+
+    def record(layer: CrossAttention, inputs: tuple, output: torch.Tensor) -> None:
+        x, context, mask = inputs
+        maps.append(rearrange(layer.attention_map(x, context, mask), "b h (x y) l -> b h x y l", x=x.shape[-2]))
+
+    hooks = [layer.register_forward_hook(record) for layer in network.modules() if isinstance(layer, CrossAttention)]
+    try:
+        yield maps
+    finally:
+        for hook in hooks:
+            hook.remove()
+
 
 class AttentionBlock(nn.Module):
-    """Self-attention among pixels, then cross-attention to the text."""
+    """Self-attention among pixels, then cross-attention to the text.
 
-    def __init__(self, channels: int, context_dim: int, heads: int = 4):
+    `cross_attention=False` keeps the self-attention only, so the network hears the text
+    through the pooled vector alone: the ablation that lesson 4 measures.
+    """
+
+    def __init__(self, channels: int, context_dim: int, heads: int = 4, cross_attention: bool = True):
         super().__init__()
         self.self_attention = SelfAttention(channels, heads)
-        self.cross_attention = CrossAttention(channels, context_dim, heads)
+        self.cross_attention = CrossAttention(channels, context_dim, heads) if cross_attention else None
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.cross_attention(self.self_attention(x), context, mask)
+        x = self.self_attention(x)
+        return x if self.cross_attention is None else self.cross_attention(x, context, mask)
 
 
 class ConditionedBlock(nn.Module):

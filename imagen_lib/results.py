@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 
 from imagen_lib.data import DATA_DIR
-from imagen_lib.experiments import EXPERIMENTS, SEEN_PHRASINGS
+from imagen_lib.experiments import EXPERIMENTS
 
 RESULTS_DIR = DATA_DIR / "results"  # the committed results; commands write to runs/results unless told otherwise
 
@@ -61,28 +61,33 @@ TABLES = {  # experiment -> (the columns that name a setting, the measured colum
     "guidance": (["guidance", "thresholding"], {**ACCURACY, **FID, "seconds": "seconds"}),
     "augmentation": (["sr_stage", "level"], {**ACCURACY, **FID}),
     "language": (["encoder", "phrasing"], ACCURACY),
+    "conditioning": (["conditioning", "phrasing"], ACCURACY),
     "sampler": (["sampler", "steps"], {**ACCURACY, **FID, "speckle": "speckle (%)", "seconds_per_grid": "seconds per 64 images"}),
     "prediction": (["prediction", "sampler", "steps", "thresholding"],
                    {**ACCURACY, **FID, "speckle": "speckle (%)", "seconds_per_grid": "seconds per 64 images"}),
 }
 
 
-def seen_and_unseen(rows: list[dict]) -> list[dict]:
-    """Language rows averaged over the phrasings of each kind: one row per (encoder, seen, seed)."""
+PHRASING_KEYS = {"language": "encoder", "conditioning": "conditioning"}  # experiments that compare models phrasing by phrasing
+
+
+def seen_and_unseen(rows: list[dict], key: str) -> list[dict]:
+    """Phrasing rows averaged over the phrasings of each kind: one row per (model named by `key`, seen, seed)."""
     groups: dict[tuple, list[float]] = {}
     for row in rows:
-        groups.setdefault((row["encoder"], row["seen"], row["seed"]), []).append(row["accuracy"])
-    return [{"encoder": encoder, "phrasings": "seen" if seen else "unseen", "seed": seed, "accuracy": statistics.fmean(values)}
-            for (encoder, seen, seed), values in groups.items()]
+        groups.setdefault((row[key], row["seen"], row["seed"]), []).append(row["accuracy"])
+    return [{key: name, "phrasings": "seen" if seen else "unseen", "seed": seed, "accuracy": statistics.fmean(values)}
+            for (name, seen, seed), values in groups.items()]
 
 
 def results_table(results: dict) -> str:
-    """The Markdown table of an experiment's results (for language, also seen vs unseen on average)."""
+    """The Markdown table of an experiment's results (for phrasing experiments, also seen vs unseen on average)."""
     keys, columns = TABLES[results["experiment"]]
     table = markdown_table(summarize(results["rows"], keys), keys, columns)
-    if results["experiment"] == "language":
-        by_kind = summarize(seen_and_unseen(results["rows"]), ["encoder", "phrasings"])
-        table += "\n\n" + markdown_table(by_kind, ["encoder", "phrasings"], columns)
+    key = PHRASING_KEYS.get(results["experiment"])
+    if key is not None:
+        by_kind = summarize(seen_and_unseen(results["rows"], key), [key, "phrasings"])
+        table += "\n\n" + markdown_table(by_kind, [key, "phrasings"], columns)
     return table
 
 
@@ -187,22 +192,22 @@ def plot_against(results: dict, curve_key: str, setting_key: str, x_key: str, x_
     return figure
 
 
-def plot_language(results: dict):
-    """Prompt accuracy per phrasing, one bar per text encoder; seen phrasings left of the dotted line."""
+def plot_phrasings(results: dict):
+    """Prompt accuracy per phrasing, one bar per model compared; seen phrasings left of the dotted line."""
     import matplotlib.pyplot as plt
 
-    rows = results["rows"]
-    figure, axis = plt.subplots(figsize=(8, 3.8))
-    encoders = list(dict.fromkeys(r["encoder"] for r in rows))
-    width = 0.8 / len(encoders)
-    for index, encoder in enumerate(encoders):
-        summary = summarize([r for r in rows if r["encoder"] == encoder], ["phrasing"])
-        positions = [p + (index - (len(encoders) - 1) / 2) * width for p in range(len(summary))]
+    rows, key = results["rows"], PHRASING_KEYS[results["experiment"]]
+    figure, axis = plt.subplots(figsize=(9, 3.8))
+    names = list(dict.fromkeys(r[key] for r in rows))
+    width = 0.8 / len(names)
+    for index, name in enumerate(names):
+        summary = summarize([r for r in rows if r[key] == name], ["phrasing"])
+        positions = [p + (index - (len(names) - 1) / 2) * width for p in range(len(summary))]
         axis.bar(positions, [100 * e["accuracy"] for e in summary], width, yerr=[100 * e["accuracy_std"] for e in summary],
-                 capsize=2, label=Path(encoder).name)
+                 capsize=2, label=Path(name).name)
     phrasings = list(dict.fromkeys(r["phrasing"] for r in rows))
     axis.set_xticks(range(len(phrasings)), phrasings, rotation=30, ha="right", fontsize=8)
-    axis.axvline(len(SEEN_PHRASINGS) - 0.5, color="grey", linestyle=":")
+    axis.axvline(sum(r["seen"] for r in summarize(rows, ["phrasing", "seen"])) - 0.5, color="grey", linestyle=":")
     axis.axhline(10, color="grey", linewidth=0.8, label="chance (10%)")
     axis.set_ylim(0, 105)
     axis.set_ylabel("prompt accuracy (%)")
@@ -259,8 +264,8 @@ def plot_results(results: dict):
     experiment = results["experiment"]
     if experiment == "guidance":
         return plot_guidance(results)
-    if experiment == "language":
-        return plot_language(results)
+    if experiment in PHRASING_KEYS:
+        return plot_phrasings(results)
     if experiment == "prediction":
         return plot_prediction(results)
     if experiment == "augmentation":

@@ -22,6 +22,7 @@ prompt, so training encodes each distinct prompt once.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 from pathlib import Path
@@ -177,6 +178,16 @@ def pad_token_embeddings(sequences: list[torch.Tensor]) -> tuple[torch.Tensor, t
     return tokens, mask
 
 
+def caption_words(captions: list[str]) -> list[str]:
+    """The distinct lowercase words of `captions`, split as the tiny T5's tokenizer splits.
+
+    Its pre-tokenizer (`Whitespace`) cuts at spaces and between letters and punctuation, so
+    "hand-drawn" is three words and "7?" two; splitting at spaces only would list words the
+    tokenizer never produces.
+    """
+    return sorted({word for caption in captions for word in re.findall(r"\w+|[^\w\s]+", caption.lower())})
+
+
 def build_tiny_t5(folder: str | Path, words=None, d_model: int = 32, seed: int = 0) -> Path:
     """Write a tiny, randomly initialised T5 encoder and a word-level tokenizer to `folder`.
 
@@ -192,7 +203,7 @@ def build_tiny_t5(folder: str | Path, words=None, d_model: int = 32, seed: int =
     from imagen_lib.data import prompt_vocabulary
 
     if words is None:
-        words = sorted({word.lower() for prompt in prompt_vocabulary("varied") for word in prompt.split()})
+        words = caption_words(prompt_vocabulary("varied"))
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
     for word in words:
         vocab.setdefault(word, len(vocab))

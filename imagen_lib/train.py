@@ -29,6 +29,8 @@ lock file for the whole run.
 from __future__ import annotations
 
 import copy
+import os
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -443,6 +445,25 @@ class StepCost:
     device_busy: float | None  # share of wall time the GPU spends in kernels (None on the CPU)
 
 
+@contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Send what native code writes to the process's stderr (file descriptor 2) to nowhere, inside the block.
+
+    Kineto, the profiler's C++ backend, prints a line at every start and stop and, on a
+    machine without a GPU, a harmless "ERROR ... gpuGetDeviceCount failed": noise in the
+    middle of `bench`'s figures that a reader would take for a fault.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as nowhere:
+            os.dup2(nowhere.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def step_cost(trainer: Trainer, stage: int, steps: int = 5) -> StepCost:
     """Profile and time `steps` training steps of one stage (after a warm-up step); trains, like images_per_second.
 
@@ -461,7 +482,7 @@ def step_cost(trainer: Trainer, stage: int, steps: int = 5) -> StepCost:
     wall = time.perf_counter() - started
     cuda = trainer.device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=activities) as profiler:
+    with native_stderr_silenced(), profile(activities=activities) as profiler:
         trainer.train_step(stage)
         synchronize(trainer.device)
     top_level = [event for event in profiler.events() if event.cpu_parent is None]  # operations called by our code

@@ -33,6 +33,7 @@ class UNetConfig:
     num_res_blocks: int = 2  # residual blocks per level
     attention_resolutions: tuple[int, ...] = (8, 4)  # self- and cross-attention at these sizes
     heads: int = 4
+    cross_attention: bool = True  # False: the text reaches the network only as the pooled vector (an ablation)
     dropout: float = 0.0
 
 
@@ -67,7 +68,7 @@ class UNet(nn.Module):
         self.text = TextConditioning(text_dim, context_dim=embedding_dim, embedding_dim=embedding_dim, heads=config.heads)
 
         def block(cin: int, cout: int, size: int) -> ConditionedBlock:
-            attention = AttentionBlock(cout, embedding_dim, config.heads) if size in config.attention_resolutions else None
+            attention = AttentionBlock(cout, embedding_dim, config.heads, config.cross_attention) if size in config.attention_resolutions else None
             return ConditionedBlock(ResidualBlock(cin, cout, embedding_dim, config.dropout), attention)
 
         self.conv_in = nn.Conv2d(image_channels, width, 3, padding=1)
@@ -85,7 +86,7 @@ class UNet(nn.Module):
                 size //= 2
                 skip_channels.append(ch)
         self.middle = nn.ModuleList([
-            ConditionedBlock(ResidualBlock(ch, ch, embedding_dim, config.dropout), AttentionBlock(ch, embedding_dim, config.heads)),
+            ConditionedBlock(ResidualBlock(ch, ch, embedding_dim, config.dropout), AttentionBlock(ch, embedding_dim, config.heads, config.cross_attention)),
             ConditionedBlock(ResidualBlock(ch, ch, embedding_dim, config.dropout)),
         ])
         # Up path: one more block per level than the down path, each eating one skip.

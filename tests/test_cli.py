@@ -343,6 +343,7 @@ def bad_arguments(case: str, tmp_path, checkpoint) -> tuple[list[str], str]:
         "evaluate seed out of range": (["evaluate", "--checkpoint", str(checkpoint), "--seed", "-3"], "--seed must be in"),
         "bench negative train steps": (["bench", "--checkpoint", str(checkpoint), "--train-steps", "-1"], "--train-steps must be at least 1"),
         "bench too many samples": (["bench", "--checkpoint", str(checkpoint), "--num-samples", "100000"], "--num-samples must be between 1 and 256"),
+        "bench zero ddim steps": (["bench", "--checkpoint", str(checkpoint), "--ddim-steps", "10", "0"], "--ddim-steps must be at least 1"),
         "export into a folder": (["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path)], "is a folder"),
         "export under a file": (["export", "--checkpoint", str(checkpoint), "--out", str(blocked / "x.pt")], "cannot be written"),
         "export zero sampling steps": (["export", "--checkpoint", str(checkpoint), "--out", out, "--sampling-steps", "0"], "--sampling-steps"),
@@ -360,7 +361,8 @@ BAD_CASES = [
     "evaluate negative guidance", "evaluate missing checkpoint", "evaluate missing classifier",
     "infinite learning rate", "nan learning rate", "training seed out of range", "sampling steps 0", "huge guidance",
     "nan guidance", "negative seed", "seed too large", "missing prompts file", "blank prompts file", "evaluate steps 0",
-    "evaluate seed out of range", "bench negative train steps", "bench too many samples", "export into a folder",
+    "evaluate seed out of range", "bench negative train steps", "bench too many samples", "bench zero ddim steps",
+    "export into a folder",
     "export under a file", "export zero sampling steps", "classifier into a folder", "classifier under a file",
     "classifier zero epochs", "classifier seed out of range",
 ]
@@ -372,6 +374,7 @@ def nothing_loads(monkeypatch):
     """Make every slow step (text encoder and training digits, checkpoint, classifier training, export) fail the test."""
     import imagen_lib.checkpoint
     import imagen_lib.data
+    import imagen_lib.experiments  # noqa: F401  (it imports load_mnist by name: imported first, it keeps the real one)
     import imagen_lib.train
 
     def loaded(*args, **kwargs):
@@ -523,13 +526,15 @@ def test_export_with_a_negative_guidance_weight_is_refused(checkpoint, tmp_path,
 
 
 def test_bench_prints_every_figure(checkpoint, capsys):
-    argv = ["bench", "--checkpoint", str(checkpoint), "--preset", "smoke", "--train-steps", "1", "--num-samples", "2", "--skip-ddpm"]
+    argv = ["bench", "--checkpoint", str(checkpoint), "--preset", "smoke", "--train-steps", "1", "--num-samples", "2", "--skip-ddpm",
+            "--ddim-steps", "3", "2"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.startswith("machine: ")
     assert "stage 0" in out and "stage 1" in out and "images/s at batch 8" in out and "at batch 32" in out and "M parameters" in out
     assert "torch operations" in out and "ms on the host" in out and "not compiled; --compile auto" in out
-    assert "DDIM 50 steps per stage" in out and "DDPM 100 steps" not in out  # DDPM over every step was skipped
+    assert out.index("DDIM 2 steps per stage") < out.index("DDIM 3 steps per stage")  # fewest steps first
+    assert "DDIM 50" not in out and "DDPM 100 steps" not in out  # only the steps asked for; DDPM over every step was skipped
     assert "peak memory" in out
 
 

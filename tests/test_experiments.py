@@ -16,7 +16,7 @@ import torch
 
 from conftest import randomize_parameters
 from imagen_lib import experiments, results
-from imagen_lib.data import NUMBER_WORDS, load_mnist
+from imagen_lib.data import HELD_OUT_CAPTIONS, NUMBER_WORDS, load_mnist, prompt_vocabulary
 from imagen_lib.experiments import Scorer
 from imagen_lib.metrics import CLASSIFIER_PATH, balanced_subset, evaluation_prompts
 from imagen_lib.presets import get_preset
@@ -141,19 +141,38 @@ def test_phrasings_render_every_digit():
     assert experiments.phrase("{Word}", 0) == "Zero"
     assert experiments.phrase("a handwritten {numeral}", 4) == "a handwritten 4"
     words = set(experiments.experiment_words())
-    assert set(NUMBER_WORDS) <= words and {"digit", "handwritten", "picture", "hand"} <= words
-    assert all(word == word.lower() for word in words)
+    assert set(NUMBER_WORDS) <= words and {"digit", "handwritten", "picture", "hand", "drawn", "favourite", "?"} <= words
+    assert all(word == word.lower() for word in words) and "hand-drawn" not in words  # split as the tokenizer splits
 
 
-def test_language_comparison_marks_seen_phrasings(make_cascade):
+def test_seen_phrasings_are_training_captions_and_unseen_ones_are_not():
+    training = set(prompt_vocabulary("varied"))
+    held_out = set(HELD_OUT_CAPTIONS.vocabulary())
+    for digit in range(10):
+        for template in experiments.SEEN_PHRASINGS:
+            assert experiments.phrase(template, digit) in training
+        for template in experiments.UNSEEN_PHRASINGS:
+            assert experiments.phrase(template, digit) not in training
+            assert experiments.phrase(template, digit) in held_out
+
+
+def test_phrasing_comparison_marks_seen_phrasings(make_cascade):
     model = randomize_parameters(make_cascade(2))
     scorer = FixedScorer()
-    rows = experiments.language_comparison({"tiny": model}, scorer, [0], guidance_weight=2.0, progress=False)
+    rows = experiments.phrasing_comparison({"tiny": model}, scorer, [0], "encoder", guidance_weight=2.0, progress=False)
     templates = experiments.SEEN_PHRASINGS + experiments.UNSEEN_PHRASINGS
     assert [r["phrasing"] for r in rows] == [experiments.phrase(t, 7) for t in templates]
     assert [r["seen"] for r in rows] == [t in experiments.SEEN_PHRASINGS for t in templates]
-    assert scorer.calls[2][1][:3] == ["Zero", "One", "Two"]
+    assert all(r["encoder"] == "tiny" for r in rows)
+    assert scorer.calls[2][1][:3] == ["the digit zero", "the digit one", "the digit two"]
     assert all(call[0].shape == (10, 1, 8, 8) for call in scorer.calls)  # the base stage alone
+
+
+def test_pooled_only_preset_drops_cross_attention_from_the_base_alone():
+    preset = get_preset("smoke")
+    pooled = experiments.pooled_only_preset(preset, steps=7)
+    assert len(pooled.model.stages) == 1 and not pooled.model.stages[0].network.cross_attention and pooled.training.steps == 7
+    assert preset.model.stages[0].network.cross_attention and len(preset.model.stages) == 2  # the original is untouched
 
 
 def test_sampler_sweep_times_each_setting(make_cascade):
@@ -259,7 +278,7 @@ def test_seen_and_unseen_averages_over_phrasings_per_seed():
         {"encoder": "e", "phrasing": "seven", "seen": True, "seed": 0, "accuracy": 0.8},
         {"encoder": "e", "phrasing": "the digit seven", "seen": False, "seed": 0, "accuracy": 0.3},
     ]
-    assert results.seen_and_unseen(rows) == [
+    assert results.seen_and_unseen(rows, "encoder") == [
         {"encoder": "e", "phrasings": "seen", "seed": 0, "accuracy": pytest.approx(0.9)},
         {"encoder": "e", "phrasings": "unseen", "seed": 0, "accuracy": 0.3},
     ]
@@ -282,6 +301,7 @@ def test_results_round_trip_and_foreign_files_are_refused(tmp_path):
         ("guidance", ROWS),
         ("augmentation", [{"sr_stage": s, "level": l, "seed": 0, "accuracy": 0.9, "fid": 40.0 + l} for s in ("a", "b") for l in (0, 0.2)]),
         ("language", [{"encoder": e, "phrasing": p, "seen": p == "7", "seed": 0, "accuracy": 0.5, "fid": 1.0} for e in ("x", "y") for p in ("7", "SEVEN")]),
+        ("conditioning", [{"conditioning": c, "phrasing": p, "seen": p == "7", "seed": 0, "accuracy": 0.5} for c in ("x", "y") for p in ("7", "SEVEN")]),
         ("sampler", [{"sampler": "ddim", "steps": n, "seed": 0, "accuracy": 0.9, "fid": 40.0, "seconds": n, "seconds_per_grid": n} for n in (10, 50)]),
     ],
 )

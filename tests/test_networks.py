@@ -20,7 +20,7 @@ import torch
 
 from conftest import base_network_config, randomize_parameters, sr_network_config
 from imagen_lib import EfficientUNet, UNet
-from imagen_lib.layers import ResidualBlock
+from imagen_lib.layers import CrossAttention, ResidualBlock, recorded_attention
 
 TEXT_DIM = 32  # the tiny T5's width
 
@@ -184,3 +184,58 @@ def test_fresh_residual_block_is_the_scaled_identity():
     scaled = ResidualBlock(16, 16, embedding_dim=64, skip_scale=1 / math.sqrt(2))
     assert torch.equal(plain(x, embedding), x)
     assert torch.allclose(scaled(x, embedding), x / math.sqrt(2))
+
+
+@pytest.mark.parametrize("cross_attention", [True, False])
+def test_without_cross_attention_the_text_arrives_as_the_pooled_vector_only(cross_attention, tiny_encoder, monkeypatch):
+    """Replace the token context and keep the pooled vector: only a U-Net with cross-attention notices."""
+    torch.manual_seed(0)
+    config = base_network_config()
+    config.cross_attention = cross_attention
+    net = randomize_parameters(UNet(config, image_size=8, image_channels=1, text_dim=TEXT_DIM))
+    tokens, mask = tiny_encoder.encode(["7", "a handwritten seven"])
+    x, t = noisy_input(net)
+    text = net.text.forward
+
+    def other_context(*args, **kwargs):
+        context, context_mask, pooled = text(*args, **kwargs)
+        return torch.randn_like(context), context_mask, pooled  # (B, L, E) junk, the same pooled (B, E)
+
+    with torch.no_grad():
+        reference = run(net, x, t, tokens, mask)
+        monkeypatch.setattr(net.text, "forward", other_context)
+        changed = run(net, x, t, tokens, mask)
+    has_cross_attention = any(type(module).__name__ == "CrossAttention" for module in net.modules())
+    assert has_cross_attention == cross_attention
+    assert torch.equal(changed, reference) != cross_attention
+
+
+def test_attention_map_is_the_weighting_that_cross_attention_applies():
+    """The weights, times the values, give the layer's output: checked against torch's fused attention."""
+    torch.manual_seed(0)
+    layer = CrossAttention(16, context_dim=8, heads=4)
+    torch.nn.init.normal_(layer.out.weight)  # a fresh layer outputs zero
+    x, context = torch.randn(2, 16, 3, 3), torch.randn(2, 5, 8)
+    mask = torch.tensor([[True, True, True, False, False], [True, True, True, True, True]])
+    weights = layer.attention_map(x, context, mask)  # (B, heads, HW, L)
+    assert weights.shape == (2, 4, 9, 5)
+    assert torch.allclose(weights.sum(dim=-1), torch.ones(2, 4, 9)) and torch.all(weights[0, ..., 3:] == 0)
+    _, values = layer.to_kv(layer.context_norm(context)).chunk(2, dim=-1)  # (B, L, C)
+    mixed = torch.einsum("bhnl,bhld->bhnd", weights, values.view(2, 5, 4, 4).transpose(1, 2))  # (B, heads, HW, d)
+    expected = x + layer.out(mixed.transpose(1, 2).reshape(2, 9, 16)).transpose(1, 2).reshape(2, 16, 3, 3)
+    assert torch.allclose(layer(x, context, mask), expected, atol=1e-5)
+
+
+def test_recorded_attention_keeps_every_cross_attention_call_and_then_stops(tiny_encoder):
+    net = randomize_parameters(make_network("unet"))
+    tokens, mask = tiny_encoder.encode(["7", "a handwritten seven"])
+    x, t = noisy_input(net)
+    layers = sum(isinstance(module, CrossAttention) for module in net.modules())
+    with torch.no_grad(), recorded_attention(net) as maps:
+        run(net, x, t, tokens, mask)
+    assert len(maps) == layers > 0
+    assert {tuple(m.shape[:2]) + tuple(m.shape[-1:]) for m in maps} == {(2, net.config.heads, tokens.shape[1])}
+    assert {m.shape[2] for m in maps} == set(net.config.attention_resolutions)
+    with torch.no_grad():
+        run(net, x, t, tokens, mask)
+    assert len(maps) == layers  # the hooks are gone
