@@ -364,8 +364,8 @@ def prediction_models(model: Imagen, preset: Preset, runs: Path, steps: int | No
 
 def pooled_only_preset(preset: Preset, steps: int | None = None) -> Preset:
     """`preset`'s base stage alone, its U-Net without cross-attention: the text arrives as the pooled vector only."""
-    changed = variant(preset, f"{preset.name}-pooled-only", "the base stage conditioned on the pooled text vector alone", steps)
-    changed.model.stages = changed.model.stages[:1]
+    changed = base_only_preset(preset, preset.model.text_encoder, steps)
+    changed.name, changed.description = f"{preset.name}-pooled-only", "the base stage conditioned on the pooled text vector alone"
     changed.model.stages[0].network.cross_attention = False
     return changed
 

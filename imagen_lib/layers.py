@@ -131,10 +131,15 @@ class CrossAttention(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
+    def queries_keys_values(self, x: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries from the pixels (B, HW, C); keys and values from the LayerNorm-ed text (B, L, C) each."""
         q = self.to_q(rearrange(self.norm(x), "b c x y -> b (x y) c"))  # (B, HW, C)
         k, v = self.to_kv(self.context_norm(context)).chunk(2, dim=-1)  # (B, L, C) each
+        return q, k, v
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        q, k, v = self.queries_keys_values(x, context)
         h = self.out(_multi_head_attention(q, k, v, self.heads, mask))
         return x + rearrange(h, "b (x y) c -> b c x y", x=height, y=width)
 
@@ -144,8 +149,7 @@ class CrossAttention(nn.Module):
         softmax(q k^T / sqrt(d)) written out (Vaswani et al. 2017, Equation 1); `forward`
         computes the same weights inside `scaled_dot_product_attention`, which never returns them.
         """
-        q = self.to_q(rearrange(self.norm(x), "b c x y -> b (x y) c"))  # (B, HW, C)
-        k, _ = self.to_kv(self.context_norm(context)).chunk(2, dim=-1)  # (B, L, C)
+        q, k, _ = self.queries_keys_values(x, context)
         q, k = (rearrange(t, "b n (h d) -> b h n d", h=self.heads) for t in (q, k))
         logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, heads, HW, L)
         return logits.masked_fill(~mask.bool()[:, None, None, :], float("-inf")).softmax(dim=-1)

@@ -207,7 +207,7 @@ def plot_phrasings(results: dict):
                  capsize=2, label=Path(name).name)
     phrasings = list(dict.fromkeys(r["phrasing"] for r in rows))
     axis.set_xticks(range(len(phrasings)), phrasings, rotation=30, ha="right", fontsize=8)
-    axis.axvline(sum(r["seen"] for r in summarize(rows, ["phrasing", "seen"])) - 0.5, color="grey", linestyle=":")
+    axis.axvline(len({r["phrasing"] for r in rows if r["seen"]}) - 0.5, color="grey", linestyle=":")
     axis.axhline(10, color="grey", linewidth=0.8, label="chance (10%)")
     axis.set_ylim(0, 105)
     axis.set_ylabel("prompt accuracy (%)")
