@@ -232,20 +232,48 @@ def command_evaluate(args: argparse.Namespace) -> None:
               f"{row['held_out_accuracy']:>12.3f} {row['seconds']:>7.0f}", flush=True)
 
 
-def parse_sampler_setting(text: str) -> tuple[str, int, str]:
+def parse_sampler_setting(text: str, option: str = "--settings") -> tuple[str, int, str]:
     """SAMPLER:STEPS[:THRESHOLDING], such as ddim:25 or ddim:25:none (thresholding defaults to dynamic)."""
     sampler, _, rest = text.partition(":")
     steps, _, thresholding = rest.partition(":")
     thresholding = thresholding or "dynamic"
     if sampler not in diffusion.SAMPLERS or not steps.isdigit() or int(steps) < 1 or thresholding not in diffusion.THRESHOLDINGS:
-        raise CommandError(f"--settings takes SAMPLER:STEPS[:THRESHOLDING] such as ddim:50, ddpm:1000 or ddim:25:none, got {text!r}")
+        raise CommandError(f"{option} takes SAMPLER:STEPS[:THRESHOLDING] such as ddim:50, ddpm:1000, dpm++:15 or ddim:25:none, got {text!r}")
     return sampler, int(steps), thresholding
 
 
 SETTINGS = {  # the default --settings of the experiments that compare sampling settings
-    "sampler": ["ddpm:1000", "ddpm:50", "ddim:10", "ddim:15", "ddim:25", "ddim:50"],
+    "sampler": ["ddpm:1000", "ddpm:50", "ddim:10", "ddim:15", "ddim:25", "ddim:50", "dpm++:10", "dpm++:15", "dpm++:25"],
     "prediction": ["ddpm:50", "ddim:10", "ddim:25", "ddim:50", "ddim:25:none"],
 }
+
+
+def reused_rows(args: argparse.Namespace, previous: Path, checkpoint: str, settings: list[tuple[str, int, str]]) -> list[dict]:
+    """The rows of an earlier `experiment sampler` run for the --reuse settings, instead of measuring them again.
+
+    Only rows measured the same way are taken: same checkpoint file name, samples per
+    setting and seeds; each --reuse setting must be one of the run's settings.
+    """
+    from imagen_lib import results
+
+    if args.name != "sampler":
+        raise CommandError(f"--reuse keeps rows of an earlier `experiment sampler` run; it does not apply to {args.name}")
+    if not previous.is_file():
+        raise CommandError(f"--reuse takes rows from {previous}, which does not exist: run without --reuse first")
+    earlier = results.load_results(previous)
+    asked = {key: earlier["settings"].get(key) for key in ("checkpoint", "num_samples", "seeds")}
+    now = {"checkpoint": checkpoint, "num_samples": args.num_samples, "seeds": args.seeds}
+    if asked != now:
+        raise CommandError(f"{previous} was measured with {asked}, this run uses {now}: rows can only be reused from the same setup")
+    rows = []
+    for setting in (parse_sampler_setting(text, "--reuse") for text in args.reuse):
+        if setting not in settings:
+            raise CommandError(f"--reuse {':'.join(map(str, setting))} is not one of this run's settings")
+        found = [row for row in earlier["rows"] if (row["sampler"], row["steps"], row["thresholding"]) == setting]
+        if {row["seed"] for row in found} != set(range(args.seeds)):
+            raise CommandError(f"{previous} lacks some seeds of {':'.join(map(str, setting))}: measure it again (leave it out of --reuse)")
+        rows += found
+    return rows
 
 
 def command_experiment(args: argparse.Namespace) -> None:
@@ -267,6 +295,7 @@ def command_experiment(args: argparse.Namespace) -> None:
             raise CommandError(f"--levels are fractions of the schedule in [0, 1], got {level}")
     sampling_settings = [parse_sampler_setting(text) for text in args.settings or SETTINGS.get(args.name, [])]
     out, runs = output_folder(args.out), output_folder(args.runs)
+    reused = reused_rows(args, out / f"{args.name}.json", checkpoint.name, sampling_settings) if args.reuse else []
     if args.name in ("augmentation", "language", "prediction", "conditioning"):  # these retrain stages with the checkpoint's own recipe
         payload = read_checkpoint(checkpoint)
         if "preset" not in payload:
@@ -302,7 +331,9 @@ def command_experiment(args: argparse.Namespace) -> None:
         if any(steps > shortest for _, steps, _ in sampling_settings):
             raise CommandError(f"--settings asks for more steps than {checkpoint.name}'s {shortest}-step schedules: use at most {shortest}")
         if args.name == "sampler":
-            rows = experiments.sampler_sweep(model, scorer, sampling_settings, seeds, examples=examples)
+            kept = {(row["sampler"], row["steps"], row["thresholding"]) for row in reused}
+            measured = experiments.sampler_sweep(model, scorer, [s for s in sampling_settings if s not in kept], seeds, examples=examples)
+            rows = reused + measured
         else:
             models = experiments.prediction_models(model, preset, runs, args.train_steps)
             rows = experiments.prediction_comparison(models, scorer, sampling_settings, seeds, examples=examples)
@@ -361,8 +392,7 @@ def command_bench(args: argparse.Namespace) -> None:
     if args.encoder:
         preset.model.text_encoder = args.encoder
     at_least(args.train_steps, 1, "--train-steps")
-    for steps in args.ddim_steps:
-        at_least(steps, 1, "--ddim-steps")
+    settings = sorted({parse_sampler_setting(text, "--samplers") for text in args.samplers})  # fewest steps first, per sampler
     if not 1 <= args.num_samples <= SAMPLE_CHUNK:  # sampled in one batch, to time it
         raise CommandError(f"--num-samples must be between 1 and {SAMPLE_CHUNK}, got {args.num_samples}")
     print(f"machine: {machine_description()}")
@@ -386,15 +416,16 @@ def command_bench(args: argparse.Namespace) -> None:
     model = load_imagen(checkpoint, weights="ema", device=default_device())
     prompts = [LESSON_PROMPTS[i % len(LESSON_PROMPTS)] for i in range(args.num_samples)]
     every_step = min(schedule.timesteps for schedule in model.schedules)
-    timings = [("ddim", steps) for steps in sorted(set(args.ddim_steps))] + [("ddpm", every_step)]
-    if model.config.sampling_steps is not None and (model.config.sampler, model.config.sampling_steps) not in timings:
-        timings.append((model.config.sampler, model.config.sampling_steps))  # the checkpoint's recommendation
-    for sampler, steps in timings:
+    timings = settings + [("ddpm", every_step, "dynamic")]
+    if model.config.sampling_steps is not None and (model.config.sampler, model.config.sampling_steps, "dynamic") not in timings:
+        timings.append((model.config.sampler, model.config.sampling_steps, "dynamic"))  # the checkpoint's recommendation
+    for sampler, steps, thresholding in timings:
         if sampler == "ddpm" and steps == every_step and args.skip_ddpm:
             continue
         started = time.perf_counter()
-        model.sample(prompts, sampler=sampler, steps=steps)
-        print(f"sampling {len(prompts)} images through the cascade ({checkpoint.name}), {sampler.upper()} {steps} steps per stage: "
+        model.sample(prompts, sampler=sampler, steps=steps, thresholding=thresholding)
+        shown = "" if thresholding == "dynamic" else f", {thresholding} thresholding"
+        print(f"sampling {len(prompts)} images through the cascade ({checkpoint.name}), {sampler.upper()} {steps} steps per stage{shown}: "
               f"{time.perf_counter() - started:.1f} s")
     print(f"peak memory: {peak_memory_mib():.0f} MiB")
 
@@ -473,8 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--train-steps", type=int, default=10, help="training steps timed per stage, at least 1 (default: %(default)s)")
     bench.add_argument("--num-samples", type=int, default=64, help=f"images sampled in one batch, 1 to {SAMPLE_CHUNK} (default: %(default)s)")
     bench.add_argument("--encoder", help="text encoder instead of the preset's, as for train (default: the preset's)")
-    bench.add_argument("--ddim-steps", type=int, nargs="+", default=[10, 25, 50],
-                       help="DDIM step counts to time sampling at, besides DDPM over every step (default: %(default)s)")
+    bench.add_argument("--samplers", nargs="+", metavar="SAMPLER:STEPS[:THRESHOLDING]", default=["ddim:10", "ddim:25", "ddim:50", "dpm++:10", "dpm++:15"],
+                       help="sampling settings to time, besides DDPM over every step and the checkpoint's own (default: %(default)s)")
     bench.add_argument("--compile", choices=COMPILE_SETTINGS, default="auto",
                        help="torch.compile the networks for training: on, off, or auto (on a CUDA GPU only) (default: %(default)s)")
     bench.add_argument("--skip-ddpm", action="store_true", help="skip the slow DDPM timing over every step (default: time it)")
@@ -507,6 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--settings", nargs="+", metavar="SAMPLER:STEPS[:THRESHOLDING]",
                             help=f"sampler, prediction: settings to compare, SAMPLER one of {', '.join(samplers)} "
                                  f"(default for sampler: {' '.join(SETTINGS['sampler'])}; for prediction: {' '.join(SETTINGS['prediction'])})")
+    experiment.add_argument("--reuse", nargs="+", metavar="SAMPLER:STEPS[:THRESHOLDING]",
+                            help="sampler: settings whose rows are taken from the earlier OUT/sampler.json (same checkpoint, samples "
+                                 "and seeds) instead of measured again, such as ddpm:1000 (two hours on a CPU) (default: none)")
     experiment.add_argument("--train-steps", type=int, help="steps for the stages these experiments train (default: the checkpoint's recipe)")
     experiment.add_argument("--runs", default="runs/experiments", help="where trained stages are kept and resumed from (default: %(default)s)")
     experiment.add_argument("--out", default="runs/results", help="where the JSON results and the plots go; the shipped ones are "

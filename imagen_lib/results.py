@@ -163,12 +163,12 @@ def plot_against(results: dict, curve_key: str, setting_key: str, x_key: str, x_
     """Two panels, MNIST-FID and prompt accuracy against `x_key`, one curve per value of `curve_key`.
 
     Rows are averaged per `setting_key`; when that is not the x axis itself (steps plotted
-    at their seconds), each point is labelled with its setting.
+    at their seconds), each point of the MNIST-FID panel is labelled with its setting.
     """
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for name in dict.fromkeys(r[curve_key] for r in results["rows"]):
+    for index, name in enumerate(dict.fromkeys(r[curve_key] for r in results["rows"])):
         summary = summarize([r for r in results["rows"] if r[curve_key] == name], [setting_key])
         x = [e[x_key] for e in summary]
         label = str(name).upper() if curve_key == "sampler" else str(name)
@@ -176,9 +176,13 @@ def plot_against(results: dict, curve_key: str, setting_key: str, x_key: str, x_
         _errorbar(axes[1], x, summary, "accuracy", label, scale=100)
         if setting_key != x_key:
             for entry in summary:
-                axes[0].annotate(f"{entry[setting_key]} {setting_key}", (entry[x_key], entry["fid"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+                left = index % 2 == 1  # every other curve labels to the left of its points, so close curves keep their labels apart
+                axes[0].annotate(str(entry[setting_key]), (entry[x_key], entry["fid"]), textcoords="offset points",
+                                 xytext=(-4 if left else 4, 4), ha="right" if left else "left", fontsize=7)
     axes[0].axhline(results["settings"]["fid_floor"], color="grey", linestyle="--", linewidth=0.8, label="real-vs-real floor")
     axes[0].set_ylabel("MNIST-FID (lower is better)" + (", log scale" if log_fid else ""))
+    if setting_key != x_key:
+        axes[0].set_title(f"points labelled with their {setting_key}", fontsize=8)
     axes[1].set_ylabel("prompt accuracy (%)")
     if log_fid:
         axes[0].set_yscale("log")

@@ -343,7 +343,7 @@ def bad_arguments(case: str, tmp_path, checkpoint) -> tuple[list[str], str]:
         "evaluate seed out of range": (["evaluate", "--checkpoint", str(checkpoint), "--seed", "-3"], "--seed must be in"),
         "bench negative train steps": (["bench", "--checkpoint", str(checkpoint), "--train-steps", "-1"], "--train-steps must be at least 1"),
         "bench too many samples": (["bench", "--checkpoint", str(checkpoint), "--num-samples", "100000"], "--num-samples must be between 1 and 256"),
-        "bench zero ddim steps": (["bench", "--checkpoint", str(checkpoint), "--ddim-steps", "10", "0"], "--ddim-steps must be at least 1"),
+        "bench zero steps": (["bench", "--checkpoint", str(checkpoint), "--samplers", "ddim:10", "ddim:0"], "--samplers takes SAMPLER:STEPS"),
         "export into a folder": (["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path)], "is a folder"),
         "export under a file": (["export", "--checkpoint", str(checkpoint), "--out", str(blocked / "x.pt")], "cannot be written"),
         "export zero sampling steps": (["export", "--checkpoint", str(checkpoint), "--out", out, "--sampling-steps", "0"], "--sampling-steps"),
@@ -361,7 +361,7 @@ BAD_CASES = [
     "evaluate negative guidance", "evaluate missing checkpoint", "evaluate missing classifier",
     "infinite learning rate", "nan learning rate", "training seed out of range", "sampling steps 0", "huge guidance",
     "nan guidance", "negative seed", "seed too large", "missing prompts file", "blank prompts file", "evaluate steps 0",
-    "evaluate seed out of range", "bench negative train steps", "bench too many samples", "bench zero ddim steps",
+    "evaluate seed out of range", "bench negative train steps", "bench too many samples", "bench zero steps",
     "export into a folder",
     "export under a file", "export zero sampling steps", "classifier into a folder", "classifier under a file",
     "classifier zero epochs", "classifier seed out of range",
@@ -527,13 +527,14 @@ def test_export_with_a_negative_guidance_weight_is_refused(checkpoint, tmp_path,
 
 def test_bench_prints_every_figure(checkpoint, capsys):
     argv = ["bench", "--checkpoint", str(checkpoint), "--preset", "smoke", "--train-steps", "1", "--num-samples", "2", "--skip-ddpm",
-            "--ddim-steps", "3", "2"]
+            "--samplers", "ddim:3", "dpm++:2", "ddim:2", "ddim:3:none"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.startswith("machine: ")
     assert "stage 0" in out and "stage 1" in out and "images/s at batch 8" in out and "at batch 32" in out and "M parameters" in out
     assert "torch operations" in out and "ms on the host" in out and "not compiled; --compile auto" in out
-    assert out.index("DDIM 2 steps per stage") < out.index("DDIM 3 steps per stage")  # fewest steps first
+    assert out.index("DDIM 2 steps per stage") < out.index("DDIM 3 steps per stage:") < out.index("DPM++ 2 steps per stage")  # fewest steps first
+    assert "DDIM 3 steps per stage, none thresholding" in out
     assert "DDIM 50" not in out and "DDPM 100 steps" not in out  # only the steps asked for; DDPM over every step was skipped
     assert "peak memory" in out
 
@@ -593,9 +594,33 @@ def test_experiment_augmentation_trains_an_unaugmented_sr_stage(checkpoint, tmp_
 
 
 @needs_classifier
+def test_experiment_sampler_reuses_the_rows_it_is_told_to_and_measures_the_rest(checkpoint, tmp_path, capsys):
+    from imagen_lib.results import load_results
+
+    first = experiment_args("sampler", checkpoint, tmp_path, "--settings", "ddim:3", "ddpm:4")
+    assert main(first) == 0
+    earlier = load_results(tmp_path / "results" / "sampler.json")["rows"]
+    assert main(first + ["dpm++:3", "--reuse", "ddpm:4"]) == 0
+    rows = load_results(tmp_path / "results" / "sampler.json")["rows"]
+    kept = [row for row in rows if row["sampler"] == "ddpm"]
+    assert kept == [row for row in earlier if row["sampler"] == "ddpm"]  # taken over unchanged, seconds included
+    assert [(row["sampler"], row["steps"], row["seed"]) for row in rows] == [
+        ("ddpm", 4, 0), ("ddpm", 4, 1), ("ddim", 3, 0), ("ddim", 3, 1), ("dpm++", 3, 0), ("dpm++", 3, 1)]
+    ddim = [row for row in rows if row["sampler"] == "ddim"]
+    assert [row["seconds"] for row in ddim] != [row["seconds"] for row in earlier if row["sampler"] == "ddim"]  # measured again
+    capsys.readouterr()
+    assert main(experiment_args("sampler", checkpoint, tmp_path, "--settings", "ddim:3", "--reuse", "ddim:3", "--seeds", "3")) == 2
+    assert "rows can only be reused from the same setup" in one_line_error(capsys)
+    assert main(experiment_args("sampler", checkpoint, tmp_path, "--settings", "ddim:3", "--reuse", "ddim:5")) == 2
+    assert "--reuse ddim:5:dynamic is not one of this run's settings" in one_line_error(capsys)
+
+
+@needs_classifier
 @pytest.mark.parametrize(
     "extra, message",
     [
+        (["sampler", "--reuse", "ddim:10"], "which does not exist: run without --reuse first"),
+        (["guidance", "--reuse", "ddim:10"], "does not apply to guidance"),
         (["sampler", "--seeds", "0"], "--seeds must be at least 1"),
         (["sampler", "--num-samples", "5"], "--num-samples must be at least 10"),
         (["sampler", "--settings", "ddim50"], "SAMPLER:STEPS"),
