@@ -248,6 +248,11 @@ SETTINGS = {  # the default --settings of the experiments that compare sampling 
 }
 
 
+def measured_with(row: dict) -> tuple[str, int, str]:
+    """The sampling setting a sampler-experiment row was measured with, as parse_sampler_setting gives it."""
+    return row["sampler"], row["steps"], row["thresholding"]
+
+
 def reused_rows(args: argparse.Namespace, previous: Path, checkpoint: str, settings: list[tuple[str, int, str]]) -> list[dict]:
     """The rows of an earlier `experiment sampler` run for the --reuse settings, instead of measuring them again.
 
@@ -269,7 +274,7 @@ def reused_rows(args: argparse.Namespace, previous: Path, checkpoint: str, setti
     for setting in (parse_sampler_setting(text, "--reuse") for text in args.reuse):
         if setting not in settings:
             raise CommandError(f"--reuse {':'.join(map(str, setting))} is not one of this run's settings")
-        found = [row for row in earlier["rows"] if (row["sampler"], row["steps"], row["thresholding"]) == setting]
+        found = [row for row in earlier["rows"] if measured_with(row) == setting]
         if {row["seed"] for row in found} != set(range(args.seeds)):
             raise CommandError(f"{previous} lacks some seeds of {':'.join(map(str, setting))}: measure it again (leave it out of --reuse)")
         rows += found
@@ -331,7 +336,7 @@ def command_experiment(args: argparse.Namespace) -> None:
         if any(steps > shortest for _, steps, _ in sampling_settings):
             raise CommandError(f"--settings asks for more steps than {checkpoint.name}'s {shortest}-step schedules: use at most {shortest}")
         if args.name == "sampler":
-            kept = {(row["sampler"], row["steps"], row["thresholding"]) for row in reused}
+            kept = {measured_with(row) for row in reused}
             measured = experiments.sampler_sweep(model, scorer, [s for s in sampling_settings if s not in kept], seeds, examples=examples)
             rows = reused + measured
         else:
