@@ -531,6 +531,7 @@ def test_bench_prints_every_figure(checkpoint, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.startswith("machine: ")
+    assert f"{torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores" in out.splitlines()[0]  # the vector instructions set the CPU's pace
     assert "stage 0" in out and "stage 1" in out and "images/s at batch 8" in out and "at batch 32" in out and "M parameters" in out
     assert "torch operations" in out and "ms on the host" in out and "not compiled; --compile auto" in out
     assert out.index("DDIM 2 steps per stage") < out.index("DDIM 3 steps per stage:") < out.index("DPM++ 2 steps per stage")  # fewest steps first
