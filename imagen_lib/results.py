@@ -175,8 +175,8 @@ def plot_against(results: dict, curve_key: str, setting_key: str, x_key: str, x_
         _errorbar(axes[0], x, summary, "fid", label)
         _errorbar(axes[1], x, summary, "accuracy", label, scale=100)
         if setting_key != x_key:
+            left = index % 2 == 1  # every other curve labels to the left of its points, so close curves keep their labels apart
             for entry in summary:
-                left = index % 2 == 1  # every other curve labels to the left of its points, so close curves keep their labels apart
                 axes[0].annotate(str(entry[setting_key]), (entry[x_key], entry["fid"]), textcoords="offset points",
                                  xytext=(-4 if left else 4, 4), ha="right" if left else "left", fontsize=7)
     axes[0].axhline(results["settings"]["fid_floor"], color="grey", linestyle="--", linewidth=0.8, label="real-vs-real floor")
