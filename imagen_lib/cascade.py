@@ -45,6 +45,8 @@ class StageConfig:
     timesteps: int = 1000
     prediction: str = "eps"  # what the network predicts: "eps" or "v"
     guidance_weight: float = 3.0  # recommended classifier-free guidance weight for sampling
+    sampler: str = "ddim"  # recommended sampler: "ddim", "dpm++" or "ddpm"
+    sampling_steps: int | None = None  # recommended sampling steps (None: 50 for DDIM and DPM-Solver++, all for DDPM)
     sampling_augmentation: float = 0.25  # SR only: conditioning-noise level at sampling, in [0, 1]
     max_training_augmentation: float = 1.0  # SR only: training levels are drawn from [0, this)
 
@@ -56,8 +58,6 @@ class ImagenConfig:
     text_encoder: str = "google-t5/t5-small"
     max_text_tokens: int = 16
     text_drop_prob: float = 0.1  # share of training prompts replaced by the null text (for guidance)
-    sampler: str = "ddim"  # the recommended sampler, used when `sample` is not told one
-    sampling_steps: int | None = None  # recommended steps per stage (None: 50 for DDIM, all for DDPM)
 
     def __post_init__(self):
         if self.channels not in (1, 3):
@@ -74,13 +74,13 @@ class ImagenConfig:
             if stage.prediction not in diffusion.PREDICTIONS:
                 raise ValueError(f"stage {index}: prediction must be one of {diffusion.PREDICTIONS}, got {stage.prediction!r}")
             check_guidance_weight(stage.guidance_weight)
+            if stage.sampler not in diffusion.SAMPLERS:
+                raise ValueError(f"stage {index}: sampler must be one of {diffusion.SAMPLERS}, got {stage.sampler!r}")
+            if stage.sampling_steps is not None and not 1 <= stage.sampling_steps <= stage.timesteps:
+                raise ValueError(f"stage {index}: sampling_steps must be between 1 and its schedule's {stage.timesteps}, got {stage.sampling_steps}")
             for name in ("sampling_augmentation", "max_training_augmentation"):
                 if not 0 <= getattr(stage, name) <= 1:
                     raise ValueError(f"stage {index}: {name} is a fraction of the schedule in [0, 1], got {getattr(stage, name)}")
-        if self.sampler not in diffusion.SAMPLERS:
-            raise ValueError(f"sampler must be one of {diffusion.SAMPLERS}, got {self.sampler!r}")
-        if self.sampling_steps is not None and not 1 <= self.sampling_steps <= min(s.timesteps for s in self.stages):
-            raise ValueError(f"sampling_steps must be between 1 and the shortest schedule, got {self.sampling_steps}")
         if not 0 <= self.text_drop_prob < 1:
             raise ValueError(f"text_drop_prob must be in [0, 1), got {self.text_drop_prob}")
 
@@ -89,8 +89,12 @@ class ImagenConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "ImagenConfig":
+        values = dict(values)
+        # Files written before per-stage sampling settings held one sampler and step count for all stages.
+        shared = {key: values.pop(key) for key in ("sampler", "sampling_steps") if key in values}
         stages = []
         for index, stage in enumerate(values["stages"]):
+            stage = {**shared, **stage}
             network_class = UNetConfig if index == 0 else EfficientUNetConfig
             network = {k: tuple(v) if isinstance(v, list) else v for k, v in stage["network"].items()}
             stages.append(StageConfig(**{**stage, "network": network_class(**network)}))
@@ -209,16 +213,37 @@ class Imagen(nn.Module):
             lambda x_t, t: network(x_t, t, text_dropped), self.schedules[stage], x0, config.prediction, t=t, noise=noise
         )
 
+    def per_stage(self, value: object, setting: str) -> list:
+        """One value per stage of a sampling setting (a StageConfig field such as "guidance_weight").
+
+        None gives each stage its own recommended value; a single value serves every stage;
+        a list or tuple must hold one value per stage.
+        """
+        if value is None:
+            return [getattr(stage, setting) for stage in self.config.stages]
+        if not isinstance(value, (list, tuple)):
+            return [value] * len(self.networks)
+        if len(value) != len(self.networks):
+            raise ValueError(f"give one {setting}, or one per stage ({len(self.networks)}), got {list(value)}")
+        return list(value)
+
     def guidance_weights(self, guidance_weight: float | Sequence[float] | None) -> list[float]:
         """One guidance weight per stage: the stages' own by default, or one for all, or a list."""
-        if guidance_weight is None:
-            return [stage.guidance_weight for stage in self.config.stages]
-        if isinstance(guidance_weight, (int, float)):
-            guidance_weight = [guidance_weight] * len(self.networks)
-        guidance_weight = list(guidance_weight)
-        if len(guidance_weight) != len(self.networks):
-            raise ValueError(f"give one guidance weight, or one per stage ({len(self.networks)}), got {guidance_weight}")
-        return [check_guidance_weight(weight) for weight in guidance_weight]
+        return [check_guidance_weight(weight) for weight in self.per_stage(guidance_weight, "guidance_weight")]
+
+    def sampling_plan(self, sampler: str | Sequence[str] | None, steps: int | Sequence[int | None] | None) -> list[tuple[str, int | None]]:
+        """(sampler, steps) for every stage: the stages' own by default, or one for all, or one per stage.
+
+        Steps of None mean the sampler's default (50 for DDIM and DPM-Solver++, all for DDPM).
+        """
+        samplers, step_counts = self.per_stage(sampler, "sampler"), self.per_stage(steps, "sampling_steps")
+        for index, (name, count) in enumerate(zip(samplers, step_counts)):
+            if name not in diffusion.SAMPLERS:
+                raise ValueError(f"stage {index}: sampler must be one of {diffusion.SAMPLERS}, got {name!r}")
+            timesteps = self.config.stages[index].timesteps
+            if count is not None and (isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= timesteps):
+                raise ValueError(f"stage {index}: steps must be a whole number between 1 and its schedule's {timesteps}, got {count!r}")
+        return list(zip(samplers, step_counts))
 
     @torch.no_grad()
     def sample(
@@ -227,8 +252,8 @@ class Imagen(nn.Module):
         guidance_weight: float | Sequence[float] | None = None,
         thresholding: str = "dynamic",
         percentile: float = 0.95,
-        sampler: str | None = None,
-        steps: int | None = None,
+        sampler: str | Sequence[str] | None = None,
+        steps: int | Sequence[int] | None = None,
         seed: int = 0,
         augmentation_level: float | None = None,
         eta: float = 0.0,
@@ -240,9 +265,9 @@ class Imagen(nn.Module):
     ) -> list[torch.Tensor]:
         """Generate one image per prompt; return every stage's images, (B, C, S_k, S_k) in [-1, 1].
 
-        guidance_weight: one for all stages, one per stage, or None for each stage's own.
-        sampler: "ddim" or "ddpm", and steps per stage; None for the config's recommended
-        ones (for steps, failing that: 50 for DDIM, the whole schedule for DDPM).
+        guidance_weight, sampler ("ddim", "dpm++" or "ddpm") and steps: each one value for
+        all stages, one per stage, or None for each stage's own recommendation (for steps,
+        failing that: 50 for DDIM and DPM-Solver++, the whole schedule for DDPM).
         augmentation_level: the SR stages' conditioning-noise level (fraction of their
         schedule), or None for each stage's own `sampling_augmentation`.
         first_stage, low_res: to run only the later stages, for example super-resolution of
@@ -270,16 +295,15 @@ class Imagen(nn.Module):
         weights = self.guidance_weights(guidance_weight)
         if max(weights) > MAX_GUIDANCE_WEIGHT:
             raise ValueError(f"guidance weights above {MAX_GUIDANCE_WEIGHT:g} only saturate the images (huge ones overflow to NaN), got {weights}")
-        sampler = sampler or self.config.sampler
-        steps = self.config.sampling_steps if steps is None else steps  # 0 is an error below, not "the default"
+        plan = self.sampling_plan(sampler, steps)
+        if eta != 0 and any(name != "ddim" for name, _ in plan[first_stage : last_stage + 1]):
+            raise ValueError(f"eta only applies to the ddim sampler, and the stages sample with {[name for name, _ in plan]}: "
+                             "leave eta at 0, or pass sampler='ddim'")
         if thresholding not in diffusion.THRESHOLDINGS:
             raise ValueError(f"thresholding must be one of {diffusion.THRESHOLDINGS}, got {thresholding!r}")
         diffusion.check_percentile(percentile)
         if augmentation_level is not None and not 0 <= augmentation_level <= 1:
             raise ValueError(f"augmentation level is a fraction of the schedule in [0, 1], got {augmentation_level}")
-        shortest = min(schedule.timesteps for schedule in self.schedules)
-        if steps is not None and not 1 <= steps <= shortest:
-            raise ValueError(f"steps must be between 1 and {shortest} (the shortest stage schedule), got {steps}")
         was_training = self.training
         self.eval()  # no dropout while sampling; the caller's mode is restored below
         device = self.device
@@ -297,8 +321,9 @@ class Imagen(nn.Module):
                     fraction = config.sampling_augmentation if augmentation_level is None else augmentation_level
                     conditioning, level = self.sampling_conditioning(stage, previous, fraction, generator)
                 denoise = classifier_free_guidance(self.stage_network(stage, text, text_mask, conditioning, level), weights[stage])
+                stage_sampler, stage_steps = plan[stage]
                 images = diffusion.sample(
-                    denoise, self.schedules[stage], shape, prediction=config.prediction, sampler=sampler, steps=steps,
+                    denoise, self.schedules[stage], shape, prediction=config.prediction, sampler=stage_sampler, steps=stage_steps,
                     eta=eta, thresholding=thresholding, percentile=percentile, generator=generator, device=device,
                     progress=f"stage {stage} ({config.image_size}x{config.image_size})" if progress else False,
                     on_step=None if on_step is None else functools.partial(on_step, stage),

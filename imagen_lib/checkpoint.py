@@ -170,29 +170,31 @@ def load_weights(module: nn.Module, weights: dict, path: Path, what: str) -> Non
 
 def export_for_sampling(
     training_checkpoint: str | Path, path: str | Path, guidance_weights: list[float] | None = None,
-    sampler: str | None = None, sampling_steps: int | None = None,
+    sampler: str | list[str] | None = None, sampling_steps: int | list[int] | None = None,
 ) -> Path:
     """Write a small file with only what sampling needs: config, encoder name, EMA weights.
 
     A training checkpoint also holds the raw weights and the optimiser states (about three
     times more); the shipped cascade in data/ is such an export. The recommended sampling
-    settings found by evaluating the trained cascade (a guidance weight per stage, the
-    sampler and its steps) can be written into its config here; they become the defaults
-    of `Imagen.sample` and of the sample command.
+    settings found by evaluating the trained cascade (per stage: a guidance weight, the
+    sampler and its steps; a single sampler or step count serves every stage) can be
+    written into its config here; they become the defaults of `Imagen.sample` and of the
+    sample command.
     """
     payload = read_checkpoint(training_checkpoint)
     if "ema" not in payload:
         raise ValueError(f"{training_checkpoint} has no EMA weights: export a checkpoint written by training")
     config = parse_config(payload["config"], Path(training_checkpoint))
-    if guidance_weights is not None:
-        if len(guidance_weights) != len(config.stages):
-            raise ValueError(f"give one guidance weight per stage ({len(config.stages)}), got {guidance_weights}")
-        for stage, weight in zip(config.stages, guidance_weights):
-            stage.guidance_weight = weight
-    if sampler is not None:
-        config.sampler = sampler
-    if sampling_steps is not None:
-        config.sampling_steps = sampling_steps
+    if guidance_weights is not None and len(guidance_weights) != len(config.stages):
+        raise ValueError(f"give one guidance weight per stage ({len(config.stages)}), got {guidance_weights}")
+    for setting, value in (("guidance_weight", guidance_weights), ("sampler", sampler), ("sampling_steps", sampling_steps)):
+        if value is None:
+            continue
+        values = value if isinstance(value, list) else [value] * len(config.stages)
+        if len(values) != len(config.stages):
+            raise ValueError(f"give one {setting}, or one per stage ({len(config.stages)}), got {value}")
+        for stage, stage_value in zip(config.stages, values):
+            setattr(stage, setting, stage_value)
     config = ImagenConfig.from_dict(config.to_dict())  # validates the new settings
     keep = ("format", "text_encoder", "text_dim", "ema", "preset", "steps")
     return atomic_save({"config": config.to_dict(), **{key: payload[key] for key in keep if key in payload}}, path)

@@ -132,7 +132,7 @@ def final_images(model: Imagen, prompts: list[str], seed: int, chunk: int = 100,
 
 def evaluate(
     model: Imagen, scorer: Scorer, guidance_weights: Sequence[float | None], thresholdings: Sequence[str], seed: int = 0,
-    sampler: str | None = None, steps: int | None = None, progress: bool = True,
+    sampler: str | Sequence[str] | None = None, steps: int | Sequence[int] | None = None, progress: bool = True,
 ) -> list[dict]:
     """Score the cascade's final images for every (guidance weight, thresholding).
 
@@ -290,10 +290,9 @@ def adopt_sampling_settings(model: Imagen, reference: Imagen) -> Imagen:
     settings recommended for the shipped cascade; copying them makes a comparison differ
     in the trained weights only.
     """
-    model.config.sampler, model.config.sampling_steps = reference.config.sampler, reference.config.sampling_steps
     for stage, reference_stage in zip(model.config.stages, reference.config.stages):
-        stage.guidance_weight = reference_stage.guidance_weight
-        stage.sampling_augmentation = reference_stage.sampling_augmentation
+        for setting in ("sampler", "sampling_steps", "guidance_weight", "sampling_augmentation"):
+            setattr(stage, setting, getattr(reference_stage, setting))
     return model
 
 

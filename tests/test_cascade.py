@@ -8,12 +8,14 @@ predicts exactly zero noise whatever it is given.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
 import pytest
 import torch
 
+import imagen_lib.diffusion
 from conftest import base_network_config, randomize_parameters, sr_network_config, tiny_cascade_config
 from imagen_lib import ImagenConfig, StageConfig
 from imagen_lib.checkpoint import load_imagen, read_checkpoint, save_imagen
@@ -178,8 +180,16 @@ def test_bad_sampling_options_raise(make_cascade):
         model.sample(PROMPTS, thresholding="clip")
     with pytest.raises(ValueError, match="augmentation level"):
         model.sample(PROMPTS, augmentation_level=1.5)
-    with pytest.raises(ValueError, match="steps must be between 1 and 50"):
+    with pytest.raises(ValueError, match="stage 0: steps must be a whole number between 1 and its schedule's 50, got 0"):
         model.sample(PROMPTS, steps=0)  # not "the default number of steps"
+    with pytest.raises(ValueError, match="stage 1: steps must .* got 51"):
+        model.sample(PROMPTS, steps=[5, 51])
+    with pytest.raises(ValueError, match=r"one sampling_steps, or one per stage \(2\)"):
+        model.sample(PROMPTS, steps=[5, 5, 5])
+    with pytest.raises(ValueError, match="stage 1: sampler must be one of"):
+        model.sample(PROMPTS, sampler=["ddim", "euler"])
+    with pytest.raises(ValueError, match="eta only applies to the ddim sampler"):
+        model.sample(PROMPTS, sampler=["dpm++", "ddim"], eta=1.0)  # refused before any stage runs
     for weight in (100.5, 1e39):  # far beyond any useful weight: saturated, then NaN samples
         with pytest.raises(ValueError, match="guidance weights above 100"):
             model.sample(PROMPTS, guidance_weight=weight)
@@ -212,6 +222,46 @@ def test_bad_configs_raise():
         ImagenConfig(stages=[StageConfig(image_size=8, network=sr_network_config(8))])
     with pytest.raises(ValueError, match="text_drop_prob"):
         ImagenConfig(stages=[base], text_drop_prob=1.0)
+    with pytest.raises(ValueError, match="stage 0: sampler must be one of"):
+        ImagenConfig(stages=[dataclasses.replace(base, sampler="euler")])
+    with pytest.raises(ValueError, match="stage 0: sampling_steps must be between 1 and its schedule's 50"):
+        ImagenConfig(stages=[dataclasses.replace(base, sampling_steps=51)])
+
+
+def test_each_stage_samples_with_its_own_sampler_and_steps(make_cascade, monkeypatch):
+    """Per stage: the config's recommendation by default, one setting for all, or one per stage."""
+    model = make_cascade(3)
+    model.config.stages[0].sampler, model.config.stages[0].sampling_steps = "dpm++", 4
+    model.config.stages[1].sampling_steps = model.config.stages[2].sampling_steps = 2
+    seen = []
+    original = imagen_lib.diffusion.sample
+    monkeypatch.setattr(imagen_lib.diffusion, "sample", lambda *a, **k: seen.append((k["sampler"], k["steps"])) or original(*a, **k))
+    runs = {
+        "own": dict(),
+        "one for all": dict(sampler="ddpm", steps=3),
+        "one per stage": dict(sampler=["ddim", "dpm++", "ddim"], steps=(3, 2, 1)),
+        "later stages": dict(first_stage=1, low_res=torch.zeros(2, 1, 8, 8)),
+    }
+    expected = {
+        "own": [("dpm++", 4), ("ddim", 2), ("ddim", 2)],
+        "one for all": [("ddpm", 3)] * 3,
+        "one per stage": [("ddim", 3), ("dpm++", 2), ("ddim", 1)],
+        "later stages": [("ddim", 2), ("ddim", 2)],
+    }
+    for name, options in runs.items():
+        seen.clear()
+        model.sample(PROMPTS, **options)
+        assert seen == expected[name], name
+
+
+def test_configs_with_one_sampler_for_every_stage_still_load():
+    """Files written before per-stage sampling settings name one sampler and step count for the whole cascade."""
+    values = tiny_cascade_config(2).to_dict()
+    for stage in values["stages"]:
+        del stage["sampler"], stage["sampling_steps"]
+    values.update(sampler="dpm++", sampling_steps=7)
+    config = ImagenConfig.from_dict(values)
+    assert [(stage.sampler, stage.sampling_steps) for stage in config.stages] == [("dpm++", 7), ("dpm++", 7)]
 
 
 # ---------------------------------------------------------------------------------------

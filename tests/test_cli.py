@@ -322,7 +322,7 @@ def bad_arguments(case: str, tmp_path, checkpoint) -> tuple[list[str], str]:
         "sample into a file": (["sample", "--checkpoint", str(checkpoint), "--out", str(blocked / "sub")], "cannot be written"),
         "truncated checkpoint": (["sample", "--checkpoint", str(truncated), "--out", out], "could not be read as a checkpoint"),
         "foreign checkpoint": (["sample", "--checkpoint", str(foreign), "--out", out], "is not an imagen_lib checkpoint"),
-        "too many sampling steps": ([*sample[:-1], "1000"], "steps must be between 1 and 100"),
+        "too many sampling steps": ([*sample[:-1], "1000"], "steps must be a whole number between 1 and its schedule's 100"),
         "evaluate too few samples": (["evaluate", "--checkpoint", str(checkpoint), "--num-samples", "5"], "--num-samples must be at least 10"),
         "evaluate negative guidance": (["evaluate", "--checkpoint", str(checkpoint), "--guidance", "1", "-2"], "--guidance must be between 0 and 100"),
         "evaluate missing checkpoint": (["evaluate", "--checkpoint", str(tmp_path / "missing.pt")], "does not exist"),
@@ -344,6 +344,8 @@ def bad_arguments(case: str, tmp_path, checkpoint) -> tuple[list[str], str]:
         "bench negative train steps": (["bench", "--checkpoint", str(checkpoint), "--train-steps", "-1"], "--train-steps must be at least 1"),
         "bench too many samples": (["bench", "--checkpoint", str(checkpoint), "--num-samples", "100000"], "--num-samples must be between 1 and 256"),
         "bench zero steps": (["bench", "--checkpoint", str(checkpoint), "--samplers", "ddim:10", "ddim:0"], "--samplers takes SAMPLER:STEPS"),
+        "bench thresholding mid-way": (["bench", "--checkpoint", str(checkpoint), "--samplers", "ddim:2:none,ddim:2"], "give the thresholding once"),
+        "bench three stages for two": (["bench", "--checkpoint", str(checkpoint), "--samplers", "ddim:2,ddim:2,ddim:2"], "one per stage (2)"),
         "export into a folder": (["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path)], "is a folder"),
         "export under a file": (["export", "--checkpoint", str(checkpoint), "--out", str(blocked / "x.pt")], "cannot be written"),
         "export zero sampling steps": (["export", "--checkpoint", str(checkpoint), "--out", out, "--sampling-steps", "0"], "--sampling-steps"),
@@ -366,7 +368,7 @@ BAD_CASES = [
     "export under a file", "export zero sampling steps", "classifier into a folder", "classifier under a file",
     "classifier zero epochs", "classifier seed out of range",
 ]
-NEEDS_THE_MODEL = {"truncated checkpoint", "foreign checkpoint", "too many sampling steps"}  # found by reading the checkpoint
+NEEDS_THE_MODEL = {"truncated checkpoint", "foreign checkpoint", "too many sampling steps", "bench three stages for two"}  # found by reading the checkpoint
 
 
 @pytest.fixture
@@ -508,12 +510,12 @@ def test_evaluate_defaults_to_the_checkpoints_own_guidance(checkpoint, capsys):
 
 def test_export_writes_a_small_file_with_the_recommended_settings(checkpoint, tmp_path, capsys):
     out = tmp_path / "shipped.pt"
-    argv = ["export", "--checkpoint", str(checkpoint), "--out", str(out), "--guidance", "4", "1", "--sampler", "ddpm", "--sampling-steps", "3"]
+    argv = ["export", "--checkpoint", str(checkpoint), "--out", str(out), "--guidance", "4", "1", "--sampler", "dpm++", "ddim", "--sampling-steps", "3"]
     assert main(argv) == 0
     payload = read_checkpoint(out)
     assert "optimizers" not in payload and "model" not in payload and "ema" in payload
-    assert [stage["guidance_weight"] for stage in payload["config"]["stages"]] == [4.0, 1.0]
-    assert payload["config"]["sampler"] == "ddpm" and payload["config"]["sampling_steps"] == 3
+    stages = [(stage["guidance_weight"], stage["sampler"], stage["sampling_steps"]) for stage in payload["config"]["stages"]]
+    assert stages == [(4.0, "dpm++", 3), (1.0, "ddim", 3)]  # one step count for both stages, one sampler each
     assert out.stat().st_size < checkpoint.stat().st_size / 2
     assert "exported" in capsys.readouterr().out
 
@@ -527,7 +529,7 @@ def test_export_with_a_negative_guidance_weight_is_refused(checkpoint, tmp_path,
 
 def test_bench_prints_every_figure(checkpoint, capsys):
     argv = ["bench", "--checkpoint", str(checkpoint), "--preset", "smoke", "--train-steps", "1", "--num-samples", "2", "--skip-ddpm",
-            "--samplers", "ddim:3", "dpm++:2", "ddim:2", "ddim:3:none"]
+            "--samplers", "ddim:3", "dpm++:2", "ddim:2", "ddim:3:none", "dpm++:2,ddim:1"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.startswith("machine: ")
@@ -535,9 +537,28 @@ def test_bench_prints_every_figure(checkpoint, capsys):
     assert "stage 0" in out and "stage 1" in out and "images/s at batch 8" in out and "at batch 32" in out and "M parameters" in out
     assert "torch operations" in out and "ms on the host" in out and "not compiled; --compile auto" in out
     assert out.index("DDIM 2 steps per stage") < out.index("DDIM 3 steps per stage:") < out.index("DPM++ 2 steps per stage")  # fewest steps first
+    assert "DPM++ 2 then DDIM 1 steps (stage by stage): " in out  # one sampler per stage
     assert "DDIM 3 steps per stage, none thresholding" in out
     assert "DDIM 50" not in out and "DDPM 100 steps" not in out  # only the steps asked for; DDPM over every step was skipped
     assert "peak memory" in out
+
+
+def test_sample_and_bench_take_a_sampler_and_steps_per_stage(checkpoint, tmp_path, capsys):
+    """One value serves every stage; one per stage sets each; an exported recommendation is what bench times."""
+    sample = ["sample", "--checkpoint", str(checkpoint), "--num-samples", "2", "--out", str(tmp_path / "samples")]
+    assert main([*sample, "--sampler", "dpm++", "ddim", "--steps", "2", "1"]) == 0
+    assert "sampling with DPM++ 2 then DDIM 1 steps (stage by stage)" in capsys.readouterr().out
+    assert main([*sample, "--steps", "2", "2", "2"]) == 2
+    assert "one per stage (2)" in one_line_error(capsys)
+    exported = tmp_path / "recommended.pt"
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(exported), "--sampler", "dpm++", "ddim", "--sampling-steps", "2", "1"]) == 0
+    argv = ["bench", "--checkpoint", str(exported), "--preset", "smoke", "--train-steps", "1", "--num-samples", "2", "--skip-ddpm", "--samplers", "ddim:2"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "DDIM 2 steps per stage: " in out
+    assert "DPM++ 2 then DDIM 1 steps (stage by stage) (the checkpoint's recommendation): " in out
+    assert main([*argv[:-1], "dpm++:2,ddim:1"]) == 0  # asked for, it is the recommendation, timed once
+    assert capsys.readouterr().out.count("DPM++ 2 then DDIM 1 steps (stage by stage) (the checkpoint's recommendation): ") == 1
 
 
 def test_bench_with_an_unknown_preset_is_a_one_line_error(checkpoint, capsys):

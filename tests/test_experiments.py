@@ -223,7 +223,7 @@ def test_variant_presets_change_only_what_they_say(tmp_path):
 def test_adopted_sampling_settings_make_models_sample_alike(make_cascade):
     """A freshly trained variant takes the reference's sampler, steps and weights: same weights, same images."""
     reference = randomize_parameters(make_cascade(2))
-    reference.config.sampler, reference.config.sampling_steps = "ddpm", 4
+    reference.config.stages[0].sampler, reference.config.stages[1].sampling_steps = "ddpm", 4
     reference.config.stages[0].guidance_weight, reference.config.stages[1].sampling_augmentation = 5.0, 0.5
     variant = make_cascade(2)
     variant.load_state_dict(reference.state_dict())

@@ -404,15 +404,20 @@ def test_export_keeps_only_the_ema_weights_and_samples_the_same(make_trainer, en
 def test_export_records_the_recommended_sampling_settings(make_trainer, encoder, tmp_path, monkeypatch):
     """Settings chosen after evaluation go into the exported config and become sample()'s defaults."""
     path = make_trainer(tmp_path / "run", steps=1).train()
-    exported = export_for_sampling(path, tmp_path / "export.pt", guidance_weights=[5.0, 1.0], sampler="ddpm", sampling_steps=7)
-    model = load_imagen(exported, text_encoder=encoder)
-    assert [stage.guidance_weight for stage in model.config.stages] == [5.0, 1.0]
-    assert (model.config.sampler, model.config.sampling_steps) == ("ddpm", 7)
     seen = []
     original = imagen_lib.diffusion.sample
     monkeypatch.setattr(imagen_lib.diffusion, "sample", lambda *a, **k: seen.append((k["sampler"], k["steps"])) or original(*a, **k))
+    exported = export_for_sampling(path, tmp_path / "export.pt", guidance_weights=[5.0, 1.0], sampler="ddpm", sampling_steps=7)
+    model = load_imagen(exported, text_encoder=encoder)
+    assert [(stage.guidance_weight, stage.sampler, stage.sampling_steps) for stage in model.config.stages] == [(5.0, "ddpm", 7), (1.0, "ddpm", 7)]
     model.sample(["7"])
     assert seen == [("ddpm", 7), ("ddpm", 7)]
+    seen.clear()
+    exported = export_for_sampling(path, tmp_path / "per_stage.pt", sampler=["dpm++", "ddim"], sampling_steps=[6, 3])
+    load_imagen(exported, text_encoder=encoder).sample(["7"])
+    assert seen == [("dpm++", 6), ("ddim", 3)]
+    with pytest.raises(ValueError, match=r"one sampler, or one per stage \(2\)"):
+        export_for_sampling(path, tmp_path / "bad.pt", sampler=["ddim"] * 3)
     with pytest.raises(ValueError, match="one guidance weight per stage"):
         export_for_sampling(path, tmp_path / "bad.pt", guidance_weights=[3.0])
     with pytest.raises(ValueError, match="sampling_steps"):
