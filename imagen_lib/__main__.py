@@ -447,8 +447,8 @@ def command_bench(args: argparse.Namespace) -> None:
     if args.encoder:
         preset.model.text_encoder = args.encoder
     at_least(args.train_steps, 1, "--train-steps")
-    settings = sorted({parse_bench_setting(text) for text in args.samplers},  # fewest steps first, per sampler
-                      key=lambda setting: (str(setting[0]), sum(setting[1]) if isinstance(setting[1], tuple) else setting[1], setting[2]))
+    settings = sorted({parse_bench_setting(text) for text in args.samplers},  # per sampler, fewest steps first; per-stage settings last
+                      key=lambda setting: (isinstance(setting[0], tuple), str(setting[0]), sum(setting[1]) if isinstance(setting[1], tuple) else setting[1], setting[2]))
     if not 1 <= args.num_samples <= SAMPLE_CHUNK:  # sampled in one batch, to time it
         raise CommandError(f"--num-samples must be between 1 and {SAMPLE_CHUNK}, got {args.num_samples}")
     model = load_imagen(checkpoint, weights="ema", device=default_device())
