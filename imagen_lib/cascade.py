@@ -12,7 +12,9 @@ image is noised by the forward process at a random level, and the network is tol
 level. At sampling a fixed level (0.25 of the schedule by default) is applied once, with
 noise drawn once, not redrawn at every step.
 
-Every stage has its own noise schedule, network, and recommended guidance weight.
+Every stage has its own noise schedule, network, and recommended sampling settings
+(guidance weight, sampler and steps): the base stage, which costs most, can take a
+different sampler from the super-resolution stages.
 """
 
 from __future__ import annotations
