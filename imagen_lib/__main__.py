@@ -475,20 +475,22 @@ def command_bench(args: argparse.Namespace) -> None:
     prompts = [LESSON_PROMPTS[i % len(LESSON_PROMPTS)] for i in range(args.num_samples)]
     every_step = min(schedule.timesteps for schedule in model.schedules)
     timings = settings + [("ddpm", every_step, "dynamic")]
-    samplers, step_counts = zip(*model.sampling_plan(None, None))
-    own = (samplers[0] if len(set(samplers)) == 1 else samplers,
-           step_counts[0] if len(set(step_counts)) == 1 else step_counts, "dynamic")
-    if None not in step_counts and own not in timings:
-        timings.append(own)  # the checkpoint's recommendation
+    recommended = model.sampling_plan(None, None)  # the checkpoint's own sampler and steps per stage
+
+    def is_recommended(sampler, steps, thresholding: str) -> bool:
+        return thresholding == "dynamic" and model.sampling_plan(sampler, steps) == recommended
+
+    if all(steps is not None for _, steps in recommended) and not any(is_recommended(*setting) for setting in timings):
+        timings.append((None, None, "dynamic"))
     for sampler, steps, thresholding in timings:
         if sampler == "ddpm" and steps == every_step and args.skip_ddpm:
             continue
         started = time.perf_counter()
         model.sample(prompts, sampler=sampler, steps=steps, thresholding=thresholding)
         shown = "" if thresholding == "dynamic" else f", {thresholding} thresholding"
-        recommended = " (the checkpoint's recommendation)" if (sampler, steps, thresholding) == own else ""
+        shown += " (the checkpoint's recommendation)" if is_recommended(sampler, steps, thresholding) else ""
         print(f"sampling {len(prompts)} images through the cascade ({checkpoint.name}), "
-              f"{describe_plan(model.sampling_plan(sampler, steps))}{shown}{recommended}: {time.perf_counter() - started:.1f} s")
+              f"{describe_plan(model.sampling_plan(sampler, steps))}{shown}: {time.perf_counter() - started:.1f} s")
     print(f"peak memory: {peak_memory_mib():.0f} MiB")
 
 

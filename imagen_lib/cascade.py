@@ -103,6 +103,15 @@ class ImagenConfig:
         return cls(**{**values, "stages": stages})
 
 
+def one_per_stage(value: object, stages: int, setting: str) -> list:
+    """A sampling setting (a StageConfig field such as "sampler") given once for every stage, or as a list or tuple of one per stage."""
+    if not isinstance(value, (list, tuple)):
+        return [value] * stages
+    if len(value) != stages:
+        raise ValueError(f"give one {setting}, or one per stage ({stages}), got {list(value)}")
+    return list(value)
+
+
 def default_device() -> torch.device:
     """The best device here: CUDA, then Apple's MPS, then the CPU."""
     if torch.cuda.is_available():
@@ -223,11 +232,7 @@ class Imagen(nn.Module):
         """
         if value is None:
             return [getattr(stage, setting) for stage in self.config.stages]
-        if not isinstance(value, (list, tuple)):
-            return [value] * len(self.networks)
-        if len(value) != len(self.networks):
-            raise ValueError(f"give one {setting}, or one per stage ({len(self.networks)}), got {list(value)}")
-        return list(value)
+        return one_per_stage(value, len(self.networks), setting)
 
     def guidance_weights(self, guidance_weight: float | Sequence[float] | None) -> list[float]:
         """One guidance weight per stage: the stages' own by default, or one for all, or a list."""

@@ -19,7 +19,7 @@ from typing import BinaryIO, Callable
 import torch
 from torch import nn
 
-from imagen_lib.cascade import Imagen, ImagenConfig
+from imagen_lib.cascade import Imagen, ImagenConfig, one_per_stage
 from imagen_lib.data import DATA_DIR
 from imagen_lib.text import TextEncoder
 
@@ -188,13 +188,9 @@ def export_for_sampling(
     if guidance_weights is not None and len(guidance_weights) != len(config.stages):
         raise ValueError(f"give one guidance weight per stage ({len(config.stages)}), got {guidance_weights}")
     for setting, value in (("guidance_weight", guidance_weights), ("sampler", sampler), ("sampling_steps", sampling_steps)):
-        if value is None:
-            continue
-        values = value if isinstance(value, list) else [value] * len(config.stages)
-        if len(values) != len(config.stages):
-            raise ValueError(f"give one {setting}, or one per stage ({len(config.stages)}), got {value}")
-        for stage, stage_value in zip(config.stages, values):
-            setattr(stage, setting, stage_value)
+        if value is not None:
+            for stage, stage_value in zip(config.stages, one_per_stage(value, len(config.stages), setting)):
+                setattr(stage, setting, stage_value)
     config = ImagenConfig.from_dict(config.to_dict())  # validates the new settings
     keep = ("format", "text_encoder", "text_dim", "ema", "preset", "steps")
     return atomic_save({"config": config.to_dict(), **{key: payload[key] for key in keep if key in payload}}, path)
