@@ -68,6 +68,19 @@ def describe_plan(plan: list[tuple[str, int | None]]) -> str:
     return " then ".join(named) + " steps (stage by stage)"
 
 
+def check_interval(interval: list[float] | None) -> tuple[float, float] | None:
+    """--guidance-interval START END, fractions of the schedule (None: not given)."""
+    if interval is not None and not 0 <= interval[0] <= interval[1] <= 1:  # NaN fails too
+        raise CommandError(f"--guidance-interval takes START END with 0 <= START <= END <= 1 (fractions of the schedule, "
+                           f"0 the clean end), such as 0.3 0.8; 0 1 guides at every step; got {interval[0]:g} {interval[1]:g}")
+    return None if interval is None else (interval[0], interval[1])
+
+
+def describe_interval(interval: tuple[float, float]) -> str:
+    """" in [0.35, 0.7]" for a guidance interval, "" for every step."""
+    return "" if tuple(interval) == (0, 1) else f" in [{interval[0]:g}, {interval[1]:g}]"
+
+
 def check_guidance(weight: float) -> float:
     if not 0 <= weight <= MAX_GUIDANCE_WEIGHT:  # NaN fails too
         raise CommandError(
@@ -188,13 +201,14 @@ def command_sample(args: argparse.Namespace) -> None:
     if at_least(args.num_samples, 1, "--num-samples") is not None:
         prompts = [prompts[i % len(prompts)] for i in range(args.num_samples)]
     guidance = None if args.guidance is None else check_guidance(args.guidance)
+    interval = check_interval(args.guidance_interval)
     steps, sampler = check_steps(args.steps), one_or_per_stage(args.sampler)
     seed = check_seed(args.seed)
     out = output_folder(args.out)
     print(f"loading checkpoint {checkpoint} and its text encoder ...", flush=True)
     model = load_imagen(checkpoint, weights="ema", device=default_device())
     print(f"sampling with {describe_plan(model.sampling_plan(sampler, steps))}", flush=True)
-    options = dict(guidance_weight=guidance, thresholding=args.thresholding, sampler=sampler, steps=steps, progress=True)
+    options = dict(guidance_weight=guidance, guidance_interval=interval, thresholding=args.thresholding, sampler=sampler, steps=steps, progress=True)
     started = time.perf_counter()
     shown = model.sample(prompts[:SAMPLE_CHUNK], seed=seed, **options)  # every stage of the first chunk: the grids
     images = shown[-1].cpu()
@@ -236,6 +250,7 @@ def command_evaluate(args: argparse.Namespace) -> None:
 
     checkpoint = existing_checkpoint(args.checkpoint)
     weights = [check_guidance(weight) for weight in args.guidance] if args.guidance else [None]
+    interval = check_interval(args.guidance_interval)
     at_least(args.num_samples, 10, "--num-samples", " (one per digit)")
     steps, sampler = check_steps(args.steps), one_or_per_stage(args.sampler)
     seed = check_seed(args.seed)
@@ -244,11 +259,13 @@ def command_evaluate(args: argparse.Namespace) -> None:
     model = load_imagen(checkpoint, weights="ema", device=default_device())
     plan = describe_plan(model.sampling_plan(sampler, steps))
     scorer = Scorer.build(args.num_samples, classifier, model.config.channels, args.source)
-    own = "/".join(f"{stage.guidance_weight:g}" for stage in model.config.stages)
-    print(f"{checkpoint}: {args.num_samples} samples per row, {plan}, seed {seed}; own guidance weights {own}")
+    own = "/".join(f"{stage.guidance_weight:g}" + ("" if stage.guidance_weight == 1 else describe_interval(stage.guidance_interval))
+                   for stage in model.config.stages)  # at weight 1 an interval changes nothing
+    given = "" if interval is None else f"; every stage guided {describe_interval(interval).strip() or 'at every step'}"
+    print(f"{checkpoint}: {args.num_samples} samples per row, {plan}, seed {seed}; own guidance weights {own}{given}")
     print(f"MNIST-FID floor (real train vs real held-out, same size): {scorer.floor:.2f}")
     print(f"{'guidance':>8} {'thresholding':>12} {'prompt acc':>10} {'MNIST-FID':>9} {'speckle':>7} {'held-out acc':>12} {'seconds':>7}")
-    for row in evaluate(model, scorer, weights, args.thresholding, seed, sampler, steps):
+    for row in evaluate(model, scorer, weights, args.thresholding, seed, sampler, steps, guidance_interval=interval):
         guidance = row["guidance"] if row["guidance"] == "own" else f"{row['guidance']:g}"
         print(f"{guidance:>8} {row['thresholding']:>12} {row['accuracy']:>10.3f} {row['fid']:>9.2f} {row['speckle']:>7.2%} "
               f"{row['held_out_accuracy']:>12.3f} {row['seconds']:>7.0f}", flush=True)
@@ -348,7 +365,7 @@ def command_experiment(args: argparse.Namespace) -> None:
     classifier = load_classifier(args.classifier or SHIPPED_CLASSIFIER)
     device = default_device()
     print(f"loading checkpoint {checkpoint} and its text encoder ...", flush=True)
-    model = load_imagen(checkpoint, weights="ema", device=device)
+    model = experiments.sample_as_measured(load_imagen(checkpoint, weights="ema", device=device))
     seeds = list(range(args.seeds))
     scorer = experiments.Scorer.build(num_samples, classifier, model.config.channels)
     examples: dict = {}  # the first seed's digits 0-9 per setting, drawn into NAME_examples.png
@@ -503,7 +520,8 @@ def command_export(args: argparse.Namespace) -> None:
         check_guidance(weight)
     for steps in args.sampling_steps or []:
         at_least(steps, 1, "--sampling-steps")
-    path = export_for_sampling(source, out, args.guidance, one_or_per_stage(args.sampler), one_or_per_stage(args.sampling_steps))
+    path = export_for_sampling(source, out, args.guidance, one_or_per_stage(args.sampler), one_or_per_stage(args.sampling_steps),
+                               check_interval(args.guidance_interval))
     print(f"exported the EMA weights of {source} -> {path} ({path.stat().st_size / 2**20:.1f} MiB)")
 
 
@@ -513,6 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
     shipped = f"the shipped {SHIPPED_CHECKPOINT.relative_to(DATA_DIR.parent)}"
     classifier_help = f"digit classifier weights for the metrics (default: the shipped {SHIPPED_CLASSIFIER.relative_to(DATA_DIR.parent)})"
     guidance_range = f"0 to {MAX_GUIDANCE_WEIGHT:g}: 0 ignores the text, 1 is plain conditioning, larger follows the text harder"
+    interval_help = ("guide only where t / (T - 1) lies in [START, END], fractions of the schedule (0 1: every step; "
+                     "default: each stage's own with its own weight, every step with a --guidance you give)")
     sampler_help = "one for every stage, or one per stage such as --sampler dpm++ ddim (default: the checkpoint's recommendation per stage)"
     steps_help = ("sampling steps, one count for every stage or one per stage such as --steps 8 5 "
                   "(default: the checkpoint's per stage, else 50 for DDIM and DPM-Solver++, all for DDPM)")
@@ -543,6 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     prompts.add_argument("--prompts-file", metavar="FILE", help="a text file with one prompt per line; blank lines are skipped (default: none)")
     sample.add_argument("--num-samples", type=int, help="number of samples; the prompts repeat to fill it (default: one per prompt)")
     sample.add_argument("--guidance", type=float, help=f"guidance weight, {guidance_range} (default: the checkpoint's own per stage)")
+    sample.add_argument("--guidance-interval", type=float, nargs=2, metavar=("START", "END"), help=interval_help)
     sample.add_argument("--thresholding", choices=thresholdings, default="dynamic", help="x0 thresholding (default: %(default)s)")
     sample.add_argument("--sampler", nargs="+", choices=samplers, help=sampler_help)
     sample.add_argument("--steps", type=int, nargs="+", help=steps_help)
@@ -554,6 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", help=f"default: {shipped}")
     evaluate.add_argument("--guidance", type=float, nargs="+", help=f"guidance weights to score, each {guidance_range} "
                                                                     "(default: each stage's own recommended weight)")
+    evaluate.add_argument("--guidance-interval", type=float, nargs=2, metavar=("START", "END"), help=interval_help)
     evaluate.add_argument("--thresholding", nargs="+", choices=thresholdings, default=["dynamic"],
                           help="thresholding modes to score (default: %(default)s)")
     evaluate.add_argument("--num-samples", type=int, default=200,
@@ -590,6 +612,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="recommended sampler, one for every stage or one per stage (default: keep the checkpoint's)")
     export.add_argument("--sampling-steps", type=int, nargs="+",
                         help="recommended sampling steps, one for every stage or one per stage (default: keep the checkpoint's)")
+    export.add_argument("--guidance-interval", type=float, nargs=2, metavar=("START", "END"),
+                        help="recommended guidance interval for every stage: guide only where t / (T - 1) lies in [START, END] "
+                             "(default: keep the checkpoint's)")
     export.set_defaults(run=command_export)
 
     experiment = command("experiment", "reproduce one of the paper's findings on MNIST (lesson 9)")

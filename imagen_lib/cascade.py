@@ -13,8 +13,9 @@ level. At sampling a fixed level (0.25 of the schedule by default) is applied on
 noise drawn once, not redrawn at every step.
 
 Every stage has its own noise schedule, network, and recommended sampling settings
-(guidance weight, sampler and steps): the base stage, which costs most, can take a
-different sampler from the super-resolution stages.
+(guidance weight and the interval of the schedule it applies in, sampler and steps): the
+base stage, which costs most, can take a different sampler from the super-resolution
+stages.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 from torch import nn
 
 from imagen_lib import diffusion
-from imagen_lib.diffusion import NoiseSchedule, check_guidance_weight, classifier_free_guidance, q_sample
+from imagen_lib.diffusion import NoiseSchedule, check_guidance_interval, check_guidance_weight, classifier_free_guidance, q_sample
 from imagen_lib.data import resize
 from imagen_lib.efficient_unet import EfficientUNet, EfficientUNetConfig
 from imagen_lib.text import TextEncoder, validate_prompts
@@ -47,6 +48,7 @@ class StageConfig:
     timesteps: int = 1000
     prediction: str = "eps"  # what the network predicts: "eps" or "v"
     guidance_weight: float = 3.0  # recommended classifier-free guidance weight for sampling
+    guidance_interval: tuple[float, float] = (0.0, 1.0)  # ... applied only where t / (T - 1) is within it (0, 1: every step)
     sampler: str = "ddim"  # recommended sampler: "ddim", "dpm++" or "ddpm"
     sampling_steps: int | None = None  # recommended sampling steps (None: 50 for DDIM and DPM-Solver++, all for DDPM)
     sampling_augmentation: float = 0.25  # SR only: conditioning-noise level at sampling, in [0, 1]
@@ -76,6 +78,10 @@ class ImagenConfig:
             if stage.prediction not in diffusion.PREDICTIONS:
                 raise ValueError(f"stage {index}: prediction must be one of {diffusion.PREDICTIONS}, got {stage.prediction!r}")
             check_guidance_weight(stage.guidance_weight)
+            try:
+                stage.guidance_interval = check_guidance_interval(stage.guidance_interval)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"stage {index}: {error}") from None
             if stage.sampler not in diffusion.SAMPLERS:
                 raise ValueError(f"stage {index}: sampler must be one of {diffusion.SAMPLERS}, got {stage.sampler!r}")
             if stage.sampling_steps is not None and not 1 <= stage.sampling_steps <= stage.timesteps:
@@ -99,6 +105,8 @@ class ImagenConfig:
             stage = {**shared, **stage}
             network_class = UNetConfig if index == 0 else EfficientUNetConfig
             network = {k: tuple(v) if isinstance(v, list) else v for k, v in stage["network"].items()}
+            if isinstance(stage.get("guidance_interval"), list):
+                stage["guidance_interval"] = tuple(stage["guidance_interval"])
             stages.append(StageConfig(**{**stage, "network": network_class(**network)}))
         return cls(**{**values, "stages": stages})
 
@@ -238,6 +246,12 @@ class Imagen(nn.Module):
         """One guidance weight per stage: the stages' own by default, or one for all, or a list."""
         return [check_guidance_weight(weight) for weight in self.per_stage(guidance_weight, "guidance_weight")]
 
+    def guidance_intervals(self, guidance_interval: tuple[float, float] | None, own_weights: bool) -> list[tuple[float, float]]:
+        """One guidance interval per stage: the given one for all; else the stages' own with their own weights, (0, 1) with others."""
+        if guidance_interval is not None:
+            return [check_guidance_interval(guidance_interval)] * len(self.networks)
+        return self.per_stage(None, "guidance_interval") if own_weights else [(0.0, 1.0)] * len(self.networks)
+
     def sampling_plan(self, sampler: str | Sequence[str] | None, steps: int | Sequence[int | None] | None) -> list[tuple[str, int | None]]:
         """(sampler, steps) for every stage: the stages' own by default, or one for all, or one per stage.
 
@@ -257,6 +271,7 @@ class Imagen(nn.Module):
         self,
         prompts: Sequence[str],
         guidance_weight: float | Sequence[float] | None = None,
+        guidance_interval: tuple[float, float] | None = None,
         thresholding: str = "dynamic",
         percentile: float = 0.95,
         sampler: str | Sequence[str] | None = None,
@@ -275,6 +290,10 @@ class Imagen(nn.Module):
         guidance_weight, sampler ("ddim", "dpm++" or "ddpm") and steps: each one value for
         all stages, one per stage, or None for each stage's own recommendation (for steps,
         failing that: 50 for DDIM and DPM-Solver++, the whole schedule for DDPM).
+        guidance_interval (start, end): guide only where t / (T - 1) lies within it, for every
+        stage (`diffusion.classifier_free_guidance`). None means each stage's own interval
+        with its own weight, and every step for a weight you pass: a recommended interval
+        was chosen together with its weight.
         augmentation_level: the SR stages' conditioning-noise level (fraction of their
         schedule), or None for each stage's own `sampling_augmentation`.
         first_stage, low_res: to run only the later stages, for example super-resolution of
@@ -300,6 +319,7 @@ class Imagen(nn.Module):
         elif low_res is not None:
             raise ValueError("low_res is only for starting at a later stage: also pass first_stage=1 (or later)")
         weights = self.guidance_weights(guidance_weight)
+        intervals = self.guidance_intervals(guidance_interval, own_weights=guidance_weight is None)
         if max(weights) > MAX_GUIDANCE_WEIGHT:
             raise ValueError(f"guidance weights above {MAX_GUIDANCE_WEIGHT:g} only saturate the images (huge ones overflow to NaN), got {weights}")
         plan = self.sampling_plan(sampler, steps)
@@ -327,7 +347,8 @@ class Imagen(nn.Module):
                 if stage > 0:
                     fraction = config.sampling_augmentation if augmentation_level is None else augmentation_level
                     conditioning, level = self.sampling_conditioning(stage, previous, fraction, generator)
-                denoise = classifier_free_guidance(self.stage_network(stage, text, text_mask, conditioning, level), weights[stage])
+                network = self.stage_network(stage, text, text_mask, conditioning, level)
+                denoise = classifier_free_guidance(network, weights[stage], intervals[stage], config.timesteps)
                 stage_sampler, stage_steps = plan[stage]
                 images = diffusion.sample(
                     denoise, self.schedules[stage], shape, prediction=config.prediction, sampler=stage_sampler, steps=stage_steps,

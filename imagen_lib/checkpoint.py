@@ -171,13 +171,15 @@ def load_weights(module: nn.Module, weights: dict, path: Path, what: str) -> Non
 def export_for_sampling(
     training_checkpoint: str | Path, path: str | Path, guidance_weights: list[float] | None = None,
     sampler: str | list[str] | None = None, sampling_steps: int | list[int] | None = None,
+    guidance_interval: tuple[float, float] | None = None,
 ) -> Path:
     """Write a small file with only what sampling needs: config, encoder name, EMA weights.
 
     A training checkpoint also holds the raw weights and the optimiser states (about three
     times more); the shipped cascade in data/ is such an export. The recommended sampling
     settings found by evaluating the trained cascade (per stage: a guidance weight, the
-    sampler and its steps; a single sampler or step count serves every stage) can be
+    sampler and its steps; a single sampler or step count serves every stage; one guidance
+    interval for every stage, which goes with the stages' own weights) can be
     written into its config here; they become the defaults of `Imagen.sample` and of the
     sample command.
     """
@@ -187,7 +189,9 @@ def export_for_sampling(
     config = parse_config(payload["config"], Path(training_checkpoint))
     if guidance_weights is not None and len(guidance_weights) != len(config.stages):
         raise ValueError(f"give one guidance weight per stage ({len(config.stages)}), got {guidance_weights}")
-    for setting, value in (("guidance_weight", guidance_weights), ("sampler", sampler), ("sampling_steps", sampling_steps)):
+    intervals = None if guidance_interval is None else [guidance_interval] * len(config.stages)
+    settings = (("guidance_weight", guidance_weights), ("sampler", sampler), ("sampling_steps", sampling_steps), ("guidance_interval", intervals))
+    for setting, value in settings:
         if value is not None:
             for stage, stage_value in zip(config.stages, one_per_stage(value, len(config.stages), setting)):
                 setattr(stage, setting, stage_value)

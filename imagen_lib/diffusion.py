@@ -10,7 +10,9 @@ hand-written function in a test.
 - Training loss: mean squared error on epsilon (Ho et al., Eq. 14) or on
   v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 (Salimans & Ho 2022, Section 4).
 - Classifier-free guidance (Ho & Salimans 2022; Imagen Section 2.2): with the text and
-  without it in one batched forward pass, eps = eps_u + w (eps_c - eps_u).
+  without it in one batched forward pass, eps = eps_u + w (eps_c - eps_u); optionally
+  only within an interval of timesteps, the plain conditional prediction elsewhere
+  (Kynkaanniemi et al. 2024, "Applying Guidance in a Limited Interval").
 - Thresholding of the predicted x_0 (Imagen Section 2.3): static clips to [-1, 1];
   dynamic picks s = max(1, p-th percentile of |x_0|) per sample, clips to [-s, s] and
   divides by s.
@@ -138,8 +140,24 @@ def check_guidance_weight(guidance_weight: float) -> float:
     return float(guidance_weight)
 
 
+def check_guidance_interval(interval: tuple[float, float]) -> tuple[float, float]:
+    """A guidance interval (start, end): fractions of the schedule with 0 <= start <= end <= 1."""
+    if not isinstance(interval, (tuple, list)) or len(interval) != 2 or any(
+        isinstance(bound, bool) or not isinstance(bound, (int, float)) for bound in interval
+    ):
+        raise TypeError(f"a guidance interval is two numbers (start, end), such as (0.3, 0.8), got {interval!r}")
+    start, end = float(interval[0]), float(interval[1])
+    if not 0 <= start <= end <= 1:
+        raise ValueError(
+            f"a guidance interval (start, end) needs 0 <= start <= end <= 1 (fractions of the schedule, "
+            f"0 the clean end): got ({start:g}, {end:g}); (0, 1) guides at every step"
+        )
+    return start, end
+
+
 def classifier_free_guidance(
-    network: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], guidance_weight: float
+    network: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], guidance_weight: float,
+    interval: tuple[float, float] = (0.0, 1.0), timesteps: int = 1000,
 ) -> Denoiser:
     """Wrap `network(x_t, t, text_dropped)` into a guided denoiser (Ho & Salimans 2022).
 
@@ -148,18 +166,29 @@ def classifier_free_guidance(
     eps = eps_u + w (eps_c - eps_u), written as (1 - w) eps_u + w eps_c so that w = 1
     gives exactly the conditional and w = 0 exactly the unconditional prediction. At those
     two weights only the branch that counts is run, which halves the cost.
+
+    interval (start, end): guide only at timesteps with start <= t / (timesteps - 1) <= end
+    and return the plain conditional prediction (w = 1) elsewhere (Kynkaanniemi et al. 2024).
+    Guidance near pure noise, where the digit's shape is chosen, pulls every sample of a
+    prompt towards the same shape (less variety); near the clean end it changes little.
+    The default (0, 1) guides at every step, as Imagen does. Samplers call the denoiser
+    with one timestep for the whole batch, which is what the interval test reads.
     """
     guidance_weight = check_guidance_weight(guidance_weight)
+    start, end = check_guidance_interval(interval)
 
     def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         batch = x_t.shape[0]
-        if guidance_weight in (0, 1):
-            text_dropped = torch.full((batch,), guidance_weight == 0, device=x_t.device)  # (B,)
+        weight = guidance_weight
+        if (start, end) != (0.0, 1.0) and not start <= t[0].item() / (timesteps - 1) <= end:
+            weight = 1.0
+        if weight in (0, 1):
+            text_dropped = torch.full((batch,), weight == 0, device=x_t.device)  # (B,)
             return network(x_t, t, text_dropped)
         text_dropped = torch.arange(2 * batch, device=x_t.device) >= batch  # (2B,)
         both = network(torch.cat([x_t, x_t]), torch.cat([t, t]), text_dropped)  # (2B, C, H, W)
         conditional, unconditional = both.chunk(2)
-        return (1 - guidance_weight) * unconditional + guidance_weight * conditional
+        return (1 - weight) * unconditional + weight * conditional
 
     return denoise
 

@@ -19,7 +19,9 @@ here each one is repeated at MNIST scale with the shipped cascade, scored by pro
    vector (Section 4.4 finds cross-attention clearly better than pooling alone): the same
    base stage trained with and without cross-attention.
 
-Every experiment samples with several seeds and returns one row per (setting, seed);
+Every experiment samples with several seeds and returns one row per (setting, seed), with
+one fixed way of sampling (`sample_as_measured`: DDIM 25 steps per stage, guidance 1.25 then 1
+at every step) wherever the setting compared is not the sampler itself;
 `results` turns the rows into tables (mean and spread over seeds), files and plots.
 `python -m imagen_lib experiment NAME` runs one and writes its JSON, table and plot.
 """
@@ -68,6 +70,29 @@ UNSEEN_PHRASINGS = (
     "an image showing a {WORD}",
     "my favourite number is {word}",
 )
+
+
+MEASURED_SAMPLING = ("ddim", 25)  # every finding's sampler and steps per stage
+MEASURED_GUIDANCE = (1.25, 1.0)  # ... and guidance weights (base, then every SR stage), applied at every step
+
+
+def sample_as_measured(model: Imagen) -> Imagen:
+    """Make `model` recommend the one way of sampling every finding uses.
+
+    DDIM 25 steps per stage (or every step of a shorter schedule), guidance at every step,
+    weight 1.25 for the base stage (the best weight with guidance at every step, finding 1)
+    and 1 for the SR stages. These were the shipped cascade's recommended settings when the
+    findings were measured. Each finding changes one thing (a weight, a noise level, an
+    encoder, ...) and holds the rest fixed; fixing the sampling here keeps the findings
+    comparable with each other and with the shipped results whatever a checkpoint
+    recommends (the shipped cascade now recommends a faster setting: README section 4).
+    """
+    sampler, steps = MEASURED_SAMPLING
+    base_weight, sr_weight = MEASURED_GUIDANCE
+    for index, stage in enumerate(model.config.stages):
+        stage.sampler, stage.sampling_steps = sampler, min(steps, stage.timesteps)
+        stage.guidance_weight, stage.guidance_interval = base_weight if index == 0 else sr_weight, (0.0, 1.0)
+    return model
 
 
 # ---------------------------------------------------------------------------------------
@@ -133,6 +158,7 @@ def final_images(model: Imagen, prompts: list[str], seed: int, chunk: int = 100,
 def evaluate(
     model: Imagen, scorer: Scorer, guidance_weights: Sequence[float | None], thresholdings: Sequence[str], seed: int = 0,
     sampler: str | Sequence[str] | None = None, steps: int | Sequence[int] | None = None, progress: bool = True,
+    guidance_interval: tuple[float, float] | None = None,
 ) -> list[dict]:
     """Score the cascade's final images for every (guidance weight, thresholding).
 
@@ -142,7 +168,7 @@ def evaluate(
     stage's own recommended weight.
     """
     prompts, phrased = evaluation_prompts(scorer.num_samples), held_out_prompts(scorer.num_samples)
-    options = dict(sampler=sampler, steps=steps, chunk=250)
+    options = dict(sampler=sampler, steps=steps, guidance_interval=guidance_interval, chunk=250)
     rows = []
     with progress_bar(len(guidance_weights) * len(thresholdings), "evaluate", progress) as bar:
         for weight in guidance_weights:
@@ -284,14 +310,14 @@ def tiny_t5_base_preset(preset: Preset, folder: str | Path, steps: int | None = 
 
 
 def adopt_sampling_settings(model: Imagen, reference: Imagen) -> Imagen:
-    """Give `model` the reference's recommended sampler, steps, guidance weights and SR noise level.
+    """Give `model` the reference's recommended sampler, steps, guidance weights and intervals, and SR noise level.
 
     A stage trained for an experiment starts from its preset's defaults, not from the
     settings recommended for the shipped cascade; copying them makes a comparison differ
     in the trained weights only.
     """
     for stage, reference_stage in zip(model.config.stages, reference.config.stages):
-        for setting in ("sampler", "sampling_steps", "guidance_weight", "sampling_augmentation"):
+        for setting in ("sampler", "sampling_steps", "guidance_weight", "guidance_interval", "sampling_augmentation"):
             setattr(stage, setting, getattr(reference_stage, setting))
     return model
 

@@ -15,6 +15,7 @@ import os
 import pytest
 import torch
 
+import imagen_lib.cascade
 import imagen_lib.diffusion
 from conftest import base_network_config, randomize_parameters, sr_network_config, tiny_cascade_config
 from imagen_lib import ImagenConfig, StageConfig
@@ -226,6 +227,8 @@ def test_bad_configs_raise():
         ImagenConfig(stages=[dataclasses.replace(base, sampler="euler")])
     with pytest.raises(ValueError, match="stage 0: sampling_steps must be between 1 and its schedule's 50"):
         ImagenConfig(stages=[dataclasses.replace(base, sampling_steps=51)])
+    with pytest.raises(ValueError, match=r"stage 0: a guidance interval \(start, end\) needs 0 <= start <= end <= 1"):
+        ImagenConfig(stages=[dataclasses.replace(base, guidance_interval=(0.5, 1.2))])
 
 
 def test_each_stage_samples_with_its_own_sampler_and_steps(make_cascade, monkeypatch):
@@ -254,6 +257,29 @@ def test_each_stage_samples_with_its_own_sampler_and_steps(make_cascade, monkeyp
         assert seen == expected[name], name
 
 
+def test_a_stage_guides_in_its_own_interval_only_with_its_own_weight(make_cascade, monkeypatch):
+    """The recommended interval goes with the recommended weight; a weight you pass guides at
+    every step unless you also pass an interval, which then serves every stage."""
+    model = make_cascade(2)
+    model.config.stages[0].guidance_interval, model.config.stages[1].guidance_interval = (0.3, 0.8), (0.2, 0.6)
+    seen = []
+    original = imagen_lib.cascade.classifier_free_guidance
+    monkeypatch.setattr(imagen_lib.cascade, "classifier_free_guidance",
+                        lambda network, weight, interval, timesteps: seen.append((weight, interval, timesteps)) or original(network, weight, interval, timesteps))
+    runs = {
+        "own": (dict(), [(3.0, (0.3, 0.8), 50), (3.0, (0.2, 0.6), 50)]),
+        "a weight": (dict(guidance_weight=2.0), [(2.0, (0.0, 1.0), 50)] * 2),
+        "a weight and an interval": (dict(guidance_weight=[2.0, 1.0], guidance_interval=(0.1, 0.9)), [(2.0, (0.1, 0.9), 50), (1.0, (0.1, 0.9), 50)]),
+        "own weights, every step": (dict(guidance_interval=(0, 1)), [(3.0, (0.0, 1.0), 50)] * 2),
+    }
+    for name, (options, expected) in runs.items():
+        seen.clear()
+        sample_fast(model, **options)
+        assert seen == expected, name
+    with pytest.raises(ValueError, match="0 <= start <= end <= 1"):
+        model.sample(PROMPTS, guidance_interval=(0.8, 0.3))
+
+
 def test_configs_with_one_sampler_for_every_stage_still_load():
     """Files written before per-stage sampling settings name one sampler and step count for the whole cascade."""
     values = tiny_cascade_config(2).to_dict()
@@ -270,7 +296,7 @@ def test_configs_with_one_sampler_for_every_stage_still_load():
 
 
 def test_config_round_trips_through_dict_and_json():
-    config = tiny_cascade_config(3, channels=3, prediction="v")
+    config = tiny_cascade_config(3, channels=3, prediction="v", guidance_interval=(0.25, 0.75))
     assert ImagenConfig.from_dict(config.to_dict()) == config
     # JSON turns tuples into lists; from_dict turns them back.
     assert ImagenConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config

@@ -510,12 +510,13 @@ def test_evaluate_defaults_to_the_checkpoints_own_guidance(checkpoint, capsys):
 
 def test_export_writes_a_small_file_with_the_recommended_settings(checkpoint, tmp_path, capsys):
     out = tmp_path / "shipped.pt"
-    argv = ["export", "--checkpoint", str(checkpoint), "--out", str(out), "--guidance", "4", "1", "--sampler", "dpm++", "ddim", "--sampling-steps", "3"]
+    argv = ["export", "--checkpoint", str(checkpoint), "--out", str(out), "--guidance", "4", "1", "--sampler", "dpm++", "ddim", "--sampling-steps", "3",
+            "--guidance-interval", "0.3", "0.8"]
     assert main(argv) == 0
     payload = read_checkpoint(out)
     assert "optimizers" not in payload and "model" not in payload and "ema" in payload
-    stages = [(stage["guidance_weight"], stage["sampler"], stage["sampling_steps"]) for stage in payload["config"]["stages"]]
-    assert stages == [(4.0, "dpm++", 3), (1.0, "ddim", 3)]  # one step count for both stages, one sampler each
+    stages = [(stage["guidance_weight"], stage["sampler"], stage["sampling_steps"], stage["guidance_interval"]) for stage in payload["config"]["stages"]]
+    assert stages == [(4.0, "dpm++", 3, (0.3, 0.8)), (1.0, "ddim", 3, (0.3, 0.8))]  # one step count and interval for both stages, one sampler each
     assert out.stat().st_size < checkpoint.stat().st_size / 2
     assert "exported" in capsys.readouterr().out
 
@@ -550,6 +551,11 @@ def test_sample_and_bench_take_a_sampler_and_steps_per_stage(checkpoint, tmp_pat
     assert "sampling with DPM++ 2 then DDIM 1 steps (stage by stage)" in capsys.readouterr().out
     assert main([*sample, "--steps", "2", "2", "2"]) == 2
     assert "one per stage (2)" in one_line_error(capsys)
+    assert main([*sample, "--steps", "2", "--guidance-interval", "0.3", "0.8"]) == 0
+    capsys.readouterr()
+    for bad in (["0.8", "0.3"], ["0.2", "1.5"], ["nan", "0.5"]):
+        assert main([*sample, "--guidance-interval", *bad]) == 2
+        assert "--guidance-interval takes START END with 0 <= START <= END <= 1" in one_line_error(capsys)
     exported = tmp_path / "recommended.pt"
     assert main(["export", "--checkpoint", str(checkpoint), "--out", str(exported), "--sampler", "dpm++", "ddim", "--sampling-steps", "2", "1"]) == 0
     argv = ["bench", "--checkpoint", str(exported), "--preset", "smoke", "--train-steps", "1", "--num-samples", "2", "--skip-ddpm", "--samplers", "ddim:2"]

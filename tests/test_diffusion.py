@@ -250,6 +250,35 @@ def test_non_numeric_guidance_weight_raises_type_error():
         classifier_free_guidance(ToyNetwork(), True)
 
 
+def test_guidance_interval_guides_inside_and_is_plain_conditioning_outside():
+    """With interval (0.3, 0.8) of a 1000-step schedule, t = 300..799 is guided (one doubled call) and
+    t = 200 or 900 gives exactly the conditional prediction (one undoubled call); the bounds are inclusive."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 4, 4)
+    eps_c, eps_u = ToyNetwork.conditional(x), ToyNetwork.unconditional(x)
+    for step, inside in ((200, False), (300, True), (500, True), (799, True), (900, False)):
+        network = ToyNetwork()
+        out = classifier_free_guidance(network, 3.0, interval=(0.3, 0.8), timesteps=1000)(x, torch.full((2,), step))
+        expected = eps_u + 3 * (eps_c - eps_u) if inside else eps_c
+        assert torch.allclose(out, expected, atol=1e-6), step
+        assert [batch for batch, _ in network.calls] == [4 if inside else 2], step
+    # (0, 1), the default, guides at every step, the clean end and pure noise included.
+    for step in (0, 999):
+        assert torch.allclose(classifier_free_guidance(ToyNetwork(), 3.0, (0, 1))(x, torch.full((2,), step)),
+                              eps_u + 3 * (eps_c - eps_u), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "interval, error, message",
+    [((0.8, 0.3), ValueError, "start <= end"), ((-0.1, 0.5), ValueError, "0 <= start"), ((0.2, 1.5), ValueError, "end <= 1"),
+     ((0.2, float("nan")), ValueError, "0 <= start <= end <= 1"), ((0.3,), TypeError, "two numbers"), ("0.3 0.8", TypeError, "two numbers"),
+     ((True, 0.5), TypeError, "two numbers")],
+)
+def test_bad_guidance_interval_raises(interval, error, message):
+    with pytest.raises(error, match=message):
+        classifier_free_guidance(ToyNetwork(), 3.0, interval=interval)
+
+
 # ---------------------------------------------------------------------------------------
 # Thresholding of the predicted x0
 # ---------------------------------------------------------------------------------------

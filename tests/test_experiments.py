@@ -225,11 +225,22 @@ def test_adopted_sampling_settings_make_models_sample_alike(make_cascade):
     reference = randomize_parameters(make_cascade(2))
     reference.config.stages[0].sampler, reference.config.stages[1].sampling_steps = "ddpm", 4
     reference.config.stages[0].guidance_weight, reference.config.stages[1].sampling_augmentation = 5.0, 0.5
+    reference.config.stages[0].guidance_interval = (0.3, 0.8)
     variant = make_cascade(2)
     variant.load_state_dict(reference.state_dict())
     assert not torch.equal(variant.sample(["3"], seed=1)[-1], reference.sample(["3"], seed=1)[-1])
     experiments.adopt_sampling_settings(variant, reference)
     assert torch.equal(variant.sample(["3"], seed=1)[-1], reference.sample(["3"], seed=1)[-1])
+    assert variant.config == reference.config
+
+
+def test_findings_sample_with_ddim_25_and_guidance_at_every_step_whatever_the_checkpoint_recommends(make_cascade):
+    model = make_cascade(2, timesteps=20)
+    model.config.stages[0].sampler, model.config.stages[0].sampling_steps, model.config.stages[0].guidance_interval = "dpm++", 8, (0.3, 0.8)
+    model.config.stages[0].guidance_weight = 1.5
+    experiments.sample_as_measured(model)
+    stages = [(stage.sampler, stage.sampling_steps, stage.guidance_interval, stage.guidance_weight) for stage in model.config.stages]
+    assert stages == [("ddim", 20, (0.0, 1.0), 1.25), ("ddim", 20, (0.0, 1.0), 1.0)]  # 25 steps, or every step of a shorter schedule
 
 
 def test_train_or_resume_continues_an_interrupted_run(tmp_path):
