@@ -105,8 +105,6 @@ class ImagenConfig:
             stage = {**shared, **stage}
             network_class = UNetConfig if index == 0 else EfficientUNetConfig
             network = {k: tuple(v) if isinstance(v, list) else v for k, v in stage["network"].items()}
-            if isinstance(stage.get("guidance_interval"), list):
-                stage["guidance_interval"] = tuple(stage["guidance_interval"])
             stages.append(StageConfig(**{**stage, "network": network_class(**network)}))
         return cls(**{**values, "stages": stages})
 
