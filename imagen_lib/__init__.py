@@ -37,6 +37,12 @@ from imagen_lib.unet import UNet, UNetConfig
 
 __version__ = "0.1.0"
 __all__ = [
-    "EfficientUNet", "EfficientUNetConfig", "Imagen", "ImagenConfig", "StageConfig", "UNet", "UNetConfig",
+    "EfficientUNet",
+    "EfficientUNetConfig",
+    "Imagen",
+    "ImagenConfig",
+    "StageConfig",
+    "UNet",
+    "UNetConfig",
     "default_device",
 ]

@@ -22,15 +22,21 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
 from imagen_lib import diffusion
-from imagen_lib.diffusion import NoiseSchedule, check_guidance_interval, check_guidance_weight, classifier_free_guidance, q_sample
 from imagen_lib.data import resize
+from imagen_lib.diffusion import (
+    NoiseSchedule,
+    check_guidance_interval,
+    check_guidance_weight,
+    classifier_free_guidance,
+    q_sample,
+)
 from imagen_lib.efficient_unet import EfficientUNet, EfficientUNetConfig
 from imagen_lib.text import TextEncoder, validate_prompts
 from imagen_lib.unet import UNet, UNetConfig, check_image
@@ -48,9 +54,14 @@ class StageConfig:
     timesteps: int = 1000
     prediction: str = "eps"  # what the network predicts: "eps" or "v"
     guidance_weight: float = 3.0  # recommended classifier-free guidance weight for sampling
-    guidance_interval: tuple[float, float] = (0.0, 1.0)  # ... applied only where t / (T - 1) is within it (0, 1: every step)
+    guidance_interval: tuple[float, float] = (
+        0.0,
+        1.0,
+    )  # ... applied only where t / (T - 1) is within it (0, 1: every step)
     sampler: str = "ddim"  # recommended sampler: "ddim", "dpm++" or "ddpm"
-    sampling_steps: int | None = None  # recommended sampling steps (None: 50 for DDIM and DPM-Solver++, all for DDPM)
+    sampling_steps: int | None = (
+        None  # recommended sampling steps (None: 50 for DDIM and DPM-Solver++, all for DDPM)
+    )
     sampling_augmentation: float = 0.25  # SR only: conditioning-noise level at sampling, in [0, 1]
     max_training_augmentation: float = 1.0  # SR only: training levels are drawn from [0, this)
 
@@ -61,7 +72,9 @@ class ImagenConfig:
     channels: int = 1
     text_encoder: str = "google-t5/t5-small"
     max_text_tokens: int = 16
-    text_drop_prob: float = 0.1  # share of training prompts replaced by the null text (for guidance)
+    text_drop_prob: float = (
+        0.1  # share of training prompts replaced by the null text (for guidance)
+    )
 
     def __post_init__(self):
         if self.channels not in (1, 3):
@@ -70,25 +83,40 @@ class ImagenConfig:
             raise ValueError("a cascade needs at least one stage (the base model)")
         sizes = [stage.image_size for stage in self.stages]
         if any(later <= earlier for earlier, later in zip(sizes, sizes[1:])):
-            raise ValueError(f"stage image sizes must strictly increase through the cascade, got {sizes}")
+            raise ValueError(
+                f"stage image sizes must strictly increase through the cascade, got {sizes}"
+            )
         for index, stage in enumerate(self.stages):
             expected = UNetConfig if index == 0 else EfficientUNetConfig
             if not isinstance(stage.network, expected):
-                raise TypeError(f"stage {index} needs a {expected.__name__} (stage 0 is the base U-Net, the rest are SR)")
+                raise TypeError(
+                    f"stage {index} needs a {expected.__name__} (stage 0 is the base U-Net, the rest are SR)"
+                )
             if stage.prediction not in diffusion.PREDICTIONS:
-                raise ValueError(f"stage {index}: prediction must be one of {diffusion.PREDICTIONS}, got {stage.prediction!r}")
+                raise ValueError(
+                    f"stage {index}: prediction must be one of {diffusion.PREDICTIONS}, got {stage.prediction!r}"
+                )
             check_guidance_weight(stage.guidance_weight)
             try:
                 stage.guidance_interval = check_guidance_interval(stage.guidance_interval)
             except (TypeError, ValueError) as error:
                 raise ValueError(f"stage {index}: {error}") from None
             if stage.sampler not in diffusion.SAMPLERS:
-                raise ValueError(f"stage {index}: sampler must be one of {diffusion.SAMPLERS}, got {stage.sampler!r}")
-            if stage.sampling_steps is not None and not 1 <= stage.sampling_steps <= stage.timesteps:
-                raise ValueError(f"stage {index}: sampling_steps must be between 1 and its schedule's {stage.timesteps}, got {stage.sampling_steps}")
+                raise ValueError(
+                    f"stage {index}: sampler must be one of {diffusion.SAMPLERS}, got {stage.sampler!r}"
+                )
+            if (
+                stage.sampling_steps is not None
+                and not 1 <= stage.sampling_steps <= stage.timesteps
+            ):
+                raise ValueError(
+                    f"stage {index}: sampling_steps must be between 1 and its schedule's {stage.timesteps}, got {stage.sampling_steps}"
+                )
             for name in ("sampling_augmentation", "max_training_augmentation"):
                 if not 0 <= getattr(stage, name) <= 1:
-                    raise ValueError(f"stage {index}: {name} is a fraction of the schedule in [0, 1], got {getattr(stage, name)}")
+                    raise ValueError(
+                        f"stage {index}: {name} is a fraction of the schedule in [0, 1], got {getattr(stage, name)}"
+                    )
         if not 0 <= self.text_drop_prob < 1:
             raise ValueError(f"text_drop_prob must be in [0, 1), got {self.text_drop_prob}")
 
@@ -96,7 +124,7 @@ class ImagenConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "ImagenConfig":
+    def from_dict(cls, values: dict) -> ImagenConfig:
         values = dict(values)
         # Files written before per-stage sampling settings held one sampler and step count for all stages.
         shared = {key: values.pop(key) for key in ("sampler", "sampling_steps") if key in values}
@@ -104,7 +132,9 @@ class ImagenConfig:
         for index, stage in enumerate(values["stages"]):
             stage = {**shared, **stage}
             network_class = UNetConfig if index == 0 else EfficientUNetConfig
-            network = {k: tuple(v) if isinstance(v, list) else v for k, v in stage["network"].items()}
+            network = {
+                k: tuple(v) if isinstance(v, list) else v for k, v in stage["network"].items()
+            }
             stages.append(StageConfig(**{**stage, "network": network_class(**network)}))
         return cls(**{**values, "stages": stages})
 
@@ -141,7 +171,9 @@ class Imagen(nn.Module):
         networks = []
         for index, stage in enumerate(config.stages):
             network_class = UNet if index == 0 else EfficientUNet
-            networks.append(network_class(stage.network, stage.image_size, config.channels, text_encoder.dim))
+            networks.append(
+                network_class(stage.network, stage.image_size, config.channels, text_encoder.dim)
+            )
         self.networks = nn.ModuleList(networks)
         self.schedules = [NoiseSchedule(stage.schedule, stage.timesteps) for stage in config.stages]
 
@@ -154,8 +186,14 @@ class Imagen(nn.Module):
         return self.config.stages[-1].image_size
 
     def check_stage(self, stage: int) -> int:
-        if not isinstance(stage, int) or isinstance(stage, bool) or not 0 <= stage < len(self.networks):
-            raise ValueError(f"stage must be an index from 0 to {len(self.networks) - 1} (this cascade has {len(self.networks)} stages), got {stage}")
+        if (
+            not isinstance(stage, int)
+            or isinstance(stage, bool)
+            or not 0 <= stage < len(self.networks)
+        ):
+            raise ValueError(
+                f"stage must be an index from 0 to {len(self.networks) - 1} (this cascade has {len(self.networks)} stages), got {stage}"
+            )
         return stage
 
     def encode_text(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,8 +201,15 @@ class Imagen(nn.Module):
         tokens, mask = self.text_encoder.encode(prompts)
         return tokens.to(self.device), mask.to(self.device)
 
-    def stage_network(self, stage: int, text: torch.Tensor, text_mask: torch.Tensor, low_res: torch.Tensor | None,
-                      augmentation_level: torch.Tensor | None, net: nn.Module | None = None):
+    def stage_network(
+        self,
+        stage: int,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        low_res: torch.Tensor | None,
+        augmentation_level: torch.Tensor | None,
+        net: nn.Module | None = None,
+    ):
         """`network(x_t, t, text_dropped)` for one stage, with its text and image conditioning bound.
 
         `net` runs in place of the stage's own network (the trainer passes a compiled one).
@@ -176,17 +221,28 @@ class Imagen(nn.Module):
             tokens, mask = text.repeat(repeats, 1, 1), text_mask.repeat(repeats, 1)
             if stage == 0:
                 return net(x_t, t, tokens, mask, text_dropped=text_dropped)
-            return net(x_t, t, tokens, mask, low_res.repeat(repeats, 1, 1, 1), augmentation_level.repeat(repeats), text_dropped=text_dropped)
+            return net(
+                x_t,
+                t,
+                tokens,
+                mask,
+                low_res.repeat(repeats, 1, 1, 1),
+                augmentation_level.repeat(repeats),
+                text_dropped=text_dropped,
+            )
 
         return network
 
-    def augment_low_res(self, stage: int, low_res: torch.Tensor, level: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def augment_low_res(
+        self, stage: int, low_res: torch.Tensor, level: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
         """Upsample the previous stage's image to this stage's size and noise it to `level` (B,)."""
         upsampled = resize(low_res, self.config.stages[stage].image_size)
         return q_sample(self.schedules[stage], upsampled, level, noise)
 
-    def sampling_conditioning(self, stage: int, low_res: torch.Tensor, fraction: float,
-                              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def sampling_conditioning(
+        self, stage: int, low_res: torch.Tensor, fraction: float, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """An SR stage's conditioning for sampling: the previous stage's images, noised once (Section 2.4).
 
         One level for every image, `fraction` of the stage's schedule; the noise is drawn once,
@@ -195,12 +251,23 @@ class Imagen(nn.Module):
         """
         config = self.config.stages[stage]
         batch = len(low_res)
-        level = torch.full((batch,), round(fraction * (config.timesteps - 1)), device=self.device, dtype=torch.long)  # (B,)
-        noise = torch.randn(batch, self.config.channels, config.image_size, config.image_size, generator=generator).to(self.device)
+        level = torch.full(
+            (batch,), round(fraction * (config.timesteps - 1)), device=self.device, dtype=torch.long
+        )  # (B,)
+        noise = torch.randn(
+            batch, self.config.channels, config.image_size, config.image_size, generator=generator
+        ).to(self.device)
         return self.augment_low_res(stage, low_res, level, noise), level
 
-    def loss(self, stage: int, images: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
-             generator: torch.Generator | None = None, net: nn.Module | None = None) -> torch.Tensor:
+    def loss(
+        self,
+        stage: int,
+        images: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        generator: torch.Generator | None = None,
+        net: nn.Module | None = None,
+    ) -> torch.Tensor:
         """The training loss of one stage on a batch of full-resolution images in [-1, 1].
 
         The stage's target is the images resized to its size; an SR stage's conditioning is
@@ -215,7 +282,9 @@ class Imagen(nn.Module):
         config = self.config.stages[stage]
         batch, device = images.shape[0], images.device
         x0 = resize(images, config.image_size)
-        text_dropped = torch.rand(batch, generator=generator, device=device) < self.config.text_drop_prob  # (B,)
+        text_dropped = (
+            torch.rand(batch, generator=generator, device=device) < self.config.text_drop_prob
+        )  # (B,)
         t = torch.randint(0, config.timesteps, (batch,), generator=generator, device=device)  # (B,)
         noise = torch.randn(x0.shape, generator=generator, device=device)  # (B, C, S, S)
         low_res = level = None
@@ -227,7 +296,12 @@ class Imagen(nn.Module):
             low_res = self.augment_low_res(stage, previous, level, augmentation_noise)
         network = self.stage_network(stage, text, text_mask, low_res, level, net)
         return diffusion.diffusion_loss(
-            lambda x_t, t: network(x_t, t, text_dropped), self.schedules[stage], x0, config.prediction, t=t, noise=noise
+            lambda x_t, t: network(x_t, t, text_dropped),
+            self.schedules[stage],
+            x0,
+            config.prediction,
+            t=t,
+            noise=noise,
         )
 
     def per_stage(self, value: object, setting: str) -> list:
@@ -242,26 +316,46 @@ class Imagen(nn.Module):
 
     def guidance_weights(self, guidance_weight: float | Sequence[float] | None) -> list[float]:
         """One guidance weight per stage: the stages' own by default, or one for all, or a list."""
-        return [check_guidance_weight(weight) for weight in self.per_stage(guidance_weight, "guidance_weight")]
+        return [
+            check_guidance_weight(weight)
+            for weight in self.per_stage(guidance_weight, "guidance_weight")
+        ]
 
-    def guidance_intervals(self, guidance_interval: tuple[float, float] | None, own_weights: bool) -> list[tuple[float, float]]:
+    def guidance_intervals(
+        self, guidance_interval: tuple[float, float] | None, own_weights: bool
+    ) -> list[tuple[float, float]]:
         """One guidance interval per stage: the given one for all; else the stages' own with their own weights, (0, 1) with others."""
         if guidance_interval is not None:
             return [check_guidance_interval(guidance_interval)] * len(self.networks)
-        return self.per_stage(None, "guidance_interval") if own_weights else [(0.0, 1.0)] * len(self.networks)
+        return (
+            self.per_stage(None, "guidance_interval")
+            if own_weights
+            else [(0.0, 1.0)] * len(self.networks)
+        )
 
-    def sampling_plan(self, sampler: str | Sequence[str] | None, steps: int | Sequence[int | None] | None) -> list[tuple[str, int | None]]:
+    def sampling_plan(
+        self, sampler: str | Sequence[str] | None, steps: int | Sequence[int | None] | None
+    ) -> list[tuple[str, int | None]]:
         """(sampler, steps) for every stage: the stages' own by default, or one for all, or one per stage.
 
         Steps of None mean the sampler's default (50 for DDIM and DPM-Solver++, all for DDPM).
         """
-        samplers, step_counts = self.per_stage(sampler, "sampler"), self.per_stage(steps, "sampling_steps")
+        samplers, step_counts = (
+            self.per_stage(sampler, "sampler"),
+            self.per_stage(steps, "sampling_steps"),
+        )
         for index, (name, count) in enumerate(zip(samplers, step_counts)):
             if name not in diffusion.SAMPLERS:
-                raise ValueError(f"stage {index}: sampler must be one of {diffusion.SAMPLERS}, got {name!r}")
+                raise ValueError(
+                    f"stage {index}: sampler must be one of {diffusion.SAMPLERS}, got {name!r}"
+                )
             timesteps = self.config.stages[index].timesteps
-            if count is not None and (isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= timesteps):
-                raise ValueError(f"stage {index}: steps must be a whole number between 1 and its schedule's {timesteps}, got {count!r}")
+            if count is not None and (
+                isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= timesteps
+            ):
+                raise ValueError(
+                    f"stage {index}: steps must be a whole number between 1 and its schedule's {timesteps}, got {count!r}"
+                )
         return list(zip(samplers, step_counts))
 
     @torch.no_grad()
@@ -306,29 +400,45 @@ class Imagen(nn.Module):
         first_stage = self.check_stage(first_stage)
         last_stage = len(self.networks) - 1 if last_stage is None else self.check_stage(last_stage)
         if last_stage < first_stage:
-            raise ValueError(f"last_stage ({last_stage}) comes before first_stage ({first_stage}): no stage would run")
+            raise ValueError(
+                f"last_stage ({last_stage}) comes before first_stage ({first_stage}): no stage would run"
+            )
         if first_stage > 0:
             if low_res is None:
-                raise ValueError(f"starting at stage {first_stage} needs low_res: the images stage {first_stage - 1} would have made")
+                raise ValueError(
+                    f"starting at stage {first_stage} needs low_res: the images stage {first_stage - 1} would have made"
+                )
             size = self.config.stages[first_stage - 1].image_size
             check_image(low_res, self.config.channels, size, f"low_res for stage {first_stage}")
             if len(low_res) != len(prompts):
-                raise ValueError(f"give one low-resolution image per prompt: {len(low_res)} images for {len(prompts)} prompts")
+                raise ValueError(
+                    f"give one low-resolution image per prompt: {len(low_res)} images for {len(prompts)} prompts"
+                )
         elif low_res is not None:
-            raise ValueError("low_res is only for starting at a later stage: also pass first_stage=1 (or later)")
+            raise ValueError(
+                "low_res is only for starting at a later stage: also pass first_stage=1 (or later)"
+            )
         weights = self.guidance_weights(guidance_weight)
         intervals = self.guidance_intervals(guidance_interval, own_weights=guidance_weight is None)
         if max(weights) > MAX_GUIDANCE_WEIGHT:
-            raise ValueError(f"guidance weights above {MAX_GUIDANCE_WEIGHT:g} only saturate the images (huge ones overflow to NaN), got {weights}")
+            raise ValueError(
+                f"guidance weights above {MAX_GUIDANCE_WEIGHT:g} only saturate the images (huge ones overflow to NaN), got {weights}"
+            )
         plan = self.sampling_plan(sampler, steps)
         if eta != 0 and any(name != "ddim" for name, _ in plan[first_stage : last_stage + 1]):
-            raise ValueError(f"eta only applies to the ddim sampler, and the stages sample with {[name for name, _ in plan]}: "
-                             "leave eta at 0, or pass sampler='ddim'")
+            raise ValueError(
+                f"eta only applies to the ddim sampler, and the stages sample with {[name for name, _ in plan]}: "
+                "leave eta at 0, or pass sampler='ddim'"
+            )
         if thresholding not in diffusion.THRESHOLDINGS:
-            raise ValueError(f"thresholding must be one of {diffusion.THRESHOLDINGS}, got {thresholding!r}")
+            raise ValueError(
+                f"thresholding must be one of {diffusion.THRESHOLDINGS}, got {thresholding!r}"
+            )
         diffusion.check_percentile(percentile)
         if augmentation_level is not None and not 0 <= augmentation_level <= 1:
-            raise ValueError(f"augmentation level is a fraction of the schedule in [0, 1], got {augmentation_level}")
+            raise ValueError(
+                f"augmentation level is a fraction of the schedule in [0, 1], got {augmentation_level}"
+            )
         was_training = self.training
         self.eval()  # no dropout while sampling; the caller's mode is restored below
         device = self.device
@@ -343,15 +453,34 @@ class Imagen(nn.Module):
                 shape = (batch, self.config.channels, config.image_size, config.image_size)
                 conditioning = level = None
                 if stage > 0:
-                    fraction = config.sampling_augmentation if augmentation_level is None else augmentation_level
-                    conditioning, level = self.sampling_conditioning(stage, previous, fraction, generator)
+                    fraction = (
+                        config.sampling_augmentation
+                        if augmentation_level is None
+                        else augmentation_level
+                    )
+                    conditioning, level = self.sampling_conditioning(
+                        stage, previous, fraction, generator
+                    )
                 network = self.stage_network(stage, text, text_mask, conditioning, level)
-                denoise = classifier_free_guidance(network, weights[stage], intervals[stage], config.timesteps)
+                denoise = classifier_free_guidance(
+                    network, weights[stage], intervals[stage], config.timesteps
+                )
                 stage_sampler, stage_steps = plan[stage]
                 images = diffusion.sample(
-                    denoise, self.schedules[stage], shape, prediction=config.prediction, sampler=stage_sampler, steps=stage_steps,
-                    eta=eta, thresholding=thresholding, percentile=percentile, generator=generator, device=device,
-                    progress=f"stage {stage} ({config.image_size}x{config.image_size})" if progress else False,
+                    denoise,
+                    self.schedules[stage],
+                    shape,
+                    prediction=config.prediction,
+                    sampler=stage_sampler,
+                    steps=stage_steps,
+                    eta=eta,
+                    thresholding=thresholding,
+                    percentile=percentile,
+                    generator=generator,
+                    device=device,
+                    progress=f"stage {stage} ({config.image_size}x{config.image_size})"
+                    if progress
+                    else False,
                     on_step=None if on_step is None else functools.partial(on_step, stage),
                 )
                 previous = images.clamp(-1, 1)

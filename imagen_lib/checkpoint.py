@@ -13,8 +13,9 @@ import dataclasses
 import os
 import pickle
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 import torch
 from torch import nn
@@ -24,7 +25,9 @@ from imagen_lib.data import DATA_DIR
 from imagen_lib.text import TextEncoder
 
 FORMAT = "imagen_lib-checkpoint-v1"
-SHIPPED_CHECKPOINT = DATA_DIR / "imagen_mnist_cpu.pt"  # trained by `python -m imagen_lib train --preset cpu`
+SHIPPED_CHECKPOINT = (
+    DATA_DIR / "imagen_mnist_cpu.pt"
+)  # trained by `python -m imagen_lib train --preset cpu`
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
@@ -87,24 +90,36 @@ def load_file(path: Path, what: str) -> object:
     """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # zip, EOF and pickle errors of truncated, empty, foreign or unsafe files
-        if isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in str(error):  # torch's refusal, and lines of advice
+    except (
+        Exception
+    ) as error:  # zip, EOF and pickle errors of truncated, empty, foreign or unsafe files
+        if isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in str(
+            error
+        ):  # torch's refusal, and lines of advice
             raise ValueError(
                 f"{path} contains code or objects that are not plain tensors, so it will not be loaded (loading it could run "
                 f"that code): use a {what} written by imagen_lib"
             ) from error
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else "the file ended too early"
-        raise ValueError(f"{path} could not be read as a {what} (truncated, empty or not a torch file?): {reason}") from error
+        reason = (
+            str(error).strip().splitlines()[0] if str(error).strip() else "the file ended too early"
+        )
+        raise ValueError(
+            f"{path} could not be read as a {what} (truncated, empty or not a torch file?): {reason}"
+        ) from error
 
 
 def read_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint file's dictionary, with a clear error for a missing, truncated, foreign or incomplete file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist: check the path, or train one with `python -m imagen_lib train`")
+        raise FileNotFoundError(
+            f"checkpoint {path} does not exist: check the path, or train one with `python -m imagen_lib train`"
+        )
     payload = load_file(path, "checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an imagen_lib checkpoint (no '{FORMAT}' tag): was it written by another program?")
+        raise ValueError(
+            f"{path} is not an imagen_lib checkpoint (no '{FORMAT}' tag): was it written by another program?"
+        )
     require_entries(payload, ("config", "text_encoder", "text_dim"), path)
     return payload
 
@@ -113,7 +128,9 @@ def require_entries(payload: dict, keys: tuple[str, ...], path: Path) -> None:
     """A one-line ValueError naming the entries of `keys` that the checkpoint lacks, if any."""
     missing = [key for key in keys if key not in payload]
     if missing:
-        raise ValueError(f"{path} lacks the entries {', '.join(missing)}: the file is damaged or was edited; use another checkpoint")
+        raise ValueError(
+            f"{path} lacks the entries {', '.join(missing)}: the file is damaged or was edited; use another checkpoint"
+        )
 
 
 def parse_config(values: object, path: Path) -> ImagenConfig:
@@ -127,9 +144,13 @@ def parse_config(values: object, path: Path) -> ImagenConfig:
         config = ImagenConfig.from_dict(values)
         for part in [config, *config.stages, *(stage.network for stage in config.stages)]:
             for item in dataclasses.fields(part):
-                check_number(getattr(part, item.name), item.type, f"{type(part).__name__}.{item.name}")
+                check_number(
+                    getattr(part, item.name), item.type, f"{type(part).__name__}.{item.name}"
+                )
     except (TypeError, ValueError, KeyError, AttributeError) as error:
-        raise ValueError(f"{path} holds an invalid cascade config ({error}): the file is damaged or was edited; use another checkpoint") from error
+        raise ValueError(
+            f"{path} holds an invalid cascade config ({error}): the file is damaged or was edited; use another checkpoint"
+        ) from error
     return config
 
 
@@ -144,7 +165,9 @@ def check_number(value: object, annotation: str, name: str) -> None:
         "int | None": value is None or integer(value),
         "float": integer(value) or isinstance(value, float),
         "tuple[int, ...]": isinstance(value, tuple) and all(integer(number) for number in value),
-    }.get(annotation, True)  # other annotations (text, nested configs) are checked by the config classes
+    }.get(
+        annotation, True
+    )  # other annotations (text, nested configs) are checked by the config classes
     if not fits:
         raise TypeError(f"{name} must be {annotation}, got {value!r}")
 
@@ -157,10 +180,25 @@ def load_weights(module: nn.Module, weights: dict, path: Path, what: str) -> Non
     expected = module.state_dict()
     missing = [key for key in expected if key not in weights]
     unexpected = [key for key in weights if key not in expected]
-    reshaped = [key for key in expected if key in weights and getattr(weights[key], "shape", None) != expected[key].shape]
-    problems = [(label, keys) for label, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped)) if keys]
+    reshaped = [
+        key
+        for key in expected
+        if key in weights and getattr(weights[key], "shape", None) != expected[key].shape
+    ]
+    problems = [
+        (label, keys)
+        for label, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("of another shape", reshaped),
+        )
+        if keys
+    ]
     if problems:
-        listed = "; ".join(f"{len(keys)} {label} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})" for label, keys in problems)
+        listed = "; ".join(
+            f"{len(keys)} {label} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+            for label, keys in problems
+        )
         raise ValueError(
             f"the {what} weights in {path} do not fit the networks they are loaded into: {listed}. "
             "The file was edited, or written by a different version of imagen_lib"
@@ -169,8 +207,11 @@ def load_weights(module: nn.Module, weights: dict, path: Path, what: str) -> Non
 
 
 def export_for_sampling(
-    training_checkpoint: str | Path, path: str | Path, guidance_weights: list[float] | None = None,
-    sampler: str | list[str] | None = None, sampling_steps: int | list[int] | None = None,
+    training_checkpoint: str | Path,
+    path: str | Path,
+    guidance_weights: list[float] | None = None,
+    sampler: str | list[str] | None = None,
+    sampling_steps: int | list[int] | None = None,
     guidance_interval: tuple[float, float] | None = None,
 ) -> Path:
     """Write a small file with only what sampling needs: config, encoder name, EMA weights.
@@ -185,23 +226,39 @@ def export_for_sampling(
     """
     payload = read_checkpoint(training_checkpoint)
     if "ema" not in payload:
-        raise ValueError(f"{training_checkpoint} has no EMA weights: export a checkpoint written by training")
+        raise ValueError(
+            f"{training_checkpoint} has no EMA weights: export a checkpoint written by training"
+        )
     config = parse_config(payload["config"], Path(training_checkpoint))
     if guidance_weights is not None and len(guidance_weights) != len(config.stages):
-        raise ValueError(f"give one guidance weight per stage ({len(config.stages)}), got {guidance_weights}")
+        raise ValueError(
+            f"give one guidance weight per stage ({len(config.stages)}), got {guidance_weights}"
+        )
     intervals = None if guidance_interval is None else [guidance_interval] * len(config.stages)
-    settings = (("guidance_weight", guidance_weights), ("sampler", sampler), ("sampling_steps", sampling_steps), ("guidance_interval", intervals))
+    settings = (
+        ("guidance_weight", guidance_weights),
+        ("sampler", sampler),
+        ("sampling_steps", sampling_steps),
+        ("guidance_interval", intervals),
+    )
     for setting, value in settings:
         if value is not None:
-            for stage, stage_value in zip(config.stages, one_per_stage(value, len(config.stages), setting)):
+            for stage, stage_value in zip(
+                config.stages, one_per_stage(value, len(config.stages), setting)
+            ):
                 setattr(stage, setting, stage_value)
     config = ImagenConfig.from_dict(config.to_dict())  # validates the new settings
     keep = ("format", "text_encoder", "text_dim", "ema", "preset", "steps")
-    return atomic_save({"config": config.to_dict(), **{key: payload[key] for key in keep if key in payload}}, path)
+    return atomic_save(
+        {"config": config.to_dict(), **{key: payload[key] for key in keep if key in payload}}, path
+    )
 
 
 def load_imagen(
-    path: str | Path, text_encoder: TextEncoder | None = None, weights: str | None = None, device: str | torch.device | None = None,
+    path: str | Path,
+    text_encoder: TextEncoder | None = None,
+    weights: str | None = None,
+    device: str | torch.device | None = None,
 ) -> Imagen:
     """Rebuild a cascade from a checkpoint.
 
@@ -221,7 +278,9 @@ def load_imagen(
     if weights is None:
         weights = "ema" if "ema" in payload else "model"
     if weights not in payload:
-        raise ValueError(f"{path} holds no {weights!r} weights; it has: {[k for k in ('model', 'ema') if k in payload]}")
+        raise ValueError(
+            f"{path} holds no {weights!r} weights; it has: {[k for k in ('model', 'ema') if k in payload]}"
+        )
     model = Imagen(config, text_encoder)
     load_weights(model, payload[weights], path, weights)
     return model.to(device) if device is not None else model

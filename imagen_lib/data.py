@@ -104,8 +104,12 @@ class Captions:
     def draw(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """One random caption id (B,) per label (B,), on the labels' device."""
         weights = torch.tensor(self.template_weights, device=labels.device)
-        template = torch.multinomial(weights, len(labels), replacement=True, generator=generator)  # (B,)
-        form = torch.randint(len(self.forms), (len(labels),), generator=generator, device=labels.device)  # (B,)
+        template = torch.multinomial(
+            weights, len(labels), replacement=True, generator=generator
+        )  # (B,)
+        form = torch.randint(
+            len(self.forms), (len(labels),), generator=generator, device=labels.device
+        )  # (B,)
         return (labels * len(self.templates) + template) * len(self.forms) + form
 
 
@@ -113,7 +117,11 @@ class Captions:
 # one of the other templates, each name form equally often.
 CAPTIONS = {
     "plain": Captions(("{}",), ("{numeral}", "{word}"), (1.0,)),
-    "varied": Captions(CAPTION_TEMPLATES, NAME_FORMS, (len(CAPTION_TEMPLATES) - 1.0,) + (1.0,) * (len(CAPTION_TEMPLATES) - 1)),
+    "varied": Captions(
+        CAPTION_TEMPLATES,
+        NAME_FORMS,
+        (len(CAPTION_TEMPLATES) - 1.0,) + (1.0,) * (len(CAPTION_TEMPLATES) - 1),
+    ),
 }
 HELD_OUT_CAPTIONS = Captions(HELD_OUT_TEMPLATES, NAME_FORMS, (1.0,) * len(HELD_OUT_TEMPLATES))
 
@@ -245,7 +253,9 @@ def prompts_for_labels(labels, seed: int = 0, captions: str = "plain") -> list[s
     if labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) <= 9):
         raise ValueError(f"an MNIST label is a digit 0-9, got {labels.tolist()}")
     vocabulary = family.vocabulary()
-    return [vocabulary[i] for i in family.draw(labels, torch.Generator().manual_seed(seed)).tolist()]
+    return [
+        vocabulary[i] for i in family.draw(labels, torch.Generator().manual_seed(seed)).tolist()
+    ]
 
 
 def prompt_vocabulary(captions: str = "plain") -> list[str]:

@@ -25,7 +25,7 @@ hand-written function in a test.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +69,9 @@ def linear_betas(timesteps: int) -> torch.Tensor:
     schedule, they are capped at 0.999.
     """
     scale = 1000 / timesteps
-    return torch.linspace(scale * 1e-4, scale * 0.02, timesteps, dtype=torch.float64).clamp(max=0.999)
+    return torch.linspace(scale * 1e-4, scale * 0.02, timesteps, dtype=torch.float64).clamp(
+        max=0.999
+    )
 
 
 def cosine_betas(timesteps: int, offset: float = 0.008) -> torch.Tensor:
@@ -81,13 +83,17 @@ def cosine_betas(timesteps: int, offset: float = 0.008) -> torch.Tensor:
     return betas.clamp(max=0.999)
 
 
-def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+def q_sample(
+    schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
+) -> torch.Tensor:
     """Draw x_t ~ q(x_t | x_0): sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise (Ho et al., Eq. 4)."""
     abar = schedule.at(schedule.alphas_cumprod, t, x0)
     return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
 
 
-def training_target(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, prediction: str) -> torch.Tensor:
+def training_target(
+    schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, prediction: str
+) -> torch.Tensor:
     """What the network should output: the noise, or v = sqrt(abar) eps - sqrt(1 - abar) x0."""
     if prediction == "eps":
         return noise
@@ -98,8 +104,12 @@ def training_target(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, 
 
 
 def diffusion_loss(
-    denoise: Denoiser, schedule: NoiseSchedule, x0: torch.Tensor, prediction: str = "eps",
-    t: torch.Tensor | None = None, noise: torch.Tensor | None = None,
+    denoise: Denoiser,
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    prediction: str = "eps",
+    t: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The simple loss: mean squared error between the denoiser's output and its target.
 
@@ -110,11 +120,17 @@ def diffusion_loss(
     if noise is None:
         noise = torch.randn_like(x0)
     x_t = q_sample(schedule, x0, t, noise)
-    return F.mse_loss(denoise(x_t, t).float(), training_target(schedule, x0, t, noise, prediction).float())
+    return F.mse_loss(
+        denoise(x_t, t).float(), training_target(schedule, x0, t, noise, prediction).float()
+    )
 
 
 def predict_x0_and_eps(
-    schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor, output: torch.Tensor, prediction: str
+    schedule: NoiseSchedule,
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    output: torch.Tensor,
+    prediction: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Turn the network's output into estimates of x_0 and of the noise."""
     abar = schedule.at(schedule.alphas_cumprod, t, x_t)
@@ -142,10 +158,14 @@ def check_guidance_weight(guidance_weight: float) -> float:
 
 def check_guidance_interval(interval: tuple[float, float]) -> tuple[float, float]:
     """A guidance interval (start, end): fractions of the schedule with 0 <= start <= end <= 1."""
-    if not isinstance(interval, (tuple, list)) or len(interval) != 2 or any(
-        isinstance(bound, bool) or not isinstance(bound, (int, float)) for bound in interval
+    if (
+        not isinstance(interval, (tuple, list))
+        or len(interval) != 2
+        or any(isinstance(bound, bool) or not isinstance(bound, (int, float)) for bound in interval)
     ):
-        raise TypeError(f"a guidance interval is two numbers (start, end), such as (0.3, 0.8), got {interval!r}")
+        raise TypeError(
+            f"a guidance interval is two numbers (start, end), such as (0.3, 0.8), got {interval!r}"
+        )
     start, end = float(interval[0]), float(interval[1])
     if not 0 <= start <= end <= 1:
         raise ValueError(
@@ -156,8 +176,10 @@ def check_guidance_interval(interval: tuple[float, float]) -> tuple[float, float
 
 
 def classifier_free_guidance(
-    network: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], guidance_weight: float,
-    interval: tuple[float, float] = (0.0, 1.0), timesteps: int = 1000,
+    network: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    guidance_weight: float,
+    interval: tuple[float, float] = (0.0, 1.0),
+    timesteps: int = 1000,
 ) -> Denoiser:
     """Wrap `network(x_t, t, text_dropped)` into a guided denoiser (Ho & Salimans 2022).
 
@@ -228,7 +250,13 @@ def sampling_timesteps(total: int, steps: int) -> list[int]:
     return torch.linspace(total - 1, 0, steps).round().long().unique_consecutive().tolist()
 
 
-def ddpm_step(x0: torch.Tensor, x_t: torch.Tensor, abar_t: torch.Tensor, abar_prev: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+def ddpm_step(
+    x0: torch.Tensor,
+    x_t: torch.Tensor,
+    abar_t: torch.Tensor,
+    abar_prev: torch.Tensor,
+    noise: torch.Tensor,
+) -> torch.Tensor:
     """One ancestral step: draw x_prev from the posterior q(x_prev | x_t, x_0) (Ho et al., Eq. 6-7).
 
     With a respaced schedule the step from t to t_prev has alpha = abar_t / abar_prev.
@@ -240,7 +268,14 @@ def ddpm_step(x0: torch.Tensor, x_t: torch.Tensor, abar_t: torch.Tensor, abar_pr
     return mean + variance.sqrt() * noise
 
 
-def ddim_step(x0: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor, abar_prev: torch.Tensor, noise: torch.Tensor, eta: float) -> torch.Tensor:
+def ddim_step(
+    x0: torch.Tensor,
+    eps: torch.Tensor,
+    abar_t: torch.Tensor,
+    abar_prev: torch.Tensor,
+    noise: torch.Tensor,
+    eta: float,
+) -> torch.Tensor:
     """One DDIM step (Song et al. 2021, Eq. 12); eta = 0 is deterministic, 1 is ancestral-like."""
     sigma = eta * ((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)).sqrt()
     direction = (1 - abar_prev - sigma**2).clamp(min=0).sqrt() * eps
@@ -253,8 +288,12 @@ def log_snr(abar: torch.Tensor) -> torch.Tensor:
 
 
 def dpm_solver_step(
-    x_t: torch.Tensor, x0: torch.Tensor, abar_t: torch.Tensor, abar_prev: torch.Tensor,
-    x0_earlier: torch.Tensor | None = None, abar_earlier: torch.Tensor | None = None,
+    x_t: torch.Tensor,
+    x0: torch.Tensor,
+    abar_t: torch.Tensor,
+    abar_prev: torch.Tensor,
+    x0_earlier: torch.Tensor | None = None,
+    abar_earlier: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One DPM-Solver++(2M) step from t to t_prev (Lu et al. 2022, "DPM-Solver++", Algorithm 2).
 
@@ -271,7 +310,9 @@ def dpm_solver_step(
     lambda_t, lambda_prev = log_snr(abar_t), log_snr(abar_prev)
     h = lambda_prev - lambda_t  # > 0: each step moves towards less noise
     if x0_earlier is not None:
-        ratio = (lambda_t - log_snr(abar_earlier)) / h  # the previous step's size, relative to this one
+        ratio = (
+            lambda_t - log_snr(abar_earlier)
+        ) / h  # the previous step's size, relative to this one
         x0 = x0 + (x0 - x0_earlier) / (2 * ratio)  # x_0 extrapolated to the middle of the step
     sigma_ratio = ((1 - abar_prev) / (1 - abar_t)).sqrt()
     return sigma_ratio * x_t + abar_prev.sqrt() * (1 - torch.exp(-h)) * x0
@@ -307,7 +348,9 @@ def sample(
         raise ValueError(f"thresholding must be one of {THRESHOLDINGS}, got {thresholding!r}")
     check_percentile(percentile)
     if eta != 0 and sampler != "ddim":
-        raise ValueError(f"eta only applies to the ddim sampler (got eta={eta} with {sampler!r}): leave it at 0")
+        raise ValueError(
+            f"eta only applies to the ddim sampler (got eta={eta} with {sampler!r}): leave it at 0"
+        )
     if steps is None:
         steps = schedule.timesteps if sampler == "ddpm" else min(50, schedule.timesteps)
     timesteps = sampling_timesteps(schedule.timesteps, steps)
@@ -316,7 +359,10 @@ def sample(
         return torch.randn(shape, generator=generator).to(device)
 
     x = gaussian()  # x_T ~ N(0, I)
-    earlier: tuple[torch.Tensor, torch.Tensor] | tuple[None, None] = (None, None)  # dpm++: the last step's x_0 and abar
+    earlier: tuple[torch.Tensor, torch.Tensor] | tuple[None, None] = (
+        None,
+        None,
+    )  # dpm++: the last step's x_0 and abar
     description = progress if isinstance(progress, str) else f"{sampler} sampling"
     for i, step in enumerate(tqdm(timesteps, desc=description, disable=not progress, leave=False)):
         t = torch.full((shape[0],), step, device=device, dtype=torch.long)
@@ -335,7 +381,9 @@ def sample(
         if sampler == "ddpm":
             x = ddpm_step(x0, x, abar_t, abar_prev, gaussian())
         elif sampler == "ddim":
-            x = ddim_step(x0, eps, abar_t, abar_prev, gaussian() if eta > 0 else torch.zeros_like(x), eta)
+            x = ddim_step(
+                x0, eps, abar_t, abar_prev, gaussian() if eta > 0 else torch.zeros_like(x), eta
+            )
         else:
             x, earlier = dpm_solver_step(x, x0, abar_t, abar_prev, *earlier), (x0, abar_t)
     return x0

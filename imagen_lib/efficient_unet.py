@@ -25,7 +25,14 @@ import torch
 from torch import nn
 
 from imagen_lib.layers import (
-    AttentionBlock, ConditionedBlock, Downsample, ResidualBlock, TextConditioning, TimestepMLP, Upsample, group_norm,
+    AttentionBlock,
+    ConditionedBlock,
+    Downsample,
+    ResidualBlock,
+    TextConditioning,
+    TimestepMLP,
+    Upsample,
+    group_norm,
 )
 from imagen_lib.unet import check_image, check_levels
 
@@ -45,11 +52,15 @@ class EfficientUNetConfig:
 class EfficientUNet(nn.Module):
     """Efficient U-Net for super-resolution, conditioned on a low-resolution image."""
 
-    def __init__(self, config: EfficientUNetConfig, image_size: int, image_channels: int, text_dim: int):
+    def __init__(
+        self, config: EfficientUNetConfig, image_size: int, image_channels: int, text_dim: int
+    ):
         super().__init__()
         levels = len(config.channel_mults)
         if len(config.num_res_blocks) != levels:
-            raise ValueError(f"num_res_blocks needs one entry per level ({levels}), got {config.num_res_blocks}")
+            raise ValueError(
+                f"num_res_blocks needs one entry per level ({levels}), got {config.num_res_blocks}"
+            )
         check_levels(image_size, levels)
         self.config = config
         self.image_size = image_size
@@ -59,11 +70,19 @@ class EfficientUNet(nn.Module):
         skip_scale = 1 / math.sqrt(2)
         self.time_embedding = TimestepMLP(width, embedding_dim)
         self.augmentation_embedding = TimestepMLP(width, embedding_dim)
-        self.text = TextConditioning(text_dim, context_dim=embedding_dim, embedding_dim=embedding_dim, heads=config.heads)
+        self.text = TextConditioning(
+            text_dim, context_dim=embedding_dim, embedding_dim=embedding_dim, heads=config.heads
+        )
 
         def block(cin: int, cout: int, size: int) -> ConditionedBlock:
-            attention = AttentionBlock(cout, embedding_dim, config.heads) if size in config.attention_resolutions else None
-            return ConditionedBlock(ResidualBlock(cin, cout, embedding_dim, config.dropout, skip_scale), attention)
+            attention = (
+                AttentionBlock(cout, embedding_dim, config.heads)
+                if size in config.attention_resolutions
+                else None
+            )
+            return ConditionedBlock(
+                ResidualBlock(cin, cout, embedding_dim, config.dropout, skip_scale), attention
+            )
 
         widths = [width * mult for mult in config.channel_mults]
         sizes = [image_size // 2**level for level in range(levels)]
@@ -76,33 +95,54 @@ class EfficientUNet(nn.Module):
             # Downsample first, so this level's convolutions run at the lower resolution.
             self.down_samplers.append(Downsample(ch, widths[level]) if level > 0 else nn.Identity())
             ch = widths[level]
-            self.down_blocks.append(nn.ModuleList(block(ch, ch, sizes[level]) for _ in range(config.num_res_blocks[level])))
+            self.down_blocks.append(
+                nn.ModuleList(
+                    block(ch, ch, sizes[level]) for _ in range(config.num_res_blocks[level])
+                )
+            )
         self.up_blocks = nn.ModuleList()
         self.up_samplers = nn.ModuleList()
         for level in reversed(range(levels)):
             # Every level but the lowest concatenates the skip from its down path.
             cin = ch + widths[level] if level < levels - 1 else ch
             blocks = [block(cin, widths[level], sizes[level])]
-            blocks += [block(widths[level], widths[level], sizes[level]) for _ in range(config.num_res_blocks[level] - 1)]
+            blocks += [
+                block(widths[level], widths[level], sizes[level])
+                for _ in range(config.num_res_blocks[level] - 1)
+            ]
             self.up_blocks.append(nn.ModuleList(blocks))
             ch = widths[level]
             # Upsample last, after this level's convolutions.
             self.up_samplers.append(Upsample(ch, widths[level - 1]) if level > 0 else nn.Identity())
             ch = widths[level - 1] if level > 0 else ch
-        self.out = nn.Sequential(group_norm(ch), nn.SiLU(), nn.Conv2d(ch, image_channels, 3, padding=1))
+        self.out = nn.Sequential(
+            group_norm(ch), nn.SiLU(), nn.Conv2d(ch, image_channels, 3, padding=1)
+        )
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
     def forward(
-        self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
-        low_res: torch.Tensor, augmentation_level: torch.Tensor, text_dropped: torch.Tensor | None = None,
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        low_res: torch.Tensor,
+        augmentation_level: torch.Tensor,
+        text_dropped: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x (B, C, S, S) noisy image; low_res (B, C, S, S) the upsampled, augmented conditioning
         image; augmentation_level (B,) the timestep at which low_res was noised."""
         check_image(x, self.image_channels, self.image_size, "the noisy image")
-        check_image(low_res, self.image_channels, self.image_size, "the upsampled low-resolution image")
-        context, mask, pooled = self.text(text, text_mask, text_dropped)  # (B, L, E), (B, L), (B, E)
-        embedding = self.time_embedding(t) + self.augmentation_embedding(augmentation_level) + pooled  # (B, E)
+        check_image(
+            low_res, self.image_channels, self.image_size, "the upsampled low-resolution image"
+        )
+        context, mask, pooled = self.text(
+            text, text_mask, text_dropped
+        )  # (B, L, E), (B, L), (B, E)
+        embedding = (
+            self.time_embedding(t) + self.augmentation_embedding(augmentation_level) + pooled
+        )  # (B, E)
         h = self.conv_in(torch.cat([x, low_res], dim=1))  # (B, width, S, S)
         skips = []
         for downsample, blocks in zip(self.down_samplers, self.down_blocks):

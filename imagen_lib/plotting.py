@@ -15,7 +15,13 @@ import torch
 def to_grid(images: torch.Tensor, columns: int = 8, padding: int = 1) -> torch.Tensor:
     """(B, C, H, W) images in [-1, 1] -> one (C, H', W') grid image in [0, 1]."""
     from torchvision.utils import make_grid  # imported here: torchvision takes a second to import
-    return make_grid(images.detach().float().cpu().clamp(-1, 1) * 0.5 + 0.5, nrow=columns, padding=padding, pad_value=1.0)
+
+    return make_grid(
+        images.detach().float().cpu().clamp(-1, 1) * 0.5 + 0.5,
+        nrow=columns,
+        padding=padding,
+        pad_value=1.0,
+    )
 
 
 def save_grid(images: torch.Tensor, path: str | Path, columns: int = 8) -> Path:
@@ -37,7 +43,9 @@ def grid_png(images: torch.Tensor, columns: int = 8, scale: int = 2) -> bytes:
     return buffer.getvalue()
 
 
-def show_grid(images: torch.Tensor, columns: int = 8, title: str | None = None, ax=None, size: float = 4.0):
+def show_grid(
+    images: torch.Tensor, columns: int = 8, title: str | None = None, ax=None, size: float = 4.0
+):
     """Draw a grid with matplotlib (grey for 1 channel, colour for 3) and return the axes."""
     import matplotlib.pyplot as plt
 

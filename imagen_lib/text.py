@@ -37,13 +37,17 @@ HUB_HOST = "huggingface.co"
 def validate_prompts(prompts) -> list[str]:
     """Check a prompt list at the boundary and return it as a list of strings."""
     if isinstance(prompts, str):
-        raise TypeError(f"prompts must be a list of strings, got one string {prompts!r}: wrap it as [{prompts!r}]")
+        raise TypeError(
+            f"prompts must be a list of strings, got one string {prompts!r}: wrap it as [{prompts!r}]"
+        )
     prompts = list(prompts)
     if not prompts:
         raise ValueError("the prompt list is empty: give at least one prompt, such as ['7']")
     for index, prompt in enumerate(prompts):
         if not isinstance(prompt, str):
-            raise TypeError(f"prompt {index} is {type(prompt).__name__} {prompt!r}, not a string: write it as text, e.g. '7'")
+            raise TypeError(
+                f"prompt {index} is {type(prompt).__name__} {prompt!r}, not a string: write it as text, e.g. '7'"
+            )
         if not prompt.strip():
             raise ValueError(f"prompt {index} is empty: every prompt needs some text, e.g. 'seven'")
     return prompts
@@ -124,7 +128,9 @@ def _load_pretrained(name: str):
     try:
         return load(local_files_only=False)
     except OSError as error:
-        raise RuntimeError(f"Could not load text encoder {name!r}: {error}. {offline_help}") from error
+        raise RuntimeError(
+            f"Could not load text encoder {name!r}: {error}. {offline_help}"
+        ) from error
 
 
 class TextEncoder:
@@ -135,14 +141,20 @@ class TextEncoder:
     (at most `max_tokens`).
     """
 
-    def __init__(self, name: str = DEFAULT_ENCODER, max_tokens: int = 16, device: str | torch.device = "cpu"):
+    def __init__(
+        self, name: str = DEFAULT_ENCODER, max_tokens: int = 16, device: str | torch.device = "cpu"
+    ):
         self.name = name
         self.max_tokens = max_tokens
         self.device = torch.device(device)
         self.tokenizer, self.model = _load_pretrained(name)
         self.model.to(self.device).eval()
         self.model.requires_grad_(False)
-        self.dim: int = self.model.config.hidden_size if hasattr(self.model.config, "hidden_size") else self.model.config.d_model
+        self.dim: int = (
+            self.model.config.hidden_size
+            if hasattr(self.model.config, "hidden_size")
+            else self.model.config.d_model
+        )
         self.cache: dict[str, torch.Tensor] = {}  # prompt -> (tokens, D) on the CPU
 
     @torch.no_grad()
@@ -185,7 +197,9 @@ def caption_words(captions: list[str]) -> list[str]:
     "hand-drawn" is three words and "7?" two; splitting at spaces only would list words the
     tokenizer never produces.
     """
-    return sorted({word for caption in captions for word in re.findall(r"\w+|[^\w\s]+", caption.lower())})
+    return sorted(
+        {word for caption in captions for word in re.findall(r"\w+|[^\w\s]+", caption.lower())}
+    )
 
 
 def build_tiny_t5(folder: str | Path, words=None, d_model: int = 32, seed: int = 0) -> Path:
@@ -215,8 +229,15 @@ def build_tiny_t5(folder: str | Path, words=None, d_model: int = 32, seed: int =
     )
     torch.manual_seed(seed)
     config = T5Config(
-        vocab_size=len(vocab), d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=2,
-        num_heads=4, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+        vocab_size=len(vocab),
+        d_model=d_model,
+        d_kv=8,
+        d_ff=2 * d_model,
+        num_layers=2,
+        num_heads=4,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
     )
     folder = Path(folder)
     transformers_logging.disable_progress_bar()

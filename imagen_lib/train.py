@@ -32,17 +32,24 @@ import copy
 import os
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from imagen_lib.cascade import Imagen, default_device
-from imagen_lib.checkpoint import atomic_save, load_weights, model_payload, parse_config, read_checkpoint, require_entries
+from imagen_lib.checkpoint import (
+    atomic_save,
+    load_weights,
+    model_payload,
+    parse_config,
+    read_checkpoint,
+    require_entries,
+)
 from imagen_lib.data import NUMBER_WORDS, DigitSet, check_captions, load_mnist, resize
 from imagen_lib.plotting import save_grid
 from imagen_lib.presets import Preset
@@ -50,8 +57,10 @@ from imagen_lib.text import TextEncoder
 
 # The grid written while training: every digit as a numeral, a word and two phrasings.
 GRID_PROMPTS = (
-    [str(digit) for digit in range(10)] + list(NUMBER_WORDS)
-    + [f"a handwritten {word}" for word in NUMBER_WORDS] + [f"the number {digit}" for digit in range(10)]
+    [str(digit) for digit in range(10)]
+    + list(NUMBER_WORDS)
+    + [f"a handwritten {word}" for word in NUMBER_WORDS]
+    + [f"the number {digit}" for digit in range(10)]
 )
 SYNC_EVERY = 25  # steps between looks at the loss from the host (each look waits for the GPU)
 # Between two looks (at most SYNC_EVERY steps apart) healthy training changes the weights'
@@ -187,39 +196,69 @@ class Trainer:
     no Python loop over prompts and no copy from the host per step.
     """
 
-    def __init__(self, preset: Preset, out_dir: str | Path, device: str | torch.device | None = None,
-                 text_encoder: TextEncoder | None = None, data: DigitSet | None = None, quiet: bool = False):
+    def __init__(
+        self,
+        preset: Preset,
+        out_dir: str | Path,
+        device: str | torch.device | None = None,
+        text_encoder: TextEncoder | None = None,
+        data: DigitSet | None = None,
+        quiet: bool = False,
+    ):
         self.preset = preset
         self.config = preset.training
         self.out_dir = Path(out_dir)
         self.device = torch.device(device) if device is not None else default_device()
         self.quiet = quiet
         torch.manual_seed(self.config.seed)  # the networks' initial weights
-        encoder = text_encoder or TextEncoder(preset.model.text_encoder, preset.model.max_text_tokens)
+        encoder = text_encoder or TextEncoder(
+            preset.model.text_encoder, preset.model.max_text_tokens
+        )
         self.model = Imagen(preset.model, encoder).to(self.device)
         self.ema = copy.deepcopy(self.model.networks).requires_grad_(False)
         self.optimizers = [
             # fused: one kernel for all parameters instead of several per parameter
-            torch.optim.AdamW(net.parameters(), lr=self.config.learning_rate, weight_decay=self.config.weight_decay,
-                              fused=self.device.type in ("cpu", "cuda"))
+            torch.optim.AdamW(
+                net.parameters(),
+                lr=self.config.learning_rate,
+                weight_decay=self.config.weight_decay,
+                fused=self.device.type in ("cpu", "cuda"),
+            )
             for net in self.model.networks
         ]
         compiling = compiles(self.config.compile, self.device)
         # What a training step runs: the networks themselves, or compiled views sharing their weights.
-        self.training_networks = [torch.compile(net) if compiling else net for net in self.model.networks]
+        self.training_networks = [
+            torch.compile(net) if compiling else net for net in self.model.networks
+        ]
         self.compile_tried = [not compiling] * len(self.model.networks)
         self.steps = [0] * len(self.model.networks)
-        self.saved_steps: list[int] | None = None  # the steps of the checkpoint on disk, once this trainer saved or resumed one
-        data = data if data is not None else load_mnist("train", preset.model.channels, self.config.data_source)
+        self.saved_steps: list[int] | None = (
+            None  # the steps of the checkpoint on disk, once this trainer saved or resumed one
+        )
+        data = (
+            data
+            if data is not None
+            else load_mnist("train", preset.model.channels, self.config.data_source)
+        )
         if len(data) == 0:
             raise ValueError("the training set is empty: give a DigitSet with at least one image")
-        self.images, self.labels = data.images.to(self.device), data.labels.to(self.device)  # (N, C, 32, 32), (N,)
+        self.images, self.labels = (
+            data.images.to(self.device),
+            data.labels.to(self.device),
+        )  # (N, C, 32, 32), (N,)
         self.captions = check_captions(self.config.captions)
         tokens, mask = encoder.encode(self.captions.vocabulary())  # every caption, encoded once
-        self.caption_tokens, self.caption_mask = tokens.to(self.device), mask.to(self.device)  # (V, L, D), (V, L)
+        self.caption_tokens, self.caption_mask = (
+            tokens.to(self.device),
+            mask.to(self.device),
+        )  # (V, L, D), (V, L)
         # One generator per stage: a stage's training is the same whether the stages run
         # one after another, one at a time, or interleaved by a resume that raised --steps.
-        self.generators = [torch.Generator(self.device).manual_seed(self.config.seed * 100 + stage) for stage in range(len(self.steps))]
+        self.generators = [
+            torch.Generator(self.device).manual_seed(self.config.seed * 100 + stage)
+            for stage in range(len(self.steps))
+        ]
         self.precision = autocast_dtype(self.device) if self.config.mixed_precision else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == torch.float16)
 
@@ -251,9 +290,13 @@ class Trainer:
         path = Path(path) if path else self.checkpoint_path
         payload = read_checkpoint(path)
         if "optimizers" not in payload:
-            raise ValueError(f"{path} holds weights only, not a training state: it cannot be resumed")
+            raise ValueError(
+                f"{path} holds weights only, not a training state: it cannot be resumed"
+            )
         if "generators" not in payload:
-            raise ValueError(f"{path} was written by an older version of imagen_lib and cannot be resumed: start a new run with another --out")
+            raise ValueError(
+                f"{path} was written by an older version of imagen_lib and cannot be resumed: start a new run with another --out"
+            )
         require_entries(payload, ("preset", "model", "ema", "scaler", "steps"), path)
         saved = payload["preset"]
         model = parse_config(saved.get("model") if isinstance(saved, dict) else None, path)
@@ -268,9 +311,16 @@ class Trainer:
                 "resume with the same --preset, or use a new --out folder"
             )
         if payload["text_dim"] != self.model.text_encoder.dim:
-            raise ValueError(f"{path} was trained with text encoder {payload['text_encoder']!r}; this run uses {self.model.text_encoder.name!r}")
+            raise ValueError(
+                f"{path} was trained with text encoder {payload['text_encoder']!r}; this run uses {self.model.text_encoder.name!r}"
+            )
         load_weights(self.model, payload["model"], path, "model")
-        load_weights(self.ema, {key.removeprefix("networks."): value for key, value in payload["ema"].items()}, path, "EMA")
+        load_weights(
+            self.ema,
+            {key.removeprefix("networks."): value for key, value in payload["ema"].items()},
+            path,
+            "EMA",
+        )
         for optimizer, state in zip(self.optimizers, payload["optimizers"]):
             optimizer.load_state_dict(state)
         self.scaler.load_state_dict(payload["scaler"])
@@ -283,24 +333,45 @@ class Trainer:
     def batch(self, stage: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A random batch for a stage: images (B, C, 32, 32), and the embeddings (B, L, D) and mask (B, L) of fresh captions."""
         generator = self.generators[stage]
-        index = torch.randint(len(self.labels), (self.config.batch_size,), generator=generator, device=self.device)  # (B,)
-        captions = self.captions.draw(self.labels[index], generator)  # (B,) ids into the caption table
+        index = torch.randint(
+            len(self.labels), (self.config.batch_size,), generator=generator, device=self.device
+        )  # (B,)
+        captions = self.captions.draw(
+            self.labels[index], generator
+        )  # (B,) ids into the caption table
         return self.images[index], self.caption_tokens[captions], self.caption_mask[captions]
 
-    def forward_backward(self, stage: int, images: torch.Tensor, text: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward_backward(
+        self, stage: int, images: torch.Tensor, text: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
         """The stage's loss on a batch, with its gradients (scaled for fp16) left in the network."""
         self.optimizers[stage].zero_grad(set_to_none=True)
-        with torch.autocast(self.device.type, dtype=self.precision, enabled=self.precision is not None):
-            loss = self.model.loss(stage, images, text, mask, generator=self.generators[stage], net=self.training_networks[stage])
+        with torch.autocast(
+            self.device.type, dtype=self.precision, enabled=self.precision is not None
+        ):
+            loss = self.model.loss(
+                stage,
+                images,
+                text,
+                mask,
+                generator=self.generators[stage],
+                net=self.training_networks[stage],
+            )
         self.scaler.scale(loss).backward()
         return loss
 
     def train_step(self, stage: int) -> torch.Tensor:
         """One optimiser step of one stage; returns the loss as a 0-d tensor (reading it waits for the device)."""
-        network, optimizer, generator = self.model.networks[stage], self.optimizers[stage], self.generators[stage]
+        network, optimizer, generator = (
+            self.model.networks[stage],
+            self.optimizers[stage],
+            self.generators[stage],
+        )
         network.train()
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate_at(self.steps[stage], self.config.learning_rate, self.config.warmup_steps)
+            group["lr"] = learning_rate_at(
+                self.steps[stage], self.config.learning_rate, self.config.warmup_steps
+            )
         images, text, mask = self.batch(stage)
         if self.compile_tried[stage]:
             loss = self.forward_backward(stage, images, text, mask)
@@ -311,8 +382,11 @@ class Trainer:
             except Exception as error:
                 generator.set_state(before)  # the same random draws again, without compiling
                 self.training_networks[stage] = network
-                print(f"torch.compile failed for stage {stage} ({type(error).__name__}: {' '.join(str(error).split())[:200]}); "
-                      "training continues without it (--set compile=off skips the attempt)", flush=True)
+                print(
+                    f"torch.compile failed for stage {stage} ({type(error).__name__}: {' '.join(str(error).split())[:200]}); "
+                    "training continues without it (--set compile=off skips the attempt)",
+                    flush=True,
+                )
                 loss = self.forward_backward(stage, images, text, mask)
             self.compile_tried[stage] = True
         self.scaler.unscale_(optimizer)
@@ -323,7 +397,13 @@ class Trainer:
         self.steps[stage] += 1
         return loss.detach()
 
-    def check_finite(self, stage: int, losses: torch.Tensor, last_good_step: int, last_norm: torch.Tensor | None = None) -> torch.Tensor:
+    def check_finite(
+        self,
+        stage: int,
+        losses: torch.Tensor,
+        last_good_step: int,
+        last_norm: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Stop with TrainingDiverged if the stage just diverged; else return its weights' norm, for the next look.
 
         Diverged: a loss since the last look, or a weight (trained or EMA), is NaN or infinite,
@@ -333,7 +413,11 @@ class Trainer:
         would diverge at once.
         """
         norm = weight_norm(self.model.networks[stage])
-        finite = torch.isfinite(losses).all() & torch.isfinite(norm) & torch.isfinite(weight_norm(self.ema[stage]))
+        finite = (
+            torch.isfinite(losses).all()
+            & torch.isfinite(norm)
+            & torch.isfinite(weight_norm(self.ema[stage]))
+        )
         healthy = finite if last_norm is None else finite & (norm <= GROWTH_LIMIT * last_norm)
         if bool(healthy):
             return norm
@@ -344,7 +428,9 @@ class Trainer:
         if not self.checkpoint_path.exists():
             kept = "no checkpoint had been written yet"
         else:  # nothing was saved after the last look, so the file on disk is as this trainer last saved or resumed it
-            kept = f"the checkpoint {self.checkpoint_path} is kept as it was" + (f", at steps {self.saved_steps}" if self.saved_steps else "")
+            kept = f"the checkpoint {self.checkpoint_path} is kept as it was" + (
+                f", at steps {self.saved_steps}" if self.saved_steps else ""
+            )
         raise TrainingDiverged(
             f"stage {stage} diverged ({what}) between steps {last_good_step} and {self.steps[stage]}: training stopped and {kept}. "
             f"Try a lower learning rate than {self.config.learning_rate:g} (--set learning_rate=...) or --set mixed_precision=false."
@@ -364,13 +450,17 @@ class Trainer:
         """
         from imagen_lib.metrics import CLASSIFIER_PATH, load_classifier, prompt_accuracy
 
-        images = self.sampling_model().sample(GRID_PROMPTS, sampler="ddim", steps=25, seed=0, last_stage=stage)[stage]
+        images = self.sampling_model().sample(
+            GRID_PROMPTS, sampler="ddim", steps=25, seed=0, last_stage=stage
+        )[stage]
         path = self.out_dir / "samples" / f"stage{stage}_step{self.steps[stage]:06d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         save_grid(images, path, columns=10)
         if not CLASSIFIER_PATH.is_file() or self.preset.model.channels != 1:
             return path, None
-        return path, prompt_accuracy(load_classifier(), resize(images.float().cpu(), 32), GRID_PROMPTS)
+        return path, prompt_accuracy(
+            load_classifier(), resize(images.float().cpu(), 32), GRID_PROMPTS
+        )
 
     def train_stage(self, stage: int) -> None:
         stage = self.model.check_stage(stage)
@@ -378,20 +468,36 @@ class Trainer:
         if self.steps[stage] >= total:
             return
         started, started_step = time.perf_counter(), self.steps[stage]
-        losses, last_good_step, last_norm = [], self.steps[stage], weight_norm(self.model.networks[stage])
-        with tqdm(total=total, initial=self.steps[stage], desc=f"stage {stage}", disable=self.quiet, dynamic_ncols=True) as bar:
+        losses, last_good_step, last_norm = (
+            [],
+            self.steps[stage],
+            weight_norm(self.model.networks[stage]),
+        )
+        with tqdm(
+            total=total,
+            initial=self.steps[stage],
+            desc=f"stage {stage}",
+            disable=self.quiet,
+            dynamic_ncols=True,
+        ) as bar:
             while self.steps[stage] < total:
                 losses.append(self.train_step(stage))
                 done = self.steps[stage]
                 saving = done % self.config.checkpoint_every == 0 or done == total
-                sampling = self.config.sample_every and (done % self.config.sample_every == 0 or done == total)
+                sampling = self.config.sample_every and (
+                    done % self.config.sample_every == 0 or done == total
+                )
                 if not (saving or sampling or done % SYNC_EVERY == 0):
                     continue
                 stacked = torch.stack(losses)
                 losses = []
-                last_norm = self.check_finite(stage, stacked, last_good_step, last_norm)  # never save or sample diverged weights
+                last_norm = self.check_finite(
+                    stage, stacked, last_good_step, last_norm
+                )  # never save or sample diverged weights
                 last_good_step = done
-                rate = (done - started_step) * self.config.batch_size / (time.perf_counter() - started)
+                rate = (
+                    (done - started_step) * self.config.batch_size / (time.perf_counter() - started)
+                )
                 bar.update(done - bar.n)
                 bar.set_postfix(loss=f"{stacked.mean().item():.4f}", img_s=f"{rate:.0f}")
                 if saving:
@@ -400,7 +506,11 @@ class Trainer:
                     bar.set_description(f"stage {stage} (sampling a grid)")
                     path, accuracy = self.write_samples(stage)
                     bar.set_description(f"stage {stage}")
-                    score = "" if accuracy is None else f"; prompt accuracy {accuracy:.0%} ({len(GRID_PROMPTS)} samples, EMA weights)"
+                    score = (
+                        ""
+                        if accuracy is None
+                        else f"; prompt accuracy {accuracy:.0%} ({len(GRID_PROMPTS)} samples, EMA weights)"
+                    )
                     bar.write(f"stage {stage} step {done}: samples -> {path}{score}")
 
     def train(self, stages: list[int] | None = None) -> Path:
@@ -485,9 +595,14 @@ def step_cost(trainer: Trainer, stage: int, steps: int = 5) -> StepCost:
     with native_stderr_silenced(), profile(activities=activities) as profiler:
         trainer.train_step(stage)
         synchronize(trainer.device)
-    top_level = [event for event in profiler.events() if event.cpu_parent is None]  # operations called by our code
+    top_level = [
+        event for event in profiler.events() if event.cpu_parent is None
+    ]  # operations called by our code
     busy = None
     if cuda:  # the GPU time of every kernel, per step, against the unprofiled wall time per step
-        kernel_us = sum(getattr(event, "device_time_total", getattr(event, "cuda_time_total", 0)) for event in top_level)
+        kernel_us = sum(
+            getattr(event, "device_time_total", getattr(event, "cuda_time_total", 0))
+            for event in top_level
+        )
         busy = min(1.0, kernel_us / 1e6 / (wall / steps))
     return StepCost(len(top_level), issued / steps * 1000, wall / steps * 1000, busy)

@@ -20,7 +20,14 @@ import torch
 from torch import nn
 
 from imagen_lib.layers import (
-    AttentionBlock, ConditionedBlock, Downsample, ResidualBlock, TextConditioning, TimestepMLP, Upsample, group_norm,
+    AttentionBlock,
+    ConditionedBlock,
+    Downsample,
+    ResidualBlock,
+    TextConditioning,
+    TimestepMLP,
+    Upsample,
+    group_norm,
 )
 
 
@@ -33,7 +40,9 @@ class UNetConfig:
     num_res_blocks: int = 2  # residual blocks per level
     attention_resolutions: tuple[int, ...] = (8, 4)  # self- and cross-attention at these sizes
     heads: int = 4
-    cross_attention: bool = True  # False: the text reaches the network only as the pooled vector (an ablation)
+    cross_attention: bool = (
+        True  # False: the text reaches the network only as the pooled vector (an ablation)
+    )
     dropout: float = 0.0
 
 
@@ -49,7 +58,9 @@ def check_image(x: torch.Tensor, channels: int, size: int, what: str = "image") 
 def check_levels(image_size: int, levels: int) -> None:
     """Each level halves the resolution, so the image size must survive levels - 1 halvings."""
     if image_size % 2 ** (levels - 1):
-        raise ValueError(f"image size {image_size} must be divisible by 2^{levels - 1} for {levels} resolution levels")
+        raise ValueError(
+            f"image size {image_size} must be divisible by 2^{levels - 1} for {levels} resolution levels"
+        )
 
 
 class UNet(nn.Module):
@@ -65,11 +76,19 @@ class UNet(nn.Module):
         width = config.channels
         embedding_dim = 4 * width
         self.time_embedding = TimestepMLP(width, embedding_dim)
-        self.text = TextConditioning(text_dim, context_dim=embedding_dim, embedding_dim=embedding_dim, heads=config.heads)
+        self.text = TextConditioning(
+            text_dim, context_dim=embedding_dim, embedding_dim=embedding_dim, heads=config.heads
+        )
 
         def block(cin: int, cout: int, size: int) -> ConditionedBlock:
-            attention = AttentionBlock(cout, embedding_dim, config.heads, config.cross_attention) if size in config.attention_resolutions else None
-            return ConditionedBlock(ResidualBlock(cin, cout, embedding_dim, config.dropout), attention)
+            attention = (
+                AttentionBlock(cout, embedding_dim, config.heads, config.cross_attention)
+                if size in config.attention_resolutions
+                else None
+            )
+            return ConditionedBlock(
+                ResidualBlock(cin, cout, embedding_dim, config.dropout), attention
+            )
 
         self.conv_in = nn.Conv2d(image_channels, width, 3, padding=1)
         # Down path: each level's blocks, then a downsample; every output is kept as a skip.
@@ -85,10 +104,15 @@ class UNet(nn.Module):
                 self.down.append(Downsample(ch, ch))
                 size //= 2
                 skip_channels.append(ch)
-        self.middle = nn.ModuleList([
-            ConditionedBlock(ResidualBlock(ch, ch, embedding_dim, config.dropout), AttentionBlock(ch, embedding_dim, config.heads, config.cross_attention)),
-            ConditionedBlock(ResidualBlock(ch, ch, embedding_dim, config.dropout)),
-        ])
+        self.middle = nn.ModuleList(
+            [
+                ConditionedBlock(
+                    ResidualBlock(ch, ch, embedding_dim, config.dropout),
+                    AttentionBlock(ch, embedding_dim, config.heads, config.cross_attention),
+                ),
+                ConditionedBlock(ResidualBlock(ch, ch, embedding_dim, config.dropout)),
+            ]
+        )
         # Up path: one more block per level than the down path, each eating one skip.
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(config.channel_mults))):
@@ -98,16 +122,24 @@ class UNet(nn.Module):
             if level > 0:
                 self.up.append(Upsample(ch, ch))
                 size *= 2
-        self.out = nn.Sequential(group_norm(ch), nn.SiLU(), nn.Conv2d(ch, image_channels, 3, padding=1))
+        self.out = nn.Sequential(
+            group_norm(ch), nn.SiLU(), nn.Conv2d(ch, image_channels, 3, padding=1)
+        )
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
     def forward(
-        self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
         text_dropped: torch.Tensor | None = None,
     ) -> torch.Tensor:
         check_image(x, self.image_channels, self.image_size, "the noisy image")
-        context, mask, pooled = self.text(text, text_mask, text_dropped)  # (B, L, E), (B, L), (B, E)
+        context, mask, pooled = self.text(
+            text, text_mask, text_dropped
+        )  # (B, L, E), (B, L), (B, E)
         embedding = self.time_embedding(t) + pooled  # (B, E): timestep plus pooled text
         h = self.conv_in(x)  # (B, width, S, S)
         skips = [h]

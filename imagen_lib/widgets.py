@@ -19,8 +19,8 @@ tests can drive them headless.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 
@@ -42,7 +42,10 @@ class PictureSlider:
 
 
 def picture_slider(
-    values: Sequence[float], make_images: Callable[[float], torch.Tensor], name: str, columns: int = 8,
+    values: Sequence[float],
+    make_images: Callable[[float], torch.Tensor],
+    name: str,
+    columns: int = 8,
     captions: dict[float, str] | None = None,
 ) -> PictureSlider:
     """Call `make_images(value)` once per value and return a slider that flips between the grids."""
@@ -58,7 +61,9 @@ def picture_slider(
     def caption_of(value: float) -> str:
         return captions.get(value, f"{name} {value:g}")
 
-    slider = widgets.SelectionSlider(options=values, value=values[0], description=name.split()[-1], continuous_update=True)
+    slider = widgets.SelectionSlider(
+        options=values, value=values[0], description=name.split()[-1], continuous_update=True
+    )
     image = widgets.Image(value=pictures[values[0]], format="png")
     caption = widgets.Label(value=caption_of(values[0]))
 
@@ -67,38 +72,69 @@ def picture_slider(
         caption.value = caption_of(change["new"])
 
     slider.observe(show, names="value")
-    return PictureSlider(values, samples, pictures, slider, image, caption, widgets.VBox([slider, caption, image]))
+    return PictureSlider(
+        values, samples, pictures, slider, image, caption, widgets.VBox([slider, caption, image])
+    )
 
 
 def guidance_slider(
-    model: Imagen, prompts: Sequence[str], weights: Sequence[float] = (0, 1, 2, 3, 5, 8), seed: int = 0, columns: int = 8,
-    captions: dict[float, str] | None = None, **sample_options,
+    model: Imagen,
+    prompts: Sequence[str],
+    weights: Sequence[float] = (0, 1, 2, 3, 5, 8),
+    seed: int = 0,
+    columns: int = 8,
+    captions: dict[float, str] | None = None,
+    **sample_options,
 ) -> PictureSlider:
     """The cascade's samples of `prompts` at each guidance weight (Ho & Salimans 2022; Imagen Section 2.2).
 
     sample_options go to `Imagen.sample` (sampler, steps, thresholding, ...). `captions`
     can add a line per weight, such as the prompt accuracy measured there.
     """
-    return picture_slider(weights, lambda weight: model.sample(prompts, guidance_weight=weight, seed=seed, **sample_options)[-1],
-                          "guidance weight", columns, captions)
+    return picture_slider(
+        weights,
+        lambda weight: model.sample(prompts, guidance_weight=weight, seed=seed, **sample_options)[
+            -1
+        ],
+        "guidance weight",
+        columns,
+        captions,
+    )
 
 
 def percentile_slider(
-    model: Imagen, prompts: Sequence[str], percentiles: Sequence[float] = (0.9, 0.95, 0.99, 0.995, 1.0), seed: int = 0,
-    columns: int = 8, captions: dict[float, str] | None = None, **sample_options,
+    model: Imagen,
+    prompts: Sequence[str],
+    percentiles: Sequence[float] = (0.9, 0.95, 0.99, 0.995, 1.0),
+    seed: int = 0,
+    columns: int = 8,
+    captions: dict[float, str] | None = None,
+    **sample_options,
 ) -> PictureSlider:
     """Samples with dynamic thresholding at each percentile p (Imagen Section 2.3): p = 1 never clips, only rescales.
 
     Use it with a large guidance weight (sample_options: guidance_weight=...), where
     thresholding matters.
     """
-    return picture_slider(percentiles, lambda p: model.sample(prompts, thresholding="dynamic", percentile=p, seed=seed, **sample_options)[-1],
-                          "dynamic thresholding percentile", columns, captions)
+    return picture_slider(
+        percentiles,
+        lambda p: model.sample(
+            prompts, thresholding="dynamic", percentile=p, seed=seed, **sample_options
+        )[-1],
+        "dynamic thresholding percentile",
+        columns,
+        captions,
+    )
 
 
 def augmentation_slider(
-    model: Imagen, prompts: Sequence[str], levels: Sequence[float] = (0, 0.1, 0.25, 0.4, 0.6, 0.8), seed: int = 0,
-    columns: int = 8, captions: dict[float, str] | None = None, **sample_options,
+    model: Imagen,
+    prompts: Sequence[str],
+    levels: Sequence[float] = (0, 0.1, 0.25, 0.4, 0.6, 0.8),
+    seed: int = 0,
+    columns: int = 8,
+    captions: dict[float, str] | None = None,
+    **sample_options,
 ) -> PictureSlider:
     """The SR stage's output when its low-resolution input is noised to each level (Imagen Section 2.4).
 
@@ -108,12 +144,23 @@ def augmentation_slider(
     base = model.sample(prompts, seed=seed, last_stage=0, **sample_options)[0]
     return picture_slider(
         levels,
-        lambda level: model.sample(prompts, seed=seed, first_stage=1, low_res=base, augmentation_level=level, **sample_options)[-1],
-        "SR noise level", columns, captions,
+        lambda level: model.sample(
+            prompts,
+            seed=seed,
+            first_stage=1,
+            low_res=base,
+            augmentation_level=level,
+            **sample_options,
+        )[-1],
+        "SR noise level",
+        columns,
+        captions,
     )
 
 
-def timestep_scrubber(model: Imagen, prompts: Sequence[str], stage: int = 0, seed: int = 0, **sample_options) -> PictureSlider:
+def timestep_scrubber(
+    model: Imagen, prompts: Sequence[str], stage: int = 0, seed: int = 0, **sample_options
+) -> PictureSlider:
     """Scrub through one sampling run of a stage: per step, x_t (top row) and the predicted x_0 (bottom row).
 
     The slider's values are the timesteps, from pure noise (the largest t) to the image;
@@ -123,10 +170,14 @@ def timestep_scrubber(model: Imagen, prompts: Sequence[str], stage: int = 0, see
 
     def record(at_stage: int, t: int, x_t: torch.Tensor, x0: torch.Tensor) -> None:
         if at_stage == stage:
-            states[float(t)] = torch.cat([x_t.clamp(-1, 1), x0]).cpu()  # (2B, C, H, W): x_t row, then x0 row
+            states[float(t)] = torch.cat(
+                [x_t.clamp(-1, 1), x0]
+            ).cpu()  # (2B, C, H, W): x_t row, then x0 row
 
     model.sample(prompts, seed=seed, last_stage=stage, on_step=record, **sample_options)
-    captions = {t: f"timestep {t:g}: x_t (top), the model's estimate of x_0 (bottom)" for t in states}
+    captions = {
+        t: f"timestep {t:g}: x_t (top), the model's estimate of x_0 (bottom)" for t in states
+    }
     return picture_slider(list(states), states.__getitem__, "timestep", len(prompts), captions)
 
 
@@ -142,7 +193,9 @@ class PromptBox:
     samples: torch.Tensor | None = None  # the last drawing's final-stage images
 
 
-def prompt_box(model: Imagen, prompt: str = "a handwritten 7", count: int = 8, seed: int = 0, **sample_options) -> PromptBox:
+def prompt_box(
+    model: Imagen, prompt: str = "a handwritten 7", count: int = 8, seed: int = 0, **sample_options
+) -> PromptBox:
     """Type a prompt, press Enter or Draw: `count` samples of it from the cascade (one seed, so a prompt always gives the same digits).
 
     A prompt the text encoder refuses (empty, say) shows its message in place of a picture.
@@ -153,7 +206,9 @@ def prompt_box(model: Imagen, prompt: str = "a handwritten 7", count: int = 8, s
     button = widgets.Button(description="Draw")
     image = widgets.Image(format="png")
     caption = widgets.Label()
-    box = PromptBox(text, button, image, caption, widgets.VBox([widgets.HBox([text, button]), caption, image]))
+    box = PromptBox(
+        text, button, image, caption, widgets.VBox([widgets.HBox([text, button]), caption, image])
+    )
 
     def draw(*_) -> None:
         caption.value = f"drawing {text.value!r} ..."

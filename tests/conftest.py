@@ -46,12 +46,19 @@ def fresh_encoder(tiny_t5_path):
 
 def base_network_config() -> UNetConfig:
     """The 8x8 base U-Net: two resolution levels, attention at 4x4."""
-    return UNetConfig(channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(4,))
+    return UNetConfig(
+        channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(4,)
+    )
 
 
 def sr_network_config(attention_size: int) -> EfficientUNetConfig:
     """A super-resolution Efficient U-Net with attention at one (half-resolution) size."""
-    return EfficientUNetConfig(channels=16, channel_mults=(1, 2), num_res_blocks=(1, 1), attention_resolutions=(attention_size,))
+    return EfficientUNetConfig(
+        channels=16,
+        channel_mults=(1, 2),
+        num_res_blocks=(1, 1),
+        attention_resolutions=(attention_size,),
+    )
 
 
 def tiny_cascade_config(num_stages: int = 2, channels: int = 1, **stage_overrides) -> ImagenConfig:
@@ -84,7 +91,9 @@ def make_cascade(tiny_encoder):
     return build
 
 
-def randomize_parameters(module: torch.nn.Module, std: float = 0.2, seed: int = 0) -> torch.nn.Module:
+def randomize_parameters(
+    module: torch.nn.Module, std: float = 0.2, seed: int = 0
+) -> torch.nn.Module:
     """Overwrite every parameter with N(0, std^2) noise.
 
     The networks zero-initialise their output convolution (and every block's last

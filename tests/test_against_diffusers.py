@@ -26,7 +26,14 @@ import pytest
 import torch
 
 from imagen_lib.diffusion import (
-    NoiseSchedule, ddim_step, ddpm_step, predict_x0_and_eps, q_sample, sample, sampling_timesteps, threshold,
+    NoiseSchedule,
+    ddim_step,
+    ddpm_step,
+    predict_x0_and_eps,
+    q_sample,
+    sample,
+    sampling_timesteps,
+    threshold,
     training_target,
 )
 
@@ -36,8 +43,14 @@ from diffusers import DDIMScheduler, DDPMScheduler  # noqa: E402  (after the ski
 T = 1000  # the training schedule's length, as in Ho et al. and imagen_lib's default
 SHAPE = (4, 1, 8, 8)  # a small batch of images
 STEP_TIMESTEPS = [0, 1, 500, 999]  # one per sample where a batch takes a timestep per sample
-DIFFUSERS_NAME = {"linear": "linear", "cosine": "squaredcos_cap_v2"}  # imagen_lib kind -> diffusers beta_schedule
-PREDICTION_TYPE = {"eps": "epsilon", "v": "v_prediction"}  # imagen_lib prediction -> diffusers prediction_type
+DIFFUSERS_NAME = {
+    "linear": "linear",
+    "cosine": "squaredcos_cap_v2",
+}  # imagen_lib kind -> diffusers beta_schedule
+PREDICTION_TYPE = {
+    "eps": "epsilon",
+    "v": "v_prediction",
+}  # imagen_lib prediction -> diffusers prediction_type
 RTOL, ATOL = 1e-12, 1e-12  # float64 rounding, with room for a few dozen operations
 FLOAT32_EPS = torch.finfo(torch.float32).eps  # 2**-23, about 1.2e-7
 
@@ -45,7 +58,9 @@ FLOAT32_EPS = torch.finfo(torch.float32).eps  # 2**-23, about 1.2e-7
 def gaussians(count: int, seed: int = 0, scale: float = 1.0) -> list[torch.Tensor]:
     """`count` float64 tensors of shape SHAPE with N(0, scale^2) entries, from a fixed seed."""
     generator = torch.Generator().manual_seed(seed)
-    return [scale * torch.randn(SHAPE, generator=generator, dtype=torch.float64) for _ in range(count)]
+    return [
+        scale * torch.randn(SHAPE, generator=generator, dtype=torch.float64) for _ in range(count)
+    ]
 
 
 def diffusers_scheduler(cls, kind: str, timesteps: int = T, **config):
@@ -57,15 +72,25 @@ def diffusers_scheduler(cls, kind: str, timesteps: int = T, **config):
     """
     schedule = NoiseSchedule(kind, timesteps)
     scheduler = cls(
-        num_train_timesteps=timesteps, beta_schedule=DIFFUSERS_NAME[kind], beta_start=1e-4, beta_end=0.02, **config
+        num_train_timesteps=timesteps,
+        beta_schedule=DIFFUSERS_NAME[kind],
+        beta_start=1e-4,
+        beta_end=0.02,
+        **config,
     )
-    torch.testing.assert_close(scheduler.alphas_cumprod.double(), schedule.alphas_cumprod, rtol=2e-5, atol=0)
+    torch.testing.assert_close(
+        scheduler.alphas_cumprod.double(), schedule.alphas_cumprod, rtol=2e-5, atol=0
+    )
     scheduler.betas = schedule.betas.clone()
     scheduler.alphas = 1.0 - scheduler.betas
     scheduler.alphas_cumprod = schedule.alphas_cumprod.clone()
-    if isinstance(scheduler, DDIMScheduler):  # the "abar" before the first timestep, used by the last step
+    if isinstance(
+        scheduler, DDIMScheduler
+    ):  # the "abar" before the first timestep, used by the last step
         one = torch.tensor(1.0, dtype=torch.float64)
-        scheduler.final_alpha_cumprod = one if scheduler.config.set_alpha_to_one else scheduler.alphas_cumprod[0]
+        scheduler.final_alpha_cumprod = (
+            one if scheduler.config.set_alpha_to_one else scheduler.alphas_cumprod[0]
+        )
     return schedule, scheduler
 
 
@@ -106,17 +131,28 @@ def test_schedules_match(kind, timesteps):
     """
     scale = 1000 / timesteps
     scheduler = DDPMScheduler(
-        num_train_timesteps=timesteps, beta_schedule=DIFFUSERS_NAME[kind], beta_start=scale * 1e-4, beta_end=scale * 0.02
+        num_train_timesteps=timesteps,
+        beta_schedule=DIFFUSERS_NAME[kind],
+        beta_start=scale * 1e-4,
+        beta_end=scale * 0.02,
     )
     schedule = NoiseSchedule(kind, timesteps)
     assert scheduler.betas.dtype == torch.float32  # the reason for the float32 tolerances below
 
-    torch.testing.assert_close(scheduler.betas.double(), schedule.betas, rtol=2 * FLOAT32_EPS, atol=0)
-    torch.testing.assert_close(scheduler.alphas_cumprod.double(), schedule.alphas_cumprod, rtol=2e-5, atol=0)
+    torch.testing.assert_close(
+        scheduler.betas.double(), schedule.betas, rtol=2 * FLOAT32_EPS, atol=0
+    )
+    torch.testing.assert_close(
+        scheduler.alphas_cumprod.double(), schedule.alphas_cumprod, rtol=2e-5, atol=0
+    )
     same_arithmetic = torch.cumprod(1 - schedule.betas.float(), dim=0)
-    torch.testing.assert_close(scheduler.alphas_cumprod, same_arithmetic, rtol=2 * FLOAT32_EPS, atol=0)
+    torch.testing.assert_close(
+        scheduler.alphas_cumprod, same_arithmetic, rtol=2 * FLOAT32_EPS, atol=0
+    )
     if kind == "cosine":
-        assert schedule.betas[-1].item() == 0.999 and scheduler.betas[-1].item() == pytest.approx(0.999, rel=FLOAT32_EPS)
+        assert schedule.betas[-1].item() == 0.999 and scheduler.betas[-1].item() == pytest.approx(
+            0.999, rel=FLOAT32_EPS
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -149,7 +185,9 @@ def test_v_target_matches_get_velocity(kind):
     x0, noise = gaussians(2)
     t = torch.tensor(STEP_TIMESTEPS)
     expected = scheduler.get_velocity(x0, noise, t)
-    torch.testing.assert_close(training_target(schedule, x0, t, noise, "v"), expected, rtol=RTOL, atol=ATOL)
+    torch.testing.assert_close(
+        training_target(schedule, x0, t, noise, "v"), expected, rtol=RTOL, atol=ATOL
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -171,11 +209,17 @@ def test_predicted_x0_matches_pred_original_sample(kind, prediction, t):
     which float64 survives (both sides do the same operations).
     """
     schedule, scheduler = diffusers_scheduler(
-        DDPMScheduler, kind, prediction_type=PREDICTION_TYPE[prediction], clip_sample=False, thresholding=False
+        DDPMScheduler,
+        kind,
+        prediction_type=PREDICTION_TYPE[prediction],
+        clip_sample=False,
+        thresholding=False,
     )
     x0, noise, output = gaussians(3)
     x_t = q_sample(schedule, x0, full(t), noise)
-    expected = scheduler.step(output, t, x_t, generator=torch.Generator().manual_seed(1)).pred_original_sample
+    expected = scheduler.step(
+        output, t, x_t, generator=torch.Generator().manual_seed(1)
+    ).pred_original_sample
     x0_estimate, _ = predict_x0_and_eps(schedule, x_t, full(t), output, prediction)
     torch.testing.assert_close(x0_estimate, expected, rtol=RTOL, atol=ATOL)
 
@@ -194,7 +238,9 @@ def thresholded_by_diffusers(x0: torch.Tensor, **config) -> torch.Tensor:
     """
     scheduler = DDPMScheduler(prediction_type="sample", **config)
     x_t = torch.zeros_like(x0)
-    return scheduler.step(x0, 500, x_t, generator=torch.Generator().manual_seed(1)).pred_original_sample
+    return scheduler.step(
+        x0, 500, x_t, generator=torch.Generator().manual_seed(1)
+    ).pred_original_sample
 
 
 def test_static_thresholding_matches_clip_sample():
@@ -203,7 +249,9 @@ def test_static_thresholding_matches_clip_sample():
     Both clamp every pixel to [-1, 1]: one operation, so the results must be identical.
     """
     (x0,) = gaussians(1, scale=2.0)  # about a third of the pixels lie outside [-1, 1]
-    expected = thresholded_by_diffusers(x0, clip_sample=True, clip_sample_range=1.0, thresholding=False)
+    expected = thresholded_by_diffusers(
+        x0, clip_sample=True, clip_sample_range=1.0, thresholding=False
+    )
     assert torch.equal(threshold(x0, "static"), expected)
 
 
@@ -230,7 +278,11 @@ def test_dynamic_thresholding_matches_diffusers(percentile, dtype):
     (x0,) = gaussians(1)
     x0 = (x0 * torch.tensor([0.3, 1.0, 2.0, 5.0], dtype=torch.float64).view(-1, 1, 1, 1)).to(dtype)
     expected = thresholded_by_diffusers(
-        x0, thresholding=True, dynamic_thresholding_ratio=percentile, sample_max_value=1e6, clip_sample=False
+        x0,
+        thresholding=True,
+        dynamic_thresholding_ratio=percentile,
+        sample_max_value=1e6,
+        clip_sample=False,
     )
     got = threshold(x0, "dynamic", percentile)
     assert got.dtype == expected.dtype == dtype
@@ -264,16 +316,27 @@ def test_ddpm_step_matches_diffusers(kind, t):
     differ by O(sqrt(variance)), and the test would fail, not pass by accident.
     """
     schedule, scheduler = diffusers_scheduler(
-        DDPMScheduler, kind, prediction_type="sample", variance_type="fixed_small", clip_sample=False, thresholding=False
+        DDPMScheduler,
+        kind,
+        prediction_type="sample",
+        variance_type="fixed_small",
+        clip_sample=False,
+        thresholding=False,
     )
     x0, noise, x0_estimate = gaussians(3)
     x_t = q_sample(schedule, x0, full(t), noise)
     seed = 1234
-    expected = scheduler.step(x0_estimate, t, x_t, generator=torch.Generator().manual_seed(seed)).prev_sample
-    step_noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    expected = scheduler.step(
+        x0_estimate, t, x_t, generator=torch.Generator().manual_seed(seed)
+    ).prev_sample
+    step_noise = torch.randn(
+        SHAPE, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
 
     abar_t = schedule.at(schedule.alphas_cumprod, full(t), x_t)
-    abar_prev = schedule.at(schedule.alphas_cumprod, full(t - 1), x_t) if t > 0 else torch.ones_like(abar_t)
+    abar_prev = (
+        schedule.at(schedule.alphas_cumprod, full(t - 1), x_t) if t > 0 else torch.ones_like(abar_t)
+    )
     got = ddpm_step(x0_estimate, x_t, abar_t, abar_prev, step_noise)
     torch.testing.assert_close(got, expected, rtol=RTOL, atol=ATOL)
 
@@ -307,8 +370,13 @@ def test_ddim_step_matches_diffusers(kind, prediction, t):
       final_alpha_cumprod = 1 for the step below timestep 0: the same.
     """
     schedule, scheduler = diffusers_scheduler(
-        DDIMScheduler, kind, prediction_type=PREDICTION_TYPE[prediction], clip_sample=False, thresholding=False,
-        set_alpha_to_one=True, timestep_spacing="linspace",
+        DDIMScheduler,
+        kind,
+        prediction_type=PREDICTION_TYPE[prediction],
+        clip_sample=False,
+        thresholding=False,
+        set_alpha_to_one=True,
+        timestep_spacing="linspace",
     )
     scheduler.set_timesteps(DDIM_STEPS)
     timesteps = sampling_timesteps(T, DDIM_STEPS)
@@ -324,7 +392,11 @@ def test_ddim_step_matches_diffusers(kind, prediction, t):
 
     x0_estimate, eps = predict_x0_and_eps(schedule, x_t, full(t), output, prediction)
     abar_t = schedule.at(schedule.alphas_cumprod, full(t), x_t)
-    abar_prev = torch.ones_like(abar_t) if t_prev is None else schedule.at(schedule.alphas_cumprod, full(t_prev), x_t)
+    abar_prev = (
+        torch.ones_like(abar_t)
+        if t_prev is None
+        else schedule.at(schedule.alphas_cumprod, full(t_prev), x_t)
+    )
     got = ddim_step(x0_estimate, eps, abar_t, abar_prev, torch.zeros_like(x_t), eta=0.0)
     torch.testing.assert_close(got, expected, rtol=RTOL, atol=ATOL)
 
@@ -354,8 +426,13 @@ def test_ddpm_sampling_matches_a_diffusers_loop(kind, float64_by_default):
     rounding: the clipping keeps errors from growing over the 1000 steps (observed: 5e-15).
     """
     schedule, scheduler = diffusers_scheduler(
-        DDPMScheduler, kind, prediction_type="epsilon", variance_type="fixed_small", clip_sample=True,
-        clip_sample_range=1.0, thresholding=False,
+        DDPMScheduler,
+        kind,
+        prediction_type="epsilon",
+        variance_type="fixed_small",
+        clip_sample=True,
+        clip_sample_range=1.0,
+        thresholding=False,
     )
 
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -364,8 +441,15 @@ def test_ddpm_sampling_matches_a_diffusers_loop(kind, float64_by_default):
         return 0.8 * torch.tanh(x) + 0.2 * torch.cos(t / 100 + x)
 
     seed = 7
-    got = sample(denoise, schedule, SHAPE, prediction="eps", sampler="ddpm", thresholding="static",
-                 generator=torch.Generator().manual_seed(seed))
+    got = sample(
+        denoise,
+        schedule,
+        SHAPE,
+        prediction="eps",
+        sampler="ddpm",
+        thresholding="static",
+        generator=torch.Generator().manual_seed(seed),
+    )
 
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(SHAPE, generator=generator, dtype=torch.float64)  # x_T, as `sample` draws it
@@ -378,7 +462,9 @@ def test_ddpm_sampling_matches_a_diffusers_loop(kind, float64_by_default):
 @pytest.mark.parametrize("kind", ["linear", "cosine"])
 @pytest.mark.parametrize("prediction", ["eps", "v"])
 @pytest.mark.parametrize("steps", [10, 25])
-@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # inside diffusers, with numpy 2
+@pytest.mark.filterwarnings(
+    "ignore:__array__ implementation:DeprecationWarning"
+)  # inside diffusers, with numpy 2
 def test_dpm_solver_sampling_matches_a_diffusers_loop(kind, prediction, steps, float64_by_default):
     """imagen_lib's `sample` with "dpm++" against a loop over DPMSolverMultistepScheduler.step.
 
@@ -401,14 +487,24 @@ def test_dpm_solver_sampling_matches_a_diffusers_loop(kind, prediction, steps, f
     from diffusers import DPMSolverMultistepScheduler
 
     schedule, scheduler = diffusers_scheduler(
-        DPMSolverMultistepScheduler, kind, prediction_type=PREDICTION_TYPE[prediction], solver_order=2,
-        algorithm_type="dpmsolver++", thresholding=False, final_sigmas_type="zero", lower_order_final=True,
+        DPMSolverMultistepScheduler,
+        kind,
+        prediction_type=PREDICTION_TYPE[prediction],
+        solver_order=2,
+        algorithm_type="dpmsolver++",
+        thresholding=False,
+        final_sigmas_type="zero",
+        lower_order_final=True,
     )
     timesteps = sampling_timesteps(T, steps)
     scheduler.set_timesteps(timesteps=timesteps)
     abar = schedule.alphas_cumprod[timesteps]
-    sigmas = torch.cat([((1 - abar) / abar).sqrt(), torch.zeros(1, dtype=torch.float64)])  # diffusers' sigmas, in float64
-    torch.testing.assert_close(scheduler.sigmas.double(), sigmas, rtol=2 * FLOAT32_EPS, atol=0)  # it stores them in float32
+    sigmas = torch.cat(
+        [((1 - abar) / abar).sqrt(), torch.zeros(1, dtype=torch.float64)]
+    )  # diffusers' sigmas, in float64
+    torch.testing.assert_close(
+        scheduler.sigmas.double(), sigmas, rtol=2 * FLOAT32_EPS, atol=0
+    )  # it stores them in float32
     scheduler.sigmas = sigmas
 
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -417,10 +513,20 @@ def test_dpm_solver_sampling_matches_a_diffusers_loop(kind, prediction, steps, f
         return 0.8 * torch.tanh(x) + 0.2 * torch.cos(t / 100 + x)
 
     seed = 7
-    got = sample(denoise, schedule, SHAPE, prediction=prediction, sampler="dpm++", steps=steps, thresholding="none",
-                 generator=torch.Generator().manual_seed(seed))
+    got = sample(
+        denoise,
+        schedule,
+        SHAPE,
+        prediction=prediction,
+        sampler="dpm++",
+        steps=steps,
+        thresholding="none",
+        generator=torch.Generator().manual_seed(seed),
+    )
 
-    x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)  # x_T, as `sample` draws it
+    x = torch.randn(
+        SHAPE, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )  # x_T, as `sample` draws it
     for t in scheduler.timesteps.tolist():
         x = scheduler.step(denoise(x, t), t, x).prev_sample
     assert got.dtype == torch.float64

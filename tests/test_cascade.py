@@ -14,10 +14,15 @@ import os
 
 import pytest
 import torch
+from conftest import (
+    base_network_config,
+    randomize_parameters,
+    sr_network_config,
+    tiny_cascade_config,
+)
 
 import imagen_lib.cascade
 import imagen_lib.diffusion
-from conftest import base_network_config, randomize_parameters, sr_network_config, tiny_cascade_config
 from imagen_lib import ImagenConfig, StageConfig
 from imagen_lib.checkpoint import load_imagen, read_checkpoint, save_imagen
 from imagen_lib.text import TextEncoder, build_tiny_t5
@@ -93,17 +98,30 @@ def test_low_res_conditioning_is_noised_once_per_stage(make_cascade, monkeypatch
         network = model.networks[stage]
         original_forward = network.forward
 
-        def recording_forward(x, t, text, text_mask, low_res, augmentation_level, text_dropped=None,
-                              _forward=original_forward, _stage=stage):
+        def recording_forward(
+            x,
+            t,
+            text,
+            text_mask,
+            low_res,
+            augmentation_level,
+            text_dropped=None,
+            _forward=original_forward,
+            _stage=stage,
+        ):
             seen[_stage].append((low_res.clone(), augmentation_level.clone()))
-            return _forward(x, t, text, text_mask, low_res, augmentation_level, text_dropped=text_dropped)
+            return _forward(
+                x, t, text, text_mask, low_res, augmentation_level, text_dropped=text_dropped
+            )
 
         monkeypatch.setattr(network, "forward", recording_forward)
 
     sample_fast(model, steps=steps)
 
     assert [stage for stage, _ in augment_calls] == [1, 2]  # once per SR stage, not per step
-    expected_level = round(model.config.stages[1].sampling_augmentation * (model.config.stages[1].timesteps - 1))
+    expected_level = round(
+        model.config.stages[1].sampling_augmentation * (model.config.stages[1].timesteps - 1)
+    )
     for stage, augmented in augment_calls:
         calls = seen[stage]
         assert len(calls) == steps  # one (guidance-doubled) network call per step
@@ -118,7 +136,9 @@ def test_augmentation_level_zero_conditions_on_the_clean_upsampled_image(make_ca
     model = randomize_parameters(make_cascade(2))
     captured = []
     original = model.augment_low_res
-    monkeypatch.setattr(model, "augment_low_res", lambda *args: captured.append(args) or original(*args))
+    monkeypatch.setattr(
+        model, "augment_low_res", lambda *args: captured.append(args) or original(*args)
+    )
     outputs = sample_fast(model, augmentation_level=0.0)
     stage, low_res, level, noise = captured[0]
     assert level.tolist() == [0, 0]
@@ -132,7 +152,9 @@ def test_augmentation_level_zero_conditions_on_the_clean_upsampled_image(make_ca
 
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("prediction", ["eps", "v"])
-def test_loss_of_every_stage_is_finite_and_trains_only_that_stage(channels, prediction, make_cascade):
+def test_loss_of_every_stage_is_finite_and_trains_only_that_stage(
+    channels, prediction, make_cascade
+):
     model = make_cascade(3, channels, prediction=prediction)
     torch.manual_seed(0)
     images = torch.rand(2, channels, 32, 32) * 2 - 1
@@ -148,7 +170,9 @@ def test_loss_of_every_stage_is_finite_and_trains_only_that_stage(channels, pred
                 assert any(g is not None and g.abs().sum() > 0 for g in grads)
                 assert all(torch.isfinite(g).all() for g in grads if g is not None)
             else:
-                assert all(g is None for g in grads), f"stage {stage}'s loss reached network {index}"
+                assert all(g is None for g in grads), (
+                    f"stage {stage}'s loss reached network {index}"
+                )
 
 
 # ---------------------------------------------------------------------------------------
@@ -181,7 +205,10 @@ def test_bad_sampling_options_raise(make_cascade):
         model.sample(PROMPTS, thresholding="clip")
     with pytest.raises(ValueError, match="augmentation level"):
         model.sample(PROMPTS, augmentation_level=1.5)
-    with pytest.raises(ValueError, match="stage 0: steps must be a whole number between 1 and its schedule's 50, got 0"):
+    with pytest.raises(
+        ValueError,
+        match="stage 0: steps must be a whole number between 1 and its schedule's 50, got 0",
+    ):
         model.sample(PROMPTS, steps=0)  # not "the default number of steps"
     with pytest.raises(ValueError, match="stage 1: steps must .* got 51"):
         model.sample(PROMPTS, steps=[5, 51])
@@ -214,7 +241,9 @@ def test_bad_configs_raise():
     with pytest.raises(ValueError, match="strictly increase"):
         ImagenConfig(stages=[base, sr])  # 16 -> 16
     with pytest.raises(ValueError, match="strictly increase"):
-        ImagenConfig(stages=[StageConfig(image_size=32, network=base_network_config()), sr])  # 32 -> 16
+        ImagenConfig(
+            stages=[StageConfig(image_size=32, network=base_network_config()), sr]
+        )  # 32 -> 16
     with pytest.raises(ValueError, match="at least one stage"):
         ImagenConfig(stages=[])
     with pytest.raises(ValueError, match="channels must be 1"):
@@ -225,9 +254,14 @@ def test_bad_configs_raise():
         ImagenConfig(stages=[base], text_drop_prob=1.0)
     with pytest.raises(ValueError, match="stage 0: sampler must be one of"):
         ImagenConfig(stages=[dataclasses.replace(base, sampler="euler")])
-    with pytest.raises(ValueError, match="stage 0: sampling_steps must be between 1 and its schedule's 50"):
+    with pytest.raises(
+        ValueError, match="stage 0: sampling_steps must be between 1 and its schedule's 50"
+    ):
         ImagenConfig(stages=[dataclasses.replace(base, sampling_steps=51)])
-    with pytest.raises(ValueError, match=r"stage 0: a guidance interval \(start, end\) needs 0 <= start <= end <= 1"):
+    with pytest.raises(
+        ValueError,
+        match=r"stage 0: a guidance interval \(start, end\) needs 0 <= start <= end <= 1",
+    ):
         ImagenConfig(stages=[dataclasses.replace(base, guidance_interval=(0.5, 1.2))])
 
 
@@ -238,7 +272,11 @@ def test_each_stage_samples_with_its_own_sampler_and_steps(make_cascade, monkeyp
     model.config.stages[1].sampling_steps = model.config.stages[2].sampling_steps = 2
     seen = []
     original = imagen_lib.diffusion.sample
-    monkeypatch.setattr(imagen_lib.diffusion, "sample", lambda *a, **k: seen.append((k["sampler"], k["steps"])) or original(*a, **k))
+    monkeypatch.setattr(
+        imagen_lib.diffusion,
+        "sample",
+        lambda *a, **k: seen.append((k["sampler"], k["steps"])) or original(*a, **k),
+    )
     runs = {
         "own": dict(),
         "one for all": dict(sampler="ddpm", steps=3),
@@ -261,15 +299,27 @@ def test_a_stage_guides_in_its_own_interval_only_with_its_own_weight(make_cascad
     """The recommended interval goes with the recommended weight; a weight you pass guides at
     every step unless you also pass an interval, which then serves every stage."""
     model = make_cascade(2)
-    model.config.stages[0].guidance_interval, model.config.stages[1].guidance_interval = (0.3, 0.8), (0.2, 0.6)
+    model.config.stages[0].guidance_interval, model.config.stages[1].guidance_interval = (
+        (0.3, 0.8),
+        (0.2, 0.6),
+    )
     seen = []
     original = imagen_lib.cascade.classifier_free_guidance
-    monkeypatch.setattr(imagen_lib.cascade, "classifier_free_guidance",
-                        lambda network, weight, interval, timesteps: seen.append((weight, interval, timesteps)) or original(network, weight, interval, timesteps))
+    monkeypatch.setattr(
+        imagen_lib.cascade,
+        "classifier_free_guidance",
+        lambda network, weight, interval, timesteps: (
+            seen.append((weight, interval, timesteps))
+            or original(network, weight, interval, timesteps)
+        ),
+    )
     runs = {
         "own": (dict(), [(3.0, (0.3, 0.8), 50), (3.0, (0.2, 0.6), 50)]),
         "a weight": (dict(guidance_weight=2.0), [(2.0, (0.0, 1.0), 50)] * 2),
-        "a weight and an interval": (dict(guidance_weight=[2.0, 1.0], guidance_interval=(0.1, 0.9)), [(2.0, (0.1, 0.9), 50), (1.0, (0.1, 0.9), 50)]),
+        "a weight and an interval": (
+            dict(guidance_weight=[2.0, 1.0], guidance_interval=(0.1, 0.9)),
+            [(2.0, (0.1, 0.9), 50), (1.0, (0.1, 0.9), 50)],
+        ),
         "own weights, every step": (dict(guidance_interval=(0, 1)), [(3.0, (0.0, 1.0), 50)] * 2),
     }
     for name, (options, expected) in runs.items():
@@ -287,7 +337,10 @@ def test_configs_with_one_sampler_for_every_stage_still_load():
         del stage["sampler"], stage["sampling_steps"]
     values.update(sampler="dpm++", sampling_steps=7)
     config = ImagenConfig.from_dict(values)
-    assert [(stage.sampler, stage.sampling_steps) for stage in config.stages] == [("dpm++", 7), ("dpm++", 7)]
+    assert [(stage.sampler, stage.sampling_steps) for stage in config.stages] == [
+        ("dpm++", 7),
+        ("dpm++", 7),
+    ]
 
 
 # ---------------------------------------------------------------------------------------
@@ -348,9 +401,18 @@ def test_a_file_holding_code_is_refused_in_one_line(tmp_path):
     assert "contains code or objects that are not plain tensors" in message and "\n" not in message
 
 
-@pytest.mark.parametrize("where, value", [(("stages", 0, "timesteps"), "ten"), (("stages", 1, "network", "channels"), "16"),
-                                          (("max_text_tokens",), 1.5), (("stages", 0, "guidance_weight"), "high")])
-def test_a_config_with_a_value_that_is_not_a_number_is_one_line(where, value, make_cascade, tiny_encoder, tmp_path):
+@pytest.mark.parametrize(
+    "where, value",
+    [
+        (("stages", 0, "timesteps"), "ten"),
+        (("stages", 1, "network", "channels"), "16"),
+        (("max_text_tokens",), 1.5),
+        (("stages", 0, "guidance_weight"), "high"),
+    ],
+)
+def test_a_config_with_a_value_that_is_not_a_number_is_one_line(
+    where, value, make_cascade, tiny_encoder, tmp_path
+):
     payload = read_checkpoint(save_imagen(make_cascade(2), tmp_path / "model.pt"))
     values = payload["config"]
     for key in where[:-1]:
@@ -362,7 +424,9 @@ def test_a_config_with_a_value_that_is_not_a_number_is_one_line(where, value, ma
     assert "\n" not in str(raised.value)
 
 
-def test_loading_weights_that_do_not_fit_names_a_few_in_one_line(make_cascade, tiny_encoder, tmp_path):
+def test_loading_weights_that_do_not_fit_names_a_few_in_one_line(
+    make_cascade, tiny_encoder, tmp_path
+):
     """torch's own error lists every mismatched tensor; ours names three of each kind and counts them."""
     payload = read_checkpoint(save_imagen(make_cascade(2), tmp_path / "model.pt"))
     weights = payload["model"]
@@ -375,7 +439,10 @@ def test_loading_weights_that_do_not_fit_names_a_few_in_one_line(make_cascade, t
         load_imagen(tmp_path / "damaged.pt", text_encoder=tiny_encoder)
     message = str(raised.value)
     assert "\n" not in message and "do not fit" in message
-    assert f"5 missing ({keys[0]}, {keys[1]}, {keys[2]}, ...)" in message and f"1 of another shape ({keys[5]})" in message
+    assert (
+        f"5 missing ({keys[0]}, {keys[1]}, {keys[2]}, ...)" in message
+        and f"1 of another shape ({keys[5]})" in message
+    )
 
 
 def test_loading_with_an_encoder_of_another_width_raises(make_cascade, tmp_path):
@@ -409,11 +476,17 @@ def test_last_stage_stops_the_cascade_early_with_the_same_images(make_cascade):
     "options, message",
     [
         ({"last_stage": 2}, "stage must be an index"),
-        ({"first_stage": 1, "low_res": torch.zeros(2, 1, 8, 8), "last_stage": 0}, "comes before first_stage"),
+        (
+            {"first_stage": 1, "low_res": torch.zeros(2, 1, 8, 8), "last_stage": 0},
+            "comes before first_stage",
+        ),
         ({"first_stage": 1}, "needs low_res"),
         ({"low_res": torch.zeros(2, 1, 8, 8)}, "first_stage=1"),
         ({"first_stage": 1, "low_res": torch.zeros(2, 1, 16, 16)}, r"\(batch, 1, 8, 8\)"),
-        ({"first_stage": 1, "low_res": torch.zeros(3, 1, 8, 8)}, "one low-resolution image per prompt"),
+        (
+            {"first_stage": 1, "low_res": torch.zeros(3, 1, 8, 8)},
+            "one low-resolution image per prompt",
+        ),
         ({"first_stage": 2, "low_res": torch.zeros(2, 1, 8, 8)}, "stage must be an index"),
     ],
 )

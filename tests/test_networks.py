@@ -17,8 +17,8 @@ import math
 
 import pytest
 import torch
-
 from conftest import base_network_config, randomize_parameters, sr_network_config
+
 from imagen_lib import EfficientUNet, UNet
 from imagen_lib.layers import CrossAttention, ResidualBlock, recorded_attention
 
@@ -30,7 +30,9 @@ def make_network(kind: str, channels: int = 1, seed: int = 0):
     torch.manual_seed(seed)
     if kind == "unet":
         return UNet(base_network_config(), image_size=8, image_channels=channels, text_dim=TEXT_DIM)
-    return EfficientUNet(sr_network_config(8), image_size=16, image_channels=channels, text_dim=TEXT_DIM)
+    return EfficientUNet(
+        sr_network_config(8), image_size=16, image_channels=channels, text_dim=TEXT_DIM
+    )
 
 
 def run(net, x, t, tokens, mask, text_dropped=None, low_res=None):
@@ -46,7 +48,9 @@ def run(net, x, t, tokens, mask, text_dropped=None, low_res=None):
 def noisy_input(net, batch: int = 2, seed: int = 1):
     generator = torch.Generator().manual_seed(seed)
     size, channels = net.image_size, net.image_channels
-    return torch.randn(batch, channels, size, size, generator=generator), torch.tensor([3, 40, 17, 8][:batch])
+    return torch.randn(batch, channels, size, size, generator=generator), torch.tensor(
+        [3, 40, 17, 8][:batch]
+    )
 
 
 @pytest.mark.parametrize("kind", ["unet", "efficient"])
@@ -68,12 +72,33 @@ def test_wrong_image_shape_raises_naming_the_expected_shape(kind, tiny_encoder):
     t = torch.tensor([1, 2])
     expected = rf"\(batch, 1, {size}, {size}\)"
     with pytest.raises(ValueError, match=expected):
-        run(net, torch.zeros(2, 3, size, size), t, tokens, mask, low_res=torch.zeros(2, 1, size, size))  # 3 channels, not 1
+        run(
+            net,
+            torch.zeros(2, 3, size, size),
+            t,
+            tokens,
+            mask,
+            low_res=torch.zeros(2, 1, size, size),
+        )  # 3 channels, not 1
     with pytest.raises(ValueError, match=expected):
-        run(net, torch.zeros(2, 1, size * 2, size * 2), t, tokens, mask, low_res=torch.zeros(2, 1, size, size))
+        run(
+            net,
+            torch.zeros(2, 1, size * 2, size * 2),
+            t,
+            tokens,
+            mask,
+            low_res=torch.zeros(2, 1, size, size),
+        )
     if kind == "efficient":
         with pytest.raises(ValueError, match="low-resolution image must be"):
-            run(net, torch.zeros(2, 1, size, size), t, tokens, mask, low_res=torch.zeros(2, 1, size // 2, size // 2))
+            run(
+                net,
+                torch.zeros(2, 1, size, size),
+                t,
+                tokens,
+                mask,
+                low_res=torch.zeros(2, 1, size // 2, size // 2),
+            )
 
 
 @pytest.mark.parametrize("kind", ["unet", "efficient"])
@@ -187,7 +212,9 @@ def test_fresh_residual_block_is_the_scaled_identity():
 
 
 @pytest.mark.parametrize("cross_attention", [True, False])
-def test_without_cross_attention_the_text_arrives_as_the_pooled_vector_only(cross_attention, tiny_encoder, monkeypatch):
+def test_without_cross_attention_the_text_arrives_as_the_pooled_vector_only(
+    cross_attention, tiny_encoder, monkeypatch
+):
     """Replace the token context and keep the pooled vector: only a U-Net with cross-attention notices."""
     torch.manual_seed(0)
     config = base_network_config()
@@ -199,7 +226,11 @@ def test_without_cross_attention_the_text_arrives_as_the_pooled_vector_only(cros
 
     def other_context(*args, **kwargs):
         context, context_mask, pooled = text(*args, **kwargs)
-        return torch.randn_like(context), context_mask, pooled  # (B, L, E) junk, the same pooled (B, E)
+        return (
+            torch.randn_like(context),
+            context_mask,
+            pooled,
+        )  # (B, L, E) junk, the same pooled (B, E)
 
     with torch.no_grad():
         reference = run(net, x, t, tokens, mask)
@@ -219,10 +250,16 @@ def test_attention_map_is_the_weighting_that_cross_attention_applies():
     mask = torch.tensor([[True, True, True, False, False], [True, True, True, True, True]])
     weights = layer.attention_map(x, context, mask)  # (B, heads, HW, L)
     assert weights.shape == (2, 4, 9, 5)
-    assert torch.allclose(weights.sum(dim=-1), torch.ones(2, 4, 9)) and torch.all(weights[0, ..., 3:] == 0)
+    assert torch.allclose(weights.sum(dim=-1), torch.ones(2, 4, 9)) and torch.all(
+        weights[0, ..., 3:] == 0
+    )
     _, values = layer.to_kv(layer.context_norm(context)).chunk(2, dim=-1)  # (B, L, C)
-    mixed = torch.einsum("bhnl,bhld->bhnd", weights, values.view(2, 5, 4, 4).transpose(1, 2))  # (B, heads, HW, d)
-    expected = x + layer.out(mixed.transpose(1, 2).reshape(2, 9, 16)).transpose(1, 2).reshape(2, 16, 3, 3)
+    mixed = torch.einsum(
+        "bhnl,bhld->bhnd", weights, values.view(2, 5, 4, 4).transpose(1, 2)
+    )  # (B, heads, HW, d)
+    expected = x + layer.out(mixed.transpose(1, 2).reshape(2, 9, 16)).transpose(1, 2).reshape(
+        2, 16, 3, 3
+    )
     assert torch.allclose(layer(x, context, mask), expected, atol=1e-5)
 
 
@@ -234,7 +271,9 @@ def test_recorded_attention_keeps_every_cross_attention_call_and_then_stops(tiny
     with torch.no_grad(), recorded_attention(net) as maps:
         run(net, x, t, tokens, mask)
     assert len(maps) == layers > 0
-    assert {tuple(m.shape[:2]) + tuple(m.shape[-1:]) for m in maps} == {(2, net.config.heads, tokens.shape[1])}
+    assert {tuple(m.shape[:2]) + tuple(m.shape[-1:]) for m in maps} == {
+        (2, net.config.heads, tokens.shape[1])
+    }
     assert {m.shape[2] for m in maps} == set(net.config.attention_resolutions)
     with torch.no_grad():
         run(net, x, t, tokens, mask)

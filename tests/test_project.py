@@ -20,10 +20,29 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "imagen_lib"
-LESSON_MODULES = ["data", "diffusion", "layers", "unet", "efficient_unet", "text", "cascade", "checkpoint", "presets", "train", "metrics"]
-SUBMODULES = sorted({*LESSON_MODULES, *(path.stem for path in PACKAGE.glob("*.py") if not path.stem.startswith("__"))})
+LESSON_MODULES = [
+    "data",
+    "diffusion",
+    "layers",
+    "unet",
+    "efficient_unet",
+    "text",
+    "cascade",
+    "checkpoint",
+    "presets",
+    "train",
+    "metrics",
+]
+SUBMODULES = sorted(
+    {
+        *LESSON_MODULES,
+        *(path.stem for path in PACKAGE.glob("*.py") if not path.stem.startswith("__")),
+    }
+)
 
-tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+tomllib = pytest.importorskip(
+    "tomllib", reason="tomllib is in the standard library from Python 3.11"
+)
 
 
 def split_requirement(text: str) -> tuple[str, str]:
@@ -78,11 +97,13 @@ def test_environment_and_pyproject_name_the_same_packages():
 
 def test_requirements_are_lower_bounds_only():
     for name, spec in {**pyproject_requirements(), **environment_requirements()}.items():
-        assert "==" not in spec and "<" not in spec and "~=" not in spec and "!=" not in spec, f"{name}{spec} pins a version"
+        assert "==" not in spec and "<" not in spec and "~=" not in spec and "!=" not in spec, (
+            f"{name}{spec} pins a version"
+        )
         assert spec.startswith(">="), f"{name} has no lower bound: {spec!r}"
 
 
-IMPORT_PROBE = """
+IMPORT_PROBE = f"""
 import socket, sys, time
 
 def refuse(*args, **kwargs):
@@ -95,18 +116,29 @@ socket.getaddrinfo = refuse
 started = time.perf_counter()
 import imagen_lib
 import importlib
-for name in {submodules!r}:
+for name in {SUBMODULES!r}:
     importlib.import_module("imagen_lib." + name)
 print("seconds", time.perf_counter() - started)
 print("transformers", "transformers" in sys.modules)
-""".format(submodules=SUBMODULES)
+"""
 
 
 def run_python(code: str) -> tuple[subprocess.CompletedProcess, float]:
     """Run `python -c code` from the repository root (no Hugging Face settings); return it and its seconds."""
-    environment = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "TRANSFORMERS_"))}
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("HF_", "TRANSFORMERS_"))
+    }
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, env=environment)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+    )
     return result, time.perf_counter() - started
 
 
@@ -133,14 +165,29 @@ def test_every_module_has_a_docstring(path):
     docstring = ast.get_docstring(ast.parse(path.read_text()))
     assert docstring and docstring.strip(), f"{path.name} has no module docstring"
     first_line = docstring.strip().splitlines()[0]
-    assert len(first_line) > 10, f"{path.name}: the docstring's first line should say what the module is"
+    assert len(first_line) > 10, (
+        f"{path.name}: the docstring's first line should say what the module is"
+    )
 
 
 def test_modules_that_implement_the_paper_cite_it():
     """The lesson modules say which paper (and section) they follow."""
-    for name in ["__init__", "data", "diffusion", "layers", "unet", "efficient_unet", "text", "cascade", "train", "metrics"]:
+    for name in [
+        "__init__",
+        "data",
+        "diffusion",
+        "layers",
+        "unet",
+        "efficient_unet",
+        "text",
+        "cascade",
+        "train",
+        "metrics",
+    ]:
         docstring = ast.get_docstring(ast.parse((PACKAGE / f"{name}.py").read_text()))
-        assert re.search(r"et al\.|Lesson|arXiv", docstring), f"{name}.py does not name where it comes from"
+        assert re.search(r"et al\.|Lesson|arXiv", docstring), (
+            f"{name}.py does not name where it comes from"
+        )
 
 
 def test_ci_script_creates_a_venv_and_is_executable():

