@@ -8,13 +8,13 @@ Read the modules in this order; each is one lesson's concept:
     text.py            the frozen pretrained text encoder
     efficient_unet.py  the super-resolution Efficient U-Net
     cascade.py         the Imagen pipeline: base + super-resolution stages
-    checkpoint.py      saving and loading safely
+    metrics.py         prompt accuracy and MNIST-FID
     presets.py         named architectures and training settings
     train.py           training every stage, resumable exactly
-    metrics.py         prompt accuracy and MNIST-FID
-    experiments.py     the paper's findings, measured on MNIST
-Helpers: plotting.py (image grids), widgets.py (the guidance slider), lessons.py (for
-the notebooks) and __main__.py (the command line, `python -m imagen_lib`).
+    checkpoint.py      saving and loading safely
+files.py is plumbing (the shipped files, the download cache, atomic writes). Tooling that
+no lesson teaches lives in imagen_lib/tools/: the command line (`python -m imagen_lib`),
+sampling to files, evaluation, bench, the paper's findings, results, plots, widgets.
 
 Importing this package loads no model and touches no network. It does set one
 environment variable, before torch is imported, unless you set it yourself:
@@ -22,7 +22,7 @@ GOMP_SPINCOUNT=1000. OpenMP's worker threads otherwise spin for a long time whil
 wait for work; on a 2-core machine that is fine alone but, as soon as a second torch
 process runs beside it, each process's spinning threads steal the other's cores and
 both become 5-40x slower. Spinning briefly keeps the single-process speed and avoids the
-collapse (measured figures in the README). Set OMP_WAIT_POLICY or GOMP_SPINCOUNT to
+collapse (docs/measurements.md). Set OMP_WAIT_POLICY or GOMP_SPINCOUNT to
 choose otherwise, or OMP_NUM_THREADS=1 for background jobs.
 """
 

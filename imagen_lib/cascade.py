@@ -20,6 +20,7 @@ stages.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 from collections.abc import Callable, Sequence
@@ -38,10 +39,9 @@ from imagen_lib.diffusion import (
     q_sample,
 )
 from imagen_lib.efficient_unet import EfficientUNet, EfficientUNetConfig
+from imagen_lib.layers import check_image
 from imagen_lib.text import TextEncoder, validate_prompts
-from imagen_lib.unet import UNet, UNetConfig, check_image
-
-MAX_GUIDANCE_WEIGHT = 100.0  # useful weights are small (lesson 9 sweeps 0 to 20); far beyond, samples saturate, then overflow to NaN
+from imagen_lib.unet import UNet, UNetConfig
 
 
 @dataclass
@@ -54,14 +54,11 @@ class StageConfig:
     timesteps: int = 1000
     prediction: str = "eps"  # what the network predicts: "eps" or "v"
     guidance_weight: float = 3.0  # recommended classifier-free guidance weight for sampling
-    guidance_interval: tuple[float, float] = (
-        0.0,
-        1.0,
-    )  # ... applied only where t / (T - 1) is within it (0, 1: every step)
+    # ... applied only where t / (T - 1) is within this interval ((0, 1): every step)
+    guidance_interval: tuple[float, float] = (0.0, 1.0)
     sampler: str = "ddim"  # recommended sampler: "ddim", "dpm++" or "ddpm"
-    sampling_steps: int | None = (
-        None  # recommended sampling steps (None: 50 for DDIM and DPM-Solver++, all for DDPM)
-    )
+    # recommended sampling steps (None: 50 for DDIM and DPM-Solver++, all for DDPM)
+    sampling_steps: int | None = None
     sampling_augmentation: float = 0.25  # SR only: conditioning-noise level at sampling, in [0, 1]
     max_training_augmentation: float = 1.0  # SR only: training levels are drawn from [0, this)
 
@@ -72,9 +69,8 @@ class ImagenConfig:
     channels: int = 1
     text_encoder: str = "google-t5/t5-small"
     max_text_tokens: int = 16
-    text_drop_prob: float = (
-        0.1  # share of training prompts replaced by the null text (for guidance)
-    )
+    # share of training prompts replaced by the null text (for guidance)
+    text_drop_prob: float = 0.1
 
     def __post_init__(self):
         if self.channels not in (1, 3):
@@ -90,11 +86,13 @@ class ImagenConfig:
             expected = UNetConfig if index == 0 else EfficientUNetConfig
             if not isinstance(stage.network, expected):
                 raise TypeError(
-                    f"stage {index} needs a {expected.__name__} (stage 0 is the base U-Net, the rest are SR)"
+                    f"stage {index} needs a {expected.__name__} "
+                    "(stage 0 is the base U-Net, the rest are SR)"
                 )
             if stage.prediction not in diffusion.PREDICTIONS:
                 raise ValueError(
-                    f"stage {index}: prediction must be one of {diffusion.PREDICTIONS}, got {stage.prediction!r}"
+                    f"stage {index}: prediction must be one of {diffusion.PREDICTIONS}, "
+                    f"got {stage.prediction!r}"
                 )
             check_guidance_weight(stage.guidance_weight)
             try:
@@ -103,19 +101,22 @@ class ImagenConfig:
                 raise ValueError(f"stage {index}: {error}") from None
             if stage.sampler not in diffusion.SAMPLERS:
                 raise ValueError(
-                    f"stage {index}: sampler must be one of {diffusion.SAMPLERS}, got {stage.sampler!r}"
+                    f"stage {index}: sampler must be one of {diffusion.SAMPLERS}, "
+                    f"got {stage.sampler!r}"
                 )
             if (
                 stage.sampling_steps is not None
                 and not 1 <= stage.sampling_steps <= stage.timesteps
             ):
                 raise ValueError(
-                    f"stage {index}: sampling_steps must be between 1 and its schedule's {stage.timesteps}, got {stage.sampling_steps}"
+                    f"stage {index}: sampling_steps must be between 1 and its schedule's "
+                    f"{stage.timesteps}, got {stage.sampling_steps}"
                 )
             for name in ("sampling_augmentation", "max_training_augmentation"):
                 if not 0 <= getattr(stage, name) <= 1:
                     raise ValueError(
-                        f"stage {index}: {name} is a fraction of the schedule in [0, 1], got {getattr(stage, name)}"
+                        f"stage {index}: {name} is a fraction of the schedule in [0, 1], "
+                        f"got {getattr(stage, name)}"
                     )
         if not 0 <= self.text_drop_prob < 1:
             raise ValueError(f"text_drop_prob must be in [0, 1), got {self.text_drop_prob}")
@@ -126,7 +127,8 @@ class ImagenConfig:
     @classmethod
     def from_dict(cls, values: dict) -> ImagenConfig:
         values = dict(values)
-        # Files written before per-stage sampling settings held one sampler and step count for all stages.
+        # Files written before per-stage sampling settings held one sampler and step count
+        # for all stages.
         shared = {key: values.pop(key) for key in ("sampler", "sampling_steps") if key in values}
         stages = []
         for index, stage in enumerate(values["stages"]):
@@ -139,12 +141,20 @@ class ImagenConfig:
         return cls(**{**values, "stages": stages})
 
 
-def one_per_stage(value: object, stages: int, setting: str) -> list:
-    """A sampling setting (a StageConfig field such as "sampler") given once for every stage, or as a list or tuple of one per stage."""
+def one_per_stage(value: object, own: Sequence, setting: str) -> list:
+    """One value per stage of a per-stage setting (a StageConfig field such as "sampler").
+
+    None keeps each stage's `own` value; a single value, or a list of one, serves every
+    stage; any other list or tuple must hold one value per stage.
+    """
+    if value is None:
+        return list(own)
     if not isinstance(value, (list, tuple)):
-        return [value] * stages
-    if len(value) != stages:
-        raise ValueError(f"give one {setting}, or one per stage ({stages}), got {list(value)}")
+        return [value] * len(own)
+    if len(value) == 1:
+        return list(value) * len(own)
+    if len(value) != len(own):
+        raise ValueError(f"give one {setting}, or one per stage ({len(own)}), got {list(value)}")
     return list(value)
 
 
@@ -192,7 +202,8 @@ class Imagen(nn.Module):
             or not 0 <= stage < len(self.networks)
         ):
             raise ValueError(
-                f"stage must be an index from 0 to {len(self.networks) - 1} (this cascade has {len(self.networks)} stages), got {stage}"
+                f"stage must be an index from 0 to {len(self.networks) - 1} "
+                f"(this cascade has {len(self.networks)} stages), got {stage}"
             )
         return stage
 
@@ -210,7 +221,7 @@ class Imagen(nn.Module):
         augmentation_level: torch.Tensor | None,
         net: nn.Module | None = None,
     ):
-        """`network(x_t, t, text_dropped)` for one stage, with its text and image conditioning bound.
+        """`network(x_t, t, text_dropped)` for one stage, its text and image conditioning bound.
 
         `net` runs in place of the stage's own network (the trainer passes a compiled one).
         """
@@ -243,17 +254,19 @@ class Imagen(nn.Module):
     def sampling_conditioning(
         self, stage: int, low_res: torch.Tensor, fraction: float, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """An SR stage's conditioning for sampling: the previous stage's images, noised once (Section 2.4).
+        """An SR stage's conditioning for sampling: the previous stage's images, noised once.
 
-        One level for every image, `fraction` of the stage's schedule; the noise is drawn once,
-        so every step of the sampler sees the same conditioning image. Returns that image
-        (B, C, S, S) and the level (B,), which the network is told.
+        Conditioning augmentation at sampling (Section 2.4): one level for every image,
+        `fraction` of the stage's schedule; the noise is drawn once, so every step of the
+        sampler sees the same conditioning image. Returns that image (B, C, S, S) and the
+        level (B,), which the network is told.
         """
         config = self.config.stages[stage]
         batch = len(low_res)
+        # (B,)
         level = torch.full(
             (batch,), round(fraction * (config.timesteps - 1)), device=self.device, dtype=torch.long
-        )  # (B,)
+        )
         noise = torch.randn(
             batch, self.config.channels, config.image_size, config.image_size, generator=generator
         ).to(self.device)
@@ -282,9 +295,10 @@ class Imagen(nn.Module):
         config = self.config.stages[stage]
         batch, device = images.shape[0], images.device
         x0 = resize(images, config.image_size)
+        # (B,)
         text_dropped = (
             torch.rand(batch, generator=generator, device=device) < self.config.text_drop_prob
-        )  # (B,)
+        )
         t = torch.randint(0, config.timesteps, (batch,), generator=generator, device=device)  # (B,)
         noise = torch.randn(x0.shape, generator=generator, device=device)  # (B, C, S, S)
         low_res = level = None
@@ -305,14 +319,26 @@ class Imagen(nn.Module):
         )
 
     def per_stage(self, value: object, setting: str) -> list:
-        """One value per stage of a sampling setting (a StageConfig field such as "guidance_weight").
+        """`one_per_stage` with this cascade's stages' own values as the default."""
+        return one_per_stage(
+            value, [getattr(stage, setting) for stage in self.config.stages], setting
+        )
 
-        None gives each stage its own recommended value; a single value serves every stage;
-        a list or tuple must hold one value per stage.
+    def with_stage_settings(self, **settings: object) -> Imagen:
+        """A view of this cascade whose stages recommend other sampling settings.
+
+        `self` is unchanged. `settings` are StageConfig fields, each given once for every stage
+        or once per stage (`one_per_stage`), such as `guidance_weight=[1.25, 1.0]`. The view
+        shares the networks and the text encoder; only its config is new (and validated).
         """
-        if value is None:
-            return [getattr(stage, setting) for stage in self.config.stages]
-        return one_per_stage(value, len(self.networks), setting)
+        columns = {name: self.per_stage(value, name) for name, value in settings.items()}
+        stages = [
+            dataclasses.replace(stage, **{name: column[index] for name, column in columns.items()})
+            for index, stage in enumerate(self.config.stages)
+        ]
+        view = copy.copy(self)  # a shallow copy: the same submodules, a config of its own
+        view.config = dataclasses.replace(self.config, stages=stages)
+        return view
 
     def guidance_weights(self, guidance_weight: float | Sequence[float] | None) -> list[float]:
         """One guidance weight per stage: the stages' own by default, or one for all, or a list."""
@@ -324,7 +350,10 @@ class Imagen(nn.Module):
     def guidance_intervals(
         self, guidance_interval: tuple[float, float] | None, own_weights: bool
     ) -> list[tuple[float, float]]:
-        """One guidance interval per stage: the given one for all; else the stages' own with their own weights, (0, 1) with others."""
+        """One guidance interval per stage.
+
+        The given one for all; else the stages' own with their own weights, (0, 1) with others.
+        """
         if guidance_interval is not None:
             return [check_guidance_interval(guidance_interval)] * len(self.networks)
         return (
@@ -336,7 +365,7 @@ class Imagen(nn.Module):
     def sampling_plan(
         self, sampler: str | Sequence[str] | None, steps: int | Sequence[int | None] | None
     ) -> list[tuple[str, int | None]]:
-        """(sampler, steps) for every stage: the stages' own by default, or one for all, or one per stage.
+        """(sampler, steps) per stage: the stages' own by default, or one for all, or one per stage.
 
         Steps of None mean the sampler's default (50 for DDIM and DPM-Solver++, all for DDPM).
         """
@@ -354,7 +383,8 @@ class Imagen(nn.Module):
                 isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= timesteps
             ):
                 raise ValueError(
-                    f"stage {index}: steps must be a whole number between 1 and its schedule's {timesteps}, got {count!r}"
+                    f"stage {index}: steps must be a whole number between 1 and its schedule's "
+                    f"{timesteps}, got {count!r}"
                 )
         return list(zip(samplers, step_counts))
 
@@ -377,7 +407,7 @@ class Imagen(nn.Module):
         last_stage: int | None = None,
         on_step: Callable[[int, int, torch.Tensor, torch.Tensor], None] | None = None,
     ) -> list[torch.Tensor]:
-        """Generate one image per prompt; return every stage's images, (B, C, S_k, S_k) in [-1, 1].
+        """Generate one image per prompt; return every stage's images (B, C, S_k, S_k) in [-1, 1].
 
         guidance_weight, sampler ("ddim", "dpm++" or "ddpm") and steps: each one value for
         all stages, one per stage, or None for each stage's own recommendation (for steps,
@@ -401,18 +431,21 @@ class Imagen(nn.Module):
         last_stage = len(self.networks) - 1 if last_stage is None else self.check_stage(last_stage)
         if last_stage < first_stage:
             raise ValueError(
-                f"last_stage ({last_stage}) comes before first_stage ({first_stage}): no stage would run"
+                f"last_stage ({last_stage}) comes before first_stage ({first_stage}): "
+                "no stage would run"
             )
         if first_stage > 0:
             if low_res is None:
                 raise ValueError(
-                    f"starting at stage {first_stage} needs low_res: the images stage {first_stage - 1} would have made"
+                    f"starting at stage {first_stage} needs low_res: "
+                    f"the images stage {first_stage - 1} would have made"
                 )
             size = self.config.stages[first_stage - 1].image_size
             check_image(low_res, self.config.channels, size, f"low_res for stage {first_stage}")
             if len(low_res) != len(prompts):
                 raise ValueError(
-                    f"give one low-resolution image per prompt: {len(low_res)} images for {len(prompts)} prompts"
+                    "give one low-resolution image per prompt: "
+                    f"{len(low_res)} images for {len(prompts)} prompts"
                 )
         elif low_res is not None:
             raise ValueError(
@@ -420,14 +453,11 @@ class Imagen(nn.Module):
             )
         weights = self.guidance_weights(guidance_weight)
         intervals = self.guidance_intervals(guidance_interval, own_weights=guidance_weight is None)
-        if max(weights) > MAX_GUIDANCE_WEIGHT:
-            raise ValueError(
-                f"guidance weights above {MAX_GUIDANCE_WEIGHT:g} only saturate the images (huge ones overflow to NaN), got {weights}"
-            )
         plan = self.sampling_plan(sampler, steps)
         if eta != 0 and any(name != "ddim" for name, _ in plan[first_stage : last_stage + 1]):
             raise ValueError(
-                f"eta only applies to the ddim sampler, and the stages sample with {[name for name, _ in plan]}: "
+                "eta only applies to the ddim sampler, "
+                f"and the stages sample with {[name for name, _ in plan]}: "
                 "leave eta at 0, or pass sampler='ddim'"
             )
         if thresholding not in diffusion.THRESHOLDINGS:
@@ -437,7 +467,8 @@ class Imagen(nn.Module):
         diffusion.check_percentile(percentile)
         if augmentation_level is not None and not 0 <= augmentation_level <= 1:
             raise ValueError(
-                f"augmentation level is a fraction of the schedule in [0, 1], got {augmentation_level}"
+                "augmentation level is a fraction of the schedule in [0, 1], "
+                f"got {augmentation_level}"
             )
         was_training = self.training
         self.eval()  # no dropout while sampling; the caller's mode is restored below

@@ -10,62 +10,18 @@ checkpoint behind, and loading checks what it reads and says clearly what is wro
 from __future__ import annotations
 
 import dataclasses
-import os
 import pickle
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 import torch
 from torch import nn
 
 from imagen_lib.cascade import Imagen, ImagenConfig, one_per_stage
-from imagen_lib.data import DATA_DIR
+from imagen_lib.diffusion import check_guidance_interval, check_guidance_weight
+from imagen_lib.files import atomic_save, writable_file
 from imagen_lib.text import TextEncoder
 
 FORMAT = "imagen_lib-checkpoint-v1"
-SHIPPED_CHECKPOINT = (
-    DATA_DIR / "imagen_mnist_cpu.pt"
-)  # trained by `python -m imagen_lib train --preset cpu`
-
-
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
-    """Call `write(file)` on a temporary file beside `path`, then rename it over `path` (atomic).
-
-    A crash or kill midway leaves the old file untouched, never a truncated one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes owner-only files; use the usual mode
-        os.replace(temporary, path)
-        directory = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_save(payload: dict, path: str | Path) -> Path:
-    """torch.save `payload` to `path` atomically."""
-    return atomic_write(path, lambda file: torch.save(payload, file))
-
-
-def atomic_write_text(text: str, path: str | Path) -> Path:
-    """Write UTF-8 text to `path` atomically."""
-    return atomic_write(path, lambda file: file.write(text.encode("utf-8")))
 
 
 def model_payload(model: Imagen) -> dict:
@@ -84,41 +40,45 @@ def save_imagen(model: Imagen, path: str | Path) -> Path:
 
 
 def load_file(path: Path, what: str) -> object:
-    """torch.load tensors and plain data only (no code runs), with a one-line error for a file that is not that.
+    """torch.load tensors and plain data only (no code runs), with a one-line error otherwise.
 
     `what` names the kind of file in the errors, e.g. "checkpoint".
     """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (
-        Exception
-    ) as error:  # zip, EOF and pickle errors of truncated, empty, foreign or unsafe files
-        if isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in str(
-            error
-        ):  # torch's refusal, and lines of advice
+    # zip, EOF and pickle errors of truncated, empty, foreign or unsafe files
+    except Exception as error:
+        # torch's refusal, and lines of advice
+        if isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in str(error):
             raise ValueError(
-                f"{path} contains code or objects that are not plain tensors, so it will not be loaded (loading it could run "
-                f"that code): use a {what} written by imagen_lib"
+                f"{path} contains code or objects that are not plain tensors, so it will not be "
+                f"loaded (loading it could run that code): use a {what} written by imagen_lib"
             ) from error
         reason = (
             str(error).strip().splitlines()[0] if str(error).strip() else "the file ended too early"
         )
         raise ValueError(
-            f"{path} could not be read as a {what} (truncated, empty or not a torch file?): {reason}"
+            f"{path} could not be read as a {what} "
+            f"(truncated, empty or not a torch file?): {reason}"
         ) from error
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint file's dictionary, with a clear error for a missing, truncated, foreign or incomplete file."""
+    """Load a checkpoint file's dictionary.
+
+    With a clear error for a missing, truncated, foreign or incomplete file.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"checkpoint {path} does not exist: check the path, or train one with `python -m imagen_lib train`"
+            f"checkpoint {path} does not exist: "
+            "check the path, or train one with `python -m imagen_lib train`"
         )
     payload = load_file(path, "checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(
-            f"{path} is not an imagen_lib checkpoint (no '{FORMAT}' tag): was it written by another program?"
+            f"{path} is not an imagen_lib checkpoint (no '{FORMAT}' tag): "
+            "was it written by another program?"
         )
     require_entries(payload, ("config", "text_encoder", "text_dim"), path)
     return payload
@@ -129,7 +89,8 @@ def require_entries(payload: dict, keys: tuple[str, ...], path: Path) -> None:
     missing = [key for key in keys if key not in payload]
     if missing:
         raise ValueError(
-            f"{path} lacks the entries {', '.join(missing)}: the file is damaged or was edited; use another checkpoint"
+            f"{path} lacks the entries {', '.join(missing)}: "
+            "the file is damaged or was edited; use another checkpoint"
         )
 
 
@@ -149,33 +110,37 @@ def parse_config(values: object, path: Path) -> ImagenConfig:
                 )
     except (TypeError, ValueError, KeyError, AttributeError) as error:
         raise ValueError(
-            f"{path} holds an invalid cascade config ({error}): the file is damaged or was edited; use another checkpoint"
+            f"{path} holds an invalid cascade config ({error}): "
+            "the file is damaged or was edited; use another checkpoint"
         ) from error
     return config
 
 
 def check_number(value: object, annotation: str, name: str) -> None:
-    """A TypeError unless `value` fits a numeric annotation ("int", "float", "int | None", "tuple[int, ...]")."""
+    """A TypeError unless `value` fits a numeric annotation.
+
+    The numeric annotations: "int", "float", "int | None", "tuple[int, ...]".
+    """
 
     def integer(number: object) -> bool:
         return isinstance(number, int) and not isinstance(number, bool)
 
+    # other annotations (text, nested configs) are checked by the config classes
     fits = {
         "int": integer(value),
         "int | None": value is None or integer(value),
         "float": integer(value) or isinstance(value, float),
         "tuple[int, ...]": isinstance(value, tuple) and all(integer(number) for number in value),
-    }.get(
-        annotation, True
-    )  # other annotations (text, nested configs) are checked by the config classes
+    }.get(annotation, True)
     if not fits:
         raise TypeError(f"{name} must be {annotation}, got {value!r}")
 
 
 def load_weights(module: nn.Module, weights: dict, path: Path, what: str) -> None:
-    """module.load_state_dict(weights), with a one-line error naming a few mismatched entries if they do not fit.
+    """module.load_state_dict(weights), with a one-line error if they do not fit.
 
-    torch's own error lists every mismatched tensor, often a hundred lines or more.
+    The error names a few of the mismatched entries; torch's own error lists every
+    mismatched tensor, often a hundred lines or more.
     """
     expected = module.state_dict()
     missing = [key for key in expected if key not in weights]
@@ -209,7 +174,7 @@ def load_weights(module: nn.Module, weights: dict, path: Path, what: str) -> Non
 def export_for_sampling(
     training_checkpoint: str | Path,
     path: str | Path,
-    guidance_weights: list[float] | None = None,
+    guidance_weights: float | list[float] | None = None,
     sampler: str | list[str] | None = None,
     sampling_steps: int | list[int] | None = None,
     guidance_interval: tuple[float, float] | None = None,
@@ -222,18 +187,23 @@ def export_for_sampling(
     sampler and its steps; a single sampler or step count serves every stage; one guidance
     interval for every stage, which goes with the stages' own weights) can be
     written into its config here; they become the defaults of `Imagen.sample` and of the
-    sample command.
+    sample command. Every setting and the output path are checked before the file is read.
     """
+    path = writable_file(path, "imagen_mnist.pt")
+    for weight in guidance_weights if isinstance(guidance_weights, list) else [guidance_weights]:
+        if weight is not None:
+            check_guidance_weight(weight)
+    for steps in sampling_steps if isinstance(sampling_steps, list) else [sampling_steps]:
+        if steps is not None and steps < 1:
+            raise ValueError(f"sampling_steps must be at least 1, got {steps}")
+    if guidance_interval is not None:
+        guidance_interval = check_guidance_interval(guidance_interval)
     payload = read_checkpoint(training_checkpoint)
     if "ema" not in payload:
         raise ValueError(
             f"{training_checkpoint} has no EMA weights: export a checkpoint written by training"
         )
     config = parse_config(payload["config"], Path(training_checkpoint))
-    if guidance_weights is not None and len(guidance_weights) != len(config.stages):
-        raise ValueError(
-            f"give one guidance weight per stage ({len(config.stages)}), got {guidance_weights}"
-        )
     intervals = None if guidance_interval is None else [guidance_interval] * len(config.stages)
     settings = (
         ("guidance_weight", guidance_weights),
@@ -243,9 +213,8 @@ def export_for_sampling(
     )
     for setting, value in settings:
         if value is not None:
-            for stage, stage_value in zip(
-                config.stages, one_per_stage(value, len(config.stages), setting)
-            ):
+            own = [getattr(stage, setting) for stage in config.stages]
+            for stage, stage_value in zip(config.stages, one_per_stage(value, own, setting)):
                 setattr(stage, setting, stage_value)
     config = ImagenConfig.from_dict(config.to_dict())  # validates the new settings
     keep = ("format", "text_encoder", "text_dim", "ema", "preset", "steps")
@@ -272,14 +241,16 @@ def load_imagen(
         text_encoder = TextEncoder(payload["text_encoder"], config.max_text_tokens)
     if text_encoder.dim != payload["text_dim"]:
         raise ValueError(
-            f"{path} was trained with text encoder {payload['text_encoder']!r} ({payload['text_dim']}-dim embeddings), "
-            f"but {text_encoder.name!r} gives {text_encoder.dim}-dim ones: load it with the encoder it was trained with"
+            f"{path} was trained with text encoder {payload['text_encoder']!r} "
+            f"({payload['text_dim']}-dim embeddings), but {text_encoder.name!r} gives "
+            f"{text_encoder.dim}-dim ones: load it with the encoder it was trained with"
         )
     if weights is None:
         weights = "ema" if "ema" in payload else "model"
     if weights not in payload:
         raise ValueError(
-            f"{path} holds no {weights!r} weights; it has: {[k for k in ('model', 'ema') if k in payload]}"
+            f"{path} holds no {weights!r} weights; "
+            f"it has: {[k for k in ('model', 'ema') if k in payload]}"
         )
     model = Imagen(config, text_encoder)
     load_weights(model, payload[weights], path, weights)

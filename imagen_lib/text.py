@@ -38,7 +38,8 @@ def validate_prompts(prompts) -> list[str]:
     """Check a prompt list at the boundary and return it as a list of strings."""
     if isinstance(prompts, str):
         raise TypeError(
-            f"prompts must be a list of strings, got one string {prompts!r}: wrap it as [{prompts!r}]"
+            f"prompts must be a list of strings, got one string {prompts!r}: "
+            f"wrap it as [{prompts!r}]"
         )
     prompts = list(prompts)
     if not prompts:
@@ -46,7 +47,8 @@ def validate_prompts(prompts) -> list[str]:
     for index, prompt in enumerate(prompts):
         if not isinstance(prompt, str):
             raise TypeError(
-                f"prompt {index} is {type(prompt).__name__} {prompt!r}, not a string: write it as text, e.g. '7'"
+                f"prompt {index} is {type(prompt).__name__} {prompt!r}, not a string: "
+                "write it as text, e.g. '7'"
             )
         if not prompt.strip():
             raise ValueError(f"prompt {index} is empty: every prompt needs some text, e.g. 'seven'")

@@ -29,12 +29,9 @@ lock file for the whole run.
 from __future__ import annotations
 
 import copy
-import os
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -43,15 +40,14 @@ from tqdm.auto import tqdm
 
 from imagen_lib.cascade import Imagen, default_device
 from imagen_lib.checkpoint import (
-    atomic_save,
     load_weights,
     model_payload,
     parse_config,
     read_checkpoint,
     require_entries,
 )
-from imagen_lib.data import NUMBER_WORDS, DigitSet, check_captions, load_mnist, resize
-from imagen_lib.plotting import save_grid
+from imagen_lib.data import IMAGE_SIZE, NUMBER_WORDS, DigitSet, check_captions, load_mnist, resize
+from imagen_lib.files import SHIPPED_CLASSIFIER, atomic_save, save_grid
 from imagen_lib.presets import Preset
 from imagen_lib.text import TextEncoder
 
@@ -107,7 +103,8 @@ def run_folder_lock(folder: str | Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RunFolderLocked(
-                f"{folder} is in use: another process is training into it (it holds {folder / LOCK_NAME}); "
+                f"{folder} is in use: another process is training into it "
+                f"(it holds {folder / LOCK_NAME}); "
                 "wait for it to finish, or train into another --out"
             ) from None
         _locked_folders.add(folder)
@@ -129,35 +126,20 @@ def ema_decay_at(step: int, decay: float) -> float:
 
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """ema <- decay * ema + (1 - decay) * model, for all parameters in one fused call."""
+    # torch has no public fused lerp over a list of tensors; torch.optim.swa_utils' own EMA
+    # helper uses this same call.
     with torch.no_grad():
         torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
         for ema_buffer, buffer in zip(ema.buffers(), model.buffers()):
             ema_buffer.copy_(buffer)
 
 
-def global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """The norm of all `tensors` taken as one vector: a 0-d tensor on their device (no host sync), NaN or inf if any is."""
-    return torch.stack(torch._foreach_norm(tensors)).norm()
-
-
 def weight_norm(module: nn.Module) -> torch.Tensor:
-    """The norm of all parameters of `module` as one vector."""
-    return global_norm([param.detach() for param in module.parameters()])
+    """The norm of all parameters of `module` as one vector.
 
-
-def clip_gradients(module: nn.Module, max_norm: float) -> torch.Tensor:
-    """Scale the gradients of `module` so that their joint norm is at most `max_norm`; return the norm before.
-
-    The formula of torch.nn.utils.clip_grad_norm_ (scale by max_norm / (norm + 1e-6) when
-    below 1), in three fused calls: torch's version moves each parameter's norm separately,
-    one operation per parameter, which on a GPU is one kernel launch each.
+    A 0-d tensor on their device (no host sync), NaN or inf if any is.
     """
-    gradients = [param.grad for param in module.parameters() if param.grad is not None]
-    if not gradients:  # the loss did not depend on the weights
-        return torch.zeros(())
-    norm = global_norm(gradients)
-    torch._foreach_mul_(gradients, (max_norm / (norm + 1e-6)).clamp(max=1.0))
-    return norm
+    return torch.nn.utils.get_total_norm([param.detach() for param in module.parameters()])
 
 
 def compiles(setting: str, device: torch.device) -> bool:
@@ -227,15 +209,15 @@ class Trainer:
             for net in self.model.networks
         ]
         compiling = compiles(self.config.compile, self.device)
-        # What a training step runs: the networks themselves, or compiled views sharing their weights.
+        # What a training step runs: the networks themselves,
+        # or compiled views sharing their weights.
         self.training_networks = [
             torch.compile(net) if compiling else net for net in self.model.networks
         ]
         self.compile_tried = [not compiling] * len(self.model.networks)
         self.steps = [0] * len(self.model.networks)
-        self.saved_steps: list[int] | None = (
-            None  # the steps of the checkpoint on disk, once this trainer saved or resumed one
-        )
+        # the steps of the checkpoint on disk, once this trainer saved or resumed one
+        self.saved_steps: list[int] | None = None
         data = (
             data
             if data is not None
@@ -243,16 +225,12 @@ class Trainer:
         )
         if len(data) == 0:
             raise ValueError("the training set is empty: give a DigitSet with at least one image")
-        self.images, self.labels = (
-            data.images.to(self.device),
-            data.labels.to(self.device),
-        )  # (N, C, 32, 32), (N,)
+        # (N, C, 32, 32), (N,)
+        self.images, self.labels = data.images.to(self.device), data.labels.to(self.device)
         self.captions = check_captions(self.config.captions)
         tokens, mask = encoder.encode(self.captions.vocabulary())  # every caption, encoded once
-        self.caption_tokens, self.caption_mask = (
-            tokens.to(self.device),
-            mask.to(self.device),
-        )  # (V, L, D), (V, L)
+        # (V, L, D), (V, L)
+        self.caption_tokens, self.caption_mask = tokens.to(self.device), mask.to(self.device)
         # One generator per stage: a stage's training is the same whether the stages run
         # one after another, one at a time, or interleaved by a resume that raised --steps.
         self.generators = [
@@ -293,16 +271,13 @@ class Trainer:
             raise ValueError(
                 f"{path} holds weights only, not a training state: it cannot be resumed"
             )
-        if "generators" not in payload:
-            raise ValueError(
-                f"{path} was written by an older version of imagen_lib and cannot be resumed: start a new run with another --out"
-            )
-        require_entries(payload, ("preset", "model", "ema", "scaler", "steps"), path)
+        require_entries(payload, ("preset", "model", "ema", "scaler", "steps", "generators"), path)
         saved = payload["preset"]
         model = parse_config(saved.get("model") if isinstance(saved, dict) else None, path)
         if model.text_encoder != self.preset.model.text_encoder:
             raise ValueError(
-                f"{path} was trained with text encoder {model.text_encoder!r}, not {self.preset.model.text_encoder!r}: "
+                f"{path} was trained with text encoder {model.text_encoder!r}, "
+                f"not {self.preset.model.text_encoder!r}: "
                 f"resume with --encoder {model.text_encoder}"
             )
         if model != self.preset.model:
@@ -312,7 +287,8 @@ class Trainer:
             )
         if payload["text_dim"] != self.model.text_encoder.dim:
             raise ValueError(
-                f"{path} was trained with text encoder {payload['text_encoder']!r}; this run uses {self.model.text_encoder.name!r}"
+                f"{path} was trained with text encoder {payload['text_encoder']!r}; "
+                f"this run uses {self.model.text_encoder.name!r}"
             )
         load_weights(self.model, payload["model"], path, "model")
         load_weights(
@@ -331,14 +307,17 @@ class Trainer:
 
     # ----- training ----------------------------------------------------------------
     def batch(self, stage: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """A random batch for a stage: images (B, C, 32, 32), and the embeddings (B, L, D) and mask (B, L) of fresh captions."""
+        """A random batch for a stage: images, and the embeddings and mask of fresh captions.
+
+        Images (B, C, 32, 32), embeddings (B, L, D) and mask (B, L).
+        """
         generator = self.generators[stage]
+        # (B,)
         index = torch.randint(
             len(self.labels), (self.config.batch_size,), generator=generator, device=self.device
-        )  # (B,)
-        captions = self.captions.draw(
-            self.labels[index], generator
-        )  # (B,) ids into the caption table
+        )
+        # (B,) ids into the caption table
+        captions = self.captions.draw(self.labels[index], generator)
         return self.images[index], self.caption_tokens[captions], self.caption_mask[captions]
 
     def forward_backward(
@@ -360,13 +339,37 @@ class Trainer:
         self.scaler.scale(loss).backward()
         return loss
 
+    def first_forward_backward(
+        self, stage: int, images: torch.Tensor, text: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """`forward_backward` at a stage's first step, with the plain network if compiling fails.
+
+        torch.compile compiles at the first call; where it cannot (no C compiler, say), the
+        stage trains without it, with the same random draws as the failed attempt.
+        """
+        generator = self.generators[stage]
+        before = generator.get_state()
+        try:
+            loss = self.forward_backward(stage, images, text, mask)
+        except Exception as error:
+            generator.set_state(before)
+            self.training_networks[stage] = self.model.networks[stage]
+            reason = " ".join(str(error).split())[:200]
+            print(
+                f"torch.compile failed for stage {stage} ({type(error).__name__}: {reason}); "
+                "training continues without it (--set compile=off skips the attempt)",
+                flush=True,
+            )
+            loss = self.forward_backward(stage, images, text, mask)
+        self.compile_tried[stage] = True
+        return loss
+
     def train_step(self, stage: int) -> torch.Tensor:
-        """One optimiser step of one stage; returns the loss as a 0-d tensor (reading it waits for the device)."""
-        network, optimizer, generator = (
-            self.model.networks[stage],
-            self.optimizers[stage],
-            self.generators[stage],
-        )
+        """One optimiser step of one stage; returns the loss as a 0-d tensor.
+
+        Reading the loss waits for the device.
+        """
+        network, optimizer = self.model.networks[stage], self.optimizers[stage]
         network.train()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(
@@ -375,22 +378,12 @@ class Trainer:
         images, text, mask = self.batch(stage)
         if self.compile_tried[stage]:
             loss = self.forward_backward(stage, images, text, mask)
-        else:  # torch.compile compiles at the first call; where it cannot (no compiler, say), train without it
-            before = generator.get_state()
-            try:
-                loss = self.forward_backward(stage, images, text, mask)
-            except Exception as error:
-                generator.set_state(before)  # the same random draws again, without compiling
-                self.training_networks[stage] = network
-                print(
-                    f"torch.compile failed for stage {stage} ({type(error).__name__}: {' '.join(str(error).split())[:200]}); "
-                    "training continues without it (--set compile=off skips the attempt)",
-                    flush=True,
-                )
-                loss = self.forward_backward(stage, images, text, mask)
-            self.compile_tried[stage] = True
+        else:
+            loss = self.first_forward_backward(stage, images, text, mask)
         self.scaler.unscale_(optimizer)
-        clip_gradients(network, self.config.grad_clip)
+        # foreach: all gradients' norms and the rescaling in a few fused calls,
+        # not one per parameter
+        torch.nn.utils.clip_grad_norm_(network.parameters(), self.config.grad_clip, foreach=True)
         self.scaler.step(optimizer)
         self.scaler.update()
         ema_update(self.ema[stage], network, ema_decay_at(self.steps[stage], self.config.ema_decay))
@@ -404,7 +397,9 @@ class Trainer:
         last_good_step: int,
         last_norm: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Stop with TrainingDiverged if the stage just diverged; else return its weights' norm, for the next look.
+        """Stop with TrainingDiverged if the stage just diverged; else return its weights' norm.
+
+        The norm is returned for the next look.
 
         Diverged: a loss since the last look, or a weight (trained or EMA), is NaN or infinite,
         or, when the norm at the last look is given (`last_norm`), the weights' norm grew more
@@ -427,13 +422,17 @@ class Trainer:
             what = "a loss or weight became NaN or infinite"
         if not self.checkpoint_path.exists():
             kept = "no checkpoint had been written yet"
-        else:  # nothing was saved after the last look, so the file on disk is as this trainer last saved or resumed it
+        else:
+            # nothing was saved after the last look, so the file on disk is as this trainer
+            # last saved or resumed it
             kept = f"the checkpoint {self.checkpoint_path} is kept as it was" + (
                 f", at steps {self.saved_steps}" if self.saved_steps else ""
             )
         raise TrainingDiverged(
-            f"stage {stage} diverged ({what}) between steps {last_good_step} and {self.steps[stage]}: training stopped and {kept}. "
-            f"Try a lower learning rate than {self.config.learning_rate:g} (--set learning_rate=...) or --set mixed_precision=false."
+            f"stage {stage} diverged ({what}) between steps {last_good_step} and "
+            f"{self.steps[stage]}: training stopped and {kept}. "
+            f"Try a lower learning rate than {self.config.learning_rate:g} "
+            "(--set learning_rate=...) or --set mixed_precision=false."
         )
 
     def sampling_model(self) -> Imagen:
@@ -448,7 +447,7 @@ class Trainer:
         Returns the grid's path and the share of its digits that the shipped digit
         classifier reads as the prompted digit (None where that classifier is missing).
         """
-        from imagen_lib.metrics import CLASSIFIER_PATH, load_classifier, prompt_accuracy
+        from imagen_lib.metrics import load_classifier, prompt_accuracy
 
         images = self.sampling_model().sample(
             GRID_PROMPTS, sampler="ddim", steps=25, seed=0, last_stage=stage
@@ -456,10 +455,10 @@ class Trainer:
         path = self.out_dir / "samples" / f"stage{stage}_step{self.steps[stage]:06d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         save_grid(images, path, columns=10)
-        if not CLASSIFIER_PATH.is_file() or self.preset.model.channels != 1:
+        if not SHIPPED_CLASSIFIER.is_file() or self.preset.model.channels != 1:
             return path, None
         return path, prompt_accuracy(
-            load_classifier(), resize(images.float().cpu(), 32), GRID_PROMPTS
+            load_classifier(), resize(images.float().cpu(), IMAGE_SIZE), GRID_PROMPTS
         )
 
     def train_stage(self, stage: int) -> None:
@@ -491,9 +490,8 @@ class Trainer:
                     continue
                 stacked = torch.stack(losses)
                 losses = []
-                last_norm = self.check_finite(
-                    stage, stacked, last_good_step, last_norm
-                )  # never save or sample diverged weights
+                # never save or sample diverged weights
+                last_norm = self.check_finite(stage, stacked, last_good_step, last_norm)
                 last_good_step = done
                 rate = (
                     (done - started_step) * self.config.batch_size / (time.perf_counter() - started)
@@ -509,14 +507,21 @@ class Trainer:
                     score = (
                         ""
                         if accuracy is None
-                        else f"; prompt accuracy {accuracy:.0%} ({len(GRID_PROMPTS)} samples, EMA weights)"
+                        else (
+                            f"; prompt accuracy {accuracy:.0%} "
+                            f"({len(GRID_PROMPTS)} samples, EMA weights)"
+                        )
                     )
                     bar.write(f"stage {stage} step {done}: samples -> {path}{score}")
 
     def train(self, stages: list[int] | None = None) -> Path:
-        """Train the given stages (default: all, base first), holding the run folder's lock; return the checkpoint path."""
+        """Train the given stages (default: all, base first); return the checkpoint path.
+
+        The run folder's lock is held throughout.
+        """
         with run_folder_lock(self.out_dir):
-            # A save killed midway leaves its temporary file behind; we hold the lock, so none is being written now.
+            # A save killed midway leaves its temporary file behind; we hold the lock, so none is
+            # being written now.
             for stale in self.out_dir.glob(f".{self.checkpoint_path.name}.*.tmp"):
                 stale.unlink()
             for stage in stages if stages is not None else range(len(self.model.networks)):
@@ -543,66 +548,3 @@ def synchronize(device: torch.device) -> None:
     """Wait until the device has finished the work queued so far (a no-op on the CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-@dataclass
-class StepCost:
-    """Where the time of one training step goes (`python -m imagen_lib bench`)."""
-
-    operations: int  # top-level torch operations (each one a kernel launch or more on a GPU)
-    host_ms: float  # time Python takes to issue the step; on the CPU it also does the arithmetic
-    wall_ms: float  # time per step with the device finished
-    device_busy: float | None  # share of wall time the GPU spends in kernels (None on the CPU)
-
-
-@contextmanager
-def native_stderr_silenced() -> Iterator[None]:
-    """Send what native code writes to the process's stderr (file descriptor 2) to nowhere, inside the block.
-
-    Kineto, the profiler's C++ backend, prints a line at every start and stop and, on a
-    machine without a GPU, a harmless "ERROR ... gpuGetDeviceCount failed": noise in the
-    middle of `bench`'s figures that a reader would take for a fault.
-    """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as nowhere:
-            os.dup2(nowhere.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def step_cost(trainer: Trainer, stage: int, steps: int = 5) -> StepCost:
-    """Profile and time `steps` training steps of one stage (after a warm-up step); trains, like images_per_second.
-
-    A step is host-bound when the host takes about as long as the whole step and the GPU
-    is mostly idle: then fewer operations per step, not a faster GPU, make it faster.
-    """
-    from torch.profiler import ProfilerActivity, profile
-
-    trainer.train_step(stage)
-    synchronize(trainer.device)
-    started = time.perf_counter()
-    for _ in range(steps):
-        trainer.train_step(stage)
-    issued = time.perf_counter() - started
-    synchronize(trainer.device)
-    wall = time.perf_counter() - started
-    cuda = trainer.device.type == "cuda"
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with native_stderr_silenced(), profile(activities=activities) as profiler:
-        trainer.train_step(stage)
-        synchronize(trainer.device)
-    top_level = [
-        event for event in profiler.events() if event.cpu_parent is None
-    ]  # operations called by our code
-    busy = None
-    if cuda:  # the GPU time of every kernel, per step, against the unprofiled wall time per step
-        kernel_us = sum(
-            getattr(event, "device_time_total", getattr(event, "cuda_time_total", 0))
-            for event in top_level
-        )
-        busy = min(1.0, kernel_us / 1e6 / (wall / steps))
-    return StepCost(len(top_level), issued / steps * 1000, wall / steps * 1000, busy)

@@ -27,6 +27,8 @@ from imagen_lib.layers import (
     TextConditioning,
     TimestepMLP,
     Upsample,
+    check_image,
+    check_levels,
     group_norm,
 )
 
@@ -40,27 +42,9 @@ class UNetConfig:
     num_res_blocks: int = 2  # residual blocks per level
     attention_resolutions: tuple[int, ...] = (8, 4)  # self- and cross-attention at these sizes
     heads: int = 4
-    cross_attention: bool = (
-        True  # False: the text reaches the network only as the pooled vector (an ablation)
-    )
+    # False: the text reaches the network only as the pooled vector (an ablation)
+    cross_attention: bool = True
     dropout: float = 0.0
-
-
-def check_image(x: torch.Tensor, channels: int, size: int, what: str = "image") -> None:
-    """Raise a clear error unless x is a (B, channels, size, size) batch."""
-    if x.dim() != 4 or x.shape[1] != channels or x.shape[2] != size or x.shape[3] != size:
-        raise ValueError(
-            f"{what} must be a (batch, {channels}, {size}, {size}) tensor for this stage, got {tuple(x.shape)}: "
-            f"check the channel count ({channels}) and resize to {size}x{size}"
-        )
-
-
-def check_levels(image_size: int, levels: int) -> None:
-    """Each level halves the resolution, so the image size must survive levels - 1 halvings."""
-    if image_size % 2 ** (levels - 1):
-        raise ValueError(
-            f"image size {image_size} must be divisible by 2^{levels - 1} for {levels} resolution levels"
-        )
 
 
 class UNet(nn.Module):
@@ -137,9 +121,8 @@ class UNet(nn.Module):
         text_dropped: torch.Tensor | None = None,
     ) -> torch.Tensor:
         check_image(x, self.image_channels, self.image_size, "the noisy image")
-        context, mask, pooled = self.text(
-            text, text_mask, text_dropped
-        )  # (B, L, E), (B, L), (B, E)
+        # (B, L, E), (B, L), (B, E)
+        context, mask, pooled = self.text(text, text_mask, text_dropped)
         embedding = self.time_embedding(t) + pooled  # (B, E): timestep plus pooled text
         h = self.conv_in(x)  # (B, width, S, S)
         skips = [h]

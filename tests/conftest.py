@@ -13,6 +13,9 @@ mode) use `fresh_encoder` instead, so they cannot disturb the others.
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 import torch
 
@@ -25,6 +28,10 @@ torch.set_num_threads(1)
 
 TIMESTEPS = 50
 
+# Downloads (torchvision's MNIST, tried by source="auto") go to a temporary folder, never to
+# the user's cache; the lessons' kernels, started by nbval from this process, inherit it.
+os.environ["IMAGEN_CACHE"] = tempfile.mkdtemp(prefix="imagen_cache_")
+
 
 @pytest.fixture(scope="session")
 def tiny_t5_path(tmp_path_factory):
@@ -34,7 +41,10 @@ def tiny_t5_path(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_encoder(tiny_t5_path):
-    """The tiny T5 loaded the way a real one is: through `from_pretrained`. Shared: do not mutate."""
+    """The tiny T5 loaded the way a real one is: through `from_pretrained`.
+
+    Shared: do not mutate.
+    """
     return TextEncoder(str(tiny_t5_path))
 
 

@@ -1,4 +1,4 @@
-"""Cross-checks of imagen_lib.diffusion against an independent implementation: diffusers' schedulers.
+"""Cross-checks of imagen_lib.diffusion against an independent implementation: diffusers.
 
 micrograd checks its autograd against PyTorch's; here the noise schedules, the forward
 process, the v target, the x_0 estimate, thresholding and one sampler step are checked
@@ -43,14 +43,10 @@ from diffusers import DDIMScheduler, DDPMScheduler  # noqa: E402  (after the ski
 T = 1000  # the training schedule's length, as in Ho et al. and imagen_lib's default
 SHAPE = (4, 1, 8, 8)  # a small batch of images
 STEP_TIMESTEPS = [0, 1, 500, 999]  # one per sample where a batch takes a timestep per sample
-DIFFUSERS_NAME = {
-    "linear": "linear",
-    "cosine": "squaredcos_cap_v2",
-}  # imagen_lib kind -> diffusers beta_schedule
-PREDICTION_TYPE = {
-    "eps": "epsilon",
-    "v": "v_prediction",
-}  # imagen_lib prediction -> diffusers prediction_type
+# imagen_lib kind -> diffusers beta_schedule
+DIFFUSERS_NAME = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
+# imagen_lib prediction -> diffusers prediction_type
+PREDICTION_TYPE = {"eps": "epsilon", "v": "v_prediction"}
 RTOL, ATOL = 1e-12, 1e-12  # float64 rounding, with room for a few dozen operations
 FLOAT32_EPS = torch.finfo(torch.float32).eps  # 2**-23, about 1.2e-7
 
@@ -64,11 +60,11 @@ def gaussians(count: int, seed: int = 0, scale: float = 1.0) -> list[torch.Tenso
 
 
 def diffusers_scheduler(cls, kind: str, timesteps: int = T, **config):
-    """imagen_lib's NoiseSchedule(kind) and a diffusers `cls` scheduler for the same schedule, in float64.
+    """imagen_lib's NoiseSchedule(kind) and a diffusers `cls` scheduler for the same schedule.
 
-    diffusers builds the schedule itself, in float32; its tensors are then replaced by
-    imagen_lib's float64 ones, after checking that they are the same numbers up to
-    float32 rounding (test_schedules_match explains the tolerance).
+    Both in float64. diffusers builds the schedule itself, in float32; its tensors are then
+    replaced by imagen_lib's float64 ones, after checking that they are the same numbers up
+    to float32 rounding (test_schedules_match explains the tolerance).
     """
     schedule = NoiseSchedule(kind, timesteps)
     scheduler = cls(
@@ -84,9 +80,8 @@ def diffusers_scheduler(cls, kind: str, timesteps: int = T, **config):
     scheduler.betas = schedule.betas.clone()
     scheduler.alphas = 1.0 - scheduler.betas
     scheduler.alphas_cumprod = schedule.alphas_cumprod.clone()
-    if isinstance(
-        scheduler, DDIMScheduler
-    ):  # the "abar" before the first timestep, used by the last step
+    # the "abar" before the first timestep, used by the last step
+    if isinstance(scheduler, DDIMScheduler):
         one = torch.tensor(1.0, dtype=torch.float64)
         scheduler.final_alpha_cumprod = (
             one if scheduler.config.set_alpha_to_one else scheduler.alphas_cumprod[0]
@@ -162,7 +157,7 @@ def test_schedules_match(kind, timesteps):
 
 @pytest.mark.parametrize("kind", ["linear", "cosine"])
 def test_q_sample_matches_add_noise(kind):
-    """q_sample(x0, t, noise) against DDPMScheduler.add_noise(x0, noise, t), one timestep per sample.
+    """q_sample(x0, t, noise) against DDPMScheduler.add_noise(x0, noise, t), a timestep per sample.
 
     Both are x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise (Ho et al., Eq. 4), with the
     same abar_t gathered by index t: any difference would be a wrong index or power.
@@ -176,7 +171,9 @@ def test_q_sample_matches_add_noise(kind):
 
 @pytest.mark.parametrize("kind", ["linear", "cosine"])
 def test_v_target_matches_get_velocity(kind):
-    """training_target(..., "v") against DDPMScheduler.get_velocity(x0, noise, t), one timestep per sample.
+    """training_target(..., "v") against DDPMScheduler.get_velocity(x0, noise, t).
+
+    One timestep per sample.
 
     Both are Salimans & Ho's v = sqrt(abar_t) noise - sqrt(1 - abar_t) x0 (diffusers cites
     Imagen Video, Section 2.4): the same formula, in the same sign convention.
@@ -258,7 +255,9 @@ def test_static_thresholding_matches_clip_sample():
 @pytest.mark.parametrize("percentile", [0.9, 0.95, 0.995, 1.0])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_dynamic_thresholding_matches_diffusers(percentile, dtype):
-    """threshold(x0, "dynamic", p) against diffusers' thresholding=True, dynamic_thresholding_ratio=p.
+    """threshold(x0, "dynamic", p) against diffusers' dynamic thresholding.
+
+    diffusers is set to thresholding=True, dynamic_thresholding_ratio=p.
 
     Both follow Imagen Section 2.3: per sample, s = the p-quantile of |x0| (torch.quantile,
     linear interpolation, over all pixels and channels), s = max(s, 1), clip to [-s, s],
@@ -300,10 +299,13 @@ def test_dynamic_thresholding_matches_diffusers(percentile, dtype):
 @pytest.mark.parametrize("kind", ["linear", "cosine"])
 @pytest.mark.parametrize("t", STEP_TIMESTEPS)
 def test_ddpm_step_matches_diffusers(kind, t):
-    """ddpm_step(x0, x_t, abar_t, abar_{t-1}, noise) against DDPMScheduler.step, on the full 1000-step schedule.
+    """ddpm_step(x0, x_t, abar_t, abar_{t-1}, noise) against DDPMScheduler.step.
+
+    On the full 1000-step schedule.
 
     Both draw x_{t-1} from the posterior q(x_{t-1} | x_t, x_0) (Ho et al., Eq. 6-7):
-    mean = sqrt(abar_{t-1}) beta_t / (1 - abar_t) x0 + sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t) x_t,
+    mean = sqrt(abar_{t-1}) beta_t / (1 - abar_t) x0
+           + sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t) x_t,
     variance = beta_t (1 - abar_{t-1}) / (1 - abar_t) (diffusers' variance_type="fixed_small").
     The x_0 estimate is handed to diffusers directly (prediction_type="sample", no clipping),
     so this checks the step alone. At t = 0 diffusers takes abar_{-1} = 1 and adds no noise;
@@ -350,7 +352,7 @@ DDIM_TIMESTEPS = [999, 530, 20, 0]
 @pytest.mark.parametrize("prediction", ["eps", "v"])
 @pytest.mark.parametrize("t", DDIM_TIMESTEPS)
 def test_ddim_step_matches_diffusers(kind, prediction, t):
-    """One deterministic DDIM step (eta = 0) against DDIMScheduler.step, on a 50-step respaced schedule.
+    """One deterministic DDIM step (eta = 0) against DDIMScheduler.step, on 50 respaced steps.
 
     Both compute x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev) eps (Song et al., Eq. 12,
     sigma = 0), with x0 and eps from the network's eps or v output (predict_x0_and_eps on
@@ -408,7 +410,10 @@ def test_ddim_step_matches_diffusers(kind, prediction, t):
 
 @pytest.fixture
 def float64_by_default():
-    """Make float64 torch's default dtype for one test (imagen_lib's `sample` draws in the default dtype)."""
+    """Make float64 torch's default dtype for one test.
+
+    imagen_lib's `sample` draws in the default dtype.
+    """
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     yield
@@ -417,7 +422,7 @@ def float64_by_default():
 
 @pytest.mark.parametrize("kind", ["linear", "cosine"])
 def test_ddpm_sampling_matches_a_diffusers_loop(kind, float64_by_default):
-    """imagen_lib's `sample` (DDPM, all 1000 steps, static thresholding) against a loop over DDPMScheduler.step.
+    """imagen_lib's `sample` (DDPM, static thresholding) against a loop over DDPMScheduler.step.
 
     The steps above, wired together: timesteps 999 down to 0, the x_0 estimate clipped to
     [-1, 1] at each step (clip_sample=True), the last step returning x_0. Both draw x_T and
@@ -436,7 +441,7 @@ def test_ddpm_sampling_matches_a_diffusers_loop(kind, float64_by_default):
     )
 
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """A smooth stand-in for a network's eps prediction, with t either per sample or a number."""
+        """A smooth stand-in for a network's eps prediction, t either per sample or a number."""
         t = torch.as_tensor(t, dtype=x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
         return 0.8 * torch.tanh(x) + 0.2 * torch.cos(t / 100 + x)
 
@@ -462,9 +467,8 @@ def test_ddpm_sampling_matches_a_diffusers_loop(kind, float64_by_default):
 @pytest.mark.parametrize("kind", ["linear", "cosine"])
 @pytest.mark.parametrize("prediction", ["eps", "v"])
 @pytest.mark.parametrize("steps", [10, 25])
-@pytest.mark.filterwarnings(
-    "ignore:__array__ implementation:DeprecationWarning"
-)  # inside diffusers, with numpy 2
+# inside diffusers, with numpy 2
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 def test_dpm_solver_sampling_matches_a_diffusers_loop(kind, prediction, steps, float64_by_default):
     """imagen_lib's `sample` with "dpm++" against a loop over DPMSolverMultistepScheduler.step.
 
@@ -499,12 +503,10 @@ def test_dpm_solver_sampling_matches_a_diffusers_loop(kind, prediction, steps, f
     timesteps = sampling_timesteps(T, steps)
     scheduler.set_timesteps(timesteps=timesteps)
     abar = schedule.alphas_cumprod[timesteps]
-    sigmas = torch.cat(
-        [((1 - abar) / abar).sqrt(), torch.zeros(1, dtype=torch.float64)]
-    )  # diffusers' sigmas, in float64
-    torch.testing.assert_close(
-        scheduler.sigmas.double(), sigmas, rtol=2 * FLOAT32_EPS, atol=0
-    )  # it stores them in float32
+    # diffusers' sigmas, in float64
+    sigmas = torch.cat([((1 - abar) / abar).sqrt(), torch.zeros(1, dtype=torch.float64)])
+    # diffusers stores them in float32
+    torch.testing.assert_close(scheduler.sigmas.double(), sigmas, rtol=2 * FLOAT32_EPS, atol=0)
     scheduler.sigmas = sigmas
 
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -524,9 +526,8 @@ def test_dpm_solver_sampling_matches_a_diffusers_loop(kind, prediction, steps, f
         generator=torch.Generator().manual_seed(seed),
     )
 
-    x = torch.randn(
-        SHAPE, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
-    )  # x_T, as `sample` draws it
+    # x_T, as `sample` draws it
+    x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     for t in scheduler.timesteps.tolist():
         x = scheduler.step(denoise(x, t), t, x).prev_sample
     assert got.dtype == torch.float64

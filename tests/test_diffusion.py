@@ -1,4 +1,6 @@
-"""Tests of imagen_lib.diffusion: schedules, forward process, loss, guidance, thresholding, samplers.
+"""Tests of imagen_lib.diffusion.
+
+Covered: schedules, forward process, loss, guidance, thresholding, samplers.
 
 Where we can, each quantity is checked against an independent reference: a closed form
 computed with the `math` module, a Monte-Carlo estimate, or a small example worked out
@@ -41,7 +43,10 @@ def abar_of(schedule: NoiseSchedule, t: int) -> float:
 @pytest.mark.parametrize("kind", ["linear", "cosine"])
 @pytest.mark.parametrize("timesteps", [50, 1000])
 def test_schedule_is_a_valid_decreasing_abar(kind, timesteps):
-    """abar_t must start near 1, strictly decrease, and stay in (0, 1]: it is a product of (1 - beta)."""
+    """abar_t must start near 1, strictly decrease, and stay in (0, 1].
+
+    It is a product of (1 - beta).
+    """
     schedule = NoiseSchedule(kind, timesteps)
     abar = schedule.alphas_cumprod
     assert abar.shape == (timesteps,)
@@ -68,7 +73,9 @@ def test_linear_schedule_stays_valid_for_few_timesteps(timesteps):
 
 
 def test_cosine_schedule_matches_closed_form():
-    """Improved DDPM Eq. 17: abar(t) = f(t) / f(0), f(t) = cos^2(((t/T + s) / (1 + s)) * pi/2), s = 0.008.
+    """Improved DDPM Eq. 17: abar(t) = f(t) / f(0).
+
+    Here f(t) = cos^2(((t/T + s) / (1 + s)) * pi/2) and s = 0.008.
 
     The library's index t is the (t+1)-th step of the paper's grid 0..T, so alphas_cumprod[t]
     = f(t+1) / f(0). The last beta is capped at 0.999 (f(T) = 0 would make it exactly 1),
@@ -96,7 +103,10 @@ def test_bad_schedule_arguments_raise():
 @pytest.mark.parametrize("kind", ["linear", "cosine"])
 @pytest.mark.parametrize("t", [0, 250, 999])
 def test_forward_process_mean_and_variance(kind, t):
-    """Monte Carlo: q_sample with N(0, I) noise has mean sqrt(abar_t) x0 and variance 1 - abar_t (Ho et al., Eq. 4)."""
+    """Monte Carlo: q_sample with N(0, I) noise has mean sqrt(abar_t) x0 and variance 1 - abar_t.
+
+    The forward process of Ho et al., Eq. 4.
+    """
     schedule = NoiseSchedule(kind, 1000)
     n = 20_000
     x0 = torch.tensor([-1.0, -0.3, 0.0, 0.5, 1.0], dtype=torch.float64)  # five "pixels"
@@ -107,7 +117,8 @@ def test_forward_process_mean_and_variance(kind, t):
     abar = abar_of(schedule, t)
     expected_mean = math.sqrt(abar) * x0
     expected_variance = 1 - abar
-    # Standard errors: sd/sqrt(n) for a mean, var*sqrt(2/n) for a Gaussian's variance; allow 5 of them.
+    # Standard errors: sd/sqrt(n) for a mean, var*sqrt(2/n) for a Gaussian's variance;
+    # allow 5 of them.
     mean_tolerance = 5 * math.sqrt(expected_variance / n)
     variance_tolerance = 5 * expected_variance * math.sqrt(2 / n)
     assert torch.allclose(x_t.mean(0), expected_mean, atol=mean_tolerance)
@@ -133,7 +144,7 @@ def test_schedule_at_gathers_per_sample_and_broadcasts():
 
 
 def test_v_target_matches_formula():
-    """v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0 (Salimans & Ho 2022), checked element by element."""
+    """v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0 (Salimans & Ho 2022), element by element."""
     schedule = NoiseSchedule("cosine", 100)
     torch.manual_seed(0)
     x0 = torch.rand(3, 1, 2, 2, dtype=torch.float64) * 2 - 1
@@ -155,7 +166,8 @@ def test_v_target_matches_formula():
 def test_predict_x0_and_eps_inverts_the_forward_process(prediction):
     """Given the true target, predict_x0_and_eps must recover the x0 and noise that made x_t.
 
-    Float64 so the check is tight even at t = T-1, where eps-prediction divides by sqrt(abar) ~ 1e-3.
+    Float64 so the check is tight even at t = T-1, where eps-prediction divides by
+    sqrt(abar) ~ 1e-3.
     """
     schedule = NoiseSchedule("cosine", 1000)
     torch.manual_seed(0)
@@ -201,7 +213,7 @@ def test_diffusion_loss_of_a_zero_denoiser_is_the_mean_squared_noise():
 
 
 class ToyNetwork:
-    """network(x, t, text_dropped): a different, known function for each branch; counts its calls."""
+    """network(x, t, text_dropped): a different known function per branch; counts its calls."""
 
     def __init__(self):
         self.calls = []
@@ -221,7 +233,10 @@ class ToyNetwork:
 
 
 def test_guidance_weight_one_is_conditional_and_zero_is_unconditional():
-    """(1 - w) eps_u + w eps_c is exact at the ends: w = 1 gives eps_c, w = 0 gives eps_u, bit for bit."""
+    """(1 - w) eps_u + w eps_c is exact at the ends, bit for bit.
+
+    w = 1 gives eps_c, w = 0 gives eps_u.
+    """
     torch.manual_seed(0)
     x = torch.randn(3, 1, 4, 4)
     t = torch.tensor([5, 6, 7])
@@ -236,7 +251,10 @@ def test_guidance_weight_one_is_conditional_and_zero_is_unconditional():
 
 
 def test_guidance_extrapolates_and_batches_both_branches_in_one_call():
-    """w = 3 gives eps_u + 3 (eps_c - eps_u); the network runs once on a doubled batch (cond first, then uncond)."""
+    """w = 3 gives eps_u + 3 (eps_c - eps_u); the network runs once on a doubled batch.
+
+    The conditional half of the batch comes first, then the unconditional one.
+    """
     torch.manual_seed(0)
     x = torch.randn(3, 1, 4, 4)
     t = torch.tensor([5, 6, 7])
@@ -253,9 +271,9 @@ def test_guidance_extrapolates_and_batches_both_branches_in_one_call():
 @pytest.mark.parametrize(
     "weight, message",
     [
-        (-1.0, "finite number >= 0"),
-        (float("nan"), "finite number >= 0"),
-        (float("inf"), "finite number >= 0"),
+        (-1.0, "must be between 0 and 100"),
+        (float("nan"), "must be between 0 and 100"),
+        (float("inf"), "must be between 0 and 100"),
     ],
 )
 def test_bad_guidance_weight_raises(weight, message):
@@ -271,8 +289,12 @@ def test_non_numeric_guidance_weight_raises_type_error():
 
 
 def test_guidance_interval_guides_inside_and_is_plain_conditioning_outside():
-    """With interval (0.3, 0.8) of a 1000-step schedule, t = 300..799 is guided (one doubled call) and
-    t = 200 or 900 gives exactly the conditional prediction (one undoubled call); the bounds are inclusive."""
+    """Guidance applies inside its interval; outside it, plain conditioning.
+
+    With interval (0.3, 0.8) of a 1000-step schedule, t = 300..799 is guided (one doubled
+    call) and t = 200 or 900 gives exactly the conditional prediction (one undoubled call);
+    the bounds are inclusive.
+    """
     torch.manual_seed(0)
     x = torch.randn(2, 1, 4, 4)
     eps_c, eps_u = ToyNetwork.conditional(x), ToyNetwork.unconditional(x)
@@ -338,7 +360,7 @@ def test_dynamic_threshold_second_percentile():
 
 
 def test_dynamic_threshold_leaves_in_range_samples_unchanged():
-    """Inside [-1, 1], s = max(1, quantile) = 1: clipping to [-1, 1] and dividing by 1 change nothing."""
+    """Inside [-1, 1], s = max(1, quantile) = 1, so clipping and dividing by s change nothing."""
     torch.manual_seed(0)
     inside = torch.rand(1, 1, 2, 2) * 2 - 1
     assert torch.equal(threshold(inside, "dynamic", 0.5), inside)
@@ -346,7 +368,7 @@ def test_dynamic_threshold_leaves_in_range_samples_unchanged():
 
 
 def test_dynamic_threshold_is_per_sample():
-    """Each sample gets its own s: the out-of-range one is rescaled, the in-range one is untouched."""
+    """Each sample gets its own s: the out-of-range one is rescaled, the in-range one untouched."""
     inside = torch.tensor([[[[0.1, -0.9], [0.3, 1.0]]]])
     batch = torch.cat([OUT_OF_RANGE, inside])  # (2, 1, 2, 2)
     result = threshold(batch, "dynamic", 0.5)
@@ -408,7 +430,10 @@ def toy_denoiser(x, t):
 
 
 def test_ddim_eta_zero_is_reproducible_from_a_seed():
-    """DDIM with eta = 0 draws noise only once (x_T): same seed, same samples; another seed, others."""
+    """DDIM with eta = 0 draws noise only once (x_T).
+
+    Same seed, same samples; another seed, others.
+    """
     schedule = NoiseSchedule("cosine", T)
 
     def run(seed):
@@ -490,7 +515,10 @@ def test_ddim_with_an_oracle_follows_the_forward_process():
 
 
 def test_dpm_solver_step_without_an_earlier_estimate_is_the_ddim_step():
-    """DPM-Solver++'s step with x_0 held constant (its first step) is DDIM's with eta = 0, rewritten in lambda."""
+    """DPM-Solver++'s step with x_0 held constant (its first step) is DDIM's with eta = 0.
+
+    The same step, rewritten in lambda.
+    """
     schedule = NoiseSchedule("cosine", T)
     generator = torch.Generator().manual_seed(0)
     x_t, x0 = torch.randn(2, 4, 1, 4, 4, generator=generator, dtype=torch.float64)
@@ -524,10 +552,12 @@ def gaussian_data_errors(
         return (x_t - abar_t.sqrt() * x0_estimate(x_t, abar_t)) / (1 - abar_t).sqrt()
 
     shape = (64, 1, 4, 4)
-    x_T = torch.randn(
-        shape, generator=torch.Generator().manual_seed(1)
-    ).double()  # the x_T `sample` draws from seed 1
-    spread = lambda a: (a * std**2 + 1 - a).sqrt()
+    # the x_T `sample` draws from seed 1
+    x_T = torch.randn(shape, generator=torch.Generator().manual_seed(1)).double()
+
+    def spread(a):
+        return (a * std**2 + 1 - a).sqrt()
+
     x_last = abar[0].sqrt() * mean + spread(abar[0]) * (x_T - abar[-1].sqrt() * mean) / spread(
         abar[-1]
     )
@@ -607,9 +637,13 @@ def test_one_stochastic_step_keeps_the_forward_marginal(sampler, t, t_prev):
 
 
 def test_ddpm_step_matches_the_posterior_of_ho_et_al():
-    """For adjacent steps, ddpm_step's mean and variance equal Ho et al.'s Eq. 7, written with beta_t:
-    mean = sqrt(abar_{t-1}) beta_t / (1 - abar_t) x0 + sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t) x_t,
-    variance = beta_t (1 - abar_{t-1}) / (1 - abar_t)."""
+    """For adjacent steps, ddpm_step's mean and variance equal Ho et al.'s Eq. 7.
+
+    Written with beta_t:
+        mean = sqrt(abar_{t-1}) beta_t / (1 - abar_t) x0
+               + sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t) x_t,
+        variance = beta_t (1 - abar_{t-1}) / (1 - abar_t).
+    """
     schedule = NoiseSchedule("linear", 1000)
     t = 300
     beta = schedule.betas[t].item()

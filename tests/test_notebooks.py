@@ -1,4 +1,4 @@
-"""The lesson notebooks as committed: clean, in order, from a real run, and in line with the repository.
+"""The lesson notebooks as committed: clean, in order, from a real run, in line with the repository.
 
 nbval (see the README's test command) executes every notebook in smoke mode; these tests
 check what a reader on GitHub or Colab sees in the committed files: outputs from a real

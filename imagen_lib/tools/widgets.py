@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from imagen_lib.cascade import Imagen
-from imagen_lib.plotting import grid_png
+from imagen_lib.tools.plotting import grid_png
 
 
 @dataclass
@@ -86,16 +86,20 @@ def guidance_slider(
     captions: dict[float, str] | None = None,
     **sample_options,
 ) -> PictureSlider:
-    """The cascade's samples of `prompts` at each guidance weight (Ho & Salimans 2022; Imagen Section 2.2).
+    """The cascade's samples of `prompts` at each guidance weight.
 
-    sample_options go to `Imagen.sample` (sampler, steps, thresholding, ...). `captions`
-    can add a line per weight, such as the prompt accuracy measured there.
+    Classifier-free guidance: Ho & Salimans 2022; Imagen Section 2.2. sample_options go to
+    `Imagen.sample` (sampler, steps, thresholding, ...). `captions` can add a line per
+    weight, such as the prompt accuracy measured there.
     """
     return picture_slider(
         weights,
-        lambda weight: model.sample(prompts, guidance_weight=weight, seed=seed, **sample_options)[
-            -1
-        ],
+        lambda weight: model.sample(
+            prompts,
+            guidance_weight=weight,
+            seed=seed,
+            **sample_options,
+        )[-1],
         "guidance weight",
         columns,
         captions,
@@ -111,10 +115,10 @@ def percentile_slider(
     captions: dict[float, str] | None = None,
     **sample_options,
 ) -> PictureSlider:
-    """Samples with dynamic thresholding at each percentile p (Imagen Section 2.3): p = 1 never clips, only rescales.
+    """Samples with dynamic thresholding at each percentile p (Imagen Section 2.3).
 
-    Use it with a large guidance weight (sample_options: guidance_weight=...), where
-    thresholding matters.
+    p = 1 never clips, only rescales. Use it with a large guidance weight
+    (sample_options: guidance_weight=...), where thresholding matters.
     """
     return picture_slider(
         percentiles,
@@ -136,10 +140,11 @@ def augmentation_slider(
     captions: dict[float, str] | None = None,
     **sample_options,
 ) -> PictureSlider:
-    """The SR stage's output when its low-resolution input is noised to each level (Imagen Section 2.4).
+    """The SR stage's output when its low-resolution input is noised to each level.
 
-    The base stage samples once; every level super-resolves those same base images, so
-    what changes is the conditioning noise alone.
+    Noise conditioning augmentation, Imagen Section 2.4. The base stage samples once; every
+    level super-resolves those same base images, so what changes is the conditioning noise
+    alone.
     """
     base = model.sample(prompts, seed=seed, last_stage=0, **sample_options)[0]
     return picture_slider(
@@ -161,18 +166,18 @@ def augmentation_slider(
 def timestep_scrubber(
     model: Imagen, prompts: Sequence[str], stage: int = 0, seed: int = 0, **sample_options
 ) -> PictureSlider:
-    """Scrub through one sampling run of a stage: per step, x_t (top row) and the predicted x_0 (bottom row).
+    """Scrub through one sampling run of a stage, step by step.
 
-    The slider's values are the timesteps, from pure noise (the largest t) to the image;
-    `samples[t]` holds x_t stacked above x_0. For an SR stage the earlier stages run first.
+    Per step, x_t (top row) and the predicted x_0 (bottom row). The slider's values are the
+    timesteps, from pure noise (the largest t) to the image; `samples[t]` holds x_t stacked
+    above x_0. For an SR stage the earlier stages run first.
     """
     states: dict[float, torch.Tensor] = {}
 
     def record(at_stage: int, t: int, x_t: torch.Tensor, x0: torch.Tensor) -> None:
         if at_stage == stage:
-            states[float(t)] = torch.cat(
-                [x_t.clamp(-1, 1), x0]
-            ).cpu()  # (2B, C, H, W): x_t row, then x0 row
+            # (2B, C, H, W): x_t row, then x0 row
+            states[float(t)] = torch.cat([x_t.clamp(-1, 1), x0]).cpu()
 
     model.sample(prompts, seed=seed, last_stage=stage, on_step=record, **sample_options)
     captions = {
@@ -196,9 +201,10 @@ class PromptBox:
 def prompt_box(
     model: Imagen, prompt: str = "a handwritten 7", count: int = 8, seed: int = 0, **sample_options
 ) -> PromptBox:
-    """Type a prompt, press Enter or Draw: `count` samples of it from the cascade (one seed, so a prompt always gives the same digits).
+    """Type a prompt, press Enter or Draw: `count` samples of it from the cascade.
 
-    A prompt the text encoder refuses (empty, say) shows its message in place of a picture.
+    One seed, so a prompt always gives the same digits. A prompt the text encoder refuses
+    (empty, say) shows its message in place of a picture.
     """
     import ipywidgets as widgets
 

@@ -1,58 +1,19 @@
-"""Small helpers the lesson notebooks share: smoke mode, showing library code, checking exercises.
+"""Repository maintenance, not a lesson: point the lessons at a published copy of the project.
 
-- `SMOKE`: True when the environment variable IMAGEN_SMOKE is "1". CI sets it so every
-  notebook runs in seconds; lessons then shrink data, steps and sample counts.
-- `show_source(obj)`: display a function's or class's code straight from the library, so
-  a lesson never carries a copy that could drift from what actually runs.
-- `check(...)`: the answer cell of an exercise: says plainly whether the learner got it.
-- `shipped_cascade()`: the pretrained cascade in `data/`, trained on a CPU by
-  `python -m imagen_lib train --preset cpu`.
-- `set_repository(url)`: point every lesson's Colab badge and install cell at a published
-  copy of the project; also `python -m imagen_lib.lessons set-repository URL`.
+Each lesson's "Open in Colab" badge and install cell fetch the project from the
+`Repository` address in pyproject.toml. Whoever publishes the project (or a fork) runs
+`python -m imagen_lib.tools.repository set-repository https://github.com/OWNER/NAME`
+once from a clone and commits what it changed (docs/maintenance.md).
 """
 
 from __future__ import annotations
 
-import inspect
 import json
-import os
 import re
+import sys
 from pathlib import Path
 
-SMOKE = os.environ.get("IMAGEN_SMOKE") == "1"
-ROOT = Path(__file__).resolve().parent.parent  # the repository: pyproject.toml, notebooks/
-
-
-def smoke_or(normal, smoke):
-    """`smoke` in smoke mode (CI), else `normal`: for step counts, sample counts, data sizes."""
-    return smoke if SMOKE else normal
-
-
-def show_source(obj) -> None:
-    """Display the source of a library function or class, with syntax highlighting."""
-    from IPython.display import Markdown, display
-
-    obj = inspect.unwrap(obj)  # see through decorators such as @torch.no_grad()
-    path = Path(inspect.getsourcefile(obj)).resolve()
-    package = Path(__file__).resolve().parent
-    name = f"imagen_lib/{path.relative_to(package)}" if path.is_relative_to(package) else path.name
-    # A fenced Markdown block: highlighted in Jupyter, Colab and on GitHub, and small on disk.
-    display(Markdown(f"```python\n# {name}\n{inspect.getsource(obj)}```"))
-
-
-def check(passed: bool, success: str = "Correct!", hint: str = "Not yet.") -> bool:
-    """Print whether an exercise is solved; returns `passed` so a test can assert on it."""
-    print(("✅ " + success) if passed else ("❌ " + hint))
-    return bool(passed)
-
-
-def shipped_cascade(device=None):
-    """The pretrained cascade from `data/`, with its EMA weights, ready to sample."""
-    from imagen_lib.cascade import default_device
-    from imagen_lib.checkpoint import SHIPPED_CHECKPOINT, load_imagen
-
-    return load_imagen(SHIPPED_CHECKPOINT, weights="ema", device=device or default_device())
-
+ROOT = Path(__file__).resolve().parents[2]  # the clone: pyproject.toml, notebooks/
 
 GITHUB_URL = re.compile(r"https://github\.com/([A-Za-z0-9][A-Za-z0-9-]*)/([A-Za-z0-9._-]+)")
 PYPROJECT_LINE = re.compile(r'^Repository = "[^"]*"$', re.MULTILINE)
@@ -61,7 +22,10 @@ INSTALL_LINE = re.compile(r'^REPOSITORY = "[^"]*"$', re.MULTILINE)
 
 
 def github_url(url: str) -> str:
-    """`url` as https://github.com/OWNER/NAME (a trailing / or .git dropped), or a one-line ValueError."""
+    """`url` as https://github.com/OWNER/NAME, or a one-line ValueError.
+
+    A trailing / or .git is dropped.
+    """
     cleaned = url.strip().removesuffix("/").removesuffix(".git")
     match = GITHUB_URL.fullmatch(cleaned)
     if match is None or match[2] in (".", ".."):
@@ -130,11 +94,14 @@ def set_repository(url: str, root: Path = ROOT) -> list[Path]:
 
 
 def main(argv=None) -> int:
-    """`python -m imagen_lib.lessons set-repository URL`; one-line errors, exit status 2."""
+    """`python -m imagen_lib.tools.repository set-repository URL`.
+
+    Errors are one line, with exit status 2.
+    """
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m imagen_lib.lessons", description="Maintain the lesson notebooks."
+        prog="python -m imagen_lib.tools.repository", description="Maintain the lesson notebooks."
     )
     commands = parser.add_subparsers(dest="command", required=True)
     command = commands.add_parser(
@@ -159,4 +126,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

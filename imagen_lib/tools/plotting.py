@@ -1,39 +1,23 @@
-"""Pictures: image grids for notebooks, files and widgets.
+"""Pictures for notebooks and widgets: image grids as a matplotlib figure or as PNG bytes.
 
-Samples are tensors in [-1, 1]; these helpers turn them into a matplotlib figure, a PNG
-file, or PNG bytes (for an ipywidgets Image). Grids are made by torchvision's make_grid.
+Samples are tensors in [-1, 1]; `imagen_lib.files.to_grid` lays them out (torchvision's
+make_grid) and `imagen_lib.files.save_grid` writes one to a PNG file.
 """
 
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import torch
 
-
-def to_grid(images: torch.Tensor, columns: int = 8, padding: int = 1) -> torch.Tensor:
-    """(B, C, H, W) images in [-1, 1] -> one (C, H', W') grid image in [0, 1]."""
-    from torchvision.utils import make_grid  # imported here: torchvision takes a second to import
-
-    return make_grid(
-        images.detach().float().cpu().clamp(-1, 1) * 0.5 + 0.5,
-        nrow=columns,
-        padding=padding,
-        pad_value=1.0,
-    )
-
-
-def save_grid(images: torch.Tensor, path: str | Path, columns: int = 8) -> Path:
-    from torchvision.utils import save_image
-
-    path = Path(path)
-    save_image(to_grid(images, columns), path)
-    return path
+from imagen_lib.files import to_grid
 
 
 def grid_png(images: torch.Tensor, columns: int = 8, scale: int = 2) -> bytes:
-    """PNG bytes of a grid, enlarged `scale` times (nearest neighbour) so small digits stay crisp."""
+    """PNG bytes of a grid, enlarged `scale` times (nearest neighbour).
+
+    Enlarged so that small digits stay crisp.
+    """
     grid = to_grid(images, columns)
     grid = grid.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
     from torchvision.utils import save_image

