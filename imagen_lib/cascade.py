@@ -39,7 +39,7 @@ from imagen_lib.diffusion import (
     q_sample,
 )
 from imagen_lib.efficient_unet import EfficientUNet, EfficientUNetConfig
-from imagen_lib.layers import check_image
+from imagen_lib.layers import check_image, check_levels
 from imagen_lib.text import TextEncoder, validate_prompts
 from imagen_lib.unet import UNet, UNetConfig
 
@@ -73,51 +73,41 @@ class ImagenConfig:
     text_drop_prob: float = 0.1
 
     def __post_init__(self):
-        if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels}")
-        if not self.stages:
-            raise ValueError("a cascade needs at least one stage (the base model)")
-        sizes = [stage.image_size for stage in self.stages]
-        if any(later <= earlier for earlier, later in zip(sizes, sizes[1:])):
-            raise ValueError(
-                f"stage image sizes must strictly increase through the cascade, got {sizes}"
-            )
+        # Configs also come from files (checkpoints, presets): check every value's type first,
+        # so a damaged one fails here, not deep inside torch while the networks are built.
+        check_types(self, "")
+        if not isinstance(self.stages, list) or not self.stages:
+            raise ValueError("a cascade needs a list of at least one stage (the base model)")
         for index, stage in enumerate(self.stages):
+            if not isinstance(stage, StageConfig):
+                raise TypeError(f"stage {index} must be a StageConfig, got {stage!r}")
             expected = UNetConfig if index == 0 else EfficientUNetConfig
             if not isinstance(stage.network, expected):
                 raise TypeError(
                     f"stage {index} needs a {expected.__name__} "
                     "(stage 0 is the base U-Net, the rest are SR)"
                 )
-            if stage.prediction not in diffusion.PREDICTIONS:
-                raise ValueError(
-                    f"stage {index}: prediction must be one of {diffusion.PREDICTIONS}, "
-                    f"got {stage.prediction!r}"
-                )
-            check_guidance_weight(stage.guidance_weight)
+            check_types(stage, f"stage {index}: ")
+            check_types(stage.network, f"stage {index}: ")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels}")
+        if self.max_text_tokens < 1:
+            raise ValueError(
+                f"max_text_tokens must be at least 1 (the encoder reads that many tokens of a "
+                f"prompt), got {self.max_text_tokens}"
+            )
+        if not self.text_encoder:
+            raise ValueError("text_encoder is empty: name an encoder, such as 'minilm'")
+        sizes = [stage.image_size for stage in self.stages]
+        if any(later <= earlier for earlier, later in zip(sizes, sizes[1:])):
+            raise ValueError(
+                f"stage image sizes must strictly increase through the cascade, got {sizes}"
+            )
+        for index, stage in enumerate(self.stages):
             try:
-                stage.guidance_interval = check_guidance_interval(stage.guidance_interval)
+                check_stage(stage)
             except (TypeError, ValueError) as error:
-                raise ValueError(f"stage {index}: {error}") from None
-            if stage.sampler not in diffusion.SAMPLERS:
-                raise ValueError(
-                    f"stage {index}: sampler must be one of {diffusion.SAMPLERS}, "
-                    f"got {stage.sampler!r}"
-                )
-            if (
-                stage.sampling_steps is not None
-                and not 1 <= stage.sampling_steps <= stage.timesteps
-            ):
-                raise ValueError(
-                    f"stage {index}: sampling_steps must be between 1 and its schedule's "
-                    f"{stage.timesteps}, got {stage.sampling_steps}"
-                )
-            for name in ("sampling_augmentation", "max_training_augmentation"):
-                if not 0 <= getattr(stage, name) <= 1:
-                    raise ValueError(
-                        f"stage {index}: {name} is a fraction of the schedule in [0, 1], "
-                        f"got {getattr(stage, name)}"
-                    )
+                raise type(error)(f"stage {index}: {error}") from None
         if not 0 <= self.text_drop_prob < 1:
             raise ValueError(f"text_drop_prob must be in [0, 1), got {self.text_drop_prob}")
 
@@ -139,6 +129,86 @@ class ImagenConfig:
             }
             stages.append(StageConfig(**{**stage, "network": network_class(**network)}))
         return cls(**{**values, "stages": stages})
+
+
+def check_types(part: object, where: str) -> None:
+    """A TypeError unless every field of the dataclass `part` holds a value of its annotated type.
+
+    Only the plain annotations are checked here ("int", "float", "bool", "str", "int | None",
+    "tuple[int, ...]"); nested configs and the guidance interval are checked by the callers.
+    """
+
+    def integer(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    for item in dataclasses.fields(part):
+        value = getattr(part, item.name)
+        fits = {
+            "int": integer(value),
+            "int | None": value is None or integer(value),
+            "float": integer(value) or isinstance(value, float),
+            "bool": isinstance(value, bool),
+            "str": isinstance(value, str),
+            "tuple[int, ...]": isinstance(value, tuple) and all(integer(n) for n in value),
+        }.get(item.type, True)
+        if not fits:
+            name = f"{type(part).__name__}.{item.name}"
+            raise TypeError(f"{where}{name} must be {item.type}, got {value!r}")
+
+
+def check_stage(stage: StageConfig) -> None:
+    """A ValueError naming the first value of a stage (or its network) out of its range."""
+    network = stage.network
+    levels = len(network.channel_mults)
+    if stage.image_size < 1:
+        raise ValueError(f"image_size must be at least 1, got {stage.image_size}")
+    if stage.schedule not in diffusion.SCHEDULES:
+        raise ValueError(f"schedule must be one of {diffusion.SCHEDULES}, got {stage.schedule!r}")
+    if stage.timesteps < 2:
+        raise ValueError(f"timesteps must be at least 2, got {stage.timesteps}")
+    if stage.prediction not in diffusion.PREDICTIONS:
+        raise ValueError(
+            f"prediction must be one of {diffusion.PREDICTIONS}, got {stage.prediction!r}"
+        )
+    check_guidance_weight(stage.guidance_weight)
+    stage.guidance_interval = check_guidance_interval(stage.guidance_interval)
+    if stage.sampler not in diffusion.SAMPLERS:
+        raise ValueError(f"sampler must be one of {diffusion.SAMPLERS}, got {stage.sampler!r}")
+    if stage.sampling_steps is not None and not 1 <= stage.sampling_steps <= stage.timesteps:
+        raise ValueError(
+            f"sampling_steps must be between 1 and its schedule's {stage.timesteps}, "
+            f"got {stage.sampling_steps}"
+        )
+    for name in ("sampling_augmentation", "max_training_augmentation"):
+        if not 0 <= getattr(stage, name) <= 1:
+            raise ValueError(
+                f"{name} is a fraction of the schedule in [0, 1], got {getattr(stage, name)}"
+            )
+    blocks = network.num_res_blocks
+    positive = {
+        "channels": [network.channels],
+        "channel_mults": list(network.channel_mults),
+        "num_res_blocks": list(blocks) if isinstance(blocks, tuple) else [blocks],
+        "attention_resolutions": list(network.attention_resolutions),
+        "heads": [network.heads],
+    }
+    for name, values in positive.items():
+        empty = not values and name != "attention_resolutions"  # attention is optional
+        if empty or any(value < 1 for value in values):
+            given = getattr(network, name)
+            rule = (
+                "must list values of at least 1"
+                if isinstance(given, tuple)
+                else "must be at least 1"
+            )
+            raise ValueError(f"network {name} {rule}, got {given}")
+    if isinstance(blocks, tuple) and len(blocks) != levels:
+        raise ValueError(
+            f"network num_res_blocks needs one entry per level ({levels}), got {blocks}"
+        )
+    if not 0 <= network.dropout < 1:
+        raise ValueError(f"network dropout must be in [0, 1), got {network.dropout}")
+    check_levels(stage.image_size, levels)
 
 
 def one_per_stage(value: object, own: Sequence, setting: str) -> list:

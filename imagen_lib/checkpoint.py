@@ -3,14 +3,17 @@
 A checkpoint is one file made by `torch.save` holding a dictionary: a format tag, the
 cascade's config, the text encoder's name and width, and the networks' weights (training
 adds its own entries, such as the EMA weights and optimiser states). It is written to a
-temporary file and renamed into place, so an interrupted save never leaves a corrupt
-checkpoint behind, and loading checks what it reads and says clearly what is wrong.
+temporary file and renamed into place, so an interrupted save (or a full disk) never leaves
+a corrupt checkpoint behind, and loading checks the whole file (`validate_checkpoint`) and
+says clearly, in one line, what is wrong.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import errno
+import os
 import pickle
+import shutil
 from pathlib import Path
 
 import torch
@@ -19,9 +22,14 @@ from torch import nn
 from imagen_lib.cascade import Imagen, ImagenConfig, one_per_stage
 from imagen_lib.diffusion import check_guidance_interval, check_guidance_weight
 from imagen_lib.files import atomic_save, writable_file
+from imagen_lib.presets import MAX_STEPS, Preset
 from imagen_lib.text import TextEncoder
 
 FORMAT = "imagen_lib-checkpoint-v1"
+
+
+class DiskFull(RuntimeError):
+    """No space was left on the device for a file; the file already there is unchanged."""
 
 
 def model_payload(model: Imagen) -> dict:
@@ -36,7 +44,57 @@ def model_payload(model: Imagen) -> dict:
 
 
 def save_imagen(model: Imagen, path: str | Path) -> Path:
-    return atomic_save(model_payload(model), path)
+    return save_payload(model_payload(model), path)
+
+
+def disk_full(error: BaseException | None) -> bool:
+    """Whether `error`, or an error it was raised from or while handling, is a full disk.
+
+    torch.save reports a full disk as a RuntimeError from its zip writer ("[enforce fail at
+    inline_container.cc]"), with the OSError that says ENOSPC only in its context.
+    """
+    seen = []
+    while error is not None and error not in seen:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen.append(error)
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def save_payload(payload: dict, path: str | Path) -> Path:
+    """torch.save `payload` to `path` atomically, with a one-line DiskFull error for a full disk.
+
+    The write is atomic (files.atomic_save), so the file already at `path` stays whole.
+    """
+    path = Path(path)
+    existed = path.is_file()
+    try:
+        return atomic_save(payload, path)
+    except (OSError, RuntimeError) as error:
+        if not disk_full(error):
+            raise
+        kept = f"the {path.name} already there is unchanged" if existed else "nothing was written"
+        raise DiskFull(
+            f"no space left on device to write {path} ({kept}): "
+            "free some space, or write to another disk"
+        ) from error
+
+
+def check_free_space(folder: str | Path, needed: int, what: str) -> None:
+    """A DiskFull error now, before the work, if `folder`'s disk has under `needed` bytes free.
+
+    For work that would be lost if its file could not be written at the end.
+    """
+    folder = Path(folder)
+    existing = next(parent for parent in (folder, *folder.parents) if parent.exists())
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise DiskFull(
+            f"no space left on device for {what}: {existing} has {free / 2**20:.1f} MiB free "
+            f"and it needs about {needed / 2**20:.1f} MiB; free some space, or write to "
+            "another disk"
+        )
 
 
 def load_file(path: Path, what: str) -> object:
@@ -81,6 +139,7 @@ def read_checkpoint(path: str | Path) -> dict:
             "was it written by another program?"
         )
     require_entries(payload, ("config", "text_encoder", "text_dim"), path)
+    validate_checkpoint(payload, path)
     return payload
 
 
@@ -97,43 +156,109 @@ def require_entries(payload: dict, keys: tuple[str, ...], path: Path) -> None:
 def parse_config(values: object, path: Path) -> ImagenConfig:
     """The cascade config a checkpoint stores, with a one-line error for a damaged one.
 
-    The config classes check their values' ranges but not their types: a number stored as
-    text (say, timesteps "ten") would otherwise fail deep inside torch while the networks
-    are built.
+    ImagenConfig checks every value's type and range, so a number stored as text (say,
+    timesteps "ten") or a negative width fails here, not deep inside torch while the
+    networks are built.
     """
     try:
-        config = ImagenConfig.from_dict(values)
-        for part in [config, *config.stages, *(stage.network for stage in config.stages)]:
-            for item in dataclasses.fields(part):
-                check_number(
-                    getattr(part, item.name), item.type, f"{type(part).__name__}.{item.name}"
-                )
+        return ImagenConfig.from_dict(values)
     except (TypeError, ValueError, KeyError, AttributeError) as error:
         raise ValueError(
             f"{path} holds an invalid cascade config ({error}): "
             "the file is damaged or was edited; use another checkpoint"
         ) from error
+
+
+def validate_checkpoint(payload: dict, path: Path) -> ImagenConfig:
+    """Check a checkpoint as a whole, before anything uses it; return its cascade config.
+
+    The one place every reader relies on (load_imagen, export_for_sampling, Trainer.resume,
+    the experiments): the config's and the preset's types and ranges, one entry per stage
+    in every per-stage list, step counts that agree with the optimisers, finite weights.
+    Whatever is out of place is a one-line ValueError naming the file, instead of an error
+    from deep inside torch or a resume that silently goes wrong.
+    """
+
+    def damaged(problem: str) -> ValueError:
+        return ValueError(
+            f"{path} {problem}: the file is damaged or was edited; use another checkpoint"
+        )
+
+    def whole(number: object) -> bool:
+        return isinstance(number, int) and not isinstance(number, bool)
+
+    config = parse_config(payload["config"], path)
+    stages = len(config.stages)
+    if not isinstance(payload["text_encoder"], str) or not payload["text_encoder"]:
+        raise damaged(f"names no text encoder (text_encoder is {payload['text_encoder']!r})")
+    if not whole(payload["text_dim"]) or payload["text_dim"] < 1:
+        raise damaged(f"records text_dim {payload['text_dim']!r}, not a positive whole number")
+    for what in ("model", "ema"):
+        if what in payload:
+            check_finite_weights(payload[what], path, what)
+    if "preset" in payload:
+        try:
+            Preset.from_dict(payload["preset"])
+        except (TypeError, ValueError, KeyError, AttributeError) as error:
+            raise damaged(f"holds an invalid preset ({error})") from error
+    steps = payload.get("steps")
+    if "steps" in payload and not (
+        isinstance(steps, list)
+        and len(steps) == stages
+        and all(whole(count) and 0 <= count <= MAX_STEPS for count in steps)
+    ):
+        raise damaged(
+            f"records steps {steps!r}, not one whole number from 0 to {MAX_STEPS:,} "
+            f"per stage ({stages})"
+        )
+    per_stage = {"optimizers": "optimiser states", "generators": "random generator states"}
+    for key, what in per_stage.items():
+        if key in payload and (not isinstance(payload[key], list) or len(payload[key]) != stages):
+            count = len(payload[key]) if isinstance(payload[key], list) else "no list of"
+            raise damaged(f"holds {count} {what} for its {stages} stages")
+    for stage, state in enumerate(payload.get("optimizers", [])):
+        try:
+            taken = max((int(entry["step"]) for entry in state["state"].values()), default=0)
+        except (TypeError, KeyError, ValueError, AttributeError, RuntimeError) as error:
+            raise damaged(f"holds a malformed optimiser state for stage {stage}") from error
+        if steps is not None and taken > steps[stage]:
+            raise damaged(
+                f"records {steps[stage]} steps for stage {stage}, but its optimiser took {taken}"
+            )
+    for stage, state in enumerate(payload.get("generators", [])):
+        if not (isinstance(state, torch.Tensor) and state.dtype == torch.uint8 and state.ndim == 1):
+            raise damaged(
+                f"holds a random generator state for stage {stage} that is no byte tensor"
+            )
+    if "scaler" in payload and not isinstance(payload["scaler"], dict):
+        raise damaged("holds a loss scaler state that is no dictionary")
     return config
 
 
-def check_number(value: object, annotation: str, name: str) -> None:
-    """A TypeError unless `value` fits a numeric annotation.
+def check_finite_weights(weights: object, path: Path, what: str) -> None:
+    """A one-line ValueError unless `weights` is a dictionary of tensors, all of them finite.
 
-    The numeric annotations: "int", "float", "int | None", "tuple[int, ...]".
+    Training never saves NaN or infinite weights, so such a file diverged elsewhere or was
+    damaged; sampling from it would give blank images, and exporting it would pass it on.
     """
-
-    def integer(number: object) -> bool:
-        return isinstance(number, int) and not isinstance(number, bool)
-
-    # other annotations (text, nested configs) are checked by the config classes
-    fits = {
-        "int": integer(value),
-        "int | None": value is None or integer(value),
-        "float": integer(value) or isinstance(value, float),
-        "tuple[int, ...]": isinstance(value, tuple) and all(integer(number) for number in value),
-    }.get(annotation, True)
-    if not fits:
-        raise TypeError(f"{name} must be {annotation}, got {value!r}")
+    if not isinstance(weights, dict) or not all(
+        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in weights.items()
+    ):
+        raise ValueError(
+            f"{path} holds {what} weights that are not a dictionary of tensors: "
+            "the file is damaged or was edited; use another checkpoint"
+        )
+    bad = [
+        key
+        for key, value in weights.items()
+        if value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
+    if bad:
+        raise ValueError(
+            f"{path} holds NaN or infinite {what} weights ({', '.join(bad[:3])}"
+            f"{', ...' if len(bad) > 3 else ''}): the file is damaged, or its weights diverged; "
+            "use an earlier checkpoint"
+        )
 
 
 def load_weights(module: nn.Module, weights: dict, path: Path, what: str) -> None:
@@ -178,6 +303,7 @@ def export_for_sampling(
     sampler: str | list[str] | None = None,
     sampling_steps: int | list[int] | None = None,
     guidance_interval: tuple[float, float] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write a small file with only what sampling needs: config, encoder name, EMA weights.
 
@@ -188,8 +314,12 @@ def export_for_sampling(
     interval for every stage, which goes with the stages' own weights) can be
     written into its config here; they become the defaults of `Imagen.sample` and of the
     sample command. Every setting and the output path are checked before the file is read.
+
+    An earlier export at `path` is replaced; a training checkpoint or any other file there
+    only with `overwrite=True`, and the input itself never (its training state would be lost).
     """
     path = writable_file(path, "imagen_mnist.pt")
+    check_export_target(Path(training_checkpoint), path, overwrite)
     for weight in guidance_weights if isinstance(guidance_weights, list) else [guidance_weights]:
         if weight is not None:
             check_guidance_weight(weight)
@@ -218,9 +348,40 @@ def export_for_sampling(
                 setattr(stage, setting, stage_value)
     config = ImagenConfig.from_dict(config.to_dict())  # validates the new settings
     keep = ("format", "text_encoder", "text_dim", "ema", "preset", "steps")
-    return atomic_save(
+    return save_payload(
         {"config": config.to_dict(), **{key: payload[key] for key in keep if key in payload}}, path
     )
+
+
+def check_export_target(source: Path, target: Path, overwrite: bool) -> None:
+    """Refuse to export over the input, or (unless `overwrite`) over a training checkpoint.
+
+    An export over its own training checkpoint would drop the optimiser states, so the run
+    could never be resumed again; other files are replaced only when asked to.
+    """
+    if not target.exists():
+        return
+    if source.exists() and os.path.samefile(source, target):
+        raise ValueError(
+            f"--out {target} is the same file as --checkpoint {source}: the export would "
+            "replace it (and lose its training state); choose another --out"
+        )
+    if overwrite:
+        return
+    try:
+        existing = load_file(target, "checkpoint")
+    except ValueError:
+        existing = None
+    if not isinstance(existing, dict) or existing.get("format") != FORMAT:
+        raise ValueError(
+            f"--out {target} exists and is not an imagen_lib checkpoint: "
+            "choose another --out, or add --overwrite to replace it"
+        )
+    if "optimizers" in existing:
+        raise ValueError(
+            f"--out {target} is a training checkpoint (an export would lose its training "
+            "state): choose another --out, or add --overwrite to replace it"
+        )
 
 
 def load_imagen(
@@ -235,7 +396,7 @@ def load_imagen(
     trained weights), or None for the EMA weights when the file has them, else the raw ones.
     """
     path = Path(path)
-    payload = read_checkpoint(path)
+    payload = read_checkpoint(path)  # validated as a whole, config included
     config = parse_config(payload["config"], path)
     if text_encoder is None:
         text_encoder = TextEncoder(payload["text_encoder"], config.max_text_tokens)
@@ -252,6 +413,12 @@ def load_imagen(
             f"{path} holds no {weights!r} weights; "
             f"it has: {[k for k in ('model', 'ema') if k in payload]}"
         )
-    model = Imagen(config, text_encoder)
+    try:
+        model = Imagen(config, text_encoder)
+    except ValueError as error:  # sizes that fit no network, such as widths and heads
+        raise ValueError(
+            f"{path} holds a cascade config whose networks cannot be built ({error}): "
+            "the file is damaged or was edited; use another checkpoint"
+        ) from error
     load_weights(model, payload[weights], path, weights)
     return model.to(device) if device is not None else model

@@ -9,11 +9,17 @@
   installed package.
 - `atomic_write` and the helpers on it: a file is written to a temporary name beside its
   destination and renamed into place, so a crash, a kill or a full disk midway leaves the
-  old file whole, never a truncated one.
+  old file whole, never a truncated one. `atomic_write_all` does it for a set of files
+  (a run's grids and samples): every file is written before any is renamed, so a full disk
+  leaves the old set, never a mix of old and new files. A full disk is one line naming
+  the file and what was kept.
+- `writable_folder`, `writable_file`, `existing_checkpoint`: paths checked before anything
+  slow starts, with one line saying what is wrong (empty, a folder, a pipe, missing).
 """
 
 from __future__ import annotations
 
+import errno
 import importlib.resources
 import os
 import tempfile
@@ -50,13 +56,11 @@ def cache_folder() -> Path:
     return Path(user_cache) / "imagen_lib"
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
-    """Call `write(file)` on a temporary file beside `path`, then rename it over `path` (atomic).
+def write_temporary(path: Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Call `write(file)` on a new temporary file beside `path`, flushed to disk; return its path.
 
-    A crash or kill midway leaves the old file untouched, never a truncated one.
+    On any error the temporary file is removed and the error raised.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as file:
@@ -66,16 +70,94 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes owner-only files; use the usual mode
-        os.replace(temporary, path)
-        directory = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    return Path(temporary)
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, which makes the renames inside it durable."""
+    directory = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def disk_full(error: OSError, path: Path, kept: str) -> OSError | None:
+    """The one-line error for a full disk (or quota) while writing `path`; None for others.
+
+    `kept` says what the failure left, e.g. "its previous version is kept".
+    """
+    if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    return OSError(
+        f"{os.strerror(error.errno).lower()} writing {path}: {kept}; "
+        "free some space, or write somewhere else"
+    )
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Call `write(file)` on a temporary file beside `path`, then rename it over `path` (atomic).
+
+    A crash, a kill or a full disk midway leaves the old file untouched, never a truncated
+    one; a full disk raises one line naming the file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kept = "its previous version is kept" if path.exists() else "nothing was written"
+    try:
+        temporary = write_temporary(path, write)
+    except OSError as error:
+        full = disk_full(error, path, kept)
+        if full is None:
+            raise
+        raise full from error
+    try:
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    sync_folder(path.parent)
     return path
+
+
+def atomic_write_all(
+    folder: str | Path, files: dict[str, Callable[[BinaryIO], None]], what: str = "files"
+) -> list[Path]:
+    """Write a set of files into `folder` ({name: write}) so that a failure leaves the old set.
+
+    Every file goes to a temporary name first; only when all are written are they renamed
+    into place (renames need no space). On an error the temporary files are removed and
+    the files in `folder` are those of before; a full disk raises one line saying so, with
+    `what` naming the set (e.g. "samples").
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / name for name in files]
+    existed = any(path.exists() for path in paths)
+    written: list[Path] = []
+    try:
+        for path, write in zip(paths, files.values()):
+            written.append(write_temporary(path, write))
+    except BaseException as error:
+        for temporary in written:
+            temporary.unlink(missing_ok=True)
+        kept = f"the previous {what} are kept" if existed else "nothing was written"
+        full = disk_full(error, folder, kept) if isinstance(error, OSError) else None
+        if full is None:
+            raise
+        raise full from error
+    try:
+        for temporary, path in zip(written, paths):
+            os.replace(temporary, path)
+    except BaseException:  # only if a file became a folder meanwhile
+        for temporary in written:
+            temporary.unlink(missing_ok=True)
+        raise
+    sync_folder(folder)
+    return paths
 
 
 def atomic_save(payload: dict, path: str | Path) -> Path:
@@ -100,11 +182,27 @@ def to_grid(images: torch.Tensor, columns: int = 8, padding: int = 1) -> torch.T
     )
 
 
+def grid_writer(images: torch.Tensor, columns: int = 8) -> Callable[[BinaryIO], None]:
+    """A function that writes (B, C, H, W) images in [-1, 1] as one PNG grid to a file."""
+
+    def write(file: BinaryIO) -> None:
+        from torchvision.utils import save_image  # imported here, like make_grid
+
+        save_image(to_grid(images, columns), file, format="png")
+
+    return write
+
+
 def save_grid(images: torch.Tensor, path: str | Path, columns: int = 8) -> Path:
     """Save (B, C, H, W) images in [-1, 1] as one PNG grid, atomically."""
-    from torchvision.utils import save_image
+    return atomic_write(path, grid_writer(images, columns))
 
-    return atomic_write(path, lambda file: save_image(to_grid(images, columns), file, format="png"))
+
+def not_empty(path: str | Path, option: str, wanted: str) -> Path:
+    """`path` as a Path, refusing "": Path("") would quietly mean the current folder."""
+    if str(path) == "":
+        raise ValueError(f"{option} is empty: give {wanted}")
+    return Path(path)
 
 
 def writable_folder(path: str | Path, option: str = "--out") -> Path:
@@ -112,7 +210,7 @@ def writable_folder(path: str | Path, option: str = "--out") -> Path:
 
     Checked without creating anything.
     """
-    folder = Path(path)
+    folder = not_empty(path, option, "a folder ('.' for the current one)")
     existing = next(parent for parent in (folder, *folder.parents) if parent.exists())
     if not existing.is_dir():
         raise ValueError(
@@ -129,7 +227,7 @@ def writable_folder(path: str | Path, option: str = "--out") -> Path:
 
 def writable_file(path: str | Path, example: str) -> Path:
     """`path` as a file that can be written (its folder is checked as by `writable_folder`)."""
-    file = Path(path)
+    file = not_empty(path, "--out", f"the path of the file to write, such as {example}")
     if file.is_dir():
         raise ValueError(
             f"--out {file} is a folder: "
@@ -140,8 +238,22 @@ def writable_file(path: str | Path, example: str) -> Path:
 
 
 def existing_checkpoint(path: str | Path | None) -> Path:
-    """`path`, or the shipped cascade when None, as a checkpoint file that exists."""
-    checkpoint = Path(path) if path else SHIPPED_CHECKPOINT
+    """`path`, or the shipped cascade when None, as a checkpoint file that exists.
+
+    A folder, a pipe or a device is refused here: torch.load would fail on it, or wait.
+    """
+    wanted = "a checkpoint file, or leave --checkpoint out for the shipped one"
+    checkpoint = SHIPPED_CHECKPOINT if path is None else not_empty(path, "--checkpoint", wanted)
+    if checkpoint.is_dir():
+        raise ValueError(
+            f"checkpoint {checkpoint} is a folder: give the checkpoint file, "
+            f"such as {checkpoint / 'checkpoint.pt'}"
+        )
+    if checkpoint.exists() and not checkpoint.is_file():
+        raise ValueError(
+            f"checkpoint {checkpoint} is not a regular file (a pipe, a device or a socket): "
+            "give a checkpoint file"
+        )
     if not checkpoint.is_file():
         raise FileNotFoundError(
             f"checkpoint {checkpoint} does not exist: "

@@ -34,7 +34,7 @@ from imagen_lib.data import (
     prompt_to_label,
     resize,
 )
-from imagen_lib.files import SHIPPED_CLASSIFIER, atomic_save
+from imagen_lib.files import SHIPPED_CLASSIFIER
 
 
 class DigitClassifier(nn.Module):
@@ -176,11 +176,18 @@ def accuracy(model: DigitClassifier, images: torch.Tensor, labels: torch.Tensor)
 def save_classifier(
     model: DigitClassifier, test_accuracy: float, path: str | Path = SHIPPED_CLASSIFIER
 ) -> Path:
+    from imagen_lib.checkpoint import save_payload
+
     # half precision: under 1 MB
     state = {key: value.half() for key, value in model.state_dict().items()}
-    return atomic_save(
+    return save_payload(
         {"format": "imagen_lib-classifier-v1", "state": state, "test_accuracy": test_accuracy}, path
     )
+
+
+def classifier_file_bytes() -> int:
+    """About the size of the file `save_classifier` writes: the weights in half precision."""
+    return 2 * sum(value.numel() for value in DigitClassifier().state_dict().values()) + 2**16
 
 
 def load_classifier(path: str | Path = SHIPPED_CLASSIFIER) -> DigitClassifier:

