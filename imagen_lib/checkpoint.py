@@ -10,10 +10,8 @@ says clearly, in one line, what is wrong.
 
 from __future__ import annotations
 
-import errno
 import os
 import pickle
-import shutil
 from pathlib import Path
 
 import torch
@@ -28,10 +26,6 @@ from imagen_lib.text import TextEncoder
 FORMAT = "imagen_lib-checkpoint-v1"
 
 
-class DiskFull(RuntimeError):
-    """No space was left on the device for a file; the file already there is unchanged."""
-
-
 def model_payload(model: Imagen) -> dict:
     """What any checkpoint holds: enough to rebuild the cascade and its weights."""
     return {
@@ -44,57 +38,7 @@ def model_payload(model: Imagen) -> dict:
 
 
 def save_imagen(model: Imagen, path: str | Path) -> Path:
-    return save_payload(model_payload(model), path)
-
-
-def disk_full(error: BaseException | None) -> bool:
-    """Whether `error`, or an error it was raised from or while handling, is a full disk.
-
-    torch.save reports a full disk as a RuntimeError from its zip writer ("[enforce fail at
-    inline_container.cc]"), with the OSError that says ENOSPC only in its context.
-    """
-    seen = []
-    while error is not None and error not in seen:
-        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        seen.append(error)
-        error = error.__cause__ or error.__context__
-    return False
-
-
-def save_payload(payload: dict, path: str | Path) -> Path:
-    """torch.save `payload` to `path` atomically, with a one-line DiskFull error for a full disk.
-
-    The write is atomic (files.atomic_save), so the file already at `path` stays whole.
-    """
-    path = Path(path)
-    existed = path.is_file()
-    try:
-        return atomic_save(payload, path)
-    except (OSError, RuntimeError) as error:
-        if not disk_full(error):
-            raise
-        kept = f"the {path.name} already there is unchanged" if existed else "nothing was written"
-        raise DiskFull(
-            f"no space left on device to write {path} ({kept}): "
-            "free some space, or write to another disk"
-        ) from error
-
-
-def check_free_space(folder: str | Path, needed: int, what: str) -> None:
-    """A DiskFull error now, before the work, if `folder`'s disk has under `needed` bytes free.
-
-    For work that would be lost if its file could not be written at the end.
-    """
-    folder = Path(folder)
-    existing = next(parent for parent in (folder, *folder.parents) if parent.exists())
-    free = shutil.disk_usage(existing).free
-    if free < needed:
-        raise DiskFull(
-            f"no space left on device for {what}: {existing} has {free / 2**20:.1f} MiB free "
-            f"and it needs about {needed / 2**20:.1f} MiB; free some space, or write to "
-            "another disk"
-        )
+    return atomic_save(model_payload(model), path)
 
 
 def load_file(path: Path, what: str) -> object:
@@ -348,7 +292,7 @@ def export_for_sampling(
                 setattr(stage, setting, stage_value)
     config = ImagenConfig.from_dict(config.to_dict())  # validates the new settings
     keep = ("format", "text_encoder", "text_dim", "ema", "preset", "steps")
-    return save_payload(
+    return atomic_save(
         {"config": config.to_dict(), **{key: payload[key] for key in keep if key in payload}}, path
     )
 

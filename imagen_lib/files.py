@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import importlib.resources
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -85,17 +86,46 @@ def sync_folder(folder: Path) -> None:
         os.close(directory)
 
 
-def disk_full(error: OSError, path: Path, kept: str) -> OSError | None:
-    """The one-line error for a full disk (or quota) while writing `path`; None for others.
+class DiskFull(OSError):
+    """No space was left on the device for a file; the file already there is unchanged."""
 
-    `kept` says what the failure left, e.g. "its previous version is kept".
+
+def is_disk_full(error: BaseException | None) -> bool:
+    """Whether `error`, or an error it was raised from or while handling, is a full disk.
+
+    torch.save reports a full disk as a RuntimeError from its zip writer ("[enforce fail at
+    inline_container.cc]"), with the OSError that says ENOSPC only in its context.
     """
-    if error.errno not in (errno.ENOSPC, errno.EDQUOT):
-        return None
-    return OSError(
-        f"{os.strerror(error.errno).lower()} writing {path}: {kept}; "
-        "free some space, or write somewhere else"
+    seen = []
+    while error is not None and error not in seen:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen.append(error)
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def disk_full(path: Path, kept: str) -> DiskFull:
+    """The one-line error for a full disk while writing `path`; `kept` says what is left."""
+    return DiskFull(
+        f"no space left on device writing {path}: {kept}; free some space, or write somewhere else"
     )
+
+
+def check_free_space(folder: str | Path, needed: int, what: str) -> None:
+    """A DiskFull error now, before the work, if `folder`'s disk has under `needed` bytes free.
+
+    For work that would be lost if its file could not be written at the end.
+    """
+    folder = Path(folder)
+    existing = next(parent for parent in (folder, *folder.parents) if parent.exists())
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise DiskFull(
+            f"no space left on device for {what}: {existing} has {free / 2**20:.1f} MiB free "
+            f"and it needs about {needed / 2**20:.1f} MiB; free some space, or write to "
+            "another disk"
+        )
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
@@ -109,11 +139,10 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     kept = "its previous version is kept" if path.exists() else "nothing was written"
     try:
         temporary = write_temporary(path, write)
-    except OSError as error:
-        full = disk_full(error, path, kept)
-        if full is None:
+    except (OSError, RuntimeError) as error:
+        if not is_disk_full(error):
             raise
-        raise full from error
+        raise disk_full(path, kept) from error
     try:
         os.replace(temporary, path)
     except BaseException:
@@ -144,11 +173,10 @@ def atomic_write_all(
     except BaseException as error:
         for temporary in written:
             temporary.unlink(missing_ok=True)
-        kept = f"the previous {what} are kept" if existed else "nothing was written"
-        full = disk_full(error, folder, kept) if isinstance(error, OSError) else None
-        if full is None:
+        if not is_disk_full(error):
             raise
-        raise full from error
+        kept = f"the previous {what} are kept" if existed else "nothing was written"
+        raise disk_full(folder, kept) from error
     try:
         for temporary, path in zip(written, paths):
             os.replace(temporary, path)

@@ -34,7 +34,7 @@ from imagen_lib.data import (
     prompt_to_label,
     resize,
 )
-from imagen_lib.files import SHIPPED_CLASSIFIER
+from imagen_lib.files import SHIPPED_CLASSIFIER, atomic_save
 
 
 class DigitClassifier(nn.Module):
@@ -176,11 +176,9 @@ def accuracy(model: DigitClassifier, images: torch.Tensor, labels: torch.Tensor)
 def save_classifier(
     model: DigitClassifier, test_accuracy: float, path: str | Path = SHIPPED_CLASSIFIER
 ) -> Path:
-    from imagen_lib.checkpoint import save_payload
-
     # half precision: under 1 MB
     state = {key: value.half() for key, value in model.state_dict().items()}
-    return save_payload(
+    return atomic_save(
         {"format": "imagen_lib-classifier-v1", "state": state, "test_accuracy": test_accuracy}, path
     )
 

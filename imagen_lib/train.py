@@ -41,17 +41,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from imagen_lib.cascade import Imagen, default_device
-from imagen_lib.checkpoint import (
-    DiskFull,
-    check_free_space,
-    load_weights,
-    model_payload,
-    read_checkpoint,
-    require_entries,
-    save_payload,
-)
+from imagen_lib.checkpoint import load_weights, model_payload, read_checkpoint, require_entries
 from imagen_lib.data import IMAGE_SIZE, NUMBER_WORDS, DigitSet, check_captions, load_mnist, resize
-from imagen_lib.files import SHIPPED_CLASSIFIER, save_grid
+from imagen_lib.files import (
+    SHIPPED_CLASSIFIER,
+    DiskFull,
+    atomic_save,
+    check_free_space,
+    save_grid,
+)
 from imagen_lib.presets import Preset, TrainConfig, training_changes
 from imagen_lib.text import TextEncoder
 
@@ -317,7 +315,7 @@ class Trainer:
             generators=[generator.get_state() for generator in self.generators],
         )
         try:
-            path = save_payload(payload, self.checkpoint_path)
+            path = atomic_save(payload, self.checkpoint_path)
         except DiskFull as error:
             raise DiskFull(
                 f"no space left on device to save {self.checkpoint_path} at steps {self.steps}: "

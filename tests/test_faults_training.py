@@ -32,6 +32,7 @@ from conftest import tiny_cascade_config
 from imagen_lib import ImagenConfig, StageConfig, UNetConfig
 from imagen_lib.checkpoint import export_for_sampling, load_imagen, read_checkpoint
 from imagen_lib.data import DigitSet, load_mnist
+from imagen_lib.files import DiskFull
 from imagen_lib.presets import Preset, TrainConfig, get_preset
 from imagen_lib.text import TextEncoder, build_tiny_t5
 from imagen_lib.train import LOCK_NAME, Trainer
@@ -185,7 +186,7 @@ def test_a_full_disk_while_training_is_one_line_and_keeps_the_checkpoint(
 ):
     trainer = make_trainer(tmp_path)
     monkeypatch.setattr(torch, "save", disk_full_save(torch.save, fail_from=2))
-    with pytest.raises(RuntimeError, match="no space left on device") as raised:
+    with pytest.raises(DiskFull, match="no space left on device") as raised:
         trainer.train()
     monkeypatch.undo()
     message = one_line(raised)
@@ -197,7 +198,7 @@ def test_a_full_disk_while_training_is_one_line_and_keeps_the_checkpoint(
 def test_train_refuses_to_start_without_space_for_a_checkpoint(make_trainer, tmp_path, monkeypatch):
     trainer = make_trainer(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**9, 10**9 - 1000, 1000))
-    with pytest.raises(RuntimeError, match="no space left on device") as raised:
+    with pytest.raises(DiskFull, match="no space left on device") as raised:
         trainer.train()
     assert "MiB" in one_line(raised)
     assert trainer.steps == [0, 0]  # refused before any training
@@ -210,7 +211,7 @@ def test_a_full_disk_while_exporting_is_one_line_and_keeps_the_old_export(
     out = export_for_sampling(trained, tmp_path / "export.pt")
     before = out.read_bytes()
     monkeypatch.setattr(torch, "save", disk_full_save(torch.save))
-    with pytest.raises(RuntimeError, match="no space left on device") as raised:
+    with pytest.raises(DiskFull, match="no space left on device") as raised:
         export_for_sampling(trained, out, guidance_weights=5.0)
     assert str(out) in one_line(raised)
     assert out.read_bytes() == before
@@ -222,7 +223,7 @@ def test_the_classifier_is_not_trained_without_space_to_save_it(tmp_path, monkey
 
     monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**9, 10**9 - 1000, 1000))
     monkeypatch.setattr(evaluation, "load_mnist", lambda *a, **k: pytest.fail("loaded digits"))
-    with pytest.raises(RuntimeError, match="no space left on device") as raised:
+    with pytest.raises(DiskFull, match="no space left on device") as raised:
         evaluation.classifier_to_file(tmp_path / "new" / "classifier.pt", epochs=1)
     assert str(tmp_path / "new" / "classifier.pt") in one_line(raised)
 
@@ -231,7 +232,7 @@ def test_a_full_disk_while_saving_the_classifier_is_one_line(tmp_path, monkeypat
     from imagen_lib.metrics import DigitClassifier, save_classifier
 
     monkeypatch.setattr(torch, "save", disk_full_save(torch.save))
-    with pytest.raises(RuntimeError, match="no space left on device") as raised:
+    with pytest.raises(DiskFull, match="no space left on device") as raised:
         save_classifier(DigitClassifier(), 0.9, tmp_path / "classifier.pt")
     assert str(tmp_path / "classifier.pt") in one_line(raised)
     assert os.listdir(tmp_path) == []

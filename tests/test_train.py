@@ -27,6 +27,7 @@ import imagen_lib.diffusion
 from imagen_lib import Imagen, ImagenConfig
 from imagen_lib.checkpoint import export_for_sampling, load_imagen, read_checkpoint, save_imagen
 from imagen_lib.data import DigitSet, load_mnist
+from imagen_lib.files import DiskFull
 from imagen_lib.presets import PRESETS, Preset, TrainConfig, get_preset, override
 from imagen_lib.text import TextEncoder, build_tiny_t5
 from imagen_lib.tools.bench import step_cost
@@ -265,7 +266,7 @@ def test_a_crash_while_saving_keeps_the_previous_checkpoint(
     trainer = make_trainer(tmp_path)
     monkeypatch.setattr(torch, "save", failing_save)
     # one line for the command line, saying which checkpoint is kept
-    with pytest.raises(RuntimeError, match=r"no space left on device.*at steps \[2, 0\]"):
+    with pytest.raises(DiskFull, match=r"no space left on device.*at steps \[2, 0\]"):
         trainer.train()
     monkeypatch.undo()
 

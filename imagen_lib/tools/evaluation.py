@@ -15,10 +15,15 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from imagen_lib.cascade import Imagen, default_device
-from imagen_lib.checkpoint import check_free_space, load_imagen
+from imagen_lib.checkpoint import load_imagen
 from imagen_lib.data import IMAGE_SIZE, load_mnist, resize
 from imagen_lib.diffusion import check_guidance_interval, check_guidance_weight
-from imagen_lib.files import SHIPPED_CLASSIFIER, existing_checkpoint, writable_file
+from imagen_lib.files import (
+    SHIPPED_CLASSIFIER,
+    check_free_space,
+    existing_checkpoint,
+    writable_file,
+)
 from imagen_lib.metrics import (
     Scorer,
     classifier_file_bytes,
