@@ -130,6 +130,32 @@ class ImagenConfig:
             stages.append(StageConfig(**{**stage, "network": network_class(**network)}))
         return cls(**{**values, "stages": stages})
 
+    def sampling_plan(
+        self, sampler: str | Sequence[str] | None, steps: int | Sequence[int | None] | None
+    ) -> list[tuple[str, int | None]]:
+        """(sampler, steps) per stage: the stages' own by default, or one for all, or one per stage.
+
+        Steps of None mean the sampler's default (50 for DDIM and DPM-Solver++, all for DDPM).
+        Checked on the config alone, so a command can refuse bad settings before the model loads.
+        """
+        samplers = one_per_stage(sampler, [stage.sampler for stage in self.stages], "sampler")
+        own_steps = [stage.sampling_steps for stage in self.stages]
+        step_counts = one_per_stage(steps, own_steps, "sampling_steps")
+        for index, (name, count) in enumerate(zip(samplers, step_counts)):
+            if name not in diffusion.SAMPLERS:
+                raise ValueError(
+                    f"stage {index}: sampler must be one of {diffusion.SAMPLERS}, got {name!r}"
+                )
+            timesteps = self.stages[index].timesteps
+            if count is not None and (
+                isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= timesteps
+            ):
+                raise ValueError(
+                    f"stage {index}: steps must be a whole number between 1 and its schedule's "
+                    f"{timesteps}, got {count!r}"
+                )
+        return list(zip(samplers, step_counts))
+
 
 def check_types(part: object, where: str) -> None:
     """A TypeError unless every field of the dataclass `part` holds a value of its annotated type.
@@ -435,28 +461,8 @@ class Imagen(nn.Module):
     def sampling_plan(
         self, sampler: str | Sequence[str] | None, steps: int | Sequence[int | None] | None
     ) -> list[tuple[str, int | None]]:
-        """(sampler, steps) per stage: the stages' own by default, or one for all, or one per stage.
-
-        Steps of None mean the sampler's default (50 for DDIM and DPM-Solver++, all for DDPM).
-        """
-        samplers, step_counts = (
-            self.per_stage(sampler, "sampler"),
-            self.per_stage(steps, "sampling_steps"),
-        )
-        for index, (name, count) in enumerate(zip(samplers, step_counts)):
-            if name not in diffusion.SAMPLERS:
-                raise ValueError(
-                    f"stage {index}: sampler must be one of {diffusion.SAMPLERS}, got {name!r}"
-                )
-            timesteps = self.config.stages[index].timesteps
-            if count is not None and (
-                isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= timesteps
-            ):
-                raise ValueError(
-                    f"stage {index}: steps must be a whole number between 1 and its schedule's "
-                    f"{timesteps}, got {count!r}"
-                )
-        return list(zip(samplers, step_counts))
+        """(sampler, steps) per stage, as `ImagenConfig.sampling_plan` gives it for this cascade."""
+        return self.config.sampling_plan(sampler, steps)
 
     @torch.no_grad()
     def sample(

@@ -36,7 +36,9 @@ from imagen_lib.metrics import (
 )
 from imagen_lib.tools.sampling import (
     at_least,
+    check_plan,
     check_seed,
+    checkpoint_config,
     describe_interval,
     describe_plan,
     final_images,
@@ -133,6 +135,7 @@ def evaluate_checkpoint(
     for count in steps if isinstance(steps, list) else [steps]:
         at_least(count, 1, "--steps", " (sampling steps per stage)")
     check_seed(seed)
+    check_plan(checkpoint_config(checkpoint), sampler, steps)  # before the model loads
     digit_classifier = load_classifier(classifier or SHIPPED_CLASSIFIER)
     print(f"loading checkpoint {checkpoint} and its text encoder ...", flush=True)
     model = load_imagen(checkpoint, weights="ema", device=default_device())

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from imagen_lib.cascade import Imagen, ImagenConfig, default_device, one_per_stage
+from imagen_lib.cascade import Imagen, ImagenConfig, default_device
 from imagen_lib.checkpoint import load_imagen, parse_config, read_checkpoint
 from imagen_lib.data import LESSON_PROMPTS
 from imagen_lib.diffusion import (
@@ -179,33 +179,15 @@ def check_plan(
     steps: int | list[int] | None,
     options: tuple[str, str] = ("--sampler", "--steps"),
 ) -> None:
-    """The checks `Imagen.sampling_plan` makes, on the config alone: before the model loads.
+    """`ImagenConfig.sampling_plan`'s checks, before the model loads, naming the option at fault.
 
     `options` name the sampler's and the steps' option in the errors.
     """
-    stages = config.stages
-    for option, value in zip(options, (sampler, steps)):
-        if isinstance(value, (list, tuple)) and len(value) not in (1, len(stages)):
-            raise ValueError(
-                f"{option}: give one, or one per stage ({len(stages)}), got {len(value)}: "
-                + " ".join(map(str, value))
-            )
-    samplers = one_per_stage(sampler, [stage.sampler for stage in stages], "sampler")
-    counts = one_per_stage(steps, [stage.sampling_steps for stage in stages], "sampling_steps")
-    for index, (stage, name, count) in enumerate(zip(stages, samplers, counts)):
-        if name not in SAMPLERS:
-            raise ValueError(
-                f"{options[0]}: stage {index}: sampler must be one of {SAMPLERS}, got {name!r}"
-            )
-        if count is not None and (
-            isinstance(count, bool)
-            or not isinstance(count, int)
-            or not 1 <= count <= stage.timesteps
-        ):
-            raise ValueError(
-                f"{options[1]}: stage {index}: steps must be a whole number between 1 and its "
-                f"schedule's {stage.timesteps}, got {count!r}"
-            )
+    for option, plan in zip(options, ((sampler, None), (None, steps))):
+        try:
+            config.sampling_plan(*plan)
+        except ValueError as error:
+            raise ValueError(f"{option}: {error}") from None
 
 
 def output_names(stages: int) -> list[str]:

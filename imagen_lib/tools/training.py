@@ -65,7 +65,7 @@ def train_preset(
         raise ValueError(
             f"--stage must be between 0 and {stages - 1} for preset {chosen.name!r}, got {stage}"
         )
-    out = writable_folder(out or f"runs/{chosen.name}")
+    out = writable_folder(f"runs/{chosen.name}" if out is None else out)
     checkpoint = out / "checkpoint.pt"
     if checkpoint.exists() and not resume:
         raise ValueError(
