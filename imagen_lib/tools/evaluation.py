@@ -135,8 +135,8 @@ def evaluate_checkpoint(
     for count in steps if isinstance(steps, list) else [steps]:
         at_least(count, 1, "--steps", " (sampling steps per stage)")
     check_seed(seed)
-    check_plan(checkpoint_config(checkpoint), sampler, steps)  # before the model loads
     digit_classifier = load_classifier(classifier or SHIPPED_CLASSIFIER)
+    check_plan(checkpoint_config(checkpoint), sampler, steps)  # before the model loads
     print(f"loading checkpoint {checkpoint} and its text encoder ...", flush=True)
     model = load_imagen(checkpoint, weights="ema", device=default_device())
     plan = describe_plan(model.sampling_plan(sampler, steps))
