@@ -340,6 +340,19 @@ class Imagen(nn.Module):
 
         return network
 
+    def predict_x0_and_eps(
+        self, stage: int, x_t: torch.Tensor, t: torch.Tensor, output: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode a stage network's output into estimates of x_0 and of the noise (lesson 2).
+
+        Uses the stage's own schedule and prediction type ("eps" or "v"), so a caller
+        cannot decode a v-predicting stage's output as eps by mistake.
+        """
+        stage = self.check_stage(stage)
+        return diffusion.predict_x0_and_eps(
+            self.schedules[stage], x_t, t, output, self.config.stages[stage].prediction
+        )
+
     def augment_low_res(
         self, stage: int, low_res: torch.Tensor, level: torch.Tensor, noise: torch.Tensor
     ) -> torch.Tensor:

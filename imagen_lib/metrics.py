@@ -6,8 +6,10 @@ with FID (Saharia et al. 2022, Section 4.1; Heusel et al. 2017). Their MNIST sta
   prompt names (alignment, like CLIP score);
 - MNIST-FID: the Frechet distance between Gaussians fitted to the classifier's
   penultimate features of samples and of held-out real digits (quality and diversity,
-  like FID with Inception features), reported beside the real-vs-real floor: the same
-  distance between two sets of real digits of the same size.
+  like FID with Inception features), reported beside the real-vs-real FID: the same
+  distance between two sets of real digits of the same size. FID estimated from N samples
+  is biased upwards, by roughly a constant over N (the fitted means and covariances are
+  noisy), so even two real sets score far above 0 when N is small.
 
 The classifier is trained by `python -m imagen_lib classifier` on the training digits; its
 weights (under 1 MB) ship in `data/`. `Scorer` puts both metrics together for one sample
@@ -312,13 +314,14 @@ class Scorer:
     """Prompt accuracy and MNIST-FID against one fixed set of real held-out digits.
 
     FID depends on the number of samples (fewer samples read as a larger distance), so a
-    scorer is built for one sample count, and `floor` is the distance between two real
-    sets of that size: no model can be expected to score below it.
+    scorer is built for one sample count, and `real_vs_real` is the distance between two
+    real sets of that size: what a model that draws real digits would score, give or take
+    the noise of one draw (so a model can land a little below it).
     """
 
     classifier: DigitClassifier
     reference: torch.Tensor  # (N, 128) classifier features of N held-out digits
-    floor: float
+    real_vs_real: float
 
     @classmethod
     def build(

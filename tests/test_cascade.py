@@ -42,6 +42,25 @@ def sample_fast(model, prompts=PROMPTS, **options):
 # ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_predict_x0_and_eps_decodes_with_the_stages_own_prediction(make_cascade, prediction):
+    model = make_cascade(num_stages=2, prediction=prediction)
+    generator = torch.Generator().manual_seed(0)
+    x0 = torch.rand(3, 1, 8, 8, generator=generator) * 2 - 1
+    noise = torch.randn(3, 1, 8, 8, generator=generator)
+    t = torch.tensor([3, 25, 49])
+    # Written out from the definitions (Ho et al. 2020; Salimans & Ho 2022), not the library's.
+    abar = model.schedules[0].alphas_cumprod[t].float().view(3, 1, 1, 1)
+    x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+    v = abar.sqrt() * noise - (1 - abar).sqrt() * x0
+    output = noise if prediction == "eps" else v
+    x0_hat, eps_hat = model.predict_x0_and_eps(0, x_t, t, output)
+    torch.testing.assert_close(x0_hat, x0, atol=1e-3, rtol=0)
+    torch.testing.assert_close(eps_hat, noise, atol=1e-3, rtol=0)
+    with pytest.raises(ValueError, match="stage must be an index from 0 to 1"):
+        model.predict_x0_and_eps(2, x_t, t, output)
+
+
 @pytest.mark.parametrize("num_stages", [2, 3])
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])

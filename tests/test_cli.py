@@ -807,8 +807,8 @@ def test_evaluate_prints_a_row_per_setting(checkpoint, capsys):
     ]
     assert main(argv) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    floor = [line for line in lines if line.startswith("MNIST-FID floor")]
-    assert len(floor) == 1 and float(floor[0].rsplit(":", 1)[1]) >= 0
+    real = [line for line in lines if line.startswith("real-vs-real MNIST-FID")]
+    assert len(real) == 1 and float(real[0].rsplit(":", 1)[1]) >= 0
     header = lines.index(
         next(line for line in lines if line.split()[:2] == ["guidance", "thresholding"])
     )
@@ -1076,12 +1076,12 @@ def test_experiment_guidance_writes_results_plot_and_table(checkpoint, tmp_path,
     assert main(argv) == 0
     results = load_results(tmp_path / "results" / "guidance.json")
     assert [(r["guidance"], r["seed"]) for r in results["rows"]] == [(0, 0), (0, 1), (4, 0), (4, 1)]
-    assert results["settings"]["num_samples"] == 10 and results["settings"]["fid_floor"] > 0
+    assert results["settings"]["num_samples"] == 10 and results["settings"]["fid_real_vs_real"] > 0
     assert (tmp_path / "results" / "guidance.png").stat().st_size > 10_000
     assert (tmp_path / "results" / "guidance_examples.png").stat().st_size > 10_000
     out = capsys.readouterr().out
     assert "| guidance | thresholding | prompt accuracy (%) | MNIST-FID | seconds |" in out
-    assert "| 4.0 | static |" in out and "MNIST-FID floor at 10 samples" in out
+    assert "| 4.0 | static |" in out and "real-vs-real MNIST-FID at 10 samples" in out
 
 
 @needs_classifier

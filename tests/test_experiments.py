@@ -46,7 +46,7 @@ def sample_options():
 
 @needs_classifier
 def test_scorer_rates_real_digits_as_accurate_and_noise_as_far(scorer):
-    """Real training digits with their true prompts: high accuracy, FID near the floor.
+    """Real training digits with their true prompts: high accuracy, FID near the real-vs-real FID.
 
     Noise: FID far off.
     """
@@ -54,7 +54,7 @@ def test_scorer_rates_real_digits_as_accurate_and_noise_as_far(scorer):
     prompts = evaluation_prompts(20)
     good = scorer(real, prompts)
     assert good["accuracy"] >= 0.9
-    assert good["fid"] < 3 * scorer.floor
+    assert good["fid"] < 3 * scorer.real_vs_real
     wrong = scorer(real, prompts[1:] + prompts[:1])  # every prompt names the next digit
     assert wrong["accuracy"] <= 0.1
     noise = scorer(
@@ -94,7 +94,7 @@ class FixedScorer:
     """
 
     num_samples = 10
-    floor = 1.0
+    real_vs_real = 1.0
 
     def __init__(self):
         self.calls = []
@@ -407,7 +407,7 @@ def test_seen_and_unseen_averages_over_phrasings_per_seed():
 
 def test_results_round_trip_and_foreign_files_are_refused(tmp_path):
     path = results.save_results(
-        tmp_path / "guidance.json", "guidance", ROWS, {"fid_floor": 29.0}, 12.34
+        tmp_path / "guidance.json", "guidance", ROWS, {"fid_real_vs_real": 29.0}, 12.34
     )
     loaded = results.load_results(path)
     assert (
@@ -474,7 +474,7 @@ def test_results_round_trip_and_foreign_files_are_refused(tmp_path):
 )
 def test_every_experiment_has_a_plot(experiment, rows):
     figure = results.plot_results(
-        {"experiment": experiment, "rows": rows, "settings": {"fid_floor": 29.0}}
+        {"experiment": experiment, "rows": rows, "settings": {"fid_real_vs_real": 29.0}}
     )
     assert figure.axes and all(axis.has_data() for axis in figure.axes)
     matplotlib.pyplot.close(figure)

@@ -3,8 +3,8 @@
 `evaluate` samples the evaluation prompts (and as many in held-out phrasings) per
 guidance weight and thresholding, and scores them with a `metrics.Scorer`;
 `evaluate_checkpoint` prints them as a table, in percent, beside the MNIST-FID of two real
-sets of the same size (the "floor": the distance a perfect model would still show at that
-sample count). `classifier_to_file` trains and saves the digit classifier.
+sets of the same size (the real-vs-real FID: about what a model drawing real digits would
+score at that sample count). `classifier_to_file` trains and saves the digit classifier.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from imagen_lib.tools.sampling import (
 )
 
 # Below this many samples per row, MNIST-FID is dominated by its small-sample bias: the
-# floor itself is large (about 104 at 50 samples, 5 at 1,000), so rows differ by noise.
+# real-vs-real FID itself is large (about 104 at 50 samples, 5 at 1,000), so rows differ by noise.
 RELIABLE_FID_SAMPLES = 500
 
 
@@ -152,7 +152,9 @@ def evaluate_checkpoint(
         given = f"; every stage guided {where}"
     print(f"{checkpoint}: {num_samples} samples per row, {plan}, seed {seed}")
     print(f"own guidance weights {own}{given}")
-    print(f"MNIST-FID floor (two real sets of {num_samples} digits): {scorer.floor:.2f}")
+    print(
+        f"real-vs-real MNIST-FID (two real sets of {num_samples} digits): {scorer.real_vs_real:.2f}"
+    )
     if num_samples < RELIABLE_FID_SAMPLES:
         print(
             f"note: at {num_samples} samples MNIST-FID mostly measures the sample count; "

@@ -483,7 +483,7 @@ def phrasing_comparison(
 
     Rows name the model under `key`: experiments 3 (`key="encoder"`) and 6
     (`key="conditioning"`). The base images (16x16) are upsampled to 32x32 for the
-    classifier; `scorer.floor` is unaffected, but see `lowres_ceiling` for what the
+    classifier; `scorer.real_vs_real` is unaffected, but see `lowres_ceiling` for what the
     classifier makes of real digits that went through the same down- and upsampling.
     """
     templates = SEEN_PHRASINGS + UNSEEN_PHRASINGS
@@ -819,7 +819,7 @@ def run_experiment(
     recorded.update(
         checkpoint=checkpoint.name,
         num_samples=num_samples,
-        fid_floor=scorer.floor,
+        fid_real_vs_real=scorer.real_vs_real,
         machine=machine_description(),
     )
     if name in ("language", "conditioning"):
@@ -832,7 +832,7 @@ def run_experiment(
     )
     print(results.results_table(measured))
     print(
-        f"MNIST-FID floor at {num_samples} samples: {scorer.floor:.1f}; {seeds} seeds; "
-        f"{seconds / 60:.1f} min -> {path}, {out / (name + '.png')}"
+        f"real-vs-real MNIST-FID at {num_samples} samples: {scorer.real_vs_real:.1f}; "
+        f"{seeds} seeds; {seconds / 60:.1f} min -> {path}, {out / (name + '.png')}"
     )
     return path

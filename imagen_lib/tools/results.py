@@ -246,11 +246,11 @@ def plot_guidance(results: dict):
                         fontsize=7,
                     )
         axis.axvline(
-            results["settings"]["fid_floor"],
+            results["settings"]["fid_real_vs_real"],
             color="grey",
             linestyle="--",
             linewidth=0.8,
-            label="real-vs-real floor",
+            label="real-vs-real FID",
         )
         axis.set_xscale("log")
         axis.xaxis.set_major_formatter(ScalarFormatter())
@@ -303,11 +303,11 @@ def plot_against(
                     fontsize=7,
                 )
     axes[0].axhline(
-        results["settings"]["fid_floor"],
+        results["settings"]["fid_real_vs_real"],
         color="grey",
         linestyle="--",
         linewidth=0.8,
-        label="real-vs-real floor",
+        label="real-vs-real FID",
     )
     axes[0].set_ylabel("MNIST-FID (lower is better)" + (", log scale" if log_fid else ""))
     if setting_key != x_key:
@@ -398,11 +398,11 @@ def plot_prediction(results: dict):
         axis.set_xticks(range(len(labels)), labels, fontsize=7)
         axis.set_title(title, fontsize=10)
     axes[1].axhline(
-        results["settings"]["fid_floor"],
+        results["settings"]["fid_real_vs_real"],
         color="grey",
         linestyle="--",
         linewidth=0.8,
-        label="real-vs-real floor",
+        label="real-vs-real FID",
     )
     axes[1].legend(fontsize=8)
     figure.suptitle("eps- against v-prediction: the same cascade, trained the same way")
