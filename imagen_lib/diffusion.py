@@ -16,6 +16,8 @@ hand-written function in a test.
 - Thresholding of the predicted x_0 (Imagen Section 2.3): static clips to [-1, 1];
   dynamic picks s = max(1, p-th percentile of |x_0|) per sample, clips to [-s, s] and
   divides by s.
+- The ideal denoiser for a finite set of images (the exact posterior mean), which lets
+  lessons 2 and 5 sample and guide without any network.
 - Samplers: ancestral (DDPM, Ho et al. Eq. 6-7, on any subsequence of timesteps as in
   Nichol & Dhariwal Section 4), DDIM (Song et al. 2021, Eq. 12) with any number of steps,
   and DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): deterministic like DDIM, with a
@@ -143,6 +145,41 @@ def predict_x0_and_eps(
     else:
         raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
     return x0, eps
+
+
+def ideal_weights(
+    images: torch.Tensor, schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
+    """p(x_0 = x_i | x_t) when the data is exactly `images` (N, C, H, W), each equally likely.
+
+    Then x_t is a Gaussian mixture, one component N(sqrt(abar_t) x_i, (1 - abar_t) I) per
+    image, and Bayes' rule makes the weights a softmax over the images of
+    -||x_t - sqrt(abar_t) x_i||^2 / (2 (1 - abar_t)). Returns (B, N) in float64.
+    """
+    data = images.flatten(1).double()  # (N, D), D = C * H * W
+    abar = schedule.alphas_cumprod[t.cpu()].view(-1, 1)  # (B, 1), float64
+    x = x_t.flatten(1).double().cpu()  # (B, D)
+    squared_distances = ((x[:, None, :] - abar.sqrt()[:, :, None] * data[None]) ** 2).sum(-1)
+    return torch.softmax(-squared_distances / (2 * (1 - abar)), dim=1)  # (B, N)
+
+
+def ideal_denoiser(images: torch.Tensor, schedule: NoiseSchedule) -> Denoiser:
+    """The best possible eps-prediction when the data is exactly `images` (lesson 2).
+
+    Under squared error the best guess of x_0 is the posterior mean, sum_i w_i x_i with the
+    `ideal_weights`; the noise estimate follows from the forward process,
+    eps = (x_t - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t). A network trained with
+    `diffusion_loss` on these images converges to it if it has unlimited capacity.
+    """
+    data = images.flatten(1).double()  # (N, D)
+
+    def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        abar = schedule.alphas_cumprod[t.cpu()].view(-1, 1)  # (B, 1), float64
+        x0_hat = ideal_weights(images, schedule, x_t, t) @ data  # (B, D): the posterior mean
+        eps_hat = (x_t.flatten(1).double().cpu() - abar.sqrt() * x0_hat) / (1 - abar).sqrt()
+        return eps_hat.view_as(x_t).to(x_t.dtype).to(x_t.device)
+
+    return denoise
 
 
 # Useful weights are small (lesson 9 sweeps 0 to 20); far beyond, samples only saturate,

@@ -663,3 +663,26 @@ def test_ddpm_step_matches_the_posterior_of_ho_et_al():
     expected_variance = beta * (1 - abar_prev) / (1 - abar_t)
     assert mean == pytest.approx(expected_mean, rel=1e-9)
     assert (with_unit_noise - mean) ** 2 == pytest.approx(expected_variance, rel=1e-9)
+
+
+def test_ideal_denoiser_is_the_posterior_mean_of_a_gaussian_mixture():
+    """Against an independent reference: Bayes' rule with torch.distributions' densities."""
+    schedule = NoiseSchedule("cosine", 100)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(5, 1, 2, 2, generator=generator) * 2 - 1  # 5 "training images", D = 4
+    x_t = torch.randn(3, 1, 2, 2, generator=generator)
+    t = torch.tensor([10, 50, 90])
+    eps_hat = diffusion.ideal_denoiser(images, schedule)(x_t, t)
+    for b in range(3):
+        abar = schedule.alphas_cumprod[t[b]]
+        component = torch.distributions.Normal(
+            abar.sqrt() * images.flatten(1).double(), (1 - abar).sqrt()
+        )
+        log_likelihood = component.log_prob(x_t[b].flatten().double()).sum(-1)  # (5,)
+        weights = torch.softmax(log_likelihood, dim=0)  # equal priors
+        torch.testing.assert_close(
+            diffusion.ideal_weights(images, schedule, x_t[b : b + 1], t[b : b + 1])[0], weights
+        )
+        x0_mean = weights @ images.flatten(1).double()
+        eps = (x_t[b].flatten().double() - abar.sqrt() * x0_mean) / (1 - abar).sqrt()
+        torch.testing.assert_close(eps_hat[b].flatten().double(), eps, atol=1e-5, rtol=1e-5)
