@@ -34,13 +34,13 @@ def copy(tmp_path) -> Path:
     """pyproject.toml and the lesson notebooks, copied into a temporary project root."""
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     (tmp_path / "notebooks").mkdir()
-    for path in ROOT.glob("notebooks/[0-9][0-9]_*.ipynb"):
+    for path in repository.lesson_notebooks(ROOT):
         shutil.copy(path, tmp_path / "notebooks" / path.name)
     return tmp_path
 
 
 def notebooks(root: Path) -> list[Path]:
-    return sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    return repository.lesson_notebooks(root)
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -83,15 +83,20 @@ def test_every_lesson_and_pyproject_point_at_the_new_address(copy):
         assert badge in "".join(new["cells"][0]["source"])
         install = "".join(new["cells"][first_code_index(new)]["source"])
         assert f'REPOSITORY = "{NEW}"' in install and '"google.colab" in sys.modules' in install
-        # Only those two sources changed, and only by the address.
-        edited = {0, first_code_index(new)}
+        # Only those two sources and the text cells' links changed, and only by the address.
+        links = {
+            i
+            for i, cell in enumerate(old["cells"])
+            if cell["cell_type"] == "markdown" and f"{OLD}/blob/" in "".join(cell["source"])
+        }
+        edited = {0, first_code_index(new)} | links
         for i in edited:
             assert "".join(new["cells"][i]["source"]) == "".join(old["cells"][i]["source"]).replace(
                 old_path, new_path
             )
             new["cells"][i]["source"] = old["cells"][i]["source"]
         assert new == old, (
-            f"{path.name}: something besides the badge and the REPOSITORY line changed"
+            f"{path.name}: something besides the badge, the REPOSITORY line and links changed"
         )
         # Written in the notebooks' own format, so a diff shows only the changed lines.
         assert text == json.dumps(json.loads(text), indent=1, ensure_ascii=False) + "\n"

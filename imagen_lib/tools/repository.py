@@ -19,6 +19,14 @@ GITHUB_URL = re.compile(r"https://github\.com/([A-Za-z0-9][A-Za-z0-9-]*)/([A-Za-
 PYPROJECT_LINE = re.compile(r'^Repository = "[^"]*"$', re.MULTILINE)
 BADGE = re.compile(r"https://colab\.research\.google\.com/github/[^/\s]+/[^/\s]+/blob/")
 INSTALL_LINE = re.compile(r'^REPOSITORY = "[^"]*"$', re.MULTILINE)
+# Links from a lesson to the repository's own files (notation.md, glossary.md, ...): absolute,
+# because Colab opens a lesson on its own and cannot follow a relative link.
+FILE_LINK = re.compile(r"https://github\.com/[A-Za-z0-9-]+/[A-Za-z0-9._-]+/blob/")
+
+
+def lesson_notebooks(root: Path = ROOT) -> list[Path]:
+    """The lessons in order: notebooks/01_*.ipynb, 02a_*.ipynb, 02b_*.ipynb, ..., 03_*.ipynb."""
+    return sorted((Path(root) / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 
 
 def github_url(url: str) -> str:
@@ -42,8 +50,9 @@ def set_repository(url: str, root: Path = ROOT) -> list[Path]:
     `Repository` address in pyproject.toml, so they only work once that address names a copy
     that exists on GitHub. Whoever publishes the project (or a fork) runs this once and
     commits. It rewrites that one line of pyproject.toml and, in every notebook, the badge
-    link in the first cell and the `REPOSITORY = "..."` line of the first code cell, nothing
-    else (outputs and execution counts stay), so tests/test_notebooks.py keeps holding.
+    link in the first cell, the `REPOSITORY = "..."` line of the first code cell and the
+    links to the repository's files in the text cells, nothing else (outputs and execution
+    counts stay), so tests/test_notebooks.py keeps holding.
     Nothing is written unless every file has the lines to rewrite.
     """
     url = github_url(url)
@@ -59,7 +68,7 @@ def set_repository(url: str, root: Path = ROOT) -> list[Path]:
     new_texts[pyproject] = PYPROJECT_LINE.sub(f'Repository = "{url}"', text)
 
     owner_and_name = url.removeprefix("https://github.com/")
-    for path in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+    for path in lesson_notebooks(root):
         notebook = json.loads(path.read_text(encoding="utf-8"))
         cells = notebook["cells"]
         install_cell = next((cell for cell in cells if cell["cell_type"] == "code"), None)
@@ -82,6 +91,10 @@ def set_repository(url: str, root: Path = ROOT) -> list[Path]:
             if pattern.search(source) is None:
                 raise ValueError(f"{path}: its {problem} to rewrite")
             cell["source"] = pattern.sub(replacement, source).splitlines(keepends=True)
+        for cell in cells:
+            source = "".join(cell["source"])
+            if cell["cell_type"] == "markdown" and FILE_LINK.search(source):
+                cell["source"] = FILE_LINK.sub(f"{url}/blob/", source).splitlines(keepends=True)
         # The notebooks' own format (nbformat's: indent 1, UTF-8 as is), so only those lines change.
         new_texts[path] = json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
 
