@@ -343,7 +343,7 @@ class Imagen(nn.Module):
     def predict_x0_and_eps(
         self, stage: int, x_t: torch.Tensor, t: torch.Tensor, output: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decode a stage network's output into estimates of x_0 and of the noise (lesson 2).
+        """Decode a stage network's output into estimates of x_0 and of the noise (lesson 2b).
 
         Uses the stage's own schedule and prediction type ("eps" or "v"), so a caller
         cannot decode a v-predicting stage's output as eps by mistake.

@@ -1,6 +1,6 @@
 """Gaussian diffusion: noise schedules, the forward process, the loss, and three samplers.
 
-Lessons 2, 5 and 6. Everything here works on any denoiser: a callable that maps a noisy
+Lessons 2a to 2c, 5 and 6. Everything here works on any denoiser: a callable that maps a noisy
 batch x_t and timesteps t to the network's prediction (of the noise epsilon, or of v).
 No network is imported, so the same code samples from a U-Net, an Efficient U-Net, or a
 hand-written function in a test.
@@ -17,7 +17,7 @@ hand-written function in a test.
   dynamic picks s = max(1, p-th percentile of |x_0|) per sample, clips to [-s, s] and
   divides by s.
 - The ideal denoiser for a finite set of images (the exact posterior mean), which lets
-  lessons 2 and 5 sample and guide without any network.
+  lessons 2b, 2c and 5 sample and guide without any network.
 - Samplers: ancestral (DDPM, Ho et al. Eq. 6-7, on any subsequence of timesteps as in
   Nichol & Dhariwal Section 4), DDIM (Song et al. 2021, Eq. 12) with any number of steps,
   and DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): deterministic like DDIM, with a
@@ -164,7 +164,7 @@ def ideal_weights(
 
 
 def ideal_denoiser(images: torch.Tensor, schedule: NoiseSchedule) -> Denoiser:
-    """The best possible eps-prediction when the data is exactly `images` (lesson 2).
+    """The best possible eps-prediction when the data is exactly `images` (lesson 2b).
 
     Under squared error the best guess of x_0 is the posterior mean, sum_i w_i x_i with the
     `ideal_weights`; the noise estimate follows from the forward process,

@@ -1,7 +1,8 @@
 """Small helpers the lesson notebooks share: smoke mode, showing library code, checking exercises.
 
-- `SMOKE`: True when the environment variable IMAGEN_SMOKE is "1". CI sets it so every
-  notebook runs in seconds; lessons then shrink data, steps and sample counts.
+- `SMOKE`: True when the environment variable IMAGEN_SMOKE is "1". CI sets it so that the
+  long lessons (3, 5 to 8) run in seconds: they then shrink data, steps and sample counts.
+  The short lessons ignore it: CI runs them in full and compares their printed outputs.
 - `show_source(obj)`: display a function's or class's code straight from the library, so
   a lesson never carries a copy that could drift from what actually runs.
 - `check(...)`: the answer cell of an exercise: says plainly whether the learner got it.
