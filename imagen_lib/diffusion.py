@@ -303,13 +303,15 @@ def ddpm_step(
 ) -> torch.Tensor:
     """One ancestral step: draw x_prev from the posterior q(x_prev | x_t, x_0) (Ho et al., Eq. 6-7).
 
-    With a respaced schedule the step from t to t_prev has alpha = abar_t / abar_prev.
+    The step from t to t_prev may skip timesteps (a respaced schedule), so its share of
+    signal power kept is abar_t / abar_prev and its beta is one minus that. (Ho et al. call
+    the share alpha_t; in these lessons alpha_t is sqrt(abar_t), so it is named `kept`.)
     """
-    alpha = abar_t / abar_prev
-    beta = 1 - alpha
-    mean = (abar_prev.sqrt() * beta * x0 + alpha.sqrt() * (1 - abar_prev) * x_t) / (1 - abar_t)
-    variance = beta * (1 - abar_prev) / (1 - abar_t)
-    return mean + variance.sqrt() * noise
+    kept = abar_t / abar_prev
+    beta = 1 - kept
+    mean = (abar_prev.sqrt() * beta * x0 + kept.sqrt() * (1 - abar_prev) * x_t) / (1 - abar_t)
+    beta_tilde = beta * (1 - abar_prev) / (1 - abar_t)  # the posterior's variance
+    return mean + beta_tilde.sqrt() * noise
 
 
 def ddim_step(
@@ -321,9 +323,10 @@ def ddim_step(
     eta: float,
 ) -> torch.Tensor:
     """One DDIM step (Song et al. 2021, Eq. 12); eta = 0 is deterministic, 1 is ancestral-like."""
-    sigma = eta * ((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)).sqrt()
-    direction = (1 - abar_prev - sigma**2).clamp(min=0).sqrt() * eps
-    return abar_prev.sqrt() * x0 + direction + sigma * noise
+    # eta times the ancestral step's standard deviation sqrt(beta_tilde) (Song et al. call it sigma)
+    noise_std = eta * ((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)).sqrt()
+    direction = (1 - abar_prev - noise_std**2).clamp(min=0).sqrt() * eps
+    return abar_prev.sqrt() * x0 + direction + noise_std * noise
 
 
 def log_snr(abar: torch.Tensor) -> torch.Tensor:
