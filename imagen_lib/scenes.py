@@ -437,6 +437,16 @@ class SceneCaptions:
 SCENE_CAPTIONS = SceneCaptions.build(SCENE_TEMPLATES)
 HELD_OUT_SCENE_CAPTIONS = SceneCaptions.build(HELD_OUT_SCENE_TEMPLATES)
 
+# What the trainer draws from (TrainConfig.captions "scenes"), and its twin in the held-out
+# phrasings: numerals and lower-case words only. MiniLM lower-cases its input, so "Seven"
+# and "SEVEN" would only repeat "seven", doubling the table of caption embeddings (5,200
+# captions instead of 10,400) for nothing.
+TRAINING_NAME_FORMS = ("{numeral}", "{word}")
+TRAINING_SCENE_CAPTIONS = SceneCaptions.build(SCENE_TEMPLATES, TRAINING_NAME_FORMS)
+HELD_OUT_TRAINING_SCENE_CAPTIONS = SceneCaptions.build(
+    HELD_OUT_SCENE_TEMPLATES, TRAINING_NAME_FORMS
+)
+
 
 # ----- evaluation prompts -------------------------------------------------------------
 def scene_prompts(
