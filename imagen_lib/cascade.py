@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from imagen_lib import diffusion
-from imagen_lib.data import resize
+from imagen_lib.data import height_width, resize, size_text
 from imagen_lib.diffusion import (
     NoiseSchedule,
     check_guidance_interval,
@@ -48,7 +48,7 @@ from imagen_lib.unet import UNet, UNetConfig
 class StageConfig:
     """One diffusion model of the cascade. Stage 0 is the base U-Net; later stages are SR."""
 
-    image_size: int
+    image_size: int | tuple[int, int]  # S for S x S, or (height, width)
     network: UNetConfig | EfficientUNetConfig
     schedule: str = "cosine"
     timesteps: int = 1000
@@ -98,10 +98,14 @@ class ImagenConfig:
             )
         if not self.text_encoder:
             raise ValueError("text_encoder is empty: name an encoder, such as 'minilm'")
-        sizes = [stage.image_size for stage in self.stages]
-        if any(later <= earlier for earlier, later in zip(sizes, sizes[1:])):
+        sizes = [height_width(stage.image_size) for stage in self.stages]
+        if any(
+            later[0] <= earlier[0] or later[1] <= earlier[1]
+            for earlier, later in zip(sizes, sizes[1:])
+        ):
             raise ValueError(
-                f"stage image sizes must strictly increase through the cascade, got {sizes}"
+                "stage image sizes must strictly increase through the cascade, got "
+                + ", ".join(size_text(size) for size in sizes)
             )
         for index, stage in enumerate(self.stages):
             try:
@@ -127,6 +131,8 @@ class ImagenConfig:
             network = {
                 k: tuple(v) if isinstance(v, list) else v for k, v in stage["network"].items()
             }
+            if isinstance(stage.get("image_size"), list):  # JSON has no tuples
+                stage["image_size"] = tuple(stage["image_size"])
             stages.append(StageConfig(**{**stage, "network": network_class(**network)}))
         return cls(**{**values, "stages": stages})
 
@@ -176,6 +182,8 @@ def check_types(part: object, where: str) -> None:
             "bool": isinstance(value, bool),
             "str": isinstance(value, str),
             "tuple[int, ...]": isinstance(value, tuple) and all(integer(n) for n in value),
+            "int | tuple[int, int]": integer(value)
+            or (isinstance(value, tuple) and len(value) == 2 and all(integer(n) for n in value)),
         }.get(item.type, True)
         if not fits:
             name = f"{type(part).__name__}.{item.name}"
@@ -186,7 +194,7 @@ def check_stage(stage: StageConfig) -> None:
     """A ValueError naming the first value of a stage (or its network) out of its range."""
     network = stage.network
     levels = len(network.channel_mults)
-    if stage.image_size < 1:
+    if min(height_width(stage.image_size)) < 1:
         raise ValueError(f"image_size must be at least 1, got {stage.image_size}")
     if stage.schedule not in diffusion.SCHEDULES:
         raise ValueError(f"schedule must be one of {diffusion.SCHEDULES}, got {stage.schedule!r}")
@@ -288,7 +296,7 @@ class Imagen(nn.Module):
         return next(self.parameters()).device
 
     @property
-    def image_size(self) -> int:
+    def image_size(self) -> int | tuple[int, int]:
         return self.config.stages[-1].image_size
 
     def check_stage(self, stage: int) -> int:
@@ -367,7 +375,7 @@ class Imagen(nn.Module):
 
         Conditioning augmentation at sampling (Section 2.4): one level for every image,
         `fraction` of the stage's schedule; the noise is drawn once, so every step of the
-        sampler sees the same conditioning image. Returns that image (B, C, S, S) and the
+        sampler sees the same conditioning image. Returns that image (B, C, H, W) and the
         level (B,), which the network is told.
         """
         config = self.config.stages[stage]
@@ -377,7 +385,7 @@ class Imagen(nn.Module):
             (batch,), round(fraction * (config.timesteps - 1)), device=self.device, dtype=torch.long
         )
         noise = torch.randn(
-            batch, self.config.channels, config.image_size, config.image_size, generator=generator
+            batch, self.config.channels, *height_width(config.image_size), generator=generator
         ).to(self.device)
         return self.augment_low_res(stage, low_res, level, noise), level
 
@@ -409,7 +417,7 @@ class Imagen(nn.Module):
             torch.rand(batch, generator=generator, device=device) < self.config.text_drop_prob
         )
         t = torch.randint(0, config.timesteps, (batch,), generator=generator, device=device)  # (B,)
-        noise = torch.randn(x0.shape, generator=generator, device=device)  # (B, C, S, S)
+        noise = torch.randn(x0.shape, generator=generator, device=device)  # (B, C, H, W)
         low_res = level = None
         if stage > 0:
             top = max(1, int(config.max_training_augmentation * config.timesteps))
@@ -496,7 +504,7 @@ class Imagen(nn.Module):
         last_stage: int | None = None,
         on_step: Callable[[int, int, torch.Tensor, torch.Tensor], None] | None = None,
     ) -> list[torch.Tensor]:
-        """Generate one image per prompt; return every stage's images (B, C, S_k, S_k) in [-1, 1].
+        """Generate one image per prompt; return every stage's images (B, C, H_k, W_k) in [-1, 1].
 
         guidance_weight, sampler ("ddim", "dpm++" or "ddpm") and steps: each one value for
         all stages, one per stage, or None for each stage's own recommendation (for steps,
@@ -570,7 +578,7 @@ class Imagen(nn.Module):
         try:
             for stage in range(first_stage, last_stage + 1):
                 config = self.config.stages[stage]
-                shape = (batch, self.config.channels, config.image_size, config.image_size)
+                shape = (batch, self.config.channels, *height_width(config.image_size))
                 conditioning = level = None
                 if stage > 0:
                     fraction = (
@@ -598,7 +606,7 @@ class Imagen(nn.Module):
                     percentile=percentile,
                     generator=generator,
                     device=device,
-                    progress=f"stage {stage} ({config.image_size}x{config.image_size})"
+                    progress=f"stage {stage} ({size_text(config.image_size)})"
                     if progress
                     else False,
                     on_step=None if on_step is None else functools.partial(on_step, stage),

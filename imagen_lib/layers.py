@@ -30,23 +30,26 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from imagen_lib.data import Size, height_width, size_text
 
-def check_image(x: torch.Tensor, channels: int, size: int, what: str = "image") -> None:
-    """Raise a clear error unless x is a (B, channels, size, size) batch."""
-    if x.dim() != 4 or x.shape[1] != channels or x.shape[2] != size or x.shape[3] != size:
+
+def check_image(x: torch.Tensor, channels: int, size: Size, what: str = "image") -> None:
+    """Raise a clear error unless x is a (B, channels, height, width) batch of this size."""
+    height, width = height_width(size)
+    if x.dim() != 4 or tuple(x.shape[1:]) != (channels, height, width):
         raise ValueError(
-            f"{what} must be a (batch, {channels}, {size}, {size}) tensor for this stage, "
+            f"{what} must be a (batch, {channels}, {height}, {width}) tensor for this stage, "
             f"got {tuple(x.shape)}: "
-            f"check the channel count ({channels}) and resize to {size}x{size}"
+            f"check the channel count ({channels}) and resize to {size_text(size)}"
         )
 
 
-def check_levels(image_size: int, levels: int) -> None:
-    """Each level halves the resolution, so the image size must survive levels - 1 halvings."""
-    if image_size % 2 ** (levels - 1):
+def check_levels(image_size: Size, levels: int) -> None:
+    """Each level halves the resolution, so both sides must survive levels - 1 halvings."""
+    if any(side % 2 ** (levels - 1) for side in height_width(image_size)):
         raise ValueError(
-            f"image size {image_size} must be divisible by 2^{levels - 1} "
-            f"for {levels} resolution levels"
+            f"image size {size_text(image_size)} must have sides divisible by "
+            f"2^{levels - 1} for {levels} resolution levels"
         )
 
 

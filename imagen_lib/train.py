@@ -11,6 +11,11 @@ so that early checkpoints are already useful), and mixed precision on CUDA (bf16
 that compute it natively, fp16 with loss scaling on older ones). Every training caption
 is encoded once, into a table on the device.
 
+The same trainer learns scenes of two digits side by side (TrainConfig.captions "scenes",
+the `scenes` preset): it makes them from the training digits, with the training pairs of
+`imagen_lib.scenes` only, so the held-out pairs that test binding are never seen, and its
+sample grids report scene accuracy (both digits right, each in its place).
+
 A step is lean, because on a GPU each operation costs a kernel launch from Python: the
 optimiser, the gradient clipping and the EMA each update all parameters in one fused
 call, nothing waits for the device except every SYNC_EVERY steps, and on CUDA the
@@ -42,7 +47,15 @@ from tqdm.auto import tqdm
 
 from imagen_lib.cascade import Imagen, default_device
 from imagen_lib.checkpoint import load_weights, model_payload, read_checkpoint, require_entries
-from imagen_lib.data import IMAGE_SIZE, NUMBER_WORDS, DigitSet, check_captions, load_mnist, resize
+from imagen_lib.data import (
+    IMAGE_SIZE,
+    NUMBER_WORDS,
+    DigitSet,
+    height_width,
+    load_mnist,
+    resize,
+    size_text,
+)
 from imagen_lib.files import (
     SHIPPED_CLASSIFIER,
     DiskFull,
@@ -50,7 +63,16 @@ from imagen_lib.files import (
     check_free_space,
     save_grid,
 )
-from imagen_lib.presets import Preset, TrainConfig, training_changes
+from imagen_lib.presets import Preset, TrainConfig, caption_family, training_changes
+from imagen_lib.scenes import (
+    HELD_OUT_PAIRS,
+    SCENE_SIZE,
+    TRAINING_PAIRS,
+    TRAINING_SCENE_CAPTIONS,
+    SceneCaptions,
+    make_scenes,
+    scene_prompts,
+)
 from imagen_lib.text import TextEncoder
 
 # The grid written while training: every digit as a numeral, a word and two phrasings.
@@ -60,6 +82,17 @@ GRID_PROMPTS = (
     + [f"a handwritten {word}" for word in NUMBER_WORDS]
     + [f"the number {digit}" for digit in range(10)]
 )
+# The grid written while training on scenes, 4 scenes a row (as wide as 8 digits): five
+# rows of order and relation prompts of training pairs, then a row of held-out pairs,
+# which training never shows: the binding test.
+SCENE_GRID_TRAINING = scene_prompts(
+    TRAINING_SCENE_CAPTIONS, TRAINING_PAIRS, 20, ("order", "relation")
+)
+SCENE_GRID_HELD_OUT = scene_prompts(
+    TRAINING_SCENE_CAPTIONS, HELD_OUT_PAIRS, 4, ("order", "relation")
+)
+SCENE_GRID_PROMPTS = [prompt.text for prompt in SCENE_GRID_TRAINING + SCENE_GRID_HELD_OUT]
+SCENE_GRID_COLUMNS = 4
 SYNC_EVERY = 25  # steps between looks at the loss from the host (each look waits for the GPU)
 # Between two looks (at most SYNC_EVERY steps apart) healthy training changes the weights'
 # norm by a few percent: measured on the smoke preset at 50 times its learning rate, +5% in
@@ -154,6 +187,35 @@ def training_state(path: str | Path) -> dict:
 def run_settings(path: str | Path) -> TrainConfig:
     """The training settings a run's checkpoint was saved with (the ones a resume keeps)."""
     return Preset.from_dict(training_state(path)["preset"]).training
+
+
+def training_set(preset: Preset) -> DigitSet:
+    """The images a preset trains on: the training digits, or scenes made from them.
+
+    Scenes (captions "scenes") pair the digits as TRAINING_PAIRS only, reproducibly for the
+    run's seed, so a resumed run trains on the same scenes.
+    """
+    config = preset.training
+    digits = load_mnist("train", preset.model.channels, config.data_source)
+    if config.captions != "scenes":
+        return digits
+    return make_scenes(digits, TRAINING_PAIRS, config.scene_count, seed=config.seed)
+
+
+def check_training_scenes(labels: torch.Tensor, captions: SceneCaptions) -> None:
+    """Refuse training scenes (pair indices (N,)) of a held-out pair or one without captions.
+
+    Captions are drawn only for the pairs of the training scenes, so with no held-out pair
+    among them no caption of one is ever drawn either.
+    """
+    pairs = [divmod(int(label), 10) for label in labels.unique()]
+    held_out = sorted(set(pairs) & set(HELD_OUT_PAIRS))
+    if held_out:
+        raise ValueError(
+            f"the training scenes include the held-out pairs {held_out}, which test binding "
+            "and must never be trained on: make the scenes from scenes.TRAINING_PAIRS"
+        )
+    captions.check_can_caption(pairs)
 
 
 def ema_decay_at(step: int, decay: float) -> float:
@@ -260,16 +322,23 @@ class Trainer:
         self.steps = [0] * len(self.model.networks)
         # the steps of the checkpoint on disk, once this trainer saved or resumed one
         self.saved_steps: list[int] | None = None
-        data = (
-            data
-            if data is not None
-            else load_mnist("train", preset.model.channels, self.config.data_source)
-        )
+        data = data if data is not None else training_set(preset)
         if len(data) == 0:
             raise ValueError("the training set is empty: give a DigitSet with at least one image")
-        # (N, C, 32, 32), (N,)
+        wanted = (preset.model.channels, *height_width(self.model.image_size))
+        if tuple(data.images.shape[1:]) != wanted:
+            # found here, not at the first step, after the captions have been encoded
+            raise ValueError(
+                f"the training images are {tuple(data.images.shape[1:])} (channels, height, "
+                f"width), but preset {preset.name!r} makes {wanted}: load_mnist's digits are "
+                f"{size_text(IMAGE_SIZE)}, make_scenes's scenes of two digits (captions "
+                f"'scenes') {size_text(SCENE_SIZE)}"
+            )
+        self.captions = caption_family(self.config.captions)
+        if isinstance(self.captions, SceneCaptions):
+            check_training_scenes(data.labels, self.captions)
+        # (N, C, H, W), (N,)
         self.images, self.labels = data.images.to(self.device), data.labels.to(self.device)
-        self.captions = check_captions(self.config.captions)
         tokens, mask = encoder.encode(self.captions.vocabulary())  # every caption, encoded once
         # (V, L, D), (V, L)
         self.caption_tokens, self.caption_mask = tokens.to(self.device), mask.to(self.device)
@@ -388,7 +457,7 @@ class Trainer:
     def batch(self, stage: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A random batch for a stage: images, and the embeddings and mask of fresh captions.
 
-        Images (B, C, 32, 32), embeddings (B, L, D) and mask (B, L).
+        Images (B, C, H, W), embeddings (B, L, D) and mask (B, L).
         """
         generator = self.generators[stage]
         # (B,)
@@ -514,24 +583,37 @@ class Trainer:
         model.load_state_dict(self.ema_state())
         return model
 
-    def write_samples(self, stage: int) -> tuple[Path, float | None]:
-        """Sample GRID_PROMPTS through stages 0..stage with the EMA weights and save a grid.
+    def write_samples(self, stage: int) -> tuple[Path, str]:
+        """Sample the grid's prompts through stages 0..stage with the EMA weights; save the grid.
 
-        Returns the grid's path and the share of its digits that the shipped digit
-        classifier reads as the prompted digit (None where that classifier is missing).
+        GRID_PROMPTS, or SCENE_GRID_PROMPTS for a run on scenes. Returns the grid's path and
+        what the shipped digit classifier reads in it, in words ("" where it is missing): the
+        share of digits that are the prompted digit, or of scenes with both digits right.
         """
-        from imagen_lib.metrics import load_classifier, prompt_accuracy
+        from imagen_lib.metrics import load_classifier, prompt_accuracy, scene_scores
 
+        scenes = self.config.captions == "scenes"
+        prompts = SCENE_GRID_PROMPTS if scenes else GRID_PROMPTS
         images = self.sampling_model().sample(
-            GRID_PROMPTS, sampler="ddim", steps=25, seed=0, last_stage=stage
+            prompts, sampler="ddim", steps=25, seed=0, last_stage=stage
         )[stage]
         path = self.out_dir / "samples" / f"stage{stage}_step{self.steps[stage]:06d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_grid(images, path, columns=10)
+        save_grid(images, path, columns=SCENE_GRID_COLUMNS if scenes else 10)
         if not SHIPPED_CLASSIFIER.is_file() or self.preset.model.channels != 1:
-            return path, None
-        return path, prompt_accuracy(
-            load_classifier(), resize(images.float().cpu(), IMAGE_SIZE), GRID_PROMPTS
+            return path, ""
+        images = images.float().cpu()
+        if not scenes:
+            accuracy = prompt_accuracy(load_classifier(), resize(images, IMAGE_SIZE), prompts)
+            return path, f"prompt accuracy {accuracy:.0%} ({len(prompts)} samples, EMA weights)"
+        asked = SCENE_GRID_TRAINING + SCENE_GRID_HELD_OUT
+        left, right = [prompt.left for prompt in asked], [prompt.right for prompt in asked]
+        classifier, seen = load_classifier(), len(SCENE_GRID_TRAINING)
+        trained = scene_scores(classifier, images[:seen], left[:seen], right[:seen])["scene"]
+        held_out = scene_scores(classifier, images[seen:], left[seen:], right[seen:])["scene"]
+        return path, (
+            f"scene accuracy {trained:.0%} on {seen} training pairs, {held_out:.0%} on "
+            f"{len(asked) - seen} held-out pairs (EMA weights)"
         )
 
     def train_stage(self, stage: int) -> None:
@@ -575,16 +657,9 @@ class Trainer:
                     self.save()
                 if sampling:
                     bar.set_description(f"stage {stage} (sampling a grid)")
-                    path, accuracy = self.write_samples(stage)
+                    path, score = self.write_samples(stage)
                     bar.set_description(f"stage {stage}")
-                    score = (
-                        ""
-                        if accuracy is None
-                        else (
-                            f"; prompt accuracy {accuracy:.0%} "
-                            f"({len(GRID_PROMPTS)} samples, EMA weights)"
-                        )
-                    )
+                    score = f"; {score}" if score else ""
                     bar.write(f"stage {stage} step {done}: samples -> {path}{score}")
 
     def train(self, stages: list[int] | None = None) -> Path:

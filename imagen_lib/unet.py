@@ -8,8 +8,8 @@ embedding. Imagen adds text in two ways, both here:
 - a pooled text vector added to the timestep embedding (so every residual block sees it);
 - cross-attention from the image to the text tokens at the attention resolutions.
 
-Shapes: x (B, C, S, S) noisy image, t (B,) timesteps, text (B, L, D_text) token
-embeddings with mask (B, L); output (B, C, S, S), the predicted noise (or v).
+Shapes: x (B, C, H, W) noisy image, t (B,) timesteps, text (B, L, D_text) token
+embeddings with mask (B, L); output (B, C, H, W), the predicted noise (or v).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from imagen_lib.data import Size, height_width
 from imagen_lib.layers import (
     AttentionBlock,
     ConditionedBlock,
@@ -40,7 +41,8 @@ class UNetConfig:
     channels: int = 64  # width at full resolution
     channel_mults: tuple[int, ...] = (1, 2, 2)  # width multiplier per resolution level
     num_res_blocks: int = 2  # residual blocks per level
-    attention_resolutions: tuple[int, ...] = (8, 4)  # self- and cross-attention at these sizes
+    # self- and cross-attention where the feature map is this many pixels high
+    attention_resolutions: tuple[int, ...] = (8, 4)
     heads: int = 4
     # False: the text reaches the network only as the pooled vector (an ablation)
     cross_attention: bool = True
@@ -50,7 +52,7 @@ class UNetConfig:
 class UNet(nn.Module):
     """Improved-DDPM U-Net with pooled-text and cross-attention conditioning."""
 
-    def __init__(self, config: UNetConfig, image_size: int, image_channels: int, text_dim: int):
+    def __init__(self, config: UNetConfig, image_size: Size, image_channels: int, text_dim: int):
         super().__init__()
         levels = len(config.channel_mults)
         check_levels(image_size, levels)
@@ -78,7 +80,7 @@ class UNet(nn.Module):
         # Down path: each level's blocks, then a downsample; every output is kept as a skip.
         self.down = nn.ModuleList()
         skip_channels = [width]
-        ch, size = width, image_size
+        ch, size = width, height_width(image_size)[0]  # size: the feature map's height
         for level, mult in enumerate(config.channel_mults):
             for _ in range(config.num_res_blocks):
                 self.down.append(block(ch, width * mult, size))
@@ -124,7 +126,7 @@ class UNet(nn.Module):
         # (B, L, E), (B, L), (B, E)
         context, mask, pooled = self.text(text, text_mask, text_dropped)
         embedding = self.time_embedding(t) + pooled  # (B, E): timestep plus pooled text
-        h = self.conv_in(x)  # (B, width, S, S)
+        h = self.conv_in(x)  # (B, width, H, W)
         skips = [h]
         for layer in self.down:
             h = layer(h) if isinstance(layer, Downsample) else layer(h, embedding, context, mask)
@@ -136,4 +138,4 @@ class UNet(nn.Module):
                 h = layer(h)
             else:
                 h = layer(torch.cat([h, skips.pop()], dim=1), embedding, context, mask)
-        return self.out(h)  # (B, C, S, S)
+        return self.out(h)  # (B, C, H, W)

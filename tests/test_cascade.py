@@ -23,8 +23,9 @@ from conftest import (
 
 import imagen_lib.cascade
 import imagen_lib.diffusion
-from imagen_lib import ImagenConfig, StageConfig
+from imagen_lib import Imagen, ImagenConfig, StageConfig
 from imagen_lib.checkpoint import load_imagen, read_checkpoint, save_imagen
+from imagen_lib.files import SHIPPED_CHECKPOINT
 from imagen_lib.text import TextEncoder, build_tiny_t5
 
 PROMPTS = ["7", "a handwritten seven"]
@@ -40,6 +41,75 @@ def sample_fast(model, prompts=PROMPTS, **options):
 # ---------------------------------------------------------------------------------------
 # Sampling
 # ---------------------------------------------------------------------------------------
+
+
+def rectangular_cascade(tiny_encoder, **stage_overrides) -> Imagen:
+    """8x16 -> 16x32: the shape of a scene of two digits side by side, at tiny sizes."""
+    torch.manual_seed(0)
+    stage_overrides = {"timesteps": 50, **stage_overrides}
+    stages = [
+        StageConfig(image_size=(8, 16), network=base_network_config(), **stage_overrides),
+        StageConfig(image_size=(16, 32), network=sr_network_config(8), **stage_overrides),
+    ]
+    config = ImagenConfig(stages=stages, channels=1, text_encoder="tiny-t5")
+    return randomize_parameters(Imagen(config, tiny_encoder))
+
+
+def test_a_rectangular_cascade_samples_trains_and_saves(tiny_encoder, tmp_path):
+    model = rectangular_cascade(tiny_encoder)
+    images = sample_fast(model)
+    assert [tuple(x.shape) for x in images] == [(2, 1, 8, 16), (2, 1, 16, 32)]
+    assert all(x.abs().max() <= 1 for x in images)
+    batch = torch.rand(2, 1, 16, 32) * 2 - 1
+    text, mask = model.encode_text(PROMPTS)
+    for stage in (0, 1):
+        loss = model.loss(stage, batch, text, mask, generator=torch.Generator().manual_seed(0))
+        assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match=r"\(batch, 1, 16, 32\)"):
+        model.loss(0, batch.transpose(-1, -2), text, mask)
+    path = tmp_path / "rectangular.pt"
+    save_imagen(model, path)
+    again = load_imagen(path, text_encoder=tiny_encoder)
+    assert again.config == model.config and again.config.stages[1].image_size == (16, 32)
+    assert all(torch.equal(a, b) for a, b in zip(sample_fast(again), images))
+    json.loads(json.dumps(model.config.to_dict()))  # a JSON-able config
+
+
+def test_a_square_config_is_written_as_before():
+    """Square sizes stay plain numbers in files, so older files and readers see no change."""
+    values = tiny_cascade_config().to_dict()
+    assert [stage["image_size"] for stage in values["stages"]] == [8, 16]
+    assert ImagenConfig.from_dict(json.loads(json.dumps(values))) == tiny_cascade_config()
+
+
+@pytest.mark.parametrize(
+    "sizes, message",
+    [
+        ([(8, 16), (16, 16)], "must strictly increase through the cascade, got 8x16, 16x16"),
+        ([(8, 16, 2), (16, 32)], "image_size must be int | tuple"),
+        ([(8, 13), (16, 32)], "8x13 must have sides divisible by 2"),
+    ],
+)
+def test_bad_rectangular_sizes_are_one_clear_error(sizes, message):
+    stages = [
+        StageConfig(image_size=sizes[0], network=base_network_config(), timesteps=50),
+        StageConfig(image_size=sizes[1], network=sr_network_config(8), timesteps=50),
+    ]
+    with pytest.raises((TypeError, ValueError), match=message.replace("|", r"\|")):
+        ImagenConfig(stages=stages, text_encoder="tiny-t5")
+
+
+def test_the_shipped_cascade_samples_exactly_the_images_it_did_before_sizes_could_be_rectangular():
+    """tests/reference/shipped_samples.pt was sampled from data/imagen_mnist_cpu.pt before
+    `image_size` took (height, width); the same prompts and seed must give the same images."""
+    reference = torch.load(
+        os.path.join(os.path.dirname(__file__), "reference", "shipped_samples.pt"),
+        weights_only=True,
+    )
+    model = load_imagen(SHIPPED_CHECKPOINT, weights="ema", device="cpu")
+    images = model.sample(reference["prompts"], seed=reference["seed"])
+    for now, before in zip(images, reference["images"], strict=True):
+        torch.testing.assert_close(now, before, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("prediction", ["eps", "v"])

@@ -117,6 +117,37 @@ def test_wrong_text_width_raises(kind):
 def test_image_size_must_suit_the_levels():
     with pytest.raises(ValueError, match="divisible by 2"):
         UNet(base_network_config(), image_size=9, image_channels=1, text_dim=TEXT_DIM)
+    with pytest.raises(ValueError, match="8x9 must have sides divisible by 2"):
+        UNet(base_network_config(), image_size=(8, 9), image_channels=1, text_dim=TEXT_DIM)
+
+
+@pytest.mark.parametrize("kind", ["unet", "efficient"])
+def test_rectangular_images_keep_their_shape_and_attention_follows_the_height(kind, tiny_encoder):
+    """An (8, 16) U-Net or (16, 32) Efficient U-Net: attention where the map is 4 (8) high."""
+    torch.manual_seed(0)
+    if kind == "unet":
+        net = UNet(base_network_config(), (8, 16), image_channels=1, text_dim=TEXT_DIM)
+        attention_shape = (4, 8)
+    else:
+        net = EfficientUNet(sr_network_config(8), (16, 32), image_channels=1, text_dim=TEXT_DIM)
+        attention_shape = (8, 16)
+    randomize_parameters(net)
+    height, width = net.image_size
+    tokens, mask = tiny_encoder.encode(["7", "a handwritten seven"])
+    x = torch.randn(2, 1, height, width, generator=torch.Generator().manual_seed(1))
+    seen = []
+    hooks = [
+        layer.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[-2:]))
+        for layer in net.modules()
+        if isinstance(layer, CrossAttention)
+    ]
+    out = run(net, x, torch.tensor([3, 40]), tokens, mask, low_res=torch.zeros_like(x))
+    for hook in hooks:
+        hook.remove()
+    assert out.shape == (2, 1, height, width) and out.abs().sum() > 0
+    assert seen and all(tuple(shape) == attention_shape for shape in seen)
+    with pytest.raises(ValueError, match=rf"\(batch, 1, {height}, {width}\)"):
+        run(net, x.transpose(-1, -2), torch.tensor([3, 40]), tokens, mask, low_res=x)
 
 
 @pytest.mark.parametrize("kind", ["unet", "efficient"])

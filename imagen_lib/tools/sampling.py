@@ -29,6 +29,7 @@ from imagen_lib.diffusion import (
     check_guidance_weight,
 )
 from imagen_lib.files import atomic_write_all, existing_checkpoint, grid_writer, writable_folder
+from imagen_lib.train import SCENE_GRID_PROMPTS
 
 SAMPLE_CHUNK = 256  # images sampled at once: memory stays bounded for any --num-samples
 # Every final image stays in memory until samples.npz is written (100,000 32x32 images
@@ -144,6 +145,16 @@ def check_prompt(prompt: str, where: str) -> None:
             f"{where} ({prompt!r}) holds {special.group()}, which text encoders read as a "
             "special token, not as text: leave it out"
         )
+
+
+def default_prompts(checkpoint: Path) -> list[str]:
+    """What `sample` draws without --prompts: the lesson's 64 digits, or for a cascade trained
+    on scenes of two digits (captions "scenes") the 24 scene prompts of its training grids.
+    """
+    preset = read_checkpoint(checkpoint).get("preset")  # a weights-only file has none
+    if preset is not None and preset["training"].get("captions") == "scenes":
+        return list(SCENE_GRID_PROMPTS)
+    return list(LESSON_PROMPTS)
 
 
 def sample_count(
@@ -278,9 +289,9 @@ def sample_to_folder(
     path.
     """
     checkpoint = existing_checkpoint(checkpoint)
+    given = prompts is not None or prompts_file is not None
     prompts = read_prompts(prompts, prompts_file)
     count = sample_count(prompts, num_samples, prompts_file)
-    prompts = [prompts[i % len(prompts)] for i in range(count)]
     if guidance_weight is not None:
         check_guidance_weight(guidance_weight)
     if guidance_interval is not None:
@@ -293,6 +304,10 @@ def sample_to_folder(
     out = writable_folder(out)
     config = checkpoint_config(checkpoint)
     check_plan(config, sampler, steps)
+    if not given:  # chosen only now: a bad argument is refused before the checkpoint is read
+        prompts = default_prompts(checkpoint)
+        count = num_samples or len(prompts)
+    prompts = [prompts[i % len(prompts)] for i in range(count)]
     names = output_names(len(config.stages))
     for path in (out / name for name in names):
         if path.is_dir():
@@ -325,6 +340,9 @@ def sample_to_folder(
             "nothing was saved"
         )
     columns = 8 if len(shown[-1]) % 8 == 0 else min(len(shown[-1]), 10)
+    # a row of scenes of two digits side by side (2:1) as wide as a row of single digits
+    height, width = shown[-1].shape[-2:]
+    columns = max(1, columns // max(1, width // height))
     pixels = ((images * 0.5 + 0.5) * 255).round().clamp(0, 255).numpy().astype(np.uint8)
     writers = [grid_writer(stage_images, columns) for stage_images in [*shown, shown[-1]]]
     writers.append(lambda file: np.savez(file, images=pixels, prompts=np.array(prompts)))
