@@ -12,6 +12,7 @@ Read the modules in this order; each is one lesson's concept:
     presets.py         named architectures and training settings
     train.py           training every stage, resumable exactly
     checkpoint.py      saving and loading safely
+    scenes.py          two digits side by side: prompts whose meaning needs word order
 files.py is plumbing (the shipped files, the download cache, atomic writes). Tooling that
 no lesson teaches lives in imagen_lib/tools/: the command line (`python -m imagen_lib`),
 sampling to files, evaluation, bench, the paper's findings, results, plots, widgets.
