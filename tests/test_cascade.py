@@ -108,8 +108,11 @@ def test_the_shipped_cascade_samples_exactly_the_images_it_did_before_sizes_coul
     )
     model = load_imagen(SHIPPED_CHECKPOINT, weights="ema", device="cpu")
     images = model.sample(reference["prompts"], seed=reference["seed"])
+    # float32 sums taken in another order (another thread count, another CPU) drift by about
+    # 1e-5 over the sampler's hundreds of network calls; any real change moves pixels by 1e-2
+    # or more, so 1e-3 tells the two apart.
     for now, before in zip(images, reference["images"], strict=True):
-        torch.testing.assert_close(now, before, atol=1e-5, rtol=0)
+        torch.testing.assert_close(now, before, atol=1e-3, rtol=0)
 
 
 @pytest.mark.parametrize("prediction", ["eps", "v"])
