@@ -71,6 +71,11 @@ class ImagenConfig:
     max_text_tokens: int = 16
     # share of training prompts replaced by the null text (for guidance)
     text_drop_prob: float = 0.1
+    # the encoder's first k transformer layers only (0: its embedding layer; None: all layers)
+    text_encoder_layers: int | None = None
+    # False: the encoder's architecture with random weights (seed 0), to measure what
+    # pretraining buys (Section 4.4)
+    text_encoder_pretrained: bool = True
 
     def __post_init__(self):
         # Configs also come from files (checkpoints, presets): check every value's type first,
@@ -98,6 +103,11 @@ class ImagenConfig:
             )
         if not self.text_encoder:
             raise ValueError("text_encoder is empty: name an encoder, such as 'minilm'")
+        if self.text_encoder_layers is not None and self.text_encoder_layers < 0:
+            raise ValueError(
+                f"text_encoder_layers must be at least 0 (0 keeps the encoder's embedding layer "
+                f"only) or None for all layers, got {self.text_encoder_layers}"
+            )
         sizes = [height_width(stage.image_size) for stage in self.stages]
         if any(
             later[0] <= earlier[0] or later[1] <= earlier[1]

@@ -21,7 +21,7 @@ from imagen_lib.cascade import Imagen, ImagenConfig, one_per_stage
 from imagen_lib.diffusion import check_guidance_interval, check_guidance_weight
 from imagen_lib.files import atomic_save, writable_file
 from imagen_lib.presets import MAX_STEPS, Preset
-from imagen_lib.text import TextEncoder
+from imagen_lib.text import TextEncoder, encoder_for
 
 FORMAT = "imagen_lib-checkpoint-v1"
 
@@ -248,6 +248,7 @@ def export_for_sampling(
     sampling_steps: int | list[int] | None = None,
     guidance_interval: tuple[float, float] | None = None,
     overwrite: bool = False,
+    stages_from: dict[int, str | Path] | None = None,
 ) -> Path:
     """Write a small file with only what sampling needs: config, encoder name, EMA weights.
 
@@ -258,6 +259,10 @@ def export_for_sampling(
     interval for every stage, which goes with the stages' own weights) can be
     written into its config here; they become the defaults of `Imagen.sample` and of the
     sample command. Every setting and the output path are checked before the file is read.
+
+    `stages_from` maps a stage to another run of the same cascade whose EMA weights of that
+    stage replace this one's: stages trained apart (`train --stage 1 --out OTHER`, on
+    another core or machine) become one cascade.
 
     An earlier export at `path` is replaced; a training checkpoint or any other file there
     only with `overwrite=True`, and the input itself never (its training state would be lost).
@@ -278,6 +283,8 @@ def export_for_sampling(
             f"{training_checkpoint} has no EMA weights: export a checkpoint written by training"
         )
     config = parse_config(payload["config"], Path(training_checkpoint))
+    for stage, source in (stages_from or {}).items():
+        payload = with_stage_from(payload, config, stage, Path(source), Path(training_checkpoint))
     intervals = None if guidance_interval is None else [guidance_interval] * len(config.stages)
     settings = (
         ("guidance_weight", guidance_weights),
@@ -295,6 +302,45 @@ def export_for_sampling(
     return atomic_save(
         {"config": config.to_dict(), **{key: payload[key] for key in keep if key in payload}}, path
     )
+
+
+def with_stage_from(
+    payload: dict, config: ImagenConfig, stage: int, source: Path, path: Path
+) -> dict:
+    """`payload` (read from `path`) with the EMA weights of `stage` taken from `source`.
+
+    Refused unless `source` is a run of the same cascade (config and text encoder) that
+    trained that stage, so the weights fit the network and the text they were trained on.
+    """
+    if isinstance(stage, bool) or not 0 <= stage < len(config.stages):
+        raise ValueError(
+            f"--stage-from names stage {stage}, but {path} has stages 0 to {len(config.stages) - 1}"
+        )
+    other = read_checkpoint(source)
+    if "ema" not in other:
+        raise ValueError(f"{source} has no EMA weights: give a checkpoint written by training")
+    if parse_config(other["config"], source).to_dict() != config.to_dict():
+        raise ValueError(
+            f"{source} holds a different cascade from {path} (its config differs): take "
+            "stages only from runs of the same preset"
+        )
+    if (other["text_encoder"], other["text_dim"]) != (payload["text_encoder"], payload["text_dim"]):
+        raise ValueError(
+            f"{source} was trained with text encoder {other['text_encoder']!r}, {path} with "
+            f"{payload['text_encoder']!r}: take stages only from runs with the same encoder"
+        )
+    trained = other.get("steps", [None] * len(config.stages))[stage]
+    if trained == 0:
+        raise ValueError(f"{source} never trained stage {stage} (0 steps): give the run that did")
+    prefix = f"networks.{stage}."
+    ema = {key: value for key, value in payload["ema"].items() if not key.startswith(prefix)}
+    ema.update({key: value for key, value in other["ema"].items() if key.startswith(prefix)})
+    merged = {**payload, "ema": ema}
+    if "steps" in payload:
+        merged["steps"] = [
+            trained if index == stage else steps for index, steps in enumerate(payload["steps"])
+        ]
+    return merged
 
 
 def check_export_target(source: Path, target: Path, overwrite: bool) -> None:
@@ -343,7 +389,7 @@ def load_imagen(
     payload = read_checkpoint(path)  # validated as a whole, config included
     config = parse_config(payload["config"], path)
     if text_encoder is None:
-        text_encoder = TextEncoder(payload["text_encoder"], config.max_text_tokens)
+        text_encoder = encoder_for(config, name=payload["text_encoder"])
     if text_encoder.dim != payload["text_dim"]:
         raise ValueError(
             f"{path} was trained with text encoder {payload['text_encoder']!r} "

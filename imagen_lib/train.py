@@ -73,7 +73,7 @@ from imagen_lib.scenes import (
     make_scenes,
     scene_prompts,
 )
-from imagen_lib.text import TextEncoder
+from imagen_lib.text import TextEncoder, encoder_for
 
 # The grid written while training: every digit as a numeral, a word and two phrasings.
 GRID_PROMPTS = (
@@ -297,9 +297,7 @@ class Trainer:
         self.device = torch.device(device) if device is not None else default_device()
         self.quiet = quiet
         torch.manual_seed(self.config.seed)  # the networks' initial weights
-        encoder = text_encoder or TextEncoder(
-            preset.model.text_encoder, preset.model.max_text_tokens
-        )
+        encoder = text_encoder or encoder_for(preset.model)
         self.model = Imagen(preset.model, encoder).to(self.device)
         self.ema = copy.deepcopy(self.model.networks).requires_grad_(False)
         self.optimizers = [

@@ -891,6 +891,51 @@ def test_export_writes_a_small_file_with_the_recommended_settings(checkpoint, tm
     assert "exported" in capsys.readouterr().out
 
 
+def stage_weights(payload: dict, stage: int) -> dict:
+    prefix = f"networks.{stage}."
+    return {key: value for key, value in payload["ema"].items() if key.startswith(prefix)}
+
+
+def test_export_joins_stages_trained_in_separate_runs(checkpoint, tmp_path, capsys):
+    """Stage 1 trained alone in another folder replaces the first run's stage 1, and only it."""
+    other = tmp_path / "sr_alone"
+    assert main(train_args(other, "--steps", "3", "--stage", "1", "--set", "seed=1")) == 0
+    out = tmp_path / "joined.pt"
+    argv = ["export", "--checkpoint", str(checkpoint), "--out", str(out)]
+    assert main([*argv, "--stage-from", "1", str(other / "checkpoint.pt")]) == 0
+    joined, first, second = (
+        read_checkpoint(path) for path in (out, checkpoint, other / "checkpoint.pt")
+    )
+    for stage, source in ((0, first), (1, second)):
+        expected = stage_weights(source, stage)
+        assert stage_weights(joined, stage).keys() == expected.keys()
+        assert all(
+            torch.equal(stage_weights(joined, stage)[key], expected[key]) for key in expected
+        )
+    # the two runs' stage 1 differ, so the test can tell which one was taken
+    assert any(
+        not torch.equal(value, stage_weights(first, 1)[key])
+        for key, value in stage_weights(second, 1).items()
+    )
+    assert joined["steps"] == [first["steps"][0], 3]
+
+
+def test_export_refuses_a_stage_from_another_cascade(checkpoint, tmp_path, capsys):
+    payload = read_checkpoint(checkpoint)
+    payload["config"]["stages"][1]["network"]["channels"] = 8
+    foreign = tmp_path / "foreign.pt"
+    torch.save(payload, foreign)
+    out = tmp_path / "joined.pt"
+    argv = ["export", "--checkpoint", str(checkpoint), "--out", str(out), "--stage-from"]
+    assert main([*argv, "1", str(foreign)]) == 2
+    assert "holds a different cascade" in one_line_error(capsys)
+    assert main([*argv, "2", str(checkpoint)]) == 2
+    assert "stages 0 to 1" in one_line_error(capsys)
+    assert main([*argv, "one", str(checkpoint)]) == 2
+    assert "stage number" in one_line_error(capsys)
+    assert not out.exists()
+
+
 def test_export_with_a_negative_guidance_weight_is_refused(checkpoint, tmp_path, capsys):
     out = tmp_path / "shipped.pt"
     assert (

@@ -3,8 +3,9 @@
 Training: per stage, images/s at the preset's batch and at 4x it (the same rate at both
 means the host, not the device, sets the pace), torch operations per step, host and wall
 milliseconds per step and, on CUDA, the share of time the GPU is busy. Sampling: seconds
-for a batch of images per sampling setting. Every figure is printed as it is measured;
-the machine is named first, since two 2-core machines measured up to 3x apart.
+for a batch of images per sampling setting, drawn for the lesson's digit prompts or, for a
+cascade that draws scenes of two digits, for scene prompts. Every figure is printed as it
+is measured; the machine is named first, since two 2-core machines measured up to 3x apart.
 """
 
 from __future__ import annotations
@@ -21,16 +22,17 @@ from pathlib import Path
 
 import torch
 
-from imagen_lib.cascade import default_device
-from imagen_lib.checkpoint import load_imagen
+from imagen_lib.cascade import ImagenConfig, default_device
+from imagen_lib.checkpoint import load_imagen, parse_config, read_checkpoint
 from imagen_lib.data import LESSON_PROMPTS, DigitSet, size_text
 from imagen_lib.files import existing_checkpoint
 from imagen_lib.presets import Preset, get_preset
+from imagen_lib.scenes import scene_evaluation_prompts
+from imagen_lib.tools.evaluation import draws_scenes
 from imagen_lib.tools.sampling import (
     SAMPLE_CHUNK,
     at_least,
     check_plan,
-    checkpoint_config,
     describe_plan,
     parse_sampler_setting,
 )
@@ -204,6 +206,22 @@ def bench_training(preset: Preset, train_steps: int) -> None:
             )
 
 
+def bench_prompts(
+    preset: dict | None, config: ImagenConfig, num_samples: int
+) -> tuple[list[str], str]:
+    """The `num_samples` prompts `bench` times sampling with, and what they draw, in words.
+
+    A cascade that draws scenes of two digits (`evaluation.draws_scenes`, from the
+    checkpoint's stored preset and config) gets the first scene prompts of the "training"
+    evaluation set, every caption category in turn, so its time is that of the scenes it
+    was trained for; any other cascade gets the lesson's 64 digit prompts, repeated.
+    """
+    if draws_scenes(preset, config):
+        prompts = scene_evaluation_prompts(num_samples)["training"]
+        return [prompt.text for prompt in prompts], "scenes of two digits (scene prompts)"
+    return [LESSON_PROMPTS[i % len(LESSON_PROMPTS)] for i in range(num_samples)], "images"
+
+
 def bench(
     checkpoint: str | Path | None = None,
     preset: str = "cpu",
@@ -233,13 +251,14 @@ def bench(
     )
     if not 1 <= num_samples <= SAMPLE_CHUNK:  # sampled in one batch, to time it
         raise ValueError(f"--num-samples must be between 1 and {SAMPLE_CHUNK}, got {num_samples}")
-    config = checkpoint_config(checkpoint)  # read without loading the model (seconds)
+    payload = read_checkpoint(checkpoint)  # read without loading the model (seconds)
+    config = parse_config(payload["config"], checkpoint)
     for sampler, steps, _ in settings:  # a setting that does not fit is refused before loading
         check_plan(config, sampler, steps, ("--samplers", "--samplers"))
     model = load_imagen(checkpoint, weights="ema", device=default_device())
     print(f"machine: {machine_description()}", flush=True)
     bench_training(training, train_steps)
-    prompts = [LESSON_PROMPTS[i % len(LESSON_PROMPTS)] for i in range(num_samples)]
+    prompts, drawn = bench_prompts(payload.get("preset"), config, num_samples)
     every_step = min(schedule.timesteps for schedule in model.schedules)
     timings = settings + ([("ddpm", every_step, "dynamic")] if ddpm else [])
     recommended = model.sampling_plan(None, None)  # the checkpoint's own sampler and steps
@@ -251,7 +270,7 @@ def bench(
         is_recommended(*setting) for setting in timings
     ):
         timings.append((None, None, "dynamic"))
-    print(f"sampling {len(prompts)} images through the cascade ({checkpoint.name}):")
+    print(f"sampling {len(prompts)} {drawn} through the cascade ({checkpoint.name}):")
     for sampler, steps, thresholding in timings:
         plan = describe_plan(model.sampling_plan(sampler, steps))
         shown = "" if thresholding == "dynamic" else f", {thresholding} thresholding"

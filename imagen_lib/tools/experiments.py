@@ -50,9 +50,17 @@ from imagen_lib.metrics import Scorer, evaluation_prompts, load_classifier, prom
 from imagen_lib.presets import Preset
 from imagen_lib.text import build_tiny_t5, caption_words
 from imagen_lib.tools.sampling import at_least, final_images, parse_sampler_setting, timed
-from imagen_lib.train import Trainer
+from imagen_lib.train import Trainer, training_set
 
-EXPERIMENTS = ("guidance", "augmentation", "language", "sampler", "prediction", "conditioning")
+EXPERIMENTS = (
+    "guidance",
+    "augmentation",
+    "language",
+    "sampler",
+    "prediction",
+    "conditioning",
+    "scaling",  # its own module: tools/scaling.py
+)
 
 # Experiment 3's phrasings. The seen ones are training captions of the "varied" family
 # (data.CAPTION_TEMPLATES); the unseen ones fill data.HELD_OUT_TEMPLATES, which training
@@ -346,8 +354,9 @@ def train_or_resume(
     preset: Preset, out: str | Path, stages: list[int], progress: bool = True
 ) -> Path:
     """Train the given stages into `out`, resuming from its checkpoint if a run was interrupted."""
-    digits = load_mnist("train", preset.model.channels, preset.training.data_source)
-    # a base-only cascade trains at 16x16: shrink the digits as the loss would
+    digits = training_set(preset)  # digits, or scenes of two for a scenes preset
+    # a base-only cascade trains at its base size (16x16, or 16x32 for scenes): shrink the
+    # images as the loss would
     size = preset.model.stages[-1].image_size
     digits = DigitSet(resize(digits.images, size), digits.labels, digits.source)
     trainer = Trainer(preset, out, data=digits, quiet=not progress)
@@ -709,16 +718,17 @@ def run_experiment(
     checkpoint: str | Path | None = None,
     seeds: int = 3,
     num_samples: int = 200,
-    guidance: Sequence[float] = GUIDANCE_WEIGHTS,
+    guidance: Sequence[float] | None = None,
     thresholding: Sequence[str] = THRESHOLDINGS,
     levels: Sequence[float] = AUGMENTATION_LEVELS,
-    encoders: Sequence[str] = ENCODERS,
+    encoders: Sequence[str] | None = None,
     settings: Sequence[str] | None = None,
     reuse: Sequence[str] | None = None,
     train_steps: int | None = None,
     runs: str | Path = "runs/experiments",
     out: str | Path = "runs/results",
     classifier: str | Path | None = None,
+    rows: Sequence[str] | None = None,
 ) -> Path:
     """Measure one finding, then write its results into OUT and print its table.
 
@@ -734,6 +744,17 @@ def run_experiment(
 
     if name not in EXPERIMENTS:
         raise ValueError(f"experiment must be one of {EXPERIMENTS}, got {name!r}")
+    if rows is not None and name != "scaling":
+        raise ValueError(f"--rows chooses rows of the scaling experiment; {name} has none")
+    if name == "scaling":
+        from imagen_lib.tools.scaling import run_scaling
+
+        return run_scaling(
+            checkpoint, seeds, num_samples, guidance, encoders or (), rows, train_steps,
+            runs, out, classifier,
+        )  # fmt: skip
+    guidance = GUIDANCE_WEIGHTS if guidance is None else guidance
+    encoders = ENCODERS if encoders is None else encoders
     # the arguments, as the results record them (not this machine's paths)
     recorded = dict(
         command="experiment",

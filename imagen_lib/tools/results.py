@@ -65,7 +65,18 @@ def markdown_table(summary: list[dict], keys: Sequence[str], columns: dict[str, 
 
 
 ACCURACY, FID = {"accuracy": "prompt accuracy (%)"}, {"fid": "MNIST-FID"}
-PERCENT = ("accuracy", "speckle")  # shares, shown in percent
+# the scaling experiment's summary per model: scene accuracy (%) per evaluation set, the
+# swap rate (%) of relation prompts and the per-slot MNIST-FID of the training set
+SCALING_HEADLINE = (
+    "training",
+    "held-out pairs",
+    "held-out phrasings",
+    "held-out numbers",
+    "relation swaps",
+    "fid",
+)
+# shares, shown in percent
+PERCENT = ("accuracy", "speckle", "scene", "swap", "left", "right", *SCALING_HEADLINE[:-1])
 # experiment -> (the columns that name a setting, the measured columns shown as mean ± std)
 TABLES = {
     "guidance": (["guidance", "thresholding"], {**ACCURACY, **FID, "seconds": "seconds"}),
@@ -79,6 +90,10 @@ TABLES = {
     "prediction": (
         ["prediction", "sampler", "steps", "thresholding"],
         {**ACCURACY, **FID, "speckle": "speckle (%)", "seconds_per_grid": "seconds per 64 images"},
+    ),
+    "scaling": (
+        ["model", "guidance", "set", "category"],
+        {"scene": "scene accuracy (%)", "swap": "swap rate (%)"},
     ),
 }
 
@@ -112,12 +127,96 @@ def results_table(results: dict) -> str:
     For phrasing experiments, also seen vs unseen phrasings on average.
     """
     keys, columns = TABLES[results["experiment"]]
+    if results["experiment"] == "scaling":
+        return scaling_table(results["rows"])
     table = markdown_table(summarize(results["rows"], keys), keys, columns)
     key = PHRASING_KEYS.get(results["experiment"])
     if key is not None:
         by_kind = summarize(seen_and_unseen(results["rows"], key), [key, "phrasings"])
         table += "\n\n" + markdown_table(by_kind, [key, "phrasings"], columns)
     return table
+
+
+def scaling_summary(rows: list[dict]) -> list[dict]:
+    """One record per (model, guidance, seed) with the SCALING_HEADLINE columns.
+
+    Each evaluation set's scene accuracy over all its categories, the swap rate of the
+    training set's relation prompts, and the mean of the two slots' MNIST-FID on the
+    training set.
+    """
+    records: dict[tuple, dict] = {}
+    for row in rows:
+        record = records.setdefault(
+            (row["model"], row["guidance"], row["seed"]),
+            {"model": row["model"], "guidance": row["guidance"], "seed": row["seed"]},
+        )
+        if row["category"] == "all":
+            record[row["set"]] = row["scene"]
+            if row["set"] == "training":
+                record["fid"] = (row["fid_left"] + row["fid_right"]) / 2
+        if row["set"] == "training" and row["category"] == "relation":
+            record["relation swaps"] = row["swap"]
+    return list(records.values())
+
+
+def scaling_table(rows: list[dict]) -> str:
+    """The scaling experiment's tables: the summary per model, then every category."""
+    headers = {
+        "training": "training (%)",
+        "held-out pairs": "held-out pairs (%)",
+        "held-out phrasings": "held-out phrasings (%)",
+        "held-out numbers": "held-out numbers (%)",
+        "relation swaps": "swaps, relations (%)",
+        "fid": "MNIST-FID",
+    }
+    headline = markdown_table(
+        summarize(scaling_summary(rows), ["model", "guidance"]), ["model", "guidance"], headers
+    )
+    keys, columns = TABLES["scaling"]
+    detail = markdown_table(summarize(rows, keys), keys, columns)
+    return (
+        "Scene accuracy per evaluation set, swap rate of relation prompts, MNIST-FID "
+        "(mean of the two slots):\n\n" + headline + "\n\nPer category:\n\n" + detail
+    )
+
+
+def plot_scaling(results: dict):
+    """The paper's Figure 4 in miniature: scene accuracy against MNIST-FID, a curve per model.
+
+    One point per guidance weight; left, training prompts; right, held-out digit pairs (the
+    binding test). Up and to the left is better.
+    """
+    import matplotlib.pyplot as plt
+
+    summary = summarize(scaling_summary(results["rows"]), ["model", "guidance"])
+    models = list(dict.fromkeys(entry["model"] for entry in summary))
+    colours = plt.get_cmap("tab10" if len(models) <= 10 else "tab20")
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
+    for axis, column in zip(axes, ("training", "held-out pairs")):
+        for index, model in enumerate(models):
+            entries = [e for e in summary if e["model"] == model]
+            axis.errorbar(
+                [e["fid"] for e in entries],
+                [100 * e[column] for e in entries],
+                xerr=[e["fid_std"] for e in entries],
+                yerr=[100 * e[f"{column}_std"] for e in entries],
+                marker="os^vD<>ph*"[index % 10],
+                color=colours(index),
+                capsize=2,
+                label=model,
+            )
+        axis.axhline(1, color="grey", linewidth=0.8, linestyle=":")
+        axis.set_xlabel("MNIST-FID, mean of the two digits (lower is better)")
+        axis.set_title(f"{column} prompts", fontsize=10)
+    axes[0].set_ylabel("scene accuracy: both digits right (%)")
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    weights = ", ".join(f"{w:g}" for w in results["settings"]["recipe"]["guidance"])
+    figure.suptitle(
+        f"Scaling in miniature: one point per guidance weight ({weights}); chance is 1%",
+        fontsize=11,
+    )
+    figure.tight_layout()
+    return figure
 
 
 def save_results(
@@ -434,6 +533,8 @@ def plot_results(results: dict):
     experiment = results["experiment"]
     if experiment == "guidance":
         return plot_guidance(results)
+    if experiment == "scaling":
+        return plot_scaling(results)
     if experiment in PHRASING_KEYS:
         return plot_phrasings(results)
     if experiment == "prediction":
