@@ -20,7 +20,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import error_after_progress, tiny_cascade_config
+from conftest import tiny_cascade_config
 from PIL import Image
 from test_train import Killed, assert_same_training_state, kill_at
 

@@ -9,6 +9,7 @@ draws each experiment's figure and its grid of example samples.
 from __future__ import annotations
 
 import json
+import math
 import platform
 import statistics
 from collections.abc import Sequence
@@ -39,6 +40,10 @@ def summarize(rows: list[dict], keys: Sequence[str]) -> list[dict]:
             ):
                 continue
             values = [member[column] for member in members]
+            if any(math.isnan(value) for value in values):
+                # a measurement that was not defined for one seed (NaN) is not defined overall
+                entry[column] = entry[f"{column}_std"] = math.nan
+                continue
             entry[column] = statistics.fmean(values)
             entry[f"{column}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
         summary.append(entry)
