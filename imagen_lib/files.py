@@ -1,6 +1,6 @@
 """Plumbing, not a lesson: the shipped files, the download cache, and writing files safely.
 
-- `SHIPPED`: the shipped files (the pretrained cascade, the digit classifier, the
+- `SHIPPED`: the shipped files (the pretrained cascades, the digit classifier, the
   findings' results): the repository's data/ folder, beside the package in a clone or an
   editable install; in an installed wheel, the copy pyproject.toml packs as
   imagen_lib/shipped/, found with `importlib.resources`. Either way, from any working folder.
@@ -42,6 +42,9 @@ def shipped_folder() -> Path:
 
 SHIPPED = shipped_folder()
 SHIPPED_CHECKPOINT = SHIPPED / "imagen_mnist_cpu.pt"  # `python -m imagen_lib train --preset cpu`
+SHIPPED_SCENES = SHIPPED / "imagen_scenes_cpu.pt"  # two-digit scenes: data/README.md
+# What `--checkpoint NAME` means when no file NAME exists (`--checkpoint scenes`)
+SHIPPED_CASCADES = {"mnist": SHIPPED_CHECKPOINT, "scenes": SHIPPED_SCENES}
 SHIPPED_CLASSIFIER = SHIPPED / "mnist_classifier.pt"  # `python -m imagen_lib classifier`
 SHIPPED_RESULTS = SHIPPED / "results"  # `python -m imagen_lib experiment NAME --out data/results`
 
@@ -268,10 +271,17 @@ def writable_file(path: str | Path, example: str) -> Path:
 def existing_checkpoint(path: str | Path | None) -> Path:
     """`path`, or the shipped cascade when None, as a checkpoint file that exists.
 
-    A folder, a pipe or a device is refused here: torch.load would fail on it, or wait.
+    A shipped cascade's name ("mnist", "scenes": SHIPPED_CASCADES) means its file unless a
+    file of that name exists. A folder, a pipe or a device is refused here: torch.load
+    would fail on it, or wait.
     """
     wanted = "a checkpoint file, or leave --checkpoint out for the shipped one"
-    checkpoint = SHIPPED_CHECKPOINT if path is None else not_empty(path, "--checkpoint", wanted)
+    if path is None:
+        checkpoint = SHIPPED_CHECKPOINT
+    elif str(path) in SHIPPED_CASCADES and not Path(path).exists():
+        checkpoint = SHIPPED_CASCADES[str(path)]
+    else:
+        checkpoint = not_empty(path, "--checkpoint", wanted)
     if checkpoint.is_dir():
         raise ValueError(
             f"checkpoint {checkpoint} is a folder: give the checkpoint file, "

@@ -216,6 +216,20 @@ def test_a_failed_first_train_leaves_no_empty_folder(tmp_path, monkeypatch, caps
     assert list(tmp_path.iterdir()) == []  # neither runs/new nor runs/ is left behind
 
 
+def test_a_shipped_cascade_is_chosen_by_name_unless_a_file_has_that_name(tmp_path, monkeypatch):
+    from imagen_lib.files import SHIPPED_CHECKPOINT, SHIPPED_SCENES, existing_checkpoint
+    from imagen_lib.tools.lessons import shipped_cascade
+
+    monkeypatch.chdir(tmp_path)
+    assert existing_checkpoint(None) == SHIPPED_CHECKPOINT
+    assert existing_checkpoint("mnist") == SHIPPED_CHECKPOINT
+    assert existing_checkpoint("scenes") == SHIPPED_SCENES and SHIPPED_SCENES.is_file()
+    (tmp_path / "scenes").write_bytes(b"a file of that name")
+    assert existing_checkpoint("scenes").resolve() == tmp_path / "scenes"
+    with pytest.raises(ValueError, match="no shipped cascade 'digits': choose one of"):
+        shipped_cascade(name="digits")
+
+
 def test_defaults_run_offline_and_never_overwrite_the_shipped_files():
     from imagen_lib.presets import get_preset
     from imagen_lib.tools.cli import build_parser

@@ -206,10 +206,14 @@ def test_two_processes_keep_each_others_rows(measured, tmp_path):
     settings = results["settings"]
     ours = [row for row in results["rows"] if row["model"] == ROWS[0]]
     theirs = [row for row in results["rows"] if row["model"] == ROWS[1]]
-    save_measured(path, settings, theirs, {})
-    save_measured(path, settings, ours, {})
-    kept = load_results(path)["rows"]
+    save_measured(path, {**settings, "rows": [ROWS[1]], "seconds": 50.0}, theirs, {})
+    save_measured(path, {**settings, "rows": [ROWS[0]], "seconds": 30.0}, ours, {})
+    merged = load_results(path)
+    kept = merged["rows"]
     assert sorted(map(json.dumps, kept)) == sorted(map(json.dumps, ours + theirs))
+    # the file names both processes' rows; side by side, the longer process is the wall time
+    assert merged["settings"]["rows"] == ROWS[:2] and "seconds" not in merged["settings"]
+    assert merged["wall_seconds"] == 50.0
 
 
 def test_unknown_rows_and_rows_of_other_experiments_are_refused(tmp_path, capsys):

@@ -17,7 +17,7 @@ from imagen_lib.diffusion import MAX_GUIDANCE_WEIGHT, SAMPLERS, THRESHOLDINGS
 from imagen_lib.presets import COMPILE_SETTINGS, PRESETS
 
 PACKAGE = Path(__file__).resolve().parent.parent  # imagen_lib/
-SHIPPED = "the shipped data/imagen_mnist_cpu.pt"
+SHIPPED = "the shipped data/imagen_mnist_cpu.pt; `scenes`: the shipped scene cascade"
 GUIDANCE = f"0 to {MAX_GUIDANCE_WEIGHT:g}: 0 ignores the text, 1 is plain conditioning"
 INTERVAL = (
     "guide only where t / (T - 1) lies in [START, END] (0 1: every step; default: each "

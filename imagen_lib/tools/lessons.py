@@ -42,10 +42,12 @@ def check(passed: bool, success: str = "Correct!", hint: str = "Not yet.") -> bo
     return bool(passed)
 
 
-def shipped_cascade(device=None):
-    """The pretrained cascade from `data/`, with its EMA weights, ready to sample."""
+def shipped_cascade(device=None, name: str = "mnist"):
+    """A pretrained cascade from `data/` ("mnist" or "scenes"), EMA weights, ready to sample."""
     from imagen_lib.cascade import default_device
     from imagen_lib.checkpoint import load_imagen
-    from imagen_lib.files import SHIPPED_CHECKPOINT
+    from imagen_lib.files import SHIPPED_CASCADES
 
-    return load_imagen(SHIPPED_CHECKPOINT, weights="ema", device=device or default_device())
+    if name not in SHIPPED_CASCADES:
+        raise ValueError(f"no shipped cascade {name!r}: choose one of {list(SHIPPED_CASCADES)}")
+    return load_imagen(SHIPPED_CASCADES[name], weights="ema", device=device or default_device())

@@ -260,12 +260,25 @@ def measured_so_far(path: Path, settings: dict) -> tuple[list[dict], dict[str, t
 
 
 def save_measured(path: Path, settings: dict, rows: list[dict], examples: dict) -> None:
-    """Merge `rows` with what is on disk (another process's rows), then write them atomically."""
+    """Merge `rows` with what is on disk (another process's rows), then write them atomically.
+
+    The file's settings name every row either process measures. Its wall time is the
+    longer of the file's and this process's `settings["seconds"]` (the file's time when the
+    process started plus its own time since): processes side by side share the clock, and
+    sessions one after another add up.
+    """
     with results_lock(path.parent):
         on_disk, disk_examples = measured_so_far(path, settings)
         ours = done_runs(rows)
         kept = [row for row in on_disk if (row["model"], row["seed"]) not in ours] + rows
-        results.save_results(path, "scaling", kept, settings, settings.get("seconds", 0.0))
+        names = {row["model"] for row in kept} | set(settings["rows"])
+        order = [row.name for row in SCALING_ROWS] + [row["model"] for row in kept]
+        merged = dict(settings, rows=[name for name in dict.fromkeys(order) if name in names])
+        seconds = settings["seconds"]
+        if path.is_file():
+            seconds = max(seconds, results.load_results(path)["wall_seconds"])
+        del merged["seconds"]
+        results.save_results(path, "scaling", kept, merged, seconds)
         pictures = {**disk_examples, **examples}
         # uint8 pixels: a quarter of the size, and exact for images already in [-1, 1]
         atomic_save(
@@ -340,10 +353,11 @@ def run_scaling(
     with results_lock(out):
         measured, examples = measured_so_far(path, settings)
     scoring_classifier = load_classifier(classifier or SHIPPED_CLASSIFIER)
+    earlier = results.load_results(path)["wall_seconds"] if measured else 0.0
     started = time.perf_counter()
 
     def save(rows_so_far: list[dict], pictures: dict) -> None:
-        settings["seconds"] = time.perf_counter() - started
+        settings["seconds"] = earlier + time.perf_counter() - started
         save_measured(path, settings, rows_so_far, pictures)
 
     print(
