@@ -206,8 +206,8 @@ def test_two_processes_keep_each_others_rows(measured, tmp_path):
     settings = results["settings"]
     ours = [row for row in results["rows"] if row["model"] == ROWS[0]]
     theirs = [row for row in results["rows"] if row["model"] == ROWS[1]]
-    save_measured(path, {**settings, "rows": [ROWS[1]], "seconds": 50.0}, theirs, {})
-    save_measured(path, {**settings, "rows": [ROWS[0]], "seconds": 30.0}, ours, {})
+    save_measured(path, {**settings, "rows": [ROWS[1]]}, theirs, {}, 50.0)
+    save_measured(path, {**settings, "rows": [ROWS[0]]}, ours, {}, 30.0)
     merged = load_results(path)
     kept = merged["rows"]
     assert sorted(map(json.dumps, kept)) == sorted(map(json.dumps, ours + theirs))

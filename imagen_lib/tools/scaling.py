@@ -243,10 +243,12 @@ def results_lock(folder: Path) -> Iterator[None]:
         yield
 
 
-def measured_so_far(path: Path, settings: dict) -> tuple[list[dict], dict[str, torch.Tensor]]:
-    """The rows and examples an earlier run of the same settings left at `path` (or none)."""
+def measured_so_far(
+    path: Path, settings: dict
+) -> tuple[list[dict], dict[str, torch.Tensor], float]:
+    """The rows, examples and wall seconds an earlier run of the same settings left at `path`."""
     if not path.is_file():
-        return [], {}
+        return [], {}, 0.0
     earlier = results.load_results(path)
     recipe = json.loads(json.dumps(settings["recipe"]))  # as the file holds it: tuples as lists
     if earlier["experiment"] != "scaling" or earlier["settings"].get("recipe") != recipe:
@@ -256,29 +258,28 @@ def measured_so_far(path: Path, settings: dict) -> tuple[list[dict], dict[str, t
         )
     examples_path = path.with_name("scaling_examples.pt")
     examples = torch.load(examples_path, weights_only=True) if examples_path.is_file() else {}
-    return earlier["rows"], {name: images.float() / 127.5 - 1 for name, images in examples.items()}
+    pictures = {name: images.float() / 127.5 - 1 for name, images in examples.items()}
+    return earlier["rows"], pictures, earlier["wall_seconds"]
 
 
-def save_measured(path: Path, settings: dict, rows: list[dict], examples: dict) -> None:
+def save_measured(
+    path: Path, settings: dict, rows: list[dict], examples: dict, seconds: float
+) -> None:
     """Merge `rows` with what is on disk (another process's rows), then write them atomically.
 
     The file's settings name every row either process measures. Its wall time is the
-    longer of the file's and this process's `settings["seconds"]` (the file's time when the
-    process started plus its own time since): processes side by side share the clock, and
+    longer of the file's and this process's `seconds` (the file's time when the process
+    started plus its own time since): processes side by side share the clock, and
     sessions one after another add up.
     """
     with results_lock(path.parent):
-        on_disk, disk_examples = measured_so_far(path, settings)
+        on_disk, disk_examples, disk_seconds = measured_so_far(path, settings)
         ours = done_runs(rows)
         kept = [row for row in on_disk if (row["model"], row["seed"]) not in ours] + rows
         names = {row["model"] for row in kept} | set(settings["rows"])
         order = [row.name for row in SCALING_ROWS] + [row["model"] for row in kept]
         merged = dict(settings, rows=[name for name in dict.fromkeys(order) if name in names])
-        seconds = settings["seconds"]
-        if path.is_file():
-            seconds = max(seconds, results.load_results(path)["wall_seconds"])
-        del merged["seconds"]
-        results.save_results(path, "scaling", kept, merged, seconds)
+        results.save_results(path, "scaling", kept, merged, max(seconds, disk_seconds))
         pictures = {**disk_examples, **examples}
         # uint8 pixels: a quarter of the size, and exact for images already in [-1, 1]
         atomic_save(
@@ -351,14 +352,14 @@ def run_scaling(
     )
     path = out / "scaling.json"
     with results_lock(out):
-        measured, examples = measured_so_far(path, settings)
+        measured, examples, earlier = measured_so_far(path, settings)
     scoring_classifier = load_classifier(classifier or SHIPPED_CLASSIFIER)
-    earlier = results.load_results(path)["wall_seconds"] if measured else 0.0
     started = time.perf_counter()
 
     def save(rows_so_far: list[dict], pictures: dict) -> None:
-        settings["seconds"] = earlier + time.perf_counter() - started
-        save_measured(path, settings, rows_so_far, pictures)
+        save_measured(
+            path, settings, rows_so_far, pictures, earlier + time.perf_counter() - started
+        )
 
     print(
         f"scaling: {len(chosen)} rows x {seeds} seeds, {recipe.training.steps} training steps "
@@ -382,7 +383,7 @@ def run_scaling(
     save(rows_measured, examples)
     with results_lock(out):
         final = results.load_results(path)
-        _, pictures = measured_so_far(path, settings)
+        _, pictures, _ = measured_so_far(path, settings)
     results.plot_results(final).savefig(out / "scaling.png", dpi=110)
     results.plot_examples(pictures, "Relation prompts, first seed").savefig(
         out / "scaling_examples.png", dpi=110, bbox_inches="tight"
