@@ -152,18 +152,24 @@ def check_encoder_variant(layers: object, pretrained: object) -> None:
 
 @contextlib.contextmanager
 def _quiet_unused_weights() -> Iterator[None]:
-    """Silence transformers' table of checkpoint weights the model did not use.
+    """Silence transformers' lists of checkpoint weights a truncated model leaves aside.
 
     A truncated encoder leaves the weights of its dropped layers unused on purpose;
-    transformers would print every one of them as a warning.
+    transformers would print every one of them as a warning, and list them again as
+    "not sharded" (a tensor-parallel check that does not apply here).
     """
-    logger = logging.getLogger("transformers.modeling_utils")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    loggers = [
+        logging.getLogger(f"transformers.{name}")
+        for name in ("modeling_utils", "distributed.tensor_parallel")
+    ]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _load_pretrained(

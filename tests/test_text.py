@@ -226,10 +226,12 @@ def test_truncated_tiny_t5_keeps_its_final_layer_norm(tiny_encoder, tiny_t5_path
     )
 
 
-def test_truncating_logs_no_report_of_the_unused_weights(tiny_t5_path, caplog):
-    """The dropped layers' weights are left unused on purpose: no warning table about them."""
+def test_truncating_logs_no_report_of_the_unused_weights(tiny_t5_path, minilm, caplog):
+    """The dropped layers' weights are left unused on purpose: no warning lists them."""
     TextEncoder(str(tiny_t5_path), layers=1)
+    TextEncoder("minilm", layers=1)
     assert "UNEXPECTED" not in caplog.text
+    assert "not sharded" not in caplog.text
 
 
 def test_random_minilm_has_the_architecture_but_not_the_weights(minilm):
