@@ -158,7 +158,51 @@ def test_the_table_summarises_each_model(measured, capsys):
     table = results_table(load_results(measured / "scaling.json"))
     for model in ROWS:
         assert f"| {model} | 1.0 |" in table and f"| {model} | 3.0 |" in table
-    assert "held-out pairs (%)" in table and "swaps, relations (%)" in table
+    assert "held-out pairs (%)" in table and "swaps, training relations (%)" in table
+    assert "swaps, held-out pairs (%)" in table
+
+
+def test_the_summary_takes_each_column_from_its_set_and_category():
+    """Constructed rows with distinct values: each headline column reads the one it should."""
+    from imagen_lib.tools.results import scaling_summary
+
+    def row(set_name, category, scene, swap, fid=(0.0, 0.0)):
+        return dict(
+            model="m",
+            guidance=3.0,
+            seed=0,
+            set=set_name,
+            category=category,
+            scene=scene,
+            swap=swap,
+            fid_left=fid[0],
+            fid_right=fid[1],
+        )
+
+    rows = [
+        row("training", "all", 0.9, 0.01, fid=(10.0, 20.0)),
+        row("training", "relation", 0.8, 0.02),
+        row("held-out pairs", "all", 0.3, 0.6),
+        row("held-out pairs", "relation", 0.2, 0.7),
+        row("held-out phrasings", "all", 0.5, 0.1),
+        row("held-out numbers", "all", 0.4, 0.05),
+    ]
+    assert scaling_summary(rows) == [
+        dict(
+            model="m",
+            guidance=3.0,
+            seed=0,
+            training=0.9,
+            fid=15.0,
+            **{
+                "relation swaps": 0.02,
+                "held-out pairs": 0.3,
+                "held-out swaps": 0.6,
+                "held-out phrasings": 0.5,
+                "held-out numbers": 0.4,
+            },
+        )
+    ]
 
 
 def test_a_second_run_measures_only_what_is_missing(

@@ -71,12 +71,14 @@ def markdown_table(summary: list[dict], keys: Sequence[str], columns: dict[str, 
 
 ACCURACY, FID = {"accuracy": "prompt accuracy (%)"}, {"fid": "MNIST-FID"}
 # the scaling experiment's summary per model: scene accuracy (%) per evaluation set, the
-# swap rate (%) of relation prompts and the per-slot MNIST-FID of the training set
+# swap rates (%) of held-out pairs and of training relation prompts, and the per-slot
+# MNIST-FID of the training set
 SCALING_HEADLINE = (
     "training",
     "held-out pairs",
     "held-out phrasings",
     "held-out numbers",
+    "held-out swaps",
     "relation swaps",
     "fid",
 )
@@ -145,9 +147,10 @@ def results_table(results: dict) -> str:
 def scaling_summary(rows: list[dict]) -> list[dict]:
     """One record per (model, guidance, seed) with the SCALING_HEADLINE columns.
 
-    Each evaluation set's scene accuracy over all its categories, the swap rate of the
-    training set's relation prompts, and the mean of the two slots' MNIST-FID on the
-    training set.
+    Each evaluation set's scene accuracy over all its categories; the swap rate of the
+    held-out pairs (a model that learned which digits go together, not where the words put
+    them, draws an unseen pair as its trained reverse) and of the training set's relation
+    prompts; and the mean of the two slots' MNIST-FID on the training set.
     """
     records: dict[tuple, dict] = {}
     for row in rows:
@@ -159,6 +162,8 @@ def scaling_summary(rows: list[dict]) -> list[dict]:
             record[row["set"]] = row["scene"]
             if row["set"] == "training":
                 record["fid"] = (row["fid_left"] + row["fid_right"]) / 2
+            if row["set"] == "held-out pairs":
+                record["held-out swaps"] = row["swap"]
         if row["set"] == "training" and row["category"] == "relation":
             record["relation swaps"] = row["swap"]
     return list(records.values())
@@ -171,7 +176,8 @@ def scaling_table(rows: list[dict]) -> str:
         "held-out pairs": "held-out pairs (%)",
         "held-out phrasings": "held-out phrasings (%)",
         "held-out numbers": "held-out numbers (%)",
-        "relation swaps": "swaps, relations (%)",
+        "held-out swaps": "swaps, held-out pairs (%)",
+        "relation swaps": "swaps, training relations (%)",
         "fid": "MNIST-FID",
     }
     headline = markdown_table(
@@ -180,8 +186,11 @@ def scaling_table(rows: list[dict]) -> str:
     keys, columns = TABLES["scaling"]
     detail = markdown_table(summarize(rows, keys), keys, columns)
     return (
-        "Scene accuracy per evaluation set, swap rate of relation prompts, MNIST-FID "
-        "(mean of the two slots):\n\n" + headline + "\n\nPer category:\n\n" + detail
+        "Scene accuracy per evaluation set, swap rates of the held-out pairs and of the "
+        "training set's relation prompts, MNIST-FID (mean of the two slots):\n\n"
+        + headline
+        + "\n\nPer category:\n\n"
+        + detail
     )
 
 
