@@ -173,6 +173,23 @@ class ImagenConfig:
         return list(zip(samplers, step_counts))
 
 
+def encoder_for(
+    config: ImagenConfig, device: str | torch.device = "cpu", name: str | None = None
+) -> TextEncoder:
+    """The text encoder a cascade config asks for: its name, token limit, layers and weights.
+
+    `name` replaces the config's encoder name: a checkpoint records the encoder it was
+    trained with, which is the one to load even where the config names another.
+    """
+    return TextEncoder(
+        config.text_encoder if name is None else name,
+        config.max_text_tokens,
+        device,
+        layers=config.text_encoder_layers,
+        pretrained=config.text_encoder_pretrained,
+    )
+
+
 def check_types(part: object, where: str) -> None:
     """A TypeError unless every field of the dataclass `part` holds a value of its annotated type.
 

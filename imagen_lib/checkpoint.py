@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from imagen_lib.cascade import Imagen, ImagenConfig, one_per_stage
+from imagen_lib.cascade import Imagen, ImagenConfig, encoder_for, one_per_stage
 from imagen_lib.diffusion import check_guidance_interval, check_guidance_weight
 from imagen_lib.files import atomic_save, writable_file
 from imagen_lib.presets import MAX_STEPS, Preset
-from imagen_lib.text import TextEncoder, encoder_for
+from imagen_lib.text import TextEncoder
 
 FORMAT = "imagen_lib-checkpoint-v1"
 

@@ -23,7 +23,6 @@ the encoder), an encoder can also be cut down, keeping tokenizer and width fixed
 - `layers=k` keeps only its first k transformer layers (k = 0: the embedding layer alone,
   each token's vector without any context from the others);
 - `pretrained=False` keeps its architecture but draws random weights (seed 0), frozen too.
-`encoder_for(config)` builds the encoder an `ImagenConfig` asks for.
 """
 
 from __future__ import annotations
@@ -36,12 +35,9 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import torch
-
-if TYPE_CHECKING:  # cascade.py imports this module, so the config is imported for types only
-    from imagen_lib.cascade import ImagenConfig
 
 Loaded = TypeVar("Loaded")
 
@@ -329,23 +325,6 @@ class TextEncoder:
         if missing:
             self._encode_uncached(missing)
         return pad_token_embeddings([self.cache[p] for p in prompts])
-
-
-def encoder_for(
-    config: ImagenConfig, device: str | torch.device = "cpu", name: str | None = None
-) -> TextEncoder:
-    """The text encoder a cascade config asks for: its name, token limit, layers and weights.
-
-    `name` replaces the config's encoder name: a checkpoint records the encoder it was
-    trained with, which is the one to load even where the config names another.
-    """
-    return TextEncoder(
-        config.text_encoder if name is None else name,
-        config.max_text_tokens,
-        device,
-        layers=config.text_encoder_layers,
-        pretrained=config.text_encoder_pretrained,
-    )
 
 
 def pad_token_embeddings(sequences: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

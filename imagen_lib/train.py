@@ -45,7 +45,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from imagen_lib.cascade import Imagen, default_device
+from imagen_lib.cascade import Imagen, default_device, encoder_for
 from imagen_lib.checkpoint import load_weights, model_payload, read_checkpoint, require_entries
 from imagen_lib.data import (
     IMAGE_SIZE,
@@ -73,7 +73,7 @@ from imagen_lib.scenes import (
     make_scenes,
     scene_prompts,
 )
-from imagen_lib.text import TextEncoder, encoder_for
+from imagen_lib.text import TextEncoder
 
 # The grid written while training: every digit as a numeral, a word and two phrasings.
 GRID_PROMPTS = (

@@ -17,7 +17,8 @@ from conftest import tiny_cascade_config
 
 import imagen_lib.text
 from imagen_lib import ImagenConfig
-from imagen_lib.text import TextEncoder, encoder_for, pad_token_embeddings, validate_prompts
+from imagen_lib.cascade import encoder_for
+from imagen_lib.text import TextEncoder, pad_token_embeddings, validate_prompts
 
 
 def test_tiny_t5_loads_frozen_with_the_expected_shapes(tiny_encoder):

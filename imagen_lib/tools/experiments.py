@@ -728,9 +728,9 @@ def run_experiment(
     runs: str | Path = "runs/experiments",
     out: str | Path = "runs/results",
     classifier: str | Path | None = None,
-    rows: Sequence[str] | None = None,
 ) -> Path:
-    """Measure one finding, then write its results into OUT and print its table.
+    """Measure one finding (all but scaling: tools/scaling.py), write its results into OUT
+    and print its table.
 
     The files are OUT/NAME.json, NAME.png and NAME_examples.png. Stages an experiment needs
     are trained first into RUNS (resumed if interrupted). Every argument is checked before
@@ -744,15 +744,8 @@ def run_experiment(
 
     if name not in EXPERIMENTS:
         raise ValueError(f"experiment must be one of {EXPERIMENTS}, got {name!r}")
-    if rows is not None and name != "scaling":
-        raise ValueError(f"--rows chooses rows of the scaling experiment; {name} has none")
     if name == "scaling":
-        from imagen_lib.tools.scaling import run_scaling
-
-        return run_scaling(
-            checkpoint, seeds, num_samples, guidance, encoders or (), rows, train_steps,
-            runs, out, classifier,
-        )  # fmt: skip
+        raise ValueError("the scaling experiment runs through imagen_lib.tools.scaling.run_scaling")
     guidance = GUIDANCE_WEIGHTS if guidance is None else guidance
     encoders = ENCODERS if encoders is None else encoders
     # the arguments, as the results record them (not this machine's paths)
