@@ -294,7 +294,7 @@ def save_measured(
 def run_scaling(
     checkpoint: str | Path | None = None,
     seeds: int = 3,
-    num_samples: int = 500,
+    num_samples: int = 200,
     guidance: Sequence[float] | None = None,
     encoders: Sequence[str] = (),
     rows: Sequence[str] | None = None,
