@@ -255,6 +255,8 @@ def test_two_processes_keep_each_others_rows(measured, tmp_path):
     merged = load_results(path)
     kept = merged["rows"]
     assert sorted(map(json.dumps, kept)) == sorted(map(json.dumps, ours + theirs))
+    # in the experiment's order of rows, though the second row was saved first
+    assert [row["model"] for row in kept] == [row["model"] for row in ours + theirs]
     # the file names both processes' rows; side by side, the longer process is the wall time
     assert merged["settings"]["rows"] == ROWS[:2] and "seconds" not in merged["settings"]
     assert merged["wall_seconds"] == 50.0

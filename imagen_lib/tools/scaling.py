@@ -279,6 +279,8 @@ def save_measured(
         names = {row["model"] for row in kept} | set(settings["rows"])
         order = [row.name for row in SCALING_ROWS] + [row["model"] for row in kept]
         merged = dict(settings, rows=[name for name in dict.fromkeys(order) if name in names])
+        # the file lists its rows in the experiment's order, whichever process measured first
+        kept.sort(key=lambda row: (merged["rows"].index(row["model"]), row["seed"]))
         results.save_results(path, "scaling", kept, merged, max(seconds, disk_seconds))
         pictures = {**disk_examples, **examples}
         # uint8 pixels: a quarter of the size, and exact for images already in [-1, 1]
