@@ -104,10 +104,9 @@ def run_classifier(args: argparse.Namespace) -> None:
 
 
 def run_experiment(args: argparse.Namespace) -> None:
-    from imagen_lib.tools.experiments import run_experiment
-    from imagen_lib.tools.scaling import run_scaling
-
     if args.name == "scaling":
+        from imagen_lib.tools.scaling import run_scaling
+
         run_scaling(
             args.checkpoint, args.seeds, args.num_samples, args.guidance, args.encoders or (),
             args.rows, args.train_steps, args.runs, args.out, args.classifier,
@@ -115,6 +114,8 @@ def run_experiment(args: argparse.Namespace) -> None:
         return
     if args.rows is not None:
         raise ValueError(f"--rows chooses rows of the scaling experiment; {args.name} has none")
+    from imagen_lib.tools.experiments import run_experiment
+
     run_experiment(
         args.name, args.checkpoint, args.seeds, args.num_samples, args.guidance,
         args.thresholding, args.levels, args.encoders, args.settings, args.reuse,
