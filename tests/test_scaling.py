@@ -143,7 +143,12 @@ def test_a_run_measures_every_row_seed_set_and_category(measured):
         for weight in SMOKE["guidance"]:
             sets = {row["set"] for row in mine if row["guidance"] == weight}
             assert sets == set(EVALUATION_SETS)
-            alls = [row for row in mine if row["guidance"] == weight and row["category"] == "all"]
+            alls = [
+                row
+                for row in mine
+                if row["guidance"] == weight
+                and (row["category"], row["phrasing"]) == ("all", "all")
+            ]
             assert len(alls) == len(EVALUATION_SETS)
             assert all(0 <= row["scene"] <= 1 and row["fid_left"] > 0 for row in alls)
     training = {row["category"] for row in rows if row["set"] == "training"}

@@ -26,6 +26,7 @@ from imagen_lib.presets import get_preset
 from imagen_lib.scenes import (
     CATEGORIES,
     EVALUATION_SETS,
+    HELD_OUT_PHRASINGS,
     SCENE_CAPTIONS,
     TRAINING_PAIRS,
     ScenePrompt,
@@ -169,14 +170,22 @@ def test_sample_scene_sets_draws_and_scores_every_set_and_category(reference, cl
     assert torch.equal(sampled["training"][0], alone)
 
     rows = score_scene_sets(classifier, torch.randn(4, 128), sampled)
-    assert [(row["set"], row["category"]) for row in rows] == [
-        (name, category) for name in EVALUATION_SETS for category in ("all", *SET_CATEGORIES[name])
-    ]
+    expected = []
+    for name in EVALUATION_SETS:
+        categories = dict.fromkeys(prompt.category for prompt in expected_prompts[name])
+        assert set(categories) <= set(SET_CATEGORIES[name])
+        expected += [(name, category, "all") for category in ("all", *categories)]
+    # held-out phrasings are also reported per type: 4 scenes, one of each type
+    expected += [("held-out phrasings", "all", phrasing) for phrasing in HELD_OUT_PHRASINGS]
+    expected.sort(key=lambda key: EVALUATION_SETS.index(key[0]))  # stable: keeps each set's order
+    assert [(row["set"], row["category"], row["phrasing"]) for row in rows] == expected
     for row in rows:
         assert all(0 <= row[key] <= 1 for key in ("left", "right", "scene"))
-        if row["category"] == "all":
+        if (row["category"], row["phrasing"]) == ("all", "all"):
             assert row["count"] == 4
             assert math.isfinite(row["fid_left"]) and math.isfinite(row["fid_right"])
+        elif row["phrasing"] != "all":
+            assert row["count"] == 1 and "fid_left" not in row
 
 
 def test_sample_scene_sets_refuses_a_cascade_of_square_images(make_cascade):
@@ -232,7 +241,8 @@ def scorer_digits_loaded_once(digits, monkeypatch):
 
 SCENE_ROW = re.compile(
     r"(?P<set>training|held-out pairs|held-out numbers|held-out phrasings) +"
-    r"(?P<category>all|order|relation|number|repeat) +(?P<numbers>.*)"
+    r"(?P<category>all|order|relation|number|repeat) +"
+    r"(?P<phrasing>all|synonym|new word|inverted|paraphrase) +(?P<numbers>.*)"
 )
 
 
@@ -249,27 +259,36 @@ def test_evaluate_prints_a_scene_table_for_a_scenes_checkpoint(
     assert main([*evaluate, "--steps", "1"]) == 0
     out = capsys.readouterr().out
     assert "10 scenes per set" in out
-    legend = " ".join(out.split())
-    assert "swap rate: among scenes whose two digits differ" in legend
-    assert "held-out numbers" in legend and "is reported, not a target" in legend
+    words = " ".join(out.split())
+    assert "swap rate: among scenes of two different digits" in words
+    assert "order acc: among scenes" in words and "blind 1st, blind recall" in words
+    assert "held-out numbers (reported, not a target" in words
     assert re.search(r"^guidance own, dynamic thresholding: 4 sets sampled in \d+ s$", out, re.M)
     lines = out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("set "))
     assert lines[header].split() == [
-        *["set", "category", "scene", "acc", "left", "acc", "right", "acc"],
-        *["swap", "rate", "count", "FID", "left", "FID", "right"],
+        *["set", "category", "phrasing", "scene", "acc", "left", "acc", "right", "acc"],
+        *["swap", "rate", "order", "acc", "pair", "acc", "blind", "1st", "blind", "recall"],
+        *["count"],
+        *["FID", "left", "FID", "right"],
     ]
-    rows = [SCENE_ROW.fullmatch(line) for line in lines[header + 1 :]]
-    assert all(rows), lines[header + 1 :]
-    assert [(row["set"], row["category"]) for row in rows] == [
-        (name, category) for name in EVALUATION_SETS for category in ("all", *SET_CATEGORIES[name])
-    ]
+    legend = next(i for i, line in enumerate(lines) if line.startswith("scene acc:"))
+    rows = [SCENE_ROW.fullmatch(line) for line in lines[header + 1 : legend]]
+    assert all(rows), lines[header + 1 : legend]
+    prompts = scene_evaluation_prompts(10, 0)
+    expected = []
+    for name in EVALUATION_SETS:
+        categories = dict.fromkeys(prompt.category for prompt in prompts[name])
+        expected += [(name, category, "all") for category in ("all", *categories)]
+        if name == "held-out phrasings":
+            expected += [(name, "all", phrasing) for phrasing in HELD_OUT_PHRASINGS]
+    assert [(row["set"], row["category"], row["phrasing"]) for row in rows] == expected
     for row in rows:
         numbers = row["numbers"].split()
-        shares, count = numbers[:4], int(numbers[4])
-        for share in shares:  # percent, or "-" for a swap rate with no differing pair
+        shares, count = numbers[:8], int(numbers[8])
+        for share in shares:  # percent, or "-" for an order score with no differing pair
             assert share == "-" or 0 <= float(share.rstrip("%")) <= 100
-        if row["category"] == "all":  # 10 scenes, as many as the real digits: FID per slot
-            assert count == 10 and all(float(fid) >= 0 for fid in numbers[5:7])
+        if (row["category"], row["phrasing"]) == ("all", "all"):  # 10 scenes: FID per slot
+            assert count == 10 and all(float(fid) >= 0 for fid in numbers[9:11])
         else:
-            assert 1 <= count <= 10 and len(numbers) == 5
+            assert 1 <= count <= 10 and len(numbers) == 9

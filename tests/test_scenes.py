@@ -31,6 +31,7 @@ from imagen_lib.scenes import (
     CATEGORIES,
     EVALUATION_SETS,
     HELD_OUT_PAIRS,
+    HELD_OUT_PHRASINGS,
     HELD_OUT_SCENE_CAPTIONS,
     HELD_OUT_SCENE_TEMPLATES,
     SCENE_CAPTIONS,
@@ -38,6 +39,7 @@ from imagen_lib.scenes import (
     SCENE_TEMPLATES,
     TRAINING_PAIRS,
     SceneCaptions,
+    ScenePrompt,
     SceneTemplate,
     applies,
     check_pairs,
@@ -47,6 +49,7 @@ from imagen_lib.scenes import (
     pair_labels,
     scene_evaluation_prompts,
     scene_prompts,
+    word_blind_order,
 )
 
 UNEQUAL_PAIRS = [pair for pair in ALL_PAIRS if pair[0] != pair[1]]
@@ -263,6 +266,64 @@ def test_caption_family_errors():
         check_pairs([])
 
 
+def test_order_and_relation_captions_are_balanced_by_direction():
+    # per phrasing (training, and each held-out type) and category: as many templates name
+    # the right digit first as the left one, so reading "first named = left" is a coin flip
+    families = {"training": SCENE_TEMPLATES, **HELD_OUT_PHRASINGS}
+    for phrasing, by_category in families.items():
+        for category in ("order", "relation"):
+            firsts = [
+                SceneTemplate(category, text).right_first for text in by_category.get(category, ())
+            ]
+            assert firsts.count(True) == firsts.count(False), (phrasing, category)
+    assert SceneTemplate("order", "{right} after {left}").right_first is True
+    assert SceneTemplate("relation", "to the left of {a_right} is {a_left}").right_first is True
+    assert SceneTemplate("order", "after {left} comes {right}").right_first is False
+    assert SceneTemplate("number", "{number}").right_first is False  # "37": the left digit first
+    assert SceneTemplate("repeat", "two {plural}").right_first is None
+
+
+def test_held_out_phrasings_are_labelled_and_new_words_are_new():
+    labelled = {
+        (prompt.text, prompt.phrasing, prompt.right_first)
+        for prompt in HELD_OUT_SCENE_CAPTIONS.prompts()
+    }
+    assert ("a 7 sits to the right of a 3", "synonym", True) in labelled
+    assert ("3 precedes 7", "new word", False) in labelled
+    assert ("to the left of a 7 is a 3", "inverted", True) in labelled
+    assert {prompt.phrasing for prompt in SCENE_CAPTIONS.prompts()} == {"training"}
+
+    def words(text: str) -> set[str]:
+        return set(re.findall(r"[a-z]+", text.lower()))
+
+    trained_words = set().union(*map(words, SCENE_CAPTIONS.vocabulary()))
+    for templates in HELD_OUT_PHRASINGS["new word"].values():
+        for text in templates:
+            new = words(text.format(left="", right="", a_left="", a_right="")) - trained_words
+            assert new, f"{text!r} has no word that training lacks"
+
+
+def test_word_blind_readers_by_hand():
+    # (3, 7) is held out and (7, 3) trained; (1, 2) and (2, 1) are both trained
+    assert (3, 7) in HELD_OUT_PAIRS and (7, 3) in TRAINING_PAIRS
+    assert (1, 2) in TRAINING_PAIRS and (2, 1) in TRAINING_PAIRS
+    prompts = [
+        ScenePrompt("3 before 7", 3, 7, "order", right_first=False),  # first named 1, recall 0
+        ScenePrompt("3 after 7", 7, 3, "order", right_first=True),  # first named 0, recall 1
+        ScenePrompt("2 after 1", 1, 2, "order", right_first=True),  # first named 0, recall 1/2
+        ScenePrompt("two 5s", 5, 5, "repeat"),  # equal digits: no order to read
+    ]
+    assert word_blind_order(prompts) == pytest.approx(
+        {"first named": 1 / 3, "trained layout": 1.5 / 3}
+    )
+    assert all(math.isnan(v) for v in word_blind_order(prompts[3:]).values())
+    # the evaluation sets: direction-balanced relations, and held-out pairs recalled backwards
+    sets = scene_evaluation_prompts(1000)
+    relations = [p for p in sets["training"] if p.category == "relation"]
+    assert 0.4 < word_blind_order(relations)["first named"] < 0.6
+    assert word_blind_order(sets["held-out pairs"])["trained layout"] == 0.0
+
+
 # ----- evaluation prompts ---------------------------------------------------------------------
 def test_evaluation_prompt_sets():
     sets = scene_evaluation_prompts(400, seed=0)
@@ -285,6 +346,11 @@ def test_evaluation_prompt_sets():
             assert {p.category for p in prompts} == {"number"}
         texts = {p.text for p in prompts}
         assert texts <= (held_out_texts if name == "held-out phrasings" else training_texts)
+    # held-out phrasings: each type an equal share
+    phrasings = [p.phrasing for p in sets["held-out phrasings"]]
+    assert {
+        phrasing: phrasings.count(phrasing) for phrasing in HELD_OUT_PHRASINGS
+    } == dict.fromkeys(HELD_OUT_PHRASINGS, 100)
     # balanced: within a category, the pairs appear equally often (give or take one)
     orders = [(p.left, p.right) for p in sets["training"] if p.category == "order"]
     counts = [orders.count(pair) for pair in TRAINING_PAIRS]
@@ -298,7 +364,10 @@ def test_binding_scores_by_hand():
     t = torch.tensor
     scores = binding_scores(t([3, 7, 1, 5]), t([7, 3, 2, 5]), t([3, 3, 1, 5]), t([7, 7, 9, 5]))
     # scene 0 right, scene 1 swapped, scene 2 right only on the left, scene 3 right (equal)
-    assert scores == pytest.approx({"left": 0.75, "right": 0.5, "scene": 0.5, "swap": 1 / 3})
+    assert scores == pytest.approx(
+        {"left": 0.75, "right": 0.5, "scene": 0.5, "swap": 1 / 3, "order": 1 / 2}
+        | {"order_count": 2, "pair": 3 / 4}
+    )
     assert math.isnan(binding_scores(t([5]), t([5]), t([5]), t([5]))["swap"])
 
 
@@ -306,7 +375,10 @@ def test_correct_scenes_score_full_marks(readable, classifier):
     scenes = make_scenes(readable, UNEQUAL_PAIRS, 200, seed=0)
     left, right = left_right(scenes.labels)
     scores = scene_scores(classifier, scenes.images, left, right)
-    assert scores == {"left": 1.0, "right": 1.0, "scene": 1.0, "swap": 0.0}
+    assert scores == {"left": 1.0, "right": 1.0, "scene": 1.0, "swap": 0.0, "order": 1.0} | {
+        "order_count": len(scenes),
+        "pair": 1.0,
+    }
 
 
 def test_swapped_scenes_are_swaps(readable, classifier):
@@ -314,7 +386,10 @@ def test_swapped_scenes_are_swaps(readable, classifier):
     left, right = left_right(scenes.labels)
     swapped = torch.cat([scenes.images[..., 32:], scenes.images[..., :32]], dim=-1)
     scores = scene_scores(classifier, swapped, left, right)
-    assert scores == {"left": 0.0, "right": 0.0, "scene": 0.0, "swap": 1.0}
+    assert scores == {"left": 0.0, "right": 0.0, "scene": 0.0, "swap": 1.0, "order": 0.0} | {
+        "order_count": len(swapped),
+        "pair": 1.0,
+    }
 
 
 def test_one_wrong_slot_lowers_only_that_slot(readable, classifier):
@@ -329,7 +404,12 @@ def test_one_wrong_slot_lowers_only_that_slot(readable, classifier):
     )  # (200, 1, 32, 32)
     images = torch.cat([scenes.images[..., :32], wrong], dim=-1)
     scores = scene_scores(classifier, images, left, right)
-    assert scores == {"left": 1.0, "right": 0.0, "scene": 0.0, "swap": 0.0}
+    order = scores.pop("order")
+    assert math.isnan(order)  # no scene drew both digits asked for
+    assert scores == {"left": 1.0, "right": 0.0, "scene": 0.0, "swap": 0.0} | {
+        "order_count": 0,
+        "pair": 0.0,
+    }
 
 
 def test_scene_report_per_category(readable, classifier):

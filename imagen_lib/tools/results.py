@@ -82,8 +82,19 @@ SCALING_HEADLINE = (
     "relation swaps",
     "fid",
 )
+# the embedding probe's measures (tools/probe.py), per encoder, reader width, set and group
+PROBE_MEASURES = {
+    "slot": "slot accuracy (%)",
+    "scene": "pair accuracy (%)",
+    "digits": "digits, any order (%)",
+    "swap": "swap rate (%)",
+    "order": "order accuracy (%)",
+}
 # shares, shown in percent
-PERCENT = ("accuracy", "speckle", "scene", "swap", "left", "right", *SCALING_HEADLINE[:-1])
+PERCENT = (
+    "accuracy", "speckle", "scene", "swap", "left", "right", *SCALING_HEADLINE[:-1],
+    *PROBE_MEASURES,
+)  # fmt: skip
 # experiment -> (the columns that name a setting, the measured columns shown as mean ± std)
 TABLES = {
     "guidance": (["guidance", "thresholding"], {**ACCURACY, **FID, "seconds": "seconds"}),
@@ -102,6 +113,13 @@ TABLES = {
         ["model", "guidance", "set", "category"],
         {"scene": "scene accuracy (%)", "swap": "swap rate (%)"},
     ),
+    "probe": (["encoder", "width", "set", "group"], PROBE_MEASURES),
+}
+# columns a row needs beyond its table's, for the tables and plots drawn from it
+EXTRA_COLUMNS = {
+    "language": ["seen"],
+    "conditioning": ["seen"],
+    "probe": ["count", "parameters"],
 }
 
 
@@ -136,6 +154,8 @@ def results_table(results: dict) -> str:
     keys, columns = TABLES[results["experiment"]]
     if results["experiment"] == "scaling":
         return scaling_table(results["rows"])
+    if results["experiment"] == "probe":
+        return probe_table(results)
     table = markdown_table(summarize(results["rows"], keys), keys, columns)
     key = PHRASING_KEYS.get(results["experiment"])
     if key is not None:
@@ -158,7 +178,7 @@ def scaling_summary(rows: list[dict]) -> list[dict]:
             (row["model"], row["guidance"], row["seed"]),
             {"model": row["model"], "guidance": row["guidance"], "seed": row["seed"]},
         )
-        if row["category"] == "all":
+        if (row["category"], row.get("phrasing", "all")) == ("all", "all"):
             record[row["set"]] = row["scene"]
             if row["set"] == "training":
                 record["fid"] = (row["fid_left"] + row["fid_right"]) / 2
@@ -184,7 +204,8 @@ def scaling_table(rows: list[dict]) -> str:
         summarize(scaling_summary(rows), ["model", "guidance"]), ["model", "guidance"], headers
     )
     keys, columns = TABLES["scaling"]
-    detail = markdown_table(summarize(rows, keys), keys, columns)
+    by_category = [row for row in rows if row.get("phrasing", "all") == "all"]
+    detail = markdown_table(summarize(by_category, keys), keys, columns)
     return (
         "Scene accuracy per evaluation set, swap rates of the held-out pairs and of the "
         "training set's relation prompts, MNIST-FID (mean of the two slots):\n\n"
@@ -229,6 +250,118 @@ def plot_scaling(results: dict):
         f"Scaling in miniature: one point per guidance weight ({weights}); chance is 1%",
         fontsize=11,
     )
+    figure.tight_layout()
+    return figure
+
+
+def probe_by_set(rows: list[dict], column: str) -> list[dict]:
+    """One record per (encoder, width, seed): `column` of each set, over all its captions."""
+    records: dict[tuple, dict] = {}
+    for row in rows:
+        if row["group"] == "all":
+            key = (row["encoder"], row["width"], row["seed"])
+            record = records.setdefault(key, dict(zip(("encoder", "width", "seed"), key)))
+            record[row["set"]] = row[column]
+    return list(records.values())
+
+
+def probe_table(results: dict) -> str:
+    """The probe's tables: the encoders, order and pair accuracy per set, every group, and
+    the word-blind baselines to read them against."""
+    rows, settings = results["rows"], results["settings"]
+    sets = list(dict.fromkeys(row["set"] for row in rows))
+    encoders = [
+        "| encoder | loaded | width D | parameters | captions cut |",
+        "|---|---|---|---|---|",
+    ]
+    for entry in settings.get("encoders", []):
+        encoders.append(
+            f"| {entry['label']} | {entry['description']} | {entry['dim']} | "
+            f"{entry['parameters']:,} | {entry['truncated']} |"
+        )
+    keys = ["encoder", "width"]
+    by_set = {name: f"{name} (%)" for name in sets}
+    parts = [
+        "Encoders probed:",
+        "\n".join(encoders),
+        "Conditional order accuracy (both digits named, in the right order), per set:",
+        markdown_table(summarize(probe_by_set(rows, "order"), keys), keys, by_set),
+        "Pair accuracy (both slots right), per set:",
+        markdown_table(summarize(probe_by_set(rows, "scene"), keys), keys, by_set),
+        "Every set and group (count: captions):",
+        markdown_table(
+            summarize(rows, [*TABLES["probe"][0], "count"]),
+            [*TABLES["probe"][0], "count"],
+            PROBE_MEASURES,
+        ),
+        "Word-blind baselines (order accuracy of readers that see only which digits are named):",
+        "\n".join(
+            [
+                "| set | group | first named on the left (%) | trained layout (%) |",
+                "|---|---|---|---|",
+            ]
+            + [
+                f"| {name} | {group} | {100 * scores['first named']:.1f} | "
+                f"{100 * scores['trained layout']:.1f} |"
+                for name, by_group in settings["baselines"].items()
+                for group, scores in by_group.items()
+            ]
+        ),
+    ]
+    return "\n\n".join(parts)
+
+
+def plot_probe(results: dict):
+    """Conditional order accuracy per encoder, a curve per set, a panel per reader width.
+
+    Error bars: the spread over seeds. Dashed and dotted lines of each set's colour: its
+    word-blind baselines (the first-named digit put on the left; the trained layout).
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    rows = [row for row in results["rows"] if row["group"] == "all"]
+    encoders = list(dict.fromkeys(row["encoder"] for row in rows))
+    widths = list(dict.fromkeys(row["width"] for row in rows))
+    sets = list(dict.fromkeys(row["set"] for row in rows))
+    figure, axes = plt.subplots(
+        1, len(widths), figsize=(1.2 + 3.6 * len(widths), 4.4), sharey=True, squeeze=False
+    )
+    colours = plt.get_cmap("tab10")
+    for axis, width in zip(axes[0], widths):
+        for index, name in enumerate(sets):
+            summary = summarize(
+                [row for row in rows if row["width"] == width and row["set"] == name], ["encoder"]
+            )
+            shift = 0.08 * (index - (len(sets) - 1) / 2)  # sets side by side, bars apart
+            axis.errorbar(
+                [encoders.index(entry["encoder"]) + shift for entry in summary],
+                [100 * entry["order"] for entry in summary],
+                yerr=[100 * entry["order_std"] for entry in summary],
+                marker="os^vD<>ph*"[index % 10],
+                color=colours(index),
+                capsize=2,
+                label=name,
+            )
+            baseline = results["settings"]["baselines"].get(name, {}).get("all", {})
+            for reader, style in (("first named", "--"), ("trained layout", ":")):
+                value = baseline.get(reader, math.nan)
+                if not math.isnan(value):
+                    axis.axhline(100 * value, color=colours(index), linestyle=style, linewidth=0.8)
+        # a folder's last part names it well enough (as in plot_phrasings)
+        labels = [Path(encoder).name or encoder for encoder in encoders]
+        axis.set_xticks(range(len(encoders)), labels, rotation=25, ha="right", fontsize=8)
+        axis.set_xlim(-0.5, len(encoders) - 0.5)
+        axis.set_title(f"reader width {width}", fontsize=10)
+        axis.set_ylim(-5, 105)
+    axes[0][0].set_ylabel("conditional order accuracy (%)")
+    handles, _ = axes[0][-1].get_legend_handles_labels()
+    handles += [
+        Line2D([], [], color="grey", linestyle=style, linewidth=0.8, label=f"word-blind: {reader}")
+        for reader, style in (("first named", "--"), ("trained layout", ":"))
+    ]
+    axes[0][-1].legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    figure.suptitle("Embedding probe: can a small reader tell which digit goes where?", fontsize=11)
     figure.tight_layout()
     return figure
 
@@ -291,11 +424,15 @@ def results_problem(results: dict) -> str | None:
     if not isinstance(results["rows"], list):
         return "'rows' must be a list"
     keys, columns = TABLES[results["experiment"]]
-    seen = ["seen"] if results["experiment"] in PHRASING_KEYS else []  # results_table needs it
+    extra = EXTRA_COLUMNS.get(results["experiment"], [])  # results_table needs them
+    if results["experiment"] == "probe" and not isinstance(
+        results["settings"].get("baselines"), dict
+    ):
+        return "'settings' lacks the word-blind 'baselines' that the plot draws"
     for index, row in enumerate(results["rows"]):
         if not isinstance(row, dict):
             return f"row {index} is not an object"
-        missing = [key for key in [*keys, "seed", *seen, *columns] if key not in row]
+        missing = [key for key in [*keys, "seed", *extra, *columns] if key not in row]
         if missing:
             return f"row {index} lacks {', '.join(map(repr, missing))}"
         for column in columns:
@@ -549,6 +686,8 @@ def plot_results(results: dict):
         return plot_guidance(results)
     if experiment == "scaling":
         return plot_scaling(results)
+    if experiment == "probe":
+        return plot_probe(results)
     if experiment in PHRASING_KEYS:
         return plot_phrasings(results)
     if experiment == "prediction":
