@@ -1,40 +1,49 @@
 """Tests of the scaling experiment (imagen_lib/tools/scaling.py), in a smoke configuration.
 
-The real experiment trains thirty base stages for hours; here the recipe is a tiny 8x16
-base stage read from a checkpoint, trained two steps per row, scored on ten samples per
-evaluation set. What is checked: each row changes exactly one thing of the recipe; a run
-writes every (row, seed) with every set and category; an interrupted run continues without
-measuring again what it has; another recipe's results are refused; two processes measuring
-different rows into one folder keep each other's rows; an extra encoder (a local tiny T5,
-as T5-small would be from the hub) becomes a row.
+The real experiment trains a dozen base stages for hours; here the recipe is a tiny 8x16
+base stage read from a checkpoint, trained two steps per row, scored on ten scenes per set.
+What is checked: each row changes only the encoder, the width and the seed; a run writes
+every (row, seed) with every set, guidance weight, category and phrasing type; a stopped run
+continues without measuring again what it has, and a failure keeps what was measured; a
+results file, examples file or row folder of another recipe, or damaged, is refused in one
+line naming what differs; bad options are refused before anything trains; two processes
+keep each other's rows; the gate, the interval and the difference read as they should on
+rows made by hand; an extra encoder (a local tiny T5, as T5-small would be from the hub)
+becomes a row.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pytest
+import torch
 from conftest import tiny_cascade_config
 
 import imagen_lib.tools.scaling as scaling
 from imagen_lib.data import DigitSet, load_mnist, resize
 from imagen_lib.presets import Preset, TrainConfig, get_preset
-from imagen_lib.scenes import EVALUATION_SETS, TRAINING_PAIRS, make_scenes
+from imagen_lib.scenes import HELD_OUT_PAIRS, TRAINING_PAIRS, make_scenes
 from imagen_lib.text import build_tiny_t5, caption_words
+from imagen_lib.tools import results
 from imagen_lib.tools.cli import main
 from imagen_lib.tools.results import load_results
 from imagen_lib.tools.scaling import (
     SCALING_ROWS,
+    SCALING_SETS,
     encoder_row,
     row_preset,
     run_scaling,
     save_measured,
+    scaling_prompt_sets,
     scaling_recipe,
 )
 from imagen_lib.train import Trainer
 
-ROWS = ["MiniLM, 0 layers", "pooled only, 0 layers"]
+ROWS = ["MiniLM random, 16 ch", "MiniLM 0 layers, 16 ch"]  # in the grid's order
+WIDTH = "model.stages.0.network.channels"
 SMOKE = dict(num_samples=10, guidance=[1.0, 3.0], rows=ROWS, train_steps=2)
 
 
@@ -64,8 +73,8 @@ def recipe_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def measured(recipe_checkpoint, tmp_path_factory):
-    """A finished smoke run: two rows x two seeds."""
-    out = tmp_path_factory.mktemp("scaling")
+    """A finished smoke run: two rows x two seeds, into an OUT folder that did not exist."""
+    out = tmp_path_factory.mktemp("scaling") / "new" / "folder"
     run_scaling(recipe_checkpoint, seeds=2, runs=out / "runs", out=out, progress=False, **SMOKE)
     return out
 
@@ -74,16 +83,10 @@ def test_the_default_recipe_is_the_scenes_base_stage_at_the_scaling_budget():
     recipe = scaling_recipe()
     scenes = get_preset("scenes")
     assert len(recipe.model.stages) == 1
-    assert recipe.model.stages[0].image_size == scenes.model.stages[0].image_size == (16, 32)
-    assert recipe.model.stages[0].network.channels == scaling.SCALING_CHANNELS
-    assert (recipe.training.batch_size, recipe.training.steps) == (
-        scaling.SCALING_BATCH,
-        scaling.SCALING_STEPS,
-    )
+    assert recipe.model.stages[0] == scenes.model.stages[0]  # the shipped base stage: 32 ch
+    assert recipe.training.steps == scaling.SCALING_STEPS
+    assert recipe.training.batch_size == scenes.training.batch_size
     assert recipe.training.captions == "scenes" and recipe.training.sample_every == 0
-    # the x2 row is the shipped scene cascade's base width
-    doubled = row_preset(recipe, SCALING_ROWS[-1], 0)
-    assert doubled.model.stages[0].network.channels == scenes.model.stages[0].network.channels
 
 
 def test_a_single_digit_recipe_is_refused():
@@ -110,104 +113,76 @@ def flat(preset: Preset) -> dict:
 @pytest.mark.parametrize(
     "row, changed",
     [
-        (SCALING_ROWS[0], {"model.text_encoder_layers": 0}),
-        (SCALING_ROWS[3], {"model.text_encoder_layers": 3}),
-        (SCALING_ROWS[4], {}),
-        (SCALING_ROWS[5], {"model.text_encoder_pretrained": False}),
-        (SCALING_ROWS[6], {"model.stages.0.network.cross_attention": False}),
-        (
-            SCALING_ROWS[7],
-            {"model.stages.0.network.cross_attention": False, "model.text_encoder_layers": 0},
-        ),
-        (SCALING_ROWS[8], {"model.stages.0.network.channels": 8}),
-        (SCALING_ROWS[9], {"model.stages.0.network.channels": 32}),
+        (SCALING_ROWS[0], {"model.text_encoder_pretrained": False, WIDTH: 16}),
+        (SCALING_ROWS[1], {"model.text_encoder_layers": 0, WIDTH: 16}),
+        (SCALING_ROWS[2], {WIDTH: 16}),
+        (SCALING_ROWS[3], {"model.text_encoder": "mpnet", WIDTH: 16}),
+        (SCALING_ROWS[6], {}),
+        (SCALING_ROWS[7], {"model.text_encoder": "mpnet"}),
         (encoder_row("google-t5/t5-small"), {"model.text_encoder": "google-t5/t5-small"}),
     ],
     ids=lambda value: getattr(value, "name", ""),
 )
-def test_each_row_changes_one_thing_of_the_recipe(row, changed):
+def test_each_row_changes_only_its_encoder_and_width(row, changed):
     recipe = scaling_recipe()
     before, after = flat(recipe), flat(row_preset(recipe, row, seed=2))
     differences = {key: after[key] for key in after if after[key] != before.get(key)}
     differences.pop("description")
+    if "channels" in changed:
+        changed = {**changed, "model.stages.0.network.channels": changed.pop("channels")}
     assert differences == {**changed, "training.seed": 2}
 
 
-def test_a_run_measures_every_row_seed_set_and_category(measured):
-    results = load_results(measured / "scaling.json")
-    rows = results["rows"]
-    runs = {(row["model"], row["seed"]) for row in rows}
-    assert runs == {(model, seed) for model in ROWS for seed in (0, 1)}
-    for model, seed in runs:
-        mine = [row for row in rows if (row["model"], row["seed"]) == (model, seed)]
-        for weight in SMOKE["guidance"]:
-            sets = {row["set"] for row in mine if row["guidance"] == weight}
-            assert sets == set(EVALUATION_SETS)
-            alls = [
-                row
-                for row in mine
-                if row["guidance"] == weight
-                and (row["category"], row["phrasing"]) == ("all", "all")
-            ]
-            assert len(alls) == len(EVALUATION_SETS)
-            assert all(0 <= row["scene"] <= 1 and row["fid_left"] > 0 for row in alls)
-    training = {row["category"] for row in rows if row["set"] == "training"}
-    assert training == {"all", "order", "relation", "number", "repeat"}
-    for name in ("scaling.png", "scaling_examples.png", "scaling_examples.pt"):
-        assert (measured / name).stat().st_size > 0
+def test_the_grid_has_both_axes_and_two_seeds_for_the_reference_rows():
+    encoders = {(row.text_encoder, row.layers, row.pretrained) for row in SCALING_ROWS}
+    assert encoders == {("minilm", None, False), ("minilm", 0, True), ("minilm", None, True),
+                        ("mpnet", None, True)}  # fmt: skip
+    assert {row.channels for row in SCALING_ROWS} == {16, 32}
+    assert {row.name for row in SCALING_ROWS if row.seeds >= 2} == {"MiniLM, 32 ch", "MPNet, 32 ch"}
 
 
-def test_the_table_summarises_each_model(measured, capsys):
-    from imagen_lib.tools.results import results_table
+def test_the_prompt_sets():
+    sets = scaling_prompt_sets(60, seed=1)
+    assert tuple(sets) == SCALING_SETS and all(len(prompts) == 60 for prompts in sets.values())
+    gate = sets["training relations"]
+    assert {p.category for p in gate} == {"relation"} and {(p.left, p.right) for p in gate} <= set(
+        TRAINING_PAIRS
+    )
+    assert {(p.left, p.right) for p in sets["held-out pairs"]} <= set(HELD_OUT_PAIRS)
+    for phrasing in scaling.PHRASING_TYPES:
+        assert {p.phrasing for p in sets[f"held-out {phrasing}"]} == {phrasing}
+        # balanced by direction, so reading the first-named digit as the left is a coin flip
+        right_first = [p.right_first for p in sets[f"held-out {phrasing}"]]
+        assert abs(right_first.count(True) - right_first.count(False)) <= 2
 
-    table = results_table(load_results(measured / "scaling.json"))
+
+def test_a_run_measures_every_row_seed_set_and_guidance(measured):
+    found = load_results(measured / "scaling.json")
+    rows = found["rows"]
+    assert {(row["model"], row["seed"]) for row in rows} == {(m, s) for m in ROWS for s in (0, 1)}
     for model in ROWS:
-        assert f"| {model} | 1.0 |" in table and f"| {model} | 3.0 |" in table
-    assert "held-out pairs (%)" in table and "swaps, training relations (%)" in table
-    assert "swaps, held-out pairs (%)" in table
-
-
-def test_the_summary_takes_each_column_from_its_set_and_category():
-    """Constructed rows with distinct values: each headline column reads the one it should."""
-    from imagen_lib.tools.results import scaling_summary
-
-    def row(set_name, category, scene, swap, fid=(0.0, 0.0)):
-        return dict(
-            model="m",
-            guidance=3.0,
-            seed=0,
-            set=set_name,
-            category=category,
-            scene=scene,
-            swap=swap,
-            fid_left=fid[0],
-            fid_right=fid[1],
-        )
-
-    rows = [
-        row("training", "all", 0.9, 0.01, fid=(10.0, 20.0)),
-        row("training", "relation", 0.8, 0.02),
-        row("held-out pairs", "all", 0.3, 0.6),
-        row("held-out pairs", "relation", 0.2, 0.7),
-        row("held-out phrasings", "all", 0.5, 0.1),
-        row("held-out numbers", "all", 0.4, 0.05),
-    ]
-    assert scaling_summary(rows) == [
-        dict(
-            model="m",
-            guidance=3.0,
-            seed=0,
-            training=0.9,
-            fid=15.0,
-            **{
-                "relation swaps": 0.02,
-                "held-out pairs": 0.3,
-                "held-out swaps": 0.6,
-                "held-out phrasings": 0.5,
-                "held-out numbers": 0.4,
-            },
-        )
-    ]
+        for seed in (0, 1):
+            for weight in SMOKE["guidance"]:
+                mine = [
+                    r
+                    for r in rows
+                    if (r["model"], r["seed"], r["guidance"]) == (model, seed, weight)
+                    and (r["category"], r["phrasing"]) == ("all", "all")
+                ]
+                assert [r["set"] for r in mine] == list(SCALING_SETS)
+                assert all(r["count"] == 10 and r["fid_left"] > 0 for r in mine)
+                assert all(r["encoder_parameters"] > 0 and r["channels"] == 16 for r in mine)
+    phrasings = {r["phrasing"] for r in rows if r["set"] == "held-out inverted"}
+    assert phrasings == {"all", "inverted"}
+    settings = found["settings"]
+    assert settings["gate"] == {"set": "training relations", "guidance": 3.0, "order": 0.95}
+    assert settings["fid_floor"] > 0 and len(settings["recipe"]["classifier"]) == 16
+    # two training steps learn nothing: no run passes the gate, and the table says so
+    assert not any(results.scaling_runs(found).values())
+    table = results.scaling_table(found)
+    assert f"| {ROWS[0]} | 3 | 0/2 |" in table and "not converged" in table
+    assert (measured / "scaling.png").stat().st_size > 0
+    assert set(torch.load(measured / "scaling_examples.pt", weights_only=True)) == set(ROWS)
 
 
 def test_a_second_run_measures_only_what_is_missing(
@@ -231,48 +206,166 @@ def test_a_second_run_measures_only_what_is_missing(
     assert trained == [2, 2]  # the third seed of each row, nothing else
     before = load_results(measured / "scaling.json")["rows"]
     after = load_results(out / "scaling.json")["rows"]
-    # as JSON: the swap rate of a repeat ("two 5s") is NaN, which equals nothing
+    # as JSON: an undefined swap rate is NaN, which equals nothing
     assert json.dumps([row for row in after if row["seed"] < 2]) == json.dumps(before)
-    assert {(row["model"], row["seed"]) for row in after if row["seed"] == 2} == {
-        (model, 2) for model in ROWS
-    }
 
 
-def test_results_of_another_recipe_are_refused(recipe_checkpoint, measured, tmp_path, capsys):
-    out = tmp_path / "other"
-    out.mkdir()
-    (out / "scaling.json").write_bytes((measured / "scaling.json").read_bytes())
-    argv = ["experiment", "scaling", "--checkpoint", str(recipe_checkpoint), "--out", str(out)]
-    argv += ["--runs", str(tmp_path / "runs"), "--train-steps", "3", "--num-samples", "10"]
+def test_a_failure_keeps_every_row_measured_before_it(recipe_checkpoint, tmp_path, monkeypatch):
+    original, calls = scaling.score_row, []
+
+    def score_row(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("the machine fell over")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(scaling, "score_row", score_row)
+    with pytest.raises(RuntimeError, match="fell over"):
+        run_scaling(
+            recipe_checkpoint, runs=tmp_path / "runs", out=tmp_path, progress=False, **SMOKE
+        )
+    kept = load_results(tmp_path / "scaling.json")["rows"]
+    assert {(row["model"], row["seed"]) for row in kept} == {(ROWS[0], 0)}
+
+
+def refused(argv: list[str], capsys) -> str:
+    """The one line `main` prints for a refused command (exit 2)."""
     assert main(argv) == 2
-    assert "another recipe" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error:"), err
+    return err
+
+
+def scaling_argv(recipe_checkpoint, tmp_path, *more: str) -> list[str]:
+    argv = ["experiment", "scaling", "--checkpoint", str(recipe_checkpoint)]
+    argv += ["--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs")]
+    return argv + ["--num-samples", "10", "--train-steps", "2", "--rows", ROWS[0], *more]
+
+
+def test_results_of_another_recipe_are_refused_naming_the_option(
+    recipe_checkpoint, measured, tmp_path, capsys
+):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "scaling.json").write_bytes((measured / "scaling.json").read_bytes())
+    same = scaling_argv(recipe_checkpoint, tmp_path, "--guidance", "1", "3")
+    assert "--guidance" in refused([*same, "6"], capsys)
+    assert "--num-samples" in refused([a if a != "10" else "12" for a in same], capsys)
+    assert "--train-steps" in refused([a if a != "2" else "3" for a in same], capsys)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        (lambda text: text[: len(text) // 2], "not JSON"),
+        (lambda text: text.replace('"scene": ', '"scene": -3, "x": ', 1), "not a share"),
+        (lambda text: text.replace('"swap": ', '"swap": "high", "x": ', 1), "not a number"),
+        (lambda text: text.replace('"wall_seconds": ', '"wall_seconds": -', 1), "wall_seconds"),
+    ],
+    ids=["truncated", "negative share", "text score", "negative wall time"],
+)
+def test_a_damaged_results_file_is_refused_before_training(
+    recipe_checkpoint, measured, tmp_path, capsys, damage, words
+):
+    (tmp_path / "out").mkdir()
+    text = (measured / "scaling.json").read_text()
+    (tmp_path / "out" / "scaling.json").write_text(damage(text))
+    argv = scaling_argv(recipe_checkpoint, tmp_path, "--guidance", "1", "3")
+    assert words in refused(argv, capsys)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_damaged_examples_file_is_refused_before_training(recipe_checkpoint, tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "scaling_examples.pt").write_bytes(b"PK\x03\x04 not a torch file")
+    assert "example scenes" in refused(scaling_argv(recipe_checkpoint, tmp_path), capsys)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "more, words",
+    [
+        (["--guidance", "1", "1", "3"], "more than once"),
+        (["--guidance", "1", "6"], "must include 3"),
+        (["--seeds", "11"], "between 1 and 10"),
+        (["--seeds", "0"], "--seeds"),
+        (["--rows", ROWS[0], ROWS[0]], "more than once"),
+        (["--rows", "MiniLM, 9 layers"], "unknown rows"),
+        (["--encoders", "/no/such/encoder"], "no such encoder folder"),
+    ],
+    ids=[
+        "repeated weight",
+        "no gate weight",
+        "too many seeds",
+        "no seed",
+        "repeated row",
+        "unknown row",
+        "missing encoder",
+    ],  # fmt: skip
+)
+def test_bad_options_are_refused_before_anything_trains(
+    recipe_checkpoint, tmp_path, capsys, more, words
+):
+    assert words in refused(scaling_argv(recipe_checkpoint, tmp_path, *more), capsys)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_row_folder_of_another_recipe_or_longer_training_is_refused(tmp_path):
+    recipe, row, folder = scaling_recipe(), SCALING_ROWS[1], tmp_path / "row"
+    scaling.check_row_folder(folder, row_preset(recipe, row, 0))  # records the recipe
+    scaling.check_row_folder(folder, row_preset(recipe, row, 0))  # the same: fine
+    with pytest.raises(ValueError, match="another model recipe"):
+        scaling.check_row_folder(folder, row_preset(recipe, SCALING_ROWS[0], 0))
+    longer = row_preset(scaling_recipe(steps=recipe.training.steps + 5), row, 0)
+    scaling.check_row_folder(folder, longer)  # a larger budget continues the run
+    with pytest.raises(ValueError, match="--train-steps"):
+        scaling.check_row_folder(folder, row_preset(recipe, row, 0))
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match="no record of its recipe"):
+        scaling.check_row_folder(tmp_path / "bare", row_preset(recipe, row, 0))
 
 
 def test_two_processes_keep_each_others_rows(measured, tmp_path):
     """What another process wrote since this one started stays; this one's rows are added."""
-    results = load_results(measured / "scaling.json")
+    found = load_results(measured / "scaling.json")
     path = tmp_path / "scaling.json"
-    settings = results["settings"]
-    ours = [row for row in results["rows"] if row["model"] == ROWS[0]]
-    theirs = [row for row in results["rows"] if row["model"] == ROWS[1]]
-    save_measured(path, {**settings, "rows": [ROWS[1]]}, theirs, {}, 50.0)
-    save_measured(path, {**settings, "rows": [ROWS[0]]}, ours, {}, 30.0)
+    settings = found["settings"]
+    ours = [row for row in found["rows"] if row["model"] == ROWS[0]]
+    theirs = [row for row in found["rows"] if row["model"] == ROWS[1]]
+    save_measured(path, settings, theirs, {}, 50.0)
+    save_measured(path, settings, ours, {}, 30.0)
     merged = load_results(path)
-    kept = merged["rows"]
-    assert sorted(map(json.dumps, kept)) == sorted(map(json.dumps, ours + theirs))
+    assert sorted(map(json.dumps, merged["rows"])) == sorted(map(json.dumps, ours + theirs))
     # in the experiment's order of rows, though the second row was saved first
-    assert [row["model"] for row in kept] == [row["model"] for row in ours + theirs]
-    # the file names both processes' rows; side by side, the longer process is the wall time
-    assert merged["settings"]["rows"] == ROWS[:2] and "seconds" not in merged["settings"]
-    assert merged["wall_seconds"] == 50.0
+    assert [row["model"] for row in merged["rows"]] == [row["model"] for row in ours + theirs]
+    assert merged["settings"]["rows"] == ROWS and merged["wall_seconds"] == 50.0
 
 
-def test_unknown_rows_and_rows_of_other_experiments_are_refused(tmp_path, capsys):
-    argv = ["experiment", "scaling", "--rows", "MiniLM, 9 layers", "--out", str(tmp_path)]
-    assert main(argv) == 2
-    assert "unknown rows" in capsys.readouterr().err
-    assert main(["experiment", "guidance", "--rows", ROWS[0], "--out", str(tmp_path)]) == 2
-    assert "--rows chooses rows of the scaling experiment" in capsys.readouterr().err
+def hand_row(model: str, seed: int, order: float, drawn: int, **more) -> dict:
+    row = dict(model=model, seed=seed, guidance=3.0, set="training relations", category="all")
+    row.update(phrasing="all", order=order, order_count=drawn, pair=0.9, scene=0.8, swap=0.1)
+    row.update(fid_left=10.0, fid_right=12.0, channels=32, encoder_parameters=5)
+    return {**row, "unet_parameters": 7, "count": 100, **more}
+
+
+def test_the_gate_the_interval_and_the_difference_by_hand():
+    gate = {"set": "training relations", "guidance": 3.0, "order": 0.95}
+    rows = [hand_row("a", 0, 0.96, 100), hand_row("a", 1, 0.90, 100), hand_row("b", 0, 0.99, 400)]
+    found = {"settings": {"gate": gate}, "rows": rows}
+    assert results.scaling_runs(found) == {("a", 0): True, ("a", 1): False, ("b", 0): True}
+    summary = {entry["model"]: entry for entry in results.scaling_summary(found)}
+    assert (summary["a"]["seeds"], summary["a"]["converged"]) == (2, 1)
+    # one passing seed: the binomial standard error of 0.96 over 100 scenes
+    assert summary["a"]["order"] == 0.96
+    assert summary["a"]["order_error"] == pytest.approx(math.sqrt(0.96 * 0.04 / 100))
+    # two seeds: the larger of the pooled binomial error and the spread between seeds
+    two = [hand_row("c", 0, 0.6, 1000), hand_row("c", 1, 0.8, 1000)]
+    assert results.order_estimate(two) == pytest.approx((0.7, 0.1))  # stdev 0.141 / sqrt 2
+    delta, error, reading = results.difference(summary["b"], summary["a"], smallest=0.05)
+    assert delta == pytest.approx(0.03) and reading == "no detectable difference"
+    far = {**summary["b"], "order": 0.5}
+    assert results.difference(summary["a"], far, smallest=0.05)[2] == "higher"
 
 
 def test_an_extra_encoder_becomes_a_row(recipe_checkpoint, tmp_path):
@@ -281,7 +374,7 @@ def test_an_extra_encoder_becomes_a_row(recipe_checkpoint, tmp_path):
 
     words = caption_words(SCENE_CAPTIONS.vocabulary() + HELD_OUT_SCENE_CAPTIONS.vocabulary())
     t5 = build_tiny_t5(tmp_path / "tiny_t5", words=words)
-    options = {**SMOKE, "rows": ["MiniLM, 1 layer"], "guidance": [3.0]}
+    options = {**SMOKE, "rows": [ROWS[0]], "guidance": [3.0]}
     run_scaling(
         recipe_checkpoint,
         seeds=1,
@@ -292,4 +385,25 @@ def test_an_extra_encoder_becomes_a_row(recipe_checkpoint, tmp_path):
         **options,
     )
     models = {row["model"] for row in load_results(tmp_path / "scaling.json")["rows"]}
-    assert models == {"MiniLM, 1 layer", "encoder tiny_t5"}
+    assert models == {ROWS[0], "tiny_t5, 32 ch"}
+
+
+def test_the_learning_curve_scores_each_snapshot_on_the_gate_set(recipe_checkpoint, tmp_path):
+    argv = ["experiment", "scaling", "--curve", str(recipe_checkpoint), str(recipe_checkpoint)]
+    assert main([*argv, "--num-samples", "10", "--out", str(tmp_path / "curve")]) == 0
+    found = load_results(tmp_path / "curve" / "scaling_curve.json")
+    assert [row["steps"] for row in found["rows"]] == [0, 0]  # an untrained recipe checkpoint
+    assert all(row["set"] == "training relations" and row["count"] == 10 for row in found["rows"])
+    assert found["settings"]["gate_order"] == scaling.GATE_ORDER
+    # the base stage alone: the same weights, one stage
+    from imagen_lib.checkpoint import load_imagen
+
+    cascade = load_imagen(recipe_checkpoint, weights="ema")
+    base = scaling.base_stage(cascade)
+    assert len(base.networks) == 1
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            base.networks[0].state_dict().values(), cascade.networks[0].state_dict().values()
+        )
+    )

@@ -28,7 +28,16 @@ STEPS = "sampling steps, one for every stage or one per stage, e.g. 8 5 (default
 SEED = "random seed, 0 <= seed < 2**63 (default: %(default)s)"
 CLASSIFIER = "digit classifier for the metrics (default: the shipped data/mnist_classifier.pt)"
 # experiment options, given or not (None), that the probe refuses: it trains no image model
-PROBE_IGNORES = ("checkpoint", "guidance", "rows", "settings", "reuse", "train_steps", "classifier")
+PROBE_IGNORES = (
+    "checkpoint",
+    "guidance",
+    "rows",
+    "curve",
+    "settings",
+    "reuse",
+    "train_steps",
+    "classifier",
+)
 
 
 def one_or_list(values: list | None) -> object:
@@ -133,19 +142,34 @@ def run_experiment(args: argparse.Namespace) -> None:
         raise ValueError(f"--widths and --steps set the probe's reader; {args.name} has none")
     seeds = 3 if args.seeds is None else args.seeds
     if args.name == "scaling":
-        from imagen_lib.tools.scaling import run_scaling
+        from imagen_lib.tools.scaling import SCALING_SAMPLES, learning_curve, run_scaling
 
+        num_samples = SCALING_SAMPLES if args.num_samples is None else args.num_samples
+        if args.curve:
+            learning_curve(args.curve, num_samples, args.classifier, out=args.out)
+            return
         run_scaling(
-            args.checkpoint, seeds, args.num_samples, args.guidance, args.encoders or (),
-            args.rows, args.train_steps, args.runs, args.out, args.classifier,
-        )  # fmt: skip
+            checkpoint=args.checkpoint,
+            seeds=args.seeds,  # None: each row's own (two for the reference rows)
+            num_samples=num_samples,
+            guidance=args.guidance,
+            encoders=args.encoders or (),
+            rows=args.rows,
+            train_steps=args.train_steps,
+            runs=args.runs,
+            out=args.out,
+            classifier=args.classifier,
+        )
         return
-    if args.rows is not None:
-        raise ValueError(f"--rows chooses rows of the scaling experiment; {args.name} has none")
+    if args.rows is not None or args.curve is not None:
+        raise ValueError(
+            f"--rows and --curve belong to the scaling experiment; {args.name} has neither"
+        )
     from imagen_lib.tools.experiments import run_experiment
 
     run_experiment(
-        args.name, args.checkpoint, seeds, args.num_samples, args.guidance,
+        args.name, args.checkpoint, seeds, 200 if args.num_samples is None else args.num_samples,
+        args.guidance,
         args.thresholding, args.levels, args.encoders, args.settings, args.reuse,
         args.train_steps, args.runs, args.out, args.classifier,
     )  # fmt: skip
@@ -155,7 +179,13 @@ def run_experiment(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """Every option with its help and its default; choices come from the library's own lists."""
     from imagen_lib.tools import bench, experiments, probe
-    from imagen_lib.tools.scaling import HUB_ENCODERS, SCALING_GUIDANCE, SCALING_ROWS
+    from imagen_lib.tools.scaling import (
+        HUB_ENCODERS,
+        MAX_SEEDS,
+        SCALING_GUIDANCE,
+        SCALING_ROWS,
+        SCALING_SAMPLES,
+    )
 
     parser = argparse.ArgumentParser(
         prog="python -m imagen_lib",
@@ -282,9 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
                                  "recipe to scale (default: the scenes preset's)")
     experiment.add_argument("--seeds", type=int,
                             help=f"seeds per setting (default: 3; probe: {probe.DEFAULT_SEEDS}, "
-                                 f"at most {probe.MAX_SEEDS})")
-    experiment.add_argument("--num-samples", type=int, default=200,
-                            help="samples per setting and seed (default: %(default)s)")
+                                 f"at most {probe.MAX_SEEDS}; scaling: each row's own, at "
+                                 f"most {MAX_SEEDS})")
+    experiment.add_argument("--num-samples", type=int,
+                            help="samples per setting and seed (default: 200; scaling: "
+                                 f"{SCALING_SAMPLES} scenes per set)")
     experiment.add_argument("--guidance", type=float, nargs="+",
                             help=f"guidance, scaling: weights, {GUIDANCE} (default: guidance "
                                  f"{' '.join(f'{w:g}' for w in experiments.GUIDANCE_WEIGHTS)}; "
@@ -307,6 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--steps", type=int,
                             help="probe: the reader's training steps per encoder, width and "
                                  f"seed (default: {probe.DEFAULT_STEPS})")
+    experiment.add_argument("--curve", nargs="+", metavar="SNAPSHOT",
+                            help="scaling: instead of training rows, score these checkpoints "
+                                 "of one run on the convergence gate's set (the pilot learning "
+                                 "curve that picks the budget; OUT/scaling_curve.json)")
     experiment.add_argument("--rows", nargs="+", metavar="ROW",
                             help="scaling: the rows to measure, by name "
                                  f"({'; '.join(row.name for row in SCALING_ROWS)}) "

@@ -70,18 +70,13 @@ def markdown_table(summary: list[dict], keys: Sequence[str], columns: dict[str, 
 
 
 ACCURACY, FID = {"accuracy": "prompt accuracy (%)"}, {"fid": "MNIST-FID"}
-# the scaling experiment's summary per model: scene accuracy (%) per evaluation set, the
-# swap rates (%) of held-out pairs and of training relation prompts, and the per-slot
-# MNIST-FID of the training set
-SCALING_HEADLINE = (
-    "training",
-    "held-out pairs",
-    "held-out phrasings",
-    "held-out numbers",
-    "held-out swaps",
-    "relation swaps",
-    "fid",
-)
+# the scaling experiment's measures per (model, guidance, set, category or phrasing)
+SCALING_MEASURES = {
+    "order": "order accuracy (%)",
+    "pair": "pair accuracy, any order (%)",
+    "scene": "scene accuracy (%)",
+    "swap": "swap rate (%)",
+}
 # the embedding probe's measures (tools/probe.py), per encoder, reader width, set and group
 PROBE_MEASURES = {
     "slot": "slot accuracy (%)",
@@ -92,7 +87,7 @@ PROBE_MEASURES = {
 }
 # shares, shown in percent
 PERCENT = (
-    "accuracy", "speckle", "scene", "swap", "left", "right", *SCALING_HEADLINE[:-1],
+    "accuracy", "speckle", "scene", "swap", "left", "right", *SCALING_MEASURES,
     *PROBE_MEASURES,
 )  # fmt: skip
 # experiment -> (the columns that name a setting, the measured columns shown as mean ± std)
@@ -109,9 +104,11 @@ TABLES = {
         ["prediction", "sampler", "steps", "thresholding"],
         {**ACCURACY, **FID, "speckle": "speckle (%)", "seconds_per_grid": "seconds per 64 images"},
     ),
-    "scaling": (
-        ["model", "guidance", "set", "category"],
-        {"scene": "scene accuracy (%)", "swap": "swap rate (%)"},
+    "scaling": (["model", "guidance", "set", "category", "phrasing"], SCALING_MEASURES),
+    # the pilot learning curve of the scaling experiment's reference row (tools/scaling.py)
+    "scaling_curve": (
+        ["steps"],
+        {key: SCALING_MEASURES[key] for key in ("order", "pair", "scene")},
     ),
     "probe": (["encoder", "width", "set", "group"], PROBE_MEASURES),
 }
@@ -120,6 +117,7 @@ EXTRA_COLUMNS = {
     "language": ["seen"],
     "conditioning": ["seen"],
     "probe": ["count", "parameters"],
+    "scaling": ["count", "order_count", "channels", "encoder_parameters", "unet_parameters"],
 }
 
 
@@ -153,7 +151,7 @@ def results_table(results: dict) -> str:
     """
     keys, columns = TABLES[results["experiment"]]
     if results["experiment"] == "scaling":
-        return scaling_table(results["rows"])
+        return scaling_table(results)
     if results["experiment"] == "probe":
         return probe_table(results)
     table = markdown_table(summarize(results["rows"], keys), keys, columns)
@@ -164,92 +162,178 @@ def results_table(results: dict) -> str:
     return table
 
 
-def scaling_summary(rows: list[dict]) -> list[dict]:
-    """One record per (model, guidance, seed) with the SCALING_HEADLINE columns.
+def scaling_runs(results: dict) -> dict[tuple[str, int], bool]:
+    """Whether each (model, seed) of a scaling file passed its convergence gate.
 
-    Each evaluation set's scene accuracy over all its categories; the swap rate of the
-    held-out pairs (a model that learned which digits go together, not where the words put
-    them, draws an unseen pair as its trained reverse) and of the training set's relation
-    prompts; and the mean of the two slots' MNIST-FID on the training set.
+    The gate (saved in the file's settings) is a conditional order accuracy of at least
+    `order` on its `set` (training relation captions) at its guidance weight. A run that
+    fails it has not learned to read the captions it was trained on: it is "not converged",
+    never a result.
     """
-    records: dict[tuple, dict] = {}
-    for row in rows:
-        record = records.setdefault(
-            (row["model"], row["guidance"], row["seed"]),
-            {"model": row["model"], "guidance": row["guidance"], "seed": row["seed"]},
-        )
-        if (row["category"], row.get("phrasing", "all")) == ("all", "all"):
-            record[row["set"]] = row["scene"]
-            if row["set"] == "training":
-                record["fid"] = (row["fid_left"] + row["fid_right"]) / 2
-            if row["set"] == "held-out pairs":
-                record["held-out swaps"] = row["swap"]
-        if row["set"] == "training" and row["category"] == "relation":
-            record["relation swaps"] = row["swap"]
-    return list(records.values())
-
-
-def scaling_table(rows: list[dict]) -> str:
-    """The scaling experiment's tables: the summary per model, then every category."""
-    headers = {
-        "training": "training (%)",
-        "held-out pairs": "held-out pairs (%)",
-        "held-out phrasings": "held-out phrasings (%)",
-        "held-out numbers": "held-out numbers (%)",
-        "held-out swaps": "swaps, held-out pairs (%)",
-        "relation swaps": "swaps, training relations (%)",
-        "fid": "MNIST-FID",
+    gate = results["settings"]["gate"]
+    return {
+        (row["model"], row["seed"]): row["order"] >= gate["order"]  # NaN fails
+        for row in results["rows"]
+        if (row["set"], row["guidance"]) == (gate["set"], gate["guidance"])
+        and (row["category"], row["phrasing"]) == ("all", "all")
     }
-    headline = markdown_table(
-        summarize(scaling_summary(rows), ["model", "guidance"]), ["model", "guidance"], headers
+
+
+def order_estimate(rows: list[dict]) -> tuple[float, float]:
+    """The mean conditional order accuracy of `rows` (one per seed) and its standard error.
+
+    Each seed's share is a binomial estimate over the scenes that drew both digits; the
+    error is the larger of the pooled binomial error and the spread between seeds (which
+    also holds how training from another seed moves the model), so that one seed is not
+    read as more certain than it is.
+    """
+    shares = [row["order"] for row in rows if not math.isnan(row["order"])]
+    drawn = sum(row["order_count"] for row in rows)
+    if not shares or drawn == 0:
+        return math.nan, math.nan
+    mean = sum(shares) / len(shares)
+    binomial = math.sqrt(mean * (1 - mean) / drawn)
+    if len(shares) < 2:
+        return mean, binomial
+    spread = statistics.stdev(shares) / math.sqrt(len(shares))
+    return mean, max(binomial, spread)
+
+
+def scaling_summary(results: dict) -> list[dict]:
+    """One entry per (model, guidance, set) of a scaling file's runs that passed the gate.
+
+    Conditional order accuracy over the passing seeds with its standard error and 95%
+    interval, and the mean over them of pair accuracy, scene accuracy, swap rate and the
+    per-slot FID; "seeds" and "converged" count the seeds measured and passing. A model
+    none of whose seeds passed has one entry per set with NaN measures.
+    """
+    passed = scaling_runs(results)
+    whole = [r for r in results["rows"] if (r["category"], r["phrasing"]) == ("all", "all")]
+    summary = []
+    for model, guidance, name in dict.fromkeys(
+        (r["model"], r["guidance"], r["set"]) for r in whole
+    ):
+        measured = [
+            r for r in whole if (r["model"], r["guidance"], r["set"]) == (model, guidance, name)
+        ]
+        chosen = [r for r in measured if passed.get((r["model"], r["seed"]), False)]
+        order, error = order_estimate(chosen)
+        entry = {"model": model, "guidance": guidance, "set": name, "order": order}
+        entry.update(
+            order_error=error, order_low=order - 1.96 * error, order_high=order + 1.96 * error
+        )
+        for column in ("pair", "scene", "swap", "fid_left", "fid_right"):
+            values = [r[column] for r in chosen]
+            entry[column] = sum(values) / len(values) if values else math.nan
+        entry.update(seeds=len(measured), converged=len(chosen))
+        for column in ("channels", "encoder_parameters", "unet_parameters"):
+            entry[column] = measured[0][column]
+        summary.append(entry)
+    return summary
+
+
+def difference(first: dict, second: dict, smallest: float) -> tuple[float, float, str]:
+    """first - second of two summary entries' order accuracy, its standard error, and how
+    it reads: "no detectable difference" within `smallest` (decided before the runs) or
+    two standard errors, else "higher" or "lower"."""
+    delta = first["order"] - second["order"]
+    error = math.hypot(first["order_error"], second["order_error"])
+    if not abs(delta) >= max(smallest, 2 * error):  # NaN reads as no difference
+        return delta, error, "no detectable difference"
+    return delta, error, "higher" if delta > 0 else "lower"
+
+
+def scaling_table(results: dict) -> str:
+    """The scaling experiment's summary as Markdown: per model and guidance weight, the gate
+    (seeds passed / measured) and conditional order accuracy ± its 95% interval per set."""
+    summary = scaling_summary(results)
+    sets = list(dict.fromkeys(entry["set"] for entry in summary))
+    lines = [
+        "| model | guidance | gate | " + " | ".join(f"{name} (%)" for name in sets) + " |",
+        "|" + " --- |" * (3 + len(sets)),
+    ]
+    for model, guidance in dict.fromkeys((e["model"], e["guidance"]) for e in summary):
+        entries = {e["set"]: e for e in summary if (e["model"], e["guidance"]) == (model, guidance)}
+        first = next(iter(entries.values()))
+        gate = f"{first['converged']}/{first['seeds']}"
+        cells = []
+        for name in sets:
+            entry = entries.get(name)
+            if entry is None or math.isnan(entry["order"]):
+                cells.append("not converged" if entry is not None else "-")
+            else:
+                cells.append(f"{100 * entry['order']:.1f} ± {196 * entry['order_error']:.1f}")
+        lines.append(f"| {model} | {guidance:g} | {gate} | " + " | ".join(cells) + " |")
+    floor = results["settings"].get("fid_floor")
+    note = (
+        f"\n\nPer-slot MNIST-FID floor (real against real at 16x32): {floor:.2f}" if floor else ""
     )
-    keys, columns = TABLES["scaling"]
-    by_category = [row for row in rows if row.get("phrasing", "all") == "all"]
-    detail = markdown_table(summarize(by_category, keys), keys, columns)
-    return (
-        "Scene accuracy per evaluation set, swap rates of the held-out pairs and of the "
-        "training set's relation prompts, MNIST-FID (mean of the two slots):\n\n"
-        + headline
-        + "\n\nPer category:\n\n"
-        + detail
-    )
+    return "\n".join(lines) + note
 
 
 def plot_scaling(results: dict):
-    """The paper's Figure 4 in miniature: scene accuracy against MNIST-FID, a curve per model.
-
-    One point per guidance weight; left, training prompts; right, held-out digit pairs (the
-    binding test). Up and to the left is better.
-    """
+    """Figure 4 in miniature: conditional order accuracy on held-out phrasings against the
+    encoder's parameters (a line per U-Net width) and the U-Net's parameters (a line per
+    encoder), at the gate's guidance weight, with 95% intervals; then order accuracy against
+    the per-slot FID, one point per guidance weight. Only runs that passed the gate."""
     import matplotlib.pyplot as plt
 
-    summary = summarize(scaling_summary(results["rows"]), ["model", "guidance"])
-    models = list(dict.fromkeys(entry["model"] for entry in summary))
-    colours = plt.get_cmap("tab10" if len(models) <= 10 else "tab20")
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
-    for axis, column in zip(axes, ("training", "held-out pairs")):
-        for index, model in enumerate(models):
-            entries = [e for e in summary if e["model"] == model]
-            axis.errorbar(
-                [e["fid"] for e in entries],
-                [100 * e[column] for e in entries],
-                xerr=[e["fid_std"] for e in entries],
-                yerr=[100 * e[f"{column}_std"] for e in entries],
-                marker="os^vD<>ph*"[index % 10],
-                color=colours(index),
-                capsize=2,
-                label=model,
+    summary = [e for e in scaling_summary(results) if e["set"].startswith("held-out ")]
+    summary = [e for e in summary if e["set"] != "held-out pairs"]
+    gate = results["settings"]["gate"]["guidance"]
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+
+    def mean_over_types(entries: list[dict]) -> tuple[float, float]:
+        orders = [e["order"] for e in entries]
+        errors = [e["order_error"] for e in entries]
+        return sum(orders) / len(orders), math.sqrt(sum(x * x for x in errors)) / len(errors)
+
+    models = list(dict.fromkeys(e["model"] for e in summary))
+    by_model = {}
+    for model in models:
+        entries = [e for e in summary if e["model"] == model and e["guidance"] == gate]
+        by_model[model] = (entries[0], *mean_over_types(entries))
+    for axis, group_key, x_key, x_label in (
+        (axes[0], "channels", "encoder_parameters", "text encoder parameters (log)"),
+        (axes[1], "encoder", "unet_parameters", "U-Net parameters (log)"),
+    ):
+        groups: dict[str, list] = {}
+        for model, (entry, order, error) in by_model.items():
+            group = (
+                f"{entry['channels']} ch" if group_key == "channels" else model.rsplit(",", 1)[0]
             )
-        axis.axhline(1, color="grey", linewidth=0.8, linestyle=":")
-        axis.set_xlabel("MNIST-FID, mean of the two digits (lower is better)")
-        axis.set_title(f"{column} prompts", fontsize=10)
-    axes[0].set_ylabel("scene accuracy: both digits right (%)")
-    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    weights = ", ".join(f"{w:g}" for w in results["settings"]["recipe"]["guidance"])
-    figure.suptitle(
-        f"Scaling in miniature: one point per guidance weight ({weights}); chance is 1%",
-        fontsize=11,
-    )
+            groups.setdefault(group, []).append((entry[x_key], order, error))
+        for group, points in groups.items():
+            points.sort()
+            axis.errorbar(
+                [p[0] for p in points],
+                [100 * p[1] for p in points],
+                yerr=[196 * p[2] for p in points],
+                marker="o",
+                capsize=2,
+                label=group,
+            )
+        axis.set_xscale("log")
+        axis.set_xlabel(x_label)
+        axis.axhline(50, color="grey", linewidth=0.8, linestyle=":")
+        axis.legend(fontsize=7)
+    axes[0].set_ylabel("order accuracy, held-out phrasings (%)")
+    for model in models:
+        entries = [e for e in summary if e["model"] == model]
+        weights = sorted({e["guidance"] for e in entries})
+        points = []
+        for weight in weights:
+            chosen = [e for e in entries if e["guidance"] == weight]
+            fid = sum((e["fid_left"] + e["fid_right"]) / 2 for e in chosen) / len(chosen)
+            points.append((fid, 100 * mean_over_types(chosen)[0]))
+        axes[2].plot([p[0] for p in points], [p[1] for p in points], marker="o", label=model)
+    floor = results["settings"].get("fid_floor")
+    if floor:
+        axes[2].axvline(floor, color="grey", linewidth=0.8, linestyle=":", label="real vs real")
+    axes[2].set_xlabel("per-slot MNIST-FID at 16x32 (lower is better)")
+    axes[2].set_ylabel("order accuracy, held-out phrasings (%)")
+    axes[2].legend(fontsize=6)
+    figure.suptitle("Figure 4 in miniature: runs that passed the gate; 50% is a coin flip")
     figure.tight_layout()
     return figure
 
@@ -396,6 +480,8 @@ def load_results(path: str | Path) -> dict:
             f"no results at {path}: run `python -m imagen_lib experiment NAME` to make them"
         )
     name = path.stem if path.stem in TABLES else "NAME"  # the files are named NAME.json
+    # the scaling experiment's learning curve comes from its --curve option
+    name = "scaling --curve SNAPSHOT ..." if name == "scaling_curve" else name
     fix = f"measure it again with `python -m imagen_lib experiment {name}`"
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
@@ -436,8 +522,14 @@ def results_problem(results: dict) -> str | None:
         if missing:
             return f"row {index} lacks {', '.join(map(repr, missing))}"
         for column in columns:
-            if isinstance(row[column], bool) or not isinstance(row[column], (int, float)):
+            value = row[column]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
                 return f"row {index}'s {column} is not a number"
+            if math.isinf(value):
+                return f"row {index}'s {column} is infinite"
+            # a share is NaN where it is undefined (no pair of different digits), else in [0, 1]
+            if column in PERCENT and not math.isnan(value) and not 0 <= value <= 1:
+                return f"row {index}'s {column} is {value}, not a share in [0, 1]"
     return None
 
 
