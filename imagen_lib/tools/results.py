@@ -93,7 +93,7 @@ PROBE_MEASURES = {
 # shares, shown in percent
 PERCENT = (
     "accuracy", "speckle", "scene", "swap", "left", "right", *SCALING_HEADLINE[:-1],
-    *PROBE_MEASURES,
+    *PROBE_MEASURES, "held_out_accuracy",
 )  # fmt: skip
 # experiment -> (the columns that name a setting, the measured columns shown as mean ± std)
 TABLES = {
@@ -114,6 +114,20 @@ TABLES = {
         {"scene": "scene accuracy (%)", "swap": "swap rate (%)"},
     ),
     "probe": (["encoder", "width", "set", "group"], PROBE_MEASURES),
+    # `evaluate --save`: a cascade's scores per setting (single digits, or scenes per set)
+    "evaluation": (
+        ["guidance", "thresholding"],
+        {**ACCURACY, **FID, "speckle": "speckle (%)", "held_out_accuracy": "held-out (%)"},
+    ),
+    "scene_evaluation": (
+        ["guidance", "thresholding", "set", "category", "phrasing"],
+        {
+            "scene": "scene accuracy (%)",
+            "swap": "swap rate (%)",
+            "order": "order accuracy (%)",
+            "pair": "pair accuracy, any order (%)",
+        },
+    ),
 }
 # columns a row needs beyond its table's, for the tables and plots drawn from it
 EXTRA_COLUMNS = {
