@@ -19,7 +19,7 @@ from torch import nn
 
 from imagen_lib.cascade import Imagen, ImagenConfig, encoder_for, one_per_stage
 from imagen_lib.diffusion import check_guidance_interval, check_guidance_weight
-from imagen_lib.files import atomic_save, writable_file
+from imagen_lib.files import SHIPPED_CASCADES, atomic_save, existing_checkpoint, writable_file
 from imagen_lib.presets import MAX_STEPS, Preset
 from imagen_lib.text import TextEncoder
 
@@ -139,7 +139,7 @@ def validate_checkpoint(payload: dict, path: Path) -> ImagenConfig:
         raise damaged(f"records text_dim {payload['text_dim']!r}, not a positive whole number")
     for what in ("model", "ema"):
         if what in payload:
-            check_finite_weights(payload[what], path, what)
+            check_finite_weights(payload[what], path, what, "use an earlier checkpoint")
     if "preset" in payload:
         try:
             Preset.from_dict(payload["preset"])
@@ -179,18 +179,19 @@ def validate_checkpoint(payload: dict, path: Path) -> ImagenConfig:
     return config
 
 
-def check_finite_weights(weights: object, path: Path, what: str) -> None:
+def check_finite_weights(weights: object, path: Path, what: str, fix: str) -> None:
     """A one-line ValueError unless `weights` is a dictionary of tensors, all of them finite.
 
     Training never saves NaN or infinite weights, so such a file diverged elsewhere or was
     damaged; sampling from it would give blank images, and exporting it would pass it on.
+    `fix` ends the errors: what to use instead, such as "use an earlier checkpoint".
     """
     if not isinstance(weights, dict) or not all(
         isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in weights.items()
     ):
         raise ValueError(
             f"{path} holds {what} weights that are not a dictionary of tensors: "
-            "the file is damaged or was edited; use another checkpoint"
+            f"the file is damaged or was edited; {fix}"
         )
     bad = [
         key
@@ -201,7 +202,7 @@ def check_finite_weights(weights: object, path: Path, what: str) -> None:
         raise ValueError(
             f"{path} holds NaN or infinite {what} weights ({', '.join(bad[:3])}"
             f"{', ...' if len(bad) > 3 else ''}): the file is damaged, or its weights diverged; "
-            "use an earlier checkpoint"
+            f"{fix}"
         )
 
 
@@ -262,13 +263,17 @@ def export_for_sampling(
 
     `stages_from` maps a stage to another run of the same cascade whose EMA weights of that
     stage replace this one's: stages trained apart (`train --stage 1 --out OTHER`, on
-    another core or machine) become one cascade.
+    another core or machine) become one cascade. The checkpoints may be given by a shipped
+    cascade's name ("scenes").
 
-    An earlier export at `path` is replaced; a training checkpoint or any other file there
-    only with `overwrite=True`, and the input itself never (its training state would be lost).
+    A file already at `path` (an earlier export, a shipped cascade, a training checkpoint)
+    is replaced only with `overwrite=True`, and the input itself never (its training state
+    would be lost); a link, a pipe or a device never.
     """
     path = writable_file(path, "imagen_mnist.pt")
-    check_export_target(Path(training_checkpoint), path, overwrite)
+    training_checkpoint = existing_checkpoint(training_checkpoint)
+    sources = {stage: existing_checkpoint(source) for stage, source in (stages_from or {}).items()}
+    check_export_target(training_checkpoint, path, overwrite)
     for weight in guidance_weights if isinstance(guidance_weights, list) else [guidance_weights]:
         if weight is not None:
             check_guidance_weight(weight)
@@ -282,9 +287,9 @@ def export_for_sampling(
         raise ValueError(
             f"{training_checkpoint} has no EMA weights: export a checkpoint written by training"
         )
-    config = parse_config(payload["config"], Path(training_checkpoint))
-    for stage, source in (stages_from or {}).items():
-        payload = with_stage_from(payload, config, stage, Path(source), Path(training_checkpoint))
+    config = parse_config(payload["config"], training_checkpoint)
+    for stage, source in sources.items():
+        payload = with_stage_from(payload, config, stage, source, training_checkpoint)
     intervals = None if guidance_interval is None else [guidance_interval] * len(config.stages)
     settings = (
         ("guidance_weight", guidance_weights),
@@ -344,34 +349,44 @@ def with_stage_from(
 
 
 def check_export_target(source: Path, target: Path, overwrite: bool) -> None:
-    """Refuse to export over the input, or (unless `overwrite`) over a training checkpoint.
+    """Refuse to export over the input, or (unless `overwrite`) over any file already there.
 
     An export over its own training checkpoint would drop the optimiser states, so the run
-    could never be resumed again; other files are replaced only when asked to.
+    could never be resumed again. Any other file, an earlier export or a shipped cascade
+    included, is replaced only when asked to; the error says what it is. `target` is a new
+    or regular file (`writable_file` refused the rest), so reading it cannot hang.
     """
     if not target.exists():
         return
-    if source.exists() and os.path.samefile(source, target):
+    if os.path.samefile(source, target):
         raise ValueError(
             f"--out {target} is the same file as --checkpoint {source}: the export would "
             "replace it (and lose its training state); choose another --out"
         )
     if overwrite:
         return
-    try:
-        existing = load_file(target, "checkpoint")
-    except ValueError:
-        existing = None
-    if not isinstance(existing, dict) or existing.get("format") != FORMAT:
-        raise ValueError(
-            f"--out {target} exists and is not an imagen_lib checkpoint: "
-            "choose another --out, or add --overwrite to replace it"
-        )
-    if "optimizers" in existing:
-        raise ValueError(
-            f"--out {target} is a training checkpoint (an export would lose its training "
-            "state): choose another --out, or add --overwrite to replace it"
-        )
+    shipped = [
+        name
+        for name, cascade in SHIPPED_CASCADES.items()
+        if cascade.exists() and os.path.samefile(cascade, target)
+    ]
+    if shipped:
+        kind = f"the shipped cascade {shipped[0]!r}, which sampling uses by that name"
+    else:
+        try:
+            existing = load_file(target, "checkpoint")
+        except ValueError:
+            existing = None
+        if not isinstance(existing, dict) or existing.get("format") != FORMAT:
+            kind = "not an imagen_lib checkpoint"
+        elif "optimizers" in existing:
+            kind = "a training checkpoint (an export would lose its training state)"
+        else:
+            kind = "an earlier export"
+    raise ValueError(
+        f"--out {target} exists and is {kind}: choose another --out, "
+        "or add --overwrite to replace it"
+    )
 
 
 def load_imagen(

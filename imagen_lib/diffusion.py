@@ -287,6 +287,11 @@ def threshold(x0: torch.Tensor, mode: str = "dynamic", percentile: float = 0.95)
     raise ValueError(f"thresholding must be one of {THRESHOLDINGS}, got {mode!r}")
 
 
+def default_steps(sampler: str, timesteps: int) -> int:
+    """The steps `sample` takes when given none: every timestep for DDPM, 50 for the others."""
+    return timesteps if sampler == "ddpm" else min(50, timesteps)
+
+
 def sampling_timesteps(total: int, steps: int) -> list[int]:
     """`steps` timesteps from total-1 down to 0, evenly spaced (Improved DDPM's respacing)."""
     if not 1 <= steps <= total:
@@ -401,7 +406,7 @@ def sample(
             f"eta only applies to the ddim sampler (got eta={eta} with {sampler!r}): leave it at 0"
         )
     if steps is None:
-        steps = schedule.timesteps if sampler == "ddpm" else min(50, schedule.timesteps)
+        steps = default_steps(sampler, schedule.timesteps)
     timesteps = sampling_timesteps(schedule.timesteps, steps)
 
     def gaussian() -> torch.Tensor:

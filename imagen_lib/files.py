@@ -14,8 +14,10 @@
   (a run's grids and samples): every file is written before any is renamed, so a full disk
   leaves the old set, never a mix of old and new files. A full disk is one line naming
   the file and what was kept.
-- `writable_folder`, `writable_file`, `existing_checkpoint`: paths checked before anything
-  slow starts, with one line saying what is wrong (empty, a folder, a pipe, missing).
+- `writable_folder`, `writable_file`, `existing_file`, `existing_checkpoint`: paths checked
+  before anything slow starts, with one line saying what is wrong (empty, a folder, a pipe,
+  a link, missing). They look with `os.stat` and never open a file: opening a named pipe
+  waits for a writer.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ import errno
 import importlib.resources
 import os
 import shutil
+import stat
 import tempfile
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -99,19 +103,25 @@ class DiskFull(OSError):
     """No space was left on the device for a file; the file already there is unchanged."""
 
 
+def error_chain(error: BaseException | None) -> Iterator[BaseException]:
+    """`error`, then the error it was raised from or while handling, and so on."""
+    seen = []
+    while error is not None and error not in seen:
+        yield error
+        seen.append(error)
+        error = error.__cause__ or error.__context__
+
+
 def is_disk_full(error: BaseException | None) -> bool:
     """Whether `error`, or an error it was raised from or while handling, is a full disk.
 
     torch.save reports a full disk as a RuntimeError from its zip writer ("[enforce fail at
     inline_container.cc]"), with the OSError that says ENOSPC only in its context.
     """
-    seen = []
-    while error is not None and error not in seen:
-        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        seen.append(error)
-        error = error.__cause__ or error.__context__
-    return False
+    return any(
+        isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT)
+        for cause in error_chain(error)
+    )
 
 
 def disk_full(path: Path, kept: str) -> DiskFull:
@@ -263,44 +273,98 @@ def writable_folder(path: str | Path, option: str = "--out") -> Path:
 
 
 def writable_file(path: str | Path, example: str) -> Path:
-    """`path` as a file that can be written (its folder is checked as by `writable_folder`)."""
+    """`path` as a file that can be written (its folder is checked as by `writable_folder`).
+
+    Only a new file or a regular one: the file is written beside it and renamed over it,
+    which would replace a symbolic link, a pipe or a device node with a regular file.
+    """
     file = not_empty(path, "--out", f"the path of the file to write, such as {example}")
     if file.is_dir():
         raise ValueError(
             f"--out {file} is a folder: "
             f"give the path of the file to write, such as {file / example}"
         )
+    # Path("new/") is Path("new"): only the text still says that a folder was meant
+    if str(path).endswith(("/", os.sep)):
+        raise ValueError(
+            f"--out {path} names a folder (it ends with a slash), but one file is written: "
+            f"give its path, such as {file / example}"
+        )
+    if file.is_symlink():
+        raise ValueError(
+            f"--out {file} is a symbolic link, which writing would replace with a file: "
+            f"give the path of a regular file, such as {file.parent / example}"
+        )
+    if file.exists() and not file.is_file():
+        raise ValueError(
+            f"--out {file} is not a regular file (a pipe, a device or a socket), which writing "
+            f"would replace: give the path of a regular file, such as {file.parent / example}"
+        )
     writable_folder(file.parent)
     return file
+
+
+def existing_file(path: Path, what: str, example: str, missing: str) -> Path:
+    """`path` if it is a regular file (or a link to one), else one line saying what it is.
+
+    `what` names the file in the errors ("checkpoint"), `example` is the name of such a
+    file inside a folder, and `missing` says what to do when there is none. A folder, a
+    pipe or a device is refused: torch.load would fail on it, or wait.
+    """
+    try:
+        mode = path.stat().st_mode  # follows links; opens nothing
+    except (FileNotFoundError, NotADirectoryError):
+        raise FileNotFoundError(f"{what} {path} does not exist: {missing}") from None
+    if stat.S_ISDIR(mode):
+        raise ValueError(f"{what} {path} is a folder: give the file, such as {path / example}")
+    if not stat.S_ISREG(mode):
+        raise ValueError(
+            f"{what} {path} is not a regular file (a pipe, a device or a socket): "
+            f"give a {what} file"
+        )
+    return path
 
 
 def existing_checkpoint(path: str | Path | None) -> Path:
     """`path`, or the shipped cascade when None, as a checkpoint file that exists.
 
-    A shipped cascade's name ("mnist", "scenes": SHIPPED_CASCADES) means its file unless a
-    file of that name exists. A folder, a pipe or a device is refused here: torch.load
-    would fail on it, or wait.
+    A shipped cascade's name ("mnist", "scenes": SHIPPED_CASCADES) means its file unless
+    something of that name is in the working folder: a checkpoint file there is read, with
+    a warning; a folder, a pipe or a link to nothing is refused, saying that it hides the
+    shipped cascade.
     """
-    wanted = "a checkpoint file, or leave --checkpoint out for the shipped one"
     if path is None:
         checkpoint = SHIPPED_CHECKPOINT
-    elif str(path) in SHIPPED_CASCADES and not Path(path).exists():
+    elif str(path) in SHIPPED_CASCADES and not os.path.lexists(path):
         checkpoint = SHIPPED_CASCADES[str(path)]
+    elif str(path) in SHIPPED_CASCADES:
+        shipped = SHIPPED_CASCADES[str(path)]
+        if not os.path.isfile(path):  # follows links: a link to nothing is no file
+            kind = (
+                "a folder"
+                if os.path.isdir(path)
+                else "a link to nothing"
+                if os.path.islink(path) and not os.path.exists(path)
+                else "not a regular file"
+            )
+            raise ValueError(
+                f"checkpoint {path}: the {path} in this folder is {kind}, and its name hides "
+                f"the shipped cascade {path!r}: give the shipped one's path, {shipped}, or the "
+                "path of a checkpoint file"
+            )
+        warnings.warn(
+            f"checkpoint {path} is the file {path} in this folder, not the shipped cascade of "
+            f"that name (give {shipped} for the shipped one)",
+            stacklevel=2,
+        )
+        checkpoint = Path(path)
     else:
-        checkpoint = not_empty(path, "--checkpoint", wanted)
-    if checkpoint.is_dir():
-        raise ValueError(
-            f"checkpoint {checkpoint} is a folder: give the checkpoint file, "
-            f"such as {checkpoint / 'checkpoint.pt'}"
+        checkpoint = not_empty(
+            path, "--checkpoint", "a checkpoint file, or leave --checkpoint out for the shipped one"
         )
-    if checkpoint.exists() and not checkpoint.is_file():
-        raise ValueError(
-            f"checkpoint {checkpoint} is not a regular file (a pipe, a device or a socket): "
-            "give a checkpoint file"
-        )
-    if not checkpoint.is_file():
-        raise FileNotFoundError(
-            f"checkpoint {checkpoint} does not exist: "
-            "check the path, or train one with `python -m imagen_lib train`"
-        )
-    return checkpoint
+    return existing_file(
+        checkpoint,
+        "checkpoint",
+        "checkpoint.pt",
+        "check the path, or train one with `python -m imagen_lib train`",
+    )

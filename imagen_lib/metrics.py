@@ -41,7 +41,7 @@ from imagen_lib.data import (
     prompt_to_label,
     resize,
 )
-from imagen_lib.files import SHIPPED_CLASSIFIER, atomic_save
+from imagen_lib.files import SHIPPED_CLASSIFIER, atomic_save, existing_file, not_empty
 
 
 class DigitClassifier(nn.Module):
@@ -195,34 +195,41 @@ def classifier_file_bytes() -> int:
     return 2 * sum(value.numel() for value in DigitClassifier().state_dict().values()) + 2**16
 
 
-def load_classifier(path: str | Path = SHIPPED_CLASSIFIER) -> DigitClassifier:
-    """The classifier saved by `save_classifier`.
+def load_classifier(path: str | Path | None = None) -> DigitClassifier:
+    """The classifier saved by `save_classifier` (default: the shipped one).
 
-    With a one-line error for a missing, damaged or foreign file.
+    With a one-line error for a missing, damaged or foreign file, and for weights that give
+    every image the same features (all zero, say), which would score every FID 0.
     """
-    from imagen_lib.checkpoint import load_file, load_weights
+    from imagen_lib.checkpoint import check_finite_weights, load_file, load_weights
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"classifier weights {path} do not exist: "
-            "train them with `python -m imagen_lib classifier`"
-        )
+    train_one = "train one with `python -m imagen_lib classifier`"
+    if path is None:
+        path = SHIPPED_CLASSIFIER
+    path = not_empty(path, "--classifier", "a classifier file, or leave it out for the shipped one")
+    existing_file(path, "classifier file", "mnist_classifier.pt", train_one)
     payload = load_file(path, "classifier file")
     if (
         not isinstance(payload, dict)
         or payload.get("format") != "imagen_lib-classifier-v1"
         or not isinstance(payload.get("state"), dict)
     ):
-        raise ValueError(
-            f"{path} is not an imagen_lib classifier file: "
-            "train one with `python -m imagen_lib classifier`"
-        )
+        raise ValueError(f"{path} is not an imagen_lib classifier file: {train_one}")
+    check_finite_weights(payload["state"], path, "classifier", train_one)
     model = DigitClassifier()
     load_weights(
         model, {key: value.float() for key, value in payload["state"].items()}, path, "classifier"
     )
-    return model.eval()
+    # A black and a white image must look different to a classifier that has learnt anything.
+    extremes = torch.tensor([-1.0, 1.0]).view(2, 1, 1, 1).expand(2, 1, IMAGE_SIZE, IMAGE_SIZE)
+    with torch.no_grad():
+        black, white = model.eval().features(extremes)
+    if torch.equal(black, white):
+        raise ValueError(
+            f"{path} gives every image the same features (are its weights all zero?), so every "
+            f"MNIST-FID would be 0 and every prompt accuracy chance: {train_one}"
+        )
+    return model
 
 
 def prompt_accuracy(model: DigitClassifier, images: torch.Tensor, prompts: list[str]) -> float:
@@ -255,6 +262,16 @@ def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> floa
     return ((mean_a - mean_b).pow(2).sum() + cov_a.trace() + cov_b.trace() - 2 * cross).item()
 
 
+class TooFewDigits(ValueError):
+    """More real digits were asked for than a set holds; `available` says how many it does."""
+
+    def __init__(self, count: int, digits: DigitSet):
+        super().__init__(
+            f"asked for {count} real digits, but the {digits.source} set has only {len(digits)}"
+        )
+        self.available, self.source = len(digits), digits.source
+
+
 def balanced_subset(digits: DigitSet, count: int, seed: int = 0) -> torch.Tensor:
     """`count` real images with the classes as equal as possible (a seeded draw within each class).
 
@@ -262,7 +279,7 @@ def balanced_subset(digits: DigitSet, count: int, seed: int = 0) -> torch.Tensor
     prompts cycle through the ten digits, and the offline splits are sorted by class.
     """
     if count > len(digits):
-        raise ValueError(f"asked for {count} real digits, but the set has only {len(digits)}")
+        raise TooFewDigits(count, digits)
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(digits), generator=generator)
     per_class = [order[digits.labels[order] == digit] for digit in range(10)]

@@ -30,6 +30,11 @@ COMPILE_SETTINGS = ("auto", "on", "off")
 # More optimiser steps per stage than any run here takes (the full GPU preset takes 10,000):
 # a larger count in a checkpoint is damage, not training.
 MAX_STEPS = 10**9
+# Far above the presets' batch of 64 and 20,000 scenes, and low enough that a typo (a few
+# zeros too many) is one line here, not a failed allocation in torch after minutes of loading:
+# 100,000 scenes take 780 MiB as float32.
+MAX_BATCH_SIZE = 4096
+MAX_SCENE_COUNT = 100_000
 # What TrainConfig.captions names: a family of single-digit captions (data.CAPTIONS), or
 # "scenes", two digits side by side described by their order and relations.
 CAPTION_FAMILIES = (*CAPTIONS, "scenes")
@@ -90,10 +95,15 @@ class TrainConfig:
                 raise ValueError(
                     f"training field {name} must be at least 1, got {getattr(self, name)}"
                 )
-        if self.steps > MAX_STEPS:
-            raise ValueError(
-                f"training field steps must be at most {MAX_STEPS:,}, got {self.steps}"
-            )
+        for name, most in (
+            ("steps", MAX_STEPS),
+            ("batch_size", MAX_BATCH_SIZE),
+            ("scene_count", MAX_SCENE_COUNT),
+        ):
+            if getattr(self, name) > most:
+                raise ValueError(
+                    f"training field {name} must be at most {most:,}, got {getattr(self, name)}"
+                )
         for name in ("warmup_steps", "sample_every", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"training field {name} must be >= 0, got {getattr(self, name)}")

@@ -19,7 +19,9 @@ a pooled vector made from them (added to the timestep embedding).
 
 The encoder is frozen: its parameters never get gradients and it stays in eval mode
 (dropout off) whatever `.train()` calls happen around it. Embeddings are cached by
-prompt, so training encodes each distinct prompt once.
+prompt, so training encodes each distinct prompt once. It reads at most `max_tokens`
+tokens of a prompt, and warns of prompts it reads only in part (longer ones) or not at
+all (every token unknown to it).
 
 For experiments on what the encoder's language understanding buys (Section 4.4 scales
 the encoder), an encoder can also be cut down, keeping tokenizer and width fixed:
@@ -36,6 +38,7 @@ import os
 import re
 import socket
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -331,11 +334,43 @@ class TextEncoder:
         batch = self.tokenizer(
             prompts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
         )
+        self._warn_unread(prompts, batch["input_ids"], batch["attention_mask"].bool())
         input_ids = batch["input_ids"].to(self.device)
         mask = batch["attention_mask"].to(self.device)
         hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state  # (B, L, D)
         for prompt, states, keep in zip(prompts, hidden.float().cpu(), mask.bool().cpu()):
             self.cache[prompt] = states[keep]  # (tokens, D): padding dropped
+
+    def _warn_unread(self, prompts: list[str], input_ids: torch.Tensor, mask: torch.Tensor) -> None:
+        """Warn, one line each, of prompts cut at `max_tokens` and of prompts read as nothing.
+
+        Both would pass silently: "the picture I would like you to draw now is a 3 to the left
+        of a 7" cut at 16 tokens loses both digits, and a prompt whose every token the
+        tokenizer does not know (an emoji, a script it never saw) conditions on nothing.
+        """
+        # one token past the limit is enough to tell, and tokenizes no huge prompt whole
+        longer = self.tokenizer(prompts, truncation=True, max_length=self.max_tokens + 1)
+        cut = [p for p, ids in zip(prompts, longer["input_ids"]) if len(ids) > self.max_tokens]
+        if cut:
+            warnings.warn(
+                f"{quoted(cut)} {'is' if len(cut) == 1 else 'are'} longer than the text "
+                f"encoder's limit of {self.max_tokens} tokens: it reads only the first "
+                f"{self.max_tokens}, so the last words are lost; shorten the prompt",
+                stacklevel=4,
+            )
+        # what is left without the special tokens, [UNK] among them
+        unread = [
+            prompt
+            for prompt, ids, keep in zip(prompts, input_ids, mask)
+            if not self.tokenizer.decode(ids[keep], skip_special_tokens=True).strip()
+        ]
+        if unread:
+            warnings.warn(
+                f"the text encoder knows no token of {quoted(unread)}, so the images can only "
+                "condition on nothing, as for an empty prompt: write prompts in words or "
+                "digits, such as 7 or seven",
+                stacklevel=4,
+            )
 
     def encode(self, prompts) -> tuple[torch.Tensor, torch.Tensor]:
         """Token embeddings (B, L, D) and mask (B, L) for a list of prompts."""
@@ -345,6 +380,14 @@ class TextEncoder:
         if missing:
             self._encode_uncached(missing)
         return pad_token_embeddings([self.cache[p] for p in prompts])
+
+
+def quoted(prompts: list[str], shown: int = 3, longest: int = 120) -> str:
+    """Prompts for a message, quoted: the first `shown`, each cut at `longest` characters."""
+    cut = [prompt if len(prompt) <= longest else prompt[:longest] + "..." for prompt in prompts]
+    listed = ", ".join(map(repr, cut[:shown]))
+    more = len(prompts) - shown
+    return listed + (f" and {more} more" if more > 0 else "")
 
 
 def pad_token_embeddings(sequences: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

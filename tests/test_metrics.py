@@ -277,16 +277,24 @@ def test_load_classifier_of_a_foreign_file_raises(tmp_path):
 
 
 def bad_classifier_file(kind: str, path):
-    """A file passed as --classifier by mistake.
+    """A file passed as --classifier by mistake, or a damaged classifier file.
 
-    Empty, text, code (a pickle naming a function), or weights for another network.
+    Empty, text, code (a pickle naming a function), weights that are numbers and not
+    tensors, NaN weights, all-zero weights, or weights for another network.
     """
+    shape = {key: value.shape for key, value in DigitClassifier().state_dict().items()}
     if kind == "empty":
         path.write_bytes(b"")
     elif kind == "text":
         path.write_text("these are not weights\n")
     elif kind == "code":
         torch.save({"format": "imagen_lib-classifier-v1", "state": os.system}, path)
+    elif kind in ("ints", "nan", "zeros"):
+        value = {"ints": 0, "nan": float("nan"), "zeros": 0.0}[kind]
+        state = {
+            key: value if kind == "ints" else torch.full(size, value) for key, size in shape.items()
+        }
+        torch.save({"format": "imagen_lib-classifier-v1", "state": state}, path)
     else:
         torch.save(
             {"format": "imagen_lib-classifier-v1", "state": {"weight": torch.zeros(2)}}, path
@@ -300,6 +308,9 @@ def bad_classifier_file(kind: str, path):
         ("empty", "could not be read as a classifier file"),
         ("text", "could not be read as a classifier file"),
         ("code", "contains code or objects that are not plain tensors"),
+        ("ints", "not a dictionary of tensors"),
+        ("nan", "NaN"),
+        ("zeros", "the same features"),
         ("other network", "do not fit"),
     ],
 )

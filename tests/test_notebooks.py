@@ -260,3 +260,199 @@ def test_a_changed_number_in_a_compared_lesson_fails_nbval(tmp_path):
     after_change = nbval(doctored)
     assert after_change.returncode != 0, "nbval did not notice a changed number"
     assert f"Cell {sum(c['cell_type'] == 'code' for c in cells[:index])}" in after_change.stdout
+
+
+# Cross-references. The lessons and docs point at each other's numbered sections ("lesson 5,
+# section 9", "section 3 of lesson 2c", "lesson 9's sweep (section 1)", "docs/findings.md,
+# section 4") and, inside a lesson, at its own ("section 2 shows why"). A section is a
+# "## M. Title" heading; renumbering one, or moving a topic, must not leave a reference
+# pointing at the wrong place.
+
+LESSON_ID = r"(?P<lesson>\d{1,2}[a-z]?)"
+SECTION_NUMBERS = r"(?P<numbers>\d+(?:(?:, | and | or )\d+)*)"
+NUMBERS = r"(\d+(?:(?:, | and | or )\d+)*)"
+QUOTED_TITLE = r'(?:,? ?\(?["“](?P<title>[^"”\n]+)["”]\)?)?'  # "Title", ("Title") after it
+LESSON_SECTION_REFERENCES = [
+    re.compile(rf"(?P<ref>[Ll]esson {LESSON_ID},? [Ss]ections? {SECTION_NUMBERS}){QUOTED_TITLE}"),
+    re.compile(rf"(?P<ref>[Ss]ections? {SECTION_NUMBERS} of [Ll]esson {LESSON_ID}){QUOTED_TITLE}"),
+    re.compile(
+        rf"(?P<ref>[Ll]esson {LESSON_ID}'s [^()\n.]{{0,40}}?\([Ss]ections? {SECTION_NUMBERS}\))"
+    ),
+    # a bold lead-in naming the section, the reference in the parenthesis after it:
+    # **Guidance in a limited interval** (Kynkaanniemi et al. 2024; lesson 5, section 9)
+    re.compile(
+        rf"\*\*(?P<title>[^*\n]+)\*\* \([^()]*?"
+        rf"(?P<ref>[Ll]esson {LESSON_ID},? [Ss]ections? {SECTION_NUMBERS})\)"
+    ),
+]
+FINDINGS_REFERENCE = re.compile(
+    rf"findings(?:\.md)?`?\)?(?:, | \(| its | )[Ss]ections? {NUMBERS}(?![.\d])"
+)
+OWN_SECTION_REFERENCE = re.compile(rf"(?<![\w.])sections? {NUMBERS}(?![.\d])")
+APPENDIX_LINK = re.compile(r"appendix_tooling\.md#([\w-]+)")
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def numbered_headings(markdown: str) -> dict[int, str]:
+    """{M: title} for every "## M. Title" heading outside fenced code."""
+    headings, fenced = {}, False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        match = None if fenced else re.match(r"## (\d+)\. (.+)", line)
+        if match:
+            headings[int(match[1])] = match[2].strip()
+    return headings
+
+
+def lesson_markdown(notebook: dict) -> list[tuple[int, str]]:
+    return [
+        (i, text_of(c)) for i, c in enumerate(notebook["cells"]) if c["cell_type"] == "markdown"
+    ]
+
+
+def lesson_sections() -> dict[str, dict[int, str]]:
+    """{"05": {1: "The guidance rule in code", ...}, ...} for every lesson."""
+    return {
+        lesson_id(path): numbered_headings("\n".join(t for _, t in lesson_markdown(load(path))))
+        for path in NOTEBOOKS
+    }
+
+
+def referenced_texts() -> list[tuple[str, str]]:
+    """(where, text) for every lesson's markdown cell, docs/*.md, README.md and notebooks/*.md."""
+    texts = [
+        (f"{path.relative_to(ROOT)}#cell{i}", text)
+        for path in NOTEBOOKS
+        for i, text in lesson_markdown(load(path))
+    ]
+    pages = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
+    pages += sorted((ROOT / "notebooks").glob("*.md"))
+    return texts + [(str(page.relative_to(ROOT)), page.read_text()) for page in pages]
+
+
+def same_title(a: str, b: str) -> bool:
+    def norm(s: str) -> str:
+        return " ".join(re.sub(r"[`*_\"“”'’]", "", s).lower().split()).strip(" .:")
+
+    return norm(a) == norm(b)
+
+
+def lesson_reference_problems(
+    text: str, sections: dict[str, dict[int, str]]
+) -> list[tuple[str, str]]:
+    """(reference, why) for each "lesson N, section M" in `text` (any phrasing above) that does
+    not resolve: no such lesson, no such "## M." heading in it, or a title that is not M's."""
+    problems = []
+    for pattern in LESSON_SECTION_REFERENCES:
+        for match in pattern.finditer(flat(text)):
+            number, reference = match["lesson"], match["ref"]
+            lesson = number.zfill(3) if number[-1].isalpha() else number.zfill(2)
+            title = match.groupdict().get("title")
+            if lesson not in sections:
+                problems.append((reference, f"there is no lesson {number}"))
+                continue
+            for section in (int(n) for n in re.findall(r"\d+", match["numbers"])):
+                if section not in sections[lesson]:
+                    why = f"lesson {number} has no section {section}: {sections[lesson]}"
+                    problems.append((reference, why))
+                elif title and not same_title(title, sections[lesson][section]):
+                    why = f"section {section} is {sections[lesson][section]!r}, not {title!r}"
+                    problems.append((reference, why))
+    return problems
+
+
+def without_lesson_references(text: str) -> str:
+    text = flat(text)
+    for pattern in LESSON_SECTION_REFERENCES:
+        text = pattern.sub(" ", text)
+    return FINDINGS_REFERENCE.sub(" ", text)
+
+
+def test_the_reference_check_catches_wrong_references():
+    """The check below can fail: wrong lesson, missing section, wrong title, each phrasing."""
+    sections = {"05": {8: "The guidance-weight slider", 9: "Guidance in a limited interval"}}
+    good = [
+        "(lesson 5, section 9)",
+        'lesson 5, section 9 ("Guidance in a limited interval")',
+        'lesson 5, section 9, "Guidance in a limited interval"',
+        "section 8 of lesson 5",
+        "lesson 5's slider (section 8)",
+        "Lesson 5, sections 8 and 9",
+        "**Guidance in a limited interval** (Kynkaanniemi et al. 2024; lesson 5, section 9)",
+    ]
+    bad = [
+        "**Guidance in a limited interval** (Kynkaanniemi et al. 2024; lesson 5, section 8)",
+        "(lesson 5, section 10)",
+        'lesson 5, section 8 ("Guidance in a limited interval")',
+        "section 7 of lesson 5",
+        "lesson 5's sweep (section 3)",
+        "lesson 4, section 1",
+        "lesson 5, sections 8 and 12",
+    ]
+    for text in good:
+        assert lesson_reference_problems(text, sections) == [], text
+    for text in bad:
+        assert lesson_reference_problems(text, sections), f"{text!r} should not resolve"
+
+
+def test_every_lesson_section_reference_resolves():
+    """Every "lesson N, section M" in the lessons and docs names an existing "## M." heading of
+    lesson N, with the title it quotes, if any."""
+    sections = lesson_sections()
+    wrong = {
+        (where, reference): why
+        for where, text in referenced_texts()
+        for reference, why in lesson_reference_problems(text, sections)
+    }
+    assert not wrong, "wrong section references:\n" + "\n".join(
+        f"{where}: {reference!r}: {why}" for (where, reference), why in wrong.items()
+    )
+
+
+def test_every_section_reference_inside_a_lesson_resolves():
+    """A lesson's "section M" (without a lesson number) names one of its own "## M." headings."""
+    problems = []
+    for path in NOTEBOOKS:
+        cells = lesson_markdown(load(path))
+        own = numbered_headings("\n".join(text for _, text in cells))
+        for i, text in cells:
+            for match in OWN_SECTION_REFERENCE.finditer(without_lesson_references(text)):
+                missing = [int(n) for n in re.findall(r"\d+", match[1]) if int(n) not in own]
+                if missing:
+                    problems.append(f"{path.name} cell {i}: {match[0]!r}, sections: {own}")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_findings_section_reference_resolves():
+    """ "docs/findings.md, section M" (or "findings section M") names a "## M." heading there."""
+    findings = numbered_headings((ROOT / "docs" / "findings.md").read_text())
+    problems = [
+        f"{where}: {match[0]!r}"
+        for where, text in referenced_texts()
+        for match in FINDINGS_REFERENCE.finditer(flat(text))
+        if any(int(n) not in findings for n in re.findall(r"\d+", match[1]))
+    ]
+    assert not problems, f"docs/findings.md has sections {sorted(findings)}:\n" + "\n".join(
+        problems
+    )
+
+
+def test_links_into_the_tooling_appendix_resolve():
+    """Lessons point at the tooling appendix's headings; each anchor must exist there."""
+    appendix = (ROOT / "notebooks" / "appendix_tooling.md").read_text()
+    anchors = {
+        re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        for line in appendix.splitlines()
+        if line.startswith("#")
+    }
+    missing = [
+        f"{where}: #{anchor}"
+        for where, text in referenced_texts()
+        for anchor in APPENDIX_LINK.findall(text)
+        if anchor not in anchors
+    ]
+    assert not missing, f"the appendix has the anchors {sorted(anchors)}:\n" + "\n".join(missing)

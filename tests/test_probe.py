@@ -104,7 +104,7 @@ def test_scores_count_slots_pairs_swaps_and_order_by_hand():
     assert scores["left"] == pytest.approx(3 / 5) and scores["right"] == pytest.approx(3 / 5)
     assert scores["slot"] == pytest.approx(3 / 5)
     assert scores["scene"] == pytest.approx(2 / 5)  # 3 7 and 5 5
-    assert scores["digits"] == pytest.approx(3 / 5)  # and 7 3, the right digits swapped
+    assert scores["pair"] == pytest.approx(3 / 5)  # and 7 3, the right digits swapped
     assert scores["swap"] == pytest.approx(1 / 4)  # of the four whose digits differ
     assert scores["order"] == pytest.approx(1 / 2)  # 3 7 in order, 7 3 swapped
     assert scores["count"] == 5
@@ -244,3 +244,41 @@ def test_an_encoder_folder_given_twice_or_without_a_config_is_refused(scene_t5, 
 def test_the_reader_options_apply_to_the_probe_only(capsys):
     assert main(["experiment", "guidance", "--widths", "8"]) == 2
     assert "--widths and --steps set the probe's reader" in capsys.readouterr().err
+
+
+def test_the_committed_probe_is_complete_and_documented_as_measured():
+    """data/results/probe.json holds every encoder x width x seed x set, and docs/findings.md
+    states its headline table and every number of its prose as the file has them."""
+    from imagen_lib.files import SHIPPED_RESULTS
+
+    committed = results.load_results(SHIPPED_RESULTS / "probe.json")
+    settings, rows = committed["settings"], committed["rows"]
+    encoders = [entry["label"] for entry in settings["encoders"]]
+    assert encoders == ["MiniLM, random weights", "MiniLM, 0 layers", "MiniLM, 6 layers",
+                        "MPNet, 12 layers"]  # fmt: skip
+    runs = {(row["encoder"], row["width"], row["seed"]) for row in rows}
+    assert runs == {(e, w, s) for e in encoders for w in settings["widths"] for s in range(5)}
+    findings = (SHIPPED_RESULTS.parent.parent / "docs" / "findings.md").read_text()
+    assert "python -m imagen_lib experiment probe --seeds 5 --steps 2000" in findings
+    assert results.probe_headline(committed, 64) in findings
+
+    def order(encoder: str, name: str, group: str = "all", width: int = 64) -> float:
+        chosen = [
+            row["order"]
+            for row in rows
+            if (row["encoder"], row["width"], row["set"], row["group"])
+            == (encoder, width, name, group)
+        ]
+        return sum(chosen) / len(chosen)
+
+    pretrained, blind = encoders[2:], encoders[:2]
+    for width in settings["widths"]:  # "99% at either reader width"
+        assert all(0.985 <= order(e, "training", width=width) for e in pretrained)
+    assert all(0.815 <= order(e, "training") < 0.865 for e in blind)  # "82% to 86%"
+    assert 0.75 <= order(encoders[3], "held-out pairs") < 0.85  # "about four times in five"
+    assert 0.30 <= order(encoders[2], "held-out pairs") < 0.40  # "about one time in three"
+    assert all(order(e, "held-out pairs") == 0 for e in blind)  # every pair its trained reverse
+    for width in settings["widths"]:  # "a coin flip"
+        assert all(
+            0.45 <= order(e, "held-out phrasings", "new word", width) <= 0.55 for e in pretrained
+        )

@@ -282,3 +282,30 @@ def test_ci_script_creates_a_venv_and_is_executable():
     assert text.startswith("#!")
     assert "venv" in text
     assert "pytest" in text
+
+
+def bash_blocks(markdown: str) -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", markdown, flags=re.DOTALL)
+
+
+def test_the_readme_installs_into_one_venv_with_torch_and_torchvision_from_one_place():
+    readme = (ROOT / "README.md").read_text()
+    blocks = bash_blocks(readme)
+    venvs = [block for block in blocks if "-m venv" in block]
+    assert len(venvs) == 1, "only the first step makes the virtual environment"
+    assert 'pip install -e ".[dev]"' in readme  # what .ci/run installs too
+    words = " ".join(readme.split())
+    assert "torch and torchvision must come from the same" in words
+
+
+def test_what_the_readme_commands_write_is_ignored_by_git():
+    readme = (ROOT / "README.md").read_text()
+    outs = set(re.findall(r"--out (\w+)", " ".join(bash_blocks(readme))))
+    assert "samples_scenes" in outs
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    for out in outs - {"data"}:
+        ignored = subprocess.run(
+            ["git", "check-ignore", "-q", f"{out}/grid.png"], cwd=ROOT, check=False
+        )
+        assert ignored.returncode == 0, f"{out}/, written by a README command, is not ignored"

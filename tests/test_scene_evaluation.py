@@ -35,6 +35,7 @@ from imagen_lib.scenes import (
 from imagen_lib.tools.bench import bench_prompts
 from imagen_lib.tools.cli import main
 from imagen_lib.tools.evaluation import draws_scenes, sample_scene_sets, score_scene_sets
+from imagen_lib.tools.results import load_results
 
 # The tiny scenes cascade and its training digits, shared with tests/test_scenes_training.py.
 scene_t5_path = scenes_training.scene_t5_path
@@ -256,8 +257,9 @@ def test_evaluate_prints_a_scene_table_for_a_scenes_checkpoint(
     capsys.readouterr()
 
     evaluate = ["evaluate", "--checkpoint", str(run / "checkpoint.pt"), "--num-samples", "10"]
-    assert main([*evaluate, "--steps", "1"]) == 0
+    assert main([*evaluate, "--steps", "1", "--save", str(tmp_path / "scores.json")]) == 0
     out = capsys.readouterr().out
+
     assert "10 scenes per set" in out
     words = " ".join(out.split())
     assert "swap rate: among scenes of two different digits" in words
@@ -283,6 +285,9 @@ def test_evaluate_prints_a_scene_table_for_a_scenes_checkpoint(
         if name == "held-out phrasings":
             expected += [(name, "all", phrasing) for phrasing in HELD_OUT_PHRASINGS]
     assert [(row["set"], row["category"], row["phrasing"]) for row in rows] == expected
+    saved = load_results(tmp_path / "scores.json")  # the same rows, raw, with their settings
+    assert saved["experiment"] == "scene_evaluation" and saved["settings"]["num_samples"] == 10
+    assert [(row["set"], row["category"], row["phrasing"]) for row in saved["rows"]] == expected
     for row in rows:
         numbers = row["numbers"].split()
         shares, count = numbers[:8], int(numbers[8])

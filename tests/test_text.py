@@ -153,6 +153,22 @@ def test_validate_prompts_errors():
         validate_prompts([""])
 
 
+def test_a_prompt_past_the_token_limit_is_cut_with_a_warning_naming_the_limit(tiny_t5_path):
+    encoder = TextEncoder(str(tiny_t5_path), max_tokens=4)
+    with pytest.warns(UserWarning, match="limit of 4 tokens") as warned:
+        tokens, mask = encoder.encode(["a handwritten seven on the left", "7"])
+    assert len(warned) == 1 and "'a handwritten seven on the left'" in str(warned[0].message)
+    assert "'7'" not in str(warned[0].message)
+    assert mask.sum(1).tolist() == [4, 1]  # cut, and still encoded
+
+
+def test_a_prompt_of_only_unknown_tokens_warns_that_it_conditions_on_nothing(fresh_encoder):
+    with pytest.warns(UserWarning, match="condition on nothing") as warned:
+        fresh_encoder.encode(["xyzzy plugh", "a handwritten seven"])  # words it has never seen
+    assert len(warned) == 1 and "'xyzzy plugh'" in str(warned[0].message)
+    assert "'a handwritten seven'" not in str(warned[0].message)
+
+
 # ---------------------------------------------------------------------------------------
 # Truncated and randomly initialised encoders (for scaling the encoder's understanding)
 # ---------------------------------------------------------------------------------------
@@ -319,7 +335,8 @@ def test_encoder_for_reads_the_configs_encoder_settings(tiny_t5_path):
         1,
         False,
     )
-    assert encoder.encode(["one two three four five"])[0].shape == (1, 3, 32)
+    with pytest.warns(UserWarning, match="limit of 3 tokens"):
+        assert encoder.encode(["one two three four five"])[0].shape == (1, 3, 32)
     # a checkpoint's recorded encoder name wins over the config's ("tiny-t5" is no encoder)
     renamed = encoder_for(tiny_cascade_config(), name=str(tiny_t5_path))
     assert renamed.name == str(tiny_t5_path) and renamed.layers == 2 and renamed.pretrained

@@ -5,7 +5,8 @@ means the host, not the device, sets the pace), torch operations per step, host 
 milliseconds per step and, on CUDA, the share of time the GPU is busy. Sampling: seconds
 for a batch of images per sampling setting, drawn for the lesson's digit prompts or, for a
 cascade that draws scenes of two digits, for scene prompts. Every figure is printed as it
-is measured; the machine is named first, since two 2-core machines measured up to 3x apart.
+is measured, under a progress bar over the measurements (each takes up to tens of seconds
+on a CPU); the machine is named first, since two 2-core machines measured up to 3x apart.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from imagen_lib.cascade import ImagenConfig, default_device
 from imagen_lib.checkpoint import load_imagen, parse_config, read_checkpoint
 from imagen_lib.data import LESSON_PROMPTS, DigitSet, size_text
-from imagen_lib.files import existing_checkpoint
+from imagen_lib.files import existing_checkpoint, not_empty
 from imagen_lib.presets import Preset, get_preset
 from imagen_lib.scenes import scene_evaluation_prompts
 from imagen_lib.tools.evaluation import draws_scenes
@@ -142,17 +144,6 @@ def peak_memory_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def say_timing(what: str) -> None:
-    """Show on a terminal what is being timed now; `say_measured` then overwrites it."""
-    if sys.stdout.isatty():
-        print(f"{what}: timing ...", end="\r", flush=True)
-
-
-def say_measured(line: str) -> None:
-    """Print a measured figure; on a terminal, first erase the "timing ..." line (ANSI)."""
-    print(("\x1b[2K" if sys.stdout.isatty() else "") + line, flush=True)
-
-
 def parse_bench_setting(text: str) -> tuple:
     """A bench setting: SAMPLER:STEPS[:THRESHOLDING] for every stage, or SAMPLER:STEPS per stage.
 
@@ -171,8 +162,12 @@ def parse_bench_setting(text: str) -> tuple:
     return tuple(s for s, _, _ in parts), tuple(steps for _, steps, _ in parts), parts[-1][2]
 
 
-def bench_training(preset: Preset, train_steps: int) -> None:
-    """Print each stage's training throughput and step cost for `preset`."""
+def bench_training(preset: Preset, train_steps: int, bar: tqdm) -> None:
+    """Print each stage's training throughput and step cost for `preset` above `bar`.
+
+    `bar` counts the measurements: one per stage.
+    """
+    bar.set_description(f"loading preset {preset.name}'s encoder and digits")
     with tempfile.TemporaryDirectory() as scratch:
         trainer = Trainer(preset, scratch, quiet=True)
         larger = Preset.from_dict(preset.to_dict())
@@ -182,21 +177,21 @@ def bench_training(preset: Preset, train_steps: int) -> None:
             larger, scratch, text_encoder=trainer.model.text_encoder, data=same_digits, quiet=True
         )
         compiled = trainer.training_networks[0] is not trainer.model.networks[0]
-        print(
+        bar.write(
             f"training preset {preset.name} ({'compiled' if compiled else 'not compiled'}; "
             f"--compile {preset.training.compile}), {train_steps} timed steps per measurement:"
         )
         batch = preset.training.batch_size
         for stage, network in enumerate(trainer.model.networks):
             size = preset.model.stages[stage].image_size
-            say_timing(f"  stage {stage}")
+            bar.set_description(f"timing training stage {stage}")
             cost = step_cost(trainer, stage, steps=train_steps)  # also the preset batch's rate
             larger_rate = images_per_second(large, stage, steps=train_steps)
             parameters = sum(p.numel() for p in network.parameters()) / 1e6
             busy = (
                 "" if cost.device_busy is None else f", GPU busy {cost.device_busy:.0%} of the time"
             )
-            say_measured(
+            bar.write(
                 f"  stage {stage} ({size_text(size)}, {type(network).__name__}, "
                 f"{parameters:.2f} M parameters): "
                 f"{batch * 1000 / cost.wall_ms:.0f} images/s at batch {batch}, "
@@ -204,6 +199,7 @@ def bench_training(preset: Preset, train_steps: int) -> None:
                 f"per step at batch {batch}: {cost.operations} torch operations, "
                 f"{cost.host_ms:.1f} ms on the host, {cost.wall_ms:.1f} ms in all{busy}"
             )
+            bar.update()
 
 
 def bench_prompts(
@@ -236,7 +232,8 @@ def bench(
     checkpoint = existing_checkpoint(checkpoint)
     training = get_preset(preset)
     training.training.compile = compile
-    if encoder:
+    if encoder is not None:
+        not_empty(encoder, "--encoder", "a text encoder, or leave --encoder out for the preset's")
         training.model.text_encoder = encoder
     at_least(train_steps, 1, "--train-steps")
     # per sampler, fewest steps first; per-stage settings last
@@ -257,7 +254,6 @@ def bench(
         check_plan(config, sampler, steps, ("--samplers", "--samplers"))
     model = load_imagen(checkpoint, weights="ema", device=default_device())
     print(f"machine: {machine_description()}", flush=True)
-    bench_training(training, train_steps)
     prompts, drawn = bench_prompts(payload.get("preset"), config, num_samples)
     every_step = min(schedule.timesteps for schedule in model.schedules)
     timings = settings + ([("ddpm", every_step, "dynamic")] if ddpm else [])
@@ -270,19 +266,23 @@ def bench(
         is_recommended(*setting) for setting in timings
     ):
         timings.append((None, None, "dynamic"))
-    print(f"sampling {len(prompts)} {drawn} through the cascade ({checkpoint.name}):")
-    for sampler, steps, thresholding in timings:
-        plan = describe_plan(model.sampling_plan(sampler, steps))
-        shown = "" if thresholding == "dynamic" else f", {thresholding} thresholding"
-        shown += (
-            " (the checkpoint's recommendation)"
-            if is_recommended(sampler, steps, thresholding)
-            else ""
-        )
-        say_timing(f"  {plan}{shown}")
-        started = time.perf_counter()
-        model.sample(prompts, sampler=sampler, steps=steps, thresholding=thresholding)
-        say_measured(f"  {plan}{shown}: {time.perf_counter() - started:.1f} s")
+    measurements = len(training.model.stages) + len(timings)
+    with tqdm(total=measurements, desc="bench", unit="measurement", dynamic_ncols=True) as bar:
+        bench_training(training, train_steps, bar)
+        bar.write(f"sampling {len(prompts)} {drawn} through the cascade ({checkpoint.name}):")
+        for sampler, steps, thresholding in timings:
+            plan = describe_plan(config, sampler, steps)
+            shown = "" if thresholding == "dynamic" else f", {thresholding} thresholding"
+            shown += (
+                " (the checkpoint's recommendation)"
+                if is_recommended(sampler, steps, thresholding)
+                else ""
+            )
+            bar.set_description(f"timing {plan}{shown}")
+            started = time.perf_counter()
+            model.sample(prompts, sampler=sampler, steps=steps, thresholding=thresholding)
+            bar.write(f"  {plan}{shown}: {time.perf_counter() - started:.1f} s")
+            bar.update()
     if not ddpm:
         print(f"  (DDPM over all {every_step} steps skipped: --ddpm times it, minutes on a CPU)")
     print(f"peak memory: {peak_memory_mib():.0f} MiB")

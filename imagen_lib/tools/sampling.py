@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 import stat
 import time
-from collections.abc import Callable
+import unicodedata
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from imagen_lib.diffusion import (
     THRESHOLDINGS,
     check_guidance_interval,
     check_guidance_weight,
+    default_steps,
 )
 from imagen_lib.files import atomic_write_all, existing_checkpoint, grid_writer, writable_folder
 from imagen_lib.train import SCENE_GRID_PROMPTS
@@ -88,7 +90,9 @@ def read_prompts_file(path: str | Path) -> list[str]:
 
     At most one byte past the limit is read, so /dev/zero or a huge file cannot fill the
     memory, and a pipe is refused before it is opened (opening one waits for a writer).
-    A leading byte order mark, which some Windows editors write, is dropped.
+    A leading byte order mark, which some Windows editors write, is dropped. Lines end at
+    "\n" only (and "\r\n"): str.splitlines would also split at control characters such as
+    \x0b and \x1c, turning one line into several prompts.
     """
     fix = "give a text file with one prompt per line"
     if str(path) == "":
@@ -117,7 +121,7 @@ def read_prompts_file(path: str | Path) -> list[str]:
             f"--prompts-file {path} is larger than 1 MiB: {fix}, at most {MAX_SAMPLES} of them"
         )
     try:
-        return data.decode("utf-8-sig").splitlines()
+        return data.decode("utf-8-sig").split("\n")  # a "\r" left is stripped with the spaces
     except UnicodeDecodeError as error:
         raise ValueError(
             f"--prompts-file {path} cannot be read (not UTF-8 text: byte {error.start}): "
@@ -129,8 +133,9 @@ def check_prompt(prompt: str, where: str) -> None:
     """Refuse a prompt the text encoder would misread, naming it by `where`.
 
     Bytes that are not UTF-8 (Python passes them on from the command line as surrogate
-    escapes, which the tokenizer rejects only after the model has loaded), or a special
-    token such as [PAD], which a tokenizer reads as its control token, not as text.
+    escapes, which the tokenizer rejects only after the model has loaded), a control
+    character such as NUL or \x0b (not text: tokenizers drop it or read it as unknown),
+    or a special token such as [PAD], which a tokenizer reads as its control token.
     """
     try:
         prompt.encode("utf-8")
@@ -139,6 +144,12 @@ def check_prompt(prompt: str, where: str) -> None:
             f"{where} is not UTF-8 text ({ascii(prompt)}): "
             "give prompts in UTF-8, the usual encoding of terminals and files"
         ) from None
+    control = next((char for char in prompt if unicodedata.category(char) == "Cc"), None)
+    if control is not None and control != "\t":  # a tab reads as a space
+        raise ValueError(
+            f"{where} holds the control character U+{ord(control):04X}, which is not text: "
+            "remove it (a prompts file holds one prompt per line)"
+        )
     special = SPECIAL_TOKEN.search(prompt)
     if special:
         raise ValueError(
@@ -213,7 +224,7 @@ def parse_sampler_setting(text: str, option: str = "--settings") -> tuple[str, i
     thresholding = thresholding or "dynamic"
     if (
         sampler not in SAMPLERS
-        or not steps.isdigit()
+        or not (steps.isascii() and steps.isdigit())  # isdigit alone accepts "²"
         or int(steps) < 1
         or thresholding not in THRESHOLDINGS
     ):
@@ -224,9 +235,20 @@ def parse_sampler_setting(text: str, option: str = "--settings") -> tuple[str, i
     return sampler, int(steps), thresholding
 
 
-def describe_plan(plan: list[tuple[str, int | None]]) -> str:
-    """A sampling plan (sampler and steps per stage, as Imagen.sampling_plan gives it) in words."""
-    named = [f"{sampler.upper()} {steps or 'default'}" for sampler, steps in plan]
+def describe_plan(
+    config: ImagenConfig,
+    sampler: str | Sequence[str] | None,
+    steps: int | Sequence[int] | None,
+) -> str:
+    """A cascade's sampling plan for `sampler` and `steps` (as `sample` takes them), in words.
+
+    Step counts left to a sampler's default are written out, as DDIM 50.
+    """
+    plan = config.sampling_plan(sampler, steps)
+    named = [
+        f"{name.upper()} {count or default_steps(name, stage.timesteps)}"
+        for (name, count), stage in zip(plan, config.stages)
+    ]
     if len(set(named)) == 1:
         return f"{named[0]} steps per stage"
     return " then ".join(named) + " steps (stage by stage)"
@@ -317,7 +339,7 @@ def sample_to_folder(
             )
     print(f"loading checkpoint {checkpoint} and its text encoder ...", flush=True)
     model = load_imagen(checkpoint, weights="ema", device=default_device())
-    print(f"sampling with {describe_plan(model.sampling_plan(sampler, steps))}", flush=True)
+    print(f"sampling with {describe_plan(config, sampler, steps)}", flush=True)
     options = dict(
         guidance_weight=guidance_weight,
         guidance_interval=guidance_interval,
@@ -348,7 +370,10 @@ def sample_to_folder(
     writers.append(lambda file: np.savez(file, images=pixels, prompts=np.array(prompts)))
     # all or nothing: a failure (a full disk) leaves the previous run's files, never a mix
     atomic_write_all(out, dict(zip(names, writers)), "samples")
-    grid = out / "grid.png"
-    grids = f" (the grids show the first {SAMPLE_CHUNK})" if len(prompts) > SAMPLE_CHUNK else ""
-    print(f"{len(prompts)} samples in {seconds:.1f} s -> {grid}, {out / 'samples.npz'}{grids}")
-    return grid
+    count = len(prompts)
+    grids = f" (the grids show the first {SAMPLE_CHUNK})" if count > SAMPLE_CHUNK else ""
+    print(
+        f"{count} sample{'' if count == 1 else 's'} in {seconds:.1f} s -> {out}: "
+        f"{', '.join(names)}{grids}"
+    )
+    return out / "grid.png"

@@ -2,9 +2,10 @@
 
 `train_preset` checks every argument before anything slow starts, refuses to touch an
 existing checkpoint unless asked to resume it (a resume keeps the run's own training
-settings, and says which ones --steps and --set change), holds the run folder's lock from
-start to end, and leaves no empty run folder behind when the first run fails before it saved.
-The training itself is `imagen_lib.train.Trainer` (lesson 8).
+settings, and says which ones --steps and --set change; a run of another preset is refused
+before the encoder loads), holds the run folder's lock from start to end, leaves no empty
+run folder behind when the first run fails before it saved, and on Ctrl-C says whether a
+checkpoint is kept. The training itself is `imagen_lib.train.Trainer` (lesson 8).
 """
 
 from __future__ import annotations
@@ -14,10 +15,17 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from imagen_lib.files import writable_folder
+from imagen_lib.files import not_empty, writable_folder
 from imagen_lib.presets import get_preset, override
 from imagen_lib.tools.sampling import at_least
-from imagen_lib.train import LOCK_NAME, Trainer, check_run_folder, run_folder_lock, run_settings
+from imagen_lib.train import (
+    LOCK_NAME,
+    Trainer,
+    check_resumable,
+    check_run_folder,
+    run_folder_lock,
+    run_preset,
+)
 
 
 @contextmanager
@@ -36,6 +44,18 @@ def removed_if_failed_empty(folder: Path) -> Iterator[None]:
                 (path / LOCK_NAME).unlink(missing_ok=True)
                 path.rmdir()
         raise
+
+
+@contextmanager
+def interrupt_says_what_is_kept(checkpoint: Path) -> Iterator[None]:
+    """Run the body; on Ctrl-C, say in the interrupt whether `checkpoint` is kept (`main`
+    prints it): a new run has none until its first save."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if checkpoint.is_file():
+            raise KeyboardInterrupt(f"{checkpoint} is kept; continue it with --resume") from None
+        raise KeyboardInterrupt("no checkpoint had been written yet") from None
 
 
 def train_preset(
@@ -58,7 +78,8 @@ def train_preset(
     chosen.training = override(chosen.training, list(overrides))
     if at_least(steps, 1, "--steps", " (steps per stage)") is not None:
         chosen.training.steps = steps
-    if encoder:
+    if encoder is not None:
+        not_empty(encoder, "--encoder", "a text encoder, or leave --encoder out for the preset's")
         chosen.model.text_encoder = encoder
     stages = len(chosen.model.stages)
     if stage is not None and not 0 <= stage < stages:
@@ -71,10 +92,13 @@ def train_preset(
         raise ValueError(
             f"{checkpoint} exists: add --resume to continue it, or choose another --out"
         )
-    with removed_if_failed_empty(out), run_folder_lock(out):  # one training process per folder
+    lock = run_folder_lock(out)  # one training process per folder
+    with interrupt_says_what_is_kept(checkpoint), removed_if_failed_empty(out), lock:
         if resume and checkpoint.is_file():
+            saved = run_preset(checkpoint)
+            check_resumable(saved, chosen, checkpoint)  # before the encoder and digits load
             # the run's own settings, and on top only what this command gives
-            chosen.training = override(run_settings(checkpoint), list(overrides))
+            chosen.training = override(saved.training, list(overrides))
             if steps is not None:
                 chosen.training.steps = steps
         check_run_folder(out, sampling=chosen.training.sample_every > 0)
