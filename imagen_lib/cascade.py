@@ -40,7 +40,7 @@ from imagen_lib.diffusion import (
 )
 from imagen_lib.efficient_unet import EfficientUNet, EfficientUNetConfig
 from imagen_lib.layers import check_image, check_levels
-from imagen_lib.text import TextEncoder, validate_prompts
+from imagen_lib.text import DEFAULT_ENCODER, TextEncoder, validate_prompts
 from imagen_lib.unet import UNet, UNetConfig
 
 
@@ -67,7 +67,7 @@ class StageConfig:
 class ImagenConfig:
     stages: list[StageConfig]
     channels: int = 1
-    text_encoder: str = "google-t5/t5-small"
+    text_encoder: str = DEFAULT_ENCODER
     max_text_tokens: int = 16
     # share of training prompts replaced by the null text (for guidance)
     text_drop_prob: float = 0.1

@@ -10,6 +10,7 @@ says clearly, in one line, what is wrong.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 from pathlib import Path
@@ -19,7 +20,13 @@ from torch import nn
 
 from imagen_lib.cascade import Imagen, ImagenConfig, encoder_for, one_per_stage
 from imagen_lib.diffusion import check_guidance_interval, check_guidance_weight
-from imagen_lib.files import SHIPPED_CASCADES, atomic_save, existing_checkpoint, writable_file
+from imagen_lib.files import (
+    SHIPPED_CASCADES,
+    atomic_save,
+    existing_checkpoint,
+    existing_file,
+    writable_file,
+)
 from imagen_lib.presets import MAX_STEPS, Preset
 from imagen_lib.text import TextEncoder
 
@@ -65,23 +72,33 @@ def load_file(path: Path, what: str) -> object:
         ) from error
 
 
+def load_tagged_file(path: Path, what: str, tag: str, example: str, fix: str) -> dict:
+    """The dictionary in an imagen_lib file of kind `what` ("checkpoint"), tagged `tag`.
+
+    A missing file, a folder, a pipe, a truncated or foreign file, or one holding code, is a
+    one-line error that ends with `fix` (what to do instead); `example` names such a file
+    inside a folder.
+    """
+    existing_file(path, what, example, fix)
+    payload = load_file(path, what)
+    if not isinstance(payload, dict) or payload.get("format") != tag:
+        raise ValueError(f"{path} is not an imagen_lib {what} (no '{tag}' tag): {fix}")
+    return payload
+
+
+def damaged(path: Path, problem: str, fix: str = "use another checkpoint") -> ValueError:
+    """The one-line error for a file holding what imagen_lib never writes: edited, or damaged."""
+    return ValueError(f"{path} {problem}: the file is damaged or was edited; {fix}")
+
+
 def read_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint file's dictionary.
 
     With a clear error for a missing, truncated, foreign or incomplete file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"checkpoint {path} does not exist: "
-            "check the path, or train one with `python -m imagen_lib train`"
-        )
-    payload = load_file(path, "checkpoint")
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(
-            f"{path} is not an imagen_lib checkpoint (no '{FORMAT}' tag): "
-            "was it written by another program?"
-        )
+    train_one = "check the path, or train one with `python -m imagen_lib train`"
+    payload = load_tagged_file(path, "checkpoint", FORMAT, "checkpoint.pt", train_one)
     require_entries(payload, ("config", "text_encoder", "text_dim"), path)
     validate_checkpoint(payload, path)
     return payload
@@ -91,10 +108,7 @@ def require_entries(payload: dict, keys: tuple[str, ...], path: Path) -> None:
     """A one-line ValueError naming the entries of `keys` that the checkpoint lacks, if any."""
     missing = [key for key in keys if key not in payload]
     if missing:
-        raise ValueError(
-            f"{path} lacks the entries {', '.join(missing)}: "
-            "the file is damaged or was edited; use another checkpoint"
-        )
+        raise damaged(path, f"lacks the entries {', '.join(missing)}")
 
 
 def parse_config(values: object, path: Path) -> ImagenConfig:
@@ -107,10 +121,7 @@ def parse_config(values: object, path: Path) -> ImagenConfig:
     try:
         return ImagenConfig.from_dict(values)
     except (TypeError, ValueError, KeyError, AttributeError) as error:
-        raise ValueError(
-            f"{path} holds an invalid cascade config ({error}): "
-            "the file is damaged or was edited; use another checkpoint"
-        ) from error
+        raise damaged(path, f"holds an invalid cascade config ({error})") from error
 
 
 def validate_checkpoint(payload: dict, path: Path) -> ImagenConfig:
@@ -123,20 +134,17 @@ def validate_checkpoint(payload: dict, path: Path) -> ImagenConfig:
     from deep inside torch or a resume that silently goes wrong.
     """
 
-    def damaged(problem: str) -> ValueError:
-        return ValueError(
-            f"{path} {problem}: the file is damaged or was edited; use another checkpoint"
-        )
-
     def whole(number: object) -> bool:
         return isinstance(number, int) and not isinstance(number, bool)
 
     config = parse_config(payload["config"], path)
     stages = len(config.stages)
     if not isinstance(payload["text_encoder"], str) or not payload["text_encoder"]:
-        raise damaged(f"names no text encoder (text_encoder is {payload['text_encoder']!r})")
+        raise damaged(path, f"names no text encoder (text_encoder is {payload['text_encoder']!r})")
     if not whole(payload["text_dim"]) or payload["text_dim"] < 1:
-        raise damaged(f"records text_dim {payload['text_dim']!r}, not a positive whole number")
+        raise damaged(
+            path, f"records text_dim {payload['text_dim']!r}, not a positive whole number"
+        )
     for what in ("model", "ema"):
         if what in payload:
             check_finite_weights(payload[what], path, what, "use an earlier checkpoint")
@@ -144,7 +152,7 @@ def validate_checkpoint(payload: dict, path: Path) -> ImagenConfig:
         try:
             Preset.from_dict(payload["preset"])
         except (TypeError, ValueError, KeyError, AttributeError) as error:
-            raise damaged(f"holds an invalid preset ({error})") from error
+            raise damaged(path, f"holds an invalid preset ({error})") from error
     steps = payload.get("steps")
     if "steps" in payload and not (
         isinstance(steps, list)
@@ -152,30 +160,32 @@ def validate_checkpoint(payload: dict, path: Path) -> ImagenConfig:
         and all(whole(count) and 0 <= count <= MAX_STEPS for count in steps)
     ):
         raise damaged(
+            path,
             f"records steps {steps!r}, not one whole number from 0 to {MAX_STEPS:,} "
-            f"per stage ({stages})"
+            f"per stage ({stages})",
         )
     per_stage = {"optimizers": "optimiser states", "generators": "random generator states"}
     for key, what in per_stage.items():
         if key in payload and (not isinstance(payload[key], list) or len(payload[key]) != stages):
             count = len(payload[key]) if isinstance(payload[key], list) else "no list of"
-            raise damaged(f"holds {count} {what} for its {stages} stages")
+            raise damaged(path, f"holds {count} {what} for its {stages} stages")
     for stage, state in enumerate(payload.get("optimizers", [])):
         try:
             taken = max((int(entry["step"]) for entry in state["state"].values()), default=0)
         except (TypeError, KeyError, ValueError, AttributeError, RuntimeError) as error:
-            raise damaged(f"holds a malformed optimiser state for stage {stage}") from error
+            raise damaged(path, f"holds a malformed optimiser state for stage {stage}") from error
         if steps is not None and taken > steps[stage]:
             raise damaged(
-                f"records {steps[stage]} steps for stage {stage}, but its optimiser took {taken}"
+                path,
+                f"records {steps[stage]} steps for stage {stage}, but its optimiser took {taken}",
             )
     for stage, state in enumerate(payload.get("generators", [])):
         if not (isinstance(state, torch.Tensor) and state.dtype == torch.uint8 and state.ndim == 1):
             raise damaged(
-                f"holds a random generator state for stage {stage} that is no byte tensor"
+                path, f"holds a random generator state for stage {stage} that is no byte tensor"
             )
     if "scaler" in payload and not isinstance(payload["scaler"], dict):
-        raise damaged("holds a loss scaler state that is no dictionary")
+        raise damaged(path, "holds a loss scaler state that is no dictionary")
     return config
 
 
@@ -189,10 +199,7 @@ def check_finite_weights(weights: object, path: Path, what: str, fix: str) -> No
     if not isinstance(weights, dict) or not all(
         isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in weights.items()
     ):
-        raise ValueError(
-            f"{path} holds {what} weights that are not a dictionary of tensors: "
-            f"the file is damaged or was edited; {fix}"
-        )
+        raise damaged(path, f"holds {what} weights that are not a dictionary of tensors", fix)
     bad = [
         key
         for key, value in weights.items()
@@ -297,12 +304,15 @@ def export_for_sampling(
         ("sampling_steps", sampling_steps),
         ("guidance_interval", intervals),
     )
+    stages = config.stages
     for setting, value in settings:
         if value is not None:
-            own = [getattr(stage, setting) for stage in config.stages]
-            for stage, stage_value in zip(config.stages, one_per_stage(value, own, setting)):
-                setattr(stage, setting, stage_value)
-    config = ImagenConfig.from_dict(config.to_dict())  # validates the new settings
+            own = [getattr(stage, setting) for stage in stages]
+            stages = [
+                dataclasses.replace(stage, **{setting: stage_value})
+                for stage, stage_value in zip(stages, one_per_stage(value, own, setting))
+            ]
+    config = dataclasses.replace(config, stages=stages)  # a new config: checks the new settings
     keep = ("format", "text_encoder", "text_dim", "ema", "preset", "steps")
     return atomic_save(
         {"config": config.to_dict(), **{key: payload[key] for key in keep if key in payload}}, path
@@ -421,9 +431,8 @@ def load_imagen(
     try:
         model = Imagen(config, text_encoder)
     except ValueError as error:  # sizes that fit no network, such as widths and heads
-        raise ValueError(
-            f"{path} holds a cascade config whose networks cannot be built ({error}): "
-            "the file is damaged or was edited; use another checkpoint"
+        raise damaged(
+            path, f"holds a cascade config whose networks cannot be built ({error})"
         ) from error
     load_weights(model, payload[weights], path, weights)
     return model.to(device) if device is not None else model

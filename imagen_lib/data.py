@@ -20,6 +20,7 @@ says how to get one.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +119,12 @@ class Captions:
                 captions.extend(template.format(form.format(**names)) for form in self.forms)
         return captions
 
+    def caption_id(
+        self, label: int | torch.Tensor, template: int | torch.Tensor, form: int | torch.Tensor
+    ) -> int | torch.Tensor:
+        """The id of a digit's caption in one template and name form (numbers or tensors)."""
+        return (label * len(self.templates) + template) * len(self.forms) + form
+
     def draw(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """One random caption id (B,) per label (B,), on the labels' device."""
         weights = torch.tensor(self.template_weights, device=labels.device)
@@ -127,7 +134,7 @@ class Captions:
         form = torch.randint(
             len(self.forms), (len(labels),), generator=generator, device=labels.device
         )
-        return (labels * len(self.templates) + template) * len(self.forms) + form
+        return self.caption_id(labels, template, form)
 
 
 # "plain": "7" or "seven", half and half. "varied": the bare name half the time, otherwise
@@ -266,12 +273,18 @@ def resize(images: torch.Tensor, size: Size) -> torch.Tensor:
     return F.interpolate(images, size=target, mode="bilinear", align_corners=False)
 
 
+def check_digits(values: Sequence[int] | torch.Tensor, what: str) -> torch.Tensor:
+    """`values` as a long tensor of digits 0-9, or a ValueError naming `what` ("MNIST labels")."""
+    digits = torch.as_tensor(values, dtype=torch.long)
+    if digits.numel() and not (0 <= int(digits.min()) and int(digits.max()) <= 9):
+        raise ValueError(f"{what} must be digits 0-9, got {digits.tolist()}")
+    return digits
+
+
 def prompts_for_labels(labels, seed: int = 0, captions: str = "plain") -> list[str]:
     """A random caption for each label, reproducible for a given seed."""
     family = check_captions(captions)
-    labels = torch.as_tensor(labels, dtype=torch.long)
-    if labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) <= 9):
-        raise ValueError(f"an MNIST label is a digit 0-9, got {labels.tolist()}")
+    labels = check_digits(labels, "MNIST labels")
     vocabulary = family.vocabulary()
     return [
         vocabulary[i] for i in family.draw(labels, torch.Generator().manual_seed(seed)).tolist()

@@ -54,7 +54,7 @@ def check_levels(image_size: Size, levels: int) -> None:
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal features of (B,) timesteps: (B, dim), half sines and half cosines."""
+    """Sinusoidal features of (B,) timesteps: (B, dim), half cosines, then half sines."""
     half = dim // 2
     frequencies = torch.exp(
         -math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half

@@ -37,11 +37,15 @@ from imagen_lib.data import (
     IMAGE_SIZE,
     NUMBER_WORDS,
     DigitSet,
+    check_digits,
     load_mnist,
     prompt_to_label,
     resize,
 )
-from imagen_lib.files import SHIPPED_CLASSIFIER, atomic_save, existing_file, not_empty
+from imagen_lib.files import SHIPPED_CLASSIFIER, atomic_save, not_empty
+
+# The tag `save_classifier` writes into its files, and `load_classifier` looks for
+CLASSIFIER_FORMAT = "imagen_lib-classifier-v1"
 
 
 class DigitClassifier(nn.Module):
@@ -186,7 +190,7 @@ def save_classifier(
     # half precision: under 1 MB
     state = {key: value.half() for key, value in model.state_dict().items()}
     return atomic_save(
-        {"format": "imagen_lib-classifier-v1", "state": state, "test_accuracy": test_accuracy}, path
+        {"format": CLASSIFIER_FORMAT, "state": state, "test_accuracy": test_accuracy}, path
     )
 
 
@@ -201,21 +205,16 @@ def load_classifier(path: str | Path | None = None) -> DigitClassifier:
     With a one-line error for a missing, damaged or foreign file, and for weights that give
     every image the same features (all zero, say), which would score every FID 0.
     """
-    from imagen_lib.checkpoint import check_finite_weights, load_file, load_weights
+    from imagen_lib.checkpoint import check_finite_weights, load_tagged_file, load_weights
 
     train_one = "train one with `python -m imagen_lib classifier`"
     if path is None:
         path = SHIPPED_CLASSIFIER
     path = not_empty(path, "--classifier", "a classifier file, or leave it out for the shipped one")
-    existing_file(path, "classifier file", "mnist_classifier.pt", train_one)
-    payload = load_file(path, "classifier file")
-    if (
-        not isinstance(payload, dict)
-        or payload.get("format") != "imagen_lib-classifier-v1"
-        or not isinstance(payload.get("state"), dict)
-    ):
-        raise ValueError(f"{path} is not an imagen_lib classifier file: {train_one}")
-    check_finite_weights(payload["state"], path, "classifier", train_one)
+    payload = load_tagged_file(
+        path, "classifier file", CLASSIFIER_FORMAT, "mnist_classifier.pt", train_one
+    )
+    check_finite_weights(payload.get("state"), path, "classifier", train_one)
     model = DigitClassifier()
     load_weights(
         model, {key: value.float() for key, value in payload["state"].items()}, path, "classifier"
@@ -312,9 +311,7 @@ def held_out_prompts(count: int = 1000) -> list[str]:
             round_ % len(family.templates),
             round_ // len(family.templates) % len(family.forms),
         )
-        prompts.append(
-            vocabulary[(digit * len(family.templates) + template) * len(family.forms) + form]
-        )
+        prompts.append(vocabulary[family.caption_id(digit, template, form)])
     return prompts
 
 
@@ -423,9 +420,7 @@ def _digits(values, count: int, what: str) -> torch.Tensor:
     digits = torch.as_tensor(values, dtype=torch.long).cpu()
     if digits.shape != (count,):
         raise ValueError(f"{what} must hold one digit per scene ({count}), got {len(digits)}")
-    if count and not (0 <= int(digits.min()) and int(digits.max()) <= 9):
-        raise ValueError(f"{what} must be digits 0-9, got {digits.tolist()}")
-    return digits
+    return check_digits(digits, what)
 
 
 def binding_scores(

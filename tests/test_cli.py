@@ -505,6 +505,11 @@ def bad_arguments(case: str, tmp_path, checkpoint) -> tuple[list[str], str]:
             ["train", "--preset", "smoke", "--steps", "0", "--out", out],
             "--steps must be at least 1",
         ),
+        # checked by the training config itself, not only where the preset is first made
+        "huge steps": (
+            ["train", "--preset", "smoke", "--steps", "10000000000", "--out", out],
+            "steps must be at most",
+        ),
         "unknown --set field": (
             ["train", "--preset", "smoke", "--set", "nosuchfield=1", "--out", out],
             "nosuchfield",
@@ -670,6 +675,7 @@ BAD_CASES = [
     "unknown preset",
     "stage 5",
     "steps 0",
+    "huge steps",
     "unknown --set field",
     "bad --set value",
     "train into a file",

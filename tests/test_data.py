@@ -200,7 +200,7 @@ def test_prompt_to_label_and_bad_labels():
     assert prompt_to_label("the digit 0") == 0
     assert prompt_to_label("can you draw 4?") == 4
     assert prompt_to_label("a cat") is None
-    with pytest.raises(ValueError, match="digit 0-9"):
+    with pytest.raises(ValueError, match="digits 0-9"):
         prompts_for_labels([10])
     with pytest.raises(ValueError, match="captions must be one of"):
         prompts_for_labels([1], captions="fancy")

@@ -11,6 +11,7 @@ on a CPU); the machine is named first, since two 2-core machines measured up to 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import sys
@@ -231,10 +232,15 @@ def bench(
     """Print the machine, then training and sampling figures, each as soon as it is measured."""
     checkpoint = existing_checkpoint(checkpoint)
     training = get_preset(preset)
-    training.training.compile = compile
+    # new configs (dataclasses.replace), so their checks run on the new values too
+    training = dataclasses.replace(
+        training, training=dataclasses.replace(training.training, compile=compile)
+    )
     if encoder is not None:
         not_empty(encoder, "--encoder", "a text encoder, or leave --encoder out for the preset's")
-        training.model.text_encoder = encoder
+        training = dataclasses.replace(
+            training, model=dataclasses.replace(training.model, text_encoder=encoder)
+        )
     at_least(train_steps, 1, "--train-steps")
     # per sampler, fewest steps first; per-stage settings last
     settings = sorted(

@@ -320,7 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="take STAGE's weights from another run of the same preset, such as "
                              "one trained with train --stage STAGE; repeatable (default: none)")
 
-    experiment = command("experiment", "reproduce one of the paper's findings (lesson 9)",
+    experiment = command("experiment", "reproduce one of the paper's findings (lessons 9 and "
+                                       "10; docs/findings.md); each trains and samples for one "
+                                       "to several hours on 2 CPU cores, the probe about 35 "
+                                       "minutes, and continues where it stopped",
                          run_experiment)
     experiment.add_argument("name", choices=(*experiments.EXPERIMENTS, "probe"),
                             help="which finding; probe: what each frozen text encoder's tokens "
@@ -366,8 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  f"({'; '.join(row.name for row in SCALING_ROWS)}) "
                                  "(default: all)")
     experiment.add_argument("--settings", nargs="+", metavar="SAMPLER:STEPS[:THRESHOLDING]",
-                            help="sampler, prediction: settings to compare "
-                                 "(default: experiments.SAMPLING_SETTINGS)")
+                            help="sampler, prediction: settings to compare (default: "
+                                 + "; ".join(f"{name}: {' '.join(settings)}" for name, settings
+                                             in experiments.SAMPLING_SETTINGS.items()) + ")")
     experiment.add_argument("--reuse", nargs="+", metavar="SAMPLER:STEPS[:THRESHOLDING]",
                             help="sampler: take these rows from the earlier OUT/sampler.json "
                                  "(default: none)")

@@ -29,6 +29,7 @@ at every step) wherever the setting compared is not the sampler itself;
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +40,7 @@ from tqdm.auto import tqdm
 from imagen_lib.cascade import Imagen, default_device
 from imagen_lib.data import (
     HELD_OUT_CAPTIONS,
+    HELD_OUT_TEMPLATES,
     IMAGE_SIZE,
     NUMBER_WORDS,
     DigitSet,
@@ -63,8 +65,9 @@ EXPERIMENTS = (
 )
 
 # Experiment 3's phrasings. The seen ones are training captions of the "varied" family
-# (data.CAPTION_TEMPLATES); the unseen ones fill data.HELD_OUT_TEMPLATES, which training
-# never uses. A test checks both claims against the caption vocabularies.
+# (data.CAPTION_TEMPLATES); the unseen ones are data.HELD_OUT_TEMPLATES, which training
+# never uses, each with one way of writing the name (data.NAME_FORMS), every way used at
+# least once. A test checks both claims against the caption vocabularies.
 SEEN_PHRASINGS = (
     "{numeral}",
     "{word}",
@@ -72,17 +75,21 @@ SEEN_PHRASINGS = (
     "a handwritten {numeral}",
     "{Word} written by hand",
 )
-UNSEEN_PHRASINGS = (
-    "a drawing of the number {numeral}",
-    "show me a {word}",
-    "can you draw {numeral}?",
-    "I would like a {Word}",
-    "generate the digit {word}",
-    "{numeral}, handwritten",
-    "a neat {word}",
-    "the figure {numeral}",
-    "an image showing a {WORD}",
-    "my favourite number is {word}",
+UNSEEN_NAME_FORMS = (
+    "{numeral}",
+    "{word}",
+    "{numeral}",
+    "{Word}",
+    "{word}",
+    "{numeral}",
+    "{word}",
+    "{numeral}",
+    "{WORD}",
+    "{word}",
+)
+UNSEEN_PHRASINGS = tuple(
+    template.format(form)
+    for template, form in zip(HELD_OUT_TEMPLATES, UNSEEN_NAME_FORMS, strict=True)
 )
 
 
@@ -202,13 +209,23 @@ def cascade_with_base_options(
 # ---------------------------------------------------------------------------------------
 
 
+# The experiments' presets are built with dataclasses.replace, never changed in place: the
+# original stays as it is, and the configs' checks run again on the new values.
+def with_steps(preset: Preset, steps: int | None) -> Preset:
+    """`preset` training `steps` steps per stage (None: its own)."""
+    if steps is None:
+        return preset
+    return dataclasses.replace(preset, training=dataclasses.replace(preset.training, steps=steps))
+
+
+def with_model(preset: Preset, **changes: object) -> Preset:
+    """`preset` with the given fields of its cascade config changed."""
+    return dataclasses.replace(preset, model=dataclasses.replace(preset.model, **changes))
+
+
 def variant(preset: Preset, name: str, description: str, steps: int | None = None) -> Preset:
-    """A renamed copy of `preset` to change (the original is left as it is)."""
-    copy = Preset.from_dict(preset.to_dict())
-    copy.name, copy.description = name, description
-    if steps is not None:
-        copy.training.steps = steps
-    return copy
+    """`preset` renamed, training `steps` steps per stage if given (the original is unchanged)."""
+    return with_steps(dataclasses.replace(preset, name=name, description=description), steps)
 
 
 def unaugmented_sr_preset(preset: Preset, steps: int | None = None) -> Preset:
@@ -219,9 +236,11 @@ def unaugmented_sr_preset(preset: Preset, steps: int | None = None) -> Preset:
         "SR trained without noise conditioning augmentation",
         steps,
     )
-    for stage in changed.model.stages[1:]:
-        stage.max_training_augmentation = 0.0
-    return changed
+    base, *super_resolution = changed.model.stages
+    unaugmented = [
+        dataclasses.replace(stage, max_training_augmentation=0.0) for stage in super_resolution
+    ]
+    return with_model(changed, stages=[base, *unaugmented])
 
 
 def augmentation_sweep(
@@ -298,9 +317,7 @@ def base_only_preset(preset: Preset, text_encoder: str, steps: int | None = None
         f"the base stage with text encoder {text_encoder}",
         steps,
     )
-    changed.model.stages = changed.model.stages[:1]
-    changed.model.text_encoder = text_encoder
-    return changed
+    return with_model(changed, stages=changed.model.stages[:1], text_encoder=text_encoder)
 
 
 def tiny_t5_base_preset(preset: Preset, folder: str | Path, steps: int | None = None) -> Preset:
@@ -345,9 +362,8 @@ def prediction_preset(preset: Preset, prediction: str) -> Preset:
         f"{preset.name}-{prediction}",
         f"{preset.description}; every stage predicts {prediction}",
     )
-    for stage in changed.model.stages:
-        stage.prediction = prediction
-    return changed
+    stages = [dataclasses.replace(stage, prediction=prediction) for stage in changed.model.stages]
+    return with_model(changed, stages=stages)
 
 
 def train_or_resume(
@@ -435,9 +451,7 @@ def prediction_models(
     """Experiment 5's cascades: `preset` trained with every stage predicting eps, then v."""
     models = {}
     for prediction in ("eps", "v"):
-        variant = prediction_preset(preset, prediction)
-        if steps is not None:
-            variant.training.steps = steps
+        variant = with_steps(prediction_preset(preset, prediction), steps)
         models[prediction] = trained_variant(
             variant,
             runs / f"prediction_{prediction}",
@@ -453,13 +467,14 @@ def pooled_only_preset(preset: Preset, steps: int | None = None) -> Preset:
 
     The text arrives as the pooled vector only.
     """
-    changed = base_only_preset(preset, preset.model.text_encoder, steps)
-    changed.name, changed.description = (
+    changed = variant(
+        base_only_preset(preset, preset.model.text_encoder, steps),
         f"{preset.name}-pooled-only",
         "the base stage conditioned on the pooled text vector alone",
     )
-    changed.model.stages[0].network.cross_attention = False
-    return changed
+    base = changed.model.stages[0]
+    network = dataclasses.replace(base.network, cross_attention=False)
+    return with_model(changed, stages=[dataclasses.replace(base, network=network)])
 
 
 def conditioning_models(
@@ -705,12 +720,7 @@ def training_recipe(checkpoint: Path) -> Preset:
             f"{checkpoint} does not say how it was trained (no preset): "
             "this experiment retrains a stage with that recipe"
         )
-    try:
-        return Preset.from_dict(payload["preset"])
-    except (TypeError, ValueError, KeyError, AttributeError) as error:
-        raise ValueError(
-            f"{checkpoint} holds an invalid preset ({error}): the file is damaged or was edited"
-        ) from None
+    return Preset.from_dict(payload["preset"])  # read_checkpoint has checked it
 
 
 def run_experiment(

@@ -10,13 +10,14 @@ checkpoint is kept. The training itself is `imagen_lib.train.Trainer` (lesson 8)
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from imagen_lib.files import not_empty, writable_folder
-from imagen_lib.presets import get_preset, override
+from imagen_lib.presets import TrainConfig, get_preset, override
 from imagen_lib.tools.sampling import at_least
 from imagen_lib.train import (
     LOCK_NAME,
@@ -58,6 +59,20 @@ def interrupt_says_what_is_kept(checkpoint: Path) -> Iterator[None]:
         raise KeyboardInterrupt("no checkpoint had been written yet") from None
 
 
+def with_settings(
+    training: TrainConfig, overrides: Sequence[str], steps: int | None
+) -> TrainConfig:
+    """`training` with the FIELD=VALUE `overrides`, then `steps`, applied, as a new config.
+
+    `dataclasses.replace` runs TrainConfig's checks again on the new values; setting a field
+    of the checked config in place would skip them (a billion-fold --steps would train).
+    """
+    changed = override(training, list(overrides))
+    if at_least(steps, 1, "--steps", " (steps per stage)") is None:
+        return changed
+    return dataclasses.replace(changed, steps=steps)
+
+
 def train_preset(
     preset: str = "cpu",
     out: str | Path | None = None,
@@ -75,12 +90,12 @@ def train_preset(
     top, and prints what they change.
     """
     chosen = get_preset(preset)
-    chosen.training = override(chosen.training, list(overrides))
-    if at_least(steps, 1, "--steps", " (steps per stage)") is not None:
-        chosen.training.steps = steps
+    training = with_settings(chosen.training, overrides, steps)
+    model = chosen.model
     if encoder is not None:
         not_empty(encoder, "--encoder", "a text encoder, or leave --encoder out for the preset's")
-        chosen.model.text_encoder = encoder
+        model = dataclasses.replace(model, text_encoder=encoder)
+    chosen = dataclasses.replace(chosen, model=model, training=training)
     stages = len(chosen.model.stages)
     if stage is not None and not 0 <= stage < stages:
         raise ValueError(
@@ -98,9 +113,9 @@ def train_preset(
             saved = run_preset(checkpoint)
             check_resumable(saved, chosen, checkpoint)  # before the encoder and digits load
             # the run's own settings, and on top only what this command gives
-            chosen.training = override(saved.training, list(overrides))
-            if steps is not None:
-                chosen.training.steps = steps
+            chosen = dataclasses.replace(
+                chosen, training=with_settings(saved.training, overrides, steps)
+            )
         check_run_folder(out, sampling=chosen.training.sample_every > 0)
         print(
             f"loading the text encoder {chosen.model.text_encoder!r} and the training digits "
