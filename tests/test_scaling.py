@@ -292,6 +292,7 @@ def test_a_damaged_examples_file_is_refused_before_training(recipe_checkpoint, t
         (["--rows", ROWS[0], ROWS[0]], "more than once"),
         (["--rows", "MiniLM, 9 layers"], "unknown rows"),
         (["--encoders", "/no/such/encoder"], "no such encoder folder"),
+        (["--classifier", ""], "--classifier is empty"),
     ],
     ids=[
         "repeated weight",
@@ -301,6 +302,7 @@ def test_a_damaged_examples_file_is_refused_before_training(recipe_checkpoint, t
         "repeated row",
         "unknown row",
         "missing encoder",
+        "empty classifier",
     ],  # fmt: skip
 )
 def test_bad_options_are_refused_before_anything_trains(

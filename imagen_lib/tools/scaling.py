@@ -499,8 +499,8 @@ def run_scaling(
         train_steps,
     )
     out, runs = writable_folder(out), writable_folder(runs, "--runs") / "scaling"
+    scoring_classifier = load_classifier(classifier)  # None: the shipped one; "" is refused
     classifier_path = classifier or SHIPPED_CLASSIFIER
-    scoring_classifier = load_classifier(classifier_path)
     sampler, steps = SCALING_SAMPLING
     settings = dict(
         command="experiment",
@@ -578,13 +578,13 @@ def learning_curve(
     reference row passes the gate.
     """
     from imagen_lib.checkpoint import load_imagen, read_checkpoint
-    from imagen_lib.files import SHIPPED_CLASSIFIER, existing_checkpoint, writable_folder
+    from imagen_lib.files import existing_checkpoint, writable_folder
     from imagen_lib.metrics import load_classifier
 
     paths = [existing_checkpoint(path) for path in checkpoints]  # all checked first
     out = writable_folder(out)
     started = time.perf_counter()
-    scorer = Scorer.build(num_samples, load_classifier(classifier or SHIPPED_CLASSIFIER))
+    scorer = Scorer.build(num_samples, load_classifier(classifier))
     prompts = {"training relations": scaling_prompt_sets(num_samples, seed)["training relations"]}
     sampler, steps = SCALING_SAMPLING
     rows = []
