@@ -64,8 +64,8 @@ def recipe_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def measured(recipe_checkpoint, tmp_path_factory):
-    """A finished smoke run: two rows x two seeds."""
-    out = tmp_path_factory.mktemp("scaling")
+    """A finished smoke run: two rows x two seeds, into an OUT folder that did not exist."""
+    out = tmp_path_factory.mktemp("scaling") / "new"
     run_scaling(recipe_checkpoint, seeds=2, runs=out / "runs", out=out, progress=False, **SMOKE)
     return out
 
@@ -293,3 +293,10 @@ def test_an_extra_encoder_becomes_a_row(recipe_checkpoint, tmp_path):
     )
     models = {row["model"] for row in load_results(tmp_path / "scaling.json")["rows"]}
     assert models == {"MiniLM, 1 layer", "encoder tiny_t5"}
+
+
+def test_an_empty_classifier_is_refused_not_replaced_by_the_shipped_one(tmp_path, capsys):
+    argv = ["experiment", "scaling", "--classifier", "", "--out", str(tmp_path / "out")]
+    assert main([*argv, "--runs", str(tmp_path / "runs")]) == 2
+    assert "--classifier is empty" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

@@ -235,6 +235,7 @@ def results_lock(folder: Path) -> Iterator[None]:
     Two processes measuring different rows (`--rows`) into the same OUT then never lose
     each other's rows. Where the operating system has no `fcntl` (Windows), run one at a time.
     """
+    folder.mkdir(parents=True, exist_ok=True)  # a new --out folder
     if fcntl is None:
         yield
         return
@@ -315,7 +316,7 @@ def run_scaling(
     of the same settings in OUT, measuring only the (row, seed) pairs it lacks.
     """
     from imagen_lib.diffusion import check_guidance_weight
-    from imagen_lib.files import SHIPPED_CLASSIFIER, existing_checkpoint, writable_folder
+    from imagen_lib.files import existing_checkpoint, writable_folder
     from imagen_lib.metrics import load_classifier
     from imagen_lib.tools.bench import machine_description
     from imagen_lib.tools.experiments import training_recipe
@@ -355,7 +356,7 @@ def run_scaling(
     path = out / "scaling.json"
     with results_lock(out):
         measured, examples, earlier = measured_so_far(path, settings)
-    scoring_classifier = load_classifier(classifier or SHIPPED_CLASSIFIER)
+    scoring_classifier = load_classifier(classifier)  # None: the shipped one; "" is refused
     started = time.perf_counter()
 
     def save(rows_so_far: list[dict], pictures: dict) -> None:
