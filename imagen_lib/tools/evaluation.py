@@ -528,10 +528,12 @@ def evaluate_checkpoint(
             guidance_interval=guidance_interval,
             real_vs_real=scorer.real_vs_real,
         )
-        rows = [{**row, "seed": seed} for row in rows]
+        saved = [{**row, "seed": seed} for row in rows]
         kind = "scene_evaluation" if scenes else "evaluation"
-        seconds = sum({row["guidance"]: row["seconds"] for row in rows}.values())
-        print(f"-> {results.save_results(save, kind, rows, settings, seconds)}")
+        # each setting's seconds, repeated on its rows: count each setting once
+        per_setting = {(row["guidance"], row["thresholding"]): row["seconds"] for row in rows}
+        path = results.save_results(save, kind, saved, settings, sum(per_setting.values()))
+        print(f"-> {path}")
     return rows
 
 
