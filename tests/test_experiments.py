@@ -20,7 +20,6 @@ from imagen_lib.data import HELD_OUT_CAPTIONS, NUMBER_WORDS, load_mnist, prompt_
 from imagen_lib.files import SHIPPED_CLASSIFIER, SHIPPED_RESULTS
 from imagen_lib.metrics import balanced_subset, evaluation_prompts
 from imagen_lib.presets import get_preset
-from imagen_lib.scenes import EVALUATION_SETS
 from imagen_lib.tools import experiments, results
 from imagen_lib.tools.experiments import Scorer
 
@@ -501,7 +500,8 @@ def test_sweeps_keep_the_first_seeds_digits_as_examples(make_cascade):
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", experiments.EXPERIMENTS)
+# the scaling experiment's results are checked by tests/test_scaling.py
+@pytest.mark.parametrize("name", [name for name in experiments.EXPERIMENTS if name != "scaling"])
 def test_committed_results_are_complete_and_documented(name):
     """Each experiment's results ship with their plots and 3 seeds.
 
@@ -511,13 +511,6 @@ def test_committed_results_are_complete_and_documented(name):
     settings = committed["settings"]
     assert settings["seeds"] >= 3 and committed["wall_seconds"] > 0
     seeds = {row["seed"] for row in committed["rows"]}
-    if name == "scaling":  # every row, with every seed, guidance weight and evaluation set
-        wanted = {(row, seed) for row in settings["rows"] for seed in range(settings["seeds"])}
-        assert {(row["model"], row["seed"]) for row in committed["rows"]} == wanted
-        for run in wanted:
-            scored = [row for row in committed["rows"] if (row["model"], row["seed"]) == run]
-            assert {row["guidance"] for row in scored} == set(settings["recipe"]["guidance"])
-            assert {row["set"] for row in scored} == set(EVALUATION_SETS)
     assert seeds == set(range(settings["seeds"]))
     for picture in (f"{name}.png", f"{name}_examples.png"):
         assert (SHIPPED_RESULTS / picture).stat().st_size > 10_000

@@ -397,6 +397,9 @@ def test_the_learning_curve_scores_each_snapshot_on_the_gate_set(recipe_checkpoi
     assert [row["steps"] for row in found["rows"]] == [0, 0]  # an untrained recipe checkpoint
     assert all(row["set"] == "training relations" and row["count"] == 10 for row in found["rows"])
     assert found["settings"]["gate_order"] == scaling.GATE_ORDER
+    assert found["settings"]["fid_floor"] > 0  # the fair reference's real-vs-real floor
+    # the file names the snapshot, not where it lay on this machine
+    assert [row["checkpoint"] for row in found["rows"]] == [recipe_checkpoint.name] * 2
     # the base stage alone: the same weights, one stage
     from imagen_lib.checkpoint import load_imagen
 

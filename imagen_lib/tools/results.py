@@ -280,6 +280,62 @@ def scaling_table(results: dict) -> str:
     return "\n".join(lines) + note
 
 
+def curve_table(results: dict) -> str:
+    """The pilot learning curve as Markdown: per snapshot, conditional order accuracy with its
+    95% interval, pair and scene accuracy (%), and whether it passes the gate."""
+    gate = results["settings"]["gate_order"]
+    lines = [
+        "| training steps | order accuracy (%) | pair accuracy (%) | scene accuracy (%) | gate |",
+        "|---|---|---|---|---|",
+    ]
+    for row in sorted(results["rows"], key=lambda row: row["steps"]):
+        error = order_estimate([row])[1]
+        passed = "passed" if row["order"] >= gate else "not yet"
+        lines.append(
+            f"| {row['steps']:,} | {100 * row['order']:.1f} ± {196 * error:.1f} | "
+            f"{100 * row['pair']:.1f} | {100 * row['scene']:.1f} | {passed} |"
+        )
+    first = results["rows"][0]
+    lines.append(
+        f"| word-blind: first named on the left | {100 * first['blind_first_named']:.1f} | | | |"
+    )
+    lines.append(
+        f"| word-blind: trained layout | {100 * first['blind_trained_layout']:.1f} | | | |"
+    )
+    return "\n".join(lines)
+
+
+def plot_scaling_curve(results: dict):
+    """The pilot learning curve: conditional order, pair and scene accuracy of one run's
+    snapshots against its training steps, with the order's 95% interval, the convergence
+    gate and the two word-blind readers' order accuracy on the same captions."""
+    import matplotlib.pyplot as plt
+
+    rows = sorted(results["rows"], key=lambda row: row["steps"])
+    steps = [row["steps"] for row in rows]
+    figure, axis = plt.subplots(figsize=(6.5, 4))
+    errors = [196 * order_estimate([row])[1] for row in rows]
+    orders = [100 * row["order"] for row in rows]
+    axis.errorbar(steps, orders, yerr=errors, marker="o", capsize=3, label="order accuracy")
+    axis.plot(steps, [100 * row["pair"] for row in rows], marker="s", label="pair accuracy")
+    axis.plot(steps, [100 * row["scene"] for row in rows], marker="^", label="scene accuracy")
+    axis.axhline(100 * results["settings"]["gate_order"], color="black", linewidth=0.8)
+    axis.annotate("gate", (steps[0], 100 * results["settings"]["gate_order"]), fontsize=8)
+    for key, style, label in (
+        ("blind_first_named", ":", "word-blind: first named on the left"),
+        ("blind_trained_layout", "--", "word-blind: trained layout"),
+    ):
+        axis.axhline(100 * rows[0][key], color="grey", linestyle=style, label=label)
+    axis.set_xticks(steps, [f"{step:,}" for step in steps])
+    axis.set_xlabel("training steps (batch 64)")
+    axis.set_ylabel("% of training relation captions")
+    axis.set_ylim(0, 100)
+    axis.set_title("When the base stage starts reading word order")
+    axis.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    return figure
+
+
 def plot_scaling(results: dict):
     """Figure 4 in miniature: conditional order accuracy on held-out phrasings against the
     encoder's parameters (a line per U-Net width) and the U-Net's parameters (a line per
@@ -824,6 +880,8 @@ def plot_results(results: dict):
         return plot_guidance(results)
     if experiment == "scaling":
         return plot_scaling(results)
+    if experiment == "scaling_curve":
+        return plot_scaling_curve(results)
     if experiment == "probe":
         return plot_probe(results)
     if experiment in PHRASING_KEYS:

@@ -574,8 +574,8 @@ def learning_curve(
     Each checkpoint (the `scenes` base stage saved after 1,000, 2,000, ... steps) draws
     `num_samples` training relation captions at the gate's guidance weight; one row per
     checkpoint, with its training steps, conditional order accuracy, pair and scene
-    accuracy, written to OUT/scaling_curve.json. The budget is the first at which the
-    reference row passes the gate.
+    accuracy, written to OUT/scaling_curve.json and plotted in scaling_curve.png. The
+    budget is the first at which the reference row passes the gate.
     """
     from imagen_lib.checkpoint import load_imagen, read_checkpoint
     from imagen_lib.files import existing_checkpoint, writable_folder
@@ -584,12 +584,18 @@ def learning_curve(
     paths = [existing_checkpoint(path) for path in checkpoints]  # all checked first
     out = writable_folder(out)
     started = time.perf_counter()
-    scorer = Scorer.build(num_samples, load_classifier(classifier))
+    scoring_classifier = load_classifier(classifier)
+    scorer = None
     prompts = {"training relations": scaling_prompt_sets(num_samples, seed)["training relations"]}
     sampler, steps = SCALING_SAMPLING
     rows = []
     for path in paths:
         model = base_stage(load_imagen(path, weights="ema"))
+        if scorer is None:  # per-slot FID against real digits shrunk to the base stage's size
+            height = model.config.stages[0].image_size[0]
+            scorer = Scorer.build(
+                num_samples, scoring_classifier, model.config.channels, degraded_to=height
+            )
         sampled = sample_scene_sets(
             model,
             num_samples,
@@ -602,15 +608,21 @@ def learning_curve(
         )
         scores = score_scene_sets(scorer.classifier, scorer.reference, sampled)[0]
         trained = read_checkpoint(path)["steps"][0]
-        rows.append({"checkpoint": str(path), "steps": trained, "seed": seed, **scores})
+        rows.append({"checkpoint": path.name, "steps": trained, "seed": seed, **scores})
         print(
             f"{path}: {trained} steps, order accuracy {scores['order']:.1%} "
             f"(gate {GATE_ORDER:.0%}), pair {scores['pair']:.1%}, scene {scores['scene']:.1%}",
             flush=True,
         )
     out.mkdir(parents=True, exist_ok=True)
-    settings = dict(num_samples=num_samples, seed=seed, gate_order=GATE_ORDER)
+    settings = dict(
+        num_samples=num_samples, seed=seed, gate_order=GATE_ORDER, fid_floor=scorer.real_vs_real
+    )
     settings.update(guidance=GATE_GUIDANCE, sampling=[sampler, steps, *SCALING_INTERVAL])
     path = out / "scaling_curve.json"
     results.save_results(path, "scaling_curve", rows, settings, time.perf_counter() - started)
+    results.plot_scaling_curve(results.load_results(path)).savefig(
+        out / "scaling_curve.png", dpi=110
+    )
+    print(f"-> {path}, {out / 'scaling_curve.png'}")
     return path
