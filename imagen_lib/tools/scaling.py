@@ -38,8 +38,8 @@ import torch
 from tqdm.auto import tqdm
 
 from imagen_lib.cascade import Imagen
-from imagen_lib.files import atomic_save
 from imagen_lib.metrics import DigitClassifier, Scorer
+from imagen_lib.plumbing.files import atomic_save
 from imagen_lib.presets import Preset, get_preset
 from imagen_lib.tools import results
 from imagen_lib.tools.evaluation import sample_scene_sets, score_scene_sets
@@ -316,8 +316,8 @@ def run_scaling(
     of the same settings in OUT, measuring only the (row, seed) pairs it lacks.
     """
     from imagen_lib.diffusion import check_guidance_weight
-    from imagen_lib.files import existing_checkpoint, writable_folder
     from imagen_lib.metrics import load_classifier
+    from imagen_lib.plumbing.files import existing_checkpoint, writable_folder
     from imagen_lib.tools.bench import machine_description
     from imagen_lib.tools.experiments import training_recipe
     from imagen_lib.tools.sampling import at_least
