@@ -13,9 +13,10 @@ Read the modules in this order; each is one lesson's concept:
     train.py           training every stage, resumable exactly
     checkpoint.py      saving and loading safely
     scenes.py          two digits side by side: prompts whose meaning needs word order
-files.py is plumbing (the shipped files, the download cache, atomic writes). Tooling that
-no lesson teaches lives in imagen_lib/tools/: the command line (`python -m imagen_lib`),
-sampling to files, evaluation, bench, the paper's findings, results, plots, widgets.
+Runtime machinery that no lesson teaches lives in imagen_lib/plumbing/ (the shipped files,
+the download cache, atomic writes, the run folder's lock, the hub probe), and tooling in
+imagen_lib/tools/: the command line (`python -m imagen_lib`), sampling to files,
+evaluation, bench, the paper's findings, results, plots, widgets.
 
 Importing this package loads no model and touches no network. It does set one
 environment variable, before torch is imported, unless you set it yourself:

@@ -20,7 +20,7 @@ from torch import nn
 
 from imagen_lib.cascade import Imagen, ImagenConfig, encoder_for, one_per_stage
 from imagen_lib.diffusion import check_guidance_interval, check_guidance_weight
-from imagen_lib.files import (
+from imagen_lib.plumbing.files import (
     SHIPPED_CASCADES,
     atomic_save,
     existing_checkpoint,

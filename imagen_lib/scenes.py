@@ -6,7 +6,7 @@ Saharia et al. 2022, in categories such as "Positional" and "Colors") are about
 composition instead: which object is where, which colour belongs to which object. Our
 stand-in is a scene of two MNIST digits, left and right, 32x64 pixels (the base stage
 works at 16x32), described by captions whose meaning depends on order and on relations:
-- "order":    "3 7", "a 3 then a 7", "3 followed by 7";
+- "order":    "3 7", "a 3 then a 7", and, naming the right digit first, "7 after 3";
 - "relation": "a 3 to the left of a 7" and "a 7 to the right of a 3" are the same picture,
               while "a 7 to the left of a 3" is the opposite one: the same words, bound the
               other way;

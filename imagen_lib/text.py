@@ -36,8 +36,6 @@ import contextlib
 import logging
 import os
 import re
-import socket
-import threading
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,13 +43,13 @@ from typing import TypeVar
 
 import torch
 
-from imagen_lib.files import mpnet_folder
+from imagen_lib.plumbing.files import mpnet_folder
+from imagen_lib.plumbing.hub import hub_reachable
 
 Loaded = TypeVar("Loaded")
 
 DEFAULT_ENCODER = "google-t5/t5-small"
 OFFLINE_ENCODER = "minilm"
-HUB_HOST = "huggingface.co"
 
 
 def validate_prompts(prompts) -> list[str]:
@@ -97,27 +95,6 @@ def mpnet_path() -> Path:
             "`python -m imagen_lib install-encoder mpnet` (it downloads about 400 MB, once)."
         )
     return folder
-
-
-def _hub_reachable(timeout_s: float = 3.0) -> bool:
-    """Whether the model hub's host resolves and accepts a connection, within a few seconds.
-
-    Done in a thread because a name lookup ignores socket timeouts; without this check
-    an offline `from_pretrained` spends most of a minute retrying.
-    """
-    result = []
-
-    def probe():
-        try:
-            with socket.create_connection((HUB_HOST, 443), timeout=timeout_s):
-                result.append(True)
-        except OSError:
-            result.append(False)
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    return bool(result and result[0])
 
 
 def resolve_encoder(name: str) -> tuple[str, bool]:
@@ -226,7 +203,7 @@ def _load_pretrained(
                     f"the text encoder folder {path} could not be loaded ({reason}): give a "
                     "folder written by `save_pretrained`, or another encoder"
                 ) from error
-        if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
+        if os.environ.get("HF_HUB_OFFLINE") == "1" or not hub_reachable():
             raise RuntimeError(
                 f"Text encoder {name!r} is not on this machine and the model hub cannot be "
                 f"reached (offline?). {offline_help}"

@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -56,13 +54,17 @@ from imagen_lib.data import (
     resize,
     size_text,
 )
-from imagen_lib.files import (
+from imagen_lib.plumbing.compiling import compiles
+from imagen_lib.plumbing.files import (
     SHIPPED_CLASSIFIER,
     DiskFull,
     atomic_save,
     check_free_space,
+    check_run_folder,
+    remove_temporaries,
     save_grid,
 )
+from imagen_lib.plumbing.locks import run_folder_lock
 from imagen_lib.presets import Preset, caption_family, training_changes
 from imagen_lib.scenes import (
     HELD_OUT_PAIRS,
@@ -99,79 +101,10 @@ SYNC_EVERY = 25  # steps between looks at the loss from the host (each look wait
 # 10 steps and +20% in 60. A tenfold growth is a step that blew the weights up: they are
 # still finite, but the next loss would be NaN.
 GROWTH_LIMIT = 10.0
-LOCK_NAME = ".lock"  # the lock file inside a run folder
-
-try:
-    import fcntl
-except ImportError:  # Windows has no flock: run folders are not locked there
-    fcntl = None
-
-_locked_folders: set[Path] = set()  # run folders whose lock this process holds
 
 
 class TrainingDiverged(RuntimeError):
     """The loss or the weights became NaN or infinite, or the weights grew huge in a few steps."""
-
-
-class RunFolderLocked(RuntimeError):
-    """Another process is training into the same run folder."""
-
-
-@contextmanager
-def run_folder_lock(folder: str | Path) -> Iterator[None]:
-    """Hold FOLDER/.lock exclusively while the body runs: one training process per run folder.
-
-    A second process is refused at once, instead of both writing checkpoint.pt in turn. The
-    operating system releases the lock when its process ends, even when it is killed, so
-    no stale lock is ever left. The file itself stays: deleting it on release would let a
-    waiting process lock the deleted file while a third one locks a new file. Within one
-    process the lock is re-entrant (the command line takes it before building the Trainer,
-    whose `train` takes it too).
-    """
-    folder = Path(folder).resolve()
-    if (folder / LOCK_NAME).exists() and not (folder / LOCK_NAME).is_file():
-        raise ValueError(
-            f"{folder / LOCK_NAME} is not a file (a folder?), so the run folder cannot be locked: "
-            "remove it, or train into another --out"
-        )
-    if folder in _locked_folders or fcntl is None:
-        yield
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK_NAME, "a") as lock:  # closing it releases the lock
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunFolderLocked(
-                f"{folder} is in use: another process is training into it "
-                f"(it holds {folder / LOCK_NAME}); "
-                "wait for it to finish, or train into another --out"
-            ) from None
-        _locked_folders.add(folder)
-        try:
-            yield
-        finally:
-            _locked_folders.discard(folder)
-
-
-def check_run_folder(folder: str | Path, sampling: bool) -> None:
-    """Refuse, before any training, a run folder whose file names are taken by something else.
-
-    A folder named checkpoint.pt, or a file named samples when sample grids are to be
-    written there, would otherwise fail only at the first save or grid, after the training.
-    """
-    folder = Path(folder)
-    checkpoint, samples = folder / "checkpoint.pt", folder / "samples"
-    if checkpoint.exists() and not checkpoint.is_file():
-        raise ValueError(
-            f"{checkpoint} is not a file (a folder?), so no checkpoint can be saved there: "
-            "move it away, or train into another --out"
-        )
-    if sampling and samples.exists() and not samples.is_dir():
-        raise ValueError(
-            f"{samples} is a file, but training writes its sample grids into a folder of that "
-            "name: move the file away, train into another --out, or add --set sample_every=0"
-        )
 
 
 def training_state(path: str | Path) -> dict:
@@ -262,16 +195,6 @@ def weight_norm(module: nn.Module) -> torch.Tensor:
     A 0-d tensor on their device (no host sync), NaN or inf if any is.
     """
     return torch.nn.utils.get_total_norm([param.detach() for param in module.parameters()])
-
-
-def compiles(setting: str, device: torch.device) -> bool:
-    """Whether training compiles the networks with torch.compile, for a TrainConfig.compile setting.
-
-    "auto" compiles on CUDA, where a step otherwise waits on Python to launch hundreds of
-    small kernels; not on the CPU, where compiling takes minutes (2 cores) and saves
-    little, since there the arithmetic, not the launching, takes the time.
-    """
-    return setting == "on" or (setting == "auto" and device.type == "cuda")
 
 
 def learning_rate_at(step: int, base_rate: float, warmup_steps: int) -> float:
@@ -679,32 +602,10 @@ class Trainer:
         with run_folder_lock(self.out_dir):
             # A save killed midway leaves its temporary file behind; we hold the lock, so none is
             # being written now.
-            for stale in self.out_dir.glob(f".{self.checkpoint_path.name}.*.tmp"):
-                stale.unlink()
+            remove_temporaries(self.checkpoint_path)
             if any(self.steps[stage] < self.config.steps for stage in stages):
                 # the checkpoint is written while the old one stays, so all of it must fit
                 check_free_space(self.out_dir, self.checkpoint_bytes(), "a training checkpoint")
             for stage in stages:
                 self.train_stage(stage)
         return self.checkpoint_path
-
-
-def images_per_second(trainer: Trainer, stage: int, steps: int = 5) -> float:
-    """Measured training throughput of one stage (after one warm-up step), without saving.
-
-    It really trains: the trainer's weights, EMA and step count move on, so measure on a
-    trainer made for the purpose (as `python -m imagen_lib bench` does).
-    """
-    trainer.train_step(stage)  # warm-up (and, where it compiles, the compilation)
-    synchronize(trainer.device)
-    started = time.perf_counter()
-    for _ in range(steps):
-        trainer.train_step(stage)
-    synchronize(trainer.device)
-    return steps * trainer.config.batch_size / (time.perf_counter() - started)
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait until the device has finished the work queued so far (a no-op on the CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

@@ -25,7 +25,7 @@ import imagen_lib.cascade
 import imagen_lib.diffusion
 from imagen_lib import Imagen, ImagenConfig, StageConfig
 from imagen_lib.checkpoint import load_imagen, read_checkpoint, save_imagen
-from imagen_lib.files import SHIPPED_CHECKPOINT
+from imagen_lib.plumbing.files import SHIPPED_CHECKPOINT
 from imagen_lib.text import TextEncoder, build_tiny_t5
 
 PROMPTS = ["7", "a handwritten seven"]

@@ -27,7 +27,7 @@ pytest.importorskip(
 from conftest import error_after_progress  # noqa: E402
 
 from imagen_lib.checkpoint import read_checkpoint  # noqa: E402
-from imagen_lib.files import SHIPPED_CLASSIFIER  # noqa: E402
+from imagen_lib.plumbing.files import SHIPPED_CLASSIFIER  # noqa: E402
 from imagen_lib.tools.cli import main  # noqa: E402
 
 
@@ -217,7 +217,7 @@ def test_a_failed_first_train_leaves_no_empty_folder(tmp_path, monkeypatch, caps
 
 
 def test_a_shipped_cascade_is_chosen_by_name_unless_a_file_has_that_name(tmp_path, monkeypatch):
-    from imagen_lib.files import SHIPPED_CHECKPOINT, SHIPPED_SCENES, existing_checkpoint
+    from imagen_lib.plumbing.files import SHIPPED_CHECKPOINT, SHIPPED_SCENES, existing_checkpoint
     from imagen_lib.tools.lessons import shipped_cascade
 
     monkeypatch.chdir(tmp_path)
@@ -235,7 +235,7 @@ def test_a_shipped_cascade_is_chosen_by_name_unless_a_file_has_that_name(tmp_pat
 def test_a_path_named_like_a_shipped_cascade_says_it_hides_it(
     kind, tmp_path, monkeypatch, capsys, nothing_loads
 ):
-    from imagen_lib.files import SHIPPED_SCENES
+    from imagen_lib.plumbing.files import SHIPPED_SCENES
 
     monkeypatch.chdir(tmp_path)
     if kind == "folder":

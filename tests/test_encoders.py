@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from imagen_lib.files import DiskFull, mpnet_folder
+from imagen_lib.plumbing.files import DiskFull, mpnet_folder
 from imagen_lib.text import TextEncoder, mpnet_path, resolve_encoder
 from imagen_lib.tools import encoders
 from imagen_lib.tools.cli import main

@@ -17,8 +17,8 @@ import torch
 from conftest import randomize_parameters
 
 from imagen_lib.data import HELD_OUT_CAPTIONS, NUMBER_WORDS, load_mnist, prompt_vocabulary
-from imagen_lib.files import SHIPPED_CLASSIFIER, SHIPPED_RESULTS
 from imagen_lib.metrics import balanced_subset, evaluation_prompts
+from imagen_lib.plumbing.files import SHIPPED_CLASSIFIER, SHIPPED_RESULTS
 from imagen_lib.presets import get_preset
 from imagen_lib.tools import experiments, results
 from imagen_lib.tools.experiments import Scorer

@@ -171,7 +171,7 @@ def test_a_full_disk_while_sampling_into_a_new_folder_writes_nothing(
 
 
 def test_atomic_write_on_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path):
-    from imagen_lib.files import atomic_write, atomic_write_text
+    from imagen_lib.plumbing.files import atomic_write, atomic_write_text
 
     path = tmp_path / "results.json"
     atomic_write_text("old", path)
@@ -553,7 +553,7 @@ def test_a_damaged_results_file_is_one_line_naming_it(text, expected, tmp_path):
 
 
 def test_the_shipped_results_still_load():
-    from imagen_lib.files import SHIPPED_RESULTS
+    from imagen_lib.plumbing.files import SHIPPED_RESULTS
     from imagen_lib.tools.results import load_results
 
     shipped = sorted(SHIPPED_RESULTS.glob("*.json"))
@@ -620,7 +620,7 @@ def test_export_passes_overwrite_on(flag, expected, checkpoint, tmp_path, monkey
 def test_export_replaces_a_shipped_cascade_or_an_earlier_export_only_with_overwrite(
     checkpoint, tmp_path, monkeypatch, capsys
 ):
-    from imagen_lib import files
+    from imagen_lib.plumbing import files
 
     export = ["export", "--checkpoint", str(checkpoint), "--out"]
     shipped = tmp_path / "data" / "imagen_scenes_cpu.pt"  # a stand-in: data/ stays untouched
@@ -698,7 +698,7 @@ def test_an_out_ending_in_a_slash_names_a_folder_and_is_refused(
 
 def test_export_takes_a_shipped_cascades_name(tmp_path, monkeypatch, capsys):
     from imagen_lib.checkpoint import read_checkpoint
-    from imagen_lib.files import SHIPPED_SCENES
+    from imagen_lib.plumbing.files import SHIPPED_SCENES
 
     monkeypatch.chdir(tmp_path)
     assert main(["export", "--checkpoint", "scenes", "--out", "scenes.pt"]) == 0

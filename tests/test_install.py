@@ -117,7 +117,10 @@ def run_from_elsewhere(site: Path, tmp_path: Path, *arguments: str) -> subproces
 
 
 def test_the_installed_copy_is_the_one_imported(installed, tmp_path):
-    probe = "import imagen_lib, imagen_lib.files as f; print(imagen_lib.__file__); print(f.SHIPPED)"
+    probe = (
+        "import imagen_lib, imagen_lib.plumbing.files as f; "
+        "print(imagen_lib.__file__); print(f.SHIPPED)"
+    )
     result = run_from_elsewhere(installed, tmp_path, "-c", probe)
     assert result.returncode == 0, result.stderr
     package, shipped = (Path(line) for line in result.stdout.strip().splitlines())

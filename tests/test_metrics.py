@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from imagen_lib.data import NUMBER_WORDS, load_mnist, prompt_to_label, resize
-from imagen_lib.files import SHIPPED_CLASSIFIER
 from imagen_lib.metrics import (
     DigitClassifier,
     Scorer,
@@ -33,6 +32,7 @@ from imagen_lib.metrics import (
     save_classifier,
     speckle,
 )
+from imagen_lib.plumbing.files import SHIPPED_CLASSIFIER
 
 
 def correlated_features(

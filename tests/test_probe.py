@@ -249,7 +249,7 @@ def test_the_reader_options_apply_to_the_probe_only(capsys):
 def test_the_committed_probe_is_complete_and_documented_as_measured():
     """data/results/probe.json holds every encoder x width x seed x set, and docs/findings.md
     states its headline table and every number of its prose as the file has them."""
-    from imagen_lib.files import SHIPPED_RESULTS
+    from imagen_lib.plumbing.files import SHIPPED_RESULTS
 
     committed = results.load_results(SHIPPED_RESULTS / "probe.json")
     settings, rows = committed["settings"], committed["rows"]

@@ -44,6 +44,7 @@ SUBMODULES = sorted(
         *LESSON_MODULES,
         *(path.stem for path in PACKAGE.glob("*.py") if not path.stem.startswith("__")),
         *(f"tools.{path.stem}" for path in (PACKAGE / "tools").glob("*.py")),
+        *(f"plumbing.{path.stem}" for path in (PACKAGE / "plumbing").glob("*.py")),
     }
 )
 

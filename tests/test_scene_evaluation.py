@@ -20,8 +20,8 @@ from conftest import tiny_cascade_config
 import imagen_lib.metrics
 from imagen_lib.checkpoint import load_imagen
 from imagen_lib.data import LESSON_PROMPTS, DigitSet
-from imagen_lib.files import SHIPPED_CLASSIFIER
 from imagen_lib.metrics import classify, features, load_classifier
+from imagen_lib.plumbing.files import SHIPPED_CLASSIFIER
 from imagen_lib.presets import get_preset
 from imagen_lib.scenes import (
     CATEGORIES,

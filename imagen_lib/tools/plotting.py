@@ -1,7 +1,7 @@
 """Pictures for notebooks and widgets: image grids as a matplotlib figure or as PNG bytes.
 
-Samples are tensors in [-1, 1]; `imagen_lib.files.to_grid` lays them out (torchvision's
-make_grid) and `imagen_lib.files.save_grid` writes one to a PNG file.
+Samples are tensors in [-1, 1]; `imagen_lib.plumbing.files.to_grid` lays them out
+(torchvision's make_grid) and `imagen_lib.plumbing.files.save_grid` writes one to a PNG file.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import io
 
 import torch
 
-from imagen_lib.files import to_grid
+from imagen_lib.plumbing.files import to_grid
 
 
 def grid_png(images: torch.Tensor, columns: int = 8, scale: int = 2) -> bytes:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from imagen_lib.files import atomic_write_text
+from imagen_lib.plumbing.files import atomic_write_text
 
 
 def summarize(rows: list[dict], keys: Sequence[str]) -> list[dict]:

@@ -30,7 +30,12 @@ from imagen_lib.diffusion import (
     check_guidance_weight,
     default_steps,
 )
-from imagen_lib.files import atomic_write_all, existing_checkpoint, grid_writer, writable_folder
+from imagen_lib.plumbing.files import (
+    atomic_write_all,
+    existing_checkpoint,
+    grid_writer,
+    writable_folder,
+)
 from imagen_lib.train import SCENE_GRID_PROMPTS
 
 SAMPLE_CHUNK = 256  # images sampled at once: memory stays bounded for any --num-samples

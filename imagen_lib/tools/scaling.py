@@ -45,8 +45,8 @@ import torch
 from tqdm.auto import tqdm
 
 from imagen_lib.cascade import Imagen
-from imagen_lib.files import atomic_save, atomic_write_text
 from imagen_lib.metrics import Scorer
+from imagen_lib.plumbing.files import atomic_save, atomic_write_text
 from imagen_lib.presets import Preset, get_preset
 from imagen_lib.scenes import (
     HELD_OUT_CAPTIONS_BY_PHRASING,
@@ -478,12 +478,12 @@ def run_scaling(
     option is checked before anything trains. Continues a stopped run of the same recipe
     in OUT, measuring only the (row, seed) pairs it lacks.
     """
-    from imagen_lib.files import (
+    from imagen_lib.metrics import load_classifier
+    from imagen_lib.plumbing.files import (
         SHIPPED_CLASSIFIER,
         existing_checkpoint,
         writable_folder,
     )
-    from imagen_lib.metrics import load_classifier
     from imagen_lib.tools.bench import machine_description
     from imagen_lib.tools.experiments import training_recipe
     from imagen_lib.tools.sampling import at_least
@@ -578,7 +578,7 @@ def learning_curve(
     budget is the first at which the reference row passes the gate.
     """
     from imagen_lib.checkpoint import load_imagen, read_checkpoint
-    from imagen_lib.files import existing_checkpoint, writable_folder
+    from imagen_lib.plumbing.files import existing_checkpoint, writable_folder
     from imagen_lib.metrics import load_classifier
 
     paths = [existing_checkpoint(path) for path in checkpoints]  # all checked first

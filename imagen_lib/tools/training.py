@@ -16,17 +16,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from imagen_lib.files import not_empty, writable_folder
+from imagen_lib.plumbing.files import check_run_folder, not_empty, writable_folder
+from imagen_lib.plumbing.locks import LOCK_NAME, run_folder_lock
 from imagen_lib.presets import TrainConfig, get_preset, override
 from imagen_lib.tools.sampling import at_least
-from imagen_lib.train import (
-    LOCK_NAME,
-    Trainer,
-    check_resumable,
-    check_run_folder,
-    run_folder_lock,
-    run_preset,
-)
+from imagen_lib.train import Trainer, check_resumable, run_preset
 
 
 @contextmanager

@@ -14,10 +14,11 @@
   (a run's grids and samples): every file is written before any is renamed, so a full disk
   leaves the old set, never a mix of old and new files. A full disk is one line naming
   the file and what was kept.
+  `remove_temporaries` clears the temporary files a killed write left behind.
 - `writable_folder`, `writable_file`, `existing_file`, `existing_checkpoint`: paths checked
   before anything slow starts, with one line saying what is wrong (empty, a folder, a pipe,
   a link, missing). They look with `os.stat` and never open a file: opening a named pipe
-  waits for a writer.
+  waits for a writer. `check_run_folder` does the same for a training run's folder.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import torch
 
 def shipped_folder() -> Path:
     """data/ beside the package (a clone, an editable install), else a wheel's shipped/ folder."""
-    clone = Path(__file__).resolve().parent.parent / "data"
+    clone = Path(__file__).resolve().parents[2] / "data"  # above imagen_lib/plumbing/
     if (clone / "imagen_mnist_cpu.pt").is_file():
         return clone
     # Wheels install unpacked, so the package data is a real folder that torch.load can open.
@@ -88,6 +89,15 @@ def write_temporary(path: Path, write: Callable[[BinaryIO], None]) -> Path:
         Path(temporary).unlink(missing_ok=True)
         raise
     return Path(temporary)
+
+
+def remove_temporaries(path: Path) -> None:
+    """Remove the temporary files that writes of `path` killed midway left beside it.
+
+    Only while nothing else can be writing `path` (its run folder's lock is held, say).
+    """
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # `write_temporary`'s names
+        stale.unlink()
 
 
 def sync_folder(folder: Path) -> None:
@@ -302,6 +312,26 @@ def writable_file(path: str | Path, example: str) -> Path:
         )
     writable_folder(file.parent)
     return file
+
+
+def check_run_folder(folder: str | Path, sampling: bool) -> None:
+    """Refuse, before any training, a run folder whose file names are taken by something else.
+
+    A folder named checkpoint.pt, or a file named samples when sample grids are to be
+    written there, would otherwise fail only at the first save or grid, after the training.
+    """
+    folder = Path(folder)
+    checkpoint, samples = folder / "checkpoint.pt", folder / "samples"
+    if checkpoint.exists() and not checkpoint.is_file():
+        raise ValueError(
+            f"{checkpoint} is not a file (a folder?), so no checkpoint can be saved there: "
+            "move it away, or train into another --out"
+        )
+    if sampling and samples.exists() and not samples.is_dir():
+        raise ValueError(
+            f"{samples} is a file, but training writes its sample grids into a folder of that "
+            "name: move the file away, train into another --out, or add --set sample_every=0"
+        )
 
 
 def existing_file(path: Path, what: str, example: str, missing: str) -> Path:

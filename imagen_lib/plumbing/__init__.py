@@ -1,0 +1,10 @@
+"""Plumbing: runtime machinery the lessons do not teach; one short module per concern.
+
+The taught modules (imagen_lib/*.py) call these so that each reads as its lesson's method:
+    files.py      the shipped files, the download cache, atomic writes, paths checked early
+    locks.py      one training process per run folder (a lock file)
+    compiling.py  when training compiles the networks with torch.compile
+    timing.py     measured training throughput, waiting for the device
+    hub.py        whether the Hugging Face model hub answers, in a few seconds
+Nothing here imports a taught module when it is imported, so any taught module may import it.
+"""

@@ -1,0 +1,116 @@
+"""The taught modules hold the method; the runtime machinery lives in imagen_lib/plumbing/.
+
+A lesson's module (imagen_lib/*.py) should read top to bottom as what the lesson teaches:
+the training loop, not its locks. So none of them may import `fcntl` (file locks) or
+`socket` (network probes), ask `shutil.disk_usage` for free space, or define a lock; those
+belong to imagen_lib/plumbing/, which the taught modules call. The files are read with
+`ast`, so a word in a comment or a docstring is no finding.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "imagen_lib"
+TAUGHT = sorted(
+    path for path in PACKAGE.glob("*.py") if path.name not in ("__init__.py", "__main__.py")
+)
+FORBIDDEN_MODULES = {"fcntl", "socket"}
+# Calls that make a lock: a file lock, or a thread or process lock object.
+LOCK_CALLS = {"flock", "lockf", "Lock", "RLock", "FileLock"}
+
+
+def words(name: str) -> set[str]:
+    """The lowercase words of an identifier: "RunFolderLocked" and "run_folder_locked" alike."""
+    return {word.lower() for word in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])", name)}
+
+
+def is_lock_name(name: str) -> bool:
+    """Whether an identifier names a lock ("ResidualBlock" does not: its word is "block")."""
+    return bool(words(name) & {"lock", "locks", "locked", "flock"})
+
+
+def plumbing_in(source: str) -> list[str]:
+    """What in a module's source belongs in imagen_lib/plumbing/, one line per finding."""
+    found = []
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [
+                f"line {node.lineno}: import {alias.name}"
+                for alias in node.names
+                if alias.name.split(".")[0] in FORBIDDEN_MODULES
+            ]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = {alias.name for alias in node.names}
+            if node.module.split(".")[0] in FORBIDDEN_MODULES:
+                found.append(f"line {node.lineno}: from {node.module} import ...")
+            elif node.module == "shutil" and "disk_usage" in names:
+                found.append(f"line {node.lineno}: from shutil import disk_usage")
+        elif isinstance(node, ast.Attribute) and node.attr == "disk_usage":
+            found.append(f"line {node.lineno}: .disk_usage")
+        elif isinstance(node, ast.Name) and node.id == "disk_usage":
+            found.append(f"line {node.lineno}: disk_usage")
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            if is_lock_name(node.name):
+                found.append(f"line {node.lineno}: defines {node.name}")
+        elif isinstance(node, ast.Call):
+            called = node.func
+            name = called.attr if isinstance(called, ast.Attribute) else getattr(called, "id", "")
+            if name in LOCK_CALLS:
+                found.append(f"line {node.lineno}: calls {name}")
+    # module-level names such as a set of locked folders, or a lock file's name
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        found += [
+            f"line {node.lineno}: defines {target.id}"
+            for target in targets
+            if isinstance(target, ast.Name) and is_lock_name(target.id)
+        ]
+    return sorted(found, key=lambda finding: int(finding.split()[1].rstrip(":")))
+
+
+def test_the_check_finds_each_kind_of_plumbing():
+    """The checker itself: each forbidden thing is found, and a look-alike is not."""
+    source = """
+try:
+    import fcntl
+except ImportError:
+    fcntl = None
+import socket
+from shutil import disk_usage
+import shutil
+LOCK_NAME = ".lock"
+_locked_folders: set = set()
+class RunFolderLocked(RuntimeError): ...
+def run_folder_lock(folder): fcntl.flock(folder, 0)
+free = shutil.disk_usage(".").free
+class ResidualBlock: ...  # a block, not a lock
+"""
+    found = "\n".join(plumbing_in(source))
+    for expected in (
+        "import fcntl",
+        "import socket",
+        "from shutil import disk_usage",
+        ".disk_usage",
+        "defines LOCK_NAME",
+        "defines _locked_folders",
+        "defines RunFolderLocked",
+        "defines run_folder_lock",
+        "calls flock",
+    ):
+        assert expected in found, f"{expected!r} not found in:\n{found}"
+    assert "ResidualBlock" not in found
+
+
+@pytest.mark.parametrize("path", TAUGHT, ids=lambda path: path.name)
+def test_taught_modules_hold_no_plumbing(path):
+    found = plumbing_in(path.read_text())
+    assert not found, (
+        f"{path.name} is taught, but holds runtime machinery that belongs in "
+        "imagen_lib/plumbing/:\n  " + "\n  ".join(found)
+    )
