@@ -24,6 +24,7 @@ from conftest import tiny_cascade_config
 
 import imagen_lib.tools.scaling as scaling
 from imagen_lib.data import DigitSet, load_mnist, resize
+from imagen_lib.plumbing.files import SHIPPED_RESULTS
 from imagen_lib.presets import Preset, TrainConfig, get_preset
 from imagen_lib.scenes import HELD_OUT_PAIRS, TRAINING_PAIRS, make_scenes
 from imagen_lib.text import build_tiny_t5, caption_words
@@ -412,3 +413,22 @@ def test_the_learning_curve_scores_each_snapshot_on_the_gate_set(recipe_checkpoi
             base.networks[0].state_dict().values(), cascade.networks[0].state_dict().values()
         )
     )
+
+
+def test_the_committed_learning_curve_chose_the_budget_and_findings_say_so():
+    """data/results/scaling_curve.json: the gate passes first at SCALING_STEPS, and findings
+    section 8 holds its table and the numbers its prose gives."""
+    curve = load_results(SHIPPED_RESULTS / "scaling_curve.json")
+    by_steps = {row["steps"]: row for row in curve["rows"]}
+    gate = curve["settings"]["gate_order"]
+    assert gate == scaling.GATE_ORDER and curve["settings"]["guidance"] == scaling.GATE_GUIDANCE
+    passed = [steps for steps in sorted(by_steps) if by_steps[steps]["order"] >= gate]
+    assert passed[0] == scaling.SCALING_STEPS
+    findings = (SHIPPED_RESULTS.parent.parent / "docs" / "findings.md").read_text()
+    section = findings[findings.index("## 8.") : findings.index("## 9.")]
+    assert results.curve_table(curve) in section
+    below = [by_steps[steps] for steps in by_steps if steps < scaling.SCALING_STEPS]
+    assert max(row["order"] - row["blind_trained_layout"] for row in below) < 0.06
+    assert "at most 6 points" in section
+    assert f"swap rate of {100 * by_steps[scaling.SCALING_STEPS]['swap']:.1f}%" in section
+    assert f"took {curve['wall_seconds'] / 60:.1f} minutes" in section
