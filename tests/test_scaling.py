@@ -329,6 +329,25 @@ def test_a_row_folder_of_another_recipe_or_longer_training_is_refused(tmp_path):
         scaling.check_row_folder(tmp_path / "bare", row_preset(recipe, row, 0))
 
 
+def test_records_written_before_a_config_field_was_added_still_match(tmp_path):
+    """A row folder or results file from before a new config field (with a default) was
+    added continues; a damaged record is refused in one line naming it."""
+    recipe, row, folder = scaling_recipe(), SCALING_ROWS[1], tmp_path / "row"
+    preset = row_preset(recipe, row, 0)
+    scaling.check_row_folder(folder, preset)
+    record = json.loads((folder / "row.json").read_text())
+    del record["training"]["compile"]  # as if the field were newer than the file
+    (folder / "row.json").write_text(json.dumps(record))
+    scaling.check_row_folder(folder, preset)  # its default is the recipe's: the same recipe
+    del record["training"]["sample_every"]  # its default (2000) is not the recipe's (0)
+    (folder / "row.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="another training recipe"):
+        scaling.check_row_folder(folder, preset)
+    (folder / "row.json").write_text("{not json")
+    with pytest.raises(ValueError, match="row.json is damaged"):
+        scaling.check_row_folder(folder, preset)
+
+
 def test_two_processes_keep_each_others_rows(measured, tmp_path):
     """What another process wrote since this one started stays; this one's rows are added."""
     found = load_results(measured / "scaling.json")

@@ -230,6 +230,11 @@ def done_runs(rows: list[dict]) -> set[tuple[str, int]]:
     return {(row["model"], row["seed"]) for row in rows}
 
 
+def as_recorded(preset: Preset) -> dict:
+    """A preset as a JSON file holds it (tuples as lists), to compare with one read back."""
+    return json.loads(json.dumps(preset.to_dict()))
+
+
 def check_row_folder(folder: Path, preset: Preset) -> None:
     """Refuse a row folder trained with another recipe, or for more steps than this one.
 
@@ -237,7 +242,7 @@ def check_row_folder(folder: Path, preset: Preset) -> None:
     run of the same settings towards the same or a larger budget.
     """
     record = folder / "row.json"
-    wanted = json.loads(json.dumps(preset.to_dict()))
+    wanted = as_recorded(preset)
     if not record.is_file():
         if (folder / "checkpoint.pt").exists():
             raise ValueError(
@@ -247,7 +252,12 @@ def check_row_folder(folder: Path, preset: Preset) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(json.dumps(wanted, indent=1), record)
         return
-    found = json.loads(record.read_text(encoding="utf-8"))
+    try:  # read back through Preset, so a field added to the configs since takes its default
+        found = as_recorded(Preset.from_dict(json.loads(record.read_text(encoding="utf-8"))))
+    except (TypeError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError too
+        raise ValueError(
+            f"{record} is damaged ({error}): move {folder} away or choose another --runs folder"
+        ) from None
     steps_found, steps_wanted = found["training"]["steps"], wanted["training"]["steps"]
     found["training"]["steps"] = wanted["training"]["steps"] = 0
     differ = [key for key in ("model", "training") if found.get(key) != wanted.get(key)]
@@ -346,6 +356,11 @@ def measured_so_far(path: Path, recipe: dict) -> tuple[list[dict], float]:
     if earlier["experiment"] != "scaling" or not isinstance(recipe_found, dict):
         raise ValueError(f"{path} is not a scaling results file with its recipe: {fix}")
     wanted = json.loads(json.dumps(recipe))  # as the file holds it: tuples as lists
+    try:  # read back through Preset, so a field added to the configs since takes its default
+        preset_found = as_recorded(Preset.from_dict(recipe_found.get("preset")))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path} holds a damaged recipe ({error}): {fix}") from None
+    recipe_found = {**recipe_found, "preset": preset_found}
     differ = [key for key in RECIPE_OPTIONS if recipe_found.get(key) != wanted.get(key)]
     if differ:
         options = ", ".join(RECIPE_OPTIONS[key] for key in differ)
@@ -578,8 +593,8 @@ def learning_curve(
     budget is the first at which the reference row passes the gate.
     """
     from imagen_lib.checkpoint import load_imagen, read_checkpoint
-    from imagen_lib.plumbing.files import existing_checkpoint, writable_folder
     from imagen_lib.metrics import load_classifier
+    from imagen_lib.plumbing.files import existing_checkpoint, writable_folder
 
     paths = [existing_checkpoint(path) for path in checkpoints]  # all checked first
     out = writable_folder(out)
