@@ -317,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--num-samples", type=int, default=200,
                             help="samples per setting and seed (default: %(default)s)")
     experiment.add_argument("--guidance", type=float, nargs="+",
-                            help=f"guidance, scaling: weights, {GUIDANCE} (default: guidance "
+                            help=f"guidance, scaling: weights, {GUIDANCE}; augmentation: the base "
+                                 "stage's weights (default: the checkpoint's; guidance "
                                  f"{' '.join(f'{w:g}' for w in experiments.GUIDANCE_WEIGHTS)}; "
                                  f"scaling {' '.join(f'{w:g}' for w in SCALING_GUIDANCE)})")
     experiment.add_argument("--thresholding", nargs="+", choices=THRESHOLDINGS,
