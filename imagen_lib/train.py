@@ -16,6 +16,10 @@ the `scenes` preset): it makes them from the training digits, with the training 
 `imagen_lib.scenes` only, so the held-out pairs that test binding are never seen, and its
 sample grids report scene accuracy (both digits right, each in its place).
 
+It learns your own captioned images as well (TrainConfig.data: a folder, or a torchvision
+dataset's name): `imagen_lib.plumbing.datasets` reads them at the preset's size and channels
+with their captions, and the grids prompt the first of those captions.
+
 A step is lean, because on a GPU each operation costs a kernel launch from Python: the
 optimiser, the gradient clipping and the EMA each update all parameters in one fused
 call, nothing waits for the device except every SYNC_EVERY steps, and on CUDA the
@@ -55,6 +59,7 @@ from imagen_lib.data import (
     size_text,
 )
 from imagen_lib.plumbing.compiling import compiles
+from imagen_lib.plumbing.datasets import CaptionedImages, LabelCaptions, load_images
 from imagen_lib.plumbing.files import (
     SHIPPED_CLASSIFIER,
     DiskFull,
@@ -126,12 +131,24 @@ def run_preset(path: str | Path) -> Preset:
 def check_resumable(saved: Preset, preset: Preset, path: Path) -> None:
     """Refuse to resume a run saved with `saved` as `preset`, unless both have one model.
 
-    Said in terms of the options that fix it, --encoder or --preset.
+    Said in terms of the options that fix it: --encoder, --channels, --data or --preset. A
+    run learns one set of images: resuming it on other data is refused too.
     """
     if saved.model.text_encoder != preset.model.text_encoder:
         raise ValueError(
             f"{path} was trained with text encoder {saved.model.text_encoder!r}, "
             f"not {preset.model.text_encoder!r}: resume with --encoder {saved.model.text_encoder}"
+        )
+    if saved.model.channels != preset.model.channels:
+        raise ValueError(
+            f"{path} was trained on {saved.model.channels}-channel images, not "
+            f"{preset.model.channels}: resume with --channels {saved.model.channels}"
+        )
+    if saved.training.data != preset.training.data:
+        raise ValueError(
+            f"{path} was trained on {saved.training.data or 'the digits'}, not "
+            f"{preset.training.data or 'the digits'}: leave --data out to resume it on its own "
+            "data, or use a new --out"
         )
     if saved.model != preset.model:
         raise ValueError(
@@ -140,13 +157,17 @@ def check_resumable(saved: Preset, preset: Preset, path: Path) -> None:
         )
 
 
-def training_set(preset: Preset) -> DigitSet:
-    """The images a preset trains on: the training digits, or scenes made from them.
+def training_set(preset: Preset) -> DigitSet | CaptionedImages:
+    """The images a preset trains on: the training digits, scenes made from them, or your own.
 
     Scenes (captions "scenes") pair the digits as TRAINING_PAIRS only, reproducibly for the
-    run's seed, so a resumed run trains on the same scenes.
+    run's seed, so a resumed run trains on the same scenes. Your own images (TrainConfig.data)
+    come at the size and channels of the cascade's last stage, with their captions.
     """
     config = preset.training
+    if config.data:
+        size = height_width(preset.model.stages[-1].image_size)
+        return load_images(config.data, preset.model.channels, size)
     digits = load_mnist("train", preset.model.channels, config.data_source)
     if config.captions != "scenes":
         return digits
@@ -229,7 +250,7 @@ class Trainer:
         out_dir: str | Path,
         device: str | torch.device | None = None,
         text_encoder: TextEncoder | None = None,
-        data: DigitSet | None = None,
+        data: DigitSet | CaptionedImages | None = None,
         quiet: bool = False,
     ):
         self.preset = preset
@@ -273,7 +294,12 @@ class Trainer:
                 f"{size_text(IMAGE_SIZE)}, make_scenes's scenes of two digits (captions "
                 f"'scenes') {size_text(SCENE_SIZE)}"
             )
-        self.captions = caption_family(self.config.captions)
+        # your own images bring their captions; digits and scenes take a family by name
+        self.captions = (
+            data.captions
+            if isinstance(data, CaptionedImages)
+            else caption_family(self.config.captions)
+        )
         if isinstance(self.captions, SceneCaptions):
             check_training_scenes(data.labels, self.captions)
         # (N, C, H, W), (N,)
@@ -512,24 +538,38 @@ class Trainer:
         model.load_state_dict(self.ema_state())
         return model
 
+    def grid_prompts(self) -> tuple[list[str], int]:
+        """The prompts of the sample grids, and how many columns the grid has.
+
+        GRID_PROMPTS, SCENE_GRID_PROMPTS for a run on scenes, or for your own images the first
+        captions of their vocabulary: with class names, a row per caption template.
+        """
+        if isinstance(self.captions, LabelCaptions):
+            prompts = self.captions.vocabulary()[: len(GRID_PROMPTS)]
+            return prompts, min(len(self.captions.names), 10)
+        if self.config.captions == "scenes":
+            return SCENE_GRID_PROMPTS, SCENE_GRID_COLUMNS
+        return GRID_PROMPTS, 10
+
     def write_samples(self, stage: int) -> tuple[Path, str]:
         """Sample the grid's prompts through stages 0..stage with the EMA weights; save the grid.
 
-        GRID_PROMPTS, or SCENE_GRID_PROMPTS for a run on scenes. Returns the grid's path and
-        what the shipped digit classifier reads in it, in words ("" where it is missing): the
+        The prompts of `grid_prompts`. Returns the grid's path and what the shipped digit
+        classifier reads in it, in words ("" where it is missing, or for your own images): the
         share of digits that are the prompted digit, or of scenes with both digits right.
         """
         from imagen_lib.metrics import load_classifier, prompt_accuracy, scene_scores
 
         scenes = self.config.captions == "scenes"
-        prompts = SCENE_GRID_PROMPTS if scenes else GRID_PROMPTS
+        prompts, columns = self.grid_prompts()
         images = self.sampling_model().sample(
             prompts, sampler="ddim", steps=25, seed=0, last_stage=stage
         )[stage]
         path = self.out_dir / "samples" / f"stage{stage}_step{self.steps[stage]:06d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_grid(images, path, columns=SCENE_GRID_COLUMNS if scenes else 10)
-        if not SHIPPED_CLASSIFIER.is_file() or self.preset.model.channels != 1:
+        save_grid(images, path, columns=columns)
+        own_images = isinstance(self.captions, LabelCaptions)  # no digits for the classifier
+        if own_images or not SHIPPED_CLASSIFIER.is_file() or self.preset.model.channels != 1:
             return path, ""
         images = images.float().cpu()
         if not scenes:

@@ -1243,18 +1243,22 @@ def test_experiment_augmentation_trains_an_unaugmented_sr_stage(checkpoint, tmp_
         "1",
         "--seeds",
         "1",
+        "--guidance",
+        "3",
+        "20",
     )
     assert main(argv) == 0
     trained = read_checkpoint(tmp_path / "runs" / "sr_without_augmentation" / "checkpoint.pt")
     assert trained["steps"] == [0, 1]
     assert trained["preset"]["model"]["stages"][1]["max_training_augmentation"] == 0
     rows = load_results(tmp_path / "results" / "augmentation.json")["rows"]
-    assert [(r["sr_stage"], r["level"]) for r in rows] == [
-        ("trained with augmentation", 0.0),
-        ("trained with augmentation", 0.5),
-        ("trained without", 0.0),
-        ("trained without", 0.5),
+    assert [(r["base_guidance"], r["sr_stage"], r["level"]) for r in rows] == [
+        (base, stage, level)
+        for base in (3.0, 20.0)
+        for stage in ("trained with augmentation", "trained without")
+        for level in (0.0, 0.5)
     ]
+    assert "| 20.0 | trained without | 0.5 |" in capsys.readouterr().out
 
 
 @needs_classifier
@@ -1333,6 +1337,7 @@ def test_experiment_sampler_reuses_the_rows_it_is_told_to_and_measures_the_rest(
             r"--levels are fractions of the schedule in \[0, 1\]",
         ),
         (["guidance", "--guidance", "-1"], "guidance weight must be between 0 and 100"),
+        (["augmentation", "--guidance", "20", "20"], "gives a weight more than once"),
     ],
 )
 def test_bad_experiment_input_exits_2_with_one_line(extra, message, checkpoint, tmp_path, capsys):

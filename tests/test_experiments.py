@@ -168,6 +168,20 @@ def test_augmentation_sweep_shares_base_samples_and_varies_the_level(make_cascad
     assert not torch.allclose(images[0], images[2])  # the SR stage matters
 
 
+def test_augmentation_sweep_draws_base_samples_at_each_base_guidance_weight(make_cascade):
+    model = randomize_parameters(make_cascade(2), seed=1)
+    scorer = FixedScorer()
+    rows = experiments.augmentation_sweep(
+        {"a": model}, scorer, [0.0], [0], progress=False, base_guidance=[1.0, 20.0]
+    )
+    assert [(r["base_guidance"], r["sr_stage"]) for r in rows] == [(1.0, "a"), (20.0, "a")]
+    first, degraded = (call[0] for call in scorer.calls)
+    assert not torch.allclose(first, degraded)  # the base weight reaches the base stage
+    # the default is the model's own base weight
+    default = experiments.augmentation_sweep({"a": model}, FixedScorer(), [0.0], [0], False)
+    assert default[0]["base_guidance"] == model.config.stages[0].guidance_weight
+
+
 def test_phrasings_render_every_digit():
     assert experiments.phrase("the digit {word}", 7) == "the digit seven"
     assert experiments.phrase("{WORD}", 3) == "THREE"
@@ -427,7 +441,14 @@ def test_results_round_trip_and_foreign_files_are_refused(tmp_path):
         (
             "augmentation",
             [
-                {"sr_stage": s, "level": level, "seed": 0, "accuracy": 0.9, "fid": 40.0 + level}
+                {
+                    "base_guidance": 3.0,
+                    "sr_stage": s,
+                    "level": level,
+                    "seed": 0,
+                    "accuracy": 0.9,
+                    "fid": 40.0 + level,
+                }
                 for s in ("a", "b")
                 for level in (0, 0.2)
             ],
@@ -516,3 +537,33 @@ def test_committed_results_are_complete_and_documented(name):
         assert (SHIPPED_RESULTS / picture).stat().st_size > 10_000
     findings = (SHIPPED_RESULTS.parent.parent / "docs" / "findings.md").read_text()
     assert f"python -m imagen_lib experiment {name}" in findings
+
+
+def test_findings_section_2_quotes_the_committed_augmentation_results():
+    """The table and every number the prose of findings section 2 gives, from the file."""
+    measured = results.load_results(SHIPPED_RESULTS / "augmentation.json")
+    findings = (SHIPPED_RESULTS.parent.parent / "docs" / "findings.md").read_text()
+    section = " ".join(findings[findings.index("## 2.") : findings.index("## 3.")].split())
+    assert " ".join(results.results_table(measured).split()) in section
+    summary = {
+        (e["base_guidance"], e["sr_stage"], e["level"]): e
+        for e in results.summarize(measured["rows"], ["base_guidance", "sr_stage", "level"])
+    }
+    without, augmented = "trained without", "trained with augmentation"
+    for key, accuracy, fid in [
+        ((20, without, 0), "79.7%", "MNIST-FID 527"),
+        ((20, augmented, 0.25), "93.2%", "and 230"),
+        ((20, augmented, 0.6), "97.7%", "and 84 at 0.6"),
+    ]:
+        entry = summary[key]
+        assert f"{100 * entry['accuracy']:.1f}%" == accuracy and accuracy in section
+        assert f"{entry['fid']:.0f}" in fid and fid in section
+    differences = []
+    for seed in range(measured["settings"]["seeds"]):
+        at_zero = {
+            row["sr_stage"]: row["fid"]
+            for row in measured["rows"]
+            if (row["base_guidance"], row["level"], row["seed"]) == (1.25, 0, seed)
+        }
+        differences.append(at_zero[without] - at_zero[augmented])
+    assert f"{min(differences):.1f} to {max(differences):.1f} higher" in section

@@ -30,7 +30,7 @@ from imagen_lib.tools.repository import lesson_notebooks
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = lesson_notebooks(ROOT)
 # The short lessons, run in full and compared by CI (docs/maintenance.md).
-COMPARED = ["01", "02a", "02b", "02c", "04", "09"]
+COMPARED = ["01", "02a", "02b", "02c", "04", "09", "11"]
 SANITIZER = ROOT / "notebooks" / "nbval_sanitize.cfg"
 CHECK_TAG = "nbval-check-output"
 FULL_RUN_LINE = "this lesson always runs in full"

@@ -17,6 +17,7 @@ from typing import TextIO
 
 from imagen_lib.data import SOURCES
 from imagen_lib.diffusion import MAX_GUIDANCE_WEIGHT, SAMPLERS, THRESHOLDINGS
+from imagen_lib.plumbing.datasets import TORCHVISION_SETS
 from imagen_lib.plumbing.files import error_chain
 from imagen_lib.presets import COMPILE_SETTINGS, PRESETS
 
@@ -76,8 +77,9 @@ def run_train(args: argparse.Namespace) -> None:
     from imagen_lib.tools.training import train_preset
 
     train_preset(
-        args.preset, args.out, args.stage, args.steps, args.resume, args.encoder, args.set or []
-    )
+        args.preset, args.out, args.stage, args.steps, args.resume, args.encoder, args.set or [],
+        data=args.data, channels=args.channels,
+    )  # fmt: skip
 
 
 def run_sample(args: argparse.Namespace) -> None:
@@ -235,6 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--encoder",
                        help="text encoder: a hub name such as google-t5/t5-small, minilm "
                             "(offline) or a local folder (default: the preset's)")
+    train.add_argument("--data", metavar="FOLDER|NAME",
+                       help="train on your own images: a folder (a metadata.jsonl of "
+                            "file_name and text beside the images, or one subfolder per class) "
+                            f"or a torchvision dataset, {' or '.join(TORCHVISION_SETS)}, "
+                            "downloaded into the user cache (default: the preset's digits)")
+    train.add_argument("--channels", type=int, choices=(1, 3),
+                       help="the images' channels, 1 grey or 3 colour; --data images are "
+                            "converted to them (default: the preset's, 1)")
     train.add_argument("--set", action="append", metavar="FIELD=VALUE",
                        help="override a training field, e.g. --set batch_size=32; repeatable "
                             "(default: the preset's values)")
@@ -339,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help="samples per setting and seed (default: 200; scaling: "
                                  f"{SCALING_SAMPLES} scenes per set)")
     experiment.add_argument("--guidance", type=float, nargs="+",
-                            help=f"guidance, scaling: weights, {GUIDANCE} (default: guidance "
+                            help=f"guidance, scaling: weights, {GUIDANCE}; augmentation: the base "
+                                 "stage's weights (default: the checkpoint's; guidance "
                                  f"{' '.join(f'{w:g}' for w in experiments.GUIDANCE_WEIGHTS)}; "
                                  f"scaling {' '.join(f'{w:g}' for w in SCALING_GUIDANCE)})")
     experiment.add_argument("--thresholding", nargs="+", choices=THRESHOLDINGS,

@@ -250,43 +250,55 @@ def augmentation_sweep(
     seeds: Sequence[int],
     progress: bool = True,
     examples: dict | None = None,
+    base_guidance: Sequence[float] | None = None,
 ) -> list[dict]:
     """Scores of 2-stage cascades whose SR stage conditions on base samples noised to each level.
 
     `models` maps a name to a cascade; all share the first model's base samples (made once
-    per seed), so the rows differ only in the SR stage and its augmentation level.
+    per seed and base guidance weight), so the rows differ only in the SR stage and its
+    augmentation level. `base_guidance` lists the weights the base samples are drawn with
+    (default: the first model's own); a large one degrades them, the condition under which
+    the paper expects augmentation to matter.
     """
     prompts = evaluation_prompts(scorer.num_samples)
     first = next(iter(models.values()))
+    stage_weights = [stage.guidance_weight for stage in first.config.stages]
+    base_weights = list(base_guidance or stage_weights[:1])
     rows = []
     with progress_bar(
-        len(seeds) * len(models) * len(levels), "augmentation sweep", progress
+        len(seeds) * len(base_weights) * len(models) * len(levels), "augmentation sweep", progress
     ) as bar:
         for seed in seeds:
-            base = final_images(first, prompts, seed, last_stage=0)
-            for name, model in models.items():
-                for level in levels:
-                    images, seconds = timed(
-                        lambda: final_images(
-                            model,
-                            prompts,
-                            seed,
-                            first_stage=1,
-                            low_res=base,
-                            augmentation_level=level,
+            for base_weight in base_weights:
+                weights = [base_weight, *stage_weights[1:]]
+                base = final_images(first, prompts, seed, last_stage=0, guidance_weight=weights)
+                for name, model in models.items():
+                    for level in levels:
+                        images, seconds = timed(
+                            lambda: final_images(
+                                model,
+                                prompts,
+                                seed,
+                                first_stage=1,
+                                low_res=base,
+                                augmentation_level=level,
+                            )
                         )
-                    )
-                    rows.append(
-                        {
-                            "sr_stage": name,
-                            "level": level,
-                            "seed": seed,
-                            **scorer(images, prompts),
-                            "seconds": seconds,
-                        }
-                    )
-                    keep_examples(examples, f"{name}, level {level:g}", images, seed == seeds[0])
-                    bar.update(1)
+                        rows.append(
+                            {
+                                "base_guidance": base_weight,
+                                "sr_stage": name,
+                                "level": level,
+                                "seed": seed,
+                                **scorer(images, prompts),
+                                "seconds": seconds,
+                            }
+                        )
+                        label = f"{name}, level {level:g}"
+                        if len(base_weights) > 1:
+                            label = f"base guidance {base_weight:g}, {label}"
+                        keep_examples(examples, label, images, seed == seeds[0])
+                        bar.update(1)
     return rows
 
 
@@ -756,7 +768,10 @@ def run_experiment(
         raise ValueError(f"experiment must be one of {EXPERIMENTS}, got {name!r}")
     if name == "scaling":
         raise ValueError("the scaling experiment runs through imagen_lib.tools.scaling.run_scaling")
-    guidance = GUIDANCE_WEIGHTS if guidance is None else guidance
+    # guidance sweeps these weights; augmentation draws its base samples with them (default:
+    # the checkpoint's own weight)
+    if guidance is None and name == "guidance":
+        guidance = GUIDANCE_WEIGHTS
     encoders = ENCODERS if encoders is None else encoders
     # the arguments, as the results record them (not this machine's paths)
     recorded = dict(
@@ -765,7 +780,7 @@ def run_experiment(
         checkpoint=checkpoint,
         seeds=seeds,
         num_samples=num_samples,
-        guidance=list(guidance),
+        guidance=None if guidance is None else list(guidance),
         thresholding=list(thresholding),
         levels=list(levels),
         encoders=list(encoders),
@@ -778,8 +793,12 @@ def run_experiment(
     at_least(seeds, 1, "--seeds")
     at_least(num_samples, 10, "--num-samples", " (one per digit)")
     at_least(train_steps, 1, "--train-steps")
-    for weight in guidance:
+    for weight in guidance or ():
         check_guidance_weight(weight)
+    if guidance is not None and len(set(guidance)) != len(guidance):
+        raise ValueError(
+            f"--guidance gives a weight more than once: {list(guidance)}; give each once"
+        )
     for level in levels:
         if not 0 <= level <= 1:
             raise ValueError(f"--levels are fractions of the schedule in [0, 1], got {level}")
@@ -817,7 +836,9 @@ def run_experiment(
         rows = guidance_sweep(model, scorer, guidance, thresholding, seed_list, examples=examples)
     elif name == "augmentation":
         models = augmentation_models(model, preset, runs, train_steps)
-        rows = augmentation_sweep(models, scorer, levels, seed_list, examples=examples)
+        rows = augmentation_sweep(
+            models, scorer, levels, seed_list, examples=examples, base_guidance=guidance
+        )
     elif name == "language":
         models = encoder_models(model, preset, encoders, runs, train_steps)
         weight = model.config.stages[0].guidance_weight

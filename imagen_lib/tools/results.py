@@ -93,7 +93,7 @@ PERCENT = (
 # experiment -> (the columns that name a setting, the measured columns shown as mean ± std)
 TABLES = {
     "guidance": (["guidance", "thresholding"], {**ACCURACY, **FID, "seconds": "seconds"}),
-    "augmentation": (["sr_stage", "level"], {**ACCURACY, **FID}),
+    "augmentation": (["base_guidance", "sr_stage", "level"], {**ACCURACY, **FID}),
     "language": (["encoder", "phrasing"], ACCURACY),
     "conditioning": (["conditioning", "phrasing"], ACCURACY),
     "sampler": (
@@ -889,8 +889,13 @@ def plot_results(results: dict):
     if experiment == "prediction":
         return plot_prediction(results)
     if experiment == "augmentation":
+        # a curve per SR stage and base guidance weight
+        curves = [
+            {**row, "sr_stage": f"{row['sr_stage']}, base guidance {row['base_guidance']:g}"}
+            for row in results["rows"]
+        ]
         return plot_against(
-            results,
+            {**results, "rows": curves},
             "sr_stage",
             "level",
             "level",

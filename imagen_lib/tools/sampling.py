@@ -166,9 +166,18 @@ def check_prompt(prompt: str, where: str) -> None:
 def default_prompts(checkpoint: Path) -> list[str]:
     """What `sample` draws without --prompts: the lesson's 64 digits, or for a cascade trained
     on scenes of two digits (captions "scenes") the 24 scene prompts of its training grids.
+
+    A cascade trained on your own images (`train --data`) has no digit prompts to default to:
+    it asks for prompts in one line.
     """
     preset = read_checkpoint(checkpoint).get("preset")  # a weights-only file has none
-    if preset is not None and preset["training"].get("captions") == "scenes":
+    training = preset["training"] if preset is not None else {}
+    if training.get("data"):
+        raise ValueError(
+            f"{checkpoint} was trained on {training['data']}, not on digits: give --prompts or "
+            "--prompts-file, in the words of its captions"
+        )
+    if training.get("captions") == "scenes":
         return list(SCENE_GRID_PROMPTS)
     return list(LESSON_PROMPTS)
 

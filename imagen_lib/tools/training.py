@@ -2,10 +2,12 @@
 
 `train_preset` checks every argument before anything slow starts, refuses to touch an
 existing checkpoint unless asked to resume it (a resume keeps the run's own training
-settings, and says which ones --steps and --set change; a run of another preset is refused
-before the encoder loads), holds the run folder's lock from start to end, leaves no empty
-run folder behind when the first run fails before it saved, and on Ctrl-C says whether a
-checkpoint is kept. The training itself is `imagen_lib.train.Trainer` (lesson 8).
+settings, and says which ones --steps and --set change; a run of another preset, or on other
+data, is refused before the encoder loads), reads the training images before the encoder so
+that bad data is one line at once (`--data`: your own images), holds the run folder's lock
+from start to end, leaves no empty run folder behind when the first run fails before it
+saved, and on Ctrl-C says whether a checkpoint is kept. The training itself is
+`imagen_lib.train.Trainer` (lesson 8).
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from imagen_lib.plumbing.datasets import data_name
 from imagen_lib.plumbing.files import check_run_folder, not_empty, writable_folder
 from imagen_lib.plumbing.locks import LOCK_NAME, run_folder_lock
 from imagen_lib.presets import TrainConfig, get_preset, override
 from imagen_lib.tools.sampling import at_least
-from imagen_lib.train import Trainer, check_resumable, run_preset
+from imagen_lib.train import Trainer, check_resumable, run_preset, training_set
 
 
 @contextmanager
@@ -54,17 +57,20 @@ def interrupt_says_what_is_kept(checkpoint: Path) -> Iterator[None]:
 
 
 def with_settings(
-    training: TrainConfig, overrides: Sequence[str], steps: int | None
+    training: TrainConfig, overrides: Sequence[str], steps: int | None, data: str | None = None
 ) -> TrainConfig:
-    """`training` with the FIELD=VALUE `overrides`, then `steps`, applied, as a new config.
+    """`training` with the FIELD=VALUE `overrides`, then `steps` and `data`, applied, as a new
+    config; its data is checked, a folder kept as its absolute path (`data_name`).
 
     `dataclasses.replace` runs TrainConfig's checks again on the new values; setting a field
     of the checked config in place would skip them (a billion-fold --steps would train).
     """
     changed = override(training, list(overrides))
-    if at_least(steps, 1, "--steps", " (steps per stage)") is None:
-        return changed
-    return dataclasses.replace(changed, steps=steps)
+    if at_least(steps, 1, "--steps", " (steps per stage)") is not None:
+        changed = dataclasses.replace(changed, steps=steps)
+    if data is not None:
+        changed = dataclasses.replace(changed, data=data)
+    return dataclasses.replace(changed, data=data_name(changed.data))
 
 
 def train_preset(
@@ -75,20 +81,26 @@ def train_preset(
     resume: bool = False,
     encoder: str | None = None,
     overrides: Sequence[str] = (),
+    data: str | None = None,
+    channels: int | None = None,
 ) -> Path:
     """Train every stage of a preset (or one) into OUT (default runs/PRESET); return the checkpoint.
 
     `overrides` are FIELD=VALUE assignments to the preset's training settings; `encoder`
-    replaces its text encoder (saved in every checkpoint with the rest of the preset). A
-    resumed run keeps its own training settings, with `steps` and `overrides` applied on
-    top, and prints what they change.
+    replaces its text encoder and `channels` its images' channels (1 or 3), both saved in
+    every checkpoint with the rest of the preset; `data` names your own images, a folder or
+    a torchvision dataset (`imagen_lib.plumbing.datasets`). A resumed run keeps its own
+    training settings, its data included, with `steps`, `overrides` and `data` applied on
+    top, and prints what they change; other data than its own is refused.
     """
     chosen = get_preset(preset)
-    training = with_settings(chosen.training, overrides, steps)
+    training = with_settings(chosen.training, overrides, steps, data)
     model = chosen.model
     if encoder is not None:
         not_empty(encoder, "--encoder", "a text encoder, or leave --encoder out for the preset's")
         model = dataclasses.replace(model, text_encoder=encoder)
+    if channels is not None:
+        model = dataclasses.replace(model, channels=channels)
     chosen = dataclasses.replace(chosen, model=model, training=training)
     stages = len(chosen.model.stages)
     if stage is not None and not 0 <= stage < stages:
@@ -105,18 +117,23 @@ def train_preset(
     with interrupt_says_what_is_kept(checkpoint), removed_if_failed_empty(out), lock:
         if resume and checkpoint.is_file():
             saved = run_preset(checkpoint)
-            check_resumable(saved, chosen, checkpoint)  # before the encoder and digits load
             # the run's own settings, and on top only what this command gives
             chosen = dataclasses.replace(
-                chosen, training=with_settings(saved.training, overrides, steps)
+                chosen, training=with_settings(saved.training, overrides, steps, data)
             )
+            check_resumable(saved, chosen, checkpoint)  # before the encoder and images load
         check_run_folder(out, sampling=chosen.training.sample_every > 0)
+        images = (
+            f"images ({chosen.training.data})"
+            if chosen.training.data
+            else f"digits ({chosen.training.data_source})"
+        )
         print(
-            f"loading the text encoder {chosen.model.text_encoder!r} and the training digits "
-            f"({chosen.training.data_source}) ...",
+            f"loading the text encoder {chosen.model.text_encoder!r} and the training {images} ...",
             flush=True,
         )
-        trainer = Trainer(chosen, out)
+        # the images first: bad data is one line before the encoder takes its seconds to load
+        trainer = Trainer(chosen, out, data=training_set(chosen))
         if resume and checkpoint.exists():
             print(f"loading checkpoint {checkpoint} ...", flush=True)
             changes = trainer.resume()
