@@ -35,12 +35,18 @@ checkpoint whole (and training does not start without room for a checkpoint). A 
 infinite loss or weight, or weights that suddenly grow huge, stop training with a clear
 message before anything is saved, so a checkpoint never holds diverged weights. One process
 at a time trains into a run folder: it holds the folder's lock file for the whole run.
+
+Several processes train as one when torchrun starts them (on several GPUs, or machines):
+every process draws the same whole batch, runs its network on its own block of it, and their
+gradients add up to the one-process gradient (`imagen_lib.plumbing.distributed`), so each
+takes the one-process step. The first process alone writes checkpoints and sample grids.
 """
 
 from __future__ import annotations
 
 import copy
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -58,6 +64,7 @@ from imagen_lib.data import (
     resize,
     size_text,
 )
+from imagen_lib.plumbing import distributed
 from imagen_lib.plumbing.compiling import compiles
 from imagen_lib.plumbing.datasets import CaptionedImages, LabelCaptions, load_images
 from imagen_lib.plumbing.files import (
@@ -258,6 +265,9 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.device = torch.device(device) if device is not None else default_device()
         self.quiet = quiet
+        # this process's place among several that torchrun started; alone by default
+        self.processes = distributed.current()
+        self.processes.check_batch_size(self.config.batch_size)
         torch.manual_seed(self.config.seed)  # the networks' initial weights
         encoder = text_encoder or encoder_for(preset.model)
         self.model = Imagen(preset.model, encoder).to(self.device)
@@ -273,10 +283,12 @@ class Trainer:
             for net in self.model.networks
         ]
         compiling = compiles(self.config.compile, self.device)
-        # What a training step runs: the networks themselves,
-        # or compiled views sharing their weights.
+        # The networks, each wrapped to add up its gradients over several processes
+        # (DistributedDataParallel); alone, the networks themselves.
+        self.parallel_networks = [self.processes.parallel(net) for net in self.model.networks]
+        # What a training step runs: those, or compiled views sharing their weights.
         self.training_networks = [
-            torch.compile(net) if compiling else net for net in self.model.networks
+            torch.compile(net) if compiling else net for net in self.parallel_networks
         ]
         self.compile_tried = [not compiling] * len(self.model.networks)
         self.steps = [0] * len(self.model.networks)
@@ -437,7 +449,8 @@ class Trainer:
                 text,
                 mask,
                 generator=self.generators[stage],
-                net=self.training_networks[stage],
+                # with several processes, each runs the network on its own block of the batch
+                net=self.processes.sharded(self.training_networks[stage]),
             )
         self.scaler.scale(loss).backward()
         return loss
@@ -456,7 +469,7 @@ class Trainer:
             loss = self.forward_backward(stage, images, text, mask)
         except Exception as error:
             generator.set_state(before)
-            self.training_networks[stage] = self.model.networks[stage]
+            self.training_networks[stage] = self.parallel_networks[stage]
             reason = " ".join(str(error).split())[:200]
             print(
                 f"torch.compile failed for stage {stage} ({type(error).__name__}: {reason}); "
@@ -622,9 +635,9 @@ class Trainer:
                 )
                 bar.update(done - bar.n)
                 bar.set_postfix(loss=f"{stacked.mean().item():.4f}", img_s=f"{rate:.0f}")
-                if saving:
+                if saving and self.processes.writes:
                     self.save()
-                if sampling:
+                if sampling and self.processes.writes:
                     bar.set_description(f"stage {stage} (sampling a grid)")
                     path, score = self.write_samples(stage)
                     bar.set_description(f"stage {stage}")
@@ -634,18 +647,22 @@ class Trainer:
     def train(self, stages: list[int] | None = None) -> Path:
         """Train the given stages (default: all, base first); return the checkpoint path.
 
-        The run folder's lock is held throughout.
+        The run folder's lock is held throughout, by the process that writes (the first of
+        several); every process returns once the last checkpoint is written.
         """
         stages = range(len(self.model.networks)) if stages is None else stages
         stages = [self.model.check_stage(stage) for stage in stages]
         check_run_folder(self.out_dir, sampling=self.config.sample_every > 0)
-        with run_folder_lock(self.out_dir):
+        writes = self.processes.writes
+        with run_folder_lock(self.out_dir) if writes else nullcontext():
             # A save killed midway leaves its temporary file behind; we hold the lock, so none is
             # being written now.
-            remove_temporaries(self.checkpoint_path)
-            if any(self.steps[stage] < self.config.steps for stage in stages):
+            if writes:
+                remove_temporaries(self.checkpoint_path)
+            if writes and any(self.steps[stage] < self.config.steps for stage in stages):
                 # the checkpoint is written while the old one stays, so all of it must fit
                 check_free_space(self.out_dir, self.checkpoint_bytes(), "a training checkpoint")
             for stage in stages:
                 self.train_stage(stage)
+        self.processes.barrier()
         return self.checkpoint_path

@@ -7,5 +7,6 @@ The taught modules (imagen_lib/*.py) call these so that each reads as its lesson
     timing.py     measured training throughput, waiting for the device
     hub.py        whether the Hugging Face model hub answers, in a few seconds
     datasets.py   your own captioned images to train on (train --data), every file checked
+    distributed.py  several training processes as one, started by torchrun
 Nothing here imports a taught module when it is imported, so any taught module may import it.
 """

@@ -8,6 +8,13 @@ that bad data is one line at once (`--data`: your own images), holds the run fol
 from start to end, leaves no empty run folder behind when the first run fails before it
 saved, and on Ctrl-C says whether a checkpoint is kept. The training itself is
 `imagen_lib.train.Trainer` (lesson 8).
+
+Under torchrun the same command trains in several processes (`imagen_lib.plumbing.distributed`):
+each checks the arguments, a batch size they cannot share evenly included; the first one alone
+holds the lock, makes the run folder and prints; each loads the images and the encoder (the
+first on each machine before the others, since it may download them); they all start from the
+same steps, which a run folder that not every machine sees would break. When one process ends,
+the others stop, each saying in one line which checkpoint is kept.
 """
 
 from __future__ import annotations
@@ -15,9 +22,10 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
+from imagen_lib.plumbing import distributed
 from imagen_lib.plumbing.datasets import data_name
 from imagen_lib.plumbing.files import check_run_folder, not_empty, writable_folder
 from imagen_lib.plumbing.locks import LOCK_NAME, run_folder_lock
@@ -46,14 +54,24 @@ def removed_if_failed_empty(folder: Path) -> Iterator[None]:
 
 @contextmanager
 def interrupt_says_what_is_kept(checkpoint: Path) -> Iterator[None]:
-    """Run the body; on Ctrl-C, say in the interrupt whether `checkpoint` is kept (`main`
-    prints it): a new run has none until its first save."""
+    """Run the body; on Ctrl-C, or when another process of the run ended, say in the error
+    whether `checkpoint` is kept (`main` prints it): a new run has none until its first save."""
     try:
         yield
     except KeyboardInterrupt:
-        if checkpoint.is_file():
-            raise KeyboardInterrupt(f"{checkpoint} is kept; continue it with --resume") from None
-        raise KeyboardInterrupt("no checkpoint had been written yet") from None
+        raise KeyboardInterrupt(kept(checkpoint)) from None
+    except Exception as error:
+        stopped = distributed.ending(error)
+        if stopped is None:
+            raise
+        raise distributed.ProcessesStopped(f"{stopped}: {kept(checkpoint)}") from error
+
+
+def kept(checkpoint: Path) -> str:
+    """Whether `checkpoint` is kept when training stops early, and how to go on."""
+    if checkpoint.is_file():
+        return f"{checkpoint} is kept; continue it with --resume"
+    return "no checkpoint had been written yet"
 
 
 def with_settings(
@@ -113,8 +131,17 @@ def train_preset(
         raise ValueError(
             f"{checkpoint} exists: add --resume to continue it, or choose another --out"
         )
-    lock = run_folder_lock(out)  # one training process per folder
-    with interrupt_says_what_is_kept(checkpoint), removed_if_failed_empty(out), lock:
+    processes = distributed.from_environment()  # alone, unless torchrun started several
+    # one training process per folder: of several, the first holds the lock and makes the folder
+    lock = run_folder_lock(out) if processes.writes else nullcontext()
+    made = removed_if_failed_empty(out) if processes.writes else nullcontext()
+    with (
+        distributed.started(),
+        made,
+        lock,
+        processes.output(),
+        interrupt_says_what_is_kept(checkpoint),
+    ):
         if resume and checkpoint.is_file():
             saved = run_preset(checkpoint)
             # the run's own settings, and on top only what this command gives
@@ -122,6 +149,12 @@ def train_preset(
                 chosen, training=with_settings(saved.training, overrides, steps, data)
             )
             check_resumable(saved, chosen, checkpoint)  # before the encoder and images load
+        try:
+            processes.check_batch_size(chosen.training.batch_size)
+        except ValueError:
+            if processes.writes:
+                raise
+            raise SystemExit(2) from None  # every process finds it alike: the first one says it
         check_run_folder(out, sampling=chosen.training.sample_every > 0)
         images = (
             f"images ({chosen.training.data})"
@@ -133,7 +166,10 @@ def train_preset(
             flush=True,
         )
         # the images first: bad data is one line before the encoder takes its seconds to load
-        trainer = Trainer(chosen, out, data=training_set(chosen))
+        with processes.first_on_each_machine():  # which may download them
+            training_data = training_set(chosen)
+        quiet = not processes.writes  # one progress bar, the first process's
+        trainer = Trainer(chosen, out, processes.device, data=training_data, quiet=quiet)
         if resume and checkpoint.exists():
             print(f"loading checkpoint {checkpoint} ...", flush=True)
             changes = trainer.resume()
@@ -142,9 +178,12 @@ def train_preset(
                 print(f"changed: {', '.join(changes)}")
         elif resume:
             print(f"no checkpoint in {out} yet: starting a new run")
+        processes.check_same(trainer.steps, "steps")
         print(f"training preset {chosen.name!r} on {trainer.device}: {chosen.description}")
         started = time.perf_counter()
         path = trainer.train([stage] if stage is not None else None)
     seconds = time.perf_counter() - started
+    if not processes.writes:
+        return path
     print(f"done in {seconds:.0f} s; checkpoint: {path}; sample grids: {out / 'samples'}")
     return path
