@@ -191,14 +191,19 @@ def guidance_sweep(
     return rows
 
 
+def base_images(
+    model: Imagen, prompts: list[str], seed: int, guidance_weight: float, **options
+) -> torch.Tensor:
+    """The base stage's images at `guidance_weight` (and `options`), not the later stages'."""
+    weights = [guidance_weight] + [stage.guidance_weight for stage in model.config.stages[1:]]
+    return final_images(model, prompts, seed, guidance_weight=weights, last_stage=0, **options)
+
+
 def cascade_with_base_options(
     model: Imagen, prompts: list[str], seed: int, guidance_weight: float, thresholding: str
 ) -> torch.Tensor:
     """Final images: the base stage samples with the given options, later stages with their own."""
-    weights = [guidance_weight] + [stage.guidance_weight for stage in model.config.stages[1:]]
-    base = final_images(
-        model, prompts, seed, guidance_weight=weights, thresholding=thresholding, last_stage=0
-    )
+    base = base_images(model, prompts, seed, guidance_weight, thresholding=thresholding)
     if len(model.networks) == 1:
         return base
     return final_images(model, prompts, seed, first_stage=1, low_res=base)
@@ -262,16 +267,14 @@ def augmentation_sweep(
     """
     prompts = evaluation_prompts(scorer.num_samples)
     first = next(iter(models.values()))
-    stage_weights = [stage.guidance_weight for stage in first.config.stages]
-    base_weights = list(base_guidance or stage_weights[:1])
+    base_weights = list(base_guidance or [first.config.stages[0].guidance_weight])
     rows = []
     with progress_bar(
         len(seeds) * len(base_weights) * len(models) * len(levels), "augmentation sweep", progress
     ) as bar:
         for seed in seeds:
             for base_weight in base_weights:
-                weights = [base_weight, *stage_weights[1:]]
-                base = final_images(first, prompts, seed, last_stage=0, guidance_weight=weights)
+                base = base_images(first, prompts, seed, base_weight)
                 for name, model in models.items():
                     for level in levels:
                         images, seconds = timed(
