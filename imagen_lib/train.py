@@ -217,12 +217,36 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
             ema_buffer.copy_(buffer)
 
 
-def weight_norm(module: nn.Module) -> torch.Tensor:
-    """The norm of all parameters of `module` as one vector.
+@torch.no_grad()
+def global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The norm of all `tensors` taken as one vector, as torch.nn.utils.get_total_norm computes it.
 
-    A 0-d tensor on their device (no host sync), NaN or inf if any is.
+    A 0-d tensor on their device (no host sync), NaN or inf if any is. Three operations
+    however many tensors there are: get_total_norm adds a `.to(device)` per tensor, 398
+    more operations for the gradients of the `mnist` preset's base U-Net.
     """
-    return torch.nn.utils.get_total_norm([param.detach() for param in module.parameters()])
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
+
+
+def weight_norm(module: nn.Module) -> torch.Tensor:
+    """The norm of all parameters of `module` as one vector."""
+    return global_norm(list(module.parameters()))
+
+
+@torch.no_grad()
+def clip_gradients(module: nn.Module, max_norm: float) -> None:
+    """Scale the gradients of `module` so that their joint norm is at most `max_norm`.
+
+    torch.nn.utils.clip_grad_norm_, bit for bit: every gradient times
+    min(1, max_norm / (norm + 1e-6)), a tensor, so that nothing waits for the device to
+    decide whether to clip. But in 8 operations, where torch's version (foreach=True
+    included) takes one more per parameter (see `global_norm`).
+    """
+    gradients = [param.grad for param in module.parameters() if param.grad is not None]
+    if not gradients:  # the loss did not depend on the weights: nothing to clip, as in torch
+        return
+    scale = (max_norm / (global_norm(gradients) + 1e-6)).clamp(max=1.0)
+    torch._foreach_mul_(gradients, scale)
 
 
 def learning_rate_at(step: int, base_rate: float, warmup_steps: int) -> float:
@@ -497,9 +521,7 @@ class Trainer:
         else:
             loss = self.first_forward_backward(stage, images, text, mask)
         self.scaler.unscale_(optimizer)
-        # foreach: all gradients' norms and the rescaling in a few fused calls,
-        # not one per parameter
-        torch.nn.utils.clip_grad_norm_(network.parameters(), self.config.grad_clip, foreach=True)
+        clip_gradients(network, self.config.grad_clip)
         self.scaler.step(optimizer)
         self.scaler.update()
         ema_update(self.ema[stage], network, ema_decay_at(self.steps[stage], self.config.ema_decay))
