@@ -13,6 +13,7 @@ Read the modules in this order; each is one lesson's concept:
     train.py           training every stage, resumable exactly
     checkpoint.py      saving and loading safely
     scenes.py          two digits side by side: prompts whose meaning needs word order
+    colours.py         the same scenes in colour: colour words bound to their digits
 Runtime machinery that no lesson teaches lives in imagen_lib/plumbing/ (the shipped files,
 the download cache, atomic writes, the run folder's lock, the hub probe), and tooling in
 imagen_lib/tools/: the command line (`python -m imagen_lib`), sampling to files,

@@ -12,6 +12,9 @@ how it was made. Change any training field from the command line with
 - `scenes`: the `cpu` cascade on images twice as wide: scenes of two digits side by
   side (`imagen_lib.scenes`): a 16x32 base and a 16x32->32x64 SR stage, hours on a CPU.
 - `smoke-scenes`: `smoke` on images twice as wide (scenes), for tests and CI.
+- `colour-scenes`: the `scenes` cascade in colour (3 channels): two digits side by side,
+  each in a named colour (`imagen_lib.colours`), hours on a CPU.
+- `smoke-colour-scenes`: `smoke-scenes` in colour, for tests and CI.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import math
 from dataclasses import dataclass, field
 
 from imagen_lib.cascade import ImagenConfig, StageConfig
+from imagen_lib.colours import COLOUR_CAPTIONS
 from imagen_lib.data import CAPTIONS, SOURCES, Captions
 from imagen_lib.efficient_unet import EfficientUNetConfig
 from imagen_lib.scenes import SCENE_SIZE, TRAINING_SCENE_CAPTIONS, SceneCaptions
@@ -35,15 +39,17 @@ MAX_STEPS = 10**9
 # 100,000 scenes take 780 MiB as float32.
 MAX_BATCH_SIZE = 4096
 MAX_SCENE_COUNT = 100_000
-# What TrainConfig.captions names: a family of single-digit captions (data.CAPTIONS), or
-# "scenes", two digits side by side described by their order and relations.
-CAPTION_FAMILIES = (*CAPTIONS, "scenes")
+# What TrainConfig.captions names: a family of single-digit captions (data.CAPTIONS),
+# "scenes", two digits side by side described by their order and relations, or "colour
+# scenes", the same with each digit in a named colour.
+SCENE_FAMILIES = {"scenes": TRAINING_SCENE_CAPTIONS, "colour scenes": COLOUR_CAPTIONS}
+CAPTION_FAMILIES = (*CAPTIONS, *SCENE_FAMILIES)
 
 
 def caption_family(name: str) -> Captions | SceneCaptions:
     """The captions training draws from for a TrainConfig.captions name."""
-    if name == "scenes":
-        return TRAINING_SCENE_CAPTIONS
+    if name in SCENE_FAMILIES:
+        return SCENE_FAMILIES[name]
     if name not in CAPTIONS:
         raise ValueError(f"captions must be one of {CAPTION_FAMILIES}, got {name!r}")
     return CAPTIONS[name]
@@ -67,13 +73,15 @@ class TrainConfig:
     # "" trains on the digits of data_source; else on your own captioned images: a folder, or
     # a torchvision dataset's name (imagen_lib.plumbing.datasets)
     data: str = ""
-    # "plain" ("7", "seven"), "varied" ("a handwritten Seven", ...), or "scenes": two digits
-    # side by side ("a 3 to the left of a 7"), made from the digits of data_source. Your own
-    # images (data) bring their own captions instead.
+    # "plain" ("7", "seven"), "varied" ("a handwritten Seven", ...), "scenes": two digits
+    # side by side ("a 3 to the left of a 7"), or "colour scenes" ("a red 3 to the left of a
+    # blue 7", 3 channels), made from the digits of data_source. Your own images (data) bring
+    # their own captions instead.
     captions: str = "varied"
-    # How many scenes are made for "scenes" training (else unused). 20,000 scenes take 156 MiB
-    # as float32 (on the device too); more would add little variety, since each of the 4,000
-    # offline training digits is already in about 10 scenes, each time beside another digit.
+    # How many scenes are made for "scenes" and "colour scenes" training (else unused). 20,000
+    # scenes take 156 MiB as float32 (469 MiB in colour), on the device too; more would add
+    # little variety, since each of the 4,000 offline training digits is already in about 10
+    # scenes, each time beside another digit.
     scene_count: int = 20_000
     seed: int = 0
     mixed_precision: bool = True  # bf16 (or fp16) autocast on CUDA; ignored on the CPU
@@ -136,10 +144,11 @@ class TrainConfig:
                 f"training field data must be text (a folder, a dataset's name, or '' for the "
                 f"digits), got {self.data!r}"
             )
-        if self.data and self.captions == "scenes":
+        if self.data and self.captions in SCENE_FAMILIES:
             raise ValueError(
                 "training field data gives images with captions of their own, and scenes are "
-                "made from the digits: leave data empty, or set captions other than 'scenes'"
+                "made from the digits: leave data empty, or set captions other than "
+                f"{self.captions!r}"
             )
 
 
@@ -330,12 +339,43 @@ def smoke_scenes() -> Preset:
     return Preset("smoke-scenes", model, training, description)
 
 
+# The longest colour caption, held-out phrasings included, is 17 MiniLM tokens with [CLS] and
+# [SEP] ("a red 0 on the left side and a green 0 on the right side")
+COLOUR_TEXT_TOKENS = 17
+
+
+def colour_scenes() -> Preset:
+    """The `scenes` cascade in colour: two digits, each in a named colour (imagen_lib.colours)."""
+    grey = scenes()
+    model = dataclasses.replace(grey.model, channels=3, max_text_tokens=COLOUR_TEXT_TOKENS)
+    training = dataclasses.replace(grey.training, captions="colour scenes")
+    description = (
+        "2 CPU cores, offline: two digits side by side, each in a named colour, 16x32 base + "
+        "16x32->32x64 SR, MiniLM"
+    )
+    return Preset("colour-scenes", model, training, description)
+
+
+def smoke_colour_scenes() -> Preset:
+    """`smoke-scenes` in colour: a few scenes of two coloured digits."""
+    grey = smoke_scenes()
+    model = dataclasses.replace(grey.model, channels=3, max_text_tokens=COLOUR_TEXT_TOKENS)
+    training = dataclasses.replace(grey.training, captions="colour scenes")
+    description = (
+        "tiny, for tests and CI, on scenes of two coloured digits: its grids' scene accuracy "
+        "stays near chance"
+    )
+    return Preset("smoke-colour-scenes", model, training, description)
+
+
 PRESETS = {
     "mnist": mnist,
     "cpu": cpu,
     "scenes": scenes,
+    "colour-scenes": colour_scenes,
     "smoke": smoke,
     "smoke-scenes": smoke_scenes,
+    "smoke-colour-scenes": smoke_colour_scenes,
 }
 
 

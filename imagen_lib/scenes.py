@@ -25,6 +25,9 @@ learned which digits go together draws them the wrong way round (see
 `metrics.scene_scores`, swap rate). Separately, a set of held-out phrasings per category,
 as `data.HELD_OUT_TEMPLATES` is for single digits, measures how far the text conditioning
 generalises to wordings it never saw.
+
+`imagen_lib.colours` puts each digit in a named colour, in the same captions ("a red 3 to
+the left of a blue 7"): a `SceneCaptions` with `colourings` describes those scenes.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from __future__ import annotations
 import math
 import numbers
 import string
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -56,6 +60,8 @@ HELD_OUT_PAIRS = tuple(
 TRAINING_PAIRS = tuple(pair for pair in ALL_PAIRS if pair not in HELD_OUT_PAIRS)
 
 CATEGORIES = ("order", "relation", "number", "repeat")
+# The categories whose captions can give each digit a colour (imagen_lib.colours)
+COLOURED_CATEGORIES = ("order", "relation")
 
 # Training phrasings, balanced by direction: in the order and relation categories half the
 # templates name the left digit first and half the right one ("{right} after {left}"), so a
@@ -223,11 +229,18 @@ def check_pairs(pairs: Sequence[Pair]) -> list[Pair]:
         )
         for left, right in pairs
     ]
-    if len(set(pairs)) != len(pairs):
-        # a repeated pair would silently be drawn twice as often as the others
-        repeated = sorted({pair for pair in pairs if pairs.count(pair) > 1})
-        raise ValueError(f"pairs appear more than once: {repeated}")
+    check_unrepeated(pairs, "pairs")
     return pairs
+
+
+def check_unrepeated(items: Sequence, what: str) -> None:
+    """Refuse items (pairs, scenes) that appear more than once, naming them as `what`.
+
+    A repeated item would silently be drawn twice as often as the others.
+    """
+    repeated = sorted(item for item, times in Counter(items).items() if times > 1)
+    if repeated:
+        raise ValueError(f"{what} appear more than once: {repeated}")
 
 
 def pair_labels(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
@@ -257,19 +270,30 @@ def make_scenes(digits: DigitSet, pairs: Sequence[Pair], count: int, seed: int =
     pairs = check_pairs(pairs)
     if count < 1:
         raise ValueError(f"count must be at least 1 scene, got {count}")
+    generator = torch.Generator().manual_seed(seed)
+    chosen = torch.tensor(pairs)[torch.randint(len(pairs), (count,), generator=generator)]
+    left, right = chosen[:, 0], chosen[:, 1]  # (N,), (N,)
+    images = side_by_side(digits, left, right, generator)  # (N, C, 32, 64)
+    return DigitSet(images=images, labels=pair_labels(left, right), source=digits.source)
+
+
+def side_by_side(
+    digits: DigitSet, left: torch.Tensor, right: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """Scenes (N, C, 32, 64) showing the digits `left` (N,) and `right` (N,) side by side.
+
+    Each digit is an image of its class drawn uniformly from `digits` (32x32, as load_mnist
+    gives them) with `generator`, the left ones first.
+    """
     if tuple(digits.images.shape[-2:]) != (IMAGE_SIZE, IMAGE_SIZE):
         raise ValueError(
             f"scenes are made of {IMAGE_SIZE}x{IMAGE_SIZE} digits (as load_mnist gives them), "
             f"got images of shape {tuple(digits.images.shape)}"
         )
     counts = torch.bincount(digits.labels, minlength=10)  # (10,) images per class
-    missing = sorted({digit for pair in pairs for digit in pair if counts[digit] == 0})
+    missing = [digit for digit in torch.cat([left, right]).unique().tolist() if counts[digit] == 0]
     if missing:
-        raise ValueError(f"the digit set has no image of {missing}, which the pairs need")
-
-    generator = torch.Generator().manual_seed(seed)
-    chosen = torch.tensor(pairs)[torch.randint(len(pairs), (count,), generator=generator)]
-    left, right = chosen[:, 0], chosen[:, 1]  # (N,), (N,)
+        raise ValueError(f"the digit set has no image of {missing}, which the scenes need")
     by_class = torch.argsort(digits.labels, stable=True)  # image indices, grouped by class
     starts = counts.cumsum(0) - counts  # (10,) where each class's group begins
 
@@ -278,10 +302,9 @@ def make_scenes(digits: DigitSet, pairs: Sequence[Pair], count: int, seed: int =
         offset = torch.rand(len(labels), generator=generator, dtype=torch.float64) * counts[labels]
         return by_class[starts[labels] + offset.long()]  # (N,) image indices
 
-    images = torch.cat(
+    return torch.cat(
         [digits.images[one_of_class(left)], digits.images[one_of_class(right)]], dim=-1
     )  # (N, C, 32, 64)
-    return DigitSet(images=images, labels=pair_labels(left, right), source=digits.source)
 
 
 # ----- captions -----------------------------------------------------------------------
@@ -355,18 +378,34 @@ class SceneTemplate:
         fields = [name for _, name, _, _ in string.Formatter().parse(self.text) if name]
         return fields[0] in ("right", "a_right")
 
-    def fill(self, left: int, right: int, form: str) -> str:
-        """The caption of the pair (left, right), its names written in `form` (from NAME_FORMS)."""
+    def fill(self, left: int, right: int, form: str, colours: tuple[str, str] | None = None) -> str:
+        """The caption of the pair (left, right), its names written in `form` (from NAME_FORMS).
+
+        With `colours`, the (left, right) digits' colours in a colour scene
+        (`imagen_lib.colours`), each name follows its digit's colour: {a_left} is "a red 3"
+        and {left} "red 3". Only order and relation captions take colours: a number or a
+        repeat names no one digit to put a colour on.
+        """
         check_digit(left, "the left digit")
         check_digit(right, "the right digit")
         if not applies(self.category, left, right):
             raise ValueError(f"a {self.category} caption cannot describe the pair {left} {right}")
         names = [written(str(digit), NUMBER_WORDS[digit], form) for digit in (left, right)]
+        articles = [article(left), article(right)]
+        if colours is not None:
+            if self.category not in COLOURED_CATEGORIES:
+                raise ValueError(
+                    f"a {self.category} caption names no one digit to colour: colour scenes "
+                    f"are described by {' and '.join(COLOURED_CATEGORIES)} captions"
+                )
+            names = [f"{colour} {name}" for colour, name in zip(colours, names)]
+            # the article now stands before the colour: "a red 8", where "an 8"
+            articles = ["an" if colour[0] in "aeiou" else "a" for colour in colours]
         fields = {
             "left": names[0],
             "right": names[1],
-            "a_left": f"{article(left)} {names[0]}",
-            "a_right": f"{article(right)} {names[1]}",
+            "a_left": f"{articles[0]} {names[0]}",
+            "a_right": f"{articles[1]} {names[1]}",
             "digit": names[0],
         }
         if self.category == "number":
@@ -379,17 +418,22 @@ class SceneTemplate:
             )
         return self.text.format(**fields)
 
-    def prompt(self, left: int, right: int, form: str) -> ScenePrompt:
+    def prompt(
+        self, left: int, right: int, form: str, colours: tuple[str, str] | None = None
+    ) -> ScenePrompt:
         """`fill`'s caption with its meaning."""
-        text = self.fill(left, right, form)
-        return ScenePrompt(text, left, right, self.category, self.phrasing, self.right_first)
+        text = self.fill(left, right, form, colours)
+        return ScenePrompt(
+            text, left, right, self.category, self.phrasing, self.right_first, colours
+        )
 
 
 @dataclass(frozen=True)
 class ScenePrompt:
     """A caption and what it means: the picture (left, right), its category, and its phrasing.
 
-    `right_first` says whether the caption names the right digit first (None for repeats).
+    `right_first` says whether the caption names the right digit first (None for repeats);
+    `colours` are the (left, right) digits' colours in a colour scene, None in a grey one.
     """
 
     text: str
@@ -398,17 +442,19 @@ class ScenePrompt:
     category: str
     phrasing: str = "training"
     right_first: bool | None = None
+    colours: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
 class SceneCaptions:
     """A family of scene captions, with the interface of data.Captions.
 
-    Every template that applies to a pair, filled with every name form, for all 100 pairs
-    (held-out pairs included: the table of caption embeddings may hold them, but the
-    trainer draws captions only for the labels of its scenes, which are training pairs).
+    Every template that applies to a scene, filled with every name form, for every scene:
+    the 100 pairs (held-out pairs included: the table of caption embeddings may hold them,
+    but the trainer draws captions only for the labels of its scenes, which are training
+    pairs), or, for a family of colour scenes, the 100 pairs in each of its `colourings`.
     Templates that do not apply to a pair (repeat for 3 7, number for 0 7) get no caption
-    for it, so ids are not a product of sizes as in data.Captions: `first_ids` maps a pair
+    for it, so ids are not a product of sizes as in data.Captions: `first_ids` maps a scene
     and a template to the id of its first form.
     """
 
@@ -417,10 +463,17 @@ class SceneCaptions:
     # Each template's relative weight, where it applies. The default gives every category
     # that applies to a pair the same share, split evenly between its templates.
     template_weights: tuple[float, ...]
+    # For colour scenes (imagen_lib.colours): the (left colour, right colour) of each
+    # colouring. Empty for grey scenes, labelled by their pair index 0-99; a colour scene's
+    # label is 100 * its colouring's index + its pair index (`scenes` lists them in order).
+    colourings: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def build(
-        cls, templates: dict[str, tuple[str, ...]], forms: tuple[str, ...] = NAME_FORMS
+        cls,
+        templates: dict[str, tuple[str, ...]],
+        forms: tuple[str, ...] = NAME_FORMS,
+        colourings: tuple[tuple[str, str], ...] = (),
     ) -> SceneCaptions:
         """A family from {category: template texts}, categories weighted equally."""
         return cls(
@@ -431,6 +484,7 @@ class SceneCaptions:
             ),
             forms,
             tuple(1 / len(texts) for texts in templates.values() for _ in texts),
+            colourings,
         )
 
     def __post_init__(self) -> None:
@@ -440,33 +494,48 @@ class SceneCaptions:
             raise ValueError(
                 f"{len(self.templates)} templates but {len(self.template_weights)} weights"
             )
+        uncoloured = set(self.categories) - set(COLOURED_CATEGORIES)
+        if self.colourings and uncoloured:
+            raise ValueError(
+                f"a family of colour scenes has {' and '.join(COLOURED_CATEGORIES)} templates "
+                f"only (they name each digit, to colour it), got {sorted(uncoloured)}"
+            )
 
     @property
     def categories(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(template.category for template in self.templates))
 
     @cached_property
+    def scenes(self) -> tuple[tuple[int, int, tuple[str, str] | None], ...]:
+        """Every scene the family describes, by label: (left, right, colours or None)."""
+        return tuple(
+            (left, right, colours)
+            for colours in self.colourings or (None,)
+            for left, right in ALL_PAIRS
+        )
+
+    @cached_property
     def first_ids(self) -> torch.Tensor:
-        """(100, T): the id of the first caption of each pair and template; -1 where none."""
-        ids = torch.full((100, len(self.templates)), -1, dtype=torch.long)
+        """(S, T): the id of the first caption of each scene and template; -1 where none."""
+        ids = torch.full((len(self.scenes), len(self.templates)), -1, dtype=torch.long)
         next_id = 0
-        for left, right in ALL_PAIRS:
+        for label, (left, right, _) in enumerate(self.scenes):
             for t, template in enumerate(self.templates):
                 if applies(template.category, left, right):
-                    ids[10 * left + right, t] = next_id
+                    ids[label, t] = next_id
                     next_id += len(self.forms)
         return ids
 
     @cached_property
-    def pair_weights(self) -> torch.Tensor:
-        """(100, T): each template's weight for each pair, 0 where it does not apply."""
+    def scene_weights(self) -> torch.Tensor:
+        """(S, T): each template's weight for each scene, 0 where it does not apply."""
         return (self.first_ids >= 0) * torch.tensor(self.template_weights)
 
     def prompts(self) -> list[ScenePrompt]:
         """Every caption with its meaning, in id order."""
         return [
-            template.prompt(left, right, form)
-            for left, right in ALL_PAIRS
+            template.prompt(left, right, form, colours)
+            for left, right, colours in self.scenes
             for template in self.templates
             if applies(template.category, left, right)
             for form in self.forms
@@ -481,19 +550,19 @@ class SceneCaptions:
         cannot = [
             (left, right)
             for left, right in check_pairs(pairs)
-            if not self.pair_weights[10 * left + right].any()
+            if not self.scene_weights[10 * left + right].any()
         ]
         if cannot:
             raise ValueError(f"this caption family has no caption for the pairs {cannot}")
 
     def draw(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """One random caption id (B,) per pair index (B,), on the labels' device.
+        """One random caption id (B,) per scene label (B,), on the labels' device.
 
-        Only templates that apply to a pair are drawn for it (per-pair weights). The labels
+        Only templates that apply to a pair are drawn for it (per-scene weights). The labels
         are not checked here, which would wait for the device at every training step: check
         the pairs once with `check_can_caption`.
         """
-        weights = self.pair_weights.to(labels.device)[labels]  # (B, T)
+        weights = self.scene_weights.to(labels.device)[labels]  # (B, T)
         template = torch.multinomial(weights, 1, generator=generator).squeeze(1)  # (B,)
         # (B,)
         form = torch.randint(
@@ -528,13 +597,35 @@ def scene_prompts(
     categories: Sequence[str] | None = None,
     seed: int = 0,
 ) -> list[ScenePrompt]:
-    """`count` prompts of a family for some pairs, reproducible for a seed.
+    """`count` prompts of a family of grey scenes for some pairs, reproducible for a seed.
 
-    The categories take turns; each cycles through the pairs it applies to (in a seeded
-    shuffle), so the pairs appear equally often, with a random template of the category and
-    a random name form.
+    `labelled_prompts` for the pairs' labels, 10 * left + right.
     """
-    pairs = check_pairs(pairs)
+    if family.colourings:
+        raise ValueError(
+            "this family describes colour scenes: draw its prompts with "
+            "colours.colour_scene_prompts, which names each scene's colours too"
+        )
+    labels = [10 * left + right for left, right in check_pairs(pairs)]
+    return labelled_prompts(family, labels, count, categories, seed)
+
+
+def labelled_prompts(
+    family: SceneCaptions,
+    labels: Sequence[int],
+    count: int,
+    categories: Sequence[str] | None = None,
+    seed: int = 0,
+) -> list[ScenePrompt]:
+    """`count` prompts of a family for some of its scenes, given by their labels.
+
+    The labels index `family.scenes`. The categories take turns; each cycles through the
+    scenes it applies to (in a seeded shuffle), so the scenes appear equally often, with a
+    random template of the category and a random name form. Reproducible for a seed.
+    """
+    outside = [label for label in labels if not 0 <= label < len(family.scenes)]
+    if outside:
+        raise ValueError(f"scene labels must be in 0-{len(family.scenes) - 1}, got {outside}")
     if count < 0:
         raise ValueError(f"count must be 0 or more prompts, got {count}")
     categories = tuple(categories) if categories is not None else family.categories
@@ -542,23 +633,26 @@ def scene_prompts(
     if unknown or not categories:
         raise ValueError(f"categories must be some of {family.categories}, got {categories}")
     generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(pairs), generator=generator).tolist()
+    order = torch.randperm(len(labels), generator=generator).tolist()
     pools = {}
     for category in categories:
         pools[category] = (
-            [pairs[i] for i in order if applies(category, *pairs[i])],
+            [labels[i] for i in order if applies(category, *family.scenes[labels[i]][:2])],
             [template for template in family.templates if template.category == category],
         )
         if not pools[category][0]:
+            pairs = [family.scenes[label][:2] for label in labels]
             raise ValueError(f"no {category} caption describes any of the pairs {pairs}")
     prompts = []
     for i in range(count):
         category = categories[i % len(categories)]
-        category_pairs, templates = pools[category]
-        left, right = category_pairs[i // len(categories) % len(category_pairs)]
+        category_labels, templates = pools[category]
+        left, right, colours = family.scenes[
+            category_labels[i // len(categories) % len(category_labels)]
+        ]
         template = templates[int(torch.randint(len(templates), (), generator=generator))]
         form = family.forms[int(torch.randint(len(family.forms), (), generator=generator))]
-        prompts.append(template.prompt(left, right, form))
+        prompts.append(template.prompt(left, right, form, colours))
     return prompts
 
 

@@ -43,6 +43,7 @@ from imagen_lib.scenes import (
     SceneTemplate,
     applies,
     check_pairs,
+    labelled_prompts,
     left_right,
     make_scenes,
     number_words,
@@ -264,6 +265,15 @@ def test_caption_family_errors():
         repeats_only.check_can_caption([(5, 5), (3, 7)])
     with pytest.raises(ValueError, match="empty"):
         check_pairs([])
+
+
+def test_scene_prompts_are_labelled_prompts_of_the_pairs_labels():
+    pairs = [(3, 7), (5, 5), (0, 4)]
+    assert scene_prompts(SCENE_CAPTIONS, pairs, 12, seed=2) == labelled_prompts(
+        SCENE_CAPTIONS, [37, 55, 4], 12, seed=2
+    )
+    with pytest.raises(ValueError, match=r"scene labels must be in 0-99, got \[100\]"):
+        labelled_prompts(SCENE_CAPTIONS, [37, 100], 4)
 
 
 def test_order_and_relation_captions_are_balanced_by_direction():

@@ -145,6 +145,27 @@ def digits_loaded_once(digits, monkeypatch):
     monkeypatch.setattr(imagen_lib.train, "load_mnist", load_mnist)
 
 
+def drawn_captions(trainer: Trainer, rounds: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scene labels and caption ids (N,), (N,) of `rounds` batches of every stage."""
+    family, drawn = trainer.captions, []
+
+    class Recording:
+        """The trainer's caption family, keeping every (labels, caption ids) it draws."""
+
+        def draw(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            ids = family.draw(labels, generator)
+            drawn.append((labels, ids))
+            return ids
+
+    trainer.captions = Recording()
+    for _ in range(rounds):
+        for stage in range(len(trainer.steps)):
+            trainer.batch(stage)
+    trainer.captions = family
+    labels, ids = (torch.cat(parts) for parts in zip(*drawn))
+    return labels, ids
+
+
 # ---------------------------------------------------------------------------------------
 # The text encoder of these tests
 # ---------------------------------------------------------------------------------------
@@ -197,21 +218,8 @@ def test_held_out_pairs_are_never_drawn_in_training(make_trainer, scenes, tmp_pa
     pair of the scenes is drawn and no held-out pair ever is."""
     trainer = make_trainer(tmp_path, batch_size=64)
     assert trainer.captions is TRAINING_SCENE_CAPTIONS
-    family, drawn = trainer.captions, []
-
-    class Recording:
-        """The trainer's caption family, keeping every (labels, caption ids) it draws."""
-
-        def draw(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-            ids = family.draw(labels, generator)
-            drawn.append((labels, ids))
-            return ids
-
-    trainer.captions = Recording()
-    for _ in range(200):
-        for stage in (0, 1):
-            trainer.batch(stage)
-    labels, ids = (torch.cat(parts) for parts in zip(*drawn))
+    family = trainer.captions
+    labels, ids = drawn_captions(trainer, 200)
     meaning = pair_indices((prompt.left, prompt.right) for prompt in family.prompts())  # (V,)
     assert len(labels) == 25_600
     assert torch.equal(meaning[ids], labels)

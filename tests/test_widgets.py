@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
+
+import numpy as np
 import pytest
 import torch
 from conftest import randomize_parameters
+from PIL import Image
 
 from imagen_lib.tools.plotting import grid_png
 from imagen_lib.tools.widgets import (
@@ -97,6 +101,17 @@ def test_prompt_box_draws_the_typed_prompt_and_explains_a_refused_one(make_casca
     box.button.click()
     # the last picture stays
     assert box.caption.value.startswith("cannot draw '   ': ") and box.image.value == drawn
+
+
+def test_prompt_box_draws_a_colour_cascade_in_colour(make_cascade):
+    """A cascade of 3 channels, such as the colour-scenes one: the picture is an RGB grid."""
+    model = randomize_parameters(make_cascade(2, channels=3))
+    box = prompt_box(model, "a red 3 then a blue 7", count=2, sampler="ddim", steps=2)
+    assert box.samples.shape == (2, 3, 16, 16)
+    with Image.open(io.BytesIO(box.image.value)) as picture:
+        assert picture.mode == "RGB"
+        pixels = np.asarray(picture).astype(int)  # (H, W, 3)
+    assert (pixels[..., 0] != pixels[..., 1]).any()  # the channels differ: not grey
 
 
 def test_timestep_scrubber_shows_every_step_of_one_sampling_run(make_cascade):

@@ -27,12 +27,13 @@ from tqdm.auto import tqdm
 
 from imagen_lib.cascade import ImagenConfig, default_device
 from imagen_lib.checkpoint import load_imagen, parse_config, read_checkpoint
+from imagen_lib.colours import colour_evaluation_prompts
 from imagen_lib.data import LESSON_PROMPTS, DigitSet, size_text
 from imagen_lib.plumbing.files import existing_checkpoint, not_empty
 from imagen_lib.plumbing.timing import images_per_second, synchronize
 from imagen_lib.presets import Preset, get_preset
 from imagen_lib.scenes import scene_evaluation_prompts
-from imagen_lib.tools.evaluation import draws_scenes
+from imagen_lib.tools.evaluation import draws_colour_scenes, draws_scenes
 from imagen_lib.tools.sampling import (
     SAMPLE_CHUNK,
     at_least,
@@ -211,9 +212,13 @@ def bench_prompts(
 
     A cascade that draws scenes of two digits (`evaluation.draws_scenes`, from the
     checkpoint's stored preset and config) gets the first scene prompts of the "training"
-    evaluation set, every caption category in turn, so its time is that of the scenes it
-    was trained for; any other cascade gets the lesson's 64 digit prompts, repeated.
+    evaluation set (of colour scenes, for a cascade trained on them), every caption category
+    in turn, so its time is that of the scenes it was trained for; any other cascade gets
+    the lesson's 64 digit prompts, repeated.
     """
+    if draws_colour_scenes(preset):
+        prompts = colour_evaluation_prompts(num_samples)["training"]
+        return [prompt.text for prompt in prompts], "colour scenes of two digits (scene prompts)"
     if draws_scenes(preset, config):
         prompts = scene_evaluation_prompts(num_samples)["training"]
         return [prompt.text for prompt in prompts], "scenes of two digits (scene prompts)"

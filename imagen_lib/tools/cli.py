@@ -225,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", default="cpu",
                        help=f"one of {', '.join(PRESETS)}. mnist: a GPU and the internet; cpu: "
                             "the shipped cascade, offline; scenes: two digits side by side, "
-                            "offline; smoke, smoke-scenes: tiny, for tests "
+                            "offline; colour-scenes: the same, each digit in a named colour; "
+                            "smoke, smoke-scenes, smoke-colour-scenes: tiny, for tests "
                             "(default: %(default)s)")
     train.add_argument("--stage", type=int,
                        help="train only this stage, 0 the base (default: all)")
@@ -254,8 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     prompts = sample.add_mutually_exclusive_group()
     prompts.add_argument("--prompts", nargs="+", metavar="PROMPT",
                          help='one prompt per argument, e.g. 7 "a handwritten 7" seven '
-                              "(default: the lesson's 64; for a cascade trained on scenes, "
-                              "the 24 of its training grids)")
+                              "(default: the lesson's 64; for a cascade trained on scenes or "
+                              "colour scenes, the 24 of its training grids)")
     prompts.add_argument("--prompts-file", metavar="FILE",
                          help="a text file, one prompt per line (default: none)")
     sample.add_argument("--num-samples", type=int,
@@ -269,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: %(default)s)")
 
     evaluate = command("evaluate", "prompt accuracy, held-out phrasings, MNIST-FID, speckle; "
-                                   "for scenes, scene accuracy and swap rate per set",
+                                   "for scenes, scene accuracy and swap rate per set; for "
+                                   "colour scenes, colour accuracy and colour swap rate too",
                        run_evaluate)
     sampling_options(evaluate)
     evaluate.add_argument("--guidance", type=float, nargs="+",

@@ -9,7 +9,10 @@ score at that sample count). `classifier_to_file` trains and saves the digit cla
 A cascade trained on scenes of two digits side by side (`imagen_lib.scenes`) is scored on
 the four scene evaluation sets instead: `sample_scene_sets` draws them, `score_scene_sets`
 scores each set and caption category by binding (scene accuracy, swap rate) and each slot
-by MNIST-FID. Both work for any 2:1 cascade, such as a base stage alone at 16x32.
+by MNIST-FID. Both work for any 2:1 cascade, such as a base stage alone at 16x32. A cascade
+trained on colour scenes (`imagen_lib.colours`) is scored the same way on the colour
+evaluation sets, its scene accuracy asking for both colours right too, with its colour
+accuracy and colour swap rate beside.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from tqdm.auto import tqdm
 
 from imagen_lib.cascade import Imagen, ImagenConfig, default_device
 from imagen_lib.checkpoint import load_imagen, parse_config, read_checkpoint
+from imagen_lib.colours import asked, colour_evaluation_prompts, ink
 from imagen_lib.data import IMAGE_SIZE, height_width, load_mnist, resize, size_text
 from imagen_lib.diffusion import check_guidance_interval, check_guidance_weight
 from imagen_lib.metrics import (
@@ -32,22 +36,20 @@ from imagen_lib.metrics import (
     Scorer,
     TooFewDigits,
     classifier_file_bytes,
+    colour_binding_scores,
     evaluation_prompts,
     held_out_prompts,
     load_classifier,
     prompt_accuracy,
+    read_colour_scenes,
     save_classifier,
     scene_fid,
     scene_report,
     train_classifier,
 )
 from imagen_lib.plumbing.files import check_free_space, existing_checkpoint, writable_file
-from imagen_lib.scenes import (
-    EVALUATION_SETS,
-    ScenePrompt,
-    scene_evaluation_prompts,
-    word_blind_order,
-)
+from imagen_lib.presets import SCENE_FAMILIES
+from imagen_lib.scenes import ScenePrompt, scene_evaluation_prompts, word_blind_order
 from imagen_lib.tools import results
 from imagen_lib.tools.sampling import (
     at_least,
@@ -75,6 +77,15 @@ SCENE_LEGEND = (
     "named on the left; the one trained layout of the pair). Sets: training; held-out pairs "
     "(the binding test); held-out numbers (reported, not a target: number tokens never seen "
     "with a picture); held-out phrasings, by type."
+)
+COLOUR_LEGEND = (
+    "scene acc: both digits and both colours right, each in its slot. digit acc, colour acc: "
+    "both digits right; both colours right. colour swap: the two colours drawn, each on the "
+    "other slot's digit (every caption asks for two different colours). digit swap: both "
+    "digits drawn, the other way round. order acc: among scenes of two different digits that "
+    "drew both, the share in the order the caption says. Sets: training; held-out "
+    "combinations (a colour-digit combination never trained on, in one slot or both: the "
+    "binding test); held-out phrasings, by type."
 )
 
 
@@ -145,16 +156,21 @@ def evaluate(
 
 
 def draws_scenes(preset: dict | None, config: ImagenConfig) -> bool:
-    """Whether a checkpoint's cascade draws scenes of two digits side by side.
+    """Whether a checkpoint's cascade draws scenes of two digits side by side, grey or colour.
 
     `preset` is the checkpoint's stored preset (`Preset.to_dict()`), None for a file without
-    one. The preset says it best (captions "scenes": trained on scenes); without it, the
-    final stage's images being twice as wide as high is the sign.
+    one. The preset says it best (captions "scenes" or "colour scenes": trained on scenes);
+    without it, the final stage's images being twice as wide as high is the sign.
     """
     if preset is not None:
-        return preset["training"].get("captions") == "scenes"
+        return preset["training"].get("captions") in SCENE_FAMILIES
     height, width = height_width(config.stages[-1].image_size)
     return width == 2 * height
+
+
+def draws_colour_scenes(preset: dict | None) -> bool:
+    """Whether a checkpoint's stored preset (None: none) trained it on colour scenes."""
+    return preset is not None and preset["training"].get("captions") == "colour scenes"
 
 
 def check_scene_size(size: int | tuple[int, int], what: str) -> None:
@@ -184,11 +200,11 @@ def sample_scene_sets(
 
     Keyed as scenes.EVALUATION_SETS: (images (count, C, H, 2H) in [-1, 1], their prompts),
     the prompts being `scenes.scene_evaluation_prompts(count, seed)`, or, given
-    `prompt_sets` ({name: prompts}), those sets instead (`count` is then unused). Each set
-    is sampled as `evaluate` samples: EVALUATION_CHUNK prompts at a time, chunk k seeded
-    with seed + its first index, so every set starts from the same noise and a result is
-    reproducible for a seed. The options go to `Imagen.sample` (None: each stage's own);
-    `bar` counts the scenes.
+    `prompt_sets` ({name: prompts}, such as `colours.colour_evaluation_prompts`), those sets
+    instead (`count` is then unused). Each set is sampled as `evaluate` samples:
+    EVALUATION_CHUNK prompts at a time, chunk k seeded with seed + its first index, so every
+    set starts from the same noise and a result is reproducible for a seed. The options go
+    to `Imagen.sample` (None: each stage's own); `bar` counts the scenes.
     """
     check_seed(seed)
     check_scene_size(model.image_size, "the cascade")
@@ -230,9 +246,12 @@ def score_scene_sets(
     category its prompts hold, in the order they first appear, then, for a set of held-out
     phrasings, one per phrasing type (category "all"). Every row has "set", "category",
     "phrasing" ("all" on the category rows), the `metrics.binding_scores` "left", "right",
-    "scene", "swap", "order", "order_count" and "pair" (NaN where undefined), "count", its
-    number of scenes, and the order accuracy of the two word-blind readers of
-    `scenes.word_blind_order` on its prompts: "blind_first_named", "blind_trained_layout".
+    "scene", "swap", "order", "order_count" and "pair" (NaN where undefined), and "count",
+    its number of scenes. A grey set's rows have the order accuracy of the two word-blind
+    readers of `scenes.word_blind_order` on its prompts: "blind_first_named",
+    "blind_trained_layout". A set of colour scenes (prompts with colours) is scored on its
+    digits' ink (`colours.ink`), and its rows have the `metrics.colour_binding_scores`
+    instead: "scene" there asks for both colours right too, "digits" for the digits alone.
 
     The "all" row also has "fid_left" and "fid_right": each slot's MNIST-FID
     (`metrics.scene_fid`) against `reference` (M, 128), the classifier features of M real
@@ -257,27 +276,43 @@ def score_scene_sets(
                 f"set {name!r} must hold at least one scene and one prompt per scene, "
                 f"got {len(images)} scenes and {len(prompts)} prompts"
             )
+        coloured = {prompt.colours is not None for prompt in prompts}
+        if len(coloured) == 2:
+            raise ValueError(f"set {name!r} mixes colour scenes with grey ones: give one kind")
+        coloured = coloured.pop()
+        # the classifier reads digits in grey: a colour scene's ink
+        digits = ink(images) if coloured else images
         left = torch.tensor([prompt.left for prompt in prompts])
         right = torch.tensor([prompt.right for prompt in prompts])
         fid = (
-            scene_fid(classifier, images, reference)
+            scene_fid(classifier, digits, reference)
             if len(images) == len(reference)
             else {"left": math.nan, "right": math.nan}
         )
+        if coloured:
+            drawn, wanted = read_colour_scenes(classifier, images), asked(prompts)
         groupings = [("category", [prompt.category for prompt in prompts])]
         if {prompt.phrasing for prompt in prompts} != {"training"}:
             groupings.append(("phrasing", [prompt.phrasing for prompt in prompts]))
         for key, labels in groupings:
-            report = scene_report(classifier, images, left, right, labels)
+            report = scene_report(classifier, digits, left, right, labels)
             for group, scores in report.items():
                 if key == "phrasing" and group == "all":
                     continue  # the category grouping's "all" row covers the whole set
-                chosen = [p for p, label in zip(prompts, labels) if group in ("all", label)]
-                blind = word_blind_order(chosen)
+                chosen = torch.tensor([group in ("all", label) for label in labels])  # (N,)
                 row = {"set": name, "category": "all", "phrasing": "all", key: group}
-                row.update(scores, count=len(chosen))
-                row.update(blind_first_named=blind["first named"])
-                row.update(blind_trained_layout=blind["trained layout"])
+                row.update(scores, count=int(chosen.sum()))
+                if coloured:
+                    row.update(
+                        colour_binding_scores(
+                            tuple(slot[chosen] for slot in drawn),
+                            tuple(slot[chosen] for slot in wanted),
+                        )
+                    )
+                else:
+                    blind = word_blind_order([p for p, k in zip(prompts, chosen.tolist()) if k])
+                    row.update(blind_first_named=blind["first named"])
+                    row.update(blind_trained_layout=blind["trained layout"])
                 if group == "all":
                     row.update(fid_left=fid["left"], fid_right=fid["right"])
                 rows.append(row)
@@ -294,17 +329,22 @@ def evaluate_scenes(
     steps: int | Sequence[int] | None = None,
     progress: bool = True,
     guidance_interval: tuple[float, float] | None = None,
+    prompt_sets: dict[str, list[ScenePrompt]] | None = None,
 ) -> list[dict]:
     """Score a scenes cascade's evaluation sets for every (guidance weight, thresholding).
 
-    One row per (setting, set, category), as `score_scene_sets` gives them with
-    `scorer.num_samples` scenes per set, plus "guidance" ("own" for None: each stage's own
-    weight), "thresholding" and "seconds", the time the setting's four sets took to sample.
+    The sets are `scenes.scene_evaluation_prompts` of `scorer.num_samples` scenes each, or
+    `prompt_sets` ({name: prompts}, such as `colours.colour_evaluation_prompts`). One row per
+    (setting, set, category), as `score_scene_sets` gives them, plus "guidance" ("own" for
+    None: each stage's own weight), "thresholding" and "seconds", the time the setting's
+    sets took to sample.
     """
+    if prompt_sets is None:
+        prompt_sets = scene_evaluation_prompts(scorer.num_samples, seed)
     settings = len(guidance_weights) * len(thresholdings)
     rows = []
     with tqdm(
-        total=settings * len(EVALUATION_SETS) * scorer.num_samples,
+        total=settings * sum(len(prompts) for prompts in prompt_sets.values()),
         desc="evaluate scenes",
         unit="scene",
         disable=not progress,
@@ -323,6 +363,7 @@ def evaluate_scenes(
                     steps=steps,
                     guidance_interval=guidance_interval,
                     bar=bar,
+                    prompt_sets=prompt_sets,
                 )
                 seconds = time.perf_counter() - started
                 setting = {
@@ -360,77 +401,80 @@ def print_digit_table(rows: list[dict]) -> None:
         print("  ".join(f"{cell:>12}" for cell in cells), flush=True)
 
 
-# The scene table's columns and their widths: names left-aligned, numbers right-aligned.
+# The scene table's columns: (header, width, the row's key). Names left-aligned, numbers
+# right-aligned. Every table names the row's set, category and phrasing first, and ends with
+# its count and its FID per slot.
+NAME_KEYS = ("set", "category", "phrasing")
+GROUP_COLUMNS = (("category", 8, "category"), ("phrasing", 10, "phrasing"))
+LAST_COLUMNS = (("count", 5, "count"), ("FID left", 8, "fid_left"), ("FID right", 9, "fid_right"))
 SCENE_COLUMNS = (
-    ("set", 18),
-    ("category", 8),
-    ("phrasing", 10),
-    ("scene acc", 9),
-    ("left acc", 8),
-    ("right acc", 9),
-    ("swap rate", 9),
-    ("order acc", 9),
-    ("pair acc", 8),
-    ("blind 1st", 9),
-    ("blind recall", 12),
-    ("count", 5),
-    ("FID left", 8),
-    ("FID right", 9),
+    ("set", 18, "set"),
+    *GROUP_COLUMNS,
+    ("scene acc", 9, "scene"),
+    ("left acc", 8, "left"),
+    ("right acc", 9, "right"),
+    ("swap rate", 9, "swap"),
+    ("order acc", 9, "order"),
+    ("pair acc", 8, "pair"),
+    ("blind 1st", 9, "blind_first_named"),
+    ("blind recall", 12, "blind_trained_layout"),
+    *LAST_COLUMNS,
+)
+# The same for colour scenes (rows with "colours")
+COLOUR_SCENE_COLUMNS = (
+    ("set", 21, "set"),
+    *GROUP_COLUMNS,
+    ("scene acc", 9, "scene"),
+    ("digit acc", 9, "digits"),
+    ("colour acc", 10, "colours"),
+    ("colour swap", 11, "colour_swap"),
+    ("digit swap", 10, "swap"),
+    ("order acc", 9, "order"),
+    *LAST_COLUMNS,
 )
 
 
-def scene_line(cells: Sequence[str]) -> str:
-    """One line of the scene table: set, category and phrasing left-aligned, the numbers right."""
+def scene_line(cells: Sequence[str], columns: Sequence[tuple[str, int, str]]) -> str:
+    """One line of a scene table: set, category and phrasing left-aligned, the numbers right."""
     return "  ".join(
-        f"{cell:<{width}}" if i < 3 else f"{cell:>{width}}"
-        for i, (cell, (_, width)) in enumerate(zip(cells, SCENE_COLUMNS))
+        f"{cell:<{width}}" if key in NAME_KEYS else f"{cell:>{width}}"
+        for cell, (_, width, key) in zip(cells, columns)
     ).rstrip()
 
 
-def scene_cells(row: dict) -> tuple[str, ...]:
-    """A scene row's cells: shares in percent, "-" for a swap rate or FID that is NaN, and
-    FID left blank on the category rows, which have none."""
-
-    def share(value: float) -> str:
-        return "-" if math.isnan(value) else f"{value:.1%}"
-
-    def fid(key: str) -> str:
-        if key not in row:
-            return ""
-        return "-" if math.isnan(row[key]) else f"{row[key]:.2f}"
-
-    return (
-        row["set"],
-        row["category"],
-        row["phrasing"],
-        share(row["scene"]),
-        share(row["left"]),
-        share(row["right"]),
-        share(row["swap"]),
-        share(row["order"]),
-        share(row["pair"]),
-        share(row["blind_first_named"]),
-        share(row["blind_trained_layout"]),
-        str(row["count"]),
-        fid("fid_left"),
-        fid("fid_right"),
-    )
+def scene_cell(row: dict, key: str) -> str:
+    """A scene row's cell: a name, a count, a share in percent, or an FID; "-" for a share or
+    FID that is NaN, and FID left blank on the category rows, which have none."""
+    if key in NAME_KEYS:
+        return row[key]
+    if key == "count":
+        return str(row[key])
+    if key.startswith("fid_") and key not in row:
+        return ""
+    if math.isnan(row[key]):
+        return "-"
+    return f"{row[key]:.2f}" if key.startswith("fid_") else f"{row[key]:.1%}"
 
 
 def print_scene_table(rows: list[dict]) -> None:
-    """`evaluate_scenes`' rows as one table per setting, under a line naming the setting."""
+    """`evaluate_scenes`' rows as one table per setting, under a line naming the setting.
+
+    Rows of colour scenes get the colour columns.
+    """
+    columns = COLOUR_SCENE_COLUMNS if "colours" in rows[0] else SCENE_COLUMNS
     settings = dict.fromkeys((row["guidance"], row["thresholding"]) for row in rows)
     for setting in settings:
         guidance, thresholding = setting
         chosen = [row for row in rows if (row["guidance"], row["thresholding"]) == setting]
         weight = guidance if guidance == "own" else f"{guidance:g}"
+        sets = len(dict.fromkeys(row["set"] for row in chosen))
         print(
             f"guidance {weight}, {thresholding} thresholding: "
-            f"{len(EVALUATION_SETS)} sets sampled in {chosen[0]['seconds']:.0f} s"
+            f"{sets} sets sampled in {chosen[0]['seconds']:.0f} s"
         )
-        print(scene_line([name for name, _ in SCENE_COLUMNS]))
+        print(scene_line([header for header, _, _ in columns], columns))
         for row in chosen:
-            print(scene_line(scene_cells(row)), flush=True)
+            print(scene_line([scene_cell(row, key) for _, _, key in columns], columns), flush=True)
 
 
 def evaluate_checkpoint(
@@ -450,8 +494,9 @@ def evaluate_checkpoint(
 
     A cascade of single digits gets one row per setting (`evaluate`); one that draws scenes
     of two digits gets `num_samples` scenes per evaluation set, scored per set and caption
-    category (`evaluate_scenes`). `save` writes the rows with the settings that made them to
-    a JSON results file ("evaluation" or "scene_evaluation", read by `results.load_results`).
+    category (`evaluate_scenes`), on the colour evaluation sets for colour scenes. `save`
+    writes the rows with the settings that made them to a JSON results file ("evaluation",
+    "scene_evaluation" or "colour_scene_evaluation", read by `results.load_results`).
     """
     checkpoint = existing_checkpoint(checkpoint)
     if save is not None:
@@ -469,6 +514,7 @@ def evaluate_checkpoint(
     check_plan(config, sampler, steps)
     # Scenes by the preset's captions where the file keeps its preset, else by the shape.
     scenes = draws_scenes(payload.get("preset"), config)
+    coloured = draws_colour_scenes(payload.get("preset"))
     height, width = height_width(config.stages[-1].image_size)
     if scenes:
         check_scene_size((height, width), str(checkpoint))
@@ -514,9 +560,13 @@ def evaluate_checkpoint(
         )
     arguments = (model, scorer, weights, thresholdings, seed, sampler, steps)
     if scenes:
-        rows = evaluate_scenes(*arguments, guidance_interval=guidance_interval)
+        prompt_sets = colour_evaluation_prompts(num_samples, seed) if coloured else None
+        rows = evaluate_scenes(
+            *arguments, guidance_interval=guidance_interval, prompt_sets=prompt_sets
+        )
         print_scene_table(rows)
-        print(textwrap.fill(SCENE_LEGEND, width=100, break_on_hyphens=False))
+        legend = COLOUR_LEGEND if coloured else SCENE_LEGEND
+        print(textwrap.fill(legend, width=100, break_on_hyphens=False))
     else:
         rows = evaluate(*arguments, guidance_interval=guidance_interval)
         print_digit_table(rows)
@@ -529,7 +579,9 @@ def evaluate_checkpoint(
             real_vs_real=scorer.real_vs_real,
         )
         saved = [{**row, "seed": seed} for row in rows]
-        kind = "scene_evaluation" if scenes else "evaluation"
+        kind = "evaluation"
+        if scenes:
+            kind = "colour_scene_evaluation" if coloured else "scene_evaluation"
         # each setting's seconds, repeated on its rows: count each setting once
         per_setting = {(row["guidance"], row["thresholding"]): row["seconds"] for row in rows}
         path = results.save_results(save, kind, saved, settings, sum(per_setting.values()))

@@ -88,7 +88,7 @@ PROBE_MEASURES = {
 # shares, shown in percent
 PERCENT = (
     "accuracy", "speckle", "scene", "swap", "left", "right", *SCALING_MEASURES,
-    *PROBE_MEASURES, "held_out_accuracy",
+    *PROBE_MEASURES, "held_out_accuracy", "digits", "colours", "colour_swap",
 )  # fmt: skip
 # experiment -> (the columns that name a setting, the measured columns shown as mean ± std)
 TABLES = {
@@ -119,6 +119,16 @@ TABLES = {
     "scene_evaluation": (
         ["guidance", "thresholding", "set", "category", "phrasing"],
         {key: SCALING_MEASURES[key] for key in ("scene", "swap", "order", "pair")},
+    ),
+    "colour_scene_evaluation": (
+        ["guidance", "thresholding", "set", "category", "phrasing"],
+        {
+            "scene": "scene accuracy, digits and colours (%)",
+            "digits": "digit accuracy (%)",
+            "colours": "colour accuracy (%)",
+            "colour_swap": "colour swap rate (%)",
+            "swap": "digit swap rate (%)",
+        },
     ),
 }
 # columns a row needs beyond its table's, for the tables and plots drawn from it

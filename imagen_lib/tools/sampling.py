@@ -36,7 +36,7 @@ from imagen_lib.plumbing.files import (
     grid_writer,
     writable_folder,
 )
-from imagen_lib.train import SCENE_GRID_PROMPTS
+from imagen_lib.train import COLOUR_GRID_PROMPTS, SCENE_GRID_PROMPTS
 
 SAMPLE_CHUNK = 256  # images sampled at once: memory stays bounded for any --num-samples
 # Every final image stays in memory until samples.npz is written (100,000 32x32 images
@@ -165,7 +165,8 @@ def check_prompt(prompt: str, where: str) -> None:
 
 def default_prompts(checkpoint: Path) -> list[str]:
     """What `sample` draws without --prompts: the lesson's 64 digits, or for a cascade trained
-    on scenes of two digits (captions "scenes") the 24 scene prompts of its training grids.
+    on scenes of two digits (captions "scenes" or "colour scenes") the 24 scene prompts of
+    its training grids.
 
     A cascade trained on your own images (`train --data`) has no digit prompts to default to:
     it asks for prompts in one line.
@@ -179,6 +180,8 @@ def default_prompts(checkpoint: Path) -> list[str]:
         )
     if training.get("captions") == "scenes":
         return list(SCENE_GRID_PROMPTS)
+    if training.get("captions") == "colour scenes":
+        return list(COLOUR_GRID_PROMPTS)
     return list(LESSON_PROMPTS)
 
 
