@@ -21,7 +21,7 @@ import imagen_lib.metrics
 from imagen_lib.checkpoint import load_imagen
 from imagen_lib.data import LESSON_PROMPTS, DigitSet
 from imagen_lib.metrics import classify, features, load_classifier
-from imagen_lib.plumbing.files import SHIPPED_CLASSIFIER
+from imagen_lib.plumbing.files import SHIPPED_CLASSIFIER, SHIPPED_RESULTS
 from imagen_lib.presets import get_preset
 from imagen_lib.scenes import (
     CATEGORIES,
@@ -35,7 +35,7 @@ from imagen_lib.scenes import (
 from imagen_lib.tools.bench import bench_prompts
 from imagen_lib.tools.cli import main
 from imagen_lib.tools.evaluation import draws_scenes, sample_scene_sets, score_scene_sets
-from imagen_lib.tools.results import load_results
+from imagen_lib.tools.results import load_results, results_table
 
 # The tiny scenes cascade and its training digits, shared with tests/test_scenes_training.py.
 scene_t5_path = scenes_training.scene_t5_path
@@ -297,3 +297,62 @@ def test_evaluate_prints_a_scene_table_for_a_scenes_checkpoint(
             assert count == 10 and all(float(fid) >= 0 for fid in numbers[9:11])
         else:
             assert 1 <= count <= 10 and len(numbers) == 9
+
+
+def test_findings_section_7_quotes_the_committed_scene_evaluation():
+    """data/results/scene_evaluation.json is `evaluate --checkpoint scenes` at 1,000 scenes per
+    set; findings section 7 shows its table and every figure its prose gives, from the file,
+    and data/README.md the 200-scene comparison that chose the shipped base stage."""
+    measured = load_results(SHIPPED_RESULTS / "scene_evaluation.json")
+    assert measured["settings"]["num_samples"] == 1000
+    assert measured["settings"]["checkpoint"].endswith("data/imagen_scenes_cpu.pt")
+    row = {
+        (entry["set"], entry["category"], entry["phrasing"]): entry for entry in measured["rows"]
+    }
+    assert {row[name, "all", "all"]["count"] for name in EVALUATION_SETS} == {1000}
+    root = SHIPPED_RESULTS.parent.parent
+    findings = (root / "docs" / "findings.md").read_text()
+    section = " ".join(findings[findings.index("## 7.") : findings.index("## 8.")].split())
+    assert " ".join(results_table(measured).split()) in section
+    assert f"({measured['wall_seconds']:.0f} s for the 4,000 scenes)" in section
+
+    def share(key, column):
+        return f"{100 * row[key][column]:.1f}%"
+
+    phrasing = {name: ("held-out phrasings", "all", name) for name in HELD_OUT_PHRASINGS}
+    trained, unseen = ("training", "all", "all"), ("held-out pairs", "all", "all")
+    for quoted in [
+        f"{share(trained, 'scene')} and {share(unseen, 'scene')} scene accuracy",
+        f"with {share(unseen, 'swap')} of the held-out pairs swapped",
+        f"bind ({share(phrasing['synonym'], 'scene')})",
+        f"(order accuracy {share(phrasing['new word'], 'order')})",
+        f"({share(phrasing['inverted'], 'order')}, {share(phrasing['inverted'], 'swap')} swapped)",
+        f"not by new words, {share(phrasing['new word'], 'scene')}, and inverted constructions, "
+        f"{share(phrasing['inverted'], 'scene')})",
+        f"(not met: {share(('held-out phrasings', 'relation', 'all'), 'swap')},",
+        f"target: {share(('held-out numbers', 'all', 'all'), 'scene')}",
+        f"({share(('held-out numbers', 'all', 'all'), 'right')} against "
+        f"{share(('held-out numbers', 'all', 'all'), 'left')} accuracy per slot)",
+    ]:
+        assert quoted in section, quoted
+    assert (
+        row["training", "all", "all"]["scene"] >= 0.9
+        and row["held-out pairs", "all", "all"]["scene"] >= 0.8
+    )
+    # the base stage was chosen on the same 200 prompts per set, at 4,000 and at 8,000 steps
+    readme = " ".join((root / "data" / "README.md").read_text().split())
+    chosen = {}
+    for steps in (4000, 8000):
+        compared = load_results(SHIPPED_RESULTS / f"scene_base_{steps}_steps.json")
+        assert compared["settings"]["num_samples"] == 200
+        chosen[steps] = {(e["set"], e["category"], e["phrasing"]): e for e in compared["rows"]}
+    at = {
+        steps: {key: f"{100 * chosen[steps][key]['scene']:.1f}%" for key in (trained, unseen)}
+        for steps in chosen
+    }
+    assert (
+        f"{at[8000][unseen]} scene accuracy on held-out pairs against {at[4000][unseen]} "
+        f"(training prompts {at[8000][trained]} against {at[4000][trained]})"
+    ) in readme
+    assert f"scored {at[4000][unseen]} on held-out pairs" in section
+    assert f"against {at[8000][unseen]} for this one" in section
