@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from imagen_lib import diffusion
-from imagen_lib.data import height_width, resize, size_text
+from imagen_lib.data import Size, height_width, resize, size_text
 from imagen_lib.diffusion import (
     NoiseSchedule,
     check_guidance_interval,
@@ -40,15 +40,16 @@ from imagen_lib.diffusion import (
 )
 from imagen_lib.efficient_unet import EfficientUNet, EfficientUNetConfig
 from imagen_lib.layers import check_image, check_levels
+from imagen_lib.plumbing.configs import check_types
 from imagen_lib.text import DEFAULT_ENCODER, TextEncoder, validate_prompts
 from imagen_lib.unet import UNet, UNetConfig
 
 
-@dataclass
+@dataclass(frozen=True)
 class StageConfig:
     """One diffusion model of the cascade. Stage 0 is the base U-Net; later stages are SR."""
 
-    image_size: int | tuple[int, int]  # S for S x S, or (height, width)
+    image_size: Size  # S for S x S, or (height, width)
     network: UNetConfig | EfficientUNetConfig
     schedule: str = "cosine"
     timesteps: int = 1000
@@ -62,10 +63,45 @@ class StageConfig:
     sampling_augmentation: float = 0.25  # SR only: conditioning-noise level at sampling, in [0, 1]
     max_training_augmentation: float = 1.0  # SR only: training levels are drawn from [0, this)
 
+    def __post_init__(self) -> None:
+        # An interval read from a file may be a list, or hold whole numbers: it is checked and
+        # kept as two floats (a frozen dataclass sets its own field only with object.__setattr__).
+        interval = check_guidance_interval(self.guidance_interval)
+        object.__setattr__(self, "guidance_interval", interval)
+        # Configs also come from files (checkpoints, presets): every other value's type next,
+        # so a damaged one fails here, not deep inside torch while the networks are built.
+        check_types(self)
+        if min(height_width(self.image_size)) < 1:
+            raise ValueError(f"image_size must be at least 1, got {self.image_size}")
+        if self.schedule not in diffusion.SCHEDULES:
+            raise ValueError(
+                f"schedule must be one of {diffusion.SCHEDULES}, got {self.schedule!r}"
+            )
+        if self.timesteps < 2:
+            raise ValueError(f"timesteps must be at least 2, got {self.timesteps}")
+        if self.prediction not in diffusion.PREDICTIONS:
+            raise ValueError(
+                f"prediction must be one of {diffusion.PREDICTIONS}, got {self.prediction!r}"
+            )
+        check_guidance_weight(self.guidance_weight)
+        if self.sampler not in diffusion.SAMPLERS:
+            raise ValueError(f"sampler must be one of {diffusion.SAMPLERS}, got {self.sampler!r}")
+        if self.sampling_steps is not None and not 1 <= self.sampling_steps <= self.timesteps:
+            raise ValueError(
+                f"sampling_steps must be between 1 and its schedule's {self.timesteps}, "
+                f"got {self.sampling_steps}"
+            )
+        for name in ("sampling_augmentation", "max_training_augmentation"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(
+                    f"{name} is a fraction of the schedule in [0, 1], got {getattr(self, name)}"
+                )
+        check_levels(self.image_size, len(self.network.channel_mults))
 
-@dataclass
+
+@dataclass(frozen=True)
 class ImagenConfig:
-    stages: list[StageConfig]
+    stages: tuple[StageConfig, ...]  # a list is taken too, and kept as a tuple
     channels: int = 1
     text_encoder: str = DEFAULT_ENCODER
     max_text_tokens: int = 16
@@ -77,23 +113,21 @@ class ImagenConfig:
     # pretraining buys (Section 4.4)
     text_encoder_pretrained: bool = True
 
-    def __post_init__(self):
-        # Configs also come from files (checkpoints, presets): check every value's type first,
-        # so a damaged one fails here, not deep inside torch while the networks are built.
-        check_types(self, "")
-        if not isinstance(self.stages, list) or not self.stages:
-            raise ValueError("a cascade needs a list of at least one stage (the base model)")
+    def __post_init__(self) -> None:
+        # Python code and files give the stages as a list; a tuple cannot change once checked.
+        if isinstance(self.stages, list):
+            object.__setattr__(self, "stages", tuple(self.stages))
+        # each stage, and its network, checked its own values when it was made
+        check_types(self)
+        if not self.stages:
+            raise ValueError("a cascade needs at least one stage (the base model)")
         for index, stage in enumerate(self.stages):
-            if not isinstance(stage, StageConfig):
-                raise TypeError(f"stage {index} must be a StageConfig, got {stage!r}")
             expected = UNetConfig if index == 0 else EfficientUNetConfig
             if not isinstance(stage.network, expected):
                 raise TypeError(
                     f"stage {index} needs a {expected.__name__} "
                     "(stage 0 is the base U-Net, the rest are SR)"
                 )
-            check_types(stage, f"stage {index}: ")
-            check_types(stage.network, f"stage {index}: ")
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels}")
         if self.max_text_tokens < 1:
@@ -117,16 +151,13 @@ class ImagenConfig:
                 "stage image sizes must strictly increase through the cascade, got "
                 + ", ".join(size_text(size) for size in sizes)
             )
-        for index, stage in enumerate(self.stages):
-            try:
-                check_stage(stage)
-            except (TypeError, ValueError) as error:
-                raise type(error)(f"stage {index}: {error}") from None
         if not 0 <= self.text_drop_prob < 1:
             raise ValueError(f"text_drop_prob must be in [0, 1), got {self.text_drop_prob}")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        values["stages"] = list(values["stages"])  # a list, as files have always held them
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> ImagenConfig:
@@ -143,7 +174,10 @@ class ImagenConfig:
             }
             if isinstance(stage.get("image_size"), list):  # JSON has no tuples
                 stage["image_size"] = tuple(stage["image_size"])
-            stages.append(StageConfig(**{**stage, "network": network_class(**network)}))
+            try:
+                stages.append(StageConfig(**{**stage, "network": network_class(**network)}))
+            except (TypeError, ValueError) as error:  # each stage checks itself: say which
+                raise type(error)(f"stage {index}: {error}") from None
         return cls(**{**values, "stages": stages})
 
     def sampling_plan(
@@ -188,88 +222,6 @@ def encoder_for(
         layers=config.text_encoder_layers,
         pretrained=config.text_encoder_pretrained,
     )
-
-
-def check_types(part: object, where: str) -> None:
-    """A TypeError unless every field of the dataclass `part` holds a value of its annotated type.
-
-    Only the plain annotations are checked here ("int", "float", "bool", "str", "int | None",
-    "tuple[int, ...]"); nested configs and the guidance interval are checked by the callers.
-    """
-
-    def integer(value: object) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool)
-
-    for item in dataclasses.fields(part):
-        value = getattr(part, item.name)
-        fits = {
-            "int": integer(value),
-            "int | None": value is None or integer(value),
-            "float": integer(value) or isinstance(value, float),
-            "bool": isinstance(value, bool),
-            "str": isinstance(value, str),
-            "tuple[int, ...]": isinstance(value, tuple) and all(integer(n) for n in value),
-            "int | tuple[int, int]": integer(value)
-            or (isinstance(value, tuple) and len(value) == 2 and all(integer(n) for n in value)),
-        }.get(item.type, True)
-        if not fits:
-            name = f"{type(part).__name__}.{item.name}"
-            raise TypeError(f"{where}{name} must be {item.type}, got {value!r}")
-
-
-def check_stage(stage: StageConfig) -> None:
-    """A ValueError naming the first value of a stage (or its network) out of its range."""
-    network = stage.network
-    levels = len(network.channel_mults)
-    if min(height_width(stage.image_size)) < 1:
-        raise ValueError(f"image_size must be at least 1, got {stage.image_size}")
-    if stage.schedule not in diffusion.SCHEDULES:
-        raise ValueError(f"schedule must be one of {diffusion.SCHEDULES}, got {stage.schedule!r}")
-    if stage.timesteps < 2:
-        raise ValueError(f"timesteps must be at least 2, got {stage.timesteps}")
-    if stage.prediction not in diffusion.PREDICTIONS:
-        raise ValueError(
-            f"prediction must be one of {diffusion.PREDICTIONS}, got {stage.prediction!r}"
-        )
-    check_guidance_weight(stage.guidance_weight)
-    stage.guidance_interval = check_guidance_interval(stage.guidance_interval)
-    if stage.sampler not in diffusion.SAMPLERS:
-        raise ValueError(f"sampler must be one of {diffusion.SAMPLERS}, got {stage.sampler!r}")
-    if stage.sampling_steps is not None and not 1 <= stage.sampling_steps <= stage.timesteps:
-        raise ValueError(
-            f"sampling_steps must be between 1 and its schedule's {stage.timesteps}, "
-            f"got {stage.sampling_steps}"
-        )
-    for name in ("sampling_augmentation", "max_training_augmentation"):
-        if not 0 <= getattr(stage, name) <= 1:
-            raise ValueError(
-                f"{name} is a fraction of the schedule in [0, 1], got {getattr(stage, name)}"
-            )
-    blocks = network.num_res_blocks
-    positive = {
-        "channels": [network.channels],
-        "channel_mults": list(network.channel_mults),
-        "num_res_blocks": list(blocks) if isinstance(blocks, tuple) else [blocks],
-        "attention_resolutions": list(network.attention_resolutions),
-        "heads": [network.heads],
-    }
-    for name, values in positive.items():
-        empty = not values and name != "attention_resolutions"  # attention is optional
-        if empty or any(value < 1 for value in values):
-            given = getattr(network, name)
-            rule = (
-                "must list values of at least 1"
-                if isinstance(given, tuple)
-                else "must be at least 1"
-            )
-            raise ValueError(f"network {name} {rule}, got {given}")
-    if isinstance(blocks, tuple) and len(blocks) != levels:
-        raise ValueError(
-            f"network num_res_blocks needs one entry per level ({levels}), got {blocks}"
-        )
-    if not 0 <= network.dropout < 1:
-        raise ValueError(f"network dropout must be in [0, 1), got {network.dropout}")
-    check_levels(stage.image_size, levels)
 
 
 def one_per_stage(value: object, own: Sequence, setting: str) -> list:
@@ -323,7 +275,7 @@ class Imagen(nn.Module):
         return next(self.parameters()).device
 
     @property
-    def image_size(self) -> int | tuple[int, int]:
+    def image_size(self) -> Size:
         return self.config.stages[-1].image_size
 
     def check_stage(self, stage: int) -> int:

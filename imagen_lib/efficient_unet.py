@@ -35,11 +35,13 @@ from imagen_lib.layers import (
     Upsample,
     check_image,
     check_levels,
+    check_network,
     group_norm,
 )
+from imagen_lib.plumbing.configs import check_types
 
 
-@dataclass
+@dataclass(frozen=True)
 class EfficientUNetConfig:
     """Architecture of a super-resolution Efficient U-Net."""
 
@@ -50,6 +52,10 @@ class EfficientUNetConfig:
     heads: int = 4
     dropout: float = 0.0
 
+    def __post_init__(self) -> None:
+        check_types(self)
+        check_network(self)  # num_res_blocks included: one entry per level
+
 
 class EfficientUNet(nn.Module):
     """Efficient U-Net for super-resolution, conditioned on a low-resolution image."""
@@ -59,10 +65,6 @@ class EfficientUNet(nn.Module):
     ):
         super().__init__()
         levels = len(config.channel_mults)
-        if len(config.num_res_blocks) != levels:
-            raise ValueError(
-                f"num_res_blocks needs one entry per level ({levels}), got {config.num_res_blocks}"
-            )
         check_levels(image_size, levels)
         self.config = config
         self.image_size = image_size

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from dataclasses import dataclass, field
 
 from imagen_lib.cascade import ImagenConfig, StageConfig
 from imagen_lib.colours import COLOUR_CAPTIONS
 from imagen_lib.data import CAPTIONS, SOURCES, Captions
 from imagen_lib.efficient_unet import EfficientUNetConfig
+from imagen_lib.plumbing.configs import check_types
 from imagen_lib.scenes import SCENE_SIZE, TRAINING_SCENE_CAPTIONS, SceneCaptions
 from imagen_lib.unet import UNetConfig
 
@@ -55,7 +57,7 @@ def caption_family(name: str) -> Captions | SceneCaptions:
     return CAPTIONS[name]
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """How to train every stage of a cascade (each stage gets its own optimiser and EMA)."""
 
@@ -88,20 +90,13 @@ class TrainConfig:
     # torch.compile the networks for training: "on", "off", or "auto" (on a CUDA GPU only)
     compile: str = "auto"
 
-    def __post_init__(self):
-        # values can come from --set or a checkpoint: numbers must be numbers
+    def __post_init__(self) -> None:
+        # values can come from --set or a checkpoint: each of its field's type, every number finite
+        check_types(self)
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
-            if item.type in ("int", "float"):
-                kind = "an integer" if item.type == "int" else "a number"
-                if isinstance(value, bool) or not isinstance(
-                    value, int if item.type == "int" else (int, float)
-                ):
-                    raise ValueError(f"training field {item.name} must be {kind}, got {value!r}")
-                if isinstance(value, float) and not math.isfinite(value):
-                    raise ValueError(
-                        f"training field {item.name} must be a finite number, got {value}"
-                    )
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"training field {item.name} must be a finite number, got {value}")
         for name in ("steps", "batch_size", "checkpoint_every", "scene_count"):
             if getattr(self, name) < 1:
                 raise ValueError(
@@ -139,11 +134,6 @@ class TrainConfig:
             raise ValueError(
                 f"training field data_source must be one of {SOURCES}, got {self.data_source!r}"
             )
-        if not isinstance(self.data, str):
-            raise ValueError(
-                f"training field data must be text (a folder, a dataset's name, or '' for the "
-                f"digits), got {self.data!r}"
-            )
         if self.data and self.captions in SCENE_FAMILIES:
             raise ValueError(
                 "training field data gives images with captions of their own, and scenes are "
@@ -152,12 +142,15 @@ class TrainConfig:
             )
 
 
-@dataclass
+@dataclass(frozen=True)
 class Preset:
     name: str
     model: ImagenConfig
     training: TrainConfig = field(default_factory=TrainConfig)
     description: str = ""
+
+    def __post_init__(self) -> None:
+        check_types(self)  # its model and training settings checked their own values when made
 
     def to_dict(self) -> dict:
         return {
@@ -176,14 +169,11 @@ class Preset:
         unknown = sorted(set(values["training"]) - known)
         if unknown:
             raise ValueError(f"unknown training fields {', '.join(map(str, unknown))}")
-        name, description = values.get("name"), values.get("description", "")
-        if not isinstance(name, str) or not isinstance(description, str):
-            raise ValueError(f"a preset's name and description are text, got {name!r}")
         return cls(
-            name,
+            values.get("name"),
             ImagenConfig.from_dict(values["model"]),
             TrainConfig(**values["training"]),
-            description,
+            values.get("description", ""),
         )
 
 
@@ -388,16 +378,14 @@ def get_preset(name: str) -> Preset:
 def override(training: TrainConfig, assignments: list[str]) -> TrainConfig:
     """Apply `field=value` strings to a TrainConfig, converting each value to the field's type."""
     changes = {}
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    kinds = typing.get_type_hints(TrainConfig)  # each field's type: int, float, bool or str
     for assignment in assignments:
         name, sep, text = assignment.partition("=")
-        if not sep or name not in fields:
+        if not sep or name not in kinds:
             raise ValueError(
-                f"--set takes field=value with a field among {', '.join(fields)}; "
-                f"got {assignment!r}"
+                f"--set takes field=value with a field among {', '.join(kinds)}; got {assignment!r}"
             )
-        # annotations are strings here
-        kind = {"int": int, "float": float, "bool": bool, "str": str}[fields[name].type]
+        kind = kinds[name]
         if kind is bool:
             if text.lower() not in ("true", "false", "1", "0"):
                 raise ValueError(f"--set {name} takes true or false, got {text!r}")
@@ -407,7 +395,7 @@ def override(training: TrainConfig, assignments: list[str]) -> TrainConfig:
                 changes[name] = kind(text)
             except ValueError as error:
                 raise ValueError(
-                    f"--set {name} takes {fields[name].type} values, got {text!r}"
+                    f"--set {name} takes {kind.__name__} values, got {text!r}"
                 ) from error
     return dataclasses.replace(training, **changes)
 

@@ -30,11 +30,13 @@ from imagen_lib.layers import (
     Upsample,
     check_image,
     check_levels,
+    check_network,
     group_norm,
 )
+from imagen_lib.plumbing.configs import check_types
 
 
-@dataclass
+@dataclass(frozen=True)
 class UNetConfig:
     """Architecture of the base U-Net (sizes are for MNIST, not Imagen's 2B parameters)."""
 
@@ -47,6 +49,10 @@ class UNetConfig:
     # False: the text reaches the network only as the pooled vector (an ablation)
     cross_attention: bool = True
     dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        check_network(self)
 
 
 class UNet(nn.Module):

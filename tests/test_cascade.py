@@ -91,11 +91,12 @@ def test_a_square_config_is_written_as_before():
     ],
 )
 def test_bad_rectangular_sizes_are_one_clear_error(sizes, message):
-    stages = [
-        StageConfig(image_size=sizes[0], network=base_network_config(), timesteps=50),
-        StageConfig(image_size=sizes[1], network=sr_network_config(8), timesteps=50),
-    ]
     with pytest.raises((TypeError, ValueError), match=message.replace("|", r"\|")):
+        # a stage checks its own size; the cascade, that the sizes grow
+        stages = [
+            StageConfig(image_size=sizes[0], network=base_network_config(), timesteps=50),
+            StageConfig(image_size=sizes[1], network=sr_network_config(8), timesteps=50),
+        ]
         ImagenConfig(stages=stages, text_encoder="tiny-t5")
 
 
@@ -343,24 +344,22 @@ def test_bad_configs_raise():
         ImagenConfig(stages=[StageConfig(image_size=8, network=sr_network_config(8))])
     with pytest.raises(ValueError, match="text_drop_prob"):
         ImagenConfig(stages=[base], text_drop_prob=1.0)
-    with pytest.raises(ValueError, match="stage 0: sampler must be one of"):
-        ImagenConfig(stages=[dataclasses.replace(base, sampler="euler")])
+    # a stage checks its own settings, so changing one checks it again
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        dataclasses.replace(base, sampler="euler")
+    with pytest.raises(ValueError, match="sampling_steps must be between 1 and its schedule's 50"):
+        dataclasses.replace(base, sampling_steps=51)
     with pytest.raises(
-        ValueError, match="stage 0: sampling_steps must be between 1 and its schedule's 50"
+        ValueError, match=r"a guidance interval \(start, end\) needs 0 <= start <= end <= 1"
     ):
-        ImagenConfig(stages=[dataclasses.replace(base, sampling_steps=51)])
-    with pytest.raises(
-        ValueError,
-        match=r"stage 0: a guidance interval \(start, end\) needs 0 <= start <= end <= 1",
-    ):
-        ImagenConfig(stages=[dataclasses.replace(base, guidance_interval=(0.5, 1.2))])
+        dataclasses.replace(base, guidance_interval=(0.5, 1.2))
 
 
 def test_each_stage_samples_with_its_own_sampler_and_steps(make_cascade, monkeypatch):
     """Per stage: the config's recommendation by default, one setting for all, or one per stage."""
-    model = make_cascade(3)
-    model.config.stages[0].sampler, model.config.stages[0].sampling_steps = "dpm++", 4
-    model.config.stages[1].sampling_steps = model.config.stages[2].sampling_steps = 2
+    model = make_cascade(3).with_stage_settings(
+        sampler=["dpm++", "ddim", "ddim"], sampling_steps=[4, 2, 2]
+    )
     seen = []
     original = imagen_lib.diffusion.sample
     monkeypatch.setattr(
@@ -389,11 +388,7 @@ def test_each_stage_samples_with_its_own_sampler_and_steps(make_cascade, monkeyp
 def test_a_stage_guides_in_its_own_interval_only_with_its_own_weight(make_cascade, monkeypatch):
     """The recommended interval goes with the recommended weight; a weight you pass guides at
     every step unless you also pass an interval, which then serves every stage."""
-    model = make_cascade(2)
-    model.config.stages[0].guidance_interval, model.config.stages[1].guidance_interval = (
-        (0.3, 0.8),
-        (0.2, 0.6),
-    )
+    model = make_cascade(2).with_stage_settings(guidance_interval=[(0.3, 0.8), (0.2, 0.6)])
     seen = []
     original = imagen_lib.cascade.classifier_free_guidance
     monkeypatch.setattr(

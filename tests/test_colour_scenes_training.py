@@ -181,8 +181,8 @@ def test_the_trainer_refuses_held_out_combinations_and_grey_images(encoder, digi
     grey = DigitSet(mixed.images[:, :1], mixed.labels, mixed.source)
     with pytest.raises(ValueError, match=r"\(1, 16, 32\).*makes \(3, 16, 32\).*'colour scenes'"):
         Trainer(tiny_colour_preset(), tmp_path, "cpu", encoder, data=grey, quiet=True)
-    one_channel = get_preset("smoke-colour-scenes")
-    one_channel.model = dataclasses.replace(one_channel.model, channels=1)
+    colour = get_preset("smoke-colour-scenes")
+    one_channel = dataclasses.replace(colour, model=dataclasses.replace(colour.model, channels=1))
     with pytest.raises(ValueError, match="colour scenes are RGB images"):
         training_set(one_channel)
 
@@ -204,8 +204,8 @@ def test_the_colour_presets_are_the_scene_presets_in_colour(tiny_encoder):
 def test_a_colour_preset_trains_on_colour_scenes_it_makes_from_training_combinations(
     encoder, digits_loaded_once, tmp_path
 ):
-    preset = get_preset("smoke-colour-scenes")
-    preset.training.batch_size = 2
+    smoke = get_preset("smoke-colour-scenes")
+    preset = dataclasses.replace(smoke, training=dataclasses.replace(smoke.training, batch_size=2))
     made = training_set(preset)
     assert made.images.shape == (256, 3, *SCENE_SIZE)
     assert {ALL_COLOUR_SCENES[label] for label in made.labels.tolist()} <= set(

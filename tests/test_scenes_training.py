@@ -240,8 +240,8 @@ def test_the_trainer_refuses_held_out_pairs_and_images_of_another_size(encoder, 
 def test_a_scenes_preset_trains_on_scenes_it_makes_from_the_training_pairs(
     encoder, digits_loaded_once, tmp_path
 ):
-    preset = get_preset("smoke-scenes")
-    preset.training.batch_size = 2
+    smoke = get_preset("smoke-scenes")
+    preset = dataclasses.replace(smoke, training=dataclasses.replace(smoke.training, batch_size=2))
     made = training_set(preset)
     assert made.images.shape == (256, 1, *SCENE_SIZE)
     assert torch.isin(made.labels, pair_indices(TRAINING_PAIRS)).all()

@@ -294,10 +294,10 @@ def test_a_crash_while_saving_keeps_the_previous_checkpoint(
 def test_a_nan_loss_stops_training_and_keeps_the_checkpoint(
     bad, make_trainer, tmp_path, monkeypatch
 ):
-    trainer = make_trainer(tmp_path, steps=2)
-    trainer.train()
+    make_trainer(tmp_path, steps=2).train()
     saved = (tmp_path / "checkpoint.pt").read_bytes()
-    trainer.config.steps = 4
+    trainer = make_trainer(tmp_path, steps=4)  # as `train --resume --steps 4` makes it
+    trainer.resume()
     monkeypatch.setattr(
         trainer.model, "loss", lambda *args, **kwargs: torch.tensor(bad, requires_grad=True)
     )
@@ -703,10 +703,12 @@ def test_every_preset_builds_a_valid_cascade(name, tiny_encoder):
     assert ImagenConfig.from_dict(preset.model.to_dict()) == preset.model
 
 
-def test_get_preset_returns_a_fresh_copy():
+def test_get_preset_returns_a_preset_that_cannot_be_changed_in_place():
     first = get_preset("smoke")
-    first.training.steps = 1
-    assert get_preset("smoke").training.steps != 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.training.steps = 1
+    changed = dataclasses.replace(first, training=dataclasses.replace(first.training, steps=1))
+    assert changed.training.steps == 1 and get_preset("smoke") == first
 
 
 def test_unknown_preset_names_the_choices():
@@ -794,10 +796,10 @@ def test_override_rejects_values_that_are_not_finite(assignment):
 @pytest.mark.parametrize(
     "field, value, expected",
     [
-        ("steps", "ten", "steps must be an integer, got 'ten'"),
-        ("batch_size", 8.0, "batch_size must be an integer"),
-        ("learning_rate", "fast", "learning_rate must be a number, got 'fast'"),
-        ("checkpoint_every", True, "must be an integer"),
+        ("steps", "ten", "TrainConfig.steps must be int, got 'ten'"),
+        ("batch_size", 8.0, "TrainConfig.batch_size must be int, got 8.0"),
+        ("learning_rate", "fast", "TrainConfig.learning_rate must be float, got 'fast'"),
+        ("checkpoint_every", True, "TrainConfig.checkpoint_every must be int, got True"),
         ("seed", -1, "seed must be in"),
         ("seed", 2**62, "seed must be in"),
     ],
@@ -805,11 +807,12 @@ def test_override_rejects_values_that_are_not_finite(assignment):
 def test_training_configs_read_from_a_file_must_hold_numbers(field, value, expected):
     """A checkpoint's preset is rebuilt by Preset.from_dict.
 
-    A damaged value is a one-line ValueError, not a TypeError later.
+    A damaged value is one error naming the field (a TypeError for a value of the wrong type,
+    a ValueError for one out of range), at once, not a failure later inside training.
     """
     values = get_preset("smoke").to_dict()
     values["training"][field] = value
-    with pytest.raises(ValueError, match=expected):
+    with pytest.raises((TypeError, ValueError), match=expected):
         Preset.from_dict(values)
 
 

@@ -2,6 +2,7 @@
 
 The taught modules (imagen_lib/*.py) call these so that each reads as its lesson's method:
     files.py      the shipped files, the download cache, atomic writes, paths checked early
+    configs.py    every config's values checked against the types its fields are annotated with
     locks.py      one training process per run folder (a lock file)
     compiling.py  when training compiles the networks with torch.compile
     timing.py     measured training throughput, waiting for the device

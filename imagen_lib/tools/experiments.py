@@ -214,7 +214,7 @@ def cascade_with_base_options(
 # ---------------------------------------------------------------------------------------
 
 
-# The experiments' presets are built with dataclasses.replace, never changed in place: the
+# The experiments' presets are built with dataclasses.replace (configs are frozen): the
 # original stays as it is, and the configs' checks run again on the new values.
 def with_steps(preset: Preset, steps: int | None) -> Preset:
     """`preset` training `steps` steps per stage (None: its own)."""
@@ -368,10 +368,10 @@ def adopt_sampling_settings(model: Imagen, reference: Imagen) -> Imagen:
 def prediction_preset(preset: Preset, prediction: str) -> Preset:
     """`preset` with every stage predicting `prediction` ("eps" or "v").
 
-    If every stage already does, `preset` itself (a copy).
+    If every stage already does, `preset` itself.
     """
     if all(stage.prediction == prediction for stage in preset.model.stages):
-        return Preset.from_dict(preset.to_dict())
+        return preset
     changed = variant(
         preset,
         f"{preset.name}-{prediction}",

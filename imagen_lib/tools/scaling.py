@@ -149,7 +149,7 @@ def scaling_recipe(preset: Preset | None = None, steps: int | None = None) -> Pr
     The default trains SCALING_STEPS steps; a `preset` given here (such as `smoke-scenes`
     in tests) keeps its own steps unless `steps` is given.
     """
-    recipe = Preset.from_dict((preset or get_preset("scenes")).to_dict())
+    recipe = preset or get_preset("scenes")
     if recipe.training.captions != "scenes":
         raise ValueError(
             f"the scaling experiment trains on scenes of two digits, but preset {recipe.name!r} "
@@ -167,18 +167,17 @@ def scaling_recipe(preset: Preset | None = None, steps: int | None = None) -> Pr
 
 def row_preset(recipe: Preset, row: ScalingRow, seed: int) -> Preset:
     """The recipe with the row's encoder and width, trained from seed `seed`."""
-    changed = Preset.from_dict(recipe.to_dict())
-    stage = changed.model.stages[0]
+    stage = recipe.model.stages[0]
     network = dataclasses.replace(stage.network, channels=row.channels)
     model = dataclasses.replace(
-        changed.model,
+        recipe.model,
         stages=[dataclasses.replace(stage, network=network)],
         text_encoder=row.text_encoder,
         text_encoder_layers=row.layers,
         text_encoder_pretrained=row.pretrained,
     )
-    training = dataclasses.replace(changed.training, seed=seed)
-    return Preset(changed.name, model, training, f"{recipe.description}: {row.name}")
+    training = dataclasses.replace(recipe.training, seed=seed)
+    return Preset(recipe.name, model, training, f"{recipe.description}: {row.name}")
 
 
 def parameters(module: torch.nn.Module) -> int:

@@ -80,8 +80,8 @@ def with_settings(
     """`training` with the FIELD=VALUE `overrides`, then `steps` and `data`, applied, as a new
     config; its data is checked, a folder kept as its absolute path (`data_name`).
 
-    `dataclasses.replace` runs TrainConfig's checks again on the new values; setting a field
-    of the checked config in place would skip them (a billion-fold --steps would train).
+    TrainConfig is frozen: `dataclasses.replace` makes a new one, whose checks run on the new
+    values (so a billion-fold --steps is refused before anything is written).
     """
     changed = override(training, list(overrides))
     if at_least(steps, 1, "--steps", " (steps per stage)") is not None:
