@@ -334,28 +334,29 @@ def smoke_scenes() -> Preset:
 COLOUR_TEXT_TOKENS = 17
 
 
-def colour_scenes() -> Preset:
-    """The `scenes` cascade in colour: two digits, each in a named colour (imagen_lib.colours)."""
-    grey = scenes()
+def in_colour(grey: Preset, name: str, description: str) -> Preset:
+    """A scenes preset in colour: 3 channels, colour scene captions (imagen_lib.colours)."""
     model = dataclasses.replace(grey.model, channels=3, max_text_tokens=COLOUR_TEXT_TOKENS)
     training = dataclasses.replace(grey.training, captions="colour scenes")
+    return Preset(name, model, training, description)
+
+
+def colour_scenes() -> Preset:
+    """The `scenes` cascade in colour: two digits, each in a named colour (imagen_lib.colours)."""
     description = (
         "2 CPU cores, offline: two digits side by side, each in a named colour, 16x32 base + "
         "16x32->32x64 SR, MiniLM"
     )
-    return Preset("colour-scenes", model, training, description)
+    return in_colour(scenes(), "colour-scenes", description)
 
 
 def smoke_colour_scenes() -> Preset:
     """`smoke-scenes` in colour: a few scenes of two coloured digits."""
-    grey = smoke_scenes()
-    model = dataclasses.replace(grey.model, channels=3, max_text_tokens=COLOUR_TEXT_TOKENS)
-    training = dataclasses.replace(grey.training, captions="colour scenes")
     description = (
         "tiny, for tests and CI, on scenes of two coloured digits: its grids' scene accuracy "
         "stays near chance"
     )
-    return Preset("smoke-colour-scenes", model, training, description)
+    return in_colour(smoke_scenes(), "smoke-colour-scenes", description)
 
 
 PRESETS = {
