@@ -343,7 +343,7 @@ def test_findings_section_7_quotes_the_committed_scene_evaluation():
     readme = " ".join((root / "data" / "README.md").read_text().split())
     chosen = {}
     for steps in (4000, 8000):
-        compared = load_results(SHIPPED_RESULTS / f"scene_base_{steps}_steps.json")
+        compared = load_results(SHIPPED_RESULTS / f"scene_evaluation_base_{steps}_steps.json")
         assert compared["settings"]["num_samples"] == 200
         chosen[steps] = {(e["set"], e["category"], e["phrasing"]): e for e in compared["rows"]}
     at = {

@@ -376,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--curve", nargs="+", metavar="SNAPSHOT",
                             help="scaling: instead of training rows, score these checkpoints "
                                  "of one run on the convergence gate's set (the pilot learning "
-                                 "curve that picks the budget; OUT/scaling_curve.json)")
+                                 "curve that picks the budget; OUT/scaling_curve.json; "
+                                 "default: none)")
     experiment.add_argument("--rows", nargs="+", metavar="ROW",
                             help="scaling: the rows to measure, by name "
                                  f"({'; '.join(row.name for row in SCALING_ROWS)}) "
