@@ -45,6 +45,7 @@ from imagen_lib.data import (
     prompt_to_label,
     resize,
 )
+from imagen_lib.plumbing.errors import BadSetting
 from imagen_lib.plumbing.files import SHIPPED_CLASSIFIER, atomic_save, not_empty
 
 # The tag `save_classifier` writes into its files, and `load_classifier` looks for
@@ -264,7 +265,7 @@ def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> floa
     return ((mean_a - mean_b).pow(2).sum() + cov_a.trace() + cov_b.trace() - 2 * cross).item()
 
 
-class TooFewDigits(ValueError):
+class TooFewDigits(BadSetting):
     """More real digits were asked for than a set holds; `available` says how many it does."""
 
     def __init__(self, count: int, digits: DigitSet):

@@ -80,6 +80,7 @@ from imagen_lib.data import (
 from imagen_lib.plumbing import distributed
 from imagen_lib.plumbing.compiling import compiles
 from imagen_lib.plumbing.datasets import CaptionedImages, LabelCaptions, load_images
+from imagen_lib.plumbing.errors import Stopped
 from imagen_lib.plumbing.files import (
     SHIPPED_CLASSIFIER,
     DiskFull,
@@ -143,7 +144,7 @@ SYNC_EVERY = 25  # steps between looks at the loss from the host (each look wait
 GROWTH_LIMIT = 10.0
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(Stopped):
     """The loss or the weights became NaN or infinite, or the weights grew huge in a few steps."""
 
 

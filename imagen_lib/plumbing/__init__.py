@@ -1,6 +1,7 @@
 """Plumbing: runtime machinery the lessons do not teach; one short module per concern.
 
 The taught modules (imagen_lib/*.py) call these so that each reads as its lesson's method:
+    errors.py     the library's errors: one small hierarchy, each error with a hint
     files.py      the shipped files, the download cache, atomic writes, paths checked early
     configs.py    every config's values checked against the types its fields are annotated with
     locks.py      one training process per run folder (a lock file)

@@ -45,10 +45,12 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from imagen_lib.plumbing.errors import Stopped
+
 ENVIRONMENT = ("RANK", "WORLD_SIZE", "LOCAL_RANK")  # what torchrun tells each process
 
 
-class ProcessesStopped(RuntimeError):
+class ProcessesStopped(Stopped):
     """Another process of the run ended, or torchrun stopped this one: the run is over."""
 
 

@@ -36,6 +36,8 @@ from typing import BinaryIO
 
 import torch
 
+from imagen_lib.plumbing.errors import ImagenError
+
 
 def shipped_folder() -> Path:
     """data/ beside the package (a clone, an editable install), else a wheel's shipped/ folder."""
@@ -109,7 +111,7 @@ def sync_folder(folder: Path) -> None:
         os.close(directory)
 
 
-class DiskFull(OSError):
+class DiskFull(ImagenError, OSError):
     """No space was left on the device for a file; the file already there is unchanged."""
 
 

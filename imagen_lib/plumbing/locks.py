@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from imagen_lib.plumbing.errors import Stopped
+
 LOCK_NAME = ".lock"  # the lock file inside a run folder
 
 try:
@@ -21,7 +23,7 @@ except ImportError:  # Windows has no flock: run folders are not locked there
 _locked_folders: set[Path] = set()  # run folders whose lock this process holds
 
 
-class RunFolderLocked(RuntimeError):
+class RunFolderLocked(Stopped):
     """Another process is training into the same run folder."""
 
 
