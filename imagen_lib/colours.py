@@ -14,8 +14,8 @@ order says which colour goes on which digit, and which digit goes where.
 The four colours are corners of the RGB cube, so a simple rule reads them back from the
 pixels (`read_colour`), and the brightest channel of a tinted digit is the grey digit it was
 made from (`ink`), which the digit classifier reads. A scene is scored slot by slot
-(`metrics.colour_binding_scores`): both digits and both colours right, each in its place, and
-the colour swap rate: both colours drawn, each on the other slot's digit.
+(`colour_metrics.colour_binding_scores`): both digits and both colours right, each in its
+place, and the colour swap rate: both colours drawn, each on the other slot's digit.
 
 Binding is tested with held-out colour-digit combinations, as `scenes` tests it with held-out
 pairs: each digit is never shown in one of the colours, in either slot, yet it is shown in
@@ -31,15 +31,14 @@ from collections.abc import Sequence
 import torch
 
 from imagen_lib.data import IMAGE_SIZE, DigitSet
-from imagen_lib.scenes import (
+from imagen_lib.scene_captions import SceneCaptions, labelled_prompts
+from imagen_lib.scene_language import (
     COLOURED_CATEGORIES,
     HELD_OUT_SCENE_TEMPLATES,
-    SceneCaptions,
     ScenePrompt,
     check_unrepeated,
-    labelled_prompts,
-    side_by_side,
 )
+from imagen_lib.scenes import side_by_side
 
 # name -> (red, green, blue) in [0, 1]. Corners of the RGB cube: every colour has a channel
 # at full strength, so a digit's ink is its brightest channel (`ink`), and the colours differ
@@ -70,8 +69,8 @@ ColourScene = tuple[int, int, str, str]
 # asks for colours to be bound, and a swap of them can be seen.
 COLOURINGS = tuple((left, right) for left in COLOURS for right in COLOURS if left != right)
 
-# Training phrasings: four of the scene language's (scenes.SCENE_TEMPLATES), balanced by
-# direction as it is: in each category one names the left digit first and one the right.
+# Training phrasings: four of the scene language's (scene_language.SCENE_TEMPLATES), balanced
+# by direction as it is: in each category one names the left digit first and one the right.
 COLOUR_TEMPLATES = {
     "order": ("{a_left} then {a_right}", "{right} after {left}"),
     "relation": ("{a_left} to the left of {a_right}", "{a_right} to the right of {a_left}"),
@@ -260,7 +259,7 @@ def colour_scene_prompts(
     """`count` prompts of a colour family for some colour scenes, reproducible for a seed.
 
     Order and relation captions take turns, each cycling through the scenes in a seeded
-    shuffle (`scenes.labelled_prompts`).
+    shuffle (`scene_captions.labelled_prompts`).
     """
     if family.colourings != COLOURINGS:
         raise ValueError("colour scene prompts come from a family of colour scenes")

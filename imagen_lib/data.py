@@ -19,6 +19,7 @@ says how to get one.
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from imagen_lib.plumbing.errors import BadSetting
 from imagen_lib.plumbing.files import cache_folder
 
 IMAGE_SIZE = 32  # MNIST's 28x28 digits, padded: halves cleanly to 16, 8 and 4
@@ -54,6 +56,15 @@ NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "
 # How a caption writes a digit's name. MiniLM lowercases its input, so for it the three
 # word forms are one; T5 does not, so they teach it that "Seven" and "SEVEN" are seven.
 NAME_FORMS = ("{numeral}", "{word}", "{Word}", "{WORD}")
+
+
+def written(numeral: str, word: str, form: str) -> str:
+    """A name in one of NAME_FORMS: "{numeral}" -> "7", "{Word}" -> "Seven".
+
+    The names need not be one digit's: the scenes write "37" and "thirty-seven" this way.
+    """
+    return form.format(numeral=numeral, word=word, Word=word.capitalize(), WORD=word.upper())
+
 
 # Training captions: "{}" is replaced by the digit's name. The first is the bare name.
 CAPTION_TEMPLATES = (
@@ -109,15 +120,19 @@ class Captions:
     forms: tuple[str, ...]
     template_weights: tuple[float, ...]  # how often each template is drawn (relative)
 
+    def caption(self, digit: int, template: int, form: int) -> str:
+        """The caption of a digit in one template and name form: the text of `caption_id`."""
+        name = written(str(digit), NUMBER_WORDS[digit], self.forms[form])
+        return self.templates[template].format(name)
+
     def vocabulary(self) -> list[str]:
         """Every caption, in id order."""
-        captions = []
-        for digit in range(10):
-            names = {"numeral": str(digit), "word": NUMBER_WORDS[digit]}
-            names.update(Word=names["word"].capitalize(), WORD=names["word"].upper())
-            for template in self.templates:
-                captions.extend(template.format(form.format(**names)) for form in self.forms)
-        return captions
+        return [
+            self.caption(digit, template, form)
+            for digit in range(10)
+            for template in range(len(self.templates))
+            for form in range(len(self.forms))
+        ]
 
     def caption_id(
         self, label: int | torch.Tensor, template: int | torch.Tensor, form: int | torch.Tensor
@@ -274,11 +289,25 @@ def resize(images: torch.Tensor, size: Size) -> torch.Tensor:
     return F.interpolate(images, size=target, mode="bilinear", align_corners=False)
 
 
-def check_digits(values: Sequence[int] | torch.Tensor, what: str) -> torch.Tensor:
-    """`values` as a long tensor of digits 0-9, or a ValueError naming `what` ("MNIST labels")."""
+def check_digit(digit: int, what: str = "a digit") -> int:
+    """The digit as an int, or a BadSetting naming `what` if it is not a whole number 0-9."""
+    if isinstance(digit, bool) or not isinstance(digit, numbers.Integral) or not 0 <= digit <= 9:
+        raise BadSetting(f"{what} must be a digit 0-9, got {digit!r}")
+    return int(digit)
+
+
+def check_digits(
+    values: Sequence[int] | torch.Tensor, what: str, count: int | None = None
+) -> torch.Tensor:
+    """`values` as a long tensor of digits 0-9, or a BadSetting naming `what` ("MNIST labels").
+
+    With `count`, they must be one digit per image (a scene's slot, say): a (count,) tensor.
+    """
     digits = torch.as_tensor(values, dtype=torch.long)
+    if count is not None and digits.shape != (count,):
+        raise BadSetting(f"{what} must hold one digit per image ({count}), got {len(digits)}")
     if digits.numel() and not (0 <= int(digits.min()) and int(digits.max()) <= 9):
-        raise ValueError(f"{what} must be digits 0-9, got {digits.tolist()}")
+        raise BadSetting(f"{what} must be digits 0-9, got {digits.tolist()}")
     return digits
 
 
@@ -305,3 +334,28 @@ def prompt_to_label(prompt: str) -> int | None:
         if word in NUMBER_WORDS:
             return NUMBER_WORDS.index(word)
     return None
+
+
+def evaluation_prompts(count: int = 1000) -> list[str]:
+    """`count` prompts cycling through the digits 0-9, numerals and words alternating per digit."""
+    prompts = []
+    for i in range(count):
+        digit, round_ = i % 10, i // 10
+        prompts.append(str(digit) if round_ % 2 == 0 else NUMBER_WORDS[digit])
+    return prompts
+
+
+def held_out_prompts(count: int = 1000) -> list[str]:
+    """`count` prompts in phrasings no training caption uses, cycling through the digits 0-9.
+
+    Every tenth prompt moves to the next phrasing (template), then to the next way of
+    writing the name (numeral, word, Word, WORD), so all of them are used evenly.
+    """
+    family = HELD_OUT_CAPTIONS
+    prompts = []
+    for i in range(count):
+        digit, round_ = i % 10, i // 10
+        template = round_ % len(family.templates)
+        form = round_ // len(family.templates) % len(family.forms)
+        prompts.append(family.caption(digit, template, form))
+    return prompts

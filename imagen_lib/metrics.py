@@ -1,6 +1,6 @@
-"""Measuring samples: prompt accuracy and MNIST-FID, from a small digit classifier.
+"""Measuring samples: prompt accuracy and MNIST-FID, read by a small digit classifier.
 
-Lessons 5 to 8. The paper scores text-image alignment with CLIP score and image quality
+Lessons 5 to 10. The paper scores text-image alignment with CLIP score and image quality
 with FID (Saharia et al. 2022, Section 4.1; Heusel et al. 2017). Their MNIST stand-ins:
 - prompt accuracy: the share of samples that a digit classifier labels as the digit the
   prompt names (alignment, like CLIP score);
@@ -11,228 +11,28 @@ with FID (Saharia et al. 2022, Section 4.1; Heusel et al. 2017). Their MNIST sta
   is biased upwards, by roughly a constant over N (the fitted means and covariances are
   noisy), so even two real sets score far above 0 when N is small.
 
-The classifier is trained by `python -m imagen_lib classifier` on the training digits; its
-weights (under 1 MB) ship in `data/`. `Scorer` puts both metrics together for one sample
-count, against a fixed set of real digits.
+The classifier is `imagen_lib.classifier`; its shipped weights load with `load_classifier`.
+`Scorer` puts both metrics together for one sample count, against a fixed set of real
+digits.
 
 For scenes of two digits side by side (`imagen_lib.scenes`) each half is scored as a
 digit: per-slot and whole-scene accuracy, the swap rate (both digits drawn, in the wrong
 order: the mark of a model that has not bound each digit to its slot), and MNIST-FID per
-slot. In colour scenes (`imagen_lib.colours`) each half's colour is read from its pixels
-too: a scene is right with both digits and both colours right, and the colour swap rate
-counts the colours drawn on each other's digits.
+slot. Colour scenes add each half's colour (`imagen_lib.colour_metrics`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import nn
-from tqdm.auto import tqdm
 
-from imagen_lib.colours import COLOURS, ink, read_colour
-from imagen_lib.data import (
-    HELD_OUT_CAPTIONS,
-    IMAGE_SIZE,
-    NUMBER_WORDS,
-    DigitSet,
-    check_digits,
-    load_mnist,
-    prompt_to_label,
-    resize,
-)
+from imagen_lib.classifier import DigitClassifier, classify, features
+from imagen_lib.data import IMAGE_SIZE, DigitSet, check_digits, load_mnist, prompt_to_label, resize
+from imagen_lib.data import evaluation_prompts as evaluation_prompts  # the lessons import it here
+from imagen_lib.plumbing.classifier_file import load_classifier
 from imagen_lib.plumbing.errors import BadSetting
-from imagen_lib.plumbing.files import SHIPPED_CLASSIFIER, atomic_save, not_empty
-
-# The tag `save_classifier` writes into its files, and `load_classifier` looks for
-CLASSIFIER_FORMAT = "imagen_lib-classifier-v1"
-
-
-class DigitClassifier(nn.Module):
-    """A small CNN for (B, 1, 32, 32) digits in [-1, 1].
-
-    `features` is its 128-d penultimate layer.
-    """
-
-    def __init__(self, feature_dim: int = 128):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(32, 32, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(64, 64, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(64, 64, 3, padding=1),
-            nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-            nn.Linear(64, feature_dim),
-            nn.ReLU(),
-        )
-        self.head = nn.Linear(feature_dim, 10)
-
-    @staticmethod
-    def to_grey(images: torch.Tensor) -> torch.Tensor:
-        return images.mean(dim=1, keepdim=True) if images.shape[1] == 3 else images  # (B, 1, H, W)
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.body(self.to_grey(images))  # (B, 128)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(images))  # (B, 10) logits
-
-
-def affine_warp(
-    images: torch.Tensor, angles: torch.Tensor, factors: torch.Tensor, shifts: torch.Tensor
-) -> torch.Tensor:
-    """Rotate by `angles` (radians), scale by `factors` and move by `shifts` (pixels).
-
-    `shifts` is (N, 2), as x, y. Works by resampling (F.affine_grid and F.grid_sample); what
-    moves in from outside the image is background (-1).
-    """
-    size = images.shape[-1]
-    cos, sin = torch.cos(angles) / factors, torch.sin(angles) / factors  # (N,)
-    offset = -shifts * 2 / size  # the output samples the input here; the image spans [-1, 1]
-    # (N, 2, 3)
-    theta = torch.stack(
-        [torch.stack([cos, -sin, offset[:, 0]], 1), torch.stack([sin, cos, offset[:, 1]], 1)], 1
-    )
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images + 1, grid, align_corners=False, padding_mode="zeros") - 1
-
-
-def random_affine(
-    images: torch.Tensor,
-    generator: torch.Generator,
-    degrees: float = 12.0,
-    scale: float = 0.1,
-    pixels: float = 2.0,
-) -> torch.Tensor:
-    """Augmentation: a random rotation, scaling and shift.
-
-    The rotation is up to `degrees`, the scaling 1 +- `scale`, the shift up to `pixels`.
-    """
-    draws = torch.rand(len(images), 4, generator=generator) * 2 - 1  # uniform in [-1, 1]
-    return affine_warp(
-        images, draws[:, 0] * math.radians(degrees), 1 + draws[:, 1] * scale, draws[:, 2:] * pixels
-    )
-
-
-def train_classifier(
-    train: DigitSet,
-    test: DigitSet,
-    epochs: int = 60,
-    batch_size: int = 64,
-    seed: int = 0,
-    progress: bool = True,
-) -> tuple[DigitClassifier, float]:
-    """Train the classifier with random rotations, scalings and shifts.
-
-    Returns it and its held-out accuracy.
-    """
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    model = DigitClassifier()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, 2e-3, total_steps=epochs * (len(train) // batch_size)
-    )
-    images = DigitClassifier.to_grey(train.images)
-    for _ in tqdm(range(epochs), desc="classifier epochs", disable=not progress):
-        model.train()
-        order = torch.randperm(len(train), generator=generator)
-        for start in range(0, len(order) - batch_size + 1, batch_size):
-            index = order[start : start + batch_size]
-            loss = F.cross_entropy(
-                model(random_affine(images[index], generator)), train.labels[index]
-            )
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    return model.eval(), accuracy(model, test.images, test.labels)
-
-
-@torch.no_grad()
-def classify(model: DigitClassifier, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    model.eval()
-    return torch.cat(
-        [
-            model(images[i : i + batch_size].cpu()).argmax(dim=1)
-            for i in range(0, len(images), batch_size)
-        ]
-    )
-
-
-@torch.no_grad()
-def features(model: DigitClassifier, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    model.eval()
-    return torch.cat(
-        [
-            model.features(images[i : i + batch_size].cpu())
-            for i in range(0, len(images), batch_size)
-        ]
-    )
-
-
-def accuracy(model: DigitClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
-    return (classify(model, images) == labels).float().mean().item()
-
-
-def save_classifier(
-    model: DigitClassifier, test_accuracy: float, path: str | Path = SHIPPED_CLASSIFIER
-) -> Path:
-    # half precision: under 1 MB
-    state = {key: value.half() for key, value in model.state_dict().items()}
-    return atomic_save(
-        {"format": CLASSIFIER_FORMAT, "state": state, "test_accuracy": test_accuracy}, path
-    )
-
-
-def classifier_file_bytes() -> int:
-    """About the size of the file `save_classifier` writes: the weights in half precision."""
-    return 2 * sum(value.numel() for value in DigitClassifier().state_dict().values()) + 2**16
-
-
-def load_classifier(path: str | Path | None = None) -> DigitClassifier:
-    """The classifier saved by `save_classifier` (default: the shipped one).
-
-    With a one-line error for a missing, damaged or foreign file, and for weights that give
-    every image the same features (all zero, say), which would score every FID 0.
-    """
-    from imagen_lib.checkpoint import check_finite_weights, load_tagged_file, load_weights
-
-    train_one = "train one with `python -m imagen_lib classifier`"
-    if path is None:
-        path = SHIPPED_CLASSIFIER
-    path = not_empty(path, "--classifier", "a classifier file, or leave it out for the shipped one")
-    payload = load_tagged_file(
-        path, "classifier file", CLASSIFIER_FORMAT, "mnist_classifier.pt", train_one
-    )
-    check_finite_weights(payload.get("state"), path, "classifier", train_one)
-    model = DigitClassifier()
-    load_weights(
-        model, {key: value.float() for key, value in payload["state"].items()}, path, "classifier"
-    )
-    # A black and a white image must look different to a classifier that has learnt anything.
-    extremes = torch.tensor([-1.0, 1.0]).view(2, 1, 1, 1).expand(2, 1, IMAGE_SIZE, IMAGE_SIZE)
-    with torch.no_grad():
-        black, white = model.eval().features(extremes)
-    if torch.equal(black, white):
-        raise ValueError(
-            f"{path} gives every image the same features (are its weights all zero?), so every "
-            f"MNIST-FID would be 0 and every prompt accuracy chance: {train_one}"
-        )
-    return model
 
 
 def prompt_accuracy(model: DigitClassifier, images: torch.Tensor, prompts: list[str]) -> float:
@@ -289,34 +89,6 @@ def balanced_subset(digits: DigitSet, count: int, seed: int = 0) -> torch.Tensor
     # cycle through the classes like evaluation_prompts
     chosen = [per_class[i % 10][i // 10] for i in range(count)]
     return digits.images[torch.stack(chosen)]
-
-
-def evaluation_prompts(count: int = 1000) -> list[str]:
-    """`count` prompts cycling through the digits 0-9, numerals and words alternating per digit."""
-    prompts = []
-    for i in range(count):
-        digit, round_ = i % 10, i // 10
-        prompts.append(str(digit) if round_ % 2 == 0 else NUMBER_WORDS[digit])
-    return prompts
-
-
-def held_out_prompts(count: int = 1000) -> list[str]:
-    """`count` prompts in phrasings no training caption uses, cycling through the digits 0-9.
-
-    Every tenth prompt moves to the next phrasing (template), then to the next way of
-    writing the name (numeral, word, Word, WORD), so all of them are used evenly.
-    """
-    family = HELD_OUT_CAPTIONS
-    vocabulary = family.vocabulary()
-    prompts = []
-    for i in range(count):
-        digit, round_ = i % 10, i // 10
-        template, form = (
-            round_ % len(family.templates),
-            round_ // len(family.templates) % len(family.forms),
-        )
-        prompts.append(vocabulary[family.caption_id(digit, template, form)])
-    return prompts
 
 
 def speckle(images: torch.Tensor, frame: int = 4, level: float = 32 / 255) -> float:
@@ -419,14 +191,6 @@ def classify_scenes(
     return classify(model, left), classify(model, right)
 
 
-def _digits(values, count: int, what: str) -> torch.Tensor:
-    """`values` as a (count,) long tensor of digits 0-9, or a ValueError naming `what`."""
-    digits = torch.as_tensor(values, dtype=torch.long).cpu()
-    if digits.shape != (count,):
-        raise ValueError(f"{what} must hold one digit per scene ({count}), got {len(digits)}")
-    return check_digits(digits, what)
-
-
 def binding_scores(
     predicted_left: torch.Tensor,
     predicted_right: torch.Tensor,
@@ -467,7 +231,8 @@ def scene_scores(
     model: DigitClassifier, scenes: torch.Tensor, left: torch.Tensor, right: torch.Tensor
 ) -> dict[str, float]:
     """`binding_scores` of scenes (N, C, H, 2H) drawn for left and right digits (N,), (N,)."""
-    left, right = _digits(left, len(scenes), "left"), _digits(right, len(scenes), "right")
+    left = check_digits(left, "left", len(scenes)).cpu()  # (N,)
+    right = check_digits(right, "right", len(scenes)).cpu()  # (N,)
     return binding_scores(*classify_scenes(model, scenes), left, right)
 
 
@@ -483,7 +248,8 @@ def scene_report(
     `categories` holds the category of each scene's prompt (such as `ScenePrompt.category`);
     the report's keys are "all", then the categories in the order they first appear.
     """
-    left, right = _digits(left, len(scenes), "left"), _digits(right, len(scenes), "right")
+    left = check_digits(left, "left", len(scenes)).cpu()  # (N,)
+    right = check_digits(right, "right", len(scenes)).cpu()  # (N,)
     if len(categories) != len(scenes):
         raise ValueError(
             f"categories must name one category per scene ({len(scenes)}), got {len(categories)}"
@@ -515,84 +281,3 @@ def scene_fid(
         slot: frechet_distance(features(model, half), reference)
         for slot, half in zip(("left", "right"), halves)
     }
-
-
-# ----- colour scenes: each digit in a colour --------------------------------------------------
-# What a colour scene shows, or what its caption asks for, slot by slot: (left digits, right
-# digits, left colours, right colours), each (N,), the colours as indices into colours.COLOURS.
-Slots = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-def read_colour_scenes(model: DigitClassifier, scenes: torch.Tensor) -> Slots:
-    """What colour scenes (N, 3, H, 2H) show in each slot: the digit and the colour.
-
-    The classifier reads each half's ink (`colours.ink`, its grey digit); `colours.read_colour`
-    its colour (colours.NO_COLOUR where it has no ink).
-    """
-    if scenes.dim() != 4 or scenes.shape[1] != 3:
-        raise ValueError(f"colour scenes are (N, 3, H, 2H), got shape {tuple(scenes.shape)}")
-    left, right = scene_halves(scenes.cpu())
-    return (
-        classify(model, ink(left)),
-        classify(model, ink(right)),
-        read_colour(left),
-        read_colour(right),
-    )
-
-
-def colour_binding_scores(drawn: Slots, asked: Slots) -> dict[str, float]:
-    """Scores of what colour scenes show against what their captions asked for, per slot.
-
-    "scene": the share with both digits and both colours right, each in its slot;
-    "digits": the share with both digits right (`binding_scores`' "scene");
-    "colours": the share with both colours right;
-    "colour_left", "colour_right": the share whose colour in that slot is right;
-    "colour_swap": among scenes that ask for two different colours, the share that drew both,
-        each in the other's slot: the colours bound to the wrong digits. A scene drawn as
-        the mirror image of its caption (digits and colours both exchanged) counts here and
-        in the digit swap rate. NaN if no scene asks for two colours.
-    """
-    if len({len(slot) for slot in (*drawn, *asked)}) != 1:
-        raise ValueError(
-            "drawn and asked hold four slots' values (left and right digits and colours), "
-            f"one per scene, got lengths {[len(slot) for slot in (*drawn, *asked)]}"
-        )
-    right = torch.stack([shown == wanted for shown, wanted in zip(drawn, asked)]).all(dim=0)
-    digits = binding_scores(drawn[0], drawn[1], asked[0], asked[1])
-    colours = binding_scores(drawn[2], drawn[3], asked[2], asked[3])  # per slot, as digits are
-    return {
-        "scene": right.float().mean().item(),
-        "digits": digits["scene"],
-        "colours": colours["scene"],
-        "colour_left": colours["left"],
-        "colour_right": colours["right"],
-        "colour_swap": colours["swap"],
-    }
-
-
-def colour_scene_scores(
-    model: DigitClassifier, scenes: torch.Tensor, asked: Slots
-) -> dict[str, float]:
-    """`colour_binding_scores` of colour scenes (N, 3, H, 2H) drawn for `asked`.
-
-    `asked` as `colours.asked` gives it for the scenes' prompts.
-    """
-    count = len(scenes)
-    asked = (
-        _digits(asked[0], count, "left"),
-        _digits(asked[1], count, "right"),
-        _colours(asked[2], count, "left colours"),
-        _colours(asked[3], count, "right colours"),
-    )
-    return colour_binding_scores(read_colour_scenes(model, scenes), asked)
-
-
-def _colours(values, count: int, what: str) -> torch.Tensor:
-    """`values` as a (count,) long tensor of palette indices, or a ValueError naming `what`."""
-    colours = torch.as_tensor(values, dtype=torch.long).cpu()
-    if colours.shape != (count,) or not all(0 <= c < len(COLOURS) for c in colours.tolist()):
-        raise ValueError(
-            f"{what} must hold one palette index 0-{len(COLOURS) - 1} per scene ({count}), "
-            f"got {colours.tolist()}"
-        )
-    return colours

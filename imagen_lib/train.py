@@ -656,12 +656,8 @@ class Trainer:
         share of digits that are the prompted digit, or of scenes with both digits right
         (and, in colour scenes, both colours).
         """
-        from imagen_lib.metrics import (
-            colour_scene_scores,
-            load_classifier,
-            prompt_accuracy,
-            scene_scores,
-        )
+        from imagen_lib.colour_metrics import colour_scene_scores
+        from imagen_lib.metrics import load_classifier, prompt_accuracy, scene_scores
 
         scenes = SCENE_GRIDS.get(self.config.captions)
         prompts, columns = self.grid_prompts()

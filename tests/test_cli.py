@@ -658,7 +658,7 @@ def bad_arguments(case: str, tmp_path, checkpoint) -> tuple[list[str], str]:
         ),
         "evaluate empty classifier": (
             ["evaluate", "--checkpoint", str(checkpoint), "--classifier", ""],
-            "--classifier is empty",
+            "classifier is empty",
         ),
         "huge batch size": (
             ["train", "--preset", "smoke", "--set", "batch_size=100000000", "--out", out],
@@ -1329,7 +1329,7 @@ def test_experiment_sampler_reuses_the_rows_it_is_told_to_and_measures_the_rest(
         (["sampler", "--settings", "ddim:\u00b2"], "SAMPLER:STEPS"),  # a superscript 2
         (
             ["guidance", "--classifier", "", "--seeds", "1", "--num-samples", "10"],
-            "--classifier is empty",
+            "classifier is empty",
         ),
         (["sampler", "--settings", "ddpm:1000"], "at most 100"),
         (

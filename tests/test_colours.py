@@ -17,6 +17,7 @@ import pytest
 import test_scene_evaluation as scene_evaluation
 import torch
 
+from imagen_lib.colour_metrics import colour_binding_scores, colour_scene_scores
 from imagen_lib.colours import (
     ALL_COLOUR_SCENES,
     COLOUR_CAPTIONS,
@@ -41,20 +42,13 @@ from imagen_lib.colours import (
     tint,
 )
 from imagen_lib.data import DigitSet, load_mnist, resize
-from imagen_lib.metrics import (
-    balanced_subset,
-    colour_binding_scores,
-    colour_scene_scores,
-    load_classifier,
-)
-from imagen_lib.scenes import (
+from imagen_lib.metrics import balanced_subset, load_classifier
+from imagen_lib.scene_captions import SCENE_CAPTIONS, SceneCaptions, scene_prompts
+from imagen_lib.scene_language import (
     HELD_OUT_SCENE_TEMPLATES,
-    SCENE_CAPTIONS,
     SCENE_TEMPLATES,
-    SceneCaptions,
     ScenePrompt,
     SceneTemplate,
-    scene_prompts,
 )
 from imagen_lib.tools.evaluation import score_scene_sets
 

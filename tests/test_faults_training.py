@@ -235,7 +235,8 @@ def test_the_classifier_is_not_trained_without_space_to_save_it(tmp_path, monkey
 
 
 def test_a_full_disk_while_saving_the_classifier_is_one_line(tmp_path, monkeypatch):
-    from imagen_lib.metrics import DigitClassifier, save_classifier
+    from imagen_lib.classifier import DigitClassifier
+    from imagen_lib.plumbing.classifier_file import save_classifier
 
     monkeypatch.setattr(torch, "save", disk_full_save(torch.save))
     with pytest.raises(DiskFull, match="no space left on device") as raised:

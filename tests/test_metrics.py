@@ -1,4 +1,5 @@
-"""Tests of the sample metrics in imagen_lib.metrics: Frechet distance, prompt accuracy, classifier.
+"""Tests of the sample metrics in imagen_lib.metrics (Frechet distance, prompt accuracy) and of
+the digit classifier, imagen_lib.classifier.
 
 The Frechet distance is checked against an independent formula (scipy's matrix square
 root), prompt accuracy against a stub classifier whose answers are known, and the shipped
@@ -14,24 +15,30 @@ import pytest
 import torch
 from torch import nn
 
-from imagen_lib.data import NUMBER_WORDS, load_mnist, prompt_to_label, resize
-from imagen_lib.metrics import (
+from imagen_lib.classifier import (
     DigitClassifier,
-    Scorer,
     accuracy,
     affine_warp,
-    balanced_subset,
     classify,
-    evaluation_prompts,
     features,
-    frechet_distance,
-    held_out_prompts,
-    load_classifier,
-    prompt_accuracy,
     random_affine,
-    save_classifier,
+)
+from imagen_lib.data import (
+    NUMBER_WORDS,
+    evaluation_prompts,
+    held_out_prompts,
+    load_mnist,
+    prompt_to_label,
+    resize,
+)
+from imagen_lib.metrics import (
+    Scorer,
+    balanced_subset,
+    frechet_distance,
+    prompt_accuracy,
     speckle,
 )
+from imagen_lib.plumbing.classifier_file import load_classifier, save_classifier
 from imagen_lib.plumbing.files import SHIPPED_CLASSIFIER
 
 

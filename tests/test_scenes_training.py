@@ -30,16 +30,13 @@ from imagen_lib.checkpoint import load_imagen, read_checkpoint
 from imagen_lib.data import DigitSet, load_mnist, resize
 from imagen_lib.plumbing.files import SHIPPED_CLASSIFIER
 from imagen_lib.presets import Preset, TrainConfig, get_preset
-from imagen_lib.scenes import (
-    HELD_OUT_PAIRS,
+from imagen_lib.scene_captions import (
     HELD_OUT_SCENE_CAPTIONS,
     HELD_OUT_TRAINING_SCENE_CAPTIONS,
     SCENE_CAPTIONS,
-    SCENE_SIZE,
-    TRAINING_PAIRS,
     TRAINING_SCENE_CAPTIONS,
-    make_scenes,
 )
+from imagen_lib.scenes import HELD_OUT_PAIRS, SCENE_SIZE, TRAINING_PAIRS, make_scenes
 from imagen_lib.text import TextEncoder, build_tiny_t5, caption_words
 from imagen_lib.tools.cli import main
 from imagen_lib.train import SCENE_GRID_PROMPTS, Trainer, training_set

@@ -28,25 +28,29 @@ from tqdm.auto import tqdm
 
 from imagen_lib.cascade import Imagen, ImagenConfig, default_device
 from imagen_lib.checkpoint import load_imagen, parse_config, read_checkpoint
+from imagen_lib.classifier import train_classifier
+from imagen_lib.colour_metrics import colour_binding_scores, read_colour_scenes
 from imagen_lib.colours import asked, colour_evaluation_prompts, ink
-from imagen_lib.data import IMAGE_SIZE, height_width, load_mnist, resize, size_text
+from imagen_lib.data import (
+    IMAGE_SIZE,
+    height_width,
+    held_out_prompts,
+    load_mnist,
+    resize,
+    size_text,
+)
 from imagen_lib.diffusion import check_guidance_interval, check_guidance_weight
 from imagen_lib.metrics import (
     DigitClassifier,
     Scorer,
     TooFewDigits,
-    classifier_file_bytes,
-    colour_binding_scores,
     evaluation_prompts,
-    held_out_prompts,
     load_classifier,
     prompt_accuracy,
-    read_colour_scenes,
-    save_classifier,
     scene_fid,
     scene_report,
-    train_classifier,
 )
+from imagen_lib.plumbing.classifier_file import classifier_file_bytes, save_classifier
 from imagen_lib.plumbing.files import check_free_space, existing_checkpoint, writable_file
 from imagen_lib.presets import SCENE_FAMILIES
 from imagen_lib.scenes import ScenePrompt, scene_evaluation_prompts, word_blind_order
