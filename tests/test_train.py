@@ -29,8 +29,11 @@ from imagen_lib import Imagen, ImagenConfig
 from imagen_lib.checkpoint import export_for_sampling, load_imagen, read_checkpoint, save_imagen
 from imagen_lib.data import DigitSet, load_mnist
 from imagen_lib.plumbing.compiling import compiles
+from imagen_lib.plumbing.divergence import TrainingDiverged
+from imagen_lib.plumbing.errors import BadSetting
 from imagen_lib.plumbing.files import DiskFull
 from imagen_lib.plumbing.locks import LOCK_NAME, RunFolderLocked, run_folder_lock
+from imagen_lib.plumbing.norms import weight_norm
 from imagen_lib.presets import (
     PRESETS,
     SCENE_FAMILIES,
@@ -44,13 +47,11 @@ from imagen_lib.text import TextEncoder, build_tiny_t5
 from imagen_lib.tools.bench import step_cost
 from imagen_lib.train import (
     Trainer,
-    TrainingDiverged,
     autocast_dtype,
     clip_gradients,
     ema_decay_at,
     ema_update,
     learning_rate_at,
-    weight_norm,
 )
 
 TRAINING = dict(
@@ -407,9 +408,9 @@ def test_training_removes_the_temporary_files_of_killed_saves(make_trainer, tmp_
 def test_resume_with_another_model_config_raises(make_trainer, reference, tmp_path):
     other = Preset("other", tiny_cascade_config(2, timesteps=60), TrainConfig(**TRAINING))
     trainer = make_trainer(tmp_path, preset=other)
-    with pytest.raises(ValueError, match="different model config") as raised:
+    with pytest.raises(BadSetting, match="different model config") as raised:
         trainer.resume(reference.checkpoint_path)
-    assert "'tiny'" in str(raised.value) and "--preset" in str(raised.value)
+    assert "'tiny'" in str(raised.value) and raised.value.settings == {"preset": "tiny"}
 
 
 def test_resume_of_a_weights_only_file_raises(make_trainer, reference, tmp_path):

@@ -49,10 +49,11 @@ from imagen_lib.data import (
     resize,
 )
 from imagen_lib.metrics import Scorer, evaluation_prompts, load_classifier, prompt_accuracy
+from imagen_lib.plumbing.training_data import training_set
 from imagen_lib.presets import Preset
 from imagen_lib.text import build_tiny_t5, caption_words
 from imagen_lib.tools.sampling import at_least, final_images, parse_sampler_setting, timed
-from imagen_lib.train import Trainer, training_set
+from imagen_lib.train import Trainer
 
 EXPERIMENTS = (
     "guidance",

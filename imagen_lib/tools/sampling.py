@@ -36,7 +36,7 @@ from imagen_lib.plumbing.files import (
     grid_writer,
     writable_folder,
 )
-from imagen_lib.train import COLOUR_GRID_PROMPTS, SCENE_GRID_PROMPTS
+from imagen_lib.plumbing.training_grids import COLOUR_GRID_PROMPTS, SCENE_GRID_PROMPTS
 
 SAMPLE_CHUNK = 256  # images sampled at once: memory stays bounded for any --num-samples
 # Every final image stays in memory until samples.npz is written (100,000 32x32 images

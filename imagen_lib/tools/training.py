@@ -29,9 +29,11 @@ from imagen_lib.plumbing import distributed
 from imagen_lib.plumbing.datasets import data_name
 from imagen_lib.plumbing.files import check_run_folder, not_empty, writable_folder
 from imagen_lib.plumbing.locks import LOCK_NAME, run_folder_lock
-from imagen_lib.presets import TrainConfig, get_preset, override
+from imagen_lib.plumbing.resuming import check_resumable, run_preset
+from imagen_lib.plumbing.training_data import training_set
+from imagen_lib.presets import Preset, TrainConfig, get_preset, override
 from imagen_lib.tools.sampling import at_least
-from imagen_lib.train import Trainer, check_resumable, run_preset, training_set
+from imagen_lib.train import Trainer
 
 
 @contextmanager
@@ -111,20 +113,7 @@ def train_preset(
     training settings, its data included, with `steps`, `overrides` and `data` applied on
     top, and prints what they change; other data than its own is refused.
     """
-    chosen = get_preset(preset)
-    training = with_settings(chosen.training, overrides, steps, data)
-    model = chosen.model
-    if encoder is not None:
-        not_empty(encoder, "--encoder", "a text encoder, or leave --encoder out for the preset's")
-        model = dataclasses.replace(model, text_encoder=encoder)
-    if channels is not None:
-        model = dataclasses.replace(model, channels=channels)
-    chosen = dataclasses.replace(chosen, model=model, training=training)
-    stages = len(chosen.model.stages)
-    if stage is not None and not 0 <= stage < stages:
-        raise ValueError(
-            f"--stage must be between 0 and {stages - 1} for preset {chosen.name!r}, got {stage}"
-        )
+    chosen = preset_to_train(preset, stage, steps, encoder, overrides, data, channels)
     out = writable_folder(f"runs/{chosen.name}" if out is None else out)
     checkpoint = out / "checkpoint.pt"
     if checkpoint.exists() and not resume:
@@ -149,33 +138,9 @@ def train_preset(
                 chosen, training=with_settings(saved.training, overrides, steps, data)
             )
             check_resumable(saved, chosen, checkpoint)  # before the encoder and images load
-        try:
-            processes.check_batch_size(chosen.training.batch_size)
-        except ValueError:
-            if processes.writes:
-                raise
-            raise SystemExit(2) from None  # every process finds it alike: the first one says it
-        check_run_folder(out, sampling=chosen.training.sample_every > 0)
-        images = (
-            f"images ({chosen.training.data})"
-            if chosen.training.data
-            else f"digits ({chosen.training.data_source})"
-        )
-        print(
-            f"loading the text encoder {chosen.model.text_encoder!r} and the training {images} ...",
-            flush=True,
-        )
-        # the images first: bad data is one line before the encoder takes its seconds to load
-        with processes.first_on_each_machine():  # which may download them
-            training_data = training_set(chosen)
-        quiet = not processes.writes  # one progress bar, the first process's
-        trainer = Trainer(chosen, out, processes.device, data=training_data, quiet=quiet)
+        trainer = loaded_trainer(chosen, out, processes)
         if resume and checkpoint.exists():
-            print(f"loading checkpoint {checkpoint} ...", flush=True)
-            changes = trainer.resume()
-            print(f"resumed from {checkpoint} at steps {trainer.steps}")
-            if changes:
-                print(f"changed: {', '.join(changes)}")
+            resumed(trainer, checkpoint)
         elif resume:
             print(f"no checkpoint in {out} yet: starting a new run")
         processes.check_same(trainer.steps, "steps")
@@ -187,3 +152,68 @@ def train_preset(
         return path
     print(f"done in {seconds:.0f} s; checkpoint: {path}; sample grids: {out / 'samples'}")
     return path
+
+
+def preset_to_train(
+    preset: str,
+    stage: int | None,
+    steps: int | None,
+    encoder: str | None,
+    overrides: Sequence[str],
+    data: str | None,
+    channels: int | None,
+) -> Preset:
+    """The preset named `preset` with the command's settings applied, each checked (see
+    `train_preset`); a resume then puts the run's own training settings beneath them."""
+    chosen = get_preset(preset)
+    training = with_settings(chosen.training, overrides, steps, data)
+    model = chosen.model
+    if encoder is not None:
+        not_empty(encoder, "--encoder", "a text encoder, or leave --encoder out for the preset's")
+        model = dataclasses.replace(model, text_encoder=encoder)
+    if channels is not None:
+        model = dataclasses.replace(model, channels=channels)
+    chosen = dataclasses.replace(chosen, model=model, training=training)
+    stages = len(chosen.model.stages)
+    if stage is not None and not 0 <= stage < stages:
+        raise ValueError(
+            f"--stage must be between 0 and {stages - 1} for preset {chosen.name!r}, got {stage}"
+        )
+    return chosen
+
+
+def loaded_trainer(chosen: Preset, out: Path, processes: distributed.Processes) -> Trainer:
+    """A Trainer of `chosen` into `out`, for this process of `processes`: the training images
+    are read first, so that bad data is one line before the encoder takes its seconds to load.
+
+    A batch size the processes cannot share evenly is said by the first process alone.
+    """
+    try:
+        processes.check_batch_size(chosen.training.batch_size)
+    except ValueError:
+        if processes.writes:
+            raise
+        raise SystemExit(2) from None  # every process finds it alike: the first one says it
+    check_run_folder(out, sampling=chosen.training.sample_every > 0)
+    images = (
+        f"images ({chosen.training.data})"
+        if chosen.training.data
+        else f"digits ({chosen.training.data_source})"
+    )
+    print(
+        f"loading the text encoder {chosen.model.text_encoder!r} and the training {images} ...",
+        flush=True,
+    )
+    with processes.first_on_each_machine():  # which may download them
+        training_data = training_set(chosen)
+    quiet = not processes.writes  # one progress bar, the first process's
+    return Trainer(chosen, out, processes.device, data=training_data, quiet=quiet)
+
+
+def resumed(trainer: Trainer, checkpoint: Path) -> None:
+    """Resume `trainer` from `checkpoint`, saying where it resumed and what the command changed."""
+    print(f"loading checkpoint {checkpoint} ...", flush=True)
+    changes = trainer.resume()
+    print(f"resumed from {checkpoint} at steps {trainer.steps}")
+    if changes:
+        print(f"changed: {', '.join(changes)}")
