@@ -31,16 +31,18 @@ from torch import nn
 
 from imagen_lib import diffusion
 from imagen_lib.data import Size, height_width, resize, size_text
-from imagen_lib.diffusion import (
-    NoiseSchedule,
-    check_guidance_interval,
-    check_guidance_weight,
-    classifier_free_guidance,
-    q_sample,
-)
+from imagen_lib.diffusion import NoiseSchedule, classifier_free_guidance, q_sample
 from imagen_lib.efficient_unet import EfficientUNet, EfficientUNetConfig
-from imagen_lib.layers import check_image, check_levels
+from imagen_lib.layers import check_image
+from imagen_lib.plumbing.cascade_checks import (
+    check_cascade_settings,
+    check_low_res,
+    check_stage_settings,
+)
+from imagen_lib.plumbing.config_files import current_values
 from imagen_lib.plumbing.configs import check_types
+from imagen_lib.plumbing.plans import SamplingPlan, for_stage, stages_with
+from imagen_lib.plumbing.setting_checks import check_guidance_interval, check_stage_index
 from imagen_lib.text import DEFAULT_ENCODER, TextEncoder, validate_prompts
 from imagen_lib.unet import UNet, UNetConfig
 
@@ -68,35 +70,8 @@ class StageConfig:
         # kept as two floats (a frozen dataclass sets its own field only with object.__setattr__).
         interval = check_guidance_interval(self.guidance_interval)
         object.__setattr__(self, "guidance_interval", interval)
-        # Configs also come from files (checkpoints, presets): every other value's type next,
-        # so a damaged one fails here, not deep inside torch while the networks are built.
-        check_types(self)
-        if min(height_width(self.image_size)) < 1:
-            raise ValueError(f"image_size must be at least 1, got {self.image_size}")
-        if self.schedule not in diffusion.SCHEDULES:
-            raise ValueError(
-                f"schedule must be one of {diffusion.SCHEDULES}, got {self.schedule!r}"
-            )
-        if self.timesteps < 2:
-            raise ValueError(f"timesteps must be at least 2, got {self.timesteps}")
-        if self.prediction not in diffusion.PREDICTIONS:
-            raise ValueError(
-                f"prediction must be one of {diffusion.PREDICTIONS}, got {self.prediction!r}"
-            )
-        check_guidance_weight(self.guidance_weight)
-        if self.sampler not in diffusion.SAMPLERS:
-            raise ValueError(f"sampler must be one of {diffusion.SAMPLERS}, got {self.sampler!r}")
-        if self.sampling_steps is not None and not 1 <= self.sampling_steps <= self.timesteps:
-            raise ValueError(
-                f"sampling_steps must be between 1 and its schedule's {self.timesteps}, "
-                f"got {self.sampling_steps}"
-            )
-        for name in ("sampling_augmentation", "max_training_augmentation"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(
-                    f"{name} is a fraction of the schedule in [0, 1], got {getattr(self, name)}"
-                )
-        check_levels(self.image_size, len(self.network.channel_mults))
+        check_types(self)  # configs also come from files: every value's type, then its range
+        check_stage_settings(self)
 
 
 @dataclass(frozen=True)
@@ -117,42 +92,8 @@ class ImagenConfig:
         # Python code and files give the stages as a list; a tuple cannot change once checked.
         if isinstance(self.stages, list):
             object.__setattr__(self, "stages", tuple(self.stages))
-        # each stage, and its network, checked its own values when it was made
         check_types(self)
-        if not self.stages:
-            raise ValueError("a cascade needs at least one stage (the base model)")
-        for index, stage in enumerate(self.stages):
-            expected = UNetConfig if index == 0 else EfficientUNetConfig
-            if not isinstance(stage.network, expected):
-                raise TypeError(
-                    f"stage {index} needs a {expected.__name__} "
-                    "(stage 0 is the base U-Net, the rest are SR)"
-                )
-        if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels}")
-        if self.max_text_tokens < 1:
-            raise ValueError(
-                f"max_text_tokens must be at least 1 (the encoder reads that many tokens of a "
-                f"prompt), got {self.max_text_tokens}"
-            )
-        if not self.text_encoder:
-            raise ValueError("text_encoder is empty: name an encoder, such as 'minilm'")
-        if self.text_encoder_layers is not None and self.text_encoder_layers < 0:
-            raise ValueError(
-                f"text_encoder_layers must be at least 0 (0 keeps the encoder's embedding layer "
-                f"only) or None for all layers, got {self.text_encoder_layers}"
-            )
-        sizes = [height_width(stage.image_size) for stage in self.stages]
-        if any(
-            later[0] <= earlier[0] or later[1] <= earlier[1]
-            for earlier, later in zip(sizes, sizes[1:])
-        ):
-            raise ValueError(
-                "stage image sizes must strictly increase through the cascade, got "
-                + ", ".join(size_text(size) for size in sizes)
-            )
-        if not 0 <= self.text_drop_prob < 1:
-            raise ValueError(f"text_drop_prob must be in [0, 1), got {self.text_drop_prob}")
+        check_cascade_settings(self)  # each stage, and its network, checked itself when made
 
     def to_dict(self) -> dict:
         values = dataclasses.asdict(self)
@@ -161,50 +102,24 @@ class ImagenConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> ImagenConfig:
-        values = dict(values)
-        # Files written before per-stage sampling settings held one sampler and step count
-        # for all stages.
-        shared = {key: values.pop(key) for key in ("sampler", "sampling_steps") if key in values}
+        """The config `to_dict` wrote: read back from a checkpoint, JSON or an older version."""
+        values = current_values(values)  # tuples again; older files' settings per stage
         stages = []
         for index, stage in enumerate(values["stages"]):
-            stage = {**shared, **stage}
             network_class = UNetConfig if index == 0 else EfficientUNetConfig
-            network = {
-                k: tuple(v) if isinstance(v, list) else v for k, v in stage["network"].items()
-            }
-            if isinstance(stage.get("image_size"), list):  # JSON has no tuples
-                stage["image_size"] = tuple(stage["image_size"])
             try:
-                stages.append(StageConfig(**{**stage, "network": network_class(**network)}))
+                network = network_class(**stage["network"])
+                stages.append(StageConfig(**{**stage, "network": network}))
             except (TypeError, ValueError) as error:  # each stage checks itself: say which
-                raise type(error)(f"stage {index}: {error}") from None
+                raise for_stage(error, index) from None
         return cls(**{**values, "stages": stages})
 
-    def sampling_plan(
-        self, sampler: str | Sequence[str] | None, steps: int | Sequence[int | None] | None
-    ) -> list[tuple[str, int | None]]:
-        """(sampler, steps) per stage: the stages' own by default, or one for all, or one per stage.
+    def sampling_plan(self, *settings: object, **named: object) -> SamplingPlan:
+        """How `Imagen.sample` would sample this cascade with these settings (`SamplingPlan.build`).
 
-        Steps of None mean the sampler's default (50 for DDIM and DPM-Solver++, all for DDPM).
-        Checked on the config alone, so a command can refuse bad settings before the model loads.
+        Needs the config alone, so a command can refuse bad settings before the model loads.
         """
-        samplers = one_per_stage(sampler, [stage.sampler for stage in self.stages], "sampler")
-        own_steps = [stage.sampling_steps for stage in self.stages]
-        step_counts = one_per_stage(steps, own_steps, "sampling_steps")
-        for index, (name, count) in enumerate(zip(samplers, step_counts)):
-            if name not in diffusion.SAMPLERS:
-                raise ValueError(
-                    f"stage {index}: sampler must be one of {diffusion.SAMPLERS}, got {name!r}"
-                )
-            timesteps = self.stages[index].timesteps
-            if count is not None and (
-                isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= timesteps
-            ):
-                raise ValueError(
-                    f"stage {index}: steps must be a whole number between 1 and its schedule's "
-                    f"{timesteps}, got {count!r}"
-                )
-        return list(zip(samplers, step_counts))
+        return SamplingPlan.build(self.stages, *settings, **named)
 
 
 def encoder_for(
@@ -222,23 +137,6 @@ def encoder_for(
         layers=config.text_encoder_layers,
         pretrained=config.text_encoder_pretrained,
     )
-
-
-def one_per_stage(value: object, own: Sequence, setting: str) -> list:
-    """One value per stage of a per-stage setting (a StageConfig field such as "sampler").
-
-    None keeps each stage's `own` value; a single value, or a list of one, serves every
-    stage; any other list or tuple must hold one value per stage.
-    """
-    if value is None:
-        return list(own)
-    if not isinstance(value, (list, tuple)):
-        return [value] * len(own)
-    if len(value) == 1:
-        return list(value) * len(own)
-    if len(value) != len(own):
-        raise ValueError(f"give one {setting}, or one per stage ({len(own)}), got {list(value)}")
-    return list(value)
 
 
 def default_device() -> torch.device:
@@ -279,16 +177,8 @@ class Imagen(nn.Module):
         return self.config.stages[-1].image_size
 
     def check_stage(self, stage: int) -> int:
-        if (
-            not isinstance(stage, int)
-            or isinstance(stage, bool)
-            or not 0 <= stage < len(self.networks)
-        ):
-            raise ValueError(
-                f"stage must be an index from 0 to {len(self.networks) - 1} "
-                f"(this cascade has {len(self.networks)} stages), got {stage}"
-            )
-        return stage
+        """`stage` if it is the index of one of this cascade's stages."""
+        return check_stage_index(stage, len(self.networks))
 
     def encode_text(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token embeddings (B, L, D) and mask (B, L) on this model's device."""
@@ -414,55 +304,16 @@ class Imagen(nn.Module):
             noise=noise,
         )
 
-    def per_stage(self, value: object, setting: str) -> list:
-        """`one_per_stage` with this cascade's stages' own values as the default."""
-        return one_per_stage(
-            value, [getattr(stage, setting) for stage in self.config.stages], setting
-        )
-
     def with_stage_settings(self, **settings: object) -> Imagen:
         """A view of this cascade whose stages recommend other sampling settings.
 
-        `self` is unchanged. `settings` are StageConfig fields, each given once for every stage
-        or once per stage (`one_per_stage`), such as `guidance_weight=[1.25, 1.0]`. The view
-        shares the networks and the text encoder; only its config is new (and validated).
+        `settings` are StageConfig fields, each one value for every stage or one per stage,
+        such as `guidance_weight=[1.25, 1.0]`. The view shares the networks and text encoder.
         """
-        columns = {name: self.per_stage(value, name) for name, value in settings.items()}
-        stages = [
-            dataclasses.replace(stage, **{name: column[index] for name, column in columns.items()})
-            for index, stage in enumerate(self.config.stages)
-        ]
         view = copy.copy(self)  # a shallow copy: the same submodules, a config of its own
+        stages = stages_with(self.config.stages, **settings)
         view.config = dataclasses.replace(self.config, stages=stages)
         return view
-
-    def guidance_weights(self, guidance_weight: float | Sequence[float] | None) -> list[float]:
-        """One guidance weight per stage: the stages' own by default, or one for all, or a list."""
-        return [
-            check_guidance_weight(weight)
-            for weight in self.per_stage(guidance_weight, "guidance_weight")
-        ]
-
-    def guidance_intervals(
-        self, guidance_interval: tuple[float, float] | None, own_weights: bool
-    ) -> list[tuple[float, float]]:
-        """One guidance interval per stage.
-
-        The given one for all; else the stages' own with their own weights, (0, 1) with others.
-        """
-        if guidance_interval is not None:
-            return [check_guidance_interval(guidance_interval)] * len(self.networks)
-        return (
-            self.per_stage(None, "guidance_interval")
-            if own_weights
-            else [(0.0, 1.0)] * len(self.networks)
-        )
-
-    def sampling_plan(
-        self, sampler: str | Sequence[str] | None, steps: int | Sequence[int | None] | None
-    ) -> list[tuple[str, int | None]]:
-        """(sampler, steps) per stage, as `ImagenConfig.sampling_plan` gives it for this cascade."""
-        return self.config.sampling_plan(sampler, steps)
 
     @torch.no_grad()
     def sample(
@@ -485,109 +336,59 @@ class Imagen(nn.Module):
     ) -> list[torch.Tensor]:
         """Generate one image per prompt; return every stage's images (B, C, H_k, W_k) in [-1, 1].
 
-        guidance_weight, sampler ("ddim", "dpm++" or "ddpm") and steps: each one value for
-        all stages, one per stage, or None for each stage's own recommendation (for steps,
-        failing that: 50 for DDIM and DPM-Solver++, the whole schedule for DDPM).
-        guidance_interval (start, end): guide only where t / (T - 1) lies within it, for every
-        stage (`diffusion.classifier_free_guidance`). None means each stage's own interval
-        with its own weight, and every step for a weight you pass: a recommended interval
-        was chosen together with its weight.
-        augmentation_level: the SR stages' conditioning-noise level (fraction of their
-        schedule), or None for each stage's own `sampling_augmentation`.
-        first_stage, low_res: to run only the later stages, for example super-resolution of
-        given 16x16 digits: low_res holds the images of stage first_stage - 1, and the
-        result lists stages first_stage onwards.
-        last_stage: stop after this stage (default: the last), for example 0 for the base
-        model's images alone.
+        guidance_weight, sampler ("ddim", "dpm++" or "ddpm"), steps: one value for all stages,
+        one per stage, or None for each stage's own (steps failing that: 50, all for DDPM).
+        guidance_interval (start, end): guide only where t / (T - 1) lies within it; None:
+        each stage's own interval with its own weight, every step with a weight you pass.
+        augmentation_level: the SR stages' conditioning-noise level (None: their own).
+        first_stage, low_res: run only the later stages, say to upsample given 16x16 digits
+        (low_res: stage first_stage - 1's images); last_stage: stop after it (default: last).
         on_step(stage, t, x_t, x0): called at every sampling step with the stage's current
         images and its estimate of the final ones (lesson 6's timestep scrubber).
         """
         prompts = validate_prompts(prompts)
-        first_stage = self.check_stage(first_stage)
-        last_stage = len(self.networks) - 1 if last_stage is None else self.check_stage(last_stage)
-        if last_stage < first_stage:
-            raise ValueError(
-                f"last_stage ({last_stage}) comes before first_stage ({first_stage}): "
-                "no stage would run"
-            )
-        if first_stage > 0:
-            if low_res is None:
-                raise ValueError(
-                    f"starting at stage {first_stage} needs low_res: "
-                    f"the images stage {first_stage - 1} would have made"
-                )
-            size = self.config.stages[first_stage - 1].image_size
-            check_image(low_res, self.config.channels, size, f"low_res for stage {first_stage}")
-            if len(low_res) != len(prompts):
-                raise ValueError(
-                    "give one low-resolution image per prompt: "
-                    f"{len(low_res)} images for {len(prompts)} prompts"
-                )
-        elif low_res is not None:
-            raise ValueError(
-                "low_res is only for starting at a later stage: also pass first_stage=1 (or later)"
-            )
-        weights = self.guidance_weights(guidance_weight)
-        intervals = self.guidance_intervals(guidance_interval, own_weights=guidance_weight is None)
-        plan = self.sampling_plan(sampler, steps)
-        if eta != 0 and any(name != "ddim" for name, _ in plan[first_stage : last_stage + 1]):
-            raise ValueError(
-                "eta only applies to the ddim sampler, "
-                f"and the stages sample with {[name for name, _ in plan]}: "
-                "leave eta at 0, or pass sampler='ddim'"
-            )
-        if thresholding not in diffusion.THRESHOLDINGS:
-            raise ValueError(
-                f"thresholding must be one of {diffusion.THRESHOLDINGS}, got {thresholding!r}"
-            )
-        diffusion.check_percentile(percentile)
-        if augmentation_level is not None and not 0 <= augmentation_level <= 1:
-            raise ValueError(
-                "augmentation level is a fraction of the schedule in [0, 1], "
-                f"got {augmentation_level}"
-            )
+        plan = self.config.sampling_plan(
+            sampler=sampler,
+            steps=steps,
+            guidance_weight=guidance_weight,
+            guidance_interval=guidance_interval,
+            augmentation_level=augmentation_level,
+            eta=eta,
+            first_stage=first_stage,
+            last_stage=last_stage,
+        )
+        check_low_res(low_res, plan.first_stage, len(prompts), self.config)
         was_training = self.training
         self.eval()  # no dropout while sampling; the caller's mode is restored below
-        device = self.device
         generator = torch.Generator().manual_seed(seed)
         text, text_mask = self.encode_text(prompts)
-        batch = len(prompts)
-        previous = None if low_res is None else low_res.to(device)
+        previous = None if low_res is None else low_res.to(self.device)
         outputs: list[torch.Tensor] = []
         try:
-            for stage in range(first_stage, last_stage + 1):
-                config = self.config.stages[stage]
-                shape = (batch, self.config.channels, *height_width(config.image_size))
+            for stage in plan.running:
+                config = plan.stages[stage]  # the stage's config, with this run's settings
                 conditioning = level = None
                 if stage > 0:
-                    fraction = (
-                        config.sampling_augmentation
-                        if augmentation_level is None
-                        else augmentation_level
-                    )
                     conditioning, level = self.sampling_conditioning(
-                        stage, previous, fraction, generator
+                        stage, previous, config.sampling_augmentation, generator
                     )
                 network = self.stage_network(stage, text, text_mask, conditioning, level)
                 denoise = classifier_free_guidance(
-                    network, weights[stage], intervals[stage], config.timesteps
+                    network, config.guidance_weight, config.guidance_interval, config.timesteps
                 )
-                stage_sampler, stage_steps = plan[stage]
                 images = diffusion.sample(
                     denoise,
                     self.schedules[stage],
-                    shape,
+                    (len(prompts), self.config.channels, *height_width(config.image_size)),
                     prediction=config.prediction,
-                    sampler=stage_sampler,
-                    steps=stage_steps,
-                    eta=eta,
+                    sampler=config.sampler,
+                    steps=config.sampling_steps,
+                    eta=plan.eta,
                     thresholding=thresholding,
                     percentile=percentile,
                     generator=generator,
-                    device=device,
-                    progress=f"stage {stage} ({size_text(config.image_size)})"
-                    if progress
-                    else False,
+                    device=self.device,
+                    progress=progress and f"stage {stage} ({size_text(config.image_size)})",
                     on_step=None if on_step is None else functools.partial(on_step, stage),
                 )
                 previous = images.clamp(-1, 1)

@@ -10,23 +10,15 @@ says clearly, in one line, what is wrong.
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import pickle
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from imagen_lib.cascade import Imagen, ImagenConfig, encoder_for, one_per_stage
-from imagen_lib.diffusion import check_guidance_interval, check_guidance_weight
-from imagen_lib.plumbing.files import (
-    SHIPPED_CASCADES,
-    atomic_save,
-    existing_checkpoint,
-    existing_file,
-    writable_file,
-)
+from imagen_lib.cascade import Imagen, ImagenConfig, encoder_for
+from imagen_lib.plumbing.errors import BadFile, BadSetting
+from imagen_lib.plumbing.files import atomic_save, existing_file
+from imagen_lib.plumbing.safe_loading import load_file
 from imagen_lib.presets import MAX_STEPS, Preset
 from imagen_lib.text import TextEncoder
 
@@ -48,30 +40,6 @@ def save_imagen(model: Imagen, path: str | Path) -> Path:
     return atomic_save(model_payload(model), path)
 
 
-def load_file(path: Path, what: str) -> object:
-    """torch.load tensors and plain data only (no code runs), with a one-line error otherwise.
-
-    `what` names the kind of file in the errors, e.g. "checkpoint".
-    """
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    # zip, EOF and pickle errors of truncated, empty, foreign or unsafe files
-    except Exception as error:
-        # torch's refusal, and lines of advice
-        if isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in str(error):
-            raise ValueError(
-                f"{path} contains code or objects that are not plain tensors, so it will not be "
-                f"loaded (loading it could run that code): use a {what} written by imagen_lib"
-            ) from error
-        reason = (
-            str(error).strip().splitlines()[0] if str(error).strip() else "the file ended too early"
-        )
-        raise ValueError(
-            f"{path} could not be read as a {what} "
-            f"(truncated, empty or not a torch file?): {reason}"
-        ) from error
-
-
 def load_tagged_file(path: Path, what: str, tag: str, example: str, fix: str) -> dict:
     """The dictionary in an imagen_lib file of kind `what` ("checkpoint"), tagged `tag`.
 
@@ -82,13 +50,13 @@ def load_tagged_file(path: Path, what: str, tag: str, example: str, fix: str) ->
     existing_file(path, what, example, fix)
     payload = load_file(path, what)
     if not isinstance(payload, dict) or payload.get("format") != tag:
-        raise ValueError(f"{path} is not an imagen_lib {what} (no '{tag}' tag): {fix}")
+        raise BadFile(f"{path} is not an imagen_lib {what} (no '{tag}' tag)", fix)
     return payload
 
 
-def damaged(path: Path, problem: str, fix: str = "use another checkpoint") -> ValueError:
+def damaged(path: Path, problem: str, fix: str = "use another checkpoint") -> BadFile:
     """The one-line error for a file holding what imagen_lib never writes: edited, or damaged."""
-    return ValueError(f"{path} {problem}: the file is damaged or was edited; {fix}")
+    return BadFile(f"{path} {problem}", f"the file is damaged or was edited; {fix}")
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -206,10 +174,10 @@ def check_finite_weights(weights: object, path: Path, what: str, fix: str) -> No
         if value.is_floating_point() and not bool(torch.isfinite(value).all())
     ]
     if bad:
-        raise ValueError(
+        raise BadFile(
             f"{path} holds NaN or infinite {what} weights ({', '.join(bad[:3])}"
-            f"{', ...' if len(bad) > 3 else ''}): the file is damaged, or its weights diverged; "
-            f"{fix}"
+            f"{', ...' if len(bad) > 3 else ''})",
+            f"the file is damaged, or its weights diverged; {fix}",
         )
 
 
@@ -241,162 +209,11 @@ def load_weights(module: nn.Module, weights: dict, path: Path, what: str) -> Non
             f"{len(keys)} {label} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
             for label, keys in problems
         )
-        raise ValueError(
-            f"the {what} weights in {path} do not fit the networks they are loaded into: {listed}. "
-            "The file was edited, or written by a different version of imagen_lib"
+        raise BadFile(
+            f"the {what} weights in {path} do not fit the networks they are loaded into: {listed}",
+            "the file was edited, or written by a different version of imagen_lib",
         )
     module.load_state_dict(weights)
-
-
-def export_for_sampling(
-    training_checkpoint: str | Path,
-    path: str | Path,
-    guidance_weights: float | list[float] | None = None,
-    sampler: str | list[str] | None = None,
-    sampling_steps: int | list[int] | None = None,
-    guidance_interval: tuple[float, float] | None = None,
-    overwrite: bool = False,
-    stages_from: dict[int, str | Path] | None = None,
-) -> Path:
-    """Write a small file with only what sampling needs: config, encoder name, EMA weights.
-
-    A training checkpoint also holds the raw weights and the optimiser states (about three
-    times more); the shipped cascade in data/ is such an export. The recommended sampling
-    settings found by evaluating the trained cascade (per stage: a guidance weight, the
-    sampler and its steps; a single sampler or step count serves every stage; one guidance
-    interval for every stage, which goes with the stages' own weights) can be
-    written into its config here; they become the defaults of `Imagen.sample` and of the
-    sample command. Every setting and the output path are checked before the file is read.
-
-    `stages_from` maps a stage to another run of the same cascade whose EMA weights of that
-    stage replace this one's: stages trained apart (`train --stage 1 --out OTHER`, on
-    another core or machine) become one cascade. The checkpoints may be given by a shipped
-    cascade's name ("scenes").
-
-    A file already at `path` (an earlier export, a shipped cascade, a training checkpoint)
-    is replaced only with `overwrite=True`, and the input itself never (its training state
-    would be lost); a link, a pipe or a device never.
-    """
-    path = writable_file(path, "imagen_mnist.pt")
-    training_checkpoint = existing_checkpoint(training_checkpoint)
-    sources = {stage: existing_checkpoint(source) for stage, source in (stages_from or {}).items()}
-    check_export_target(training_checkpoint, path, overwrite)
-    for weight in guidance_weights if isinstance(guidance_weights, list) else [guidance_weights]:
-        if weight is not None:
-            check_guidance_weight(weight)
-    for steps in sampling_steps if isinstance(sampling_steps, list) else [sampling_steps]:
-        if steps is not None and steps < 1:
-            raise ValueError(f"sampling_steps must be at least 1, got {steps}")
-    if guidance_interval is not None:
-        guidance_interval = check_guidance_interval(guidance_interval)
-    payload = read_checkpoint(training_checkpoint)
-    if "ema" not in payload:
-        raise ValueError(
-            f"{training_checkpoint} has no EMA weights: export a checkpoint written by training"
-        )
-    config = parse_config(payload["config"], training_checkpoint)
-    for stage, source in sources.items():
-        payload = with_stage_from(payload, config, stage, source, training_checkpoint)
-    intervals = None if guidance_interval is None else [guidance_interval] * len(config.stages)
-    settings = (
-        ("guidance_weight", guidance_weights),
-        ("sampler", sampler),
-        ("sampling_steps", sampling_steps),
-        ("guidance_interval", intervals),
-    )
-    stages = config.stages
-    for setting, value in settings:
-        if value is not None:
-            own = [getattr(stage, setting) for stage in stages]
-            stages = [
-                dataclasses.replace(stage, **{setting: stage_value})
-                for stage, stage_value in zip(stages, one_per_stage(value, own, setting))
-            ]
-    config = dataclasses.replace(config, stages=stages)  # a new config: checks the new settings
-    keep = ("format", "text_encoder", "text_dim", "ema", "preset", "steps")
-    return atomic_save(
-        {"config": config.to_dict(), **{key: payload[key] for key in keep if key in payload}}, path
-    )
-
-
-def with_stage_from(
-    payload: dict, config: ImagenConfig, stage: int, source: Path, path: Path
-) -> dict:
-    """`payload` (read from `path`) with the EMA weights of `stage` taken from `source`.
-
-    Refused unless `source` is a run of the same cascade (config and text encoder) that
-    trained that stage, so the weights fit the network and the text they were trained on.
-    """
-    if isinstance(stage, bool) or not 0 <= stage < len(config.stages):
-        raise ValueError(
-            f"--stage-from names stage {stage}, but {path} has stages 0 to {len(config.stages) - 1}"
-        )
-    other = read_checkpoint(source)
-    if "ema" not in other:
-        raise ValueError(f"{source} has no EMA weights: give a checkpoint written by training")
-    if parse_config(other["config"], source).to_dict() != config.to_dict():
-        raise ValueError(
-            f"{source} holds a different cascade from {path} (its config differs): take "
-            "stages only from runs of the same preset"
-        )
-    if (other["text_encoder"], other["text_dim"]) != (payload["text_encoder"], payload["text_dim"]):
-        raise ValueError(
-            f"{source} was trained with text encoder {other['text_encoder']!r}, {path} with "
-            f"{payload['text_encoder']!r}: take stages only from runs with the same encoder"
-        )
-    trained = other.get("steps", [None] * len(config.stages))[stage]
-    if trained == 0:
-        raise ValueError(f"{source} never trained stage {stage} (0 steps): give the run that did")
-    prefix = f"networks.{stage}."
-    ema = {key: value for key, value in payload["ema"].items() if not key.startswith(prefix)}
-    ema.update({key: value for key, value in other["ema"].items() if key.startswith(prefix)})
-    merged = {**payload, "ema": ema}
-    if "steps" in payload:
-        merged["steps"] = [
-            trained if index == stage else steps for index, steps in enumerate(payload["steps"])
-        ]
-    return merged
-
-
-def check_export_target(source: Path, target: Path, overwrite: bool) -> None:
-    """Refuse to export over the input, or (unless `overwrite`) over any file already there.
-
-    An export over its own training checkpoint would drop the optimiser states, so the run
-    could never be resumed again. Any other file, an earlier export or a shipped cascade
-    included, is replaced only when asked to; the error says what it is. `target` is a new
-    or regular file (`writable_file` refused the rest), so reading it cannot hang.
-    """
-    if not target.exists():
-        return
-    if os.path.samefile(source, target):
-        raise ValueError(
-            f"--out {target} is the same file as --checkpoint {source}: the export would "
-            "replace it (and lose its training state); choose another --out"
-        )
-    if overwrite:
-        return
-    shipped = [
-        name
-        for name, cascade in SHIPPED_CASCADES.items()
-        if cascade.exists() and os.path.samefile(cascade, target)
-    ]
-    if shipped:
-        kind = f"the shipped cascade {shipped[0]!r}, which sampling uses by that name"
-    else:
-        try:
-            existing = load_file(target, "checkpoint")
-        except ValueError:
-            existing = None
-        if not isinstance(existing, dict) or existing.get("format") != FORMAT:
-            kind = "not an imagen_lib checkpoint"
-        elif "optimizers" in existing:
-            kind = "a training checkpoint (an export would lose its training state)"
-        else:
-            kind = "an earlier export"
-    raise ValueError(
-        f"--out {target} exists and is {kind}: choose another --out, "
-        "or add --overwrite to replace it"
-    )
 
 
 def load_imagen(
@@ -416,17 +233,19 @@ def load_imagen(
     if text_encoder is None:
         text_encoder = encoder_for(config, name=payload["text_encoder"])
     if text_encoder.dim != payload["text_dim"]:
-        raise ValueError(
+        raise BadSetting(
             f"{path} was trained with text encoder {payload['text_encoder']!r} "
             f"({payload['text_dim']}-dim embeddings), but {text_encoder.name!r} gives "
-            f"{text_encoder.dim}-dim ones: load it with the encoder it was trained with"
+            f"{text_encoder.dim}-dim ones",
+            "load it with the encoder it was trained with",
+            text_encoder=payload["text_encoder"],
         )
     if weights is None:
         weights = "ema" if "ema" in payload else "model"
     if weights not in payload:
-        raise ValueError(
-            f"{path} holds no {weights!r} weights; "
-            f"it has: {[k for k in ('model', 'ema') if k in payload]}"
+        raise BadSetting(
+            f"{path} holds no {weights!r} weights",
+            f"it has: {[k for k in ('model', 'ema') if k in payload]}",
         )
     try:
         model = Imagen(config, text_encoder)

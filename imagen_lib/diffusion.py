@@ -33,6 +33,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from imagen_lib.plumbing.setting_checks import (
+    check_guidance_interval,
+    check_guidance_weight,
+    check_percentile,
+)
+
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t) -> prediction
 
 SCHEDULES = ("linear", "cosine")
@@ -182,43 +188,6 @@ def ideal_denoiser(images: torch.Tensor, schedule: NoiseSchedule) -> Denoiser:
     return denoise
 
 
-# Useful weights are small (lesson 9 sweeps 0 to 20); far beyond, samples only saturate,
-# and huge weights overflow to NaN.
-MAX_GUIDANCE_WEIGHT = 100.0
-
-
-def check_guidance_weight(guidance_weight: float) -> float:
-    if not isinstance(guidance_weight, (int, float)) or isinstance(guidance_weight, bool):
-        raise TypeError(f"guidance weight must be a number, got {guidance_weight!r}")
-    if not 0 <= guidance_weight <= MAX_GUIDANCE_WEIGHT:  # NaN fails too
-        raise ValueError(
-            f"guidance weight must be between 0 and {MAX_GUIDANCE_WEIGHT:g}, "
-            f"got {guidance_weight}: "
-            "0 ignores the text, 1 is plain conditioning, larger values follow the text harder"
-        )
-    return float(guidance_weight)
-
-
-def check_guidance_interval(interval: tuple[float, float]) -> tuple[float, float]:
-    """A guidance interval (start, end): fractions of the schedule with 0 <= start <= end <= 1."""
-    if (
-        not isinstance(interval, (tuple, list))
-        or len(interval) != 2
-        or any(isinstance(bound, bool) or not isinstance(bound, (int, float)) for bound in interval)
-    ):
-        raise TypeError(
-            f"a guidance interval is two numbers (start, end), such as (0.3, 0.8), got {interval!r}"
-        )
-    start, end = float(interval[0]), float(interval[1])
-    if not 0 <= start <= end <= 1:
-        raise ValueError(
-            "a guidance interval (start, end) needs 0 <= start <= end <= 1 "
-            f"(fractions of the schedule, 0 the clean end): got ({start:g}, {end:g}); "
-            "(0, 1) guides at every step"
-        )
-    return start, end
-
-
 def classifier_free_guidance(
     network: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     guidance_weight: float,
@@ -257,15 +226,6 @@ def classifier_free_guidance(
         return (1 - weight) * unconditional + weight * conditional
 
     return denoise
-
-
-def check_percentile(percentile: float) -> float:
-    if not 0 < percentile <= 1:
-        raise ValueError(
-            f"dynamic thresholding percentile must be in (0, 1], got {percentile}: "
-            "Imagen uses values such as 0.95 or 0.995"
-        )
-    return float(percentile)
 
 
 def threshold(x0: torch.Tensor, mode: str = "dynamic", percentile: float = 0.95) -> torch.Tensor:
@@ -335,10 +295,7 @@ def ddim_step(
 
 
 def log_snr(abar: torch.Tensor) -> torch.Tensor:
-    """lambda = log(alpha / sigma), the log signal-to-noise ratio.
-
-    Here alpha = sqrt(abar) and sigma = sqrt(1 - abar).
-    """
+    """The log signal-to-noise ratio lambda = log(alpha / sigma) = log(sqrt(abar / (1 - abar)))."""
     return 0.5 * (abar.log() - (1 - abar).log())
 
 

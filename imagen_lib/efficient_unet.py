@@ -35,10 +35,10 @@ from imagen_lib.layers import (
     Upsample,
     check_image,
     check_levels,
-    check_network,
     group_norm,
 )
 from imagen_lib.plumbing.configs import check_types
+from imagen_lib.plumbing.setting_checks import check_network
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,7 @@
 
 Lessons 3 and 4.
 - `check_image`, `check_levels`: the networks' and the cascade's input checks, so a wrong
-  shape is one clear error at the boundary instead of a failure deep inside a convolution;
-  `check_network`: the ranges of both networks' configs, checked when a config is made.
+  shape is one clear error at the boundary instead of a failure deep inside a convolution.
 - `timestep_embedding`: the sinusoidal embedding of a timestep (Vaswani et al. 2017,
   Section 3.5; used for diffusion timesteps by Ho et al. 2020), also used for the
   super-resolution stages' noise-augmentation level.
@@ -52,41 +51,6 @@ def check_levels(image_size: Size, levels: int) -> None:
             f"image size {size_text(image_size)} must have sides divisible by "
             f"2^{levels - 1} for {levels} resolution levels"
         )
-
-
-def check_network(config: object) -> None:
-    """A ValueError naming the first setting of a network's config out of its range.
-
-    For both networks' configs (`UNetConfig`, `EfficientUNetConfig`): widths, block counts,
-    attention sizes and heads of at least 1, one block count per level where they are given
-    per level, a dropout rate in [0, 1).
-    """
-    name = type(config).__name__
-    blocks = config.num_res_blocks  # one count for every level, or a tuple of one per level
-    positive = {
-        "channels": [config.channels],
-        "channel_mults": list(config.channel_mults),
-        "num_res_blocks": list(blocks) if isinstance(blocks, tuple) else [blocks],
-        "attention_resolutions": list(config.attention_resolutions),
-        "heads": [config.heads],
-    }
-    for setting, values in positive.items():
-        empty = not values and setting != "attention_resolutions"  # attention is optional
-        if empty or any(value < 1 for value in values):
-            given = getattr(config, setting)
-            rule = (
-                "must list values of at least 1"
-                if isinstance(given, tuple)
-                else "must be at least 1"
-            )
-            raise ValueError(f"{name}.{setting} {rule}, got {given}")
-    levels = len(config.channel_mults)
-    if isinstance(blocks, tuple) and len(blocks) != levels:
-        raise ValueError(
-            f"{name}.num_res_blocks needs one entry per level ({levels}), got {blocks}"
-        )
-    if not 0 <= config.dropout < 1:
-        raise ValueError(f"{name}.dropout must be in [0, 1), got {config.dropout}")
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """Named presets: a cascade's architecture plus how to train it, as plain dataclasses.
 
 Every preset is saved inside every checkpoint it produces, so a checkpoint always says
-how it was made. Change any training field from the command line with
-`--set field=value` (for example `--set batch_size=32`).
+how it was made. Any training field can be changed, in Python with `dataclasses.replace`
+or from the command line (for example batch_size=32).
 
 - `mnist`: sized for one Colab T4 GPU, like the original lesson (batch 64, 10k steps per
   stage): a 16x16 base and a 16->32 super-resolution stage, a pretrained T5 encoder.
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import typing
 from dataclasses import dataclass, field
 
 from imagen_lib.cascade import ImagenConfig, StageConfig
@@ -30,6 +29,7 @@ from imagen_lib.data import CAPTIONS, SOURCES, Captions
 from imagen_lib.efficient_unet import EfficientUNetConfig
 from imagen_lib.plumbing.configs import check_types
 from imagen_lib.scenes import SCENE_SIZE, TRAINING_SCENE_CAPTIONS, SceneCaptions
+from imagen_lib.text import DEFAULT_ENCODER
 from imagen_lib.unet import UNetConfig
 
 COMPILE_SETTINGS = ("auto", "on", "off")
@@ -91,7 +91,8 @@ class TrainConfig:
     compile: str = "auto"
 
     def __post_init__(self) -> None:
-        # values can come from --set or a checkpoint: each of its field's type, every number finite
+        # values can come from the command line or a checkpoint: each of its field's type,
+        # every number finite
         check_types(self)
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
@@ -201,7 +202,7 @@ def mnist() -> Preset:
                 guidance_weight=3.0,
             ),
         ],
-        text_encoder="google-t5/t5-small",
+        text_encoder=DEFAULT_ENCODER,
     )
     return Preset(
         "mnist",
@@ -374,31 +375,6 @@ def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
     return PRESETS[name]()
-
-
-def override(training: TrainConfig, assignments: list[str]) -> TrainConfig:
-    """Apply `field=value` strings to a TrainConfig, converting each value to the field's type."""
-    changes = {}
-    kinds = typing.get_type_hints(TrainConfig)  # each field's type: int, float, bool or str
-    for assignment in assignments:
-        name, sep, text = assignment.partition("=")
-        if not sep or name not in kinds:
-            raise ValueError(
-                f"--set takes field=value with a field among {', '.join(kinds)}; got {assignment!r}"
-            )
-        kind = kinds[name]
-        if kind is bool:
-            if text.lower() not in ("true", "false", "1", "0"):
-                raise ValueError(f"--set {name} takes true or false, got {text!r}")
-            changes[name] = text.lower() in ("true", "1")
-        else:
-            try:
-                changes[name] = kind(text)
-            except ValueError as error:
-                raise ValueError(
-                    f"--set {name} takes {kind.__name__} values, got {text!r}"
-                ) from error
-    return dataclasses.replace(training, **changes)
 
 
 def training_changes(old: TrainConfig, new: TrainConfig) -> list[str]:

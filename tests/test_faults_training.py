@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from conftest import tiny_cascade_config
 
 from imagen_lib import ImagenConfig, StageConfig, UNetConfig
-from imagen_lib.checkpoint import export_for_sampling, load_imagen, read_checkpoint
+from imagen_lib.checkpoint import load_imagen, read_checkpoint
 from imagen_lib.data import DigitSet, load_mnist
+from imagen_lib.plumbing.exporting import export_for_sampling
 from imagen_lib.plumbing.files import DiskFull
 from imagen_lib.plumbing.locks import LOCK_NAME
 from imagen_lib.presets import Preset, TrainConfig, get_preset

@@ -281,6 +281,20 @@ def test_random_tiny_t5_can_be_truncated_too(tiny_encoder, tiny_t5_path):
     assert first.description == f"{tiny_t5_path}, first 1 of 2 layers, random weights"
 
 
+def test_build_tiny_t5_leaves_the_callers_random_state_alone(tmp_path):
+    """Its weights come from its own seed; the caller's generator goes on where it was, as
+    after `random_model` (a trainer that seeds its networks, then builds an encoder, relies on
+    it). The same seed writes the same weights."""
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    first = imagen_lib.text.build_tiny_t5(tmp_path / "first", seed=0)
+    assert torch.equal(torch.rand(3), expected)
+    second = imagen_lib.text.build_tiny_t5(tmp_path / "second", seed=0)
+    weights = "model.safetensors"
+    assert (first / weights).read_bytes() == (second / weights).read_bytes()
+
+
 @pytest.mark.parametrize(
     "settings, message",
     [

@@ -26,21 +26,22 @@ from torch import nn
 
 import imagen_lib.diffusion
 from imagen_lib import Imagen, ImagenConfig
-from imagen_lib.checkpoint import export_for_sampling, load_imagen, read_checkpoint, save_imagen
+from imagen_lib.checkpoint import load_imagen, read_checkpoint, save_imagen
 from imagen_lib.data import DigitSet, load_mnist
 from imagen_lib.plumbing.compiling import compiles
 from imagen_lib.plumbing.divergence import TrainingDiverged
 from imagen_lib.plumbing.errors import BadSetting
+from imagen_lib.plumbing.exporting import export_for_sampling
 from imagen_lib.plumbing.files import DiskFull
 from imagen_lib.plumbing.locks import LOCK_NAME, RunFolderLocked, run_folder_lock
 from imagen_lib.plumbing.norms import weight_norm
+from imagen_lib.plumbing.overrides import override
 from imagen_lib.presets import (
     PRESETS,
     SCENE_FAMILIES,
     Preset,
     TrainConfig,
     get_preset,
-    override,
 )
 from imagen_lib.scenes import SCENE_SIZE
 from imagen_lib.text import TextEncoder, build_tiny_t5

@@ -270,12 +270,12 @@ def bench(
     prompts, drawn = bench_prompts(payload.get("preset"), config, num_samples)
     every_step = min(schedule.timesteps for schedule in model.schedules)
     timings = settings + ([("ddpm", every_step, "dynamic")] if ddpm else [])
-    recommended = model.sampling_plan(None, None)  # the checkpoint's own sampler and steps
+    recommended = config.sampling_plan()  # the checkpoint's own sampler and steps
 
     def is_recommended(sampler, steps, thresholding: str) -> bool:
-        return thresholding == "dynamic" and model.sampling_plan(sampler, steps) == recommended
+        return thresholding == "dynamic" and config.sampling_plan(sampler, steps) == recommended
 
-    if all(steps is not None for _, steps in recommended) and not any(
+    if all(stage.sampling_steps is not None for stage in recommended.stages) and not any(
         is_recommended(*setting) for setting in timings
     ):
         timings.append((None, None, "dynamic"))

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import TextIO
 
 from imagen_lib.data import SOURCES
-from imagen_lib.diffusion import MAX_GUIDANCE_WEIGHT, SAMPLERS, THRESHOLDINGS
+from imagen_lib.diffusion import SAMPLERS, THRESHOLDINGS
 from imagen_lib.plumbing.datasets import TORCHVISION_SETS
 from imagen_lib.plumbing.files import error_chain
+from imagen_lib.plumbing.setting_checks import MAX_GUIDANCE_WEIGHT
 from imagen_lib.presets import COMPILE_SETTINGS, PRESETS
 
 PACKAGE = Path(__file__).resolve().parent.parent  # imagen_lib/
@@ -112,7 +113,7 @@ def run_bench(args: argparse.Namespace) -> None:
 
 
 def run_export(args: argparse.Namespace) -> None:
-    from imagen_lib.checkpoint import export_for_sampling
+    from imagen_lib.plumbing.exporting import export_for_sampling
 
     path = export_for_sampling(
         args.checkpoint, args.out, one_or_list(args.guidance), one_or_list(args.sampler),

@@ -261,10 +261,11 @@ def describe_plan(
 
     Step counts left to a sampler's default are written out, as DDIM 50.
     """
-    plan = config.sampling_plan(sampler, steps)
+    stages = config.sampling_plan(sampler, steps).stages
     named = [
-        f"{name.upper()} {count or default_steps(name, stage.timesteps)}"
-        for (name, count), stage in zip(plan, config.stages)
+        f"{stage.sampler.upper()} "
+        f"{stage.sampling_steps or default_steps(stage.sampler, stage.timesteps)}"
+        for stage in stages
     ]
     if len(set(named)) == 1:
         return f"{named[0]} steps per stage"

@@ -29,9 +29,10 @@ from imagen_lib.plumbing import distributed
 from imagen_lib.plumbing.datasets import data_name
 from imagen_lib.plumbing.files import check_run_folder, not_empty, writable_folder
 from imagen_lib.plumbing.locks import LOCK_NAME, run_folder_lock
+from imagen_lib.plumbing.overrides import override
 from imagen_lib.plumbing.resuming import check_resumable, run_preset
 from imagen_lib.plumbing.training_data import training_set
-from imagen_lib.presets import Preset, TrainConfig, get_preset, override
+from imagen_lib.presets import Preset, TrainConfig, get_preset
 from imagen_lib.tools.sampling import at_least
 from imagen_lib.train import Trainer
 
