@@ -51,15 +51,8 @@ from imagen_lib.plumbing.files import check_free_space, existing_checkpoint, wri
 from imagen_lib.presets import SCENE_FAMILIES
 from imagen_lib.scenes import ScenePrompt, scene_evaluation_prompts, word_blind_order
 from imagen_lib.tools import results
-from imagen_lib.tools.sampling import (
-    at_least,
-    check_plan,
-    check_seed,
-    describe_interval,
-    describe_plan,
-    final_images,
-    timed,
-)
+from imagen_lib.tools.common import at_least, check_seed, timed
+from imagen_lib.tools.sampling import check_plan, describe_interval, describe_plan, final_images
 
 # Below this many samples per row, MNIST-FID is dominated by its small-sample bias: the
 # real-vs-real FID itself is large (about 104 at 50 samples, 5 at 1,000), so rows differ by noise.

@@ -51,7 +51,8 @@ from imagen_lib.data import (
 from imagen_lib.metrics import Scorer, evaluation_prompts, load_classifier, prompt_accuracy
 from imagen_lib.presets import Preset
 from imagen_lib.text import build_tiny_t5, caption_words
-from imagen_lib.tools.sampling import at_least, final_images, parse_sampler_setting, timed
+from imagen_lib.tools.common import at_least, timed
+from imagen_lib.tools.sampling import final_images, parse_sampler_setting
 from imagen_lib.train import Trainer, training_set
 
 EXPERIMENTS = (
@@ -765,7 +766,7 @@ def run_experiment(
     from imagen_lib.diffusion import check_guidance_weight
     from imagen_lib.plumbing.files import existing_checkpoint, writable_folder
     from imagen_lib.tools import results
-    from imagen_lib.tools.bench import machine_description
+    from imagen_lib.tools.common import machine_description
 
     if name not in EXPERIMENTS:
         raise ValueError(f"experiment must be one of {EXPERIMENTS}, got {name!r}")

@@ -523,7 +523,7 @@ def run_probe(
     import matplotlib.pyplot as plt
 
     from imagen_lib.plumbing.files import writable_folder
-    from imagen_lib.tools.bench import machine_description
+    from imagen_lib.tools.common import machine_description
 
     options = checked_options(seeds, widths, steps)
     chosen = chosen_encoders(encoders, defaults)

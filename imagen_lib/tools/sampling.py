@@ -13,7 +13,7 @@ import re
 import stat
 import time
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ from imagen_lib.plumbing.files import (
     grid_writer,
     writable_folder,
 )
+from imagen_lib.tools.common import at_least, check_seed
 from imagen_lib.train import COLOUR_GRID_PROMPTS, SCENE_GRID_PROMPTS
 
 SAMPLE_CHUNK = 256  # images sampled at once: memory stays bounded for any --num-samples
@@ -43,24 +44,10 @@ SAMPLE_CHUNK = 256  # images sampled at once: memory stays bounded for any --num
 # take 400 MiB as floats), and on a CPU 100,000 take hours: sample more in several runs.
 MAX_SAMPLES = 100_000
 MAX_PROMPTS_FILE = 2**20  # 1 MiB: more than any prompt list needs, and quick to read
-MAX_SEED = 2**63  # torch's generators take 64-bit seeds
 # What looks like a tokenizer's special token: [PAD] [CLS] [SEP] [MASK] [UNK] (BERT-like
 # encoders such as MiniLM), </s> <pad> <unk> <extra_id_0> (T5), <|endoftext|> (CLIP).
 # A tokenizer reads these as its control tokens wherever they stand, not as text.
 SPECIAL_TOKEN = re.compile(r"\[[A-Z]{3,}\]|</?[a-z][a-z0-9_]*>|<\|[a-z0-9_]+\|>")
-
-
-def check_seed(seed: int) -> int:
-    if not 0 <= seed < MAX_SEED:
-        raise ValueError(f"seed must be in [0, 2**63), got {seed}")
-    return seed
-
-
-def at_least(value: int | None, minimum: int, name: str, why: str = "") -> int | None:
-    """`value` unless it is below `minimum` (None means "not given" and passes)."""
-    if value is not None and value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}{why}, got {value}")
-    return value
 
 
 def read_prompts(prompts: list[str] | None, prompts_file: str | Path | None) -> list[str]:
@@ -274,13 +261,6 @@ def describe_plan(
 def describe_interval(interval: tuple[float, float]) -> str:
     """ " in [0.35, 0.7]" for a guidance interval, "" for every step."""
     return "" if tuple(interval) == (0, 1) else f" in [{interval[0]:g}, {interval[1]:g}]"
-
-
-def timed(make_images: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
-    """Run `make_images` and return its images and the seconds it took."""
-    started = time.perf_counter()
-    images = make_images()
-    return images, time.perf_counter() - started
 
 
 def final_images(

@@ -498,9 +498,8 @@ def run_scaling(
         existing_checkpoint,
         writable_folder,
     )
-    from imagen_lib.tools.bench import machine_description
+    from imagen_lib.tools.common import at_least, machine_description
     from imagen_lib.tools.experiments import training_recipe
-    from imagen_lib.tools.sampling import at_least
 
     if seeds is not None and not 1 <= at_least(seeds, 1, "--seeds") <= MAX_SEEDS:
         raise ValueError(f"--seeds must be between 1 and {MAX_SEEDS}, got {seeds}")
