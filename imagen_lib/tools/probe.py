@@ -40,6 +40,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from imagen_lib.metrics import binding_scores
+from imagen_lib.plumbing.errors import Stopped
 from imagen_lib.scenes import (
     HELD_OUT_CAPTIONS_BY_PHRASING,
     HELD_OUT_PAIRS,
@@ -547,7 +548,7 @@ def run_probe(
     )
     run = probe_encoders(chosen, options, save, progress)
     if not run.rows:
-        raise RuntimeError("no encoder could be loaded, so nothing was measured")
+        raise Stopped("no encoder could be loaded, so nothing was measured")
     final = results.load_results(path)
     figure = results.plot_results(final)
     figure.savefig(out / "probe.png", dpi=110, bbox_inches="tight")
