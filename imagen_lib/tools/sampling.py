@@ -287,6 +287,47 @@ def final_images(
     return torch.cat(parts)
 
 
+def check_options(
+    guidance_weight: float | None,
+    guidance_interval: tuple[float, float] | None,
+    thresholding: str,
+    steps: int | list[int] | None,
+) -> tuple[float, float] | None:
+    """Refuse a sampling option that cannot work; return the guidance interval as checked."""
+    if guidance_weight is not None:
+        check_guidance_weight(guidance_weight)
+    if guidance_interval is not None:
+        guidance_interval = check_guidance_interval(guidance_interval)
+    if thresholding not in THRESHOLDINGS:
+        raise ValueError(f"--thresholding must be one of {THRESHOLDINGS}, got {thresholding!r}")
+    for steps_given in steps if isinstance(steps, list) else [steps]:
+        at_least(steps_given, 1, "--steps", " (sampling steps per stage)")
+    return guidance_interval
+
+
+def write_samples(
+    out: Path,
+    names: list[str],
+    shown: list[torch.Tensor],
+    images: torch.Tensor,
+    prompts: list[str],
+) -> None:
+    """Write every stage's grid of `shown`, the final grid and samples.npz into `out`, as one set.
+
+    `shown` are the first images of every stage (each (N, C, H, W) in [-1, 1]), `images` all
+    the final ones, saved as uint8 with their `prompts`; `names` the files, as `output_names`.
+    """
+    columns = 8 if len(shown[-1]) % 8 == 0 else min(len(shown[-1]), 10)
+    # a row of scenes of two digits side by side (2:1) as wide as a row of single digits
+    height, width = shown[-1].shape[-2:]
+    columns = max(1, columns // max(1, width // height))
+    pixels = ((images * 0.5 + 0.5) * 255).round().clamp(0, 255).numpy().astype(np.uint8)
+    writers = [grid_writer(stage_images, columns) for stage_images in [*shown, shown[-1]]]
+    writers.append(lambda file: np.savez(file, images=pixels, prompts=np.array(prompts)))
+    # all or nothing: a failure (a full disk) leaves the previous run's files, never a mix
+    atomic_write_all(out, dict(zip(names, writers)), "samples")
+
+
 def sample_to_folder(
     out: str | Path,
     checkpoint: str | Path | None = None,
@@ -311,14 +352,7 @@ def sample_to_folder(
     given = prompts is not None or prompts_file is not None
     prompts = read_prompts(prompts, prompts_file)
     count = sample_count(prompts, num_samples, prompts_file)
-    if guidance_weight is not None:
-        check_guidance_weight(guidance_weight)
-    if guidance_interval is not None:
-        guidance_interval = check_guidance_interval(guidance_interval)
-    if thresholding not in THRESHOLDINGS:
-        raise ValueError(f"--thresholding must be one of {THRESHOLDINGS}, got {thresholding!r}")
-    for steps_given in steps if isinstance(steps, list) else [steps]:
-        at_least(steps_given, 1, "--steps", " (sampling steps per stage)")
+    guidance_interval = check_options(guidance_weight, guidance_interval, thresholding, steps)
     check_seed(seed)
     out = writable_folder(out)
     config = checkpoint_config(checkpoint)
@@ -358,15 +392,7 @@ def sample_to_folder(
             f"the samples contain NaN or infinite values (are {checkpoint}'s weights diverged?): "
             "nothing was saved"
         )
-    columns = 8 if len(shown[-1]) % 8 == 0 else min(len(shown[-1]), 10)
-    # a row of scenes of two digits side by side (2:1) as wide as a row of single digits
-    height, width = shown[-1].shape[-2:]
-    columns = max(1, columns // max(1, width // height))
-    pixels = ((images * 0.5 + 0.5) * 255).round().clamp(0, 255).numpy().astype(np.uint8)
-    writers = [grid_writer(stage_images, columns) for stage_images in [*shown, shown[-1]]]
-    writers.append(lambda file: np.savez(file, images=pixels, prompts=np.array(prompts)))
-    # all or nothing: a failure (a full disk) leaves the previous run's files, never a mix
-    atomic_write_all(out, dict(zip(names, writers)), "samples")
+    write_samples(out, names, shown, images, prompts)
     count = len(prompts)
     grids = f" (the grids show the first {SAMPLE_CHUNK})" if count > SAMPLE_CHUNK else ""
     print(
