@@ -861,6 +861,72 @@ def test_bad_training_values_exit_2_naming_the_field(assignment, tmp_path, capsy
     assert assignment.split("=")[0] in one_line_error(capsys)
 
 
+# How `main` renders an ImagenError's settings, one case per convention
+FLAG_CASES = {
+    "a value: the flag and the value": ({"text_encoder": "minilm"}, "--encoder minilm"),
+    "a list: the flag and each value": ({"guidance_weight": [3, 1]}, "--guidance 3 1"),
+    "True: the bare switch": ({"overwrite": True}, "--overwrite"),
+    "None: the flag alone": ({"out": None}, "--out"),
+    "a training field: --set": ({"learning_rate": 0.001}, "--set learning_rate=0.001"),
+    "a training switch: --set true": ({"mixed_precision": True}, "--set mixed_precision=true"),
+    "a training field to choose": ({"batch_size": None}, "--set batch_size=VALUE"),
+    "several: in order": ({"out": None, "overwrite": True}, "--out, --overwrite"),
+}
+
+
+@pytest.mark.parametrize("case", FLAG_CASES)
+def test_an_imagen_error_is_one_line_naming_its_settings_as_flags(
+    case, monkeypatch, tmp_path, capsys
+):
+    import imagen_lib.tools.sampling
+    from imagen_lib.plumbing.errors import BadSetting
+
+    settings, flags = FLAG_CASES[case]
+
+    def refused(*args, **kwargs):
+        raise BadSetting("runs/x exists", "choose another out, or overwrite it", **settings)
+
+    monkeypatch.setattr(imagen_lib.tools.sampling, "sample_to_folder", refused)
+    assert main(["sample", "--out", str(tmp_path / "out")]) == 2
+    assert one_line_error(capsys) == (
+        f"error: runs/x exists: choose another out, or overwrite it ({flags})"
+    )
+
+
+@pytest.mark.parametrize(
+    "error, line",
+    [
+        ("no hint", "error: no hint"),
+        ("hint, no settings", "error: hint, no settings: do this"),
+        ("plain ValueError", "error: plain ValueError"),
+    ],
+)
+def test_an_error_without_settings_is_its_message(error, line, monkeypatch, tmp_path, capsys):
+    """The type decides, wherever it was raised: here, in the test, outside imagen_lib."""
+    import imagen_lib.tools.sampling
+    from imagen_lib.plumbing.errors import Stopped
+
+    raised = {
+        "no hint": Stopped("no hint"),
+        "hint, no settings": Stopped("hint, no settings", "do this"),
+        "plain ValueError": ValueError("plain ValueError"),
+    }[error]
+
+    def failing(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(imagen_lib.tools.sampling, "sample_to_folder", failing)
+    assert main(["sample", "--out", str(tmp_path / "out")]) == 2
+    assert one_line_error(capsys) == line
+
+
+def test_every_flag_a_setting_renders_as_is_an_option():
+    from imagen_lib.tools.cli import FLAGS
+
+    options = {flag for _, action in all_options() for flag in action.option_strings}
+    assert set(FLAGS.values()) <= options
+
+
 def test_usage_errors_exit_2(capsys):
     """argparse's own errors (no command, unknown option) also exit with status 2."""
     with pytest.raises(SystemExit) as raised:

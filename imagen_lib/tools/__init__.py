@@ -1,10 +1,12 @@
 """Tooling around the model, not taught by the lessons.
 
-cli.py (`python -m imagen_lib`) parses and calls one function per command: sampling.py,
-evaluation.py, bench.py (with its profiling) and experiments.py (the paper's findings,
-their registry and defaults), whose tables and plots results.py makes. plotting.py,
-diagrams.py (the networks drawn from a traced forward pass) and widgets.py draw for the
-notebooks, lessons.py holds the notebooks' helpers and
-repository.py the maintenance command that points the lessons at a published copy.
-The model's modules in imagen_lib/ never import from here.
+cli.py (`python -m imagen_lib`) builds its parser from commands.py, each command's options
+beside the one function it calls: training.py, sampling.py, evaluation.py, bench.py (with
+its profiling), encoders.py, and for `experiment` (experiment_command.py) experiments.py
+(the paper's findings, their FINDINGS table and defaults), scaling.py and probe.py, whose
+tables and plots results.py makes (its KINDS table). common.py holds the checks and the
+stopwatch they all share. plotting.py, diagrams.py (the networks drawn from a traced
+forward pass) and widgets.py draw for the notebooks, lessons.py holds the notebooks'
+helpers and repository.py the maintenance command that points the lessons at a published
+copy. The model's modules in imagen_lib/ never import from here.
 """

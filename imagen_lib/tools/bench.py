@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -33,14 +32,9 @@ from imagen_lib.plumbing.files import existing_checkpoint, not_empty
 from imagen_lib.plumbing.timing import images_per_second, synchronize
 from imagen_lib.presets import Preset, get_preset
 from imagen_lib.scenes import scene_evaluation_prompts
+from imagen_lib.tools.common import at_least, machine_description
 from imagen_lib.tools.evaluation import draws_colour_scenes, draws_scenes
-from imagen_lib.tools.sampling import (
-    SAMPLE_CHUNK,
-    at_least,
-    check_plan,
-    describe_plan,
-    parse_sampler_setting,
-)
+from imagen_lib.tools.sampling import SAMPLE_CHUNK, check_plan, describe_plan, parse_sampler_setting
 from imagen_lib.train import Trainer
 
 # Timed by default: a minute or two on 2 cores.
@@ -108,35 +102,6 @@ def step_cost(trainer: Trainer, stage: int, steps: int = 5) -> StepCost:
         )
         busy = min(1.0, kernel_us / 1e6 / (wall / steps))
     return StepCost(len(top_level), issued / steps * 1000, wall / steps * 1000, busy)
-
-
-def machine_description() -> str:
-    """The OS, the CPU and its vector instructions, the core count, torch's version, the device."""
-    device = default_device()
-    if device.type == "cuda":
-        accelerator = torch.cuda.get_device_name(device)
-    else:
-        accelerator = f"{device.type}, {torch.get_num_threads()} torch threads"
-    # The widest vector instructions torch uses (AVX2, AVX512, ...): two machines with the
-    # same core count measured up to 3x apart on these.
-    cpu = f"{cpu_model()}, {torch.backends.cpu.get_cpu_capability()}"
-    return (
-        f"{platform.system()} {cpu}, {os.cpu_count()} cores; "
-        f"torch {torch.__version__}; device: {accelerator}"
-    )
-
-
-def cpu_model() -> str:
-    """The processor's name, as Linux's /proc/cpuinfo says it.
-
-    platform.processor() is often empty: it, then platform.machine(), are only fallbacks.
-    """
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def peak_memory_mib() -> float:

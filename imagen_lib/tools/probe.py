@@ -40,6 +40,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from imagen_lib.metrics import binding_scores
+from imagen_lib.plumbing.errors import Stopped
 from imagen_lib.scenes import (
     HELD_OUT_CAPTIONS_BY_PHRASING,
     HELD_OUT_PAIRS,
@@ -523,7 +524,7 @@ def run_probe(
     import matplotlib.pyplot as plt
 
     from imagen_lib.plumbing.files import writable_folder
-    from imagen_lib.tools.bench import machine_description
+    from imagen_lib.tools.common import machine_description
 
     options = checked_options(seeds, widths, steps)
     chosen = chosen_encoders(encoders, defaults)
@@ -547,7 +548,7 @@ def run_probe(
     )
     run = probe_encoders(chosen, options, save, progress)
     if not run.rows:
-        raise RuntimeError("no encoder could be loaded, so nothing was measured")
+        raise Stopped("no encoder could be loaded, so nothing was measured")
     final = results.load_results(path)
     figure = results.plot_results(final)
     figure.savefig(out / "probe.png", dpi=110, bbox_inches="tight")

@@ -12,12 +12,17 @@ import json
 import math
 import platform
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from imagen_lib.plumbing.files import atomic_write_text
+
+if TYPE_CHECKING:  # matplotlib is imported only where a figure is drawn
+    from matplotlib.figure import Figure
 
 
 def summarize(rows: list[dict], keys: Sequence[str]) -> list[dict]:
@@ -90,58 +95,6 @@ PERCENT = (
     "accuracy", "speckle", "scene", "swap", "left", "right", *SCALING_MEASURES,
     *PROBE_MEASURES, "held_out_accuracy", "digits", "colours", "colour_swap",
 )  # fmt: skip
-# experiment -> (the columns that name a setting, the measured columns shown as mean ± std)
-TABLES = {
-    "guidance": (["guidance", "thresholding"], {**ACCURACY, **FID, "seconds": "seconds"}),
-    "augmentation": (["base_guidance", "sr_stage", "level"], {**ACCURACY, **FID}),
-    "language": (["encoder", "phrasing"], ACCURACY),
-    "conditioning": (["conditioning", "phrasing"], ACCURACY),
-    "sampler": (
-        ["sampler", "steps"],
-        {**ACCURACY, **FID, "speckle": "speckle (%)", "seconds_per_grid": "seconds per 64 images"},
-    ),
-    "prediction": (
-        ["prediction", "sampler", "steps", "thresholding"],
-        {**ACCURACY, **FID, "speckle": "speckle (%)", "seconds_per_grid": "seconds per 64 images"},
-    ),
-    "scaling": (["model", "guidance", "set", "category", "phrasing"], SCALING_MEASURES),
-    # the pilot learning curve of the scaling experiment's reference row (tools/scaling.py)
-    "scaling_curve": (
-        ["steps"],
-        {key: SCALING_MEASURES[key] for key in ("order", "pair", "scene")},
-    ),
-    "probe": (["encoder", "width", "set", "group"], PROBE_MEASURES),
-    # `evaluate --save`: a cascade's scores per setting (single digits, or scenes per set)
-    "evaluation": (
-        ["guidance", "thresholding"],
-        {**ACCURACY, **FID, "speckle": "speckle (%)", "held_out_accuracy": "held-out (%)"},
-    ),
-    "scene_evaluation": (
-        ["guidance", "thresholding", "set", "category", "phrasing"],
-        {key: SCALING_MEASURES[key] for key in ("scene", "swap", "order", "pair")},
-    ),
-    "colour_scene_evaluation": (
-        ["guidance", "thresholding", "set", "category", "phrasing"],
-        {
-            "scene": "scene accuracy, digits and colours (%)",
-            "digits": "digit accuracy (%)",
-            "colours": "colour accuracy (%)",
-            "colour_swap": "colour swap rate (%)",
-            "swap": "digit swap rate (%)",
-        },
-    ),
-}
-# columns a row needs beyond its table's, for the tables and plots drawn from it
-EXTRA_COLUMNS = {
-    "language": ["seen"],
-    "conditioning": ["seen"],
-    "probe": ["count", "parameters"],
-    "scaling": ["count", "order_count", "channels", "encoder_parameters", "unet_parameters"],
-}
-
-
-# experiments that compare models phrasing by phrasing
-PHRASING_KEYS = {"language": "encoder", "conditioning": "conditioning"}
 
 
 def seen_and_unseen(rows: list[dict], key: str) -> list[dict]:
@@ -164,20 +117,18 @@ def seen_and_unseen(rows: list[dict], key: str) -> list[dict]:
 
 
 def results_table(results: dict) -> str:
-    """The Markdown table of an experiment's results.
+    """The Markdown table of an experiment's results (`KINDS`: its own, or the summary's).
 
     For phrasing experiments, also seen vs unseen phrasings on average.
     """
-    keys, columns = TABLES[results["experiment"]]
-    if results["experiment"] == "scaling":
-        return scaling_table(results)
-    if results["experiment"] == "probe":
-        return probe_table(results)
-    table = markdown_table(summarize(results["rows"], keys), keys, columns)
-    key = PHRASING_KEYS.get(results["experiment"])
-    if key is not None:
+    kind = KINDS[results["experiment"]]
+    if kind.table is not None:
+        return kind.table(results)
+    table = markdown_table(summarize(results["rows"], kind.keys), kind.keys, kind.columns)
+    if kind.compared is not None:
+        key = kind.compared
         by_kind = summarize(seen_and_unseen(results["rows"], key), [key, "phrasings"])
-        table += "\n\n" + markdown_table(by_kind, [key, "phrasings"], columns)
+        table += "\n\n" + markdown_table(by_kind, [key, "phrasings"], kind.columns)
     return table
 
 
@@ -486,8 +437,8 @@ def probe_table(results: dict) -> str:
         markdown_table(summarize(probe_by_set(rows, "scene"), keys), keys, by_set),
         "Every set and group (count: captions):",
         markdown_table(
-            summarize(rows, [*TABLES["probe"][0], "count"]),
-            [*TABLES["probe"][0], "count"],
+            summarize(rows, [*KINDS["probe"].keys, "count"]),
+            [*KINDS["probe"].keys, "count"],
             PROBE_MEASURES,
         ),
         "Word-blind baselines (order accuracy of readers that see only which digits are named):",
@@ -591,7 +542,7 @@ def load_results(path: str | Path) -> dict:
         raise FileNotFoundError(
             f"no results at {path}: run `python -m imagen_lib experiment NAME` to make them"
         )
-    name = path.stem if path.stem in TABLES else "NAME"  # the files are named NAME.json
+    name = path.stem if path.stem in KINDS else "NAME"  # the files are named NAME.json
     # the scaling experiment's learning curve comes from its --curve option
     name = "scaling --curve SNAPSHOT ..." if name == "scaling_curve" else name
     fix = f"measure it again with `python -m imagen_lib experiment {name}`"
@@ -605,7 +556,7 @@ def load_results(path: str | Path) -> dict:
         ) from None
     if not isinstance(results, dict):
         raise ValueError(f"{path} holds a {type(results).__name__}, not an object: {fix}")
-    if results.get("experiment") not in TABLES or "rows" not in results:
+    if results.get("experiment") not in KINDS or "rows" not in results:
         raise ValueError(
             f"{path} is not an experiment results file (no known 'experiment' and 'rows')"
         )
@@ -621,8 +572,8 @@ def results_problem(results: dict) -> str | None:
         return "'settings' must be an object"
     if not isinstance(results["rows"], list):
         return "'rows' must be a list"
-    keys, columns = TABLES[results["experiment"]]
-    extra = EXTRA_COLUMNS.get(results["experiment"], [])  # results_table needs them
+    kind = KINDS[results["experiment"]]
+    keys, columns, extra = kind.keys, kind.columns, kind.extra  # results_table needs them all
     if results["experiment"] == "probe" and not isinstance(
         results["settings"].get("baselines"), dict
     ):
@@ -786,7 +737,7 @@ def plot_phrasings(results: dict):
     """
     import matplotlib.pyplot as plt
 
-    rows, key = results["rows"], PHRASING_KEYS[results["experiment"]]
+    rows, key = results["rows"], KINDS[results["experiment"]].compared
     figure, axis = plt.subplots(figsize=(9, 3.8))
     names = list(dict.fromkeys(r[key] for r in rows))
     width = 0.8 / len(names)
@@ -883,36 +834,26 @@ def plot_examples(examples: dict[str, torch.Tensor], title: str):
     return figure
 
 
-def plot_results(results: dict):
-    """The figure for one experiment's results (a matplotlib Figure)."""
-    experiment = results["experiment"]
-    if experiment == "guidance":
-        return plot_guidance(results)
-    if experiment == "scaling":
-        return plot_scaling(results)
-    if experiment == "scaling_curve":
-        return plot_scaling_curve(results)
-    if experiment == "probe":
-        return plot_probe(results)
-    if experiment in PHRASING_KEYS:
-        return plot_phrasings(results)
-    if experiment == "prediction":
-        return plot_prediction(results)
-    if experiment == "augmentation":
-        # a curve per SR stage and base guidance weight
-        curves = [
-            {**row, "sr_stage": f"{row['sr_stage']}, base guidance {row['base_guidance']:g}"}
-            for row in results["rows"]
-        ]
-        return plot_against(
-            {**results, "rows": curves},
-            "sr_stage",
-            "level",
-            "level",
-            "SR conditioning-noise level at sampling",
-            "Noise conditioning augmentation",
-            log_fid=True,
-        )
+def plot_augmentation(results: dict):
+    """MNIST-FID and prompt accuracy against the SR stage's noise level at sampling: a curve
+    per SR stage and base guidance weight."""
+    curves = [
+        {**row, "sr_stage": f"{row['sr_stage']}, base guidance {row['base_guidance']:g}"}
+        for row in results["rows"]
+    ]
+    return plot_against(
+        {**results, "rows": curves},
+        "sr_stage",
+        "level",
+        "level",
+        "SR conditioning-noise level at sampling",
+        "Noise conditioning augmentation",
+        log_fid=True,
+    )
+
+
+def plot_sampler(results: dict):
+    """MNIST-FID and prompt accuracy against seconds, a curve per sampler, points by steps."""
     return plot_against(
         results,
         "sampler",
@@ -922,3 +863,95 @@ def plot_results(results: dict):
         "Sampling steps: quality against time",
         log_x=True,
     )
+
+
+def plot_results(results: dict):
+    """The figure for one experiment's results (a matplotlib Figure)."""
+    plot = KINDS[results["experiment"]].plot
+    if plot is None:
+        raise ValueError(f"{results['experiment']} results have no plot: print their table")
+    return plot(results)
+
+
+@dataclass(frozen=True)
+class ResultsKind:
+    """One kind of results file (its "experiment"): the columns of its rows, its table, its plot."""
+
+    keys: tuple[str, ...]  # the columns that name a setting
+    columns: dict[str, str]  # the measured columns, shown as mean ± std, with their headers
+    plot: Callable[[dict], Figure] | None = None  # None: an `evaluate --save` file, a table only
+    table: Callable[[dict], str] | None = None  # None: the summary's Markdown table
+    extra: tuple[str, ...] = ()  # columns a row needs beyond those, for its table and plot
+    compared: str | None = None  # phrasing experiments: the column that names each model
+
+
+SAMPLING_COLUMNS = {
+    **ACCURACY,
+    **FID,
+    "speckle": "speckle (%)",
+    "seconds_per_grid": "seconds per 64 images",
+}
+SCENE_KEYS = ("guidance", "thresholding", "set", "category", "phrasing")
+# Every kind of results file by its "experiment": the findings (tools/experiments.py), the
+# scaling grid and its learning curve (tools/scaling.py), the probe (tools/probe.py) and
+# `evaluate --save` (tools/evaluation.py).
+KINDS = {
+    "guidance": ResultsKind(
+        ("guidance", "thresholding"), {**ACCURACY, **FID, "seconds": "seconds"}, plot_guidance
+    ),
+    "augmentation": ResultsKind(
+        ("base_guidance", "sr_stage", "level"), {**ACCURACY, **FID}, plot_augmentation
+    ),
+    "language": ResultsKind(
+        ("encoder", "phrasing"), ACCURACY, plot_phrasings, extra=("seen",), compared="encoder"
+    ),
+    "conditioning": ResultsKind(
+        ("conditioning", "phrasing"),
+        ACCURACY,
+        plot_phrasings,
+        extra=("seen",),
+        compared="conditioning",
+    ),
+    "sampler": ResultsKind(("sampler", "steps"), SAMPLING_COLUMNS, plot_sampler),
+    "prediction": ResultsKind(
+        ("prediction", "sampler", "steps", "thresholding"), SAMPLING_COLUMNS, plot_prediction
+    ),
+    "scaling": ResultsKind(
+        ("model", "guidance", "set", "category", "phrasing"),
+        SCALING_MEASURES,
+        plot_scaling,
+        scaling_table,
+        extra=("count", "order_count", "channels", "encoder_parameters", "unet_parameters"),
+    ),
+    # the pilot learning curve of the scaling experiment's reference row
+    "scaling_curve": ResultsKind(
+        ("steps",),
+        {key: SCALING_MEASURES[key] for key in ("order", "pair", "scene")},
+        plot_scaling_curve,
+    ),
+    "probe": ResultsKind(
+        ("encoder", "width", "set", "group"),
+        PROBE_MEASURES,
+        plot_probe,
+        probe_table,
+        extra=("count", "parameters"),
+    ),
+    # `evaluate --save`: a cascade's scores per setting (single digits, or scenes per set)
+    "evaluation": ResultsKind(
+        ("guidance", "thresholding"),
+        {**ACCURACY, **FID, "speckle": "speckle (%)", "held_out_accuracy": "held-out (%)"},
+    ),
+    "scene_evaluation": ResultsKind(
+        SCENE_KEYS, {key: SCALING_MEASURES[key] for key in ("scene", "swap", "order", "pair")}
+    ),
+    "colour_scene_evaluation": ResultsKind(
+        SCENE_KEYS,
+        {
+            "scene": "scene accuracy, digits and colours (%)",
+            "digits": "digit accuracy (%)",
+            "colours": "colour accuracy (%)",
+            "colour_swap": "colour swap rate (%)",
+            "swap": "digit swap rate (%)",
+        },
+    ),
+}

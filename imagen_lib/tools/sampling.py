@@ -13,7 +13,7 @@ import re
 import stat
 import time
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,30 +37,17 @@ from imagen_lib.plumbing.files import (
     writable_folder,
 )
 from imagen_lib.plumbing.training_grids import COLOUR_GRID_PROMPTS, SCENE_GRID_PROMPTS
+from imagen_lib.tools.common import at_least, check_seed
 
 SAMPLE_CHUNK = 256  # images sampled at once: memory stays bounded for any --num-samples
 # Every final image stays in memory until samples.npz is written (100,000 32x32 images
 # take 400 MiB as floats), and on a CPU 100,000 take hours: sample more in several runs.
 MAX_SAMPLES = 100_000
 MAX_PROMPTS_FILE = 2**20  # 1 MiB: more than any prompt list needs, and quick to read
-MAX_SEED = 2**63  # torch's generators take 64-bit seeds
 # What looks like a tokenizer's special token: [PAD] [CLS] [SEP] [MASK] [UNK] (BERT-like
 # encoders such as MiniLM), </s> <pad> <unk> <extra_id_0> (T5), <|endoftext|> (CLIP).
 # A tokenizer reads these as its control tokens wherever they stand, not as text.
 SPECIAL_TOKEN = re.compile(r"\[[A-Z]{3,}\]|</?[a-z][a-z0-9_]*>|<\|[a-z0-9_]+\|>")
-
-
-def check_seed(seed: int) -> int:
-    if not 0 <= seed < MAX_SEED:
-        raise ValueError(f"seed must be in [0, 2**63), got {seed}")
-    return seed
-
-
-def at_least(value: int | None, minimum: int, name: str, why: str = "") -> int | None:
-    """`value` unless it is below `minimum` (None means "not given" and passes)."""
-    if value is not None and value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}{why}, got {value}")
-    return value
 
 
 def read_prompts(prompts: list[str] | None, prompts_file: str | Path | None) -> list[str]:
@@ -277,13 +264,6 @@ def describe_interval(interval: tuple[float, float]) -> str:
     return "" if tuple(interval) == (0, 1) else f" in [{interval[0]:g}, {interval[1]:g}]"
 
 
-def timed(make_images: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
-    """Run `make_images` and return its images and the seconds it took."""
-    started = time.perf_counter()
-    images = make_images()
-    return images, time.perf_counter() - started
-
-
 def final_images(
     model: Imagen,
     prompts: list[str],
@@ -306,6 +286,47 @@ def final_images(
         if bar is not None:
             bar.update(len(chunk_prompts))
     return torch.cat(parts)
+
+
+def check_options(
+    guidance_weight: float | None,
+    guidance_interval: tuple[float, float] | None,
+    thresholding: str,
+    steps: int | list[int] | None,
+) -> tuple[float, float] | None:
+    """Refuse a sampling option that cannot work; return the guidance interval as checked."""
+    if guidance_weight is not None:
+        check_guidance_weight(guidance_weight)
+    if guidance_interval is not None:
+        guidance_interval = check_guidance_interval(guidance_interval)
+    if thresholding not in THRESHOLDINGS:
+        raise ValueError(f"--thresholding must be one of {THRESHOLDINGS}, got {thresholding!r}")
+    for steps_given in steps if isinstance(steps, list) else [steps]:
+        at_least(steps_given, 1, "--steps", " (sampling steps per stage)")
+    return guidance_interval
+
+
+def write_samples(
+    out: Path,
+    names: list[str],
+    shown: list[torch.Tensor],
+    images: torch.Tensor,
+    prompts: list[str],
+) -> None:
+    """Write every stage's grid of `shown`, the final grid and samples.npz into `out`, as one set.
+
+    `shown` are the first images of every stage (each (N, C, H, W) in [-1, 1]), `images` all
+    the final ones, saved as uint8 with their `prompts`; `names` the files, as `output_names`.
+    """
+    columns = 8 if len(shown[-1]) % 8 == 0 else min(len(shown[-1]), 10)
+    # a row of scenes of two digits side by side (2:1) as wide as a row of single digits
+    height, width = shown[-1].shape[-2:]
+    columns = max(1, columns // max(1, width // height))
+    pixels = ((images * 0.5 + 0.5) * 255).round().clamp(0, 255).numpy().astype(np.uint8)
+    writers = [grid_writer(stage_images, columns) for stage_images in [*shown, shown[-1]]]
+    writers.append(lambda file: np.savez(file, images=pixels, prompts=np.array(prompts)))
+    # all or nothing: a failure (a full disk) leaves the previous run's files, never a mix
+    atomic_write_all(out, dict(zip(names, writers)), "samples")
 
 
 def sample_to_folder(
@@ -332,14 +353,7 @@ def sample_to_folder(
     given = prompts is not None or prompts_file is not None
     prompts = read_prompts(prompts, prompts_file)
     count = sample_count(prompts, num_samples, prompts_file)
-    if guidance_weight is not None:
-        check_guidance_weight(guidance_weight)
-    if guidance_interval is not None:
-        guidance_interval = check_guidance_interval(guidance_interval)
-    if thresholding not in THRESHOLDINGS:
-        raise ValueError(f"--thresholding must be one of {THRESHOLDINGS}, got {thresholding!r}")
-    for steps_given in steps if isinstance(steps, list) else [steps]:
-        at_least(steps_given, 1, "--steps", " (sampling steps per stage)")
+    guidance_interval = check_options(guidance_weight, guidance_interval, thresholding, steps)
     check_seed(seed)
     out = writable_folder(out)
     config = checkpoint_config(checkpoint)
@@ -379,15 +393,7 @@ def sample_to_folder(
             f"the samples contain NaN or infinite values (are {checkpoint}'s weights diverged?): "
             "nothing was saved"
         )
-    columns = 8 if len(shown[-1]) % 8 == 0 else min(len(shown[-1]), 10)
-    # a row of scenes of two digits side by side (2:1) as wide as a row of single digits
-    height, width = shown[-1].shape[-2:]
-    columns = max(1, columns // max(1, width // height))
-    pixels = ((images * 0.5 + 0.5) * 255).round().clamp(0, 255).numpy().astype(np.uint8)
-    writers = [grid_writer(stage_images, columns) for stage_images in [*shown, shown[-1]]]
-    writers.append(lambda file: np.savez(file, images=pixels, prompts=np.array(prompts)))
-    # all or nothing: a failure (a full disk) leaves the previous run's files, never a mix
-    atomic_write_all(out, dict(zip(names, writers)), "samples")
+    write_samples(out, names, shown, images, prompts)
     count = len(prompts)
     grids = f" (the grids show the first {SAMPLE_CHUNK})" if count > SAMPLE_CHUNK else ""
     print(

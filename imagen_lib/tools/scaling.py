@@ -229,6 +229,18 @@ def done_runs(rows: list[dict]) -> set[tuple[str, int]]:
     return {(row["model"], row["seed"]) for row in rows}
 
 
+def runs_to_do(
+    rows: Sequence[ScalingRow], seeds: int | None, measured: list[dict]
+) -> list[tuple[ScalingRow, int]]:
+    """Each (row, seed) not yet `measured`: every row's own seeds, or `seeds` if more."""
+    return [
+        (row, seed)
+        for row in rows
+        for seed in range(max(row.seeds, seeds or 0))
+        if (row.name, seed) not in done_runs(measured)
+    ]
+
+
 def as_recorded(preset: Preset) -> dict:
     """A preset as a JSON file holds it (tuples as lists), to compare with one read back."""
     return json.loads(json.dumps(preset.to_dict()))
@@ -469,6 +481,33 @@ def check_guidance(guidance: Sequence[float]) -> list[float]:
     return weights
 
 
+def scaling_settings(
+    recipe: Preset, num_samples: int, weights: list[float], classifier: str | Path
+) -> dict:
+    """What scaling.json records of how it was measured.
+
+    Its "recipe" must match for a later run to add rows to the file (`measured_so_far`); the
+    classifier is recorded by its file's digest.
+    """
+    from imagen_lib.tools.common import machine_description
+
+    sampler, steps = SCALING_SAMPLING
+    return dict(
+        command="experiment",
+        name="scaling",
+        recipe=dict(
+            preset=recipe.to_dict(),
+            num_samples=num_samples,
+            guidance=weights,
+            sampling=[sampler, steps, *SCALING_INTERVAL],
+            classifier=file_digest(classifier),
+        ),
+        gate=dict(set="training relations", guidance=GATE_GUIDANCE, order=GATE_ORDER),
+        smallest_effect=SMALLEST_EFFECT,
+        machine=machine_description(),
+    )
+
+
 def run_scaling(
     checkpoint: str | Path | None = None,
     seeds: int | None = None,
@@ -498,9 +537,8 @@ def run_scaling(
         existing_checkpoint,
         writable_folder,
     )
-    from imagen_lib.tools.bench import machine_description
+    from imagen_lib.tools.common import at_least
     from imagen_lib.tools.experiments import training_recipe
-    from imagen_lib.tools.sampling import at_least
 
     if seeds is not None and not 1 <= at_least(seeds, 1, "--seeds") <= MAX_SEEDS:
         raise ValueError(f"--seeds must be between 1 and {MAX_SEEDS}, got {seeds}")
@@ -514,32 +552,12 @@ def run_scaling(
     )
     out, runs = writable_folder(out), writable_folder(runs, "--runs") / "scaling"
     scoring_classifier = load_classifier(classifier)  # None: the shipped one; "" is refused
-    classifier_path = classifier or SHIPPED_CLASSIFIER
-    sampler, steps = SCALING_SAMPLING
-    settings = dict(
-        command="experiment",
-        name="scaling",
-        recipe=dict(
-            preset=recipe.to_dict(),
-            num_samples=num_samples,
-            guidance=weights,
-            sampling=[sampler, steps, *SCALING_INTERVAL],
-            classifier=file_digest(classifier_path),
-        ),
-        gate=dict(set="training relations", guidance=GATE_GUIDANCE, order=GATE_ORDER),
-        smallest_effect=SMALLEST_EFFECT,
-        machine=machine_description(),
-    )
+    settings = scaling_settings(recipe, num_samples, weights, classifier or SHIPPED_CLASSIFIER)
     path = out / "scaling.json"
     with results_lock(out):
         measured, earlier = measured_so_far(path, settings["recipe"])
         load_examples(path.with_name("scaling_examples.pt"))  # a damaged file fails now
-    todo = [
-        (row, seed)
-        for row in every
-        for seed in range(max(row.seeds, seeds or 0))
-        if (row.name, seed) not in done_runs(measured)
-    ]
+    todo = runs_to_do(every, seeds, measured)
     # the real-vs-real floor of the base stage's resolution, for the per-slot FID
     height = recipe.model.stages[0].image_size[0]
     scorer = Scorer.build(
