@@ -1,9 +1,11 @@
 """The taught modules hold the method; the runtime machinery lives in imagen_lib/plumbing/.
 
 A lesson's module (imagen_lib/*.py) should read top to bottom as what the lesson teaches:
-the training loop, not its locks. So none of them may import `fcntl` (file locks) or
-`socket` (network probes), ask `shutil.disk_usage` for free space, or define a lock; those
-belong to imagen_lib/plumbing/, which the taught modules call. The files are read with
+the training loop, not its locks. Nor does it speak the command line's language: a notebook
+user calling `Trainer.train()` has no `--out`, so no string in a taught module names a flag
+(its errors name settings; tools/cli.py renders them as flags). So none of them may import
+`fcntl` (file locks) or `socket` (network probes), ask `shutil.disk_usage` for free space, or
+define a lock; those belong to imagen_lib/plumbing/, which the taught modules call. The files are read with
 `ast`, so a word in a comment or a docstring is no finding.
 """
 
@@ -32,6 +34,19 @@ def words(name: str) -> set[str]:
 def is_lock_name(name: str) -> bool:
     """Whether an identifier names a lock ("ResidualBlock" does not: its word is "block")."""
     return bool(words(name) & {"lock", "locks", "locked", "flock"})
+
+
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*")  # --out, --stage-from; not x--y or a rule ----
+
+
+def flags_in(source: str) -> list[str]:
+    """Every command-line flag named in a module's strings (docstrings and f-strings too)."""
+    return [
+        f"line {node.lineno}: {flag}"
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        for flag in FLAG.findall(node.value)
+    ]
 
 
 def plumbing_in(source: str) -> list[str]:
@@ -113,4 +128,23 @@ def test_taught_modules_hold_no_plumbing(path):
     assert not found, (
         f"{path.name} is taught, but holds runtime machinery that belongs in "
         "imagen_lib/plumbing/:\n  " + "\n  ".join(found)
+    )
+
+
+def test_the_flag_check_finds_flags_in_strings_and_not_elsewhere():
+    source = '''"""Train with `train --preset smoke`."""
+def resume(path):  # --resume in a comment is fine
+    raise ValueError(f"{path} is in use: train into another --out or --stage-from 1")
+x = a--b
+'''
+    found = flags_in(source)
+    assert [finding.split(": ")[1] for finding in found] == ["--preset", "--out", "--stage-from"]
+
+
+@pytest.mark.parametrize("path", TAUGHT, ids=lambda path: path.name)
+def test_taught_modules_name_no_command_line_flag(path):
+    found = flags_in(path.read_text())
+    assert not found, (
+        f"{path.name} is taught, but names command-line flags; raise an ImagenError naming "
+        "the setting instead (imagen_lib/plumbing/errors.py):\n  " + "\n  ".join(found)
     )
