@@ -5,8 +5,8 @@ the training loop, not its locks. Nor does it speak the command line's language:
 user calling `Trainer.train()` has no `--out`, so no string in a taught module names a flag
 (its errors name settings; tools/cli.py renders them as flags). So none of them may import
 `fcntl` (file locks) or `socket` (network probes), ask `shutil.disk_usage` for free space, or
-define a lock; those belong to imagen_lib/plumbing/, which the taught modules call. The files are read with
-`ast`, so a word in a comment or a docstring is no finding.
+define a lock; those belong to imagen_lib/plumbing/, which the taught modules call. The files
+are read with `ast`, so a word in a comment is no finding (nor, for plumbing, in a docstring).
 """
 
 from __future__ import annotations
