@@ -1053,6 +1053,28 @@ def test_export_writes_a_small_file_with_the_recommended_settings(checkpoint, tm
     assert "exported" in capsys.readouterr().out
 
 
+def test_export_in_half_precision_halves_the_file_and_samples_as_its_rounded_weights(
+    checkpoint, tmp_path
+):
+    """--half stores 16-bit weights; loading widens them to 32 bits, so a cascade sampled from
+    the half file is exactly the full export with every weight rounded to 16 bits."""
+    from imagen_lib.checkpoint import load_imagen
+
+    full, half = tmp_path / "full.pt", tmp_path / "half.pt"
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(full)]) == 0
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(half), "--half"]) == 0
+    weights = read_checkpoint(half)["ema"]
+    assert {w.dtype for w in weights.values() if w.is_floating_point()} == {torch.float16}
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    from_half, rounded = load_imagen(half), load_imagen(full)
+    assert {p.dtype for p in from_half.parameters()} == {torch.float32}
+    with torch.no_grad():
+        for parameter in rounded.parameters():
+            parameter.copy_(parameter.half().float())
+    kwargs = dict(sampler="ddim", steps=3, seed=0)
+    assert torch.equal(from_half.sample(["2"], **kwargs)[-1], rounded.sample(["2"], **kwargs)[-1])
+
+
 def stage_weights(payload: dict, stage: int) -> dict:
     prefix = f"networks.{stage}."
     return {key: value for key, value in payload["ema"].items() if key.startswith(prefix)}

@@ -39,6 +39,7 @@ def export_for_sampling(
     guidance_interval: tuple[float, float] | None = None,
     overwrite: bool = False,
     stages_from: dict[int, str | Path] | None = None,
+    half_precision: bool = False,
 ) -> Path:
     """Write a small file with only what sampling needs: config, encoder name, EMA weights.
 
@@ -53,6 +54,10 @@ def export_for_sampling(
     stage replace this one's: stages trained apart (training only that stage, into another
     folder, on another core or machine) become one cascade. The checkpoints may be given by a
     shipped cascade's name ("scenes").
+
+    `half_precision` stores the weights as 16-bit floats, half the file (the colour cascade in
+    data/ is stored so, to keep the repository small). Loading widens them back to 32 bits,
+    so sampling computes as before, from weights rounded to about three significant digits.
 
     A file already at `path` (an earlier export, a shipped cascade, a training checkpoint)
     is replaced only with `overwrite=True`, and the input itself never (its training state
@@ -88,6 +93,11 @@ def export_for_sampling(
         guidance_interval=guidance_interval,
     )
     config = dataclasses.replace(config, stages=stages)  # a new config: checked as a whole
+    if half_precision:
+        payload["ema"] = {
+            name: weight.half() if weight.is_floating_point() else weight
+            for name, weight in payload["ema"].items()
+        }
     keep = ("format", "text_encoder", "text_dim", "ema", "preset", "steps")
     return atomic_save(
         {"config": config.to_dict(), **{key: payload[key] for key in keep if key in payload}}, path

@@ -170,6 +170,9 @@ def export_options(export: Parser) -> None:
     export.add_argument("--stage-from", nargs=2, action="append", metavar=("STAGE", "CHECKPOINT"),
                         help="take STAGE's weights from another run of the same preset, such as "
                              "one trained with train --stage STAGE; repeatable (default: none)")
+    export.add_argument("--half", action="store_true",
+                        help="store the weights as 16-bit floats: half the file; sampling widens "
+                             "them to 32 bits (default: 32-bit weights)")
 
 
 def classifier_options(classifier: Parser) -> None:
@@ -268,6 +271,7 @@ def run_export(args: argparse.Namespace) -> None:
         guidance_interval=args.guidance_interval,
         overwrite=args.overwrite,
         stages_from=stages_from(args.stage_from),
+        half_precision=args.half,
     )
     size = path.stat().st_size / 2**20
     print(f"exported the EMA weights of {args.checkpoint} -> {path} ({size:.1f} MiB)")
