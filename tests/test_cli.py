@@ -547,7 +547,7 @@ def bad_arguments(case: str, tmp_path, checkpoint) -> tuple[list[str], str]:
         ),
         "too many sampling steps": (
             [*sample[:-1], "1000"],
-            "steps must be a whole number between 1 and its schedule's 100",
+            "steps must be between 1 and its schedule's 100, got 1000",
         ),
         "evaluate too few samples": (
             ["evaluate", "--checkpoint", str(checkpoint), "--num-samples", "5"],
