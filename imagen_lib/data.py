@@ -1,8 +1,8 @@
 """MNIST digits as tensors, and the text prompts that describe them.
 
-Lesson 1. Imagen is trained on (image, caption) pairs. Our stand-in is MNIST: each
-28x28 digit is padded to 32x32 (so it halves cleanly down a U-Net and through the
-cascade's resolutions), scaled to [-1, 1] (the range the diffusion process assumes), and
+Lesson 1. Imagen is trained on (image, caption) pairs. Our stand-in is MNIST (LeCun et
+al. 1998): each 28x28 digit is padded to 32x32 (so it halves cleanly down a U-Net and through
+the cascade's resolutions), scaled to [-1, 1] (the range the diffusion process assumes), and
 optionally repeated to 3 channels so that colour models are exercised too. Its caption is
 made from its label: the numeral ("7") or the word ("seven"), or, to teach the text
 conditioning the many ways people ask for a digit, phrases such as "a handwritten
