@@ -290,15 +290,16 @@ def all_options():
     ]
 
 
-@pytest.mark.parametrize(
-    "command, action", all_options(), ids=lambda item: item if isinstance(item, str) else item.dest
-)
-def test_every_option_has_help_that_gives_its_default(command, action):
-    assert action.help, f"{command} {action.option_strings or action.dest} has no help"
-    if action.option_strings:  # options, not the experiment's name
-        assert "default" in action.help or "required" in action.help, (
-            f"{command} {action.option_strings} hides its default"
+def test_every_option_has_help_that_gives_its_default():
+    hidden = [
+        f"{command} {action.option_strings or action.dest}"
+        for command, action in all_options()
+        if not action.help
+        or (
+            action.option_strings and "default" not in action.help and "required" not in action.help
         )
+    ]
+    assert not hidden, f"options whose help is missing or hides their default: {hidden}"
 
 
 def test_help_is_quick_and_lists_the_librarys_own_choices():
