@@ -16,13 +16,15 @@ import torch
 from torch import nn
 
 from imagen_lib.cascade import Imagen, ImagenConfig, encoder_for
-from imagen_lib.plumbing.errors import BadFile, BadSetting
+from imagen_lib.plumbing.errors import BadFile, BadSetting, damaged
 from imagen_lib.plumbing.files import atomic_save, existing_file
 from imagen_lib.plumbing.safe_loading import load_file
 from imagen_lib.presets import MAX_STEPS, Preset
 from imagen_lib.text import TextEncoder
 
 FORMAT = "imagen_lib-checkpoint-v1"
+# What the errors for a damaged checkpoint ask for
+USE_ANOTHER = "use another checkpoint"
 
 
 def model_payload(model: Imagen) -> dict:
@@ -54,11 +56,6 @@ def load_tagged_file(path: Path, what: str, tag: str, example: str, fix: str) ->
     return payload
 
 
-def damaged(path: Path, problem: str, fix: str = "use another checkpoint") -> BadFile:
-    """The one-line error for a file holding what imagen_lib never writes: edited, or damaged."""
-    return BadFile(f"{path} {problem}", f"the file is damaged or was edited; {fix}")
-
-
 def read_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint file's dictionary.
 
@@ -76,7 +73,7 @@ def require_entries(payload: dict, keys: tuple[str, ...], path: Path) -> None:
     """A one-line ValueError naming the entries of `keys` that the checkpoint lacks, if any."""
     missing = [key for key in keys if key not in payload]
     if missing:
-        raise damaged(path, f"lacks the entries {', '.join(missing)}")
+        raise damaged(path, f"lacks the entries {', '.join(missing)}", USE_ANOTHER)
 
 
 def parse_config(values: object, path: Path) -> ImagenConfig:
@@ -89,7 +86,7 @@ def parse_config(values: object, path: Path) -> ImagenConfig:
     try:
         return ImagenConfig.from_dict(values)
     except (TypeError, ValueError, KeyError, AttributeError) as error:
-        raise damaged(path, f"holds an invalid cascade config ({error})") from error
+        raise damaged(path, f"holds an invalid cascade config ({error})", USE_ANOTHER) from error
 
 
 def validate_checkpoint(payload: dict, path: Path) -> ImagenConfig:
@@ -108,10 +105,16 @@ def validate_checkpoint(payload: dict, path: Path) -> ImagenConfig:
     config = parse_config(payload["config"], path)
     stages = len(config.stages)
     if not isinstance(payload["text_encoder"], str) or not payload["text_encoder"]:
-        raise damaged(path, f"names no text encoder (text_encoder is {payload['text_encoder']!r})")
+        raise damaged(
+            path,
+            f"names no text encoder (text_encoder is {payload['text_encoder']!r})",
+            USE_ANOTHER,
+        )
     if not whole(payload["text_dim"]) or payload["text_dim"] < 1:
         raise damaged(
-            path, f"records text_dim {payload['text_dim']!r}, not a positive whole number"
+            path,
+            f"records text_dim {payload['text_dim']!r}, not a positive whole number",
+            USE_ANOTHER,
         )
     for what in ("model", "ema"):
         if what in payload:
@@ -120,7 +123,7 @@ def validate_checkpoint(payload: dict, path: Path) -> ImagenConfig:
         try:
             Preset.from_dict(payload["preset"])
         except (TypeError, ValueError, KeyError, AttributeError) as error:
-            raise damaged(path, f"holds an invalid preset ({error})") from error
+            raise damaged(path, f"holds an invalid preset ({error})", USE_ANOTHER) from error
     steps = payload.get("steps")
     if "steps" in payload and not (
         isinstance(steps, list)
@@ -131,29 +134,35 @@ def validate_checkpoint(payload: dict, path: Path) -> ImagenConfig:
             path,
             f"records steps {steps!r}, not one whole number from 0 to {MAX_STEPS:,} "
             f"per stage ({stages})",
+            USE_ANOTHER,
         )
     per_stage = {"optimizers": "optimiser states", "generators": "random generator states"}
     for key, what in per_stage.items():
         if key in payload and (not isinstance(payload[key], list) or len(payload[key]) != stages):
             count = len(payload[key]) if isinstance(payload[key], list) else "no list of"
-            raise damaged(path, f"holds {count} {what} for its {stages} stages")
+            raise damaged(path, f"holds {count} {what} for its {stages} stages", USE_ANOTHER)
     for stage, state in enumerate(payload.get("optimizers", [])):
         try:
             taken = max((int(entry["step"]) for entry in state["state"].values()), default=0)
         except (TypeError, KeyError, ValueError, AttributeError, RuntimeError) as error:
-            raise damaged(path, f"holds a malformed optimiser state for stage {stage}") from error
+            raise damaged(
+                path, f"holds a malformed optimiser state for stage {stage}", USE_ANOTHER
+            ) from error
         if steps is not None and taken > steps[stage]:
             raise damaged(
                 path,
                 f"records {steps[stage]} steps for stage {stage}, but its optimiser took {taken}",
+                USE_ANOTHER,
             )
     for stage, state in enumerate(payload.get("generators", [])):
         if not (isinstance(state, torch.Tensor) and state.dtype == torch.uint8 and state.ndim == 1):
             raise damaged(
-                path, f"holds a random generator state for stage {stage} that is no byte tensor"
+                path,
+                f"holds a random generator state for stage {stage} that is no byte tensor",
+                USE_ANOTHER,
             )
     if "scaler" in payload and not isinstance(payload["scaler"], dict):
-        raise damaged(path, "holds a loss scaler state that is no dictionary")
+        raise damaged(path, "holds a loss scaler state that is no dictionary", USE_ANOTHER)
     return config
 
 
@@ -251,7 +260,7 @@ def load_imagen(
         model = Imagen(config, text_encoder)
     except ValueError as error:  # sizes that fit no network, such as widths and heads
         raise damaged(
-            path, f"holds a cascade config whose networks cannot be built ({error})"
+            path, f"holds a cascade config whose networks cannot be built ({error})", USE_ANOTHER
         ) from error
     load_weights(model, payload[weights], path, weights)
     return model.to(device) if device is not None else model

@@ -50,6 +50,7 @@ from imagen_lib.data import (
     resize,
 )
 from imagen_lib.metrics import Scorer, evaluation_prompts, load_classifier, prompt_accuracy
+from imagen_lib.plumbing.errors import damaged
 from imagen_lib.plumbing.training_data import training_set
 from imagen_lib.presets import Preset
 from imagen_lib.text import build_tiny_t5, caption_words
@@ -691,9 +692,10 @@ def reused_rows(
     earlier = results.load_results(previous)
     for index, row in enumerate(earlier["rows"]):
         if "thresholding" not in row:  # which measured_with needs
-            raise ValueError(
-                f"{previous} is damaged (row {index} lacks 'thresholding'): "
-                "measure every setting again (leave out --reuse)"
+            raise damaged(
+                previous,
+                f"holds a row that cannot be reused (row {index} lacks 'thresholding')",
+                "measure every setting again (leave out --reuse)",
             )
     asked = {key: earlier["settings"].get(key) for key in setup}
     if asked != setup:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from imagen_lib.plumbing.errors import damaged
 from imagen_lib.plumbing.files import atomic_write_text
 
 if TYPE_CHECKING:  # matplotlib is imported only where a figure is drawn
@@ -562,7 +563,7 @@ def load_results(path: str | Path) -> dict:
         )
     problem = results_problem(results)
     if problem:
-        raise ValueError(f"{path} is damaged ({problem}): {fix}")
+        raise damaged(path, f"holds malformed results ({problem})", fix)
     return results
 
 

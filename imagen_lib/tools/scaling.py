@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 
 from imagen_lib.cascade import Imagen
 from imagen_lib.metrics import Scorer
+from imagen_lib.plumbing.errors import damaged
 from imagen_lib.plumbing.files import atomic_save, atomic_write_text
 from imagen_lib.presets import Preset, get_preset
 from imagen_lib.scenes import (
@@ -266,8 +267,10 @@ def check_row_folder(folder: Path, preset: Preset) -> None:
     try:  # read back through Preset, so a field added to the configs since takes its default
         found = as_recorded(Preset.from_dict(json.loads(record.read_text(encoding="utf-8"))))
     except (TypeError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError too
-        raise ValueError(
-            f"{record} is damaged ({error}): move {folder} away or choose another --runs folder"
+        raise damaged(
+            record,
+            f"holds an unreadable recipe ({error})",
+            f"move {folder} away or choose another --runs folder",
         ) from None
     steps_found, steps_wanted = found["training"]["steps"], wanted["training"]["steps"]
     found["training"]["steps"] = wanted["training"]["steps"] = 0
@@ -370,7 +373,7 @@ def measured_so_far(path: Path, recipe: dict) -> tuple[list[dict], float]:
     try:  # read back through Preset, so a field added to the configs since takes its default
         preset_found = as_recorded(Preset.from_dict(recipe_found.get("preset")))
     except (TypeError, ValueError) as error:
-        raise ValueError(f"{path} holds a damaged recipe ({error}): {fix}") from None
+        raise damaged(path, f"holds an unreadable recipe ({error})", fix) from None
     recipe_found = {**recipe_found, "preset": preset_found}
     differ = [key for key in RECIPE_OPTIONS if recipe_found.get(key) != wanted.get(key)]
     if differ:
@@ -381,7 +384,7 @@ def measured_so_far(path: Path, recipe: dict) -> tuple[list[dict], float]:
         )
     seconds = earlier.get("wall_seconds")
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
-        raise ValueError(f"{path} is damaged ('wall_seconds' is not a time): {fix}")
+        raise damaged(path, "records a 'wall_seconds' that is not a time", fix)
     return earlier["rows"], float(seconds)
 
 
