@@ -13,12 +13,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from imagen_lib.cascade import Imagen, ImagenConfig, encoder_for
-from imagen_lib.plumbing.errors import BadFile, BadSetting, damaged
-from imagen_lib.plumbing.files import atomic_save, existing_file
-from imagen_lib.plumbing.safe_loading import load_file
+from imagen_lib.plumbing.errors import BadSetting, damaged
+from imagen_lib.plumbing.files import atomic_save
+from imagen_lib.plumbing.safe_loading import (
+    check_finite_weights,
+    load_tagged_file,
+    load_weights,
+    require_entries,
+)
 from imagen_lib.presets import MAX_STEPS, Preset
 from imagen_lib.text import TextEncoder
 
@@ -42,20 +46,6 @@ def save_imagen(model: Imagen, path: str | Path) -> Path:
     return atomic_save(model_payload(model), path)
 
 
-def load_tagged_file(path: Path, what: str, tag: str, example: str, fix: str) -> dict:
-    """The dictionary in an imagen_lib file of kind `what` ("checkpoint"), tagged `tag`.
-
-    A missing file, a folder, a pipe, a truncated or foreign file, or one holding code, is a
-    one-line error that ends with `fix` (what to do instead); `example` names such a file
-    inside a folder.
-    """
-    existing_file(path, what, example, fix)
-    payload = load_file(path, what)
-    if not isinstance(payload, dict) or payload.get("format") != tag:
-        raise BadFile(f"{path} is not an imagen_lib {what} (no '{tag}' tag)", fix)
-    return payload
-
-
 def read_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint file's dictionary.
 
@@ -64,16 +54,9 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     train_one = "check the path, or train one with `python -m imagen_lib train`"
     payload = load_tagged_file(path, "checkpoint", FORMAT, "checkpoint.pt", train_one)
-    require_entries(payload, ("config", "text_encoder", "text_dim"), path)
+    require_entries(payload, ("config", "text_encoder", "text_dim"), path, USE_ANOTHER)
     validate_checkpoint(payload, path)
     return payload
-
-
-def require_entries(payload: dict, keys: tuple[str, ...], path: Path) -> None:
-    """A one-line ValueError naming the entries of `keys` that the checkpoint lacks, if any."""
-    missing = [key for key in keys if key not in payload]
-    if missing:
-        raise damaged(path, f"lacks the entries {', '.join(missing)}", USE_ANOTHER)
 
 
 def parse_config(values: object, path: Path) -> ImagenConfig:
@@ -164,65 +147,6 @@ def validate_checkpoint(payload: dict, path: Path) -> ImagenConfig:
     if "scaler" in payload and not isinstance(payload["scaler"], dict):
         raise damaged(path, "holds a loss scaler state that is no dictionary", USE_ANOTHER)
     return config
-
-
-def check_finite_weights(weights: object, path: Path, what: str, fix: str) -> None:
-    """A one-line ValueError unless `weights` is a dictionary of tensors, all of them finite.
-
-    Training never saves NaN or infinite weights, so such a file diverged elsewhere or was
-    damaged; sampling from it would give blank images, and exporting it would pass it on.
-    `fix` ends the errors: what to use instead, such as "use an earlier checkpoint".
-    """
-    if not isinstance(weights, dict) or not all(
-        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in weights.items()
-    ):
-        raise damaged(path, f"holds {what} weights that are not a dictionary of tensors", fix)
-    bad = [
-        key
-        for key, value in weights.items()
-        if value.is_floating_point() and not bool(torch.isfinite(value).all())
-    ]
-    if bad:
-        raise BadFile(
-            f"{path} holds NaN or infinite {what} weights ({', '.join(bad[:3])}"
-            f"{', ...' if len(bad) > 3 else ''})",
-            f"the file is damaged, or its weights diverged; {fix}",
-        )
-
-
-def load_weights(module: nn.Module, weights: dict, path: Path, what: str) -> None:
-    """module.load_state_dict(weights), with a one-line error if they do not fit.
-
-    The error names a few of the mismatched entries; torch's own error lists every
-    mismatched tensor, often a hundred lines or more.
-    """
-    expected = module.state_dict()
-    missing = [key for key in expected if key not in weights]
-    unexpected = [key for key in weights if key not in expected]
-    reshaped = [
-        key
-        for key in expected
-        if key in weights and getattr(weights[key], "shape", None) != expected[key].shape
-    ]
-    problems = [
-        (label, keys)
-        for label, keys in (
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("of another shape", reshaped),
-        )
-        if keys
-    ]
-    if problems:
-        listed = "; ".join(
-            f"{len(keys)} {label} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
-            for label, keys in problems
-        )
-        raise BadFile(
-            f"the {what} weights in {path} do not fit the networks they are loaded into: {listed}",
-            "the file was edited, or written by a different version of imagen_lib",
-        )
-    module.load_state_dict(weights)
 
 
 def load_imagen(
