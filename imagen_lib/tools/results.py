@@ -21,6 +21,7 @@ import torch
 
 from imagen_lib.plumbing.errors import damaged
 from imagen_lib.plumbing.files import atomic_write_text
+from imagen_lib.tools.plotting import show_grid
 
 if TYPE_CHECKING:  # matplotlib is imported only where a figure is drawn
     from matplotlib.figure import Figure
@@ -819,8 +820,6 @@ def plot_prediction(results: dict):
 def plot_examples(examples: dict[str, torch.Tensor], title: str):
     """One row of samples per setting, labelled: what the numbers in the tables look like."""
     import matplotlib.pyplot as plt
-
-    from imagen_lib.tools.plotting import show_grid
 
     figure, axes = plt.subplots(
         len(examples), 1, figsize=(5, 0.55 * len(examples) + 0.4), squeeze=False
