@@ -13,16 +13,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from imagen_lib.cascade import Imagen, ImagenConfig, encoder_for
-from imagen_lib.plumbing.errors import BadFile, BadSetting
-from imagen_lib.plumbing.files import atomic_save, existing_file
-from imagen_lib.plumbing.safe_loading import load_file
+from imagen_lib.plumbing.errors import BadSetting, damaged
+from imagen_lib.plumbing.files import atomic_save
+from imagen_lib.plumbing.safe_loading import (
+    check_finite_weights,
+    load_tagged_file,
+    load_weights,
+    require_entries,
+)
 from imagen_lib.presets import MAX_STEPS, Preset
 from imagen_lib.text import TextEncoder
 
 FORMAT = "imagen_lib-checkpoint-v1"
+# What the errors for a damaged checkpoint ask for
+USE_ANOTHER = "use another checkpoint"
 
 
 def model_payload(model: Imagen) -> dict:
@@ -40,25 +46,6 @@ def save_imagen(model: Imagen, path: str | Path) -> Path:
     return atomic_save(model_payload(model), path)
 
 
-def load_tagged_file(path: Path, what: str, tag: str, example: str, fix: str) -> dict:
-    """The dictionary in an imagen_lib file of kind `what` ("checkpoint"), tagged `tag`.
-
-    A missing file, a folder, a pipe, a truncated or foreign file, or one holding code, is a
-    one-line error that ends with `fix` (what to do instead); `example` names such a file
-    inside a folder.
-    """
-    existing_file(path, what, example, fix)
-    payload = load_file(path, what)
-    if not isinstance(payload, dict) or payload.get("format") != tag:
-        raise BadFile(f"{path} is not an imagen_lib {what} (no '{tag}' tag)", fix)
-    return payload
-
-
-def damaged(path: Path, problem: str, fix: str = "use another checkpoint") -> BadFile:
-    """The one-line error for a file holding what imagen_lib never writes: edited, or damaged."""
-    return BadFile(f"{path} {problem}", f"the file is damaged or was edited; {fix}")
-
-
 def read_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint file's dictionary.
 
@@ -67,16 +54,9 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     train_one = "check the path, or train one with `python -m imagen_lib train`"
     payload = load_tagged_file(path, "checkpoint", FORMAT, "checkpoint.pt", train_one)
-    require_entries(payload, ("config", "text_encoder", "text_dim"), path)
+    require_entries(payload, ("config", "text_encoder", "text_dim"), path, USE_ANOTHER)
     validate_checkpoint(payload, path)
     return payload
-
-
-def require_entries(payload: dict, keys: tuple[str, ...], path: Path) -> None:
-    """A one-line ValueError naming the entries of `keys` that the checkpoint lacks, if any."""
-    missing = [key for key in keys if key not in payload]
-    if missing:
-        raise damaged(path, f"lacks the entries {', '.join(missing)}")
 
 
 def parse_config(values: object, path: Path) -> ImagenConfig:
@@ -89,7 +69,7 @@ def parse_config(values: object, path: Path) -> ImagenConfig:
     try:
         return ImagenConfig.from_dict(values)
     except (TypeError, ValueError, KeyError, AttributeError) as error:
-        raise damaged(path, f"holds an invalid cascade config ({error})") from error
+        raise damaged(path, f"holds an invalid cascade config ({error})", USE_ANOTHER) from error
 
 
 def validate_checkpoint(payload: dict, path: Path) -> ImagenConfig:
@@ -108,10 +88,16 @@ def validate_checkpoint(payload: dict, path: Path) -> ImagenConfig:
     config = parse_config(payload["config"], path)
     stages = len(config.stages)
     if not isinstance(payload["text_encoder"], str) or not payload["text_encoder"]:
-        raise damaged(path, f"names no text encoder (text_encoder is {payload['text_encoder']!r})")
+        raise damaged(
+            path,
+            f"names no text encoder (text_encoder is {payload['text_encoder']!r})",
+            USE_ANOTHER,
+        )
     if not whole(payload["text_dim"]) or payload["text_dim"] < 1:
         raise damaged(
-            path, f"records text_dim {payload['text_dim']!r}, not a positive whole number"
+            path,
+            f"records text_dim {payload['text_dim']!r}, not a positive whole number",
+            USE_ANOTHER,
         )
     for what in ("model", "ema"):
         if what in payload:
@@ -120,7 +106,7 @@ def validate_checkpoint(payload: dict, path: Path) -> ImagenConfig:
         try:
             Preset.from_dict(payload["preset"])
         except (TypeError, ValueError, KeyError, AttributeError) as error:
-            raise damaged(path, f"holds an invalid preset ({error})") from error
+            raise damaged(path, f"holds an invalid preset ({error})", USE_ANOTHER) from error
     steps = payload.get("steps")
     if "steps" in payload and not (
         isinstance(steps, list)
@@ -131,89 +117,36 @@ def validate_checkpoint(payload: dict, path: Path) -> ImagenConfig:
             path,
             f"records steps {steps!r}, not one whole number from 0 to {MAX_STEPS:,} "
             f"per stage ({stages})",
+            USE_ANOTHER,
         )
     per_stage = {"optimizers": "optimiser states", "generators": "random generator states"}
     for key, what in per_stage.items():
         if key in payload and (not isinstance(payload[key], list) or len(payload[key]) != stages):
             count = len(payload[key]) if isinstance(payload[key], list) else "no list of"
-            raise damaged(path, f"holds {count} {what} for its {stages} stages")
+            raise damaged(path, f"holds {count} {what} for its {stages} stages", USE_ANOTHER)
     for stage, state in enumerate(payload.get("optimizers", [])):
         try:
             taken = max((int(entry["step"]) for entry in state["state"].values()), default=0)
         except (TypeError, KeyError, ValueError, AttributeError, RuntimeError) as error:
-            raise damaged(path, f"holds a malformed optimiser state for stage {stage}") from error
+            raise damaged(
+                path, f"holds a malformed optimiser state for stage {stage}", USE_ANOTHER
+            ) from error
         if steps is not None and taken > steps[stage]:
             raise damaged(
                 path,
                 f"records {steps[stage]} steps for stage {stage}, but its optimiser took {taken}",
+                USE_ANOTHER,
             )
     for stage, state in enumerate(payload.get("generators", [])):
         if not (isinstance(state, torch.Tensor) and state.dtype == torch.uint8 and state.ndim == 1):
             raise damaged(
-                path, f"holds a random generator state for stage {stage} that is no byte tensor"
+                path,
+                f"holds a random generator state for stage {stage} that is no byte tensor",
+                USE_ANOTHER,
             )
     if "scaler" in payload and not isinstance(payload["scaler"], dict):
-        raise damaged(path, "holds a loss scaler state that is no dictionary")
+        raise damaged(path, "holds a loss scaler state that is no dictionary", USE_ANOTHER)
     return config
-
-
-def check_finite_weights(weights: object, path: Path, what: str, fix: str) -> None:
-    """A one-line ValueError unless `weights` is a dictionary of tensors, all of them finite.
-
-    Training never saves NaN or infinite weights, so such a file diverged elsewhere or was
-    damaged; sampling from it would give blank images, and exporting it would pass it on.
-    `fix` ends the errors: what to use instead, such as "use an earlier checkpoint".
-    """
-    if not isinstance(weights, dict) or not all(
-        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in weights.items()
-    ):
-        raise damaged(path, f"holds {what} weights that are not a dictionary of tensors", fix)
-    bad = [
-        key
-        for key, value in weights.items()
-        if value.is_floating_point() and not bool(torch.isfinite(value).all())
-    ]
-    if bad:
-        raise BadFile(
-            f"{path} holds NaN or infinite {what} weights ({', '.join(bad[:3])}"
-            f"{', ...' if len(bad) > 3 else ''})",
-            f"the file is damaged, or its weights diverged; {fix}",
-        )
-
-
-def load_weights(module: nn.Module, weights: dict, path: Path, what: str) -> None:
-    """module.load_state_dict(weights), with a one-line error if they do not fit.
-
-    The error names a few of the mismatched entries; torch's own error lists every
-    mismatched tensor, often a hundred lines or more.
-    """
-    expected = module.state_dict()
-    missing = [key for key in expected if key not in weights]
-    unexpected = [key for key in weights if key not in expected]
-    reshaped = [
-        key
-        for key in expected
-        if key in weights and getattr(weights[key], "shape", None) != expected[key].shape
-    ]
-    problems = [
-        (label, keys)
-        for label, keys in (
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("of another shape", reshaped),
-        )
-        if keys
-    ]
-    if problems:
-        listed = "; ".join(
-            f"{len(keys)} {label} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
-            for label, keys in problems
-        )
-        raise BadFile(
-            f"the {what} weights in {path} do not fit the networks they are loaded into: {listed}",
-            "the file was edited, or written by a different version of imagen_lib",
-        )
-    module.load_state_dict(weights)
 
 
 def load_imagen(
@@ -251,7 +184,7 @@ def load_imagen(
         model = Imagen(config, text_encoder)
     except ValueError as error:  # sizes that fit no network, such as widths and heads
         raise damaged(
-            path, f"holds a cascade config whose networks cannot be built ({error})"
+            path, f"holds a cascade config whose networks cannot be built ({error})", USE_ANOTHER
         ) from error
     load_weights(model, payload[weights], path, weights)
     return model.to(device) if device is not None else model

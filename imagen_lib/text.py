@@ -42,6 +42,7 @@ from typing import TypeVar
 
 import torch
 
+from imagen_lib.data import prompt_vocabulary
 from imagen_lib.plumbing.encoder_loading import minilm_path, mpnet_path, quiet_unused_weights
 from imagen_lib.plumbing.hub import hub_reachable
 from imagen_lib.plumbing.safe_loading import check_encoder_folder
@@ -337,8 +338,6 @@ def build_tiny_t5(folder: str | Path, words=None, d_model: int = 32, seed: int =
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
     from transformers.utils import logging as transformers_logging
-
-    from imagen_lib.data import prompt_vocabulary
 
     if words is None:
         words = caption_words(prompt_vocabulary("varied"))

@@ -32,7 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from imagen_lib.cascade import Imagen, default_device, encoder_for
-from imagen_lib.checkpoint import load_weights, model_payload
+from imagen_lib.checkpoint import model_payload
 from imagen_lib.data import DigitSet
 from imagen_lib.plumbing import distributed, resuming, training_data, training_grids
 from imagen_lib.plumbing.compile_fallback import compiled_first_call
@@ -42,6 +42,7 @@ from imagen_lib.plumbing.divergence import TrainingDiverged, divergence
 from imagen_lib.plumbing.files import DiskFull, atomic_save, save_grid
 from imagen_lib.plumbing.norms import global_norm, weight_norm
 from imagen_lib.plumbing.run_folders import checkpoint_bytes, kept_checkpoint, training_into
+from imagen_lib.plumbing.safe_loading import load_weights
 from imagen_lib.presets import Preset, training_changes
 from imagen_lib.text import TextEncoder
 

@@ -16,12 +16,16 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
 
 from imagen_lib import EfficientUNetConfig, Imagen, ImagenConfig, StageConfig, UNetConfig
+from imagen_lib.presets import Preset
 from imagen_lib.text import TextEncoder, build_tiny_t5
+from imagen_lib.train import Trainer
 
 # The tensors here are tiny, so threads cost more than they save: one thread is fastest
 # (on a 2-core machine two threads made a U-Net step hundreds of times slower).
@@ -166,3 +170,25 @@ def error_after_progress(capsys) -> str:
     errors = [line for line in err.strip().splitlines() if "error:" in line]
     assert len(errors) == 1 and err.strip().splitlines()[-1].startswith("error: "), err
     return errors[0]
+
+
+def cpu_trainer(
+    make_preset: Callable[..., Preset], encoder: TextEncoder, data: object
+) -> Callable[..., Trainer]:
+    """`build(out_dir, preset=None, **training_fields)`: a quiet Trainer on the CPU.
+
+    It trains `preset`, or else `make_preset(**training_fields)` (a test file's tiny preset),
+    with `encoder` on `data`: what each training test file's `make_trainer` fixture gives.
+    """
+
+    def build(out_dir: Path, preset: Preset | None = None, **training: object) -> Trainer:
+        return Trainer(
+            preset or make_preset(**training),
+            out_dir,
+            device="cpu",
+            text_encoder=encoder,
+            data=data,
+            quiet=True,
+        )
+
+    return build

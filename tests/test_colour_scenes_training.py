@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import test_scenes_training as scenes_training
 import torch
+from conftest import cpu_trainer
 from PIL import Image
 from test_cli import one_line_error
 from test_colours import meaning_of
@@ -96,25 +97,14 @@ def tiny_colour_preset(**training) -> Preset:
 @pytest.fixture
 def make_trainer(encoder, scenes):
     """`make_trainer(out_dir, **training_fields)`: a Trainer of the tiny colour preset."""
-
-    def build(out_dir, **training) -> Trainer:
-        preset = tiny_colour_preset(**training)
-        return Trainer(preset, out_dir, device="cpu", text_encoder=encoder, data=scenes, quiet=True)
-
-    return build
+    return cpu_trainer(tiny_colour_preset, encoder, scenes)
 
 
 @pytest.fixture(scope="module")
 def reference(encoder, scenes, tmp_path_factory):
     """A colour run of 4 steps of stage 0, then 4 of stage 1."""
-    trainer = Trainer(
-        tiny_colour_preset(),
-        tmp_path_factory.mktemp("reference"),
-        device="cpu",
-        text_encoder=encoder,
-        data=scenes,
-        quiet=True,
-    )
+    reference_run = tmp_path_factory.mktemp("reference")
+    trainer = cpu_trainer(tiny_colour_preset, encoder, scenes)(reference_run)
     trainer.train()
     return trainer
 

@@ -27,7 +27,7 @@ from collections import namedtuple
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_cascade_config
+from conftest import cpu_trainer, tiny_cascade_config
 
 from imagen_lib import ImagenConfig, StageConfig, UNetConfig
 from imagen_lib.checkpoint import load_imagen, read_checkpoint
@@ -64,28 +64,13 @@ def tiny_preset(**training) -> Preset:
 @pytest.fixture
 def make_trainer(encoder, digits):
     """`make_trainer(out_dir, **training_fields)`: a Trainer of the tiny preset on the CPU."""
-
-    def build(out_dir, **training) -> Trainer:
-        return Trainer(
-            tiny_preset(**training),
-            out_dir,
-            device="cpu",
-            text_encoder=encoder,
-            data=digits,
-            quiet=True,
-        )
-
-    return build
+    return cpu_trainer(tiny_preset, encoder, digits)
 
 
 @pytest.fixture(scope="module")
 def trained(encoder, digits, tmp_path_factory):
     """A finished tiny run's checkpoint (2 steps per stage). Do not change it."""
-    out = tmp_path_factory.mktemp("trained")
-    trainer = Trainer(
-        tiny_preset(), out, device="cpu", text_encoder=encoder, data=digits, quiet=True
-    )
-    return trainer.train()
+    return cpu_trainer(tiny_preset, encoder, digits)(tmp_path_factory.mktemp("trained")).train()
 
 
 def one_line(error: pytest.ExceptionInfo) -> str:

@@ -20,7 +20,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_cascade_config
+from conftest import cpu_trainer, tiny_cascade_config
 from PIL import Image
 from test_train import Killed, assert_same_training_state, kill_at
 
@@ -104,31 +104,14 @@ def tiny_scenes_preset(**training) -> Preset:
 @pytest.fixture
 def make_trainer(encoder, scenes):
     """`make_trainer(out_dir, **training_fields)`: a Trainer of the tiny scenes preset."""
-
-    def build(out_dir, **training) -> Trainer:
-        return Trainer(
-            tiny_scenes_preset(**training),
-            out_dir,
-            device="cpu",
-            text_encoder=encoder,
-            data=scenes,
-            quiet=True,
-        )
-
-    return build
+    return cpu_trainer(tiny_scenes_preset, encoder, scenes)
 
 
 @pytest.fixture(scope="module")
 def reference(encoder, scenes, tmp_path_factory):
     """An uninterrupted scenes run: 4 steps of stage 0, then 4 of stage 1."""
-    trainer = Trainer(
-        tiny_scenes_preset(),
-        tmp_path_factory.mktemp("reference"),
-        device="cpu",
-        text_encoder=encoder,
-        data=scenes,
-        quiet=True,
-    )
+    reference_run = tmp_path_factory.mktemp("reference")
+    trainer = cpu_trainer(tiny_scenes_preset, encoder, scenes)(reference_run)
     trainer.train()
     return trainer
 

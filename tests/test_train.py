@@ -21,7 +21,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_cascade_config
+from conftest import cpu_trainer, tiny_cascade_config
 from torch import nn
 
 import imagen_lib.diffusion
@@ -84,31 +84,13 @@ def tiny_preset(**training) -> Preset:
 @pytest.fixture
 def make_trainer(encoder, digits):
     """`make_trainer(out_dir, **training_fields)`: a Trainer of the tiny preset on the CPU."""
-
-    def build(out_dir, preset: Preset | None = None, **training) -> Trainer:
-        return Trainer(
-            preset or tiny_preset(**training),
-            out_dir,
-            device="cpu",
-            text_encoder=encoder,
-            data=digits,
-            quiet=True,
-        )
-
-    return build
+    return cpu_trainer(tiny_preset, encoder, digits)
 
 
 @pytest.fixture(scope="module")
 def reference(encoder, digits, tmp_path_factory):
     """An uninterrupted run: 4 steps of stage 0, then 4 of stage 1."""
-    trainer = Trainer(
-        tiny_preset(),
-        tmp_path_factory.mktemp("reference"),
-        device="cpu",
-        text_encoder=encoder,
-        data=digits,
-        quiet=True,
-    )
+    trainer = cpu_trainer(tiny_preset, encoder, digits)(tmp_path_factory.mktemp("reference"))
     trainer.train()
     return trainer
 

@@ -17,6 +17,12 @@ from imagen_lib.classifier import DigitClassifier
 from imagen_lib.data import IMAGE_SIZE
 from imagen_lib.plumbing.errors import BadFile, BadSetting
 from imagen_lib.plumbing.files import SHIPPED_CLASSIFIER, atomic_save
+from imagen_lib.plumbing.safe_loading import (
+    check_finite_weights,
+    load_tagged_file,
+    load_weights,
+    require_entries,
+)
 
 # The tag `save_classifier` writes into its files, and `load_classifier` looks for
 CLASSIFIER_FORMAT = "imagen_lib-classifier-v1"
@@ -43,9 +49,6 @@ def load_classifier(path: str | Path | None = None) -> DigitClassifier:
     With a one-line error for a missing, damaged or foreign file, and for weights that give
     every image the same features (all zero, say), which would score every FID 0.
     """
-    # checkpoint imports the whole cascade: only loading a file needs its checks
-    from imagen_lib.checkpoint import check_finite_weights, load_tagged_file, load_weights
-
     train_one = "train one with `python -m imagen_lib classifier`"
     if path is None:
         path = SHIPPED_CLASSIFIER
@@ -59,7 +62,8 @@ def load_classifier(path: str | Path | None = None) -> DigitClassifier:
     payload = load_tagged_file(
         path, "classifier file", CLASSIFIER_FORMAT, "mnist_classifier.pt", train_one
     )
-    check_finite_weights(payload.get("state"), path, "classifier", train_one)
+    require_entries(payload, ("state",), path, train_one)
+    check_finite_weights(payload["state"], path, "classifier", train_one)
     model = DigitClassifier()
     load_weights(
         model, {key: value.float() for key, value in payload["state"].items()}, path, "classifier"

@@ -12,9 +12,13 @@ Each kind also inherits the built-in exception Python code would expect for it, 
     ├── BadSetting   (ValueError)    a value or a combination of values that cannot work
     ├── BadFile      (ValueError)    a damaged file, or a file of the wrong kind
     └── Stopped      (RuntimeError)  work that cannot go on: diverged, folder in use
+
+A file holding what imagen_lib never writes gets one error, built in one place (`damaged`).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class ImagenError(Exception):
@@ -35,3 +39,12 @@ class BadFile(ImagenError, ValueError):
 
 class Stopped(ImagenError, RuntimeError):
     """Work that cannot go on: training diverged, a run folder in use, a process gone."""
+
+
+def damaged(path: str | Path, problem: str, fix: str) -> BadFile:
+    """The error for a file holding what imagen_lib never writes: damaged, or edited by hand.
+
+    `problem` follows the file's name ("lacks the entries config"); `fix` says what to use
+    instead ("use another checkpoint").
+    """
+    return BadFile(f"{path} {problem}", f"the file is damaged or was edited; {fix}")

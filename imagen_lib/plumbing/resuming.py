@@ -17,8 +17,9 @@ from pathlib import Path
 
 import torch
 
-from imagen_lib.checkpoint import read_checkpoint, require_entries
+from imagen_lib.checkpoint import USE_ANOTHER, read_checkpoint
 from imagen_lib.plumbing.errors import BadFile, BadSetting
+from imagen_lib.plumbing.safe_loading import require_entries
 from imagen_lib.presets import Preset
 from imagen_lib.text import TextEncoder
 
@@ -35,7 +36,7 @@ def training_state(path: str | Path) -> dict:
             f"{path} holds weights only, not a training state",
             "it cannot be resumed: resume a run folder's checkpoint.pt",
         )
-    require_entries(payload, TRAINING_ENTRIES, path)
+    require_entries(payload, TRAINING_ENTRIES, path, USE_ANOTHER)
     return payload
 
 

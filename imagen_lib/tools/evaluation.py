@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -108,47 +108,62 @@ def evaluate(
     options = dict(
         sampler=sampler, steps=steps, guidance_interval=guidance_interval, chunk=EVALUATION_CHUNK
     )
-    settings = len(guidance_weights) * len(thresholdings)
-    rows = []
-    with tqdm(
-        total=settings * 2 * scorer.num_samples,
+
+    def score_setting(weight: float | None, thresholding: str, bar: tqdm) -> list[dict]:
+        chosen = dict(options, guidance_weight=weight, thresholding=thresholding, bar=bar)
+        images, seconds = timed(lambda: final_images(model, prompts, seed, **chosen))
+        held_out = final_images(model, phrased, seed, **chosen)
+        return [
+            {
+                **scorer(images, prompts),
+                "held_out_accuracy": prompt_accuracy(
+                    scorer.classifier, resize(held_out, IMAGE_SIZE), phrased
+                ),
+                "seconds": seconds,
+            }
+        ]
+
+    return score_settings(
+        guidance_weights,
+        thresholdings,
+        score_setting,
+        images_per_setting=2 * scorer.num_samples,
+        progress=progress,
         desc="evaluate",
         unit="image",
+    )
+
+
+def score_settings(
+    guidance_weights: Sequence[float | None],
+    thresholdings: Sequence[str],
+    score_setting: Callable[[float | None, str, tqdm], list[dict]],
+    images_per_setting: int,
+    progress: bool,
+    desc: str,
+    unit: str,
+) -> list[dict]:
+    """The rows `score_setting(weight, thresholding, bar)` gives for every setting, in order.
+
+    The loop `evaluate` and `evaluate_scenes` share: each row starts with its setting,
+    "guidance" ("own" for None: each stage's own weight) and "thresholding"; one progress
+    bar counts the `images_per_setting` images each setting samples (in `unit`s).
+    """
+    rows = []
+    with tqdm(
+        total=len(guidance_weights) * len(thresholdings) * images_per_setting,
+        desc=desc,
+        unit=unit,
         disable=not progress,
         dynamic_ncols=True,
     ) as bar:
-        options["bar"] = bar
         for weight in guidance_weights:
             for thresholding in thresholdings:
-                images, seconds = timed(
-                    lambda: final_images(
-                        model,
-                        prompts,
-                        seed,
-                        guidance_weight=weight,
-                        thresholding=thresholding,
-                        **options,
-                    )
-                )
-                held_out = final_images(
-                    model,
-                    phrased,
-                    seed,
-                    guidance_weight=weight,
-                    thresholding=thresholding,
-                    **options,
-                )
-                rows.append(
-                    {
-                        "guidance": "own" if weight is None else weight,
-                        "thresholding": thresholding,
-                        **scorer(images, prompts),
-                        "held_out_accuracy": prompt_accuracy(
-                            scorer.classifier, resize(held_out, IMAGE_SIZE), phrased
-                        ),
-                        "seconds": seconds,
-                    }
-                )
+                setting = {
+                    "guidance": "own" if weight is None else weight,
+                    "thresholding": thresholding,
+                }
+                rows += [{**setting, **row} for row in score_setting(weight, thresholding, bar)]
     return rows
 
 
@@ -351,38 +366,34 @@ def evaluate_scenes(
     """
     if prompt_sets is None:
         prompt_sets = scene_evaluation_prompts(scorer.num_samples, seed)
-    settings = len(guidance_weights) * len(thresholdings)
-    rows = []
-    with tqdm(
-        total=settings * sum(len(prompts) for prompts in prompt_sets.values()),
+
+    def score_setting(weight: float | None, thresholding: str, bar: tqdm) -> list[dict]:
+        started = time.perf_counter()
+        sampled = sample_scene_sets(
+            model,
+            scorer.num_samples,
+            seed,
+            guidance_weight=weight,
+            thresholding=thresholding,
+            sampler=sampler,
+            steps=steps,
+            guidance_interval=guidance_interval,
+            bar=bar,
+            prompt_sets=prompt_sets,
+        )
+        seconds = time.perf_counter() - started
+        scored = score_scene_sets(scorer.classifier, scorer.reference, sampled)
+        return [{**scores, "seconds": seconds} for scores in scored]
+
+    return score_settings(
+        guidance_weights,
+        thresholdings,
+        score_setting,
+        images_per_setting=sum(len(prompts) for prompts in prompt_sets.values()),
+        progress=progress,
         desc="evaluate scenes",
         unit="scene",
-        disable=not progress,
-        dynamic_ncols=True,
-    ) as bar:
-        for weight in guidance_weights:
-            for thresholding in thresholdings:
-                started = time.perf_counter()
-                sampled = sample_scene_sets(
-                    model,
-                    scorer.num_samples,
-                    seed,
-                    guidance_weight=weight,
-                    thresholding=thresholding,
-                    sampler=sampler,
-                    steps=steps,
-                    guidance_interval=guidance_interval,
-                    bar=bar,
-                    prompt_sets=prompt_sets,
-                )
-                seconds = time.perf_counter() - started
-                setting = {
-                    "guidance": "own" if weight is None else weight,
-                    "thresholding": thresholding,
-                }
-                for scores in score_scene_sets(scorer.classifier, scorer.reference, sampled):
-                    rows.append({**setting, **scores, "seconds": seconds})
-    return rows
+    )
 
 
 def print_digit_table(rows: list[dict]) -> None:

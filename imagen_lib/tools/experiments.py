@@ -39,6 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from imagen_lib.cascade import Imagen, default_device
+from imagen_lib.checkpoint import load_imagen, read_checkpoint
 from imagen_lib.data import (
     HELD_OUT_CAPTIONS,
     HELD_OUT_TEMPLATES,
@@ -49,10 +50,14 @@ from imagen_lib.data import (
     prompt_vocabulary,
     resize,
 )
+from imagen_lib.diffusion import check_guidance_weight
 from imagen_lib.metrics import Scorer, evaluation_prompts, load_classifier, prompt_accuracy
+from imagen_lib.plumbing.errors import damaged
+from imagen_lib.plumbing.files import existing_checkpoint, writable_folder
 from imagen_lib.plumbing.training_data import training_set
 from imagen_lib.presets import Preset
 from imagen_lib.text import build_tiny_t5, caption_words
+from imagen_lib.tools import results
 from imagen_lib.tools.common import at_least, machine_description, timed
 from imagen_lib.tools.sampling import final_images, parse_sampler_setting
 from imagen_lib.train import Trainer
@@ -396,8 +401,6 @@ def trained_variant(
 
     Returns its EMA cascade, with the reference's sampling settings.
     """
-    from imagen_lib.checkpoint import load_imagen
-
     print(f"training {what} into {folder} (resumes if interrupted; skipped if done)", flush=True)
     return adopt_sampling_settings(
         load_imagen(
@@ -682,8 +685,6 @@ def reused_rows(
     taken: the same `setup` (checkpoint file name, samples per setting and seeds); each
     reused setting must be one of the run's settings.
     """
-    from imagen_lib.tools import results
-
     if not previous.is_file():
         raise ValueError(
             f"--reuse takes rows from {previous}, which does not exist: run without --reuse first"
@@ -691,9 +692,10 @@ def reused_rows(
     earlier = results.load_results(previous)
     for index, row in enumerate(earlier["rows"]):
         if "thresholding" not in row:  # which measured_with needs
-            raise ValueError(
-                f"{previous} is damaged (row {index} lacks 'thresholding'): "
-                "measure every setting again (leave out --reuse)"
+            raise damaged(
+                previous,
+                f"holds a row that cannot be reused (row {index} lacks 'thresholding')",
+                "measure every setting again (leave out --reuse)",
             )
     asked = {key: earlier["settings"].get(key) for key in setup}
     if asked != setup:
@@ -718,8 +720,6 @@ def reused_rows(
 
 def training_recipe(checkpoint: Path) -> Preset:
     """The preset a checkpoint was trained with, which the retraining experiments follow."""
-    from imagen_lib.checkpoint import read_checkpoint
-
     payload = read_checkpoint(checkpoint)
     if "preset" not in payload:
         raise ValueError(
@@ -855,9 +855,6 @@ def checked_options(
     out: str | Path,
 ) -> FindingOptions:
     """`run_experiment`'s options, each checked before anything slow starts."""
-    from imagen_lib.diffusion import check_guidance_weight
-    from imagen_lib.plumbing.files import writable_folder
-
     at_least(seeds, 1, "--seeds")
     at_least(num_samples, 10, "--num-samples", " (one per digit)")
     at_least(train_steps, 1, "--train-steps")
@@ -890,8 +887,6 @@ def checked_options(
 
 def load_measured(name: str, checkpoint: Path, settings: list[tuple[str, int, str]]) -> Imagen:
     """The checkpoint's cascade as every finding samples it, checked against the finding."""
-    from imagen_lib.checkpoint import load_imagen
-
     print(f"loading checkpoint {checkpoint} and its text encoder ...", flush=True)
     shipped = load_imagen(checkpoint, weights="ema", device=default_device())
     if name == "augmentation" and len(shipped.networks) < 2:
@@ -910,8 +905,6 @@ def write_finding(
 ) -> Path:
     """Save a finding's rows as OUT/NAME.json, draw NAME.png and NAME_examples.png, print
     its table; returns the JSON file's path."""
-    from imagen_lib.tools import results
-
     out = run.options.out
     path = results.save_results(out / f"{name}.json", name, rows, recorded, seconds)
     measured = results.load_results(path)
@@ -981,8 +974,6 @@ def run_experiment(
     are trained first into RUNS (resumed if interrupted). Every argument is checked before
     anything slow starts. Returns the JSON file's path.
     """
-    from imagen_lib.plumbing.files import existing_checkpoint
-
     if name == "scaling":
         raise ValueError("the scaling experiment runs through imagen_lib.tools.scaling.run_scaling")
     if name not in FINDINGS:

@@ -16,6 +16,10 @@ import inspect
 import os
 from pathlib import Path
 
+from imagen_lib.cascade import default_device
+from imagen_lib.checkpoint import load_imagen
+from imagen_lib.plumbing.files import SHIPPED_CASCADES
+
 SMOKE = os.environ.get("IMAGEN_SMOKE") == "1"
 
 
@@ -44,10 +48,6 @@ def check(passed: bool, success: str = "Correct!", hint: str = "Not yet.") -> bo
 
 def shipped_cascade(device=None, name: str = "mnist"):
     """A pretrained cascade from `data/` ("mnist" or "scenes"), EMA weights, ready to sample."""
-    from imagen_lib.cascade import default_device
-    from imagen_lib.checkpoint import load_imagen
-    from imagen_lib.plumbing.files import SHIPPED_CASCADES
-
     if name not in SHIPPED_CASCADES:
         raise ValueError(f"no shipped cascade {name!r}: choose one of {list(SHIPPED_CASCADES)}")
     return load_imagen(SHIPPED_CASCADES[name], weights="ema", device=device or default_device())

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from imagen_lib.metrics import binding_scores
 from imagen_lib.plumbing.errors import Stopped
+from imagen_lib.plumbing.files import writable_folder
 from imagen_lib.scenes import (
     HELD_OUT_CAPTIONS_BY_PHRASING,
     HELD_OUT_PAIRS,
@@ -51,6 +52,7 @@ from imagen_lib.scenes import (
 )
 from imagen_lib.text import TextEncoder, check_encoder_folder
 from imagen_lib.tools import results
+from imagen_lib.tools.common import machine_description
 
 # The evaluation sets, as in scenes.EVALUATION_SETS (numbers of held-out pairs apart: a
 # held-out number such as "25" is a token never seen with its scene, not only a new order)
@@ -522,9 +524,6 @@ def run_probe(
     `encoders`.
     """
     import matplotlib.pyplot as plt
-
-    from imagen_lib.plumbing.files import writable_folder
-    from imagen_lib.tools.common import machine_description
 
     options = checked_options(seeds, widths, steps)
     chosen = chosen_encoders(encoders, defaults)

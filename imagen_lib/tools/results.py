@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from imagen_lib.plumbing.errors import damaged
 from imagen_lib.plumbing.files import atomic_write_text
+from imagen_lib.tools.plotting import show_grid
 
 if TYPE_CHECKING:  # matplotlib is imported only where a figure is drawn
     from matplotlib.figure import Figure
@@ -562,7 +564,7 @@ def load_results(path: str | Path) -> dict:
         )
     problem = results_problem(results)
     if problem:
-        raise ValueError(f"{path} is damaged ({problem}): {fix}")
+        raise damaged(path, f"holds malformed results ({problem})", fix)
     return results
 
 
@@ -818,8 +820,6 @@ def plot_prediction(results: dict):
 def plot_examples(examples: dict[str, torch.Tensor], title: str):
     """One row of samples per setting, labelled: what the numbers in the tables look like."""
     import matplotlib.pyplot as plt
-
-    from imagen_lib.tools.plotting import show_grid
 
     figure, axes = plt.subplots(
         len(examples), 1, figsize=(5, 0.55 * len(examples) + 0.4), squeeze=False

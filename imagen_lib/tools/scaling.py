@@ -45,8 +45,17 @@ import torch
 from tqdm.auto import tqdm
 
 from imagen_lib.cascade import Imagen
-from imagen_lib.metrics import Scorer
-from imagen_lib.plumbing.files import atomic_save, atomic_write_text
+from imagen_lib.checkpoint import load_imagen, read_checkpoint
+from imagen_lib.diffusion import check_guidance_weight
+from imagen_lib.metrics import Scorer, load_classifier
+from imagen_lib.plumbing.errors import damaged
+from imagen_lib.plumbing.files import (
+    SHIPPED_CLASSIFIER,
+    atomic_save,
+    atomic_write_text,
+    existing_checkpoint,
+    writable_folder,
+)
 from imagen_lib.presets import Preset, get_preset
 from imagen_lib.scenes import (
     HELD_OUT_CAPTIONS_BY_PHRASING,
@@ -56,8 +65,11 @@ from imagen_lib.scenes import (
     ScenePrompt,
     scene_prompts,
 )
+from imagen_lib.text import resolve_encoder
 from imagen_lib.tools import results
+from imagen_lib.tools.common import at_least, machine_description
 from imagen_lib.tools.evaluation import sample_scene_sets, score_scene_sets
+from imagen_lib.tools.experiments import train_or_resume, training_recipe
 
 try:
     import fcntl
@@ -266,8 +278,10 @@ def check_row_folder(folder: Path, preset: Preset) -> None:
     try:  # read back through Preset, so a field added to the configs since takes its default
         found = as_recorded(Preset.from_dict(json.loads(record.read_text(encoding="utf-8"))))
     except (TypeError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError too
-        raise ValueError(
-            f"{record} is damaged ({error}): move {folder} away or choose another --runs folder"
+        raise damaged(
+            record,
+            f"holds an unreadable recipe ({error})",
+            f"move {folder} away or choose another --runs folder",
         ) from None
     steps_found, steps_wanted = found["training"]["steps"], wanted["training"]["steps"]
     found["training"]["steps"] = wanted["training"]["steps"] = 0
@@ -288,9 +302,6 @@ def check_row_folder(folder: Path, preset: Preset) -> None:
 
 def train_row(preset: Preset, folder: Path, progress: bool) -> tuple[Imagen, float]:
     """Train (or resume, or find finished) a row's base stage; its EMA model and seconds."""
-    from imagen_lib.checkpoint import load_imagen
-    from imagen_lib.tools.experiments import train_or_resume
-
     check_row_folder(folder, preset)
     started = time.perf_counter()
     checkpoint = train_or_resume(preset, folder, [0], progress)
@@ -370,7 +381,7 @@ def measured_so_far(path: Path, recipe: dict) -> tuple[list[dict], float]:
     try:  # read back through Preset, so a field added to the configs since takes its default
         preset_found = as_recorded(Preset.from_dict(recipe_found.get("preset")))
     except (TypeError, ValueError) as error:
-        raise ValueError(f"{path} holds a damaged recipe ({error}): {fix}") from None
+        raise damaged(path, f"holds an unreadable recipe ({error})", fix) from None
     recipe_found = {**recipe_found, "preset": preset_found}
     differ = [key for key in RECIPE_OPTIONS if recipe_found.get(key) != wanted.get(key)]
     if differ:
@@ -381,7 +392,7 @@ def measured_so_far(path: Path, recipe: dict) -> tuple[list[dict], float]:
         )
     seconds = earlier.get("wall_seconds")
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
-        raise ValueError(f"{path} is damaged ('wall_seconds' is not a time): {fix}")
+        raise damaged(path, "records a 'wall_seconds' that is not a time", fix)
     return earlier["rows"], float(seconds)
 
 
@@ -445,8 +456,6 @@ def chosen_rows(rows: Sequence[str] | None, encoders: Sequence[str]) -> list[Sca
     Every name is checked here, before the first row trains: an unknown or repeated row, a
     repeated encoder, and a local encoder folder that does not exist.
     """
-    from imagen_lib.text import resolve_encoder
-
     known = {row.name: row for row in SCALING_ROWS}
     names = list(rows or known)
     unknown = [name for name in names if name not in known]
@@ -469,8 +478,6 @@ def chosen_rows(rows: Sequence[str] | None, encoders: Sequence[str]) -> list[Sca
 
 def check_guidance(guidance: Sequence[float]) -> list[float]:
     """The guidance weights, each checked, none twice (a repeat would be read as two seeds)."""
-    from imagen_lib.diffusion import check_guidance_weight
-
     weights = [check_guidance_weight(weight) for weight in guidance]
     if len(set(weights)) != len(weights):
         raise ValueError(f"--guidance gives a weight more than once: {weights}; give each once")
@@ -489,8 +496,6 @@ def scaling_settings(
     Its "recipe" must match for a later run to add rows to the file (`measured_so_far`); the
     classifier is recorded by its file's digest.
     """
-    from imagen_lib.tools.common import machine_description
-
     sampler, steps = SCALING_SAMPLING
     return dict(
         command="experiment",
@@ -531,15 +536,6 @@ def run_scaling(
     option is checked before anything trains. Continues a stopped run of the same recipe
     in OUT, measuring only the (row, seed) pairs it lacks.
     """
-    from imagen_lib.metrics import load_classifier
-    from imagen_lib.plumbing.files import (
-        SHIPPED_CLASSIFIER,
-        existing_checkpoint,
-        writable_folder,
-    )
-    from imagen_lib.tools.common import at_least
-    from imagen_lib.tools.experiments import training_recipe
-
     if seeds is not None and not 1 <= at_least(seeds, 1, "--seeds") <= MAX_SEEDS:
         raise ValueError(f"--seeds must be between 1 and {MAX_SEEDS}, got {seeds}")
     at_least(num_samples, 10, "--num-samples", " (one per digit)")
@@ -609,10 +605,6 @@ def learning_curve(
     accuracy, written to OUT/scaling_curve.json and plotted in scaling_curve.png. The
     budget is the first at which the reference row passes the gate.
     """
-    from imagen_lib.checkpoint import load_imagen, read_checkpoint
-    from imagen_lib.metrics import load_classifier
-    from imagen_lib.plumbing.files import existing_checkpoint, writable_folder
-
     paths = [existing_checkpoint(path) for path in checkpoints]  # all checked first
     out = writable_folder(out)
     started = time.perf_counter()
