@@ -63,8 +63,9 @@ def flag_text(name: str, value: object) -> str:
     `--flag`, None the flag alone (`--flag`: the user picks the value); a training field
     `--set name=value` (`--set name=VALUE` for None)."""
     if name not in FLAGS:
-        shown = "VALUE" if value is None else str(value).lower() if value is True else value
-        return f"--set {name}={shown}"
+        if value is None:
+            return f"--set {name}=VALUE"
+        return f"--set {name}={str(value).lower() if isinstance(value, bool) else value}"
     if value is None or value is True:
         return FLAGS[name]
     if isinstance(value, list | tuple):

@@ -33,7 +33,7 @@ from imagen_lib.plumbing.overrides import override
 from imagen_lib.plumbing.resuming import check_resumable, run_preset
 from imagen_lib.plumbing.training_data import training_set
 from imagen_lib.presets import Preset, TrainConfig, get_preset
-from imagen_lib.tools.sampling import at_least
+from imagen_lib.tools.common import at_least
 from imagen_lib.train import Trainer
 
 
