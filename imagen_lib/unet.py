@@ -15,6 +15,7 @@ embeddings with mask (B, L); output (B, C, H, W), the predicted noise (or v).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -34,6 +35,9 @@ from imagen_lib.layers import (
 )
 from imagen_lib.plumbing.configs import check_types
 from imagen_lib.plumbing.setting_checks import check_network
+
+if TYPE_CHECKING:  # efficient_unet imports this module
+    from imagen_lib.efficient_unet import EfficientUNetConfig
 
 
 @dataclass(frozen=True)
@@ -55,32 +59,73 @@ class UNetConfig:
         check_network(self)
 
 
-class UNet(nn.Module):
-    """Improved-DDPM U-Net with pooled-text and cross-attention conditioning."""
+class TextConditionedUNet(nn.Module):
+    """What the base U-Net and the super-resolution Efficient U-Net share.
 
-    def __init__(self, config: UNetConfig, image_size: Size, image_channels: int, text_dim: int):
+    Both check that the image survives their halvings, embed the timestep (and the pooled
+    text, added to it) into one vector every residual block reads, build each block as a
+    residual block followed by attention at the attention resolutions, and end in a
+    convolution initialised to zero, so that a fresh network predicts zero everywhere.
+    """
+
+    def __init__(
+        self,
+        config: UNetConfig | EfficientUNetConfig,
+        image_size: Size,
+        image_channels: int,
+        text_dim: int,
+        embeds_augmentation: bool = False,
+    ):
         super().__init__()
-        levels = len(config.channel_mults)
-        check_levels(image_size, levels)
+        check_levels(image_size, len(config.channel_mults))
         self.config = config
         self.image_size = image_size
         self.image_channels = image_channels
-        width = config.channels
-        embedding_dim = 4 * width
-        self.time_embedding = TimestepMLP(width, embedding_dim)
+        self.embedding_dim = 4 * config.channels
+        self.time_embedding = TimestepMLP(config.channels, self.embedding_dim)
+        if embeds_augmentation:  # super-resolution: the augmentation level, like a timestep
+            self.augmentation_embedding = TimestepMLP(config.channels, self.embedding_dim)
         self.text = TextConditioning(
-            text_dim, context_dim=embedding_dim, embedding_dim=embedding_dim, heads=config.heads
+            text_dim,
+            context_dim=self.embedding_dim,
+            embedding_dim=self.embedding_dim,
+            heads=config.heads,
         )
 
-        def block(cin: int, cout: int, size: int) -> ConditionedBlock:
-            attention = (
-                AttentionBlock(cout, embedding_dim, config.heads, config.cross_attention)
-                if size in config.attention_resolutions
-                else None
-            )
-            return ConditionedBlock(
-                ResidualBlock(cin, cout, embedding_dim, config.dropout), attention
-            )
+    def block(
+        self,
+        cin: int,
+        cout: int,
+        size: int,
+        cross_attention: bool = True,
+        skip_scale: float = 1.0,
+    ) -> ConditionedBlock:
+        """A residual block, then attention if feature maps `size` pixels high attend."""
+        attention = (
+            AttentionBlock(cout, self.embedding_dim, self.config.heads, cross_attention)
+            if size in self.config.attention_resolutions
+            else None
+        )
+        residual = ResidualBlock(cin, cout, self.embedding_dim, self.config.dropout, skip_scale)
+        return ConditionedBlock(residual, attention)
+
+    def output_layer(self, channels: int) -> nn.Sequential:
+        """Normalise, activate, and convolve back to image channels, starting from zero."""
+        out = nn.Sequential(
+            group_norm(channels), nn.SiLU(), nn.Conv2d(channels, self.image_channels, 3, padding=1)
+        )
+        nn.init.zeros_(out[-1].weight)
+        nn.init.zeros_(out[-1].bias)
+        return out
+
+
+class UNet(TextConditionedUNet):
+    """Improved-DDPM U-Net with pooled-text and cross-attention conditioning."""
+
+    def __init__(self, config: UNetConfig, image_size: Size, image_channels: int, text_dim: int):
+        super().__init__(config, image_size, image_channels, text_dim)
+        levels = len(config.channel_mults)
+        width, embedding_dim = config.channels, self.embedding_dim
 
         self.conv_in = nn.Conv2d(image_channels, width, 3, padding=1)
         # Down path: each level's blocks, then a downsample; every output is kept as a skip.
@@ -89,7 +134,7 @@ class UNet(nn.Module):
         ch, size = width, height_width(image_size)[0]  # size: the feature map's height
         for level, mult in enumerate(config.channel_mults):
             for _ in range(config.num_res_blocks):
-                self.down.append(block(ch, width * mult, size))
+                self.down.append(self.block(ch, width * mult, size, config.cross_attention))
                 ch = width * mult
                 skip_channels.append(ch)
             if level < levels - 1:
@@ -109,16 +154,14 @@ class UNet(nn.Module):
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(config.channel_mults))):
             for _ in range(config.num_res_blocks + 1):
-                self.up.append(block(ch + skip_channels.pop(), width * mult, size))
+                self.up.append(
+                    self.block(ch + skip_channels.pop(), width * mult, size, config.cross_attention)
+                )
                 ch = width * mult
             if level > 0:
                 self.up.append(Upsample(ch, ch))
                 size *= 2
-        self.out = nn.Sequential(
-            group_norm(ch), nn.SiLU(), nn.Conv2d(ch, image_channels, 3, padding=1)
-        )
-        nn.init.zeros_(self.out[-1].weight)
-        nn.init.zeros_(self.out[-1].bias)
+        self.out = self.output_layer(ch)
 
     def forward(
         self,

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from imagen_lib.plumbing.errors import Unavailable
 from imagen_lib.plumbing.files import cache_folder
 
 METADATA = "metadata.jsonl"
@@ -289,9 +290,10 @@ def from_torchvision(
         dataset = getattr(torchvision.datasets, name)(str(root), train=True, download=True)
     except Exception as error:  # offline: urllib, socket and checksum errors all land here
         reason = " ".join(str(error).split())
-        raise RuntimeError(
-            f"could not load or download torchvision's {name} into {root} ({reason}): "
-            "connect to the internet once, or give --data a folder of your own images"
+        raise Unavailable(
+            f"could not load or download torchvision's {name} into {root} ({reason})",
+            "connect to the internet once, or train on a folder of your own images",
+            data=None,
         ) from error
     tensors, labels = [], []
     for image, label in dataset:  # PIL images and class indices

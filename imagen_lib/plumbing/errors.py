@@ -11,7 +11,8 @@ Each kind also inherits the built-in exception Python code would expect for it, 
     ImagenError
     ├── BadSetting   (ValueError)    a value or a combination of values that cannot work
     ├── BadFile      (ValueError)    a damaged file, or a file of the wrong kind
-    └── Stopped      (RuntimeError)  work that cannot go on: diverged, folder in use
+    ├── Stopped      (RuntimeError)  work that cannot go on: diverged, folder in use
+    └── Unavailable  (RuntimeError)  an encoder or dataset neither on disk nor downloadable
 
 A file holding what imagen_lib never writes gets one error, built in one place (`damaged`).
 """
@@ -39,6 +40,10 @@ class BadFile(ImagenError, ValueError):
 
 class Stopped(ImagenError, RuntimeError):
     """Work that cannot go on: training diverged, a run folder in use, a process gone."""
+
+
+class Unavailable(ImagenError, RuntimeError):
+    """Something the work needs that is neither on this machine nor downloadable (offline)."""
 
 
 def damaged(path: str | Path, problem: str, fix: str) -> BadFile:

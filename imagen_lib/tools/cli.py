@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +25,6 @@ from imagen_lib.plumbing.files import error_chain
 from imagen_lib.tools import commands
 from imagen_lib.tools.experiment_command import experiment_options, run_experiment
 
-PACKAGE = Path(__file__).resolve().parent.parent  # imagen_lib/
 # What torchvision raises at import when it was built for another torch, such as a CPU-only
 # torch from one package index beside a torchvision from another
 TORCHVISION_MISMATCH = "operator torchvision::"
@@ -83,25 +81,15 @@ def error_line(error: Exception) -> str:
     return line
 
 
-def raised_by_imagen_lib(error: BaseException) -> bool:
-    """Whether `error` was raised by imagen_lib's own code (its traceback's innermost frame)."""
-    frames = traceback.extract_tb(error.__traceback__)
-    return bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(PACKAGE)
-
-
 def is_diagnosis(error: Exception) -> bool:
     """Whether `error` is a diagnosis to print in one line, rather than a bug to show in full.
 
-    Decided by the error's type: an ImagenError (the library's own diagnoses, a full disk
-    and a run folder in use among them) or bad input (ValueError, FileNotFoundError, which
-    many checks still raise plain). For now also a RuntimeError or OSError imagen_lib raised
-    itself, such as an encoder or a dataset that cannot be loaded (text.py, data.py,
-    plumbing/datasets.py), until those raise an ImagenError too. Any other error, such as
-    one from inside torch, is a bug.
+    Decided by the error's type: an ImagenError (the library's own diagnoses: a bad setting,
+    a damaged file, work that stopped, an encoder or dataset this machine cannot get) or bad
+    input (ValueError, FileNotFoundError, which many checks still raise plain). Any other
+    error, such as one from inside torch, is a bug.
     """
-    if isinstance(error, ImagenError | ValueError | FileNotFoundError):
-        return True
-    return isinstance(error, RuntimeError | OSError) and raised_by_imagen_lib(error)
+    return isinstance(error, ImagenError | ValueError | FileNotFoundError)
 
 
 def program_name() -> str:
