@@ -6,9 +6,13 @@ Everything here is tiny and offline:
 - the cascades have 8x8 -> 16x16 (-> 32x32) stages 16 channels wide and 50 timesteps,
   so a forward pass takes milliseconds on a CPU.
 
-The expensive objects (the tiny T5 on disk, one encoder) are session-scoped: built once,
-shared by every test. Tests that change an encoder's state (its cache, its train/eval
-mode) use `fresh_encoder` instead, so they cannot disturb the others.
+The expensive objects (the tiny T5 on disk, one encoder, the smoke run folder) are
+session-scoped: built once, shared by every test. Tests that change an encoder's state (its
+cache, its train/eval mode) use `fresh_encoder` instead, so they cannot disturb the others.
+
+Helpers shared by test files in different folders live here too, imported with
+`from conftest import ...`: reading the command line's one-line errors, damaged files, a
+disk that fills, a colour caption's meaning.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import re
 import sys
 import tempfile
 from collections import namedtuple
@@ -26,7 +31,10 @@ import pytest
 import torch
 
 from imagen_lib import EfficientUNetConfig, Imagen, ImagenConfig, StageConfig, UNetConfig
+from imagen_lib.colours import COLOURS
+from imagen_lib.metrics import classify
 from imagen_lib.presets import Preset
+from imagen_lib.scene_language import ScenePrompt
 from imagen_lib.text import TextEncoder, build_tiny_t5
 from imagen_lib.train import Trainer
 
@@ -35,6 +43,8 @@ from imagen_lib.train import Trainer
 torch.set_num_threads(1)
 
 TIMESTEPS = 50
+# A caption's digits with their colours, in the order the caption names them: "red 3"
+COLOURED_DIGIT = re.compile(rf"\b({'|'.join(COLOURS)}) (\d)\b")
 
 # Downloads (torchvision's MNIST, tried by source="auto") go to a temporary folder, never to
 # the user's cache; the lessons' kernels, started by nbval from this process, inherit it.
@@ -79,6 +89,28 @@ def nothing_loads(monkeypatch):
     for module in modules:
         for name in slow & set(vars(module)):
             monkeypatch.setattr(module, name, loaded)
+
+
+@pytest.fixture(scope="module")
+def read_right(classifier, digits) -> dict[int, torch.Tensor]:
+    """Per digit, two images (2, 1, 32, 32) of the module's `digits` that its `classifier`
+    labels right: halves of scenes whose answers are known."""
+    chosen = {}
+    for digit in range(10):
+        images = digits.images[digits.labels == digit][:20]
+        chosen[digit] = images[classify(classifier, images) == digit][:2]
+        assert len(chosen[digit]) == 2
+    return chosen
+
+
+def meaning_of(prompt: ScenePrompt) -> tuple:
+    """What a colour caption says in its own words: (left, right, left colour, right colour)."""
+    (first_colour, first), (second_colour, second) = COLOURED_DIGIT.findall(prompt.text)
+    named = [(int(first), first_colour), (int(second), second_colour)]
+    if prompt.right_first:
+        named.reverse()
+    (left, left_colour), (right, right_colour) = named
+    return left, right, left_colour, right_colour
 
 
 @pytest.fixture(scope="session")

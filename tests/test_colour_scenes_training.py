@@ -22,9 +22,8 @@ import numpy as np
 import pytest
 import test_scenes_training as scenes_training
 import torch
-from conftest import cpu_trainer, one_line_error
+from conftest import cpu_trainer, meaning_of, one_line_error
 from PIL import Image
-from test_colours import meaning_of
 
 import imagen_lib.metrics
 from imagen_lib import Imagen

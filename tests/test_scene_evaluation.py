@@ -20,7 +20,7 @@ from conftest import tiny_cascade_config
 import imagen_lib.metrics
 from imagen_lib.checkpoint import load_imagen
 from imagen_lib.data import LESSON_PROMPTS, DigitSet
-from imagen_lib.metrics import classify, features, load_classifier
+from imagen_lib.metrics import features, load_classifier
 from imagen_lib.plumbing.files import SHIPPED_CLASSIFIER, SHIPPED_RESULTS
 from imagen_lib.presets import get_preset
 from imagen_lib.scenes import (
@@ -61,17 +61,6 @@ def classifier():
             f"{SHIPPED_CLASSIFIER} is absent: train it with `python -m imagen_lib classifier`"
         )
     return load_classifier()
-
-
-@pytest.fixture(scope="module")
-def read_right(classifier, digits) -> dict[int, torch.Tensor]:
-    """Per digit, two training images (2, 1, 32, 32) that the classifier labels right."""
-    chosen = {}
-    for digit in range(10):
-        images = digits.images[digits.labels == digit][:20]
-        chosen[digit] = images[classify(classifier, images) == digit][:2]
-        assert len(chosen[digit]) == 2
-    return chosen
 
 
 # ---------------------------------------------------------------------------------------
