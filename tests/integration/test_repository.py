@@ -24,7 +24,7 @@ import tomllib
 
 from imagen_lib.tools import repository
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 OLD = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
 NEW = "https://github.com/you/imagen-from-scratch"
 
