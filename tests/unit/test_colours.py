@@ -14,8 +14,8 @@ import math
 import re
 
 import pytest
-import test_scene_evaluation as scene_evaluation
 import torch
+from conftest import meaning_of
 
 from imagen_lib.colour_metrics import colour_binding_scores, colour_scene_scores
 from imagen_lib.colours import (
@@ -52,10 +52,8 @@ from imagen_lib.scene_language import (
 )
 from imagen_lib.tools.evaluation import score_scene_sets
 
-# Per digit, two grey digits (of this module's `digits`) that the classifier reads right
-read_right = scene_evaluation.read_right
-# A caption's digits with their colours, in the order the caption names them: "red 3"
-NAMED = re.compile(rf"\b({'|'.join(COLOURS)}) (\d)\b")
+# conftest's `read_right` picks, from these grey digits, two per digit that this classifier
+# reads right
 
 
 @pytest.fixture(scope="module")
@@ -67,16 +65,6 @@ def digits():
 @pytest.fixture(scope="module")
 def classifier():
     return load_classifier()
-
-
-def meaning_of(prompt: ScenePrompt) -> tuple:
-    """What a caption says in its own words: (left, right, left colour, right colour)."""
-    (first_colour, first), (second_colour, second) = NAMED.findall(prompt.text)
-    named = [(int(first), first_colour), (int(second), second_colour)]
-    if prompt.right_first:
-        named.reverse()
-    (left, left_colour), (right, right_colour) = named
-    return left, right, left_colour, right_colour
 
 
 # ----- the palette, tinting and reading colours ------------------------------------------------

@@ -8,11 +8,10 @@ classifier against the held-out digits.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
+from conftest import bad_classifier_file
 from torch import nn
 
 from imagen_lib.classifier import (
@@ -281,32 +280,6 @@ def test_load_classifier_of_a_foreign_file_raises(tmp_path):
     torch.save({"a": 1}, tmp_path / "foreign.pt")
     with pytest.raises(ValueError, match="not an imagen_lib classifier"):
         load_classifier(tmp_path / "foreign.pt")
-
-
-def bad_classifier_file(kind: str, path):
-    """A file passed as --classifier by mistake, or a damaged classifier file.
-
-    Empty, text, code (a pickle naming a function), weights that are numbers and not
-    tensors, NaN weights, all-zero weights, or weights for another network.
-    """
-    shape = {key: value.shape for key, value in DigitClassifier().state_dict().items()}
-    if kind == "empty":
-        path.write_bytes(b"")
-    elif kind == "text":
-        path.write_text("these are not weights\n")
-    elif kind == "code":
-        torch.save({"format": "imagen_lib-classifier-v1", "state": os.system}, path)
-    elif kind in ("ints", "nan", "zeros"):
-        value = {"ints": 0, "nan": float("nan"), "zeros": 0.0}[kind]
-        state = {
-            key: value if kind == "ints" else torch.full(size, value) for key, size in shape.items()
-        }
-        torch.save({"format": "imagen_lib-classifier-v1", "state": state}, path)
-    else:
-        torch.save(
-            {"format": "imagen_lib-classifier-v1", "state": {"weight": torch.zeros(2)}}, path
-        )
-    return path
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()), reason="torch has no gloo backend"
 )
 
-REPOSITORY = Path(__file__).resolve().parent.parent
+REPOSITORY = Path(__file__).resolve().parents[2]
 SMOKE = ("--preset", "smoke", "--set", "sample_every=0")  # grids only where a test looks at them
 # Stands in for `-m imagen_lib`: the same command, but the process of rank 1 dies (os._exit, as
 # a killed process would) before its fourth step of stage 0, after the checkpoint of step 2.

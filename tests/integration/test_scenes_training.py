@@ -1,6 +1,6 @@
 """Tests of training on scenes of two digits side by side: the `scenes` presets.
 
-As in tests/test_train.py every run is tiny and on the CPU: a rectangular 8x16 -> 16x32
+As in test_train.py every run is tiny and on the CPU: a rectangular 8x16 -> 16x32
 cascade trained a few steps per stage on 256 scenes made from real digits (resized to
 16x32, its last stage's size). Its text encoder is a tiny T5 whose vocabulary holds every
 word of the scene captions: the conftest's tiny T5 knows the single-digit captions only and

@@ -2,7 +2,7 @@
 
 Each test works on a copy of pyproject.toml and the notebooks in a temporary folder (the
 `root` parameter), never on the repository itself, and checks that what
-tests/test_notebooks.py requires still holds for the new address: the Colab badge in each
+test_notebooks.py requires still holds for the new address: the Colab badge in each
 lesson's first cell and the `REPOSITORY = "..."` line of its install cell match pyproject.toml,
 and nothing else in the notebooks changed.
 """
@@ -24,7 +24,7 @@ import tomllib
 
 from imagen_lib.tools import repository
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 OLD = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
 NEW = "https://github.com/you/imagen-from-scratch"
 
@@ -76,7 +76,7 @@ def test_every_lesson_and_pyproject_point_at_the_new_address(copy):
         assert OLD not in text and old_path not in text, f"{path.name} still names the old address"
         new = json.loads(text)
         old = json.loads(before[f"notebooks/{path.name}"])
-        # What tests/test_notebooks.py checks, for the new address.
+        # What test_notebooks.py checks, for the new address.
         badge = (
             f"https://colab.research.google.com/github/{new_path}/blob/main/notebooks/{path.name}"
         )

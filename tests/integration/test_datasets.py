@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision.datasets
+from conftest import one_line_error
 from PIL import Image
 
 from imagen_lib.checkpoint import read_checkpoint
@@ -235,13 +236,6 @@ def test_training_fields_refuse_data_that_is_not_text_or_scenes_of_it():
         TrainConfig(data=3)
     with pytest.raises(ValueError, match="scenes"):
         TrainConfig(data="CIFAR10", captions="scenes")
-
-
-def one_line_error(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
 
 
 @pytest.mark.parametrize("case", ["not JSON", "truncated image", "smaller image"])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "imagen_lib"
+PACKAGE = Path(__file__).resolve().parents[2] / "imagen_lib"
 TAUGHT = sorted(
     path for path in PACKAGE.glob("*.py") if path.name not in ("__init__.py", "__main__.py")
 )

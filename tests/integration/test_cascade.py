@@ -106,7 +106,7 @@ def test_the_shipped_cascade_samples_exactly_the_images_it_did_before_sizes_coul
     """tests/reference/shipped_samples.pt was sampled from data/imagen_mnist_cpu.pt before
     `image_size` took (height, width); the same prompts and seed must give the same images."""
     reference = torch.load(
-        os.path.join(os.path.dirname(__file__), "reference", "shipped_samples.pt"),
+        os.path.join(os.path.dirname(os.path.dirname(__file__)), "reference", "shipped_samples.pt"),
         weights_only=True,
     )
     model = load_imagen(SHIPPED_CHECKPOINT, weights="ema", device="cpu")

@@ -3,7 +3,7 @@
 `score_scene_sets` is checked on scenes made of real digits that the shipped classifier
 reads right, some drawn the wrong way round or with a wrong digit on purpose, against
 scores counted by hand. `sample_scene_sets` runs on the tiny 8x16 -> 16x32 scenes cascade
-of tests/test_scenes_training.py (its fixtures, reused here), the command line on a
+of test_scenes_training.py (its fixtures, reused here), the command line on a
 `smoke-scenes` cascade (32x64) trained for one step. Everything is offline and on the CPU.
 """
 
@@ -20,7 +20,7 @@ from conftest import tiny_cascade_config
 import imagen_lib.metrics
 from imagen_lib.checkpoint import load_imagen
 from imagen_lib.data import LESSON_PROMPTS, DigitSet
-from imagen_lib.metrics import classify, features, load_classifier
+from imagen_lib.metrics import features, load_classifier
 from imagen_lib.plumbing.files import SHIPPED_CLASSIFIER, SHIPPED_RESULTS
 from imagen_lib.presets import get_preset
 from imagen_lib.scenes import (
@@ -37,7 +37,7 @@ from imagen_lib.tools.cli import main
 from imagen_lib.tools.evaluation import draws_scenes, sample_scene_sets, score_scene_sets
 from imagen_lib.tools.results import load_results, results_table
 
-# The tiny scenes cascade and its training digits, shared with tests/test_scenes_training.py.
+# The tiny scenes cascade and its training digits, shared with test_scenes_training.py.
 scene_t5_path = scenes_training.scene_t5_path
 encoder = scenes_training.encoder
 digits = scenes_training.digits
@@ -61,17 +61,6 @@ def classifier():
             f"{SHIPPED_CLASSIFIER} is absent: train it with `python -m imagen_lib classifier`"
         )
     return load_classifier()
-
-
-@pytest.fixture(scope="module")
-def read_right(classifier, digits) -> dict[int, torch.Tensor]:
-    """Per digit, two training images (2, 1, 32, 32) that the classifier labels right."""
-    chosen = {}
-    for digit in range(10):
-        images = digits.images[digits.labels == digit][:20]
-        chosen[digit] = images[classify(classifier, images) == digit][:2]
-        assert len(chosen[digit]) == 2
-    return chosen
 
 
 # ---------------------------------------------------------------------------------------

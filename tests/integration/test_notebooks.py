@@ -27,7 +27,7 @@ import tomllib
 
 from imagen_lib.tools.repository import lesson_notebooks
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = lesson_notebooks(ROOT)
 # The short lessons, run in full and compared by CI (docs/maintenance.md).
 COMPARED = ["01", "02a", "02b", "02c", "04", "09", "11"]

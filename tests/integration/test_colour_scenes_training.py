@@ -1,6 +1,6 @@
 """Tests of training on colour scenes, and of sampling and evaluating such a cascade.
 
-As in tests/test_scenes_training.py every run is tiny and on the CPU: the rectangular
+As in test_scenes_training.py every run is tiny and on the CPU: the rectangular
 8x16 -> 16x32 cascade in 3 channels, trained a few steps per stage on 256 colour scenes made
 from real digits (resized to 16x32), and the command line on a `smoke-colour-scenes` cascade
 (32x64) trained for one step. The text encoder is a tiny T5 whose vocabulary holds every
@@ -22,10 +22,8 @@ import numpy as np
 import pytest
 import test_scenes_training as scenes_training
 import torch
-from conftest import cpu_trainer
+from conftest import cpu_trainer, meaning_of, one_line_error
 from PIL import Image
-from test_cli import one_line_error
-from test_colours import meaning_of
 
 import imagen_lib.metrics
 from imagen_lib import Imagen
@@ -54,7 +52,7 @@ from imagen_lib.tools.evaluation import sample_scene_sets, score_scene_sets
 from imagen_lib.tools.results import load_results
 from imagen_lib.train import Trainer
 
-# The training digits, loaded once for the module, shared with tests/test_scenes_training.py.
+# The training digits, loaded once for the module, shared with test_scenes_training.py.
 digits = scenes_training.digits
 digits_loaded_once = scenes_training.digits_loaded_once
 
