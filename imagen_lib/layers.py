@@ -123,6 +123,12 @@ class ResidualBlock(nn.Module):
         return (h + self.skip(x)) * self.skip_scale
 
 
+def check_heads(width: int, heads: int, what: str) -> None:
+    """Each of `heads` heads attends with width / heads of the `width` features."""
+    if width % heads:
+        raise ValueError(f"{what} ({width}) must divide evenly into {heads} heads")
+
+
 def _multi_head_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -138,10 +144,7 @@ class SelfAttention(nn.Module):
 
     def __init__(self, channels: int, heads: int = 4):
         super().__init__()
-        if channels % heads:
-            raise ValueError(
-                f"attention channels ({channels}) must divide evenly into {heads} heads"
-            )
+        check_heads(channels, heads, "attention channels")
         self.heads = heads
         self.norm = group_norm(channels)
         self.to_qkv = nn.Linear(channels, 3 * channels)
@@ -166,10 +169,7 @@ class CrossAttention(nn.Module):
 
     def __init__(self, channels: int, context_dim: int, heads: int = 4):
         super().__init__()
-        if channels % heads:
-            raise ValueError(
-                f"attention channels ({channels}) must divide evenly into {heads} heads"
-            )
+        check_heads(channels, heads, "attention channels")
         self.heads = heads
         self.norm = group_norm(channels)
         self.context_norm = nn.LayerNorm(context_dim)
@@ -281,8 +281,7 @@ class AttentionPooling(nn.Module):
 
     def __init__(self, dim: int, heads: int = 4):
         super().__init__()
-        if dim % heads:
-            raise ValueError(f"pooling dimension ({dim}) must divide evenly into {heads} heads")
+        check_heads(dim, heads, "pooling dimension")
         self.heads = heads
         self.norm = nn.LayerNorm(dim)
         self.query = nn.Parameter(torch.randn(1, 1, dim) / math.sqrt(dim))
