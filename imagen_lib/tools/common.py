@@ -21,6 +21,7 @@ import torch
 from imagen_lib.cascade import default_device
 from imagen_lib.checkpoint import read_checkpoint
 from imagen_lib.data import DigitSet, resize
+from imagen_lib.plumbing.errors import BadSetting
 from imagen_lib.plumbing.training_data import training_set
 from imagen_lib.presets import Preset
 from imagen_lib.train import Trainer
@@ -82,9 +83,9 @@ def training_recipe(checkpoint: Path) -> Preset:
     """The preset a checkpoint was trained with, which the retraining experiments follow."""
     payload = read_checkpoint(checkpoint)
     if "preset" not in payload:
-        raise ValueError(
-            f"{checkpoint} does not say how it was trained (no preset): "
-            "this experiment retrains a stage with that recipe"
+        raise BadSetting(
+            f"{checkpoint} does not say how it was trained (no preset)",
+            "this experiment retrains a stage with that recipe",
         )
     return Preset.from_dict(payload["preset"])  # read_checkpoint has checked it
 
