@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +42,6 @@ from tqdm.auto import tqdm
 
 from imagen_lib.metrics import binding_scores
 from imagen_lib.plumbing.errors import Stopped
-from imagen_lib.plumbing.files import writable_folder
 from imagen_lib.scenes import (
     HELD_OUT_CAPTIONS_BY_PHRASING,
     HELD_OUT_PAIRS,
@@ -53,6 +53,7 @@ from imagen_lib.scenes import (
 from imagen_lib.text import TextEncoder, check_encoder_folder
 from imagen_lib.tools import results
 from imagen_lib.tools.common import machine_description
+from imagen_lib.tools.experiment_spine import prepare
 
 # The evaluation sets, as in scenes.EVALUATION_SETS (numbers of held-out pairs apart: a
 # held-out number such as "25" is a token never seen with its scene, not only a new order)
@@ -101,6 +102,27 @@ class ProbeOptions:
     steps: int = DEFAULT_STEPS
     batch_size: int = BATCH_SIZE
     learning_rate: float = LEARNING_RATE
+
+
+class ProbeRow(TypedDict):
+    """A row of probe.json: one reader (encoder, width, seed) on one group of one set."""
+
+    encoder: str  # the ProbeEncoder's label
+    width: int  # the reader's attention width
+    seed: int
+    set: str  # one of PROBE_SETS
+    group: str  # "all", a caption category or a type of held-out phrasing
+    slot: float  # the `probe_scores`
+    left: float
+    right: float
+    scene: float
+    swap: float
+    order: float
+    order_count: int
+    pair: float
+    count: int
+    parameters: int  # the encoder's
+    dim: int  # its embedding size
 
 
 # ----- the reader -------------------------------------------------------------------------
@@ -428,7 +450,7 @@ def probe_encoder(
     options: ProbeOptions,
     described: dict,
     step: Callable[[], None],
-) -> list[dict]:
+) -> list[ProbeRow]:
     """Train a reader per width and seed on one encoder's training captions; score each set."""
     asked = {
         name: torch.tensor([[p.left, p.right] for p in prompts])  # (N, 2)
@@ -472,7 +494,7 @@ def describe(spec: ProbeEncoder, encoder: TextEncoder, encoded: EncodedCaptions)
 class ProbeRun:
     """What a probe run has measured so far: rows, encoders described, encoders skipped."""
 
-    rows: list[dict] = field(default_factory=list)
+    rows: list[ProbeRow] = field(default_factory=list)
     encoders: list[dict] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
@@ -527,8 +549,7 @@ def run_probe(
 
     options = checked_options(seeds, widths, steps)
     chosen = chosen_encoders(encoders, defaults)
-    out = writable_folder(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare(out).out  # no checkpoint and no scorer: the probe draws no images
     baselines = word_blind_baselines(probe_prompts())
     settings = dict(
         command="experiment", name="probe", **asdict(options), max_tokens=MAX_TOKENS,
@@ -555,3 +576,26 @@ def run_probe(
     print(results.results_table(final))
     print(f"-> {path}, {out / 'probe.png'} ({time.perf_counter() - started:.0f} s)")
     return path
+
+
+@dataclass(frozen=True)
+class ProbeRunOptions:
+    """What `experiment probe` takes: `run_probe`'s arguments (the reader's are ProbeOptions)."""
+
+    encoders: Sequence[str] = ()  # added to DEFAULT_ENCODERS
+    seeds: int = DEFAULT_SEEDS
+    widths: Sequence[int] = DEFAULT_WIDTHS
+    steps: int = DEFAULT_STEPS
+    out: str | Path = "runs/results"
+
+
+def measure_probe(options: ProbeRunOptions) -> list[ProbeRow]:
+    """Run the probe (`run_probe`); the rows of its results file."""
+    path = run_probe(
+        encoders=options.encoders,
+        seeds=options.seeds,
+        widths=options.widths,
+        steps=options.steps,
+        out=options.out,
+    )
+    return results.load_results(path)["rows"]

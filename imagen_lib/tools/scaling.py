@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 from tqdm.auto import tqdm
@@ -47,7 +48,7 @@ from tqdm.auto import tqdm
 from imagen_lib.cascade import Imagen
 from imagen_lib.checkpoint import load_imagen, read_checkpoint
 from imagen_lib.diffusion import check_guidance_weight
-from imagen_lib.metrics import Scorer, load_classifier
+from imagen_lib.metrics import Scorer
 from imagen_lib.plumbing.errors import damaged
 from imagen_lib.plumbing.files import (
     SHIPPED_CLASSIFIER,
@@ -67,9 +68,9 @@ from imagen_lib.scenes import (
 )
 from imagen_lib.text import resolve_encoder
 from imagen_lib.tools import results
-from imagen_lib.tools.common import at_least, machine_description
+from imagen_lib.tools.common import at_least, machine_description, train_or_resume, training_recipe
 from imagen_lib.tools.evaluation import sample_scene_sets, score_scene_sets
-from imagen_lib.tools.experiments import train_or_resume, training_recipe
+from imagen_lib.tools.experiment_spine import prepare
 
 try:
     import fcntl
@@ -125,6 +126,46 @@ SCALING_SETS = (
     "held-out pairs",
     *(f"held-out {phrasing}" for phrasing in PHRASING_TYPES),
 )
+
+
+class SceneScores(TypedDict, total=False):
+    """The columns `evaluation.score_scene_sets` gives each (set, category or phrasing)."""
+
+    set: str
+    category: str  # "all", or one caption category
+    phrasing: str  # "all", or one type of held-out phrasing
+    left: float  # the shares of binding_scores; NaN where undefined
+    right: float
+    scene: float
+    swap: float
+    order: float
+    order_count: int
+    pair: float
+    count: int  # scenes in the group
+    blind_first_named: float  # the word-blind readers' order accuracy
+    blind_trained_layout: float
+    fid_left: float  # per-slot MNIST-FID: on the "all" rows only
+    fid_right: float
+
+
+class ScalingResultRow(SceneScores):
+    """A row of scaling.json: one model and seed at one guidance weight, on one group."""
+
+    model: str  # the ScalingRow's name
+    seed: int
+    guidance: float
+    encoder_parameters: int
+    channels: int  # the U-Net's base width
+    unet_parameters: int
+    train_seconds: float
+
+
+class CurveRow(SceneScores):
+    """A row of scaling_curve.json: one snapshot on the gate's set."""
+
+    checkpoint: str  # the snapshot's file name
+    steps: int  # its base stage's training steps
+    seed: int
 
 
 def scaling_prompt_sets(count: int, seed: int = 0) -> dict[str, list[ScenePrompt]]:
@@ -203,7 +244,7 @@ def score_row(
     scorer: Scorer,
     guidance: Sequence[float],
     examples: dict[str, torch.Tensor] | None = None,
-) -> list[dict]:
+) -> list[ScalingResultRow]:
     """One results row per (guidance weight, set, category or phrasing) of a trained model.
 
     `examples` gets the model's first eight held-out-pair scenes at the middle guidance
@@ -317,7 +358,7 @@ def scaling_experiment(
     examples: dict[str, torch.Tensor],
     save: Callable[[list[dict], dict[str, torch.Tensor]], None],
     progress: bool = True,
-) -> list[dict]:
+) -> list[ScalingResultRow]:
     """Train and score each (row, seed) of `runs_to_do`; `save` after each one.
 
     `save(rows, examples)` gets this process's rows so far after every (row, seed), so
@@ -546,20 +587,17 @@ def run_scaling(
         training_recipe(existing_checkpoint(checkpoint)) if checkpoint else None,
         train_steps,
     )
-    out, runs = writable_folder(out), writable_folder(runs, "--runs") / "scaling"
-    scoring_classifier = load_classifier(classifier)  # None: the shipped one; "" is refused
+    runs = writable_folder(runs, "--runs") / "scaling"
+    # the scorer's real digits go through the base stage's resolution, for the per-slot FID
+    prepared = prepare(out, (), num_samples, classifier, recipe.model, base_resolution=True)
+    out, scorer = prepared.out, prepared.scorer
     settings = scaling_settings(recipe, num_samples, weights, classifier or SHIPPED_CLASSIFIER)
+    settings["fid_floor"] = scorer.real_vs_real  # the real-vs-real floor at that resolution
     path = out / "scaling.json"
     with results_lock(out):
         measured, earlier = measured_so_far(path, settings["recipe"])
         load_examples(path.with_name("scaling_examples.pt"))  # a damaged file fails now
     todo = runs_to_do(every, seeds, measured)
-    # the real-vs-real floor of the base stage's resolution, for the per-slot FID
-    height = recipe.model.stages[0].image_size[0]
-    scorer = Scorer.build(
-        num_samples, scoring_classifier, recipe.model.channels, degraded_to=height
-    )
-    settings["fid_floor"] = scorer.real_vs_real
     started = time.perf_counter()
 
     def save(rows_so_far: list[dict], pictures: dict) -> None:
@@ -605,21 +643,15 @@ def learning_curve(
     accuracy, written to OUT/scaling_curve.json and plotted in scaling_curve.png. The
     budget is the first at which the reference row passes the gate.
     """
-    paths = [existing_checkpoint(path) for path in checkpoints]  # all checked first
-    out = writable_folder(out)
     started = time.perf_counter()
-    scoring_classifier = load_classifier(classifier)
-    scorer = None
+    # every path checked first; per-slot FID against real digits shrunk to the base stage's size
+    prepared = prepare(out, checkpoints, num_samples, classifier, base_resolution=True)
+    paths, scorer, out = prepared.checkpoints, prepared.scorer, prepared.out
     prompts = {"training relations": scaling_prompt_sets(num_samples, seed)["training relations"]}
     sampler, steps = SCALING_SAMPLING
-    rows = []
+    rows: list[CurveRow] = []
     for path in paths:
         model = base_stage(load_imagen(path, weights="ema"))
-        if scorer is None:  # per-slot FID against real digits shrunk to the base stage's size
-            height = model.config.stages[0].image_size[0]
-            scorer = Scorer.build(
-                num_samples, scoring_classifier, model.config.channels, degraded_to=height
-            )
         sampled = sample_scene_sets(
             model,
             num_samples,
@@ -638,7 +670,6 @@ def learning_curve(
             f"(gate {GATE_ORDER:.0%}), pair {scores['pair']:.1%}, scene {scores['scene']:.1%}",
             flush=True,
         )
-    out.mkdir(parents=True, exist_ok=True)
     settings = dict(
         num_samples=num_samples, seed=seed, gate_order=GATE_ORDER, fid_floor=scorer.real_vs_real
     )
@@ -650,3 +681,36 @@ def learning_curve(
     )
     print(f"-> {path}, {out / 'scaling_curve.png'}")
     return path
+
+
+# ----- the experiment, as the command runs it -------------------------------------------------
+@dataclass(frozen=True)
+class ScalingOptions:
+    """What `experiment scaling` takes: `run_scaling`'s arguments, or with `curve` the
+    snapshots whose learning curve to score (`learning_curve`, which reads only
+    `num_samples`, `classifier` and `out` of the rest)."""
+
+    checkpoint: str | Path | None = None  # None: the scenes preset's recipe
+    seeds: int | None = None  # None: each row's own
+    num_samples: int = SCALING_SAMPLES
+    guidance: Sequence[float] | None = None  # None: SCALING_GUIDANCE
+    encoders: Sequence[str] = ()
+    rows: Sequence[str] | None = None  # None: every one of SCALING_ROWS
+    train_steps: int | None = None
+    runs: str | Path = "runs/experiments"
+    out: str | Path = "runs/results"
+    classifier: str | Path | None = None
+    curve: Sequence[str | Path] | None = None
+
+
+def measure_scaling(options: ScalingOptions) -> list[ScalingResultRow | CurveRow]:
+    """Run the grid (or the learning curve); the rows of its results file, all runs' so far."""
+    if options.curve:
+        path = learning_curve(
+            options.curve, options.num_samples, options.classifier, out=options.out
+        )
+    else:
+        grid = {field.name: getattr(options, field.name) for field in dataclasses.fields(options)}
+        del grid["curve"]
+        path = run_scaling(**grid)
+    return results.load_results(path)["rows"]

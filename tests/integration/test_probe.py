@@ -222,7 +222,7 @@ def test_the_command_runs_the_probe_into_a_new_folder(scene_t5, tmp_path, monkey
         (["--steps", "0"], "--steps must be a whole number of at least 1"),
         (["--encoders", "./no/such/encoder"], "there is no folder"),
         (["--encoders", "minilm"], "names minilm twice"),
-        (["--checkpoint", "x.pt"], "--checkpoint do not apply to the probe"),
+        (["--checkpoint", "x.pt"], "--checkpoint does not apply to experiment probe"),
     ],
 )
 def test_bad_probe_input_exits_2_with_one_line_before_anything_loads(
@@ -243,7 +243,7 @@ def test_an_encoder_folder_given_twice_or_without_a_config_is_refused(scene_t5, 
 
 def test_the_reader_options_apply_to_the_probe_only(capsys):
     assert main(["experiment", "guidance", "--widths", "8"]) == 2
-    assert "--widths and --steps set the probe's reader" in capsys.readouterr().err
+    assert "--widths does not apply to experiment guidance" in capsys.readouterr().err
 
 
 def test_the_committed_probe_is_complete_and_documented_as_measured():
