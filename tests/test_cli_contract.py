@@ -830,6 +830,18 @@ CASES = [
     ),
     *(
         Case(
+            f"experiment {argv} (an option it does not take)",
+            f"experiment {argv} --out {{out}}",
+            words,
+        )
+        for argv, words in (
+            ("probe --num-samples 10", ("--num-samples does not apply to experiment probe",)),
+            ("scaling --widths 8 --steps 2", ("--widths, --steps do not apply",)),
+            ("guidance --rows x --curve y", ("--curve, --rows do not apply",)),
+        )
+    ),
+    *(
+        Case(
             f"reuse a sampler.json {name}",
             REUSE,
             ("{tmp}/results/sampler.json", words),

@@ -8,8 +8,9 @@ and plot of its results file. experiment_command.py lists them all in one regist
 builds the command line from their options.
 
 What they share lives here, below all three:
-- `prepare`: check the checkpoints and the output folder, load the digit classifier, build
-  the `Scorer` and make the folder, in that order, before anything slow starts;
+- `prepare`: check the checkpoints and the output folder, load the digit classifier and
+  build the `Scorer`, before anything slow starts (the folder is made by the first file
+  written into it, so a run refused before then leaves nothing behind);
 - `sweep`: the loop the findings' sweeps have in common: for each setting and seed, sample
   (timed), score, keep the first seed's digits as examples, count it on the progress bar.
 
@@ -85,7 +86,7 @@ class SweepRow(Scores):
 class Prepared:
     """What `prepare` hands an experiment: checked paths, and a scorer if it scores images."""
 
-    out: Path  # the output folder, made
+    out: Path  # the output folder, checked to be writable (made when a result is written)
     checkpoints: list[Path]  # each exists
     scorer: Scorer | None  # None: the experiment scores no images (the probe)
 
@@ -98,13 +99,14 @@ def prepare(
     scored_as: ImagenConfig | None = None,
     base_resolution: bool = False,
 ) -> Prepared:
-    """Check the paths, load the classifier, build the scorer, make the output folder.
+    """Check the paths, load the classifier, build the scorer.
 
     `checkpoints` are checked to exist (None: the shipped cascade). With `num_samples`, the
     classifier is loaded (None: the shipped one) and a `Scorer` of that many samples built
     for images of `scored_as` (default: the first checkpoint's cascade): its channels, and
     with `base_resolution` real digits shrunk to its base stage's height, as base samples
-    are. Every check comes first: a bad path fails before the scorer reads a digit.
+    are. Every check comes first: a bad path fails before the scorer reads a digit. The
+    output folder is not made here: an experiment may still refuse its options after this.
     """
     paths = [existing_checkpoint(checkpoint) for checkpoint in checkpoints]
     folder = writable_folder(out)
@@ -121,7 +123,6 @@ def prepare(
             scored_as.channels,
             degraded_to=height if base_resolution else None,
         )
-    folder.mkdir(parents=True, exist_ok=True)
     return Prepared(folder, paths, scorer)
 
 
