@@ -33,8 +33,14 @@ from imagen_lib.plumbing.timing import images_per_second, synchronize
 from imagen_lib.presets import Preset, get_preset
 from imagen_lib.scenes import scene_evaluation_prompts
 from imagen_lib.tools.common import at_least, machine_description
-from imagen_lib.tools.evaluation import draws_colour_scenes, draws_scenes
-from imagen_lib.tools.sampling import SAMPLE_CHUNK, check_plan, describe_plan, parse_sampler_setting
+from imagen_lib.tools.drawing import (
+    SAMPLE_CHUNK,
+    check_plan,
+    describe_plan,
+    draws_colour_scenes,
+    draws_scenes,
+    parse_sampler_setting,
+)
 from imagen_lib.train import Trainer
 
 # Timed by default: a minute or two on 2 cores.
@@ -176,7 +182,7 @@ def bench_prompts(
 ) -> tuple[list[str], str]:
     """The `num_samples` prompts `bench` times sampling with, and what they draw, in words.
 
-    A cascade that draws scenes of two digits (`evaluation.draws_scenes`, from the
+    A cascade that draws scenes of two digits (`drawing.draws_scenes`, from the
     checkpoint's stored preset and config) gets the first scene prompts of the "training"
     evaluation set (of colour scenes, for a cascade trained on them), every caption category
     in turn, so its time is that of the scenes it was trained for; any other cascade gets

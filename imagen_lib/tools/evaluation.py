@@ -23,14 +23,12 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
 from imagen_lib.cascade import Imagen, ImagenConfig, default_device
 from imagen_lib.checkpoint import load_imagen, parse_config, read_checkpoint
 from imagen_lib.classifier import train_classifier
-from imagen_lib.colour_metrics import colour_binding_scores, read_colour_scenes
-from imagen_lib.colours import asked, colour_evaluation_prompts, ink
+from imagen_lib.colours import colour_evaluation_prompts
 from imagen_lib.data import (
     IMAGE_SIZE,
     height_width,
@@ -47,22 +45,29 @@ from imagen_lib.metrics import (
     evaluation_prompts,
     load_classifier,
     prompt_accuracy,
-    scene_fid,
-    scene_report,
 )
 from imagen_lib.plumbing.classifier_file import classifier_file_bytes, save_classifier
 from imagen_lib.plumbing.files import check_free_space, existing_checkpoint, writable_file
-from imagen_lib.presets import SCENE_FAMILIES
-from imagen_lib.scenes import ScenePrompt, scene_evaluation_prompts, word_blind_order
+from imagen_lib.scenes import ScenePrompt, scene_evaluation_prompts
 from imagen_lib.tools import results
 from imagen_lib.tools.common import at_least, check_seed, timed
-from imagen_lib.tools.sampling import check_plan, describe_interval, describe_plan, final_images
+from imagen_lib.tools.drawing import (
+    EVALUATION_CHUNK,
+    check_plan,
+    check_scene_size,
+    describe_interval,
+    describe_plan,
+    draws_colour_scenes,
+    draws_scenes,
+    final_images,
+    sample_scene_sets,
+    score_scene_sets,
+)
 
 # Below this many samples per row, MNIST-FID is dominated by its small-sample bias: the
 # real-vs-real FID itself is large (about 104 at 50 samples, 5 at 1,000), so rows differ by noise.
 RELIABLE_FID_SAMPLES = 500
 
-EVALUATION_CHUNK = 250  # images sampled at once: memory stays bounded for any sample count
 
 # What the scene table's columns mean, printed below it.
 SCENE_LEGEND = (
@@ -164,183 +169,6 @@ def score_settings(
                     "thresholding": thresholding,
                 }
                 rows += [{**setting, **row} for row in score_setting(weight, thresholding, bar)]
-    return rows
-
-
-def draws_scenes(preset: dict | None, config: ImagenConfig) -> bool:
-    """Whether a checkpoint's cascade draws scenes of two digits side by side, grey or colour.
-
-    `preset` is the checkpoint's stored preset (`Preset.to_dict()`), None for a file without
-    one. The preset says it best (captions "scenes" or "colour scenes": trained on scenes);
-    without it, the final stage's images being twice as wide as high is the sign.
-    """
-    if preset is not None:
-        return preset["training"].get("captions") in SCENE_FAMILIES
-    height, width = height_width(config.stages[-1].image_size)
-    return width == 2 * height
-
-
-def draws_colour_scenes(preset: dict | None) -> bool:
-    """Whether a checkpoint's stored preset (None: none) trained it on colour scenes."""
-    return preset is not None and preset["training"].get("captions") == "colour scenes"
-
-
-def check_scene_size(size: int | tuple[int, int], what: str) -> None:
-    """Refuse an image size that is not a scene's 2:1 (height, width), naming `what` makes it."""
-    height, width = height_width(size)
-    if width != 2 * height:
-        raise ValueError(
-            f"scenes are two square digits side by side, twice as wide as high, but {what} "
-            f"makes {size_text((height, width))} images: give a cascade trained on scenes, "
-            "such as one of the scenes preset"
-        )
-
-
-def sample_scene_sets(
-    model: Imagen,
-    count: int,
-    seed: int = 0,
-    guidance_weight: float | Sequence[float] | None = None,
-    thresholding: str = "dynamic",
-    sampler: str | Sequence[str] | None = None,
-    steps: int | Sequence[int] | None = None,
-    guidance_interval: tuple[float, float] | None = None,
-    bar: tqdm | None = None,
-    prompt_sets: dict[str, list[ScenePrompt]] | None = None,
-) -> dict[str, tuple[torch.Tensor, list[ScenePrompt]]]:
-    """The cascade's final scenes for `count` prompts of each scene evaluation set.
-
-    Keyed as scenes.EVALUATION_SETS: (images (count, C, H, 2H) in [-1, 1], their prompts),
-    the prompts being `scenes.scene_evaluation_prompts(count, seed)`, or, given
-    `prompt_sets` ({name: prompts}, such as `colours.colour_evaluation_prompts`), those sets
-    instead (`count` is then unused). Each set is sampled as `evaluate` samples:
-    EVALUATION_CHUNK prompts at a time, chunk k seeded with seed + its first index, so every
-    set starts from the same noise and a result is reproducible for a seed. The options go
-    to `Imagen.sample` (None: each stage's own); `bar` counts the scenes.
-    """
-    check_seed(seed)
-    check_scene_size(model.image_size, "the cascade")
-    if prompt_sets is None:
-        at_least(count, 1, "count", " (scenes per evaluation set)")
-        prompt_sets = scene_evaluation_prompts(count, seed)
-    options = dict(
-        guidance_weight=guidance_weight,
-        thresholding=thresholding,
-        sampler=sampler,
-        steps=steps,
-        guidance_interval=guidance_interval,
-    )
-    return {
-        name: (
-            final_images(
-                model,
-                [prompt.text for prompt in prompts],
-                seed,
-                chunk=EVALUATION_CHUNK,
-                bar=bar,
-                **options,
-            ),
-            prompts,
-        )
-        for name, prompts in prompt_sets.items()
-    }
-
-
-def score_scene_sets(
-    classifier: DigitClassifier,
-    reference: torch.Tensor,
-    sampled: dict[str, tuple[torch.Tensor, list[ScenePrompt]]],
-) -> list[dict]:
-    """Binding scores per (set, caption category) of sampled scenes, and per-slot MNIST-FID.
-
-    `sampled` maps a set's name to its scenes (N, C, H, 2H) and their prompts, as
-    `sample_scene_sets` gives them. Each set gives a row with category "all", then one per
-    category its prompts hold, in the order they first appear, then, for a set of held-out
-    phrasings, one per phrasing type (category "all"). Every row has "set", "category",
-    "phrasing" ("all" on the category rows), the `metrics.binding_scores` "left", "right",
-    "scene", "swap", "order", "order_count" and "pair" (NaN where undefined), and "count",
-    its number of scenes. A grey set's rows have the order accuracy of the two word-blind
-    readers of `scenes.word_blind_order` on its prompts: "blind_first_named",
-    "blind_trained_layout". A set of colour scenes (prompts with colours) is scored on its
-    digits' ink (`colours.ink`), and its rows have the `metrics.colour_binding_scores`
-    instead: "scene" there asks for both colours right too, "digits" for the digits alone.
-
-    The "all" row also has "fid_left" and "fid_right": each slot's MNIST-FID
-    (`metrics.scene_fid`) against `reference` (M, 128), the classifier features of M real
-    digits such as `Scorer.reference`. FID grows as the sample count falls, so it is
-    computed only for a set of exactly M scenes, where the scorer's real-vs-real FID is the
-    yardstick; for a set of any other size both are NaN. The reference holds every digit
-    equally often, as the prompts of most sets ask for them; a set that asks for some
-    digits more often in a slot (held-out numbers never put 0 on the left) reads a little
-    higher.
-    """
-    if reference.dim() != 2:
-        raise ValueError(
-            "reference must be the classifier features (M, 128) of real digits, such as "
-            f"Scorer.reference, got shape {tuple(reference.shape)}"
-        )
-    if not sampled:
-        raise ValueError("no sets to score: give {set name: (scenes, prompts)}")
-    rows = []
-    for name, (images, prompts) in sampled.items():
-        rows += score_scene_set(classifier, reference, name, images, prompts)
-    return rows
-
-
-def score_scene_set(
-    classifier: DigitClassifier,
-    reference: torch.Tensor,
-    name: str,
-    images: torch.Tensor,
-    prompts: list[ScenePrompt],
-) -> list[dict]:
-    """`score_scene_sets`'s rows for one set: its scenes (N, C, H, 2H) and their prompts."""
-    if len(images) == 0 or len(images) != len(prompts):
-        raise ValueError(
-            f"set {name!r} must hold at least one scene and one prompt per scene, "
-            f"got {len(images)} scenes and {len(prompts)} prompts"
-        )
-    coloured = {prompt.colours is not None for prompt in prompts}
-    if len(coloured) == 2:
-        raise ValueError(f"set {name!r} mixes colour scenes with grey ones: give one kind")
-    coloured = coloured.pop()
-    # the classifier reads digits in grey: a colour scene's ink
-    digits = ink(images) if coloured else images
-    left = torch.tensor([prompt.left for prompt in prompts])
-    right = torch.tensor([prompt.right for prompt in prompts])
-    fid = (
-        scene_fid(classifier, digits, reference)
-        if len(images) == len(reference)
-        else {"left": math.nan, "right": math.nan}
-    )
-    if coloured:
-        drawn, wanted = read_colour_scenes(classifier, images), asked(prompts)
-    groupings = [("category", [prompt.category for prompt in prompts])]
-    if {prompt.phrasing for prompt in prompts} != {"training"}:
-        groupings.append(("phrasing", [prompt.phrasing for prompt in prompts]))
-    rows = []
-    for key, labels in groupings:
-        report = scene_report(classifier, digits, left, right, labels)
-        for group, scores in report.items():
-            if key == "phrasing" and group == "all":
-                continue  # the category grouping's "all" row covers the whole set
-            chosen = torch.tensor([group in ("all", label) for label in labels])  # (N,)
-            row = {"set": name, "category": "all", "phrasing": "all", key: group}
-            row.update(scores, count=int(chosen.sum()))
-            if coloured:
-                row.update(
-                    colour_binding_scores(
-                        tuple(slot[chosen] for slot in drawn),
-                        tuple(slot[chosen] for slot in wanted),
-                    )
-                )
-            else:
-                blind = word_blind_order([p for p, k in zip(prompts, chosen.tolist()) if k])
-                row.update(blind_first_named=blind["first named"])
-                row.update(blind_trained_layout=blind["trained layout"])
-            if group == "all":
-                row.update(fid_left=fid["left"], fid_right=fid["right"])
-            rows.append(row)
     return rows
 
 

@@ -53,8 +53,8 @@ from imagen_lib.metrics import Scorer, evaluation_prompts, prompt_accuracy
 from imagen_lib.presets import Preset
 from imagen_lib.text import build_tiny_t5, caption_words
 from imagen_lib.tools.common import train_or_resume
+from imagen_lib.tools.drawing import final_images
 from imagen_lib.tools.experiment_spine import SweepRow, SweepSetting, sweep
-from imagen_lib.tools.sampling import final_images
 
 # Experiment 3's phrasings. The seen ones are training captions of the "varied" family
 # (data.CAPTION_TEMPLATES); the unseen ones are data.HELD_OUT_TEMPLATES, which training

@@ -26,6 +26,7 @@ from imagen_lib.plumbing.files import writable_folder
 from imagen_lib.presets import Preset
 from imagen_lib.tools import results
 from imagen_lib.tools.common import at_least, machine_description, training_recipe
+from imagen_lib.tools.drawing import parse_sampler_setting
 from imagen_lib.tools.experiment_spine import Experiment, prepare
 from imagen_lib.tools.experiments import (
     AugmentationRow,
@@ -45,7 +46,6 @@ from imagen_lib.tools.experiments import (
     sample_as_measured,
     sampler_sweep,
 )
-from imagen_lib.tools.sampling import parse_sampler_setting
 
 # The default of every finding's swept setting.
 # The default of every experiment's swept setting.

@@ -13,23 +13,15 @@ import re
 import stat
 import time
 import unicodedata
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from imagen_lib.cascade import Imagen, ImagenConfig, default_device
-from imagen_lib.checkpoint import load_imagen, parse_config, read_checkpoint
+from imagen_lib.cascade import default_device
+from imagen_lib.checkpoint import load_imagen, read_checkpoint
 from imagen_lib.data import LESSON_PROMPTS
-from imagen_lib.diffusion import (
-    SAMPLERS,
-    THRESHOLDINGS,
-    check_guidance_interval,
-    check_guidance_weight,
-    default_steps,
-)
+from imagen_lib.diffusion import THRESHOLDINGS, check_guidance_interval, check_guidance_weight
 from imagen_lib.plumbing.files import (
     atomic_write_all,
     existing_checkpoint,
@@ -38,8 +30,14 @@ from imagen_lib.plumbing.files import (
 )
 from imagen_lib.plumbing.training_grids import COLOUR_GRID_PROMPTS, SCENE_GRID_PROMPTS
 from imagen_lib.tools.common import at_least, check_seed
+from imagen_lib.tools.drawing import (
+    SAMPLE_CHUNK,
+    check_plan,
+    checkpoint_config,
+    describe_plan,
+    final_images,
+)
 
-SAMPLE_CHUNK = 256  # images sampled at once: memory stays bounded for any --num-samples
 # Every final image stays in memory until samples.npz is written (100,000 32x32 images
 # take 400 MiB as floats), and on a CPU 100,000 take hours: sample more in several runs.
 MAX_SAMPLES = 100_000
@@ -192,100 +190,9 @@ def sample_count(
     return len(prompts)
 
 
-def checkpoint_config(checkpoint: Path) -> ImagenConfig:
-    """The cascade config a checkpoint stores, read without building the networks or loading
-    the text encoder (which take seconds), to check the sampling settings against it first.
-    """
-    return parse_config(read_checkpoint(checkpoint)["config"], checkpoint)
-
-
-def check_plan(
-    config: ImagenConfig,
-    sampler: str | list[str] | None,
-    steps: int | list[int] | None,
-    options: tuple[str, str] = ("--sampler", "--steps"),
-) -> None:
-    """`ImagenConfig.sampling_plan`'s checks, before the model loads, naming the option at fault.
-
-    `options` name the sampler's and the steps' option in the errors.
-    """
-    for option, plan in zip(options, ((sampler, None), (None, steps))):
-        try:
-            config.sampling_plan(*plan)
-        except ValueError as error:
-            raise ValueError(f"{option}: {error}") from None
-
-
 def output_names(stages: int) -> list[str]:
     """The files a run writes into OUT: each stage's grid, the final grid, every image."""
     return [*(f"grid_stage{index}.png" for index in range(stages)), "grid.png", "samples.npz"]
-
-
-def parse_sampler_setting(text: str, option: str = "--settings") -> tuple[str, int, str]:
-    """SAMPLER:STEPS[:THRESHOLDING], such as ddim:25 or ddim:25:none (default: dynamic)."""
-    sampler, _, rest = text.partition(":")
-    steps, _, thresholding = rest.partition(":")
-    thresholding = thresholding or "dynamic"
-    if (
-        sampler not in SAMPLERS
-        or not (steps.isascii() and steps.isdigit())  # isdigit alone accepts "²"
-        or int(steps) < 1
-        or thresholding not in THRESHOLDINGS
-    ):
-        raise ValueError(
-            f"{option} takes SAMPLER:STEPS[:THRESHOLDING] such as ddim:50, ddpm:1000, dpm++:15 "
-            f"or ddim:25:none, got {text!r}"
-        )
-    return sampler, int(steps), thresholding
-
-
-def describe_plan(
-    config: ImagenConfig,
-    sampler: str | Sequence[str] | None,
-    steps: int | Sequence[int] | None,
-) -> str:
-    """A cascade's sampling plan for `sampler` and `steps` (as `sample` takes them), in words.
-
-    Step counts left to a sampler's default are written out, as DDIM 50.
-    """
-    stages = config.sampling_plan(sampler, steps).stages
-    named = [
-        f"{stage.sampler.upper()} "
-        f"{stage.sampling_steps or default_steps(stage.sampler, stage.timesteps)}"
-        for stage in stages
-    ]
-    if len(set(named)) == 1:
-        return f"{named[0]} steps per stage"
-    return " then ".join(named) + " steps (stage by stage)"
-
-
-def describe_interval(interval: tuple[float, float]) -> str:
-    """ " in [0.35, 0.7]" for a guidance interval, "" for every step."""
-    return "" if tuple(interval) == (0, 1) else f" in [{interval[0]:g}, {interval[1]:g}]"
-
-
-def final_images(
-    model: Imagen,
-    prompts: list[str],
-    seed: int,
-    chunk: int = 100,
-    low_res: torch.Tensor | None = None,
-    bar: tqdm | None = None,
-    **options,
-) -> torch.Tensor:
-    """The last stage's images for many prompts, `chunk` at a time (bounded memory).
-
-    Chunk k is seeded with seed + its first index. `options` go to `Imagen.sample`;
-    `low_res` (for `first_stage` > 0) is split with the prompts; `bar` counts the images.
-    """
-    parts = []
-    for start in range(0, len(prompts), chunk):
-        given = {} if low_res is None else {"low_res": low_res[start : start + chunk]}
-        chunk_prompts = prompts[start : start + chunk]
-        parts.append(model.sample(chunk_prompts, seed=seed + start, **given, **options)[-1].cpu())
-        if bar is not None:
-            bar.update(len(chunk_prompts))
-    return torch.cat(parts)
 
 
 def check_options(

@@ -69,7 +69,7 @@ from imagen_lib.scenes import (
 from imagen_lib.text import resolve_encoder
 from imagen_lib.tools import results
 from imagen_lib.tools.common import at_least, machine_description, train_or_resume, training_recipe
-from imagen_lib.tools.evaluation import sample_scene_sets, score_scene_sets
+from imagen_lib.tools.drawing import sample_scene_sets, score_scene_sets
 from imagen_lib.tools.experiment_spine import prepare
 
 try:
@@ -129,7 +129,7 @@ SCALING_SETS = (
 
 
 class SceneScores(TypedDict, total=False):
-    """The columns `evaluation.score_scene_sets` gives each (set, category or phrasing)."""
+    """The columns `drawing.score_scene_sets` gives each (set, category or phrasing)."""
 
     set: str
     category: str  # "all", or one caption category

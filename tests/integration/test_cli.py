@@ -239,7 +239,7 @@ def test_many_samples_are_made_in_bounded_chunks_seeded_like_final_images(
     import imagen_lib.tools.sampling
     from imagen_lib import Imagen
     from imagen_lib.checkpoint import load_imagen
-    from imagen_lib.tools.sampling import final_images
+    from imagen_lib.tools.drawing import final_images
 
     monkeypatch.setattr(imagen_lib.tools.sampling, "SAMPLE_CHUNK", 2)  # the real chunk is 256
     sizes, real_sample = [], Imagen.sample

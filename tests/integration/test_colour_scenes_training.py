@@ -48,7 +48,7 @@ from imagen_lib.scenes import SCENE_SIZE
 from imagen_lib.text import TextEncoder, build_tiny_t5, caption_words
 from imagen_lib.tools.bench import bench_prompts
 from imagen_lib.tools.cli import main
-from imagen_lib.tools.evaluation import sample_scene_sets, score_scene_sets
+from imagen_lib.tools.drawing import sample_scene_sets, score_scene_sets
 from imagen_lib.tools.results import load_results
 from imagen_lib.train import Trainer
 

@@ -148,3 +148,47 @@ def test_taught_modules_name_no_command_line_flag(path):
         f"{path.name} is taught, but names command-line flags; raise an ImagenError naming "
         "the setting instead (imagen_lib/plumbing/errors.py):\n  " + "\n  ".join(found)
     )
+
+
+# ----- the tools' layers (imagen_lib/tools/__init__.py) --------------------------------------
+TOOLS = PACKAGE / "tools"
+SHARED = {"common", "drawing", "results", "plotting", "experiment_spine", "experiments"}
+COMMAND_LINE = {"cli", "commands", "experiment_command"}
+
+
+def tool_imports(path: Path) -> set[str]:
+    """The modules of imagen_lib/tools that a file imports, function-level imports included."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module == "imagen_lib.tools":
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+            "imagen_lib.tools."
+        ):
+            found.add(node.module.split(".")[2])
+    return found
+
+
+def layer(name: str) -> int:
+    return 1 if name in SHARED else 3 if name in COMMAND_LINE else 2
+
+
+@pytest.mark.parametrize("path", sorted(TOOLS.glob("*.py")), ids=lambda path: path.stem)
+def test_a_tool_imports_only_from_a_layer_below_or_its_own_shared_layer(path):
+    """Layer 2 (each command's work) imports only from layer 1 (shared), never sideways;
+    layer 1 never imports upwards. The command line (layer 3) may import anything."""
+    if path.stem == "__init__":
+        return
+    mine = layer(path.stem)
+    for imported in tool_imports(path):
+        theirs = layer(imported)
+        assert theirs < mine or (theirs == mine == 1) or mine == 3, (
+            f"tools/{path.name} (layer {mine}) imports tools/{imported}.py (layer {theirs})"
+        )
+
+
+def test_the_layer_check_finds_a_sideways_import(tmp_path):
+    sideways = tmp_path / "bench.py"
+    sideways.write_text("from imagen_lib.tools.evaluation import draws_scenes\n")
+    assert tool_imports(sideways) == {"evaluation"}
+    assert layer("bench") == layer("evaluation") == 2

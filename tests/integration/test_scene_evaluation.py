@@ -34,7 +34,7 @@ from imagen_lib.scenes import (
 )
 from imagen_lib.tools.bench import bench_prompts
 from imagen_lib.tools.cli import main
-from imagen_lib.tools.evaluation import draws_scenes, sample_scene_sets, score_scene_sets
+from imagen_lib.tools.drawing import draws_scenes, sample_scene_sets, score_scene_sets
 from imagen_lib.tools.results import load_results, results_table
 
 # The tiny scenes cascade and its training digits, shared with test_scenes_training.py.

@@ -50,7 +50,7 @@ from imagen_lib.scene_language import (
     ScenePrompt,
     SceneTemplate,
 )
-from imagen_lib.tools.evaluation import score_scene_sets
+from imagen_lib.tools.drawing import score_scene_sets
 
 # conftest's `read_right` picks, from these grey digits, two per digit that this classifier
 # reads right
