@@ -48,7 +48,6 @@ from imagen_lib.tools.experiments import (
 )
 
 # The default of every finding's swept setting.
-# The default of every experiment's swept setting.
 GUIDANCE_WEIGHTS = (0, 1, 2, 3, 5, 8, 12, 20)
 THRESHOLDINGS = ("dynamic", "static", "none")
 AUGMENTATION_LEVELS = (0, 0.1, 0.2, 0.25, 0.4, 0.6)
