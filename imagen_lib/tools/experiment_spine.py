@@ -74,6 +74,22 @@ class Scores(TypedDict):
     speckle: float  # the share of stray bright pixels near the border
 
 
+class BindingScores(TypedDict):
+    """What `metrics.binding_scores` measures of a group of scenes, and the group's size.
+
+    Shares in [0, 1], NaN where undefined (no scene of the group can show it).
+    """
+
+    left: float  # the left slot's digit right
+    right: float
+    scene: float  # both right
+    swap: float  # both drawn, each in the other's slot
+    order: float  # in the asked order, among scenes with both digits right as a set
+    order_count: int  # how many scenes that is
+    pair: float  # both digits right as a set, in either order
+    count: int  # scenes in the group
+
+
 class SweepRow(Scores):
     """The columns every sweep row has besides its setting's."""
 

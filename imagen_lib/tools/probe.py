@@ -33,7 +33,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +52,7 @@ from imagen_lib.scenes import (
 from imagen_lib.text import TextEncoder, check_encoder_folder
 from imagen_lib.tools import results
 from imagen_lib.tools.common import machine_description
-from imagen_lib.tools.experiment_spine import prepare
+from imagen_lib.tools.experiment_spine import BindingScores, prepare
 
 # The evaluation sets, as in scenes.EVALUATION_SETS (numbers of held-out pairs apart: a
 # held-out number such as "25" is a token never seen with its scene, not only a new order)
@@ -104,7 +103,7 @@ class ProbeOptions:
     learning_rate: float = LEARNING_RATE
 
 
-class ProbeRow(TypedDict):
+class ProbeRow(BindingScores):
     """A row of probe.json: one reader (encoder, width, seed) on one group of one set."""
 
     encoder: str  # the ProbeEncoder's label
@@ -112,15 +111,7 @@ class ProbeRow(TypedDict):
     seed: int
     set: str  # one of PROBE_SETS
     group: str  # "all", a caption category or a type of held-out phrasing
-    slot: float  # the `probe_scores`
-    left: float
-    right: float
-    scene: float
-    swap: float
-    order: float
-    order_count: int
-    pair: float
-    count: int
+    slot: float  # the `probe_scores`, with the binding scores
     parameters: int  # the encoder's
     dim: int  # its embedding size
 

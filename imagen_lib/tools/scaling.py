@@ -40,7 +40,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypedDict
 
 import torch
 from tqdm.auto import tqdm
@@ -70,7 +69,7 @@ from imagen_lib.text import resolve_encoder
 from imagen_lib.tools import results
 from imagen_lib.tools.common import at_least, machine_description, train_or_resume, training_recipe
 from imagen_lib.tools.drawing import sample_scene_sets, score_scene_sets
-from imagen_lib.tools.experiment_spine import prepare
+from imagen_lib.tools.experiment_spine import BindingScores, prepare
 
 try:
     import fcntl
@@ -128,20 +127,12 @@ SCALING_SETS = (
 )
 
 
-class SceneScores(TypedDict, total=False):
+class SceneScores(BindingScores, total=False):
     """The columns `drawing.score_scene_sets` gives each (set, category or phrasing)."""
 
     set: str
     category: str  # "all", or one caption category
     phrasing: str  # "all", or one type of held-out phrasing
-    left: float  # the shares of binding_scores; NaN where undefined
-    right: float
-    scene: float
-    swap: float
-    order: float
-    order_count: int
-    pair: float
-    count: int  # scenes in the group
     blind_first_named: float  # the word-blind readers' order accuracy
     blind_trained_layout: float
     fid_left: float  # per-slot MNIST-FID: on the "all" rows only
