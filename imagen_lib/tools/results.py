@@ -598,6 +598,18 @@ def results_problem(results: dict) -> str | None:
     return None
 
 
+def real_vs_real_line(axis, results: dict, vertical: bool = False) -> None:
+    """The real-vs-real MNIST-FID of a results file as a dashed line: the FID axis's floor."""
+    draw = axis.axvline if vertical else axis.axhline
+    draw(
+        results["settings"]["fid_real_vs_real"],
+        color="grey",
+        linestyle="--",
+        linewidth=0.8,
+        label="real-vs-real FID",
+    )
+
+
 def _errorbar(
     axis, x, summary: list[dict], column: str, label: str, scale: float = 1.0, marker: str = "o"
 ):
@@ -652,13 +664,7 @@ def plot_guidance(results: dict):
                         xytext=offset,
                         fontsize=7,
                     )
-        axis.axvline(
-            results["settings"]["fid_real_vs_real"],
-            color="grey",
-            linestyle="--",
-            linewidth=0.8,
-            label="real-vs-real FID",
-        )
+        real_vs_real_line(axis, results, vertical=True)
         axis.set_xscale("log")
         axis.xaxis.set_major_formatter(ScalarFormatter())
         axis.xaxis.set_minor_formatter(NullFormatter())
@@ -709,13 +715,7 @@ def plot_against(
                     ha="right" if left else "left",
                     fontsize=7,
                 )
-    axes[0].axhline(
-        results["settings"]["fid_real_vs_real"],
-        color="grey",
-        linestyle="--",
-        linewidth=0.8,
-        label="real-vs-real FID",
-    )
+    real_vs_real_line(axes[0], results)
     axes[0].set_ylabel("MNIST-FID (lower is better)" + (", log scale" if log_fid else ""))
     if setting_key != x_key:
         axes[0].set_title(f"points labelled with their {setting_key}", fontsize=8)
@@ -804,13 +804,7 @@ def plot_prediction(results: dict):
     for axis, (_, _, title) in zip(axes, panels):
         axis.set_xticks(range(len(labels)), labels, fontsize=7)
         axis.set_title(title, fontsize=10)
-    axes[1].axhline(
-        results["settings"]["fid_real_vs_real"],
-        color="grey",
-        linestyle="--",
-        linewidth=0.8,
-        label="real-vs-real FID",
-    )
+    real_vs_real_line(axes[1], results)
     axes[1].legend(fontsize=8)
     figure.suptitle("eps- against v-prediction: the same cascade, trained the same way")
     figure.tight_layout()
