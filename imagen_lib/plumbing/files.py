@@ -51,8 +51,13 @@ def shipped_folder() -> Path:
 SHIPPED = shipped_folder()
 SHIPPED_CHECKPOINT = SHIPPED / "imagen_mnist_cpu.pt"  # `python -m imagen_lib train --preset cpu`
 SHIPPED_SCENES = SHIPPED / "imagen_scenes_cpu.pt"  # two-digit scenes: data/README.md
+SHIPPED_COLOUR = SHIPPED / "imagen_colour_cpu.pt"  # colour scenes, 3 channels: data/README.md
 # What `--checkpoint NAME` means when no file NAME exists (`--checkpoint scenes`)
-SHIPPED_CASCADES = {"mnist": SHIPPED_CHECKPOINT, "scenes": SHIPPED_SCENES}
+SHIPPED_CASCADES = {
+    "mnist": SHIPPED_CHECKPOINT,
+    "scenes": SHIPPED_SCENES,
+    "colour": SHIPPED_COLOUR,
+}
 SHIPPED_CLASSIFIER = SHIPPED / "mnist_classifier.pt"  # `python -m imagen_lib classifier`
 SHIPPED_RESULTS = SHIPPED / "results"  # `python -m imagen_lib experiment NAME --out data/results`
 
@@ -360,7 +365,7 @@ def existing_file(path: Path, what: str, example: str, missing: str) -> Path:
 def existing_checkpoint(path: str | Path | None) -> Path:
     """`path`, or the shipped cascade when None, as a checkpoint file that exists.
 
-    A shipped cascade's name ("mnist", "scenes": SHIPPED_CASCADES) means its file unless
+    A shipped cascade's name ("mnist", "scenes", "colour": SHIPPED_CASCADES) means its file unless
     something of that name is in the working folder: a checkpoint file there is read, with
     a warning; a folder, a pipe or a link to nothing is refused, saying that it hides the
     shipped cascade.

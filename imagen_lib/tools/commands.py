@@ -16,7 +16,7 @@ from imagen_lib.plumbing.datasets import TORCHVISION_SETS
 from imagen_lib.plumbing.setting_checks import MAX_GUIDANCE_WEIGHT
 from imagen_lib.presets import COMPILE_SETTINGS, PRESETS
 
-SHIPPED = "the shipped data/imagen_mnist_cpu.pt; `scenes`: the shipped scene cascade"
+SHIPPED = "the shipped data/imagen_mnist_cpu.pt; `scenes`, `colour`: the shipped scene cascades"
 GUIDANCE = f"0 to {MAX_GUIDANCE_WEIGHT:g}: 0 ignores the text, 1 is plain conditioning"
 INTERVAL = (
     "guide only where t / (T - 1) lies in [START, END] (0 1: every step; default: each "

@@ -47,7 +47,7 @@ def check(passed: bool, success: str = "Correct!", hint: str = "Not yet.") -> bo
 
 
 def shipped_cascade(device=None, name: str = "mnist"):
-    """A pretrained cascade from `data/` ("mnist" or "scenes"), EMA weights, ready to sample."""
+    """A pretrained cascade from `data/` ("mnist", "scenes" or "colour"), EMA weights, to sample."""
     if name not in SHIPPED_CASCADES:
         raise ValueError(f"no shipped cascade {name!r}: choose one of {list(SHIPPED_CASCADES)}")
     return load_imagen(SHIPPED_CASCADES[name], weights="ema", device=device or default_device())
