@@ -454,7 +454,7 @@ def evaluate_checkpoint(
         print_digit_table(rows)
     if save is not None:
         settings = dict(
-            checkpoint=str(checkpoint),
+            checkpoint=as_recorded(checkpoint),
             num_samples=num_samples,
             sampling=plan,
             guidance_interval=guidance_interval,
@@ -462,6 +462,15 @@ def evaluate_checkpoint(
         )
         save_evaluation(save, kind, rows, settings, seed)
     return rows
+
+
+def as_recorded(path: Path) -> str:
+    """A file as a results file records it: relative to the working folder when inside it
+    (data/imagen_scenes_cpu.pt), else by its name alone, never this machine's folders."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path.name
 
 
 def classifier_to_file(

@@ -321,3 +321,9 @@ def test_what_the_readme_commands_write_is_ignored_by_git():
             ["git", "check-ignore", "-q", f"{out}/grid.png"], cwd=ROOT, check=False
         )
         assert ignored.returncode == 0, f"{out}/, written by a README command, is not ignored"
+
+
+def test_data_stays_under_32_mib():
+    """Everything shipped in data/ travels with every clone and install: at most 32 MiB."""
+    shipped = sum(path.stat().st_size for path in (ROOT / "data").rglob("*") if path.is_file())
+    assert shipped < 32 * 2**20, f"data/ holds {shipped / 2**20:.2f} MiB"
