@@ -22,7 +22,7 @@ from imagen_lib.checkpoint import load_imagen
 from imagen_lib.diffusion import check_guidance_weight
 from imagen_lib.metrics import Scorer
 from imagen_lib.plumbing.errors import damaged
-from imagen_lib.plumbing.files import writable_folder
+from imagen_lib.plumbing.files import existing_checkpoint, writable_folder
 from imagen_lib.presets import Preset
 from imagen_lib.tools import results
 from imagen_lib.tools.common import at_least, machine_description, training_recipe
@@ -326,15 +326,16 @@ def run_finding(finding: Finding, options: FindingOptions) -> list[dict]:
     if options.guidance is None:  # guidance: the weights it sweeps; augmentation: the model's
         options = dataclasses.replace(options, guidance=finding.guidance)
     settings, runs = checked_options(finding.name, options)
-    prepared = prepare(options.out, [options.checkpoint], options.num_samples, options.classifier)
-    (checkpoint,), scorer = prepared.checkpoints, prepared.scorer
+    checkpoint = existing_checkpoint(options.checkpoint)
     reused = []
-    if options.reuse:
+    if options.reuse:  # read before the scorer is built: a refusal comes at once
         setup = dict(
             checkpoint=checkpoint.name, num_samples=options.num_samples, seeds=options.seeds
         )
-        previous = prepared.out / f"{finding.name}.json"
+        previous = writable_folder(options.out) / f"{finding.name}.json"
         reused = reused_rows(previous, options.reuse, setup, settings)
+    prepared = prepare(options.out, [checkpoint], options.num_samples, options.classifier)
+    scorer = prepared.scorer
     preset = training_recipe(checkpoint) if finding.retrains else None
     model = load_measured(finding.name, checkpoint, settings)
     run = Measurement(model, preset, scorer, options, settings, reused, runs, examples={})
