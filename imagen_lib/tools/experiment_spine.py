@@ -29,11 +29,12 @@ from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar
 import torch
 from tqdm.auto import tqdm
 
-from imagen_lib.checkpoint import parse_config, read_checkpoint
+from imagen_lib.data import height_width
 from imagen_lib.metrics import Scorer, load_classifier
 from imagen_lib.plumbing.files import existing_checkpoint, writable_folder
 from imagen_lib.tools import results
 from imagen_lib.tools.common import timed
+from imagen_lib.tools.drawing import checkpoint_config
 
 if TYPE_CHECKING:  # matplotlib is imported only where a figure is drawn
     from matplotlib.figure import Figure
@@ -130,9 +131,8 @@ def prepare(
     if num_samples is not None:
         digit_classifier = load_classifier(classifier)  # "" is refused, None is the shipped one
         if scored_as is None:  # the config alone: the networks and the encoder load later
-            scored_as = parse_config(read_checkpoint(paths[0])["config"], paths[0])
-        height = scored_as.stages[0].image_size
-        height = height[0] if isinstance(height, tuple) else height
+            scored_as = checkpoint_config(paths[0])
+        height = height_width(scored_as.stages[0].image_size)[0]
         scorer = Scorer.build(
             num_samples,
             digit_classifier,
