@@ -369,3 +369,9 @@ def test_the_shipped_colour_cascade_meets_its_bar_and_the_notes_quote_its_files(
     ) in notes
     assert six["training", "all", "all"]["scene"] == eight["training", "all", "all"]["scene"]
     assert f"training captions {share(eight['training', 'all', 'all']['scene'])} for both" in notes
+    swaps = [row["colour_swap"] for row in (unseen_six, unseen_eight)]
+    error = math.sqrt(sum(swap * (1 - swap) / 200 for swap in swaps))  # 200 scenes a set
+    assert (
+        f"differ by {100 * (swaps[0] - swaps[1]):.1f} points, "
+        f"with a standard error of {100 * error:.1f}" in notes
+    )
