@@ -49,6 +49,7 @@ from conftest import (  # noqa: E402
 
 from imagen_lib.checkpoint import read_checkpoint  # noqa: E402
 from imagen_lib.plumbing.files import SHIPPED_CLASSIFIER, SHIPPED_SCENES  # noqa: E402
+from imagen_lib.tools import experiment_spine  # noqa: E402
 from imagen_lib.tools.cli import main  # noqa: E402
 
 NO_SPACE = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -145,6 +146,16 @@ def text_file(name: str, text: str) -> Setup:
         (tmp / name).write_text(text, encoding="utf-8")
 
     return setup
+
+
+def scorer_unbuilt(tmp: Path, smoke: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fails the case if its refusal comes only after the scorer (seconds of real digits) is
+    built."""
+
+    def built(*args: object, **kwargs: object) -> None:
+        pytest.fail("the scorer was built before the refusal")
+
+    monkeypatch.setattr(experiment_spine.Scorer, "build", built)
 
 
 def fifo(name: str) -> Setup:
@@ -845,7 +856,7 @@ CASES = [
             f"reuse a sampler.json {name}",
             REUSE,
             ("{tmp}/results/sampler.json", words),
-            setup=(text_file("results/sampler.json", text),),
+            setup=(text_file("results/sampler.json", text), scorer_unbuilt),
         )
         for name, text, words in (
             ("holding a list", "[1, 2]", "holds a list, not an object"),

@@ -106,6 +106,7 @@ class Prepared:
     out: Path  # the output folder, checked to be writable (made when a result is written)
     checkpoints: list[Path]  # each exists
     scorer: Scorer | None  # None: the experiment scores no images (the probe)
+    earlier: object = None  # what `read_earlier` found in the output folder
 
 
 def prepare(
@@ -115,21 +116,26 @@ def prepare(
     classifier: str | Path | None = None,
     scored_as: ImagenConfig | None = None,
     base_resolution: bool = False,
+    read_earlier: Callable[[Path], object] | None = None,
 ) -> Prepared:
-    """Check the paths, load the classifier, build the scorer.
+    """Check the paths, load the classifier, read earlier results, build the scorer.
 
     `checkpoints` are checked to exist (None: the shipped cascade). With `num_samples`, the
     classifier is loaded (None: the shipped one) and a `Scorer` of that many samples built
     for images of `scored_as` (default: the first checkpoint's cascade): its channels, and
     with `base_resolution` real digits shrunk to its base stage's height, as base samples
-    are. Every check comes first: a bad path fails before the scorer reads a digit. The
-    output folder is not made here: an experiment may still refuse its options after this.
+    are. `read_earlier(out)` reads and checks what an earlier run left in the output folder
+    (kept as `earlier`). Every check comes first: a bad path or a refused earlier file fails
+    before the scorer reads a digit. The output folder is not made here: an experiment may
+    still refuse its options after this.
     """
     paths = [existing_checkpoint(checkpoint) for checkpoint in checkpoints]
     folder = writable_folder(out)
-    scorer = None
+    scorer = digit_classifier = None
     if num_samples is not None:
         digit_classifier = load_classifier(classifier)  # "" is refused, None is the shipped one
+    earlier = read_earlier(folder) if read_earlier is not None else None
+    if digit_classifier is not None:
         if scored_as is None:  # the config alone: the networks and the encoder load later
             scored_as = checkpoint_config(paths[0])
         height = height_width(scored_as.stages[0].image_size)[0]
@@ -139,7 +145,7 @@ def prepare(
             scored_as.channels,
             degraded_to=height if base_resolution else None,
         )
-    return Prepared(folder, paths, scorer)
+    return Prepared(folder, paths, scorer, earlier)
 
 
 # ----- the sweep --------------------------------------------------------------------------

@@ -327,15 +327,17 @@ def run_finding(finding: Finding, options: FindingOptions) -> list[dict]:
         options = dataclasses.replace(options, guidance=finding.guidance)
     settings, runs = checked_options(finding.name, options)
     checkpoint = existing_checkpoint(options.checkpoint)
-    reused = []
-    if options.reuse:  # read before the scorer is built: a refusal comes at once
-        setup = dict(
-            checkpoint=checkpoint.name, num_samples=options.num_samples, seeds=options.seeds
-        )
-        previous = writable_folder(options.out) / f"{finding.name}.json"
-        reused = reused_rows(previous, options.reuse, setup, settings)
-    prepared = prepare(options.out, [checkpoint], options.num_samples, options.classifier)
-    scorer = prepared.scorer
+    setup = dict(checkpoint=checkpoint.name, num_samples=options.num_samples, seeds=options.seeds)
+
+    def read_reused(out: Path) -> list[dict]:
+        if not options.reuse:
+            return []
+        return reused_rows(out / f"{finding.name}.json", options.reuse, setup, settings)
+
+    prepared = prepare(
+        options.out, [checkpoint], options.num_samples, options.classifier, read_earlier=read_reused
+    )
+    scorer, reused = prepared.scorer, prepared.earlier
     preset = training_recipe(checkpoint) if finding.retrains else None
     model = load_measured(finding.name, checkpoint, settings)
     run = Measurement(model, preset, scorer, options, settings, reused, runs, examples={})

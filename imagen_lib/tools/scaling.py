@@ -579,15 +579,28 @@ def run_scaling(
         train_steps,
     )
     runs = writable_folder(runs, "--runs") / "scaling"
+
+    def read_earlier(folder: Path) -> tuple[dict, list[dict], float]:
+        """The settings, and what a stopped run of them left in OUT. Called once the
+        classifier is checked (the recipe records its digest), before the scorer is built."""
+        settings = scaling_settings(recipe, num_samples, weights, classifier or SHIPPED_CLASSIFIER)
+        with results_lock(folder):
+            measured, seconds = measured_so_far(folder / "scaling.json", settings["recipe"])
+            load_examples(folder / "scaling_examples.pt")  # a damaged file fails now
+        return settings, measured, seconds
+
     # the scorer's real digits go through the base stage's resolution, for the per-slot FID
-    prepared = prepare(out, (), num_samples, classifier, recipe.model, base_resolution=True)
-    out, scorer = prepared.out, prepared.scorer
-    settings = scaling_settings(recipe, num_samples, weights, classifier or SHIPPED_CLASSIFIER)
+    prepared = prepare(
+        out,
+        num_samples=num_samples,
+        classifier=classifier,
+        scored_as=recipe.model,
+        base_resolution=True,
+        read_earlier=read_earlier,
+    )
+    out, scorer, (settings, measured, earlier) = prepared.out, prepared.scorer, prepared.earlier
     settings["fid_floor"] = scorer.real_vs_real  # the real-vs-real floor at that resolution
     path = out / "scaling.json"
-    with results_lock(out):
-        measured, earlier = measured_so_far(path, settings["recipe"])
-        load_examples(path.with_name("scaling_examples.pt"))  # a damaged file fails now
     todo = runs_to_do(every, seeds, measured)
     started = time.perf_counter()
 

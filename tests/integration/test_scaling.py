@@ -28,7 +28,7 @@ from imagen_lib.plumbing.files import SHIPPED_RESULTS
 from imagen_lib.presets import Preset, TrainConfig, get_preset
 from imagen_lib.scenes import HELD_OUT_PAIRS, TRAINING_PAIRS, make_scenes
 from imagen_lib.text import build_tiny_t5, caption_words
-from imagen_lib.tools import results
+from imagen_lib.tools import experiment_spine, results
 from imagen_lib.tools.cli import main
 from imagen_lib.tools.results import load_results
 from imagen_lib.tools.scaling import (
@@ -237,6 +237,16 @@ def refused(argv: list[str], capsys) -> str:
     return err
 
 
+@pytest.fixture
+def scorer_unbuilt(monkeypatch):
+    """Fails a test whose refusal comes only after the scorer (seconds of real digits) is built."""
+
+    def built(*args, **kwargs):
+        pytest.fail("the scorer was built before the refusal")
+
+    monkeypatch.setattr(experiment_spine.Scorer, "build", built)
+
+
 def scaling_argv(recipe_checkpoint, tmp_path, *more: str) -> list[str]:
     argv = ["experiment", "scaling", "--checkpoint", str(recipe_checkpoint)]
     argv += ["--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs")]
@@ -244,7 +254,7 @@ def scaling_argv(recipe_checkpoint, tmp_path, *more: str) -> list[str]:
 
 
 def test_results_of_another_recipe_are_refused_naming_the_option(
-    recipe_checkpoint, measured, tmp_path, capsys
+    recipe_checkpoint, measured, tmp_path, capsys, scorer_unbuilt
 ):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "scaling.json").write_bytes((measured / "scaling.json").read_bytes())
@@ -266,7 +276,7 @@ def test_results_of_another_recipe_are_refused_naming_the_option(
     ids=["truncated", "negative share", "text score", "negative wall time"],
 )
 def test_a_damaged_results_file_is_refused_before_training(
-    recipe_checkpoint, measured, tmp_path, capsys, damage, words
+    recipe_checkpoint, measured, tmp_path, capsys, damage, words, scorer_unbuilt
 ):
     (tmp_path / "out").mkdir()
     text = (measured / "scaling.json").read_text()
@@ -276,7 +286,9 @@ def test_a_damaged_results_file_is_refused_before_training(
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_damaged_examples_file_is_refused_before_training(recipe_checkpoint, tmp_path, capsys):
+def test_a_damaged_examples_file_is_refused_before_training(
+    recipe_checkpoint, tmp_path, capsys, scorer_unbuilt
+):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "scaling_examples.pt").write_bytes(b"PK\x03\x04 not a torch file")
     assert "example scenes" in refused(scaling_argv(recipe_checkpoint, tmp_path), capsys)

@@ -12,6 +12,7 @@ import re
 import pytest
 import torch
 
+from imagen_lib.tools import experiment_spine
 from imagen_lib.tools.cli import build_parser
 from imagen_lib.tools.experiment_command import EXPERIMENTS
 from imagen_lib.tools.experiment_spine import SweepSetting, prepare, sweep
@@ -91,6 +92,26 @@ def test_prepare_checks_every_path_and_makes_nothing(tmp_path):
     prepared = prepare(out)  # the probe's: no checkpoint, no scorer
     assert prepared.out == out and not out.parent.exists() and prepared.scorer is None
     assert prepared.checkpoints == []
+
+
+def test_prepare_reads_earlier_results_before_it_builds_the_scorer(
+    smoke_run_folder, tmp_path, monkeypatch
+):
+    """A refused results file must fail at once, not after seconds of scoring real digits."""
+
+    def built(*args, **kwargs):
+        pytest.fail("the scorer was built before the earlier results were read")
+
+    def refuse(folder):
+        raise ValueError(f"{folder}/results.json is damaged")
+
+    monkeypatch.setattr(experiment_spine.Scorer, "build", built)
+    checkpoint = smoke_run_folder / "checkpoint.pt"
+    with pytest.raises(ValueError, match="damaged"):
+        prepare(tmp_path / "out", [checkpoint], num_samples=10, read_earlier=refuse)
+    monkeypatch.undo()
+    prepared = prepare(tmp_path / "out", [checkpoint], 10, read_earlier=lambda folder: [folder])
+    assert prepared.earlier == [tmp_path / "out"] and prepared.scorer is not None
 
 
 def listed_experiments() -> list[str]:
