@@ -215,6 +215,46 @@ def difference(first: dict, second: dict, smallest: float) -> tuple[float, float
     return delta, error, "higher" if delta > 0 else "lower"
 
 
+def size_change(first: dict, second: dict) -> str:
+    """What grows from `second` to `first` (two summary entries): "encoder x4.8", "U-Net x3.9"."""
+    changes = []
+    for column, name in (("encoder_parameters", "encoder"), ("unet_parameters", "U-Net")):
+        if first[column] != second[column]:
+            changes.append(f"{name} x{first[column] / second[column]:.1f}")
+    return ", ".join(changes) or "none"
+
+
+def comparison_table(results: dict, pairs: Sequence[tuple[str, str]]) -> str:
+    """Figure 4's comparisons as Markdown: for each (first, second) pair of models, per set at
+    the gate's guidance weight, first - second in conditional order accuracy (points) with its
+    95% interval, and how it reads (`difference`, against the smallest effect the file
+    records). A model none of whose seeds passed the gate makes its rows "not converged"."""
+    weight = results["settings"]["gate"]["guidance"]
+    smallest = results["settings"]["smallest_effect"]
+    summary = [entry for entry in scaling_summary(results) if entry["guidance"] == weight]
+    entries = {(entry["model"], entry["set"]): entry for entry in summary}
+    models = {entry["model"] for entry in summary}
+    sets = list(dict.fromkeys(entry["set"] for entry in summary))
+    lines = [
+        "| comparison | what grows | set | difference (points) | reading |",
+        "|---|---|---|---|---|",
+    ]
+    for first, second in pairs:
+        for model in (first, second):
+            if model not in models:
+                raise ValueError(f"{model!r} is not among the measured models {sorted(models)}")
+        for name in sets:
+            bigger, smaller = entries[first, name], entries[second, name]
+            if math.isnan(bigger["order"]) or math.isnan(smaller["order"]):
+                cells = ["-", "not converged"]
+            else:
+                delta, error, reading = difference(bigger, smaller, smallest)
+                cells = [f"{100 * delta:+.1f} ± {196 * error:.1f}", reading]
+            grows = size_change(bigger, smaller)
+            lines.append(f"| {first} - {second} | {grows} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def scaling_table(results: dict) -> str:
     """The scaling experiment's summary as Markdown: per model and guidance weight, the gate
     (seeds passed / measured) and conditional order accuracy ± its 95% interval per set."""

@@ -405,6 +405,35 @@ def test_the_gate_the_interval_and_the_difference_by_hand():
     assert results.difference(summary["a"], far, smallest=0.05)[2] == "higher"
 
 
+def test_the_comparison_table_by_hand():
+    gate = {"set": "training relations", "guidance": 3.0, "order": 0.95}
+    held_out = dict(set="held-out synonym")
+    rows = [
+        hand_row("small", 0, 0.96, 100, encoder_parameters=10),
+        hand_row("small", 0, 0.50, 100, encoder_parameters=10, **held_out),
+        hand_row("big", 0, 0.99, 400, encoder_parameters=48),
+        hand_row("big", 0, 0.80, 400, encoder_parameters=48, **held_out),
+        hand_row("late", 0, 0.90, 100, encoder_parameters=10, unet_parameters=28),  # no gate
+        hand_row("late", 0, 0.70, 100, encoder_parameters=10, unet_parameters=28, **held_out),
+        hand_row("big", 0, 0.10, 400, encoder_parameters=48, guidance=6.0),  # another weight
+    ]
+    found = {"settings": {"gate": gate, "smallest_effect": 0.05}, "rows": rows}
+    table = results.comparison_table(found, [("big", "small"), ("late", "small")])
+    lines = table.splitlines()[2:]
+    assert len(lines) == 4
+    # +3.0 points on training captions, within the 5 points decided before the runs
+    error = 1.96 * math.hypot(math.sqrt(0.99 * 0.01 / 400), math.sqrt(0.96 * 0.04 / 100))
+    assert lines[0] == (
+        f"| big - small | encoder x4.8 | training relations | +3.0 ± {100 * error:.1f} | "
+        "no detectable difference |"
+    )
+    assert lines[1].startswith("| big - small | encoder x4.8 | held-out synonym | +30.0 ± ")
+    assert lines[1].endswith("| higher |")
+    assert lines[2] == "| late - small | U-Net x4.0 | training relations | - | not converged |"
+    with pytest.raises(ValueError, match="'huge' is not among the measured models"):
+        results.comparison_table(found, [("huge", "small")])
+
+
 def test_an_extra_encoder_becomes_a_row(recipe_checkpoint, tmp_path):
     """A local tiny T5 stands in for T5-small from the hub: the same code path."""
     from imagen_lib.scene_captions import HELD_OUT_SCENE_CAPTIONS, SCENE_CAPTIONS
