@@ -339,11 +339,39 @@ def plot_scaling_curve(results: dict):
     return figure
 
 
-def plot_scaling(results: dict):
+PHRASING_TYPES = ("synonym", "new word", "inverted")
+
+
+def probe_ceilings(probe: dict, width: int) -> list[tuple[int, float, float]]:
+    """The probe's order accuracy on held-out phrasings (the mean over PHRASING_TYPES) for each
+    pretrained encoder's reader of `width`: (parameters, mean over seeds, standard error),
+    in order of size. What the tokens hold: a ceiling for any U-Net reading them."""
+    pretrained = {entry["label"] for entry in probe["settings"]["encoders"] if entry["pretrained"]}
+    per_seed: dict[tuple[str, int], list[float]] = {}
+    sizes = {}
+    for row in probe["rows"]:
+        if (
+            row["encoder"] in pretrained
+            and row["width"] == width
+            and row["set"] == "held-out phrasings"
+            and row["group"] in PHRASING_TYPES
+        ):
+            per_seed.setdefault((row["encoder"], row["seed"]), []).append(row["order"])
+            sizes[row["encoder"]] = row["parameters"]
+    ceilings = []
+    for encoder, parameters in sizes.items():
+        means = [sum(v) / len(v) for (name, _), v in per_seed.items() if name == encoder]
+        error = statistics.stdev(means) / math.sqrt(len(means)) if len(means) > 1 else math.nan
+        ceilings.append((parameters, sum(means) / len(means), error))
+    return sorted(ceilings)
+
+
+def plot_scaling(results: dict, probe: dict | None = None):
     """Figure 4 in miniature: conditional order accuracy on held-out phrasings against the
-    encoder's parameters (a line per U-Net width) and the U-Net's parameters (a line per
-    encoder), at the gate's guidance weight, with 95% intervals; then order accuracy against
-    the per-slot FID, one point per guidance weight. Only runs that passed the gate."""
+    encoder's parameters (a line per U-Net width, and with `probe` its readers' ceilings) and
+    the U-Net's parameters (a line per encoder), at the gate's guidance weight, with 95%
+    intervals; then order accuracy against the per-slot FID, one point per guidance weight.
+    Only runs that passed the gate are drawn; the title names the models that did not."""
     import matplotlib.pyplot as plt
 
     summary = [e for e in scaling_summary(results) if e["set"].startswith("held-out ")]
@@ -355,6 +383,11 @@ def plot_scaling(results: dict):
         orders = [e["order"] for e in entries]
         errors = [e["order_error"] for e in entries]
         return sum(orders) / len(orders), math.sqrt(sum(x * x for x in errors)) / len(errors)
+
+    def millions(axis, values: list[float]) -> None:  # ticks at the models' sizes, as "22.7M"
+        values = sorted(set(values))
+        axis.set_xticks(values, [f"{value / 1e6:.1f}M" for value in values])
+        axis.minorticks_off()
 
     models = list(dict.fromkeys(e["model"] for e in summary))
     by_model = {}
@@ -382,8 +415,25 @@ def plot_scaling(results: dict):
                 label=group,
             )
         axis.set_xscale("log")
+        millions(axis, [entry[x_key] for entry, _, _ in by_model.values()])
         axis.set_xlabel(x_label)
         axis.axhline(50, color="grey", linewidth=0.8, linestyle=":")
+    if probe is not None:
+        width = max(probe["settings"]["widths"])
+        ceilings = probe_ceilings(probe, width)
+        axes[0].errorbar(
+            [c[0] for c in ceilings],
+            [100 * c[1] for c in ceilings],
+            yerr=[196 * c[2] for c in ceilings],
+            color="grey",
+            linestyle="--",
+            marker="s",
+            capsize=2,
+            label=f"probe's reader (width {width})",
+        )
+        encoders = [entry["encoder_parameters"] for entry, _, _ in by_model.values()]
+        millions(axes[0], encoders + [c[0] for c in ceilings])
+    for axis in axes[:2]:
         axis.legend(fontsize=7)
     axes[0].set_ylabel("order accuracy, held-out phrasings (%)")
     for model in models:
@@ -401,7 +451,11 @@ def plot_scaling(results: dict):
     axes[2].set_xlabel("per-slot MNIST-FID at 16x32 (lower is better)")
     axes[2].set_ylabel("order accuracy, held-out phrasings (%)")
     axes[2].legend(fontsize=6)
-    figure.suptitle("Figure 4 in miniature: runs that passed the gate; 50% is a coin flip")
+    title = "Figure 4 in miniature: runs that passed the gate; 50% is a coin flip"
+    unconverged = [model for model, (_, order, _) in by_model.items() if math.isnan(order)]
+    if unconverged:
+        title += f"\nnot converged, so not drawn: {'; '.join(unconverged)}"
+    figure.suptitle(title)
     figure.tight_layout()
     return figure
 

@@ -434,6 +434,40 @@ def test_the_comparison_table_by_hand():
         results.comparison_table(found, [("huge", "small")])
 
 
+def probe_row(encoder: str, seed: int, group: str, order: float, parameters: int) -> dict:
+    row = dict(encoder=encoder, width=64, seed=seed, set="held-out phrasings", group=group)
+    return {**row, "order": order, "parameters": parameters}
+
+
+def test_the_probe_ceilings_and_the_figure_by_hand():
+    encoders = [("random", False), ("small", True), ("big", True)]
+    settings = {"widths": [8, 64], "encoders": [dict(label=n, pretrained=p) for n, p in encoders]}
+    rows = [probe_row("random", 0, "synonym", 0.9, 5)]  # not pretrained: no ceiling
+    for seed, orders in enumerate([(0.6, 0.7, 0.8), (0.8, 0.9, 1.0)]):
+        for group, order in zip(("synonym", "new word", "inverted"), orders):
+            rows.append(probe_row("big", seed, group, order, 48))
+    rows.append(probe_row("small", 0, "synonym", 0.5, 10))
+    rows.append(probe_row("small", 0, "all", 0.1, 10))  # not a phrasing type: left out
+    probe = {"settings": settings, "rows": rows}
+    ceilings = results.probe_ceilings(probe, 64)
+    assert [c[0] for c in ceilings] == [10, 48] and ceilings[0][1] == 0.5
+    # big: per-seed means 0.7 and 0.9, so 0.8 with a standard error of 0.1
+    assert ceilings[1][1:] == pytest.approx((0.8, 0.1))
+    gate = {"set": "training relations", "guidance": 3.0, "order": 0.95}
+    held_out = dict(set="held-out synonym")
+    scaling = [
+        hand_row("small", 0, 0.96, 100, encoder_parameters=10),
+        hand_row("small", 0, 0.60, 100, encoder_parameters=10, **held_out),
+        hand_row("big", 0, 0.90, 100, encoder_parameters=48),  # fails the gate
+        hand_row("big", 0, 0.70, 100, encoder_parameters=48, **held_out),
+    ]
+    found = {"settings": {"gate": gate, "smallest_effect": 0.05}, "rows": scaling}
+    figure = results.plot_scaling(found, probe)
+    assert "not converged, so not drawn: big" in figure.get_suptitle()
+    labels = figure.axes[0].get_legend_handles_labels()[1]
+    assert labels == ["32 ch", "probe's reader (width 64)"]
+
+
 def test_an_extra_encoder_becomes_a_row(recipe_checkpoint, tmp_path):
     """A local tiny T5 stands in for T5-small from the hub: the same code path."""
     from imagen_lib.scene_captions import HELD_OUT_SCENE_CAPTIONS, SCENE_CAPTIONS
